@@ -1,0 +1,31 @@
+"""sdlaws: measure speculative decoding, fit its scaling laws, plan draft models and serving settings.
+
+The public API is re-exported here lazily, so ``import sdlaws`` stays light (no torch import) until a
+measurement name is touched.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute"
+_API = {
+    "SdlawsError": "sdlaws.errors:SdlawsError",
+    "read_measurements": "sdlaws.io:read_measurements",
+    "derive_rates": "sdlaws.rates:derive",
+    "alpha_from_tau": "sdlaws.rates:alpha_from_tau",
+    "expected_tokens_chain": "sdlaws.rates:expected_tokens_chain",
+}
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'sdlaws' has no attribute {name!r}")
+    module, attr = _API[name].split(":")
+    value = getattr(import_module(module), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from sdlaws.cli import main
+
+main()

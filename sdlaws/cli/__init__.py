@@ -1,0 +1,43 @@
+"""The ``sdlaws`` command line: a thin shell over the library (parse, build config, call, print).
+
+Each job registers its commands from its own module (``cli/fit.py``, ``cli/measure.py``, ``cli/plan.py``,
+``cli/train.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with
+exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from sdlaws.errors import SdlawsError
+
+
+class _Group(TyperGroup):
+    """Root group that turns library errors into a one-line message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SdlawsError as exc:
+            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Measure speculative decoding, fit its scaling laws, and plan drafts and serving settings.")
+
+
+def _register() -> None:
+    from sdlaws.cli import fit, measure, plan, train
+
+    for module in (measure, fit, plan, train):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

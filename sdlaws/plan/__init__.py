@@ -1,0 +1,1 @@
+"""sdlaws.plan"""

@@ -1,0 +1,44 @@
+"""Provenance recorded on every measurement row and result (style.md rule 3)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str:
+    """Commit of the sdlaws checkout (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def version(package: str) -> str:
+    """Installed version of ``package`` or ``""``."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device_name: str = "cpu") -> dict[str, str]:
+    """Provenance columns of :data:`sdlaws.schema.SPEC_RUN` (device name is passed in: no torch import here)."""
+    from sdlaws import __version__
+
+    return {"timestamp_utc": now_utc(), "git_sha": git_sha(), "sdlaws_version": __version__,
+            "torch_version": version("torch"), "transformers_version": version("transformers"),
+            "gpu_name": device_name}

@@ -1,0 +1,130 @@
+"""The one place where rates are derived from the raw counts and timings of :mod:`sdlaws.schema`.
+
+Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py``) and Leviathan et al. 2023
+(arXiv 2211.17192); see ``../shared/reference/formulas.md`` §0 and §6.1:
+
+- ``acceptance_rate`` = num_accepted_tokens / num_draft_tokens (vLLM "draft acceptance rate").
+- ``mean_acceptance_length`` tau = 1 + num_accepted_tokens / num_drafts (includes the bonus token).
+- ``pos_acceptance_rate_i`` = num_accepted_per_pos[i] / num_drafts: unconditional, P(first i+1 accepted).
+- ``cond_acceptance_rate_i`` = per_pos[i] / per_pos[i-1] (per_pos[-1] := num_drafts): EAGLE's n-alpha.
+- ``alpha_mle``: Leviathan's per-token alpha under the i.i.d. model, censored-geometric MLE
+  S / (S + F), S = accepted draft tokens, F = drafts with a rejection (formulas.md §6.10, chain drafts).
+- ``alpha_from_tau``: the inversion of tau(alpha, gamma) = (1 - alpha^(gamma+1)) / (1 - alpha) (Leviathan Eq. 1).
+- ``tokens_per_s`` = num_new_tokens / total_time_s; ``ttft_s`` = prefill_time_s / num_batches;
+  ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first).
+- ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
+  prompt set, max_new_tokens and gpu (NaN when no such baseline was measured).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+
+#: Columns that identify the AR baseline of a speculative row (same workload, same machine).
+BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "max_new_tokens", "gpu_name"]
+
+
+def expected_tokens_chain(alpha, gamma):
+    """Expected tokens per target pass of a chain draft, tau(alpha, gamma) (Leviathan et al. 2023, Eq. 1).
+
+    ``tau = (1 - alpha**(gamma + 1)) / (1 - alpha)``, with the limit ``gamma + 1`` at ``alpha = 1``.
+    Broadcasts over numpy arrays.
+    """
+    alpha = np.asarray(alpha, dtype=float)
+    gamma = np.asarray(gamma, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (1.0 - alpha ** (gamma + 1.0)) / (1.0 - alpha)
+    return np.where(np.isclose(alpha, 1.0), gamma + 1.0, tau)
+
+
+def alpha_from_tau(tau: float, gamma: int) -> float:
+    """Invert tau(alpha, gamma) = tau for alpha in [0, 1] (tau is strictly increasing in alpha).
+
+    Returns NaN outside [1, gamma + 1]. Example (formulas.md §0): tau = 3.0 at gamma = 5 gives alpha ~ 0.709.
+    """
+    if not np.isfinite(tau) or gamma < 1 or tau < 1.0 or tau > gamma + 1.0:
+        return float("nan")
+    if tau >= gamma + 1.0 - 1e-12:
+        return 1.0
+    if tau <= 1.0 + 1e-12:
+        return 0.0
+    return float(brentq(lambda a: float(expected_tokens_chain(a, gamma)) - tau, 0.0, 1.0 - 1e-15, xtol=1e-12))
+
+
+def expected_tokens_positions(cond_rates) -> float:
+    """tau from per-position conditional rates alpha_1..alpha_gamma: ``1 + sum_i prod_{j<=i} alpha_j`` (formulas.md §6.1)."""
+    return 1.0 + float(np.sum(np.cumprod(np.asarray(cond_rates, dtype=float))))
+
+
+def _per_pos(cell) -> list[float]:
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return [float(v) for v in cell]
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)) or str(cell).strip() in ("", "nan"):
+        return []
+    return [float(v) for v in json.loads(cell)]
+
+
+def derive(df: pd.DataFrame) -> pd.DataFrame:
+    """Add every derived rate column to a validated ``spec`` frame (a copy is returned).
+
+    Failed rows get NaN rates. Columns added: acceptance_rate, mean_acceptance_length, alpha_mle, alpha_tau,
+    pos_acceptance_rate_<i>, cond_acceptance_rate_<i>, tokens_per_s, ttft_s, tpot_s, speedup, cost_ratio_c.
+    """
+    out = df.copy()
+    ok = out["status"].eq("ok") if "status" in out else pd.Series(True, index=out.index)
+    nan = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        drafts = out["num_drafts"].where(ok & out["num_drafts"].gt(0))
+        out["acceptance_rate"] = out["num_accepted_tokens"] / out["num_draft_tokens"].where(out["num_draft_tokens"] > 0)
+        out["mean_acceptance_length"] = 1.0 + out["num_accepted_tokens"] / drafts
+        out["tokens_per_s"] = (out["num_new_tokens"] / out["total_time_s"]).where(ok)
+        out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
+        decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
+        out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)
+        if {"draft_time_s", "verify_time_s"} <= set(out.columns):
+            # Leviathan Def. 3.7 cost coefficient c: one draft forward / one target forward, measured in decode.
+            per_draft = out["draft_time_s"] / (out["num_steps"] * out["num_spec_tokens"]).where(out["num_spec_tokens"] > 0)
+            out["cost_ratio_c"] = per_draft / (out["verify_time_s"] / out["num_steps"])
+    per_pos = out["num_accepted_per_pos"].map(_per_pos) if "num_accepted_per_pos" in out else pd.Series([[]] * len(out), index=out.index)
+    out["alpha_mle"] = [_alpha_mle(p, d, a, g, m) if k else nan
+                        for p, d, a, g, m, k in zip(per_pos, out["num_drafts"], out["num_accepted_tokens"],
+                                                     out["num_spec_tokens"], out["method"], ok)]
+    out["alpha_tau"] = [alpha_from_tau(t, int(g)) if (k and m == "chain") else nan
+                        for t, g, m, k in zip(out["mean_acceptance_length"], out["num_spec_tokens"], out["method"], ok)]
+    width = max((len(p) for p in per_pos), default=0)
+    for i in range(width):
+        num = per_pos.map(lambda p: p[i] if i < len(p) else nan)
+        den = out["num_drafts"] if i == 0 else per_pos.map(lambda p: p[i - 1] if i - 1 < len(p) else nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"pos_acceptance_rate_{i + 1}"] = (num / drafts).where(ok)
+            out[f"cond_acceptance_rate_{i + 1}"] = (num / den.where(den > 0)).where(ok)
+    out["speedup"] = _speedup(out, ok)
+    return out
+
+
+def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: float, method: str) -> float:
+    """Censored-geometric MLE of alpha for chain drafts: S / (S + F) (formulas.md §6.10)."""
+    if method != "chain" or not per_pos or num_drafts <= 0:
+        return float("nan")
+    full = per_pos[int(gamma) - 1] if len(per_pos) >= gamma else 0.0  # drafts with all gamma tokens accepted
+    rejections = num_drafts - full
+    return float(accepted / (accepted + rejections)) if accepted + rejections > 0 else float("nan")
+
+
+def _speedup(out: pd.DataFrame, ok: pd.Series) -> pd.Series:
+    keys = [k for k in BASELINE_KEYS if k in out.columns]
+    base = out[ok & out["method"].eq("ar")]
+    if base.empty:
+        return pd.Series(np.nan, index=out.index)
+    ref = base.groupby(keys, dropna=False)["tokens_per_s"].median().rename("_ar_tokens_per_s").reset_index()
+    merged = out[keys].merge(ref, on=keys, how="left")
+    return pd.Series(out["tokens_per_s"].to_numpy() / merged["_ar_tokens_per_s"].to_numpy(), index=out.index)
+
+
+def perplexity(df: pd.DataFrame) -> pd.Series:
+    """Perplexity of each ``ppl`` row: ``exp(nll_sum_nats / num_eval_tokens)``."""
+    return np.exp(df["nll_sum_nats"] / df["num_eval_tokens"])

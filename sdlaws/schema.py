@@ -1,0 +1,204 @@
+"""The measurement CSV contract shared by ``sdlaws measure`` (writer) and ``sdlaws fit`` / ``sdlaws plan`` (readers).
+
+Three tables, each a list of :class:`Column`:
+
+``SPEC_RUN``
+    One row per speculative-decoding (or autoregressive baseline) configuration: raw counts and summed
+    timings, never ratios. Rates (acceptance, tau, tokens/s, speedup, TTFT, TPOT) are derived in exactly one
+    place, :mod:`sdlaws.rates`.
+``STEP_TIMING``
+    One row per (model, batch size, tokens per row, KV length) forward-pass timing, used to calibrate the
+    roofline (:mod:`sdlaws.roofline`).
+``PPL``
+    One row per (model, evaluation text set): summed negative log-likelihood and token count; perplexity is
+    derived as ``exp(nll_sum_nats / num_eval_tokens)``.
+
+Conventions (``../shared/reference/style.md``): units in names (``_s``, ``_bytes``), ``num_`` on counts,
+provenance on every row. A row whose ``status`` is ``"failed"`` keeps its configuration and ``error`` and may
+leave counts and timings empty; it is never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from sdlaws.errors import InputError
+
+Kind = Literal["provenance", "variable", "count", "timing", "status"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One CSV column: name, dtype (``"str" | "int" | "float" | "json"``), unit, meaning."""
+
+    name: str
+    dtype: str
+    kind: Kind
+    description: str
+    required: bool = True
+    unit: str = ""
+
+
+def _prov() -> list[Column]:
+    return [
+        Column("run_id", "str", "provenance", "stable hash of the configuration (the resume key)"),
+        Column("status", "str", "status", '"ok" or "failed"'),
+        Column("error", "str", "status", "reason of a failed row (empty when ok)", required=False),
+        Column("timestamp_utc", "str", "provenance", "ISO-8601 time the row was written"),
+        Column("git_sha", "str", "provenance", "sdlaws git commit (or 'unknown')"),
+        Column("sdlaws_version", "str", "provenance", "sdlaws version"),
+        Column("torch_version", "str", "provenance", "torch version", required=False),
+        Column("transformers_version", "str", "provenance", "transformers version", required=False),
+        Column("gpu_name", "str", "provenance", "device name (e.g. 'NVIDIA H100 80GB HBM3' or 'cpu')"),
+        Column("dtype", "str", "provenance", "compute dtype (bfloat16, float32, ...)", required=False),
+        Column("seed", "int", "provenance", "random seed", required=False),
+        Column("experiment", "str", "provenance", "experiment label (free text)", required=False),
+    ]
+
+
+def _model(prefix: str, who: str, required: bool) -> list[Column]:
+    return [
+        Column(f"{prefix}_name", "str", "variable", f"{who} model id, path or random: spec", required=required),
+        Column(f"{prefix}_params", "float", "variable", f"{who} non-embedding+embedding parameter count",
+               required=False, unit="params"),
+        Column(f"{prefix}_layers", "float", "variable", f"{who} decoder layers", required=False, unit="layers"),
+        Column(f"{prefix}_pretrain_tokens", "float", "variable", f"{who} pretraining tokens seen",
+               required=False, unit="tokens"),
+        Column(f"{prefix}_ppl", "float", "variable", f"{who} perplexity on the held-out set (from `measure ppl`)",
+               required=False),
+    ]
+
+
+SPEC_RUN: list[Column] = [
+    *_prov(),
+    *_model("target", "target", True),
+    *_model("draft", "draft", False),
+    Column("method", "str", "variable", '"ar" (no draft), "chain" or "tree"'),
+    Column("num_spec_tokens", "int", "variable", "gamma: draft tokens per step (tree: depth); 0 for ar"),
+    Column("tree_topk", "int", "variable", "tree branching k per depth (1 for chains and ar)"),
+    Column("tree_budget", "int", "variable", "tree: drafted tokens verified per step (chain: gamma)", required=False),
+    Column("batch_size", "int", "variable", "sequences decoded together", unit="sequences"),
+    Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
+    Column("prompt_set", "str", "variable", "prompt set name or file"),
+    Column("num_prompts", "int", "count", "prompts decoded"),
+    Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),
+    Column("num_prompt_tokens", "int", "count", "prompt tokens summed over prompts", required=False, unit="tokens"),
+    Column("num_batches", "int", "count", "generate calls (ceil(num_prompts / batch_size))"),
+    Column("num_new_tokens", "int", "count", "tokens generated, summed over sequences", unit="tokens"),
+    Column("num_steps", "int", "count", "decode iterations (target forward passes after prefill)"),
+    Column("num_drafts", "int", "count", "(sequence, step) pairs that were drafted for (vLLM num_drafts)"),
+    Column("num_draft_tokens", "int", "count", "drafted tokens verified (vLLM num_draft_tokens)"),
+    Column("num_accepted_tokens", "int", "count", "accepted draft tokens, bonus token excluded"),
+    Column("num_accepted_per_pos", "json", "count",
+           "list, entry i = drafts whose first i+1 draft tokens were all accepted (vLLM per-position counts)",
+           required=False),
+    Column("num_accepted_per_rank", "json", "count",
+           "tree: list, entry r = accepted tree nodes that were the (r+1)-th ranked child", required=False),
+    Column("prefill_time_s", "float", "timing", "prefill + first token, summed over batches", unit="s"),
+    Column("draft_time_s", "float", "timing", "draft forward passes, summed", required=False, unit="s"),
+    Column("verify_time_s", "float", "timing", "target forward passes in decode, summed", required=False, unit="s"),
+    Column("total_time_s", "float", "timing", "wall time of all batches, prefill included", unit="s"),
+    Column("peak_memory_bytes", "float", "count", "peak device memory allocated", required=False, unit="bytes"),
+]
+
+STEP_TIMING: list[Column] = [
+    *_prov(),
+    Column("model_name", "str", "variable", "model id, path or random: spec"),
+    Column("model_params", "float", "variable", "parameter count", unit="params"),
+    Column("model_layers", "float", "variable", "decoder layers", required=False),
+    Column("hidden_size", "float", "variable", "hidden size", required=False),
+    Column("batch_size", "int", "variable", "sequences in the forward pass"),
+    Column("tokens_per_row", "int", "variable", "query tokens per sequence (1 = decode, k+1 = verify)"),
+    Column("kv_len", "int", "variable", "cached tokens per sequence before the pass", unit="tokens"),
+    Column("num_repeats", "int", "count", "timed repeats after warm-up"),
+    Column("median_time_s", "float", "timing", "median wall time of one forward pass", unit="s"),
+]
+
+PPL: list[Column] = [
+    *_prov(),
+    *_model("model", "evaluated", True),
+    Column("eval_set", "str", "variable", "held-out text set name"),
+    Column("num_eval_tokens", "int", "count", "predicted tokens", unit="tokens"),
+    Column("nll_sum_nats", "float", "count", "summed negative log-likelihood", unit="nats"),
+]
+
+TABLES: dict[str, list[Column]] = {"spec": SPEC_RUN, "step": STEP_TIMING, "ppl": PPL}
+
+
+def columns(table: str) -> list[Column]:
+    """Return the column list of ``table`` (``"spec"``, ``"step"`` or ``"ppl"``)."""
+    if table not in TABLES:
+        raise InputError(f"unknown table {table!r}; use one of {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def detect_table(df: pd.DataFrame) -> str:
+    """Guess the table of a CSV from its columns (``spec`` unless it has the step or ppl key columns)."""
+    if "median_time_s" in df.columns:
+        return "step"
+    if "nll_sum_nats" in df.columns:
+        return "ppl"
+    return "spec"
+
+
+def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -> pd.DataFrame:
+    """Check and coerce a measurement frame against the contract.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Rows as read from CSV.
+    table : str
+        ``"spec"``, ``"step"`` or ``"ppl"``.
+    source : str
+        File name used in error messages.
+
+    Returns
+    -------
+    DataFrame
+        A copy with typed columns; unknown extra columns are kept.
+
+    Raises
+    ------
+    InputError
+        Empty table, missing required column, non-numeric value, or NaN / negative count or time in an
+        ``ok`` row. The message names the file, column and first bad row, and the fix.
+    """
+    cols = columns(table)
+    if df.empty:
+        raise InputError(f"{source}: no data rows; measure first (sdlaws measure ...) or pass another CSV")
+    missing = [c.name for c in cols if c.required and c.name not in df.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}; see `sdlaws.schema` or README 'CSV schema'")
+    out = df.copy()
+    ok = out["status"].astype(str).eq("ok") if "status" in out else pd.Series(True, index=out.index)
+    for c in cols:
+        if c.name not in out.columns:
+            continue
+        if c.dtype in ("int", "float"):
+            out[c.name] = _numeric(out[c.name], c, ok, source)
+        elif c.dtype == "str":
+            out[c.name] = out[c.name].fillna("").astype(str)
+    return out
+
+
+def _numeric(series: pd.Series, col: Column, ok: pd.Series, source: str) -> pd.Series:
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna() & series.astype(str).str.strip().ne("")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"{source}: column {col.name} row {row + 2}: {series.iloc[row]!r} is not a number; fix or delete that row")
+    if col.kind in ("count", "timing") or col.required:
+        check = ok & (values.isna() if col.required else pd.Series(False, index=values.index))
+        if check.any():
+            row = int(np.flatnonzero(check.to_numpy())[0])
+            raise InputError(f"{source}: column {col.name} row {row + 2} is empty in an ok row; re-measure it or mark it status=failed")
+        neg = ok & values.lt(0)
+        if neg.any():
+            row = int(np.flatnonzero(neg.to_numpy())[0])
+            raise InputError(f"{source}: column {col.name} row {row + 2} is negative ({values.iloc[row]}); counts and times must be >= 0")
+    return values
