@@ -17,6 +17,15 @@ _API = {
     "derive_rates": "sdlaws.rates:derive",
     "alpha_from_tau": "sdlaws.rates:alpha_from_tau",
     "expected_tokens_chain": "sdlaws.rates:expected_tokens_chain",
+    "FitResult": "sdlaws.fit.result:FitResult",
+    "load_fit": "sdlaws.fit.result:load_fit",
+    "fit_law": "sdlaws.fit.estimators:fit_law",
+    "fit_loglinear": "sdlaws.fit.estimators:fit_loglinear",
+    "fit_saturating": "sdlaws.fit.estimators:fit_saturating",
+    "fit_ppl_plane": "sdlaws.fit.estimators:fit_ppl_plane",
+    "fit_topk_batch": "sdlaws.fit.estimators:fit_topk_batch",
+    "compare_fits": "sdlaws.fit.estimators:compare",
+    "LAWS": "sdlaws.fit.laws:LAWS",
 }
 
 __all__ = ["__version__", *sorted(_API)]

@@ -28,6 +28,11 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty
                   help="Measure speculative decoding, fit its scaling laws, and plan drafts and serving settings.")
 
 
+@app.callback()
+def _root() -> None:
+    """Keep ``sdlaws`` a command group (and its error handling) even while only one command is registered."""
+
+
 def _register() -> None:
     from sdlaws.cli import fit, measure, plan, train
 

@@ -1,7 +1,179 @@
-"""`sdlaws fit` commands."""
+"""`sdlaws fit`: fit a scaling law to CSV rows, print the summary, write the fit JSON and a PNG plot.
+
+Input CSVs are either sdlaws measurement tables (they have ``run_id`` and ``status``; only ``ok`` rows are
+used), read with :func:`sdlaws.io.read_measurements` and extended with the derived rates of
+:func:`sdlaws.rates.derive` (spec tables) or a ``ppl`` column (ppl tables), or plain numeric tables such as the
+paper-derived ``data/*.csv``, read as they are. For ``ppl_plane`` on spec tables whose ``draft_ppl`` /
+``target_ppl`` are empty, ``--ppl PPL_CSV`` fills them by model name from a ``sdlaws measure ppl`` table.
+Heavy imports (pandas, statsmodels, matplotlib) happen inside the command so ``sdlaws --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
+from sdlaws.errors import ConfigError, InputError
+
 
 def register(app: typer.Typer) -> None:
-    """Add the fit command(s) to the root app."""
+    """Add the ``fit`` command to the root app."""
+    app.command("fit")(fit)
+
+
+def fit(
+    csv: Annotated[Optional[list[Path]], typer.Argument(
+        help="CSV files or globs: sdlaws measurement tables or plain numeric tables (data/*.csv).",
+        show_default=False)] = None,
+    law: Annotated[Optional[str], typer.Option(help="Law to fit (see --list).")] = None,
+    x: Annotated[Optional[str], typer.Option("--x", help="x column(s), comma-separated (default: the law's).")] = None,
+    y: Annotated[Optional[str], typer.Option("--y", help="y column (default: the law's).")] = None,
+    group: Annotated[Optional[str], typer.Option(help="Fit once per value of this column.")] = None,
+    weight: Annotated[str, typer.Option(help="Weight column, 'auto' (the count behind a derived rate) or 'none'.")]
+    = "auto",
+    unit: Annotated[Optional[str], typer.Option(help="Column resampled as whole units by the bootstrap (default: rows).")]
+    = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples; 0 gives analytic intervals.")] = 0,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    ppl: Annotated[Optional[Path], typer.Option(help="ppl CSV filling empty draft_ppl/target_ppl by model name.")]
+    = None,
+    compare: Annotated[Optional[str], typer.Option(help="Other law(s), comma-separated, fitted to the same rows and "
+                                                        "compared by AIC/BIC (and LR when nested).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for <law>[_<group>].json and .png.")] = Path("out/fit"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the fit JSON instead of tables.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the laws and exit.")] = False,
+) -> None:
+    """Fit a scaling law to CSV rows; print the summary, write <out>/<law>[_<group>].json and a PNG plot."""
+    if list_:
+        _print_laws()
+        return
+    if not csv or law is None:
+        raise ConfigError("pass CSV file(s) and --law NAME, e.g. `sdlaws fit data/sdsl_nstar_table.csv --law linear "
+                          "--x target_params --y nstar_params`; `sdlaws fit --list` shows the laws")
+    from sdlaws.fit import fit_law, get_law
+
+    get_law(law)
+    df = _read_inputs(csv, ppl)
+    fits = fit_law(df, law, x=None if x is None else x.split(","), y=y, weight=weight, group=group, unit=unit,
+                   n_boot=bootstrap, seed=seed, progress=True)
+    fits = fits if group else {None: fits}
+    stem = out / (law if group is None else f"{law}_{group}")
+    written = _write(fits, df, group, stem)
+    tables = _compare(df, fits, compare.split(","), group, stem) if compare else {}
+    if json_:
+        typer.echo(written[0].read_text(), nl=False)
+    else:
+        _print_fits(fits, tables, written + ([_compare_path(stem)] if compare else []))
+
+
+def _read_inputs(paths: list[Path], ppl: Path | None):
+    """Read every CSV; measurement tables are validated and get derived rates, plain tables are kept as-is."""
+    import pandas as pd
+
+    from sdlaws import io, rates, schema
+    from sdlaws.fit import fill_perplexities
+
+    frames: dict[str, list] = {"spec": [], "ppl": [], "step": [], "plain": []}
+    for path in io.expand_paths(paths):
+        raw = io.read_csv(path)
+        if {"run_id", "status"} <= set(raw.columns):
+            kind = schema.detect_table(raw)
+            frames[kind].append(io.read_measurements([path], table=kind, ok_only=True))
+        elif raw.empty:
+            raise InputError(f"{path}: no data rows; add rows under the header or pass another CSV")
+        else:
+            frames["plain"].append(raw.assign(source_file=str(path), source_row=range(1, len(raw) + 1)))
+    if ppl is not None and not frames["spec"]:
+        raise ConfigError("--ppl fills draft_ppl/target_ppl of spec measurement tables; pass a spec CSV too")
+    parts = frames["step"] + frames["plain"]
+    if frames["spec"]:
+        spec = rates.derive(pd.concat(frames["spec"], ignore_index=True))
+        parts.append(spec if ppl is None else fill_perplexities(spec, io.read_measurements(ppl, table="ppl")))
+    if frames["ppl"]:
+        table = pd.concat(frames["ppl"], ignore_index=True)
+        parts.append(table.assign(ppl=rates.perplexity(table)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _write(fits: dict[Any, Any], df, group: str | None, stem: Path) -> list[Path]:
+    """Write the fit JSON (one file for all groups) and the PNG; returns their paths."""
+    from sdlaws.fit import save_fits, used_rows
+    from sdlaws.plotting import plot_fits
+
+    json_path = stem.with_suffix(".json")
+    if group is None:
+        fits[None].save(json_path)
+    else:
+        save_fits(fits, group, json_path)
+    png_path = plot_fits(fits, {g: used_rows(df, f) for g, f in fits.items()}, stem.with_suffix(".png"))
+    return [json_path, png_path]
+
+
+def _compare(df, fits: dict[Any, Any], others: list[str], group: str | None, stem: Path) -> dict[Any, Any]:
+    """Fit ``others`` to the same rows as each fit, compare, and write <stem>_compare.csv."""
+    import pandas as pd
+
+    from sdlaws.fit import compare, fit_law
+
+    first = next(iter(fits.values()))
+    rivals = {name: fit_law(df, name, x=first.x, y=first.y, weight=first.meta["weight"] or "none", group=group,
+                            unit=first.meta["unit"]) for name in others}
+    pick = (lambda fitted, g: fitted) if group is None else (lambda fitted, g: fitted[g])
+    tables = {g: compare({f.law: f, **{name: pick(r, g) for name, r in rivals.items()}}) for g, f in fits.items()}
+    frame = pd.concat({str(g): t for g, t in tables.items()}, names=[group or "group", "name"])
+    frame.to_csv(_compare_path(stem))
+    return tables
+
+
+def _compare_path(stem: Path) -> Path:
+    """Where the comparison table of ``stem`` is written."""
+    return stem.parent / f"{stem.name}_compare.csv"
+
+
+def _print_fits(fits: dict[Any, Any], tables: dict[Any, Any], written: list[Path]) -> None:
+    """Rich output: per fit a heading, the parameter table, data and fit notes; comparisons; files written."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    for g, result in fits.items():
+        group = "" if result.group is None else f" ({result.meta['group_column']} = {result.group})"
+        console.print(f"[bold]{escape(result.law + group)}[/]: {escape(result.spec.describe())}", highlight=False)
+        console.print(_frame_table(result.summary_frame()))
+        console.print(f"y = {result.y}, x = {', '.join(result.x)}, method = {result.method}, weight = "
+                      f"{result.meta['weight']}, nobs = {result.nobs}\n{result.gof_line()}", highlight=False)
+        for note in result.notes():
+            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+        if g in tables:
+            shown = tables[g].drop(columns="law").dropna(axis=1, how="all")  # LR columns only for nested laws
+            console.print(_frame_table(shown))
+    console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+
+
+def _frame_table(frame):
+    """A rich Table of a DataFrame: index first, numbers right-aligned in 6 significant digits."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("")
+    for col in frame.columns:
+        numeric = frame[col].map(lambda v: isinstance(v, (int, float))).all()
+        table.add_column(str(col), justify="right" if numeric else "left")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def _print_laws() -> None:
+    """The law registry as a table: name, equation, default columns, how it is fitted, source."""
+    import pandas as pd
+    from rich.console import Console
+
+    from sdlaws.fit.laws import LAWS
+
+    frame = pd.DataFrame({name: {"equation": s.equation, "x": ",".join(s.x) or "(--x)", "y": s.y or "(--y)",
+                                 "fit": f"{s.fitter}: {s.linear_in}", "source": s.citation}
+                          for name, s in LAWS.items()}).T
+    Console(width=160).print(_frame_table(frame))

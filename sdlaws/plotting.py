@@ -1,0 +1,106 @@
+"""Plots of fitted laws: data with error bars, fitted curve, confidence and prediction bands.
+
+Uses matplotlib's object API (:class:`~matplotlib.figure.Figure`, no pyplot), so it needs no display and leaves
+no global state. Imported by the CLI only when it writes a plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from sdlaws.fit.estimators import COUNT_WEIGHTS
+from sdlaws.fit.result import FitResult
+
+#: Points on the fitted curve.
+CURVE_POINTS = 200
+
+
+def error_bars(rows: pd.DataFrame, fit: FitResult) -> pd.DataFrame:
+    """Points to plot: ``x`` columns, ``y`` and its standard error ``y_se`` (NaN when unknown).
+
+    Rows sharing the same x are averaged and get the standard error of their mean (the spread between
+    repeats, prompts or models). Otherwise a rate in [0, 1] weighted by the count it averages over gets the
+    binomial standard error ``sqrt(y (1 - y) / count)``.
+    """
+    cols, y = list(fit.x), fit.y
+    if rows.duplicated(cols).any():
+        agg = rows.groupby(cols)[y].agg(["mean", "sem"]).reset_index()
+        return agg.rename(columns={"mean": y, "sem": "y_se"})
+    out = rows[cols + [y]].copy()
+    count = fit.meta.get("weight")
+    binomial = count in set(COUNT_WEIGHTS.values()) and out[y].between(0, 1).all()
+    out["y_se"] = np.sqrt(out[y] * (1 - out[y]) / rows[count]) if binomial else np.nan
+    return out
+
+
+def plot_fits(fits: Mapping[Any, FitResult], rows: Mapping[Any, pd.DataFrame], path: str | Path,
+              *, alpha: float = 0.05) -> Path:
+    """Plot one law fitted to one or several groups and save it as PNG.
+
+    Parameters
+    ----------
+    fits : mapping group value -> FitResult (key None for an ungrouped fit)
+    rows : mapping group value -> the rows that fit used (:func:`sdlaws.fit.estimators.used_rows`)
+    path : path of the PNG
+    alpha : float
+        1 - coverage of the bands.
+
+    Returns
+    -------
+    Path
+        Laws of one regressor are drawn as curves over the data (log x for log laws, log y for log-space laws);
+        laws of several regressors as observed versus predicted.
+    """
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
+    first = next(iter(fits.values()))
+    draw = _curves if len(first.x) == 1 else _observed_vs_predicted
+    for i, (group, fit) in enumerate(fits.items()):
+        draw(ax, fit, error_bars(rows[group], fit), f"C{i}", _label(group, fit), alpha)
+    ax.set_title(f"{first.law}: {first.spec.equation}\n{1 - alpha:.0%} bands: shaded mean, dashed new observation",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _label(group: Any, fit: FitResult) -> str:
+    """Legend entry: group and fitted parameters."""
+    params = ", ".join(f"{k}={v:.3g}" for k, v in fit.params.items())
+    return params if group is None else f"{group}: {params}"
+
+
+def _curves(ax, fit: FitResult, points: pd.DataFrame, color: str, label: str, alpha: float) -> None:
+    """Data with error bars, fitted mean, shaded confidence band and dashed prediction band."""
+    x = points[fit.x[0]].to_numpy(dtype=float)
+    log_x = fit.spec.log_x
+    grid = (np.geomspace if log_x else np.linspace)(x.min(), x.max(), CURVE_POINTS)
+    band = fit.predict(grid, alpha=alpha)
+    ax.errorbar(x, points[fit.y], yerr=points["y_se"], fmt="o", ms=4, color=color, capsize=2)
+    ax.plot(grid, band["mean"], color=color, label=label)
+    ax.fill_between(grid, band["mean_ci_lower"], band["mean_ci_upper"], color=color, alpha=0.25, lw=0)
+    ax.plot(grid, band["obs_ci_lower"], color=color, ls="--", lw=0.8)
+    ax.plot(grid, band["obs_ci_upper"], color=color, ls="--", lw=0.8)
+    ax.set_xscale("log" if log_x else "linear")
+    ax.set_yscale("log" if fit.spec.space == "log" else "linear")
+    ax.set_xlabel(fit.x[0])
+    ax.set_ylabel(fit.y)
+
+
+def _observed_vs_predicted(ax, fit: FitResult, points: pd.DataFrame, color: str, label: str, alpha: float) -> None:
+    """Observed y (with error bars) against the predicted mean (with its confidence interval) and y = x."""
+    pred = fit.predict(points[list(fit.x)], alpha=alpha)
+    xerr = np.vstack([pred["mean"] - pred["mean_ci_lower"], pred["mean_ci_upper"] - pred["mean"]])
+    ax.errorbar(pred["mean"], points[fit.y], xerr=xerr, yerr=points["y_se"], fmt="o", ms=4, color=color,
+                capsize=2, label=label)
+    both = np.concatenate([pred["mean"], points[fit.y]])
+    ax.plot([both.min(), both.max()], [both.min(), both.max()], color="0.5", lw=0.8)
+    ax.set_xlabel(f"predicted {fit.y} from {', '.join(fit.x)}")
+    ax.set_ylabel(f"observed {fit.y}")
