@@ -22,7 +22,6 @@ import json
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import brentq
 
 #: Columns that identify the AR baseline of a speculative row (same workload, same machine).
 BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "max_new_tokens", "gpu_name"]
@@ -52,6 +51,8 @@ def alpha_from_tau(tau: float, gamma: int) -> float:
         return 1.0
     if tau <= 1.0 + 1e-12:
         return 0.0
+    from scipy.optimize import brentq  # lazy: scipy.optimize costs ~0.4 s of import (sdlaws plan must start fast)
+
     return float(brentq(lambda a: float(expected_tokens_chain(a, gamma)) - tau, 0.0, 1.0 - 1e-15, xtol=1e-12))
 
 
