@@ -83,6 +83,7 @@ SPEC_RUN: list[Column] = [
     Column("tree_budget", "int", "variable", "tree: drafted tokens verified per step (chain: gamma)", required=False),
     Column("batch_size", "int", "variable", "sequences decoded together", unit="sequences"),
     Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
+    Column("forward_impl", "str", "variable", 'target forward: "fused" (sdlaws fast path) or "hf"', required=False),
     Column("prompt_set", "str", "variable", "prompt set name or file"),
     Column("num_prompts", "int", "count", "prompts decoded"),
     Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),

@@ -5,13 +5,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from sdlaws.measure.fastpath import FastDecoderLM, supports
+from sdlaws.measure.kvcache import SlotCache
 
-L = 32  # KV buffer slots
-
-
-def _hf_reference(model, ids):
-    # plain causal forward without cache: the ground truth for a contiguous prompt
-    return model(input_ids=ids).logits
+S = 32  # cache slots
 
 
 def _models():
@@ -26,36 +22,41 @@ def _models():
     return [llama.eval(), qwen.eval()]
 
 
+def _mask(allowed: torch.Tensor) -> torch.Tensor:
+    """Bool (B, n, S) -> additive float (B, 1, n, S), the engine's mask format."""
+    return torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[:, None]
+
+
+def _step(fast, cache, ids, slots, positions, allowed, keep=0):
+    cache.write_slots = slots
+    return fast(input_ids=ids, position_ids=positions, attention_mask=_mask(allowed), past_key_values=cache,
+                logits_to_keep=keep).logits
+
+
 @pytest.mark.parametrize("model", _models(), ids=["llama3-rope-gqa", "qwen2-bias"])
 def test_prefill_then_decode_matches_hf(model):
-    assert supports(model, L)
-    fast = FastDecoderLM(model, max_batch_size=2, max_cache_len=L)
+    assert supports(model, S)
+    fast, cache = FastDecoderLM(model), SlotCache(model.config.num_hidden_layers, S)
     ids = torch.randint(0, 97, (2, 9))
-    ref = _hf_reference(model, ids)
+    ref = model(input_ids=ids).logits  # plain causal forward without cache: the ground truth
     n = 6  # prefill 6 tokens, then 3 single-token steps through the cache
-    causal = torch.tril(torch.ones(n, L, dtype=torch.bool))
-    out = fast(input_ids=ids[:, :n], position_ids=torch.arange(n).expand(2, n),
-               attention_mask=causal.expand(2, 1, n, L), cache_position=torch.arange(n)).logits
+    allowed = (torch.arange(S) <= torch.arange(n)[:, None]).expand(2, n, S)
+    out = _step(fast, cache, ids[:, :n], torch.arange(n).expand(2, n), torch.arange(n).expand(2, n), allowed)
     torch.testing.assert_close(out, ref[:, :n], atol=1e-4, rtol=1e-4)
     for t in range(n, 9):
-        mask = torch.zeros(2, 1, 1, L, dtype=torch.bool)
-        mask[..., : t + 1] = True
-        step = fast(input_ids=ids[:, t:t + 1], position_ids=torch.full((2, 1), t), attention_mask=mask,
-                    cache_position=torch.tensor([t])).logits
+        allowed = (torch.arange(S) <= t).expand(2, 1, S)
+        step = _step(fast, cache, ids[:, t:t + 1], torch.full((2, 1), t), torch.full((2, 1), t), allowed, keep=1)
         torch.testing.assert_close(step[:, 0], ref[:, t], atol=1e-4, rtol=1e-4)
 
 
 def test_masked_hole_is_ignored():
     """A slot the mask excludes (a rejected draft token) does not change the result."""
     model = _models()[0]
-    fast = FastDecoderLM(model, max_batch_size=1, max_cache_len=L)
+    fast, cache = FastDecoderLM(model), SlotCache(model.config.num_hidden_layers, S)
     ids = torch.randint(0, 97, (1, 5))
-    ref = _hf_reference(model, ids)[:, -1]
-    junk = torch.tensor([[7]])
-    seq = torch.cat([ids[:, :4], junk, ids[:, 4:]], dim=1)  # slot 4 holds a rejected token
-    valid = torch.tensor([True, True, True, True, False, True])
-    mask = (torch.tril(torch.ones(6, 6, dtype=torch.bool)) & valid)[None, None]
-    mask = torch.nn.functional.pad(mask, (0, L - 6))
-    pos = torch.tensor([[0, 1, 2, 3, 4, 4]])
-    out = fast(input_ids=seq, position_ids=pos, attention_mask=mask, cache_position=torch.arange(6)).logits
+    ref = model(input_ids=ids).logits[:, -1]
+    seq = torch.cat([ids[:, :4], torch.tensor([[7]]), ids[:, 4:]], dim=1)  # slot 4 holds a rejected token
+    valid = torch.tensor([True, True, True, True, False, True] + [False] * (S - 6))
+    allowed = (torch.arange(S) <= torch.arange(6)[:, None]) & valid
+    out = _step(fast, cache, seq, torch.arange(6)[None], torch.tensor([[0, 1, 2, 3, 4, 4]]), allowed[None])
     torch.testing.assert_close(out[:, -1], ref, atol=1e-4, rtol=1e-4)

@@ -1,7 +1,143 @@
-"""`sdlaws measure` commands."""
+"""`sdlaws measure`: speculative-decoding sweeps, perplexity, hardware micro-benchmarks.
+
+``sdlaws measure --target T --draft D ...`` runs a sweep (the group's own callback, so the ``ppl`` and
+``hardware`` subcommands coexist with it). torch and transformers are imported inside the commands only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 
+from sdlaws.errors import ConfigError
+
 
 def register(app: typer.Typer) -> None:
-    """Add the measure command(s) to the root app."""
+    """Add the ``measure`` group (sweep callback + ``ppl`` and ``hardware``) to the root app."""
+    group = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+    group.callback(invoke_without_command=True)(measure)
+    group.command("ppl")(ppl)
+    group.command("hardware")(hardware)
+    app.add_typer(group, name="measure")
+
+
+def _parse_list(option: str, text: str, convert: Callable) -> tuple:
+    """``"1,2,4"`` -> ``(1, 2, 4)``; :class:`ConfigError` naming ``option`` on a bad item."""
+    try:
+        return tuple(convert(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {option} 1,2,4") from None
+
+
+def measure(
+    ctx: typer.Context,
+    target: Annotated[Optional[list[str]], typer.Option(
+        help="Target model: local dir, hub id[@revision] or random:NAME[?key=value]. Repeatable.")] = None,
+    draft: Annotated[Optional[list[str]], typer.Option(help="Draft model (same forms). Repeatable.")] = None,
+    gamma: Annotated[str, typer.Option(help="Draft tokens per step (tree depth), comma-separated.")] = "4",
+    topk: Annotated[str, typer.Option(help="Tree branching per depth, comma-separated; 1 = chain.")] = "1",
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
+    temperature: Annotated[str, typer.Option(help="Temperatures, comma-separated (0 = greedy).")] = "0",
+    prompts: Annotated[str, typer.Option(
+        help="humaneval, code, math, summarize, random, or a JSONL file with a prompt/text field.")] = "humaneval",
+    num_prompts: Annotated[int, typer.Option(help="Prompts per configuration (rounded up to full batches).")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt (EOS ignored).")] = 128,
+    max_prompt_len: Annotated[int, typer.Option(help="Prompt tokens kept (the last ones).")] = 512,
+    chat_template: Annotated[bool, typer.Option(help="Wrap prompts in the tokenizer's chat template.")] = True,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    device: Annotated[str, typer.Option(help="cuda, cuda:N, cpu or auto.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Prompt, sampling and random-weight seed.")] = 0,
+    experiment: Annotated[str, typer.Option(help="Label written to every row.")] = "",
+    ppl: Annotated[Optional[Path], typer.Option(help="ppl CSV (sdlaws measure ppl) for draft_/target_ppl.")] = None,
+    ppl_eval_set: Annotated[Optional[str], typer.Option(help="eval_set to use from --ppl.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option(help="Capture decode steps as CUDA graphs.")] = True,
+    fused_forward: Annotated[bool, typer.Option(help="Fused fast-path forward for Llama/Mistral/Qwen2 models.")] = True,
+    out: Annotated[Path, typer.Option(help="spec CSV to append to (resumes: ok run ids are skipped).")]
+    = Path("measurements/spec.csv"),
+) -> None:
+    """Measure speculative decoding over a grid; one CSV row per configuration (subcommands: ppl, hardware)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sdlaws.measure.config import MeasureConfig
+    from sdlaws.measure.sweep import expand_grid, run_sweep
+
+    if not target:
+        raise ConfigError("pass --target MODEL (a local dir, hub id[@revision] or random:NAME)")
+    config = MeasureConfig(
+        targets=tuple(target), drafts=tuple(draft or ()), gammas=_parse_list("--gamma", gamma, int),
+        topks=_parse_list("--topk", topk, int), batch_sizes=_parse_list("--batch", batch, int),
+        temperatures=_parse_list("--temperature", temperature, float), prompts=prompts, num_prompts=num_prompts,
+        max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
+        device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
+        ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
+        fused_forward=fused_forward)
+    typer.echo(config.summary())
+    typer.echo(f"{len(expand_grid(config))} configurations -> {out}")
+    typer.echo(run_sweep(config, out).summary())
+
+
+def ppl(
+    model: Annotated[Optional[str], typer.Option(help="Model: local dir, hub id[@revision] or random:NAME.")] = None,
+    eval_: Annotated[Optional[Path], typer.Option(
+        "--eval", help="Held-out text: a .bin of uint16 token ids, a text file, or a folder of .py/.txt.")] = None,
+    eval_set: Annotated[Optional[str], typer.Option(help="Name written to the eval_set column [default: --eval].")]
+    = None,
+    out: Annotated[Path, typer.Option(help="ppl CSV to append to.")] = Path("measurements/ppl.csv"),
+    context: Annotated[Optional[int], typer.Option(help="Window length [default: model context, at most 2048].")]
+    = None,
+    stride: Annotated[Optional[int], typer.Option(help="Window stride [default: half the window].")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Evaluate only the first N tokens.")] = None,
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    device: Annotated[str, typer.Option(help="cuda, cuda:N, cpu or auto.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of random: weights.")] = 0,
+    experiment: Annotated[str, typer.Option(help="Label written to the row.")] = "",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub.")] = False,
+) -> None:
+    """Measure a model's perplexity on held-out text and append a ppl row."""
+    from sdlaws.measure.ppl import measure_ppl
+
+    if model is None or eval_ is None:
+        raise ConfigError("pass --model MODEL and --eval PATH (a .bin of token ids, a text file or a folder)")
+    result = measure_ppl(model, eval_, out, eval_set=eval_set, dtype=dtype, device=device, context_len=context,
+                         stride=stride, max_tokens=max_tokens, seed=seed, experiment=experiment,
+                         trust_remote_code=trust_remote_code)
+    typer.echo(f"already measured in {out}; nothing to do" if result is None else f"{result.summary()} -> {out}")
+
+
+def hardware(
+    out: Annotated[Path, typer.Option(help="Hardware profile JSON.")] = Path("hw.json"),
+    model: Annotated[Optional[str], typer.Option(help="Also time this model's forward pass (step table).")]
+    = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes of the forward timing, comma-separated.")] = "1,8,64",
+    tokens: Annotated[str, typer.Option(help="Tokens per row of the forward timing, comma-separated.")]
+    = "1,2,4,8,16",
+    kv: Annotated[int, typer.Option(help="Cached tokens per row during the forward timing.")] = 512,
+    repeats: Annotated[int, typer.Option(help="Timed forwards per point (median reported).")] = 20,
+    timing_out: Annotated[Path, typer.Option(help="step CSV for the forward timing.")]
+    = Path("measurements/steps.csv"),
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32.")] = "bf16",
+    device: Annotated[str, typer.Option(help="cuda, cuda:N, cpu or auto.")] = "auto",
+    cuda_graphs: Annotated[bool, typer.Option(help="Time forwards as CUDA graph replays.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of random: weights and input tokens.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print the profile JSON instead of a summary.")] = False,
+) -> None:
+    """Micro-benchmark the device (matmul FLOP/s, memory bandwidth, launch overhead) and optionally a model."""
+    import json
+
+    from sdlaws.io import save_json
+    from sdlaws.measure.hwbench import StepSweep, measure_hardware, measure_steps
+
+    sweep = StepSweep(batch_sizes=_parse_list("--batch", batch, int), tokens_per_row=_parse_list("--tokens", tokens, int),
+                      kv_len=kv, num_repeats=repeats, cuda_graphs=cuda_graphs, seed=seed)
+    if min(sweep.batch_sizes + sweep.tokens_per_row, default=0) < 1 or kv < 1 or repeats < 1:
+        raise ConfigError("--batch, --tokens, --kv and --repeats need positive integers")
+    profile = measure_hardware(device, dtype=dtype)
+    save_json(profile, out)
+    typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
+    if model is not None:
+        rows = measure_steps(model, timing_out, sweep, dtype=dtype, device=device)
+        failed = sum(r["status"] != "ok" for r in rows)
+        typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")

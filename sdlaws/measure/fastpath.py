@@ -6,9 +6,10 @@ rotary, separate q/k/v and gate/up projections, GQA ``repeat_kv`` copies). This 
 function with ~15 kernels per layer: fused QKV and gate/up weights, ``F.rms_norm``, rotary tables gathered once
 per forward, GQA by folding query groups into the query axis (no KV copy), and its own pre-allocated KV buffers.
 
-It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<bool
-(B, 1, n, L)>, cache_position=<(n,)>)``; ``past_key_values`` is ignored because the KV lives here, written at
-``cache_position`` slots. Stale entries in the buffers are harmless: the engine's mask never attends to them.
+It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<(B, 1,
+n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. Keys and values go through the
+cache's own per-layer ``update`` (``cache.layers[i].update(k, v)`` returns the whole ``(B, kv_heads, S, D)``
+tensors), so the engine's :class:`~sdlaws.measure.kvcache.SlotCache` keeps owning the KV and its slot logic.
 """
 
 from __future__ import annotations
@@ -17,18 +18,29 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
 def supports(model, max_cache_len: int = 0) -> bool:
-    """True if this fast path reproduces ``model``'s forward exactly for caches of ``max_cache_len`` slots."""
+    """True if this fast path reproduces ``model``'s forward for caches of ``max_cache_len`` slots."""
     cfg = getattr(model, "config", None)
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
     return (getattr(cfg, "model_type", None) in SUPPORTED_MODEL_TYPES
             and getattr(cfg, "hidden_act", "silu") == "silu"
             and not getattr(cfg, "mlp_bias", False)
             and (window is None or window >= max_cache_len))
+
+
+def wrap(model):
+    """The :class:`FastDecoderLM` of ``model`` (built once and cached on it), or ``model`` if unsupported."""
+    if not supports(model):
+        return model
+    if "_sdlaws_fast" not in model.__dict__:
+        # via __dict__, not setattr: a registered submodule would put the wrapper into the model's state_dict
+        model.__dict__["_sdlaws_fast"] = FastDecoderLM(model)
+    return model.__dict__["_sdlaws_fast"]
 
 
 class FastDecoderLM(torch.nn.Module):
@@ -38,31 +50,30 @@ class FastDecoderLM(torch.nn.Module):
     ----------
     model : transformers.PreTrainedModel
         A ``LlamaForCausalLM``/``MistralForCausalLM``/``Qwen2ForCausalLM`` on its final device and dtype.
-    max_batch_size, max_cache_len : int
-        Size of the KV buffers: (layers, batch, kv_heads, max_cache_len, head_dim) each for K and V.
+        Its q/k/v and gate/up weights are concatenated once (one extra copy of those weights in memory).
     """
 
-    def __init__(self, model, max_batch_size: int, max_cache_len: int):
+    def __init__(self, model):
         super().__init__()
         cfg = model.config
         self.config, self.hf_model = cfg, model
-        self.device, self.dtype = model.device, next(model.parameters()).dtype
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
         self.eps = cfg.rms_norm_eps
         base = model.model
-        self.embed, self.norm, self.lm_head = base.embed_tokens, base.norm, model.lm_head
         self.layers = [self._fuse(layer) for layer in base.layers]
+        weight = next(model.parameters())
         rot = base.rotary_emb  # inv_freq already carries rope scaling (e.g. llama3); attention_scaling too
-        pos = torch.arange(max_cache_len + 1, device=self.device, dtype=torch.float32)
-        freqs = torch.outer(pos, rot.inv_freq.to(self.device, torch.float32))
+        pos = torch.arange(cfg.max_position_embeddings, device=weight.device, dtype=torch.float32)
+        freqs = torch.outer(pos, rot.inv_freq.to(weight.device, torch.float32))
         emb = torch.cat((freqs, freqs), dim=-1)  # (positions, head_dim), HF half-split layout
-        self.cos = (emb.cos() * rot.attention_scaling).to(self.dtype)
-        self.sin = (emb.sin() * rot.attention_scaling).to(self.dtype)
-        shape = (len(self.layers), max_batch_size, self.num_kv_heads, max_cache_len, self.head_dim)
-        self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.cos = (emb.cos() * rot.attention_scaling).to(weight.dtype)
+        self.sin = (emb.sin() * rot.attention_scaling).to(weight.dtype)
+
+    def get_output_embeddings(self):
+        """The wrapped model's LM head (its rows are the logits)."""
+        return self.hf_model.get_output_embeddings()
 
     @staticmethod
     def _fuse(layer) -> SimpleNamespace:
@@ -76,40 +87,45 @@ class FastDecoderLM(torch.nn.Module):
             gate_up_w=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(), down_w=mlp.down_proj.weight)
 
     @torch.no_grad()
-    def forward(self, input_ids, position_ids, attention_mask, cache_position, **_ignored):
-        """Logits (B, n, vocab) for ``input_ids`` (B, n) written to KV slots ``cache_position`` (n,).
+    def forward(self, input_ids, position_ids, attention_mask, past_key_values, logits_to_keep: int = 0, **_ignored):
+        """Logits ``(B, n', vocab)`` for ``input_ids`` ``(B, n)`` (``n' = logits_to_keep`` or ``n``).
 
-        ``attention_mask`` is boolean (B, 1, n, L) with True = attend, over the whole buffer length L.
+        ``attention_mask`` is ``(B, 1, n, S)`` over the cache's ``S`` slots: additive float (0 = attend) or
+        bool (True = attend); ``past_key_values`` is a transformers ``Cache`` whose layers' ``update`` writes
+        the new keys/values and returns the full ``(B, kv_heads, S, head_dim)`` tensors.
         """
         bsz, n = input_ids.shape
-        x = self.embed(input_ids)
+        hf = self.hf_model.model
+        x = hf.embed_tokens(input_ids)
         cos = self.cos[position_ids].unsqueeze(2)  # (B, n, 1, head_dim), shared by all layers
         sin = self.sin[position_ids].unsqueeze(2)
         groups = self.num_heads // self.num_kv_heads
         # GQA without copying K/V: fold the `groups` query heads of a KV head into the query axis
-        mask = attention_mask[:bsz, :, :, : self.k_cache.shape[3]]
-        mask = mask.unsqueeze(2).expand(bsz, 1, groups, n, mask.shape[-1]).reshape(bsz, 1, groups * n, -1)
-        for i, layer in enumerate(self.layers):
-            x = x + self._attention(i, layer, F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps),
-                                    cos, sin, mask, cache_position, groups)
+        mask = attention_mask.unsqueeze(2).expand(bsz, 1, groups, n, attention_mask.shape[-1])
+        mask = mask.reshape(bsz, 1, groups * n, -1)
+        for layer, cache_layer in zip(self.layers, past_key_values.layers):
+            h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
+            x = x + self._attention(layer, cache_layer, h, cos, sin, mask, groups)
             h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
             gate, up = F.linear(h, layer.gate_up_w).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer.down_w)
-        logits = self.lm_head(F.rms_norm(x, (x.shape[-1],), self.norm.weight, self.eps))
-        return SimpleNamespace(logits=logits)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.hf_model.lm_head(F.rms_norm(x, (x.shape[-1],), hf.norm.weight, self.eps))
+        return CausalLMOutputWithPast(logits=logits)  # a ModelOutput, so torch.compile traces it
 
-    def _attention(self, i, layer, h, cos, sin, mask, cache_position, groups):
+    def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
         bsz, n, _ = h.shape
-        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
-        qk, v = qkv[:, :, : self.num_heads + self.num_kv_heads], qkv[:, :, self.num_heads + self.num_kv_heads:]
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
+        qk, v = qkv[:, :, : heads + kv_heads], qkv[:, :, heads + kv_heads:]
         qk = qk * cos + _rotate_half(qk) * sin  # rotary on q and k together
-        q, k = qk[:, :, : self.num_heads], qk[:, :, self.num_heads:]
-        self.k_cache[i, :bsz].index_copy_(2, cache_position, k.transpose(1, 2))
-        self.v_cache[i, :bsz].index_copy_(2, cache_position, v.transpose(1, 2))
-        # (B, H, n, d) -> (B, kv_heads, groups * n, d): query heads of one KV head are adjacent in HF's layout
-        q = q.transpose(1, 2).reshape(bsz, self.num_kv_heads, groups * n, self.head_dim)
-        out = F.scaled_dot_product_attention(q, self.k_cache[i, :bsz], self.v_cache[i, :bsz], attn_mask=mask)
-        out = out.view(bsz, self.num_kv_heads, groups, n, self.head_dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, -1)
+        q, k = qk[:, :, :heads], qk[:, :, heads:]
+        keys, values = cache_layer.update(k.transpose(1, 2), v.transpose(1, 2))  # (B, kv_heads, S, D)
+        # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
+        q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(bsz, kv_heads, groups, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, heads * dim)
         return F.linear(out, layer.o_w, layer.o_b)
 
 

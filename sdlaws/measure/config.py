@@ -1,0 +1,93 @@
+"""Configuration of a ``sdlaws measure`` sweep, and the stable run ids that make sweeps resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sdlaws.errors import ConfigError
+
+
+def stable_run_id(fields_: dict[str, Any]) -> str:
+    """16-hex-digit SHA-256 of a configuration dict (key order does not matter): the CSV resume key."""
+    text = json.dumps(fields_, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """One speculative-decoding sweep: the grid (models x gamma x top-k x batch x temperature) and its workload.
+
+    Every target gets an ``ar`` baseline row per (batch size, temperature); every draft gets a ``chain`` row
+    (top-k 1) or a ``tree`` row (top-k > 1, depth gamma, budget top-k x gamma nodes) per grid point.
+    """
+
+    targets: tuple[str, ...] = field(metadata={"help": "target model specs (path, hub id[@rev], random:NAME)"})
+    drafts: tuple[str, ...] = field(default=(), metadata={"help": "draft model specs; none -> AR rows only"})
+    gammas: tuple[int, ...] = field(default=(4,), metadata={"help": "draft tokens per step (tree: depth)"})
+    topks: tuple[int, ...] = field(default=(1,), metadata={"help": "tree branching per depth (1 = chain)"})
+    batch_sizes: tuple[int, ...] = field(default=(1,), metadata={"help": "sequences decoded together"})
+    temperatures: tuple[float, ...] = field(default=(0.0,), metadata={"help": "sampling temperatures (0 = greedy)"})
+    prompts: str = field(default="humaneval", metadata={"help": "built-in prompt set or JSONL file"})
+    num_prompts: int = field(default=16, metadata={"help": "prompts per configuration (rounded up to full batches)"})
+    max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per prompt (EOS ignored)"})
+    max_prompt_len: int = field(default=512, metadata={"help": "prompt tokens kept (the last ones)"})
+    chat_template: bool = field(default=True, metadata={"help": "wrap prompts in the tokenizer's chat template"})
+    dtype: str = field(default="bfloat16", metadata={"help": "model dtype"})
+    device: str = field(default="auto", metadata={"help": "cuda, cuda:N, cpu or auto"})
+    seed: int = field(default=0, metadata={"help": "prompt selection, sampling and random-weight seed"})
+    experiment: str = field(default="", metadata={"help": "free-text label written to every row"})
+    ppl_file: str | None = field(default=None, metadata={"help": "ppl CSV from `sdlaws measure ppl`"})
+    ppl_eval_set: str | None = field(default=None, metadata={"help": "eval_set to take from ppl_file"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub"})
+    cuda_graphs: bool = field(default=True, metadata={"help": "capture forward passes as CUDA graphs"})
+    fused_forward: bool = field(default=True, metadata={"help": "fused fast-path forward for Llama/Mistral/Qwen2"})
+
+    def __post_init__(self) -> None:
+        """Normalise lists to tuples and the dtype name; :class:`ConfigError` for impossible values."""
+        from sdlaws.measure.models import canonical_dtype
+        from sdlaws.measure.prompts import BUILTIN_SETS
+
+        for name in ("targets", "drafts", "gammas", "topks", "batch_sizes", "temperatures"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.targets:
+            raise ConfigError("no target model; pass --target PATH|HUB_ID|random:NAME")
+        _check_ints("gamma", self.gammas, 1)
+        _check_ints("topk", self.topks, 1)
+        _check_ints("batch size", self.batch_sizes, 1)
+        _check_ints("num_prompts", (self.num_prompts,), 1)
+        _check_ints("max_new_tokens", (self.max_new_tokens,), 1)
+        _check_ints("max_prompt_len", (self.max_prompt_len,), 1)
+        bad = [t for t in self.temperatures if not (math.isfinite(t) and t >= 0)]
+        if bad or not self.temperatures:
+            raise ConfigError(f"temperature must be finite and >= 0, got {list(self.temperatures)}")
+        if self.prompts not in BUILTIN_SETS and not Path(self.prompts).is_file():
+            raise ConfigError(f"--prompts {self.prompts!r} is neither a built-in set ({', '.join(BUILTIN_SETS)}) "
+                              "nor an existing JSONL file")
+        if self.ppl_file is not None and not Path(self.ppl_file).is_file():
+            raise ConfigError(f"--ppl {self.ppl_file}: no such file; run `sdlaws measure ppl` first")
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dict of every field (lists for tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def summary(self) -> str:
+        """Aligned ``field: value`` lines, echoed at the start of a sweep."""
+        width = max(len(f.name) for f in fields(self))
+        return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in self.to_dict().items())
+
+
+def _fmt(value: Any) -> str:
+    """Lists as comma-separated values, anything else with ``str``."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _check_ints(what: str, values: tuple, minimum: int) -> None:
+    """:class:`ConfigError` unless ``values`` is a non-empty tuple of integers >= ``minimum``."""
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
+        raise ConfigError(f"{what} must be integer(s) >= {minimum}, got {list(values)}")

@@ -1,0 +1,601 @@
+"""Lossless speculative decoding over Hugging Face causal LMs: AR baseline, chain drafts, top-k tree drafts.
+
+sdlaws runs its own decoding loop over the models' forward passes (not ``generate()``), so that every method
+(``ar``, ``chain``, ``tree``) goes through the same machinery and the measured speed reflects the hardware:
+
+- one pre-allocated KV cache per model and batch size (:mod:`sdlaws.measure.kvcache`), with per-row write
+  slots and validity expressed only through 4D masks, so ragged batches keep static shapes;
+- a step is two phases, draft then verify, each a fixed sequence of tensor ops without host synchronisation,
+  captured once as a CUDA graph on GPU (:mod:`sdlaws.measure.graphs`) and run eagerly on CPU;
+- acceptance is computed for the whole batch with tensor ops (:mod:`sdlaws.measure.sampling`,
+  :mod:`sdlaws.measure.tree`); randomness is drawn per step from one generator seeded with ``config.seed``.
+
+Verification rules (both exact: the output is distributed as the target's own decoding):
+
+- ``temperature == 0``: a draft token is accepted while it equals the target argmax; the bonus is the target
+  argmax after the last accepted token.
+- ``temperature > 0``, chain: speculative sampling (Leviathan et al. 2023, arXiv 2211.17192, Alg. 1), draft
+  and target at the same temperature.
+- ``temperature > 0``, tree: candidates are the draft's deterministic top-k, so the target samples a token at
+  every node and the walk follows it while the tree has it (:func:`sdlaws.measure.tree.walk`).
+
+Each step every unfinished row commits its accepted draft tokens plus one target token; a row that has its
+``max_new_tokens`` is frozen (its counters stop) while the others finish. Timings use ``time.perf_counter`` with
+``torch.cuda.synchronize()`` at every region boundary on CUDA.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import torch
+
+from sdlaws.errors import ConfigError
+from sdlaws.measure import fastpath, sampling, tree
+from sdlaws.measure.graphs import PhaseRunner
+from sdlaws.measure.kvcache import SlotCache, block_mask
+
+#: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
+MAX_WORKSPACES = 2
+
+#: Attention implementations that apply an arbitrary additive 4D mask (flash-attention ones do not).
+MASKED_ATTENTION = ("sdpa", "eager")
+
+#: ``torch.compile`` options for the decode phases (shapes are static per workspace, so no dynamic shapes).
+COMPILE_KWARGS = {"backend": "inductor", "fullgraph": False, "dynamic": False}
+
+#: Compiled variants dynamo may keep per phase function (one per workspace and configuration of a sweep).
+COMPILE_CACHE_LIMIT = 256
+
+#: Slot counts are rounded up to a multiple of this (aligned rows for the attention kernels).
+SLOT_ALIGN = 8
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """What to decode and how (one configuration of a sweep).
+
+    Attributes
+    ----------
+    method : {"ar", "chain", "tree"}
+        Autoregressive baseline (target only), chain draft, or top-k tree draft.
+    num_spec_tokens : int
+        ``gamma``: draft tokens per step for chains; tree depth for trees; ignored for ``ar``.
+    tree_topk : int
+        Tree branching ``k`` per depth (must be 1 for chains).
+    tree_budget : int or None
+        Tree nodes verified per step (``None``: ``tree_topk * num_spec_tokens``).
+    temperature : float
+        0 for greedy decoding, else sampling temperature (target and draft alike).
+    max_new_tokens : int
+        Tokens generated per sequence (EOS ignored, benchmark style).
+    seed : int
+        Seed of the sampling generator.
+    cuda_graphs : bool
+        Capture the decode phases as CUDA graphs on a CUDA device (ignored on CPU).
+    fused_forward : bool
+        Run Llama/Mistral/Qwen2 models through :class:`sdlaws.measure.fastpath.FastDecoderLM` (same function,
+        ~3x fewer kernels per layer); other architectures always use their Hugging Face forward.
+    torch_compile : bool
+        Compile the decode phases with ``torch.compile`` (fuses the many small element-wise kernels of an HF
+        forward pass; the first call per batch size pays the compilation). Prefill stays eager.
+    """
+
+    method: Literal["ar", "chain", "tree"] = "chain"
+    num_spec_tokens: int = 4
+    tree_topk: int = 1
+    tree_budget: int | None = None
+    temperature: float = 0.0
+    max_new_tokens: int = 128
+    seed: int = 0
+    cuda_graphs: bool = True
+    torch_compile: bool = False
+    fused_forward: bool = True
+
+    @property
+    def depth(self) -> int:
+        """Draft tokens along the longest path per step (0 for ``ar``)."""
+        return 0 if self.method == "ar" else self.num_spec_tokens
+
+    @property
+    def budget(self) -> int:
+        """Draft tokens verified per step (0 for ``ar``, ``gamma`` for chains)."""
+        if self.method == "ar":
+            return 0
+        if self.method == "chain":
+            return self.num_spec_tokens
+        return self.tree_budget if self.tree_budget is not None else self.tree_topk * self.num_spec_tokens
+
+
+@dataclass
+class DecodeStats:
+    """Raw counts and summed timings of one or more ``generate`` calls (add with ``+``).
+
+    Field names and meanings are those of :data:`sdlaws.schema.SPEC_RUN`; rates are derived only in
+    :mod:`sdlaws.rates`.
+    """
+
+    num_batches: int = 0
+    num_prompt_tokens: int = 0
+    num_new_tokens: int = 0
+    num_steps: int = 0
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    num_accepted_per_pos: list[int] = field(default_factory=list)
+    num_accepted_per_rank: list[int] = field(default_factory=list)
+    prefill_time_s: float = 0.0
+    draft_time_s: float = 0.0
+    verify_time_s: float = 0.0
+    total_time_s: float = 0.0
+    peak_memory_bytes: int = 0
+
+    def __add__(self, other: "DecodeStats") -> "DecodeStats":
+        """Sum counts, timings and per-position lists (zero-padded); keep the larger peak memory."""
+        out = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "peak_memory_bytes":
+                out[f.name] = max(a, b)
+            elif isinstance(a, list):
+                width = max(len(a), len(b))
+                out[f.name] = [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(width)]
+            else:
+                out[f.name] = a + b
+        return DecodeStats(**out)
+
+    def to_row(self) -> dict:
+        """The counts and timings as a ``spec`` row fragment (keys exactly as in ``sdlaws.schema.SPEC_RUN``)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v) for f in fields(self)}
+
+
+class SpecDecoder:
+    """Batched, lossless speculative decoder for one target (and draft) model and one :class:`DecodeConfig`.
+
+    Parameters
+    ----------
+    target, draft : transformers.PreTrainedModel
+        Causal LMs already on the wanted device and dtype, sharing a vocabulary; ``draft`` is unused (may be
+        None) for ``method == "ar"``. Both are put in eval mode.
+    config : DecodeConfig
+    max_prompt_len : int
+        Longest prompt ``generate`` will accept; sizes the cache (``max_prompt_len + max_new_tokens`` plus a
+        few steps of slack slots per row), so keep it close to the prompt set's longest prompt.
+
+    Raises
+    ------
+    ConfigError
+        For impossible configurations (gamma < 1, topk < 1, budget > topk * depth, missing draft, vocabulary
+        or device mismatch, negative temperature, positions beyond the model's limit).
+
+    Examples
+    --------
+    >>> dec = SpecDecoder(target, draft, DecodeConfig(method="chain", num_spec_tokens=4))  # doctest: +SKIP
+    >>> dec.warmup(prompts[:8])                                                             # doctest: +SKIP
+    >>> tokens, stats = dec.generate(prompts[:8])                                           # doctest: +SKIP
+    """
+
+    def __init__(self, target, draft=None, config: DecodeConfig = DecodeConfig(), *, max_prompt_len: int = 1024):
+        self.config = config
+        self.target = _forward_model(target.eval(), config)
+        self.draft = (_forward_model(draft.eval(), config)
+                      if (draft is not None and config.method != "ar") else None)
+        self.max_prompt_len = max_prompt_len
+        _validate(self.target, self.draft, config, max_prompt_len)
+        self.device = next(target.parameters()).device
+        self.dtype = next(target.parameters()).dtype
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.use_graphs = config.cuda_graphs and self.device.type == "cuda"
+        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+
+    def generate(self, prompts: list[list[int]]) -> tuple[list[list[int]], DecodeStats]:
+        """Decode ``prompts`` together as one batch.
+
+        Parameters
+        ----------
+        prompts : list of list of int
+            Token ids, one (ragged) list per sequence, each 1..``max_prompt_len`` long.
+
+        Returns
+        -------
+        tokens : list of list of int
+            Exactly ``max_new_tokens`` new tokens per sequence.
+        stats : DecodeStats
+            Counts and timings of this call (``num_batches == 1``).
+        """
+        self._check_prompts(prompts)
+        cfg = self.config
+        with torch.inference_mode():
+            ws = self._workspace(len(prompts))
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            stats = DecodeStats(num_batches=1, num_prompt_tokens=sum(map(len, prompts)),
+                                num_new_tokens=len(prompts) * cfg.max_new_tokens)
+            start = self._now()
+            ws.prefill(prompts)
+            stats.prefill_time_s = self._now() - start
+            while not bool(ws.all_done) and stats.num_steps < cfg.max_new_tokens - 1:
+                ws.draw_uniforms()
+                if ws.draft_phase is not None:
+                    stats.draft_time_s += self._timed(ws.draft_phase)
+                stats.verify_time_s += self._timed(ws.verify_phase)
+                stats.num_steps += 1
+            tokens = ws.new_tokens()
+            stats.total_time_s = self._now() - start
+            ws.read_counters(stats)
+            if self.device.type == "cuda":
+                stats.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        return tokens, stats
+
+    def warmup(self, prompts: list[list[int]]) -> None:
+        """Run one untimed ``generate`` (allocates the batch's caches and captures its CUDA graphs)."""
+        self.generate(prompts)
+
+    def _workspace(self, batch_size: int) -> "_Workspace":
+        """The workspace of ``batch_size`` (created on first use; least recently used ones are freed)."""
+        if batch_size in self._workspaces:
+            self._workspaces.move_to_end(batch_size)
+            return self._workspaces[batch_size]
+        while len(self._workspaces) >= MAX_WORKSPACES:
+            self._workspaces.popitem(last=False)[1].release()
+        ws = _Workspace(self, batch_size)
+        self._workspaces[batch_size] = ws
+        return ws
+
+    def _check_prompts(self, prompts: list[list[int]]) -> None:
+        """Raise :class:`ConfigError` for no prompts, an empty prompt or one longer than ``max_prompt_len``."""
+        if not prompts:
+            raise ConfigError("generate() got no prompts; pass at least one list of token ids")
+        lengths = [len(p) for p in prompts]
+        if min(lengths) < 1:
+            raise ConfigError("generate() got an empty prompt; every prompt needs at least one token")
+        if max(lengths) > self.max_prompt_len:
+            raise ConfigError(f"a prompt has {max(lengths)} tokens, more than max_prompt_len="
+                              f"{self.max_prompt_len}; raise max_prompt_len or truncate the prompts")
+
+    def _now(self) -> float:
+        """``time.perf_counter()`` after the device has finished all queued work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _timed(self, phase: PhaseRunner) -> float:
+        """Run ``phase`` once; return its wall time in seconds."""
+        phase.prepare()  # CUDA graph capture (first call only) stays out of the phase timings
+        start = self._now()
+        phase()
+        return self._now() - start
+
+
+def _validate(target, draft, cfg: DecodeConfig, max_prompt_len: int) -> None:
+    """Raise :class:`ConfigError` (one line) for an impossible decoder configuration."""
+    if cfg.method not in ("ar", "chain", "tree"):
+        raise ConfigError(f"unknown method {cfg.method!r}; use 'ar', 'chain' or 'tree'")
+    if not cfg.temperature >= 0:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {cfg.temperature}")
+    if cfg.max_new_tokens < 1 or max_prompt_len < 1:
+        raise ConfigError("max_new_tokens and max_prompt_len must be >= 1")
+    if cfg.method != "ar":
+        _validate_draft(target, draft, cfg)
+    for model in (target, draft):
+        attn = getattr(model.config, "_attn_implementation", None) if model is not None else None
+        if attn not in (None, *MASKED_ATTENTION):
+            raise ConfigError(f"attention implementation {attn!r} cannot take sdlaws's 4D tree/padding mask; "
+                              "load the models with attn_implementation='sdpa' (or 'eager')")
+    limit = getattr(target.config.get_text_config(), "max_position_embeddings", None)
+    furthest = max_prompt_len + cfg.max_new_tokens + 2 * cfg.depth  # positions a just-finished row may reach
+    if limit is not None and furthest > limit:
+        raise ConfigError(f"max_prompt_len + max_new_tokens (+ draft slack) = {furthest} positions exceed the "
+                          f"model's max_position_embeddings={limit}; shorten prompts or max_new_tokens")
+
+
+def _validate_draft(target, draft, cfg: DecodeConfig) -> None:
+    """Checks that need the draft model: presence, draft shape, vocabulary, device."""
+    if draft is None:
+        raise ConfigError(f"method {cfg.method!r} needs a draft model; pass draft=... or use method='ar'")
+    if cfg.num_spec_tokens < 1:
+        raise ConfigError(f"num_spec_tokens (gamma / tree depth) must be >= 1, got {cfg.num_spec_tokens}")
+    if cfg.tree_topk < 1:
+        raise ConfigError(f"tree_topk must be >= 1, got {cfg.tree_topk}")
+    if cfg.method == "chain" and (cfg.tree_topk != 1 or cfg.tree_budget not in (None, cfg.num_spec_tokens)):
+        raise ConfigError("tree_topk/tree_budget apply to method='tree'; a chain uses tree_topk=1 and no budget")
+    if not 1 <= cfg.budget <= cfg.tree_topk * cfg.num_spec_tokens:
+        raise ConfigError(f"tree_budget must be in 1..tree_topk*num_spec_tokens="
+                          f"{cfg.tree_topk * cfg.num_spec_tokens}, got {cfg.budget}")
+    vocab_t, vocab_d = _vocab_size(target), _vocab_size(draft)
+    if vocab_t != vocab_d:
+        raise ConfigError(f"target and draft vocabularies differ ({vocab_t} vs {vocab_d} logits); "
+                          "use a draft with the target's tokenizer")
+    if cfg.tree_topk > vocab_t:
+        raise ConfigError(f"tree_topk={cfg.tree_topk} exceeds the vocabulary size {vocab_t}")
+    if next(target.parameters()).device != next(draft.parameters()).device:
+        raise ConfigError("target and draft are on different devices; move both to the same device")
+
+
+def _forward_model(model, config: DecodeConfig):
+    """``model`` itself, or its fused fast-path wrapper when ``config.fused_forward`` and supported."""
+    return fastpath.wrap(model) if config.fused_forward else model
+
+
+def _vocab_size(model) -> int:
+    """Logits per position (the output embedding's rows; may exceed the tokenizer's vocabulary)."""
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+def _num_layers(model) -> int:
+    """Decoder layers of ``model`` (``num_hidden_layers`` of its text config)."""
+    return int(model.config.get_text_config().num_hidden_layers)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-value // multiple) * multiple
+
+
+def _compiled(phase):
+    """``torch.compile`` a phase; compilation happens on its first (warm-up) call, before graph capture.
+
+    Raises dynamo's process-wide recompile limit to :data:`COMPILE_CACHE_LIMIT`: every workspace of every
+    decoder of a sweep compiles its own variant of the same phase code.
+    """
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), COMPILE_CACHE_LIMIT))
+    return torch.compile(phase, **COMPILE_KWARGS)
+
+
+def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+             mask: torch.Tensor, keep_last: int = 0) -> torch.Tensor:
+    """One forward pass writing ``ids`` ``(B, n)`` to cache ``slots`` ``(B, n)``; returns logits ``(B, n', V)``."""
+    cache.write_slots = slots
+    extra = {"logits_to_keep": keep_last} if keep_last else {}
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
+                use_cache=True, **extra)
+    return out.logits
+
+
+class _Workspace:
+    """Caches, buffers and phase runners of one decoder for one batch size (reused across calls)."""
+
+    def __init__(self, dec: SpecDecoder, batch_size: int):
+        cfg, device = dec.config, dec.device
+        self.dec, self.cfg, self.batch_size = dec, cfg, batch_size
+        self.depth, self.budget = cfg.depth, cfg.budget
+        self.topk = cfg.tree_topk if cfg.method == "tree" else 1
+        self.chain_sampling = cfg.method == "chain" and cfg.temperature > 0
+        # Draft tokens the draft re-reads each step: with k = 1 its cache already holds the accepted chain
+        # (pending: the last draft token and the bonus); a tree path was written at tree slots, so re-read it.
+        self.num_refeed = 2 if self.topk == 1 else self.depth + 1
+        self.prompt_width = _round_up(max(dec.max_prompt_len, self.num_refeed), SLOT_ALIGN)  # W
+        self.tree_cols = (self.depth - 1) * self.topk if self.depth else 0  # draft slots of frontier nodes
+        self.num_verify = 1 + self.budget
+        # Largest slot a step can touch: a just-frozen row has length <= W + max_new + depth, then writes up to
+        # max(verify block, commit of depth + 1 tokens, draft tree block) slots beyond it.
+        slack = self.depth + max(self.num_verify, self.tree_cols + 1, self.depth + 1) + 1
+        self.num_slots = _round_up(self.prompt_width + cfg.max_new_tokens + slack, SLOT_ALIGN)  # S
+        self.target_cache = SlotCache(_num_layers(dec.target), self.num_slots)
+        self.draft_cache = SlotCache(_num_layers(dec.draft), self.num_slots) if dec.draft is not None else None
+        self.shape = tree.TreeShape(self.topk, self.depth, self.budget) if self.depth else None
+        self._allocate(batch_size, device)
+        verify, draft = (_compiled(self._verify), _compiled(self._draft)) if cfg.torch_compile else (
+            self._verify, self._draft)
+        self.verify_phase = PhaseRunner(verify, self._state(), use_graph=dec.use_graphs, name="verify")
+        self.draft_phase = PhaseRunner(draft, [], use_graph=dec.use_graphs, name="draft") if self.depth else None
+
+    def _allocate(self, batch: int, device: torch.device) -> None:
+        """Allocate every static buffer the phases read or write (their addresses are baked into graphs)."""
+        long = dict(dtype=torch.long, device=device)
+        self.seq = torch.zeros(batch, self.num_slots, **long)  # token ids in slot layout
+        self.pad = torch.zeros(batch, **long)  # slot of each row's first prompt token
+        self.prompt_len = torch.zeros(batch, **long)
+        self.length = torch.zeros(batch, **long)  # committed tokens (prompt + generated)
+        self.all_done = torch.zeros((), dtype=torch.bool, device=device)
+        self.num_drafts = torch.zeros((), **long)
+        self.num_accepted = torch.zeros((), **long)
+        self.per_pos = torch.zeros(self.depth, **long)
+        self.per_rank = torch.zeros(self.topk if self.cfg.method == "tree" else 0, **long)
+        rand_cols = (2 * self.depth + 1) if self.chain_sampling else self.num_verify
+        self.rand = torch.zeros(batch, rand_cols if self.cfg.temperature > 0 else 0, device=device)
+        # Verify block written by the draft phase: root + budget nodes.
+        self.block_token = torch.zeros(batch, self.budget, **long)
+        self.block_depth = torch.zeros(batch, self.num_verify, **long)
+        self.block_parent = torch.zeros(batch, self.num_verify, **long)
+        self.block_rank = torch.zeros(batch, self.num_verify, **long)
+        self.block_anc = torch.ones(batch, self.num_verify, self.num_verify, dtype=torch.bool, device=device)
+        if self.chain_sampling:  # draft distributions of the chain, plus a zero row (see leviathan_accept)
+            vocab = _vocab_size(self.dec.target)
+            self.q_chain = torch.zeros(batch, self.depth + 1, vocab, device=device)
+        if self.shape is not None:
+            self.node_depth = self.shape.node_depth(device)
+            self.node_rank = self.shape.node_rank(device)
+        self.steps = torch.arange(max(self.num_refeed, self.num_verify, self.depth + 1, self.tree_cols),
+                                  device=device)
+        self.causal = torch.ones(self.prompt_width, self.prompt_width, dtype=torch.bool, device=device).tril()
+
+    def release(self) -> None:
+        """Drop the CUDA graphs and caches now (breaks the runner -> bound method -> workspace cycle)."""
+        self.verify_phase = self.draft_phase = None
+        self.target_cache = self.draft_cache = None
+
+    def _state(self) -> list[torch.Tensor]:
+        """Tensors the verify phase reads after writing (restored around graph warm-up)."""
+        return [self.seq, self.length, self.all_done, self.num_drafts, self.num_accepted, self.per_pos,
+                self.per_rank]
+
+    # ---------------------------------------------------------------- per call
+
+    def prefill(self, prompts: list[list[int]]) -> None:
+        """Load the prompts, fill both caches, commit the target's first token (eager, not graphed).
+
+        Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest prompt of this batch, rounded
+        up) go through the forward pass.
+        """
+        width, device = self.prompt_width, self.seq.device
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+        used = min(width, _round_up(int(lengths.max()), SLOT_ALIGN))
+        ids = torch.zeros(len(prompts), used, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        ids = ids.to(device)
+        self.seq.zero_()
+        self.seq[:, width - used:width] = ids
+        self.prompt_len.copy_(lengths)
+        self.length.copy_(lengths)
+        self.pad.copy_(width - lengths)
+        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank):
+            counter.zero_()
+        slots = torch.arange(width - used, width, device=device).expand(len(prompts), used)
+        positions = (slots - self.pad[:, None]).clamp(min=0)
+        mask = block_mask(self.pad, self.pad, slots[:, 0], self._padded_causal(slots), self.num_slots,
+                          self.dec.dtype)
+        logits = _forward(self.dec.target, self.target_cache, ids, positions, slots, mask, keep_last=1)[:, -1]
+        if self.draft_cache is not None:
+            _forward(self.dec.draft, self.draft_cache, ids, positions, slots, mask, keep_last=1)
+        u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
+        self.seq[:, width] = sampling.choose(logits, self.cfg.temperature, u)
+        self.length += 1
+        self.all_done.fill_(self.cfg.max_new_tokens <= 1)
+
+    def draw_uniforms(self) -> None:
+        """Fresh uniforms for this step's sampling (none at temperature 0)."""
+        if self.rand.numel():
+            torch.rand(self.rand.shape, generator=self.dec.generator, out=self.rand)
+
+    def new_tokens(self) -> list[list[int]]:
+        """The ``max_new_tokens`` generated tokens of every row (they start at slot W for all rows)."""
+        start = self.prompt_width
+        return self.seq[:, start:start + self.cfg.max_new_tokens].tolist()
+
+    def read_counters(self, stats: DecodeStats) -> None:
+        """Copy the device counters into ``stats``."""
+        stats.num_drafts = int(self.num_drafts)
+        stats.num_draft_tokens = stats.num_drafts * self.budget
+        stats.num_accepted_tokens = int(self.num_accepted)
+        stats.num_accepted_per_pos = self.per_pos.tolist()
+        stats.num_accepted_per_rank = self.per_rank.tolist()
+
+    # ---------------------------------------------------------------- draft phase
+
+    def _draft(self) -> None:
+        """Draft a tree (a chain when k = 1) for every row; write the verify block buffers."""
+        batch, k, depth, shape = self.batch_size, self.topk, self.depth, self.shape
+        base = self.pad + self.length  # (B,) slot after the last committed token
+        frontier_logits = self._draft_refeed(base)[:, None]  # (B, 1, V): distribution after the last token
+        pool_token = torch.zeros(batch, shape.num_pool, dtype=torch.long, device=base.device)
+        pool_score = torch.zeros(batch, shape.num_pool, device=base.device)
+        pool_path = torch.full((batch, shape.num_pool, depth), -1, dtype=torch.long, device=base.device)
+        child_token, child_logp = self._children(frontier_logits, 0)  # (B, 1, k)
+        pool_token[:, :k] = child_token[:, 0]
+        pool_score[:, :k] = child_logp[:, 0]
+        pool_path[:, :k, 0] = self.steps[:k]
+        frontier = self.steps[:k].expand(batch, k)
+        tree_cols = self.tree_cols
+        frontier_anc = torch.zeros(batch, k, tree_cols, dtype=torch.bool, device=base.device)
+        for level in range(1, depth):
+            cols = (level - 1) * k + self.steps[:k]  # tree-block column of each frontier node
+            frontier_anc = frontier_anc | (self.steps[:tree_cols] == cols[:, None])  # each node also sees itself
+            slots = base[:, None] + cols
+            positions = (self.length - 1 + level)[:, None].expand(batch, k)
+            mask = block_mask(self.pad, base, base, frontier_anc, self.num_slots, self.dec.dtype)
+            logits = _forward(self.dec.draft, self.draft_cache, pool_token.gather(1, frontier), positions, slots,
+                              mask)  # (B, k, V)
+            child_token, child_logp = self._children(logits, level)
+            frontier, parent = tree.grow(pool_token, pool_score, pool_path, shape, level, frontier, child_token,
+                                         child_logp)
+            frontier_anc = frontier_anc.gather(1, parent[:, :, None].expand(batch, k, tree_cols))
+        selected = tree.select(pool_score, self.budget)
+        ancestors, block_depth, parent = tree.block_structure(pool_path, self.node_depth, selected)
+        self.block_token.copy_(pool_token.gather(1, selected))
+        self.block_anc.copy_(ancestors)
+        self.block_depth.copy_(block_depth)
+        self.block_parent.copy_(parent)
+        self.block_rank[:, 1:] = self.node_rank[selected]
+
+    def _draft_refeed(self, base: torch.Tensor) -> torch.Tensor:
+        """Draft forward on the last ``num_refeed`` committed tokens; returns the last position's logits."""
+        start = base - self.num_refeed
+        slots = start[:, None] + self.steps[: self.num_refeed]
+        positions = (slots - self.pad[:, None]).clamp(min=0)
+        mask = block_mask(self.pad, start, start, self._padded_causal(slots), self.num_slots, self.dec.dtype)
+        return _forward(self.dec.draft, self.draft_cache, self.seq.gather(1, slots), positions, slots, mask,
+                        keep_last=1)[:, -1]
+
+    def _padded_causal(self, slots: torch.Tensor) -> torch.Tensor:
+        """``(B, n, n)`` causal block structure over consecutive ``slots`` ``(B, n)`` that hides pad slots.
+
+        A block may start left of a short prompt (prefill; the draft's re-read): real tokens must not see the
+        pads, and pad queries see only themselves (their output is unused; this keeps every softmax finite).
+        """
+        n = slots.shape[1]
+        causal = self.causal[:n, :n]
+        real = slots[:, None, :] >= self.pad[:, None, None]
+        return (causal & real) | torch.eye(n, dtype=torch.bool, device=slots.device)
+
+    def _children(self, logits: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Children of each node from its draft logits ``(B, f, V)``: ``(B, f, k)`` tokens and log-probs.
+
+        Top-k by draft probability, except for a chain at temperature > 0, whose single child is sampled from
+        the draft (its distribution is kept for :func:`sampling.leviathan_accept`).
+        """
+        if self.chain_sampling:
+            q = sampling.probs(logits[:, 0], self.cfg.temperature)  # (B, V)
+            self.q_chain[:, level] = q
+            token = sampling.sample(q, self.rand[:, level])
+            return token[:, None, None], q.gather(1, token[:, None]).log()[:, None]
+        top = sampling.log_probs(logits, self.cfg.temperature).topk(self.topk, dim=-1)
+        return top.indices, top.values
+
+    # ---------------------------------------------------------------- verify phase
+
+    def _verify(self) -> None:
+        """Target forward on root + drafted block, acceptance, commit, counters."""
+        batch, depth = self.batch_size, self.depth
+        root_slot = self.pad + self.length - 1  # the last committed token is not yet in the target cache
+        root = self.seq.gather(1, root_slot[:, None])
+        block = torch.cat([root, self.block_token], dim=1)  # (B, 1 + budget)
+        slots = root_slot[:, None] + self.steps[: self.num_verify]
+        positions = (self.length - 1)[:, None] + self.block_depth
+        mask = block_mask(self.pad, root_slot, root_slot, self.block_anc, self.num_slots, self.dec.dtype)
+        logits = _forward(self.dec.target, self.target_cache, block, positions, slots, mask)  # (B, n, V)
+        active = (self.length - self.prompt_len) < self.cfg.max_new_tokens  # (B,) rows still generating
+        if self.chain_sampling:
+            p = sampling.probs(logits, self.cfg.temperature)
+            accepted, bonus = sampling.leviathan_accept(p, self.q_chain, self.block_token, self.rand[:, depth:])
+            path = self.steps[: depth + 1].expand(batch, depth + 1)
+        else:
+            u = self.rand[:, : self.num_verify] if self.cfg.temperature > 0 else None
+            choice = sampling.choose(logits, self.cfg.temperature, u)  # (B, n) target token after each node
+            taken = tree.walk(choice, block, self.block_depth, self.block_parent, depth)
+            path = tree.accepted_path(taken, self.block_depth, depth)
+            accepted = taken.sum(dim=1) - 1
+            bonus = choice.gather(1, path.gather(1, accepted[:, None])).squeeze(1)
+            if self.per_rank.numel():
+                counted = taken & active[:, None] & (self.block_depth > 0)  # accepted draft nodes of live rows
+                self.per_rank.scatter_add_(0, self.block_rank.flatten(), counted.flatten().long())
+        accepted = accepted * active
+        self._commit(block, path, accepted, bonus, active, root_slot)
+
+    def _commit(self, block: torch.Tensor, path: torch.Tensor, accepted: torch.Tensor, bonus: torch.Tensor,
+                active: torch.Tensor, root_slot: torch.Tensor) -> None:
+        """Append accepted path + bonus to each active row, compact the target cache, update counters."""
+        depth = self.depth
+        offsets = self.steps[: depth + 1]  # (d+1,) position after the root
+        tokens = torch.cat([block.gather(1, path[:, 1:]), bonus[:, None]], dim=1)  # (B, d+1)
+        tokens = torch.where(offsets == accepted[:, None], bonus[:, None], tokens)
+        write = active[:, None] & (offsets <= accepted[:, None])
+        slots = (root_slot + 1)[:, None] + offsets
+        self.seq.scatter_(1, slots, torch.where(write, tokens, self.seq.gather(1, slots)))
+        if self.topk > 1:  # tree nodes sit at block positions; move the accepted path to consecutive slots
+            dst = (root_slot + 1)[:, None] + offsets[:depth]  # consecutive slots after the root
+            src = torch.where(write[:, 1:], root_slot[:, None] + path[:, 1:], dst)  # accepted depths 1..a move
+            self.target_cache.move(src, dst)
+        self.length += (accepted + 1) * active
+        self.num_drafts += active.sum() if depth else 0
+        self.num_accepted += accepted.sum()
+        self.per_pos += (accepted[:, None] > offsets[:depth]).sum(dim=0)
+        self.all_done.copy_(((self.length - self.prompt_len) >= self.cfg.max_new_tokens).all())

@@ -1,0 +1,150 @@
+"""Pre-allocated KV cache with per-row write slots, and the additive attention masks that go with it.
+
+Slot layout (the same for the target and the draft cache): row ``b``'s sequence token ``i`` lives in slot
+``pad[b] + i``; prompts are left-padded so that every prompt ends at the same slot. A forward pass writes its
+``n`` query tokens to slots chosen per row (``SlotCache.write_slots``, shape ``(B, n)``), so rows advance at
+their own pace (ragged acceptance) while every tensor keeps a static shape: the cache is ``(B, H, S, D)`` per
+layer for the whole ``generate`` call, which is what lets the engine capture forward passes as CUDA graphs.
+
+Which slots a query may attend to is entirely decided by the 4D mask of :func:`block_mask` (slots outside it,
+e.g. pads and rejected draft tokens, are never attended), so the cache never needs to be cleared: it is
+rolled back by moving a row's length pointer, and tree branches are compacted with :meth:`SlotCache.move`.
+
+The cache subclasses transformers' ``Cache`` and only relies on ``Cache.update(key, value, layer_idx, ...)``
+being called by each attention layer, which holds for Llama- and GPT2-style models in transformers 5.x
+(checked on 5.17 and 5.23); positions and masks are always passed explicitly, so ``get_seq_length`` is unused.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+class WriteSlots:
+    """Holder of the ``(B, n)`` destination slots of the current forward, shared by a cache's layers."""
+
+    __slots__ = ("slots",)
+
+    def __init__(self):
+        self.slots: torch.Tensor | None = None
+
+
+class SlotLayer(CacheLayerMixin):
+    """One layer's keys and values, ``(B, H, S, D)``, written at the shared :class:`WriteSlots`."""
+
+    is_compileable = True
+    is_sliding = False
+
+    def __init__(self, write: WriteSlots, max_cache_len: int):
+        super().__init__()
+        self.write = write
+        self.max_cache_len = max_cache_len
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Allocate the full ``(B, H, S, D)`` tensors with the dtype/device/heads of the first keys seen."""
+        batch, heads = key_states.shape[:2]
+        self.keys = key_states.new_zeros((batch, heads, self.max_cache_len, key_states.shape[-1]))
+        self.values = value_states.new_zeros((batch, heads, self.max_cache_len, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Write the new ``(B, H, n, D)`` states at ``owner.write_slots`` and return the full cache tensors."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        slots = self.write.slots  # (B, n) long: destination slot of each query token
+        self.keys.scatter_(2, _expand_slots(slots, key_states), key_states)
+        self.values.scatter_(2, _expand_slots(slots, value_states), value_states)
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """Key length and offset a mask must have: the whole static cache."""
+        return self.max_cache_len, 0
+
+    def get_seq_length(self) -> int:
+        """Unused (rows have different lengths; positions are passed explicitly); returns 0."""
+        return 0
+
+    def get_max_length(self) -> int:
+        """Number of slots ``S``."""
+        return self.max_cache_len
+
+
+class SlotCache(Cache):
+    """A transformers ``Cache`` of :class:`SlotLayer` s sharing one set of write slots.
+
+    Parameters
+    ----------
+    num_layers : int
+        Decoder layers of the model the cache belongs to.
+    max_cache_len : int
+        Slots per row ``S``.
+    """
+
+    def __init__(self, num_layers: int, max_cache_len: int):
+        self._write = WriteSlots()
+        super().__init__(layers=[SlotLayer(self._write, max_cache_len) for _ in range(num_layers)])
+        # not `self.max_cache_len`: transformers 5.17 defines it as a read-only property of Cache
+        self.num_slots = max_cache_len
+
+    @property
+    def write_slots(self) -> torch.Tensor | None:
+        """``(B, n)`` long: where the next forward writes its ``n`` query tokens, per row."""
+        return self._write.slots
+
+    @write_slots.setter
+    def write_slots(self, slots: torch.Tensor) -> None:
+        """Set the slots of the next forward (read by every layer's ``update``)."""
+        self._write.slots = slots
+
+    def move(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy every layer's keys/values from slots ``src`` to slots ``dst`` (both ``(B, m)``, row-wise).
+
+        All sources are read before any destination is written, so ``src`` and ``dst`` may overlap; an entry
+        with ``src == dst`` is a no-op. Used to compact an accepted tree path into consecutive slots.
+        """
+        for layer in self.layers:
+            if not layer.is_initialized:
+                continue
+            for buf in (layer.keys, layer.values):
+                moved = buf.gather(2, _expand_slots(src, buf))
+                buf.scatter_(2, _expand_slots(dst, buf), moved)
+
+
+def _expand_slots(slots: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(B, n)`` slots -> ``(B, H, n, D)`` gather/scatter index for a ``(B, H, *, D)`` tensor ``like``."""
+    batch, heads, _, dim = like.shape
+    return slots[:, None, :, None].expand(batch, heads, slots.shape[1], dim)
+
+
+def block_mask(prefix_start: torch.Tensor, prefix_end: torch.Tensor, block_start: torch.Tensor,
+               ancestors: torch.Tensor, cache_len: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention mask ``(B, 1, n, S)`` for ``n`` queries over a static cache of ``S`` slots.
+
+    Query ``j`` of row ``b`` may attend to the committed prefix, slots ``prefix_start[b] <= s < prefix_end[b]``,
+    and to block slot ``block_start[b] + i`` when ``ancestors[b, j, i]`` is true (causal order for a chain,
+    ancestor-or-self for a tree). Everything else gets the dtype's most negative value.
+
+    Parameters
+    ----------
+    prefix_start, prefix_end, block_start : Tensor
+        ``(B,)`` long slot indices; the block must lie at or after ``prefix_end``.
+    ancestors : Tensor
+        ``(B, n, m)`` or ``(n, m)`` bool: query ``j`` sees block slot ``i``.
+    cache_len : int
+        ``S``.
+    dtype : torch.dtype
+        The model's compute dtype (an additive float mask works with both eager and sdpa attention; a bool
+        mask would be added as 0/1 by eager attention).
+    """
+    batch = prefix_start.shape[0]
+    if ancestors.dim() == 2:
+        ancestors = ancestors.expand(batch, *ancestors.shape)
+    num_queries, block_len = ancestors.shape[1:]
+    slot = torch.arange(cache_len, device=prefix_start.device)
+    prefix = (slot >= prefix_start[:, None]) & (slot < prefix_end[:, None])  # (B, S)
+    allowed = prefix[:, None, :].expand(batch, num_queries, cache_len).clone()
+    cols = block_start[:, None] + torch.arange(block_len, device=prefix_start.device)  # (B, m)
+    allowed.scatter_(2, cols[:, None, :].expand(batch, num_queries, block_len), ancestors)
+    zero = torch.zeros((), dtype=dtype, device=prefix_start.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]

@@ -1,0 +1,396 @@
+"""Loading target and draft models: local directories, hub ids (``@revision``) and ``random:`` shapes.
+
+A model spec is one string:
+
+``/path/to/dir``
+    A local Hugging Face model directory (``config.json`` + weights). If it holds an ``sdlaws_train.json``
+    written by ``sdlaws train`` (fields ``params``, ``layers``, ``pretrain_tokens``), those values fill
+    :class:`ModelInfo`.
+``owner/name[@revision]``
+    A Hugging Face hub id, optionally pinned to a branch, tag or commit. With ``HF_HUB_OFFLINE=1`` only the
+    local cache is consulted (``local_files_only``), so a missing model fails at once instead of retrying.
+``random:NAME[?key=value&key=value]``
+    Random weights in the shape of a published model (:data:`SHAPES`), for timing-only runs: step time does
+    not depend on the weights. ``key=value`` overrides any config field, e.g.
+    ``random:llama-3.2-1b?num_hidden_layers=4``. Weights are drawn from a seeded normal directly on the
+    target device in the target dtype, skipping transformers' slow per-module initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sdlaws.errors import ModelError
+
+#: Name of the metadata file ``sdlaws train`` writes next to each checkpoint.
+TRAIN_METADATA = "sdlaws_train.json"
+
+#: Aliases accepted for ``dtype`` -> canonical torch dtype name (the name written to CSVs).
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
+          "fp32": "float32", "float32": "float32", "float": "float32"}
+
+_LLAMA3_ROPE_8K = {"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                   "original_max_position_embeddings": 8192}
+
+#: Named shapes for ``random:`` specs. Every entry copies the timing-relevant fields of the model's public
+#: ``config.json`` on the Hugging Face hub (source repo in the comment); ``tiny`` is sdlaws's own test shape.
+SHAPES: dict[str, dict[str, Any]] = {
+    # meta-llama/Llama-3.2-1B config.json
+    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
+                         max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         rope_scaling={**_LLAMA3_ROPE_8K, "factor": 32.0}, tie_word_embeddings=True,
+                         bos_token_id=128000, eos_token_id=128001),
+    # meta-llama/Llama-3.1-8B config.json
+    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                         max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         rope_scaling=_LLAMA3_ROPE_8K, tie_word_embeddings=False,
+                         bos_token_id=128000, eos_token_id=128001),
+    # meta-llama/Meta-Llama-3-8B config.json
+    "llama-3-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                       max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0,
+                       tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001),
+    # meta-llama/Llama-3.1-70B config.json (141 GB in bf16: timing only, override num_hidden_layers to fit)
+    "llama-3.1-70b": dict(model_type="llama", hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                          num_attention_heads=64, num_key_value_heads=8, vocab_size=128256,
+                          max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                          rope_scaling=_LLAMA3_ROPE_8K, tie_word_embeddings=False,
+                          bos_token_id=128000, eos_token_id=128001),
+    # Qwen/Qwen2.5-0.5B config.json
+    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                         max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
+    # Qwen/Qwen2.5-1.5B config.json
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                         max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
+    # Qwen/Qwen2.5-7B config.json
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+                       max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                       tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151643),
+    # HuggingFaceTB/SmolLM2-135M config.json
+    "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=0),
+    # HuggingFaceTB/SmolLM2-360M config.json
+    "smollm2-360m": dict(model_type="llama", hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                         num_attention_heads=15, num_key_value_heads=5, vocab_size=49152,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
+                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=0),
+    # HuggingFaceTB/SmolLM2-1.7B config.json
+    "smollm2-1.7b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+                         num_attention_heads=32, num_key_value_heads=32, vocab_size=49152,
+                         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=130000.0,
+                         tie_word_embeddings=True, bos_token_id=0, eos_token_id=0),
+    # openai-community/gpt2 config.json
+    "gpt2": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, n_inner=None, vocab_size=50257,
+                 n_positions=1024, layer_norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256),
+    # sdlaws test shape: a 2-layer Llama small enough for CPU unit tests
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=2048,
+                 rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2),
+}
+
+#: Std of the seeded normal used for random weight matrices (the ``initializer_range`` of the configs above).
+RANDOM_INIT_STD = 0.02
+
+# A hub id: "name" or "owner/name" (letters, digits, "-", "_", ".").
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec (see the module docstring)."""
+
+    kind: Literal["local", "hub", "random"]
+    name: str                      # local path, hub repo id, or shape name
+    revision: str | None = None    # hub only
+    overrides: dict[str, Any] = field(default_factory=dict)  # random only
+    raw: str = ""                  # the spec as given (written to CSVs as the model name)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the measurement tables record about a model.
+
+    ``params`` counts every parameter once (tied embeddings once), or the value of ``sdlaws_train.json``.
+    """
+
+    name: str
+    params: int
+    layers: int
+    hidden_size: int
+    vocab_size: int
+    pretrain_tokens: float | None = None
+
+    def columns(self, prefix: str) -> dict[str, Any]:
+        """Schema columns ``<prefix>_name/_params/_layers/_pretrain_tokens`` for a ``spec`` or ``ppl`` row."""
+        return {f"{prefix}_name": self.name, f"{prefix}_params": self.params, f"{prefix}_layers": self.layers,
+                f"{prefix}_pretrain_tokens": self.pretrain_tokens}
+
+
+def canonical_dtype(dtype: str) -> str:
+    """Canonical torch dtype name for an alias (``bf16`` -> ``bfloat16``); :class:`ModelError` if unknown."""
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(set(DTYPES)))}")
+    return DTYPES[key]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values are checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def device_name(device: str) -> str:
+    """Human-readable device name for provenance: the GPU name, or ``"cpu"``."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """Parse a model spec string.
+
+    Raises
+    ------
+    ModelError
+        Empty spec, a path that does not exist, a malformed ``random:`` spec or an unknown shape name.
+    """
+    raw = str(spec).strip()
+    if not raw:
+        raise ModelError("empty model spec; pass a local directory, a hub id or random:NAME")
+    if raw.startswith("random:"):
+        return _parse_random(raw)
+    if os.path.exists(os.path.expanduser(raw)):
+        return ModelSpec("local", os.path.expanduser(raw), raw=raw)
+    repo, _, revision = raw.partition("@")
+    looks_like_path = raw.startswith((".", "/", "~")) or raw.count("/") > 1 or not _HUB_ID.match(repo)
+    if looks_like_path or (raw.count("@") and not revision):
+        raise ModelError(f"{raw}: no such model directory; check the path (or use owner/name[@revision] for a hub id)")
+    return ModelSpec("hub", repo, revision=revision or None, raw=raw)
+
+
+def _parse_random(raw: str) -> ModelSpec:
+    """Parse ``random:NAME[?key=value&...]`` (values read as JSON where they parse)."""
+    name, _, query = raw.removeprefix("random:").partition("?")
+    if name not in SHAPES:
+        raise ModelError(f"{raw}: unknown random shape {name!r}; use one of {', '.join(SHAPES)}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ModelError(f"{raw}: override {item!r} is not key=value (e.g. random:{name}?num_hidden_layers=4)")
+        overrides[key] = _parse_value(value)
+    return ModelSpec("random", name, overrides=overrides, raw=raw)
+
+
+def _parse_value(text: str) -> Any:
+    """``"4"`` -> 4, ``"1e-5"`` -> 1e-05, ``"true"`` -> True; anything else stays a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trust_remote_code: bool = False,
+               seed: int = 0):
+    """Load a causal LM from a spec, in eval mode on ``device`` in ``dtype``.
+
+    Parameters
+    ----------
+    spec : str
+        Local directory, ``owner/name[@revision]`` or ``random:NAME[?key=value...]``.
+    dtype : str
+        ``bfloat16`` (``bf16``), ``float16`` (``fp16``) or ``float32`` (``fp32``).
+    device : str
+        ``cuda``, ``cuda:N``, ``cpu`` or ``auto``.
+    trust_remote_code : bool
+        Allow model code from the hub repository (off by default).
+    seed : int
+        Seed of the random weights of ``random:`` specs (ignored otherwise).
+
+    Returns
+    -------
+    model : transformers.PreTrainedModel
+    tokenizer : transformers tokenizer or None
+        None for ``random:`` specs and for directories without tokenizer files.
+    info : ModelInfo
+
+    Raises
+    ------
+    ModelError
+        Missing path, hub id not cached while offline, unreadable model, or weights larger than the device.
+    """
+    import torch
+
+    parsed = parse_spec(spec)
+    torch_dtype = getattr(torch, canonical_dtype(dtype))
+    device = resolve_device(device)
+    if parsed.kind == "random":
+        model, tokenizer = _build_random(parsed, torch_dtype, device, seed), None
+    else:
+        model, tokenizer = _load_pretrained(parsed, torch_dtype, device, trust_remote_code)
+    model.eval()
+    return model, tokenizer, _model_info(model, parsed)
+
+
+def random_config(spec: str | ModelSpec):
+    """The transformers config of a ``random:`` spec: the named shape with its ``?key=value`` overrides."""
+    from transformers import AutoConfig
+
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind != "random":
+        raise ModelError(f"{spec.raw}: not a random: spec")
+    shape = {**SHAPES[spec.name]}
+    config = AutoConfig.for_model(shape.pop("model_type"), **shape)
+    unknown = [k for k in spec.overrides if not hasattr(config, k)]
+    if unknown:
+        raise ModelError(f"{spec.raw}: unknown config field(s) {unknown} for {type(config).__name__}")
+    for key, value in spec.overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def _build_random(spec: ModelSpec, torch_dtype, device: str, seed: int):
+    """Build a random-weight model directly on ``device`` in ``torch_dtype`` (no slow per-module init)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = random_config(spec)
+    _check_fits(spec.raw, config, torch_dtype, device)
+    with torch.device(device), _no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model.tie_weights()  # skipped by no_init_weights; ties lm_head to the embedding where the config says so
+    _fill_random(model, seed, device)
+    return model
+
+
+def _no_init_weights():
+    """transformers' context that skips weight initialisation (moved between major versions)."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers >= 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # transformers 4.x
+    return no_init_weights()
+
+
+def _fill_random(model, seed: int, device: str) -> None:
+    """Seeded fill: matrices ~ N(0, RANDOM_INIT_STD), 1-D weights (norm gains) = 1, biases = 0."""
+    import torch
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():  # tied parameters are listed once
+            if param.dim() >= 2:
+                param.normal_(0.0, RANDOM_INIT_STD, generator=generator)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.fill_(1.0)
+
+
+def _check_fits(raw: str, config, torch_dtype, device: str) -> None:
+    """Refuse random weights larger than device memory; warn above half of it (KV cache needs room too)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    weight_bytes = params * torch.tensor([], dtype=torch_dtype).element_size()
+    memory_bytes = device_memory_bytes(device)
+    if weight_bytes > memory_bytes:
+        raise ModelError(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights exceed the {memory_bytes / 1e9:.1f} GB of "
+                         f"{device}; add ?num_hidden_layers=N to time fewer layers")
+    if weight_bytes > memory_bytes / 2:
+        warnings.warn(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights use over half of the "
+                      f"{memory_bytes / 1e9:.1f} GB of {device}; large batches may run out of memory", stacklevel=3)
+
+
+def device_memory_bytes(device: str) -> int:
+    """Total memory of a CUDA device, or the machine's physical memory for ``cpu``."""
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set to a true value (the hub must not be contacted)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _load_pretrained(spec: ModelSpec, torch_dtype, device: str, trust_remote_code: bool):
+    """Model and tokenizer of a local directory or hub id (local files only when offline or local)."""
+    from transformers import AutoModelForCausalLM
+
+    if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
+        raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
+    kwargs = dict(revision=spec.revision, trust_remote_code=trust_remote_code,
+                  local_files_only=spec.kind == "local" or hub_offline())
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(_load_error(spec, exc)) from None
+    return model.to(device), _load_tokenizer(spec, kwargs)
+
+
+def _load_error(spec: ModelSpec, exc: Exception) -> str:
+    """One-line :class:`ModelError` message for a failed ``from_pretrained``."""
+    if spec.kind == "hub" and hub_offline():
+        return (f"{spec.raw}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+                "pass a local model directory or download the model first")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{spec.raw}: cannot load model ({first})"
+
+
+def _load_tokenizer(spec: ModelSpec, kwargs: dict):
+    """The model's tokenizer, or None when the directory / repo has no tokenizer files."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(spec.name, **kwargs)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _model_info(model, spec: ModelSpec) -> ModelInfo:
+    """:class:`ModelInfo` from the loaded model, overridden by ``sdlaws_train.json`` fields when present."""
+    config = model.config.get_text_config()
+    meta = _train_metadata(spec)
+    params = sum(p.numel() for p in model.parameters())
+    return ModelInfo(name=spec.raw, params=int(meta.get("params", params)),
+                     layers=int(meta.get("layers", config.num_hidden_layers)),
+                     hidden_size=int(config.hidden_size), vocab_size=int(config.vocab_size),
+                     pretrain_tokens=meta.get("pretrain_tokens"))
+
+
+def _train_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """Fields ``params``, ``layers``, ``pretrain_tokens`` of a local model's ``sdlaws_train.json``, if any."""
+    path = Path(spec.name) / TRAIN_METADATA
+    if spec.kind != "local" or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); fix or delete it") from None
+    return {k: data[k] for k in ("params", "layers", "pretrain_tokens") if data.get(k) is not None}

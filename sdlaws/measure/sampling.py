@@ -1,0 +1,89 @@
+"""Token choice and lossless acceptance rules, as batched tensor ops without host synchronisation.
+
+All randomness comes in as pre-drawn uniforms ``u`` in [0, 1) (drawn by the engine from one seeded
+``torch.Generator``), so these functions are deterministic, run unchanged inside a captured CUDA graph, and
+sample by inverse CDF instead of ``torch.multinomial``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Float32 log-softmax of ``logits / temperature`` (``temperature == 0`` uses the raw logits)."""
+    scale = temperature if temperature > 0 else 1.0
+    return torch.log_softmax(logits.float() / scale, dim=-1)
+
+
+def probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Float32 softmax of ``logits / temperature``; ``temperature`` must be > 0."""
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def sample(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Draw one index per row from unnormalised non-negative ``weights`` ``(..., V)`` with uniforms ``u`` ``(...)``.
+
+    Inverse CDF: the first index whose cumulative weight exceeds ``u * total``; an index with zero weight is
+    never returned (``right=True``), whatever ``u`` is.
+    """
+    cdf = weights.cumsum(dim=-1)
+    threshold = (u * cdf[..., -1]).unsqueeze(-1)
+    idx = torch.searchsorted(cdf.contiguous(), threshold.contiguous(), right=True).squeeze(-1)
+    return idx.clamp(max=weights.shape[-1] - 1)
+
+
+def choose(logits: torch.Tensor, temperature: float, u: torch.Tensor | None) -> torch.Tensor:
+    """The target's own next-token choice: argmax at ``temperature == 0``, else a sample of softmax(logits/T).
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(..., V)``.
+    u : Tensor or None
+        ``(...)`` uniforms; unused (may be None) at temperature 0.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    return sample(probs(logits, temperature), u)
+
+
+def leviathan_accept(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor,
+                     u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speculative sampling of a chain draft (Leviathan et al. 2023, Alg. 1; Chen et al. 2023).
+
+    Draft token ``x_i`` is kept with probability ``min(1, p_i(x_i) / q_i(x_i))``; at the first rejection the
+    replacement is drawn from ``norm(max(0, p_i - q_i))``; when all ``gamma`` are kept the bonus is drawn from
+    ``p_{gamma+1}``. The output is distributed exactly as sampling from the target.
+
+    Parameters
+    ----------
+    p : Tensor
+        ``(B, gamma + 1, V)`` target probabilities at the verified positions.
+    q : Tensor
+        ``(B, gamma + 1, V)`` draft probabilities that ``draft`` was sampled from; row ``gamma`` must be zeros
+        (so that the "residual" after a full accept is ``p`` itself).
+    draft : Tensor
+        ``(B, gamma)`` drafted tokens.
+    u : Tensor
+        ``(B, gamma + 1)`` uniforms: ``gamma`` for the accept tests, one for the replacement/bonus draw.
+
+    Returns
+    -------
+    accepted : Tensor
+        ``(B,)`` number of leading draft tokens kept.
+    bonus : Tensor
+        ``(B,)`` the token emitted after them.
+    """
+    gamma = draft.shape[1]
+    index = draft.unsqueeze(-1)
+    p_x = p[:, :gamma].gather(2, index).squeeze(-1)  # (B, gamma)
+    q_x = q[:, :gamma].gather(2, index).squeeze(-1)
+    keep = u[:, :gamma] * q_x < p_x  # P(keep) = min(1, p/q), without dividing
+    accepted = keep.long().cumprod(dim=1).sum(dim=1)  # (B,) leading run of keeps
+    at = accepted[:, None, None].expand(-1, 1, p.shape[-1])
+    residual = (p.gather(1, at) - q.gather(1, at)).squeeze(1).clamp(min=0)  # (B, V)
+    # A rejection implies p(x) < q(x), so p - q > 0 somewhere; the fallback only guards float underflow.
+    empty = residual.sum(dim=-1, keepdim=True) <= 0
+    residual = torch.where(empty, p.gather(1, at).squeeze(1), residual)
+    return accepted, sample(residual, u[:, gamma])

@@ -1,0 +1,74 @@
+"""CUDA-only checks of the graph path: captured phases give the same tokens as eager ones and the reference.
+
+Skipped without a GPU (CI is CPU-only); the lead runs them on the GPU machine with
+``pytest -m gpu tests/test_engine_gpu.py``.
+"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+PROMPTS = [[3, 1, 4, 1, 5, 9, 2], [6, 5], [3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]]
+CONFIGS = [
+    DecodeConfig(method="ar", max_new_tokens=24),
+    DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=24),
+    DecodeConfig(method="tree", num_spec_tokens=3, tree_topk=2, max_new_tokens=24),
+    DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=24, temperature=1.0),
+    DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=3, tree_budget=6, max_new_tokens=24, temperature=0.8),
+]
+
+
+def greedy_reference(model, prompt, num_new):
+    ids = torch.tensor([prompt], device="cuda")
+    with torch.no_grad():
+        for _ in range(num_new):
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.method}-T{c.temperature}")
+def test_graphs_match_eager(cfg, family, tiny_llama, tiny_gpt2):
+    make = tiny_llama if family == "llama" else tiny_gpt2
+    target = make(vocab=64, layers=2, seed=0, init_std=0.2).cuda()
+    draft = make(vocab=64, layers=1, seed=1, init_std=0.2).cuda()
+    eager = SpecDecoder(target, draft, replace(cfg, cuda_graphs=False), max_prompt_len=16)
+    graphed = SpecDecoder(target, draft, cfg, max_prompt_len=16)
+    first, stats = graphed.generate(PROMPTS)  # captures
+    again, _ = graphed.generate(PROMPTS[::-1])  # replays with new inputs in the same buffers
+    runners = [graphed._workspaces[len(PROMPTS)].verify_phase, graphed._workspaces[len(PROMPTS)].draft_phase]
+    assert all(r.captured for r in runners if r is not None)
+    assert first == eager.generate(PROMPTS)[0]  # same seed: same uniforms, same tokens
+    assert again == eager.generate(PROMPTS[::-1])[0]
+    if cfg.temperature == 0:
+        assert first == [greedy_reference(target, p, cfg.max_new_tokens) for p in PROMPTS]
+    assert stats.peak_memory_bytes > 0 and stats.verify_time_s > 0
+
+
+def test_bfloat16_runs_and_counts(tiny_llama):
+    target = tiny_llama(vocab=256, layers=4, hidden=128, seed=0).to("cuda", torch.bfloat16)
+    draft = tiny_llama(vocab=256, layers=1, hidden=64, seed=1).to("cuda", torch.bfloat16)
+    decoder = SpecDecoder(target, draft, DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=4,
+                                                      max_new_tokens=64), max_prompt_len=16)
+    decoder.warmup(PROMPTS * 4)
+    tokens, stats = decoder.generate(PROMPTS * 4)
+    assert [len(t) for t in tokens] == [64] * 12
+    assert sum(stats.num_accepted_per_pos) == stats.num_accepted_tokens
+    assert stats.draft_time_s > 0 and stats.total_time_s > stats.verify_time_s
+
+
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c.temperature == 0], ids=lambda c: c.method)
+def test_compiled_graphs_stay_greedy_exact(cfg, tiny_llama):
+    """torch_compile=True (inductor) + CUDA graphs: still the target's greedy output."""
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2).cuda()
+    draft = tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2).cuda()
+    decoder = SpecDecoder(target, draft, replace(cfg, torch_compile=True), max_prompt_len=16)
+    decoder.warmup(PROMPTS)
+    tokens, _ = decoder.generate(PROMPTS)
+    assert tokens == [greedy_reference(target, p, cfg.max_new_tokens) for p in PROMPTS]
+    assert decoder._workspaces[len(PROMPTS)].verify_phase.captured

@@ -1,0 +1,144 @@
+"""Greedy (temperature 0) decoding is lossless: the engine's output equals the target's own greedy output.
+
+The reference decodes one token at a time with a full forward over the whole sequence (no cache, no mask),
+so it shares nothing with the engine but the weights.
+"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+MAX_NEW = 16
+PROMPTS = [[3, 1, 4, 1, 5, 9, 2], [6, 5], [3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]]  # ragged on purpose
+
+CONFIGS = {
+    "ar": DecodeConfig(method="ar", max_new_tokens=MAX_NEW),
+    "chain": DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=MAX_NEW),
+    "tree": DecodeConfig(method="tree", num_spec_tokens=3, tree_topk=2, max_new_tokens=MAX_NEW),
+    "tree-budget": DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=3, tree_budget=5, max_new_tokens=MAX_NEW),
+}
+
+
+def greedy_reference(model, prompt: list[int], num_new: int) -> list[int]:
+    """Target's greedy continuation, one full uncached forward per token."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(num_new):
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
+def models(family, attn, tiny_llama, tiny_gpt2):
+    """A target and a smaller, differently seeded draft (init_std 0.2: clear argmax gaps, no near-ties)."""
+    make = tiny_llama if family == "llama" else tiny_gpt2
+    return (make(vocab=64, layers=2, seed=0, attn=attn, init_std=0.2),
+            make(vocab=64, layers=1, seed=1, attn=attn, init_std=0.2))
+
+
+@pytest.mark.parametrize("family,attn", [("llama", "sdpa"), ("llama", "eager"), ("gpt2", "sdpa")])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_greedy_equals_target_greedy(family, attn, name, tiny_llama, tiny_gpt2):
+    target, draft = models(family, attn, tiny_llama, tiny_gpt2)
+    expected = [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
+    decoder = SpecDecoder(target, draft, CONFIGS[name], max_prompt_len=16)
+    batched, stats = decoder.generate(PROMPTS)
+    assert batched == expected
+    assert [decoder.generate([p])[0][0] for p in PROMPTS] == expected  # batch 1, same decoder (cache reuse)
+    assert stats.num_new_tokens == len(PROMPTS) * MAX_NEW
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS["chain"], CONFIGS["tree"],
+                                 DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=3, max_new_tokens=MAX_NEW)])
+def test_self_draft_accepts_everything(cfg, tiny_llama):
+    """draft == target: every step accepts a full-depth path (chains: every drafted token), rank-1 children only."""
+    target = tiny_llama(vocab=64, layers=2, seed=0)
+    with torch.no_grad():  # sharpen the logits: the greedy path then outscores the other branches of the tree
+        target.lm_head.weight.mul_(200.0)
+    tokens, stats = SpecDecoder(target, target, cfg, max_prompt_len=16).generate(PROMPTS)
+    assert tokens == [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
+    depth = cfg.num_spec_tokens
+    full_path = min(depth, cfg.budget)
+    assert stats.num_accepted_per_pos[:full_path] == [stats.num_drafts] * full_path
+    assert stats.num_accepted_tokens == stats.num_drafts * full_path
+    if cfg.method == "chain":
+        assert stats.num_accepted_tokens == stats.num_draft_tokens
+    else:
+        assert stats.num_accepted_per_rank == [stats.num_accepted_tokens] + [0] * (cfg.tree_topk - 1)
+
+
+@pytest.mark.parametrize("name", ["chain", "tree"])
+def test_trained_pair_partial_acceptance_stays_lossless(name, trained_pair):
+    target, draft, stream = trained_pair
+    prompts = [stream[100 * i: 100 * i + 5 + 3 * i].tolist() for i in range(4)]
+    cfg = DecodeConfig(method=name, num_spec_tokens=4, tree_topk=3 if name == "tree" else 1, max_new_tokens=32)
+    tokens, stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(prompts)
+    assert tokens == [greedy_reference(target, p, 32) for p in prompts]
+    per_step = stats.num_accepted_tokens / stats.num_drafts
+    assert 0.3 < per_step < 0.9 * cfg.num_spec_tokens  # neither trivially 0 nor everything
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("name", ["ar", "chain", "tree", "tree-budget"])
+def test_counters_add_up(name, temperature, trained_pair):
+    target, draft, stream = trained_pair
+    prompts = [stream[50 * i: 50 * i + 4 + 2 * i].tolist() for i in range(5)]
+    cfg = replace(CONFIGS[name], temperature=temperature, max_new_tokens=20)
+    tokens, stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(prompts)
+    batch, max_new = len(prompts), cfg.max_new_tokens
+    assert [len(t) for t in tokens] == [max_new] * batch
+    assert stats.num_batches == 1 and stats.num_new_tokens == batch * max_new
+    assert stats.num_prompt_tokens == sum(map(len, prompts))
+    assert 1 <= stats.num_steps <= max_new - 1
+    if name == "ar":
+        assert stats.num_steps == max_new - 1 and stats.num_drafts == stats.num_accepted_tokens == 0
+        return
+    # every live row commits accepted + 1 tokens per step; together they cover all tokens after the first
+    assert stats.num_accepted_tokens + stats.num_drafts >= batch * (max_new - 1)
+    assert stats.num_drafts <= batch * stats.num_steps
+    assert stats.num_draft_tokens == stats.num_drafts * cfg.budget
+    per_pos = stats.num_accepted_per_pos
+    assert len(per_pos) == cfg.num_spec_tokens
+    assert all(a >= b for a, b in zip([stats.num_drafts] + per_pos, per_pos))  # non-increasing
+    assert sum(per_pos) == stats.num_accepted_tokens
+    if cfg.method == "tree":
+        assert len(stats.num_accepted_per_rank) == cfg.tree_topk
+        assert sum(stats.num_accepted_per_rank) == stats.num_accepted_tokens
+    assert stats.total_time_s >= stats.prefill_time_s + stats.draft_time_s + stats.verify_time_s > 0
+    assert stats.peak_memory_bytes == 0  # CPU
+
+
+def test_batch_sizes_share_one_decoder(tiny_llama):
+    """Several batch sizes through one decoder (workspaces are kept per batch size, the oldest evicted)."""
+    target, draft = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2), tiny_llama(vocab=64, layers=1, seed=1)
+    expected = [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
+    decoder = SpecDecoder(target, draft, CONFIGS["tree"], max_prompt_len=40)  # prefill narrower than the cache
+    for batch in ([0], [0, 1], [0, 1, 2], [2], [1, 2]):
+        tokens, stats = decoder.generate([PROMPTS[i] for i in batch])
+        assert tokens == [expected[i] for i in batch]
+        assert stats.num_new_tokens == len(batch) * MAX_NEW
+
+
+def test_compiled_phases_trace_without_graph_breaks(tiny_llama, tiny_gpt2, monkeypatch):
+    """torch_compile=True: dynamo traces each whole phase (HF forward included) as one graph, same tokens.
+
+    The cheap "eager" backend checks tracing only; on GPU the engine uses inductor (COMPILE_KWARGS).
+    """
+    import torch._dynamo
+
+    from sdlaws.measure import engine
+
+    monkeypatch.setattr(engine, "COMPILE_KWARGS", {"backend": "eager", "fullgraph": True, "dynamic": False})
+    for make in (tiny_llama, tiny_gpt2):
+        target, draft = make(vocab=64, layers=2, seed=0, init_std=0.2), make(vocab=64, layers=1, seed=1)
+        for cfg in (CONFIGS["tree"], DecodeConfig(method="chain", num_spec_tokens=2, temperature=1.0,
+                                                  max_new_tokens=MAX_NEW)):
+            torch._dynamo.reset()
+            plain, _ = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
+            compiled = SpecDecoder(target, draft, replace(cfg, torch_compile=True), max_prompt_len=16)
+            assert compiled.generate(PROMPTS)[0] == plain
+    torch._dynamo.reset()

@@ -1,0 +1,48 @@
+"""Hardware micro-benchmarks and forward timing on CPU: valid JSON / step rows, and the timed forward is right."""
+
+import json
+
+import torch
+
+from sdlaws import io
+from sdlaws.hardware import PROFILE_KEYS, from_measured_profile
+from sdlaws.measure.hwbench import StepSweep, _forward_inputs, _prefilled_cache, measure_hardware, time_forward
+from sdlaws.measure.models import load_model
+
+TINY = "random:tiny?num_hidden_layers=1"
+
+
+def test_cpu_profile_is_complete_and_loads_as_hardware(tmp_path):
+    profile = measure_hardware("cpu", dtype="bfloat16")
+    path = io.save_json(profile, tmp_path / "hw.json")
+    data = json.loads(path.read_text())
+    assert data["gpu_name"] == "cpu" and data["graph_launch_overhead_s"] is None
+    for key in ("memory_bytes", "matmul_flops_per_s", "hbm_bytes_per_s", "launch_overhead_s"):
+        assert data[key] > 0
+    assert {"git_sha", "sdlaws_version", "timestamp_utc"} <= set(data) and set(PROFILE_KEYS) <= set(data)
+    hw = from_measured_profile(data, source=str(path))  # the planner accepts it
+    assert hw.hbm_bytes_per_s == data["hbm_bytes_per_s"]
+
+
+def test_timed_forward_computes_the_continuation_of_the_cached_prefix():
+    model, _, info = load_model(TINY, dtype="fp32", device="cpu")
+    with torch.inference_mode():
+        cache = _prefilled_cache(model, 2, 8, 12, torch.Generator().manual_seed(0))
+        prefix = torch.randint(0, info.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+        inputs = _forward_inputs(model, 2, 8, 4, 12, cache, torch.Generator().manual_seed(1))
+        timed = model(**inputs).logits
+        full = model(torch.cat([prefix, inputs["input_ids"]], 1)).logits[:, 8:]
+    torch.testing.assert_close(timed, full, rtol=1e-4, atol=1e-5)
+
+
+def test_step_rows_are_valid_and_resumable(tmp_path):
+    model, _, info = load_model(TINY, dtype="fp32", device="cpu")
+    out = tmp_path / "steps.csv"
+    sweep = StepSweep(batch_sizes=(1, 2), tokens_per_row=(1, 3), kv_len=8, num_repeats=2, num_warmup=1)
+    rows = time_forward(model, info, sweep, gpu_name="cpu", on_row=lambda r: io.append_row(out, r, "step"))
+    df = io.read_measurements(out, table="step")
+    assert len(rows) == len(df) == 4 and set(df["status"]) == {"ok"}
+    assert sorted(zip(df["batch_size"], df["tokens_per_row"])) == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    assert (df["median_time_s"] > 0).all() and (df["kv_len"] == 8).all() and (df["model_params"] == info.params).all()
+    again = time_forward(model, info, sweep, gpu_name="cpu", done=io.done_run_ids(out))
+    assert again == []

@@ -1,0 +1,121 @@
+"""Sweeps: grid expansion, resume without duplicates, failed configurations recorded, schema-valid rows."""
+
+import math
+
+import pytest
+
+from measure_helpers import fake_factory, tiny_model_dir
+from sdlaws import io, rates
+from sdlaws.errors import ConfigError
+from sdlaws.measure.config import MeasureConfig
+from sdlaws.measure.sweep import expand_grid, full_batches, run_sweep
+
+TARGET = "random:tiny?num_hidden_layers=1"
+
+
+def _config(**kw):
+    base = dict(targets=(TARGET,), drafts=(TARGET,), gammas=(1, 2), topks=(1,), batch_sizes=(1, 2),
+                temperatures=(0.0,), prompts="random", num_prompts=3, max_new_tokens=4, max_prompt_len=6,
+                dtype="fp32", device="cpu")
+    return MeasureConfig(**{**base, **kw})
+
+
+def test_grid_expansion():
+    config = _config(drafts=("d1", "d2"), gammas=(2, 4), topks=(1, 3), batch_sizes=(1, 8), temperatures=(0.0, 1.0))
+    runs = expand_grid(config)
+    assert len(runs) == 4 + 2 * 2 * 2 * 2 * 2  # ar per (batch, temperature) + drafts x gamma x topk x batch x T
+    assert [r.method for r in runs[:4]] == ["ar"] * 4 and all(r.draft is None for r in runs[:4])
+    chains = [r for r in runs if r.method == "chain"]
+    trees = [r for r in runs if r.method == "tree"]
+    assert len(chains) == len(trees) == 16
+    assert all(r.tree_topk == 1 and r.tree_budget == r.num_spec_tokens for r in chains)
+    assert all(r.tree_topk == 3 and r.tree_budget == 3 * r.num_spec_tokens for r in trees)
+    assert len(set(runs)) == len(runs)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"), (dict(batch_sizes=(2, -1)), "batch size"),
+    (dict(temperatures=(-1.0,)), "temperature"), (dict(prompts="nope.jsonl"), "neither a built-in set"),
+    (dict(dtype="int4"), "unknown dtype")])
+def test_bad_config(kw, message):
+    with pytest.raises(Exception, match=message) as err:
+        _config(**kw)
+    assert isinstance(err.value, ConfigError) or type(err.value).__name__ == "ModelError"
+
+
+def test_full_batches_repeat_prompts_to_fill_the_last_batch():
+    assert full_batches([[1], [2], [3]], 2) == [[[1], [2]], [[3], [1]]]
+    assert full_batches([[1], [2]], 4) == [[[1], [2], [1], [2]]]
+
+
+def test_resume_skips_ok_rows_and_adds_no_duplicates(tmp_path):
+    out = tmp_path / "x.csv"
+    factory, calls = fake_factory()
+    first = run_sweep(_config(), out, decoder_factory=factory, progress=False)
+    assert (first.num_runs, first.num_ok, first.num_skipped) == (6, 6, 0)
+    df = io.read_measurements(out, table="spec")
+    assert len(df) == 6 and df["run_id"].is_unique and set(df["status"]) == {"ok"}
+    # each configuration decodes ceil(3 / b) full batches of b sequences
+    assert sorted(df["num_prompts"]) == [3, 3, 3, 4, 4, 4]
+    assert (df["num_new_tokens"] == df["num_prompts"] * 4).all()
+    n_calls = len(calls)
+    second = run_sweep(_config(), out, decoder_factory=factory, progress=False)
+    assert (second.num_ok, second.num_skipped) == (0, 6) and len(calls) == n_calls
+    assert len(io.read_measurements(out, table="spec")) == 6
+    bigger = run_sweep(_config(gammas=(1, 2, 3)), out, decoder_factory=factory, progress=False)
+    assert (bigger.num_ok, bigger.num_skipped) == (2, 6)
+    assert io.read_measurements(out, table="spec")["run_id"].is_unique
+
+
+def test_failed_configuration_is_recorded_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "x.csv"
+    factory, _ = fake_factory(fail_gammas={2})
+    result = run_sweep(_config(), out, decoder_factory=factory, progress=False)
+    df = io.read_measurements(out, table="spec")
+    failed = df[df["status"] == "failed"]
+    assert len(df) == 6 and len(failed) == 2 and len(result.failures) == 2
+    assert (failed["num_spec_tokens"] == 2).all()
+    assert failed["error"].str.contains("RuntimeError: simulated failure at gamma=2").all()
+    assert failed["num_new_tokens"].isna().all()
+    # a re-run retries only the failed configurations; the failed rows stay (nothing is lost)
+    retry = run_sweep(_config(), out, decoder_factory=fake_factory()[0], progress=False)
+    assert (retry.num_ok, retry.num_skipped) == (2, 4)
+    assert len(io.read_measurements(out, table="spec", ok_only=True)) == 6
+
+
+def test_model_that_does_not_load_fails_its_rows_only(tmp_path):
+    out = tmp_path / "x.csv"
+    config = _config(drafts=(str(tmp_path / "missing_model"),), gammas=(2,), batch_sizes=(1,))
+    result = run_sweep(config, out, decoder_factory=fake_factory()[0], progress=False)
+    df = io.read_measurements(out, table="spec")
+    assert list(df["method"]) == ["ar", "chain"] and list(df["status"]) == ["ok", "failed"]
+    assert "no such model directory" in df["error"].iloc[1] and len(result.failures) == 1
+
+
+def test_rows_carry_model_metadata_and_perplexities(tmp_path):
+    draft = tiny_model_dir(tmp_path / "draft", train_meta={"params": 777, "layers": 1, "pretrain_tokens": 2e6})
+    ppl_csv = tmp_path / "ppl.csv"
+    for name, nll in [(TARGET, 20.0), (str(draft), 40.0)]:
+        io.append_row(ppl_csv, {"run_id": name, "status": "ok", "timestamp_utc": "t", "git_sha": "x",
+                                "sdlaws_version": "0", "gpu_name": "cpu", "model_name": name, "eval_set": "held",
+                                "num_eval_tokens": 10, "nll_sum_nats": nll}, "ppl")
+    config = _config(drafts=(str(draft),), gammas=(2,), batch_sizes=(1,), ppl_file=str(ppl_csv))
+    run_sweep(config, tmp_path / "x.csv", decoder_factory=fake_factory()[0], progress=False)
+    row = io.read_measurements(tmp_path / "x.csv", table="spec").iloc[1]
+    assert (row["draft_params"], row["draft_pretrain_tokens"]) == (777, 2e6)
+    assert row["target_ppl"] == pytest.approx(math.exp(20.0 / 10))  # exp(nll_sum_nats / num_eval_tokens)
+    assert row["draft_ppl"] == pytest.approx(math.exp(40.0 / 10))
+
+
+def test_real_engine_self_draft_accepts_everything(tmp_path):
+    """End to end with sdlaws's SpecDecoder: a draft identical to the target is always accepted at T=0."""
+    out = tmp_path / "x.csv"
+    config = _config(gammas=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=2, max_new_tokens=6)
+    result = run_sweep(config, out, progress=False)
+    assert result.num_ok == 3, result.summary()
+    df = rates.derive(io.read_measurements(out, table="spec"))
+    spec = df[df["method"] != "ar"]
+    assert (spec["num_accepted_tokens"] > 0).all()
+    chain = spec[spec["method"] == "chain"].iloc[0]
+    assert chain["acceptance_rate"] == 1.0 and chain["mean_acceptance_length"] == 3.0
+    assert (df["num_new_tokens"] == 2 * 6).all() and (df["total_time_s"] > 0).all()
