@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -11,7 +12,12 @@ from pathlib import Path
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """Commit of the sdlaws checkout (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
+    """Commit of the sdlaws checkout (with ``-dirty`` when it has uncommitted changes), or ``unknown``.
+
+    ``SDLAWS_GIT_SHA`` overrides it, for copies of the tree without ``.git`` (e.g. a GPU machine's).
+    """
+    if os.environ.get("SDLAWS_GIT_SHA"):
+        return os.environ["SDLAWS_GIT_SHA"]
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,

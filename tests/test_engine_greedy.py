@@ -121,24 +121,3 @@ def test_batch_sizes_share_one_decoder(tiny_llama):
         tokens, stats = decoder.generate([PROMPTS[i] for i in batch])
         assert tokens == [expected[i] for i in batch]
         assert stats.num_new_tokens == len(batch) * MAX_NEW
-
-
-def test_compiled_phases_trace_without_graph_breaks(tiny_llama, tiny_gpt2, monkeypatch):
-    """torch_compile=True: dynamo traces each whole phase (HF forward included) as one graph, same tokens.
-
-    The cheap "eager" backend checks tracing only; on GPU the engine uses inductor (COMPILE_KWARGS).
-    """
-    import torch._dynamo
-
-    from sdlaws.measure import engine
-
-    monkeypatch.setattr(engine, "COMPILE_KWARGS", {"backend": "eager", "fullgraph": True, "dynamic": False})
-    for make in (tiny_llama, tiny_gpt2):
-        target, draft = make(vocab=64, layers=2, seed=0, init_std=0.2), make(vocab=64, layers=1, seed=1)
-        for cfg in (CONFIGS["tree"], DecodeConfig(method="chain", num_spec_tokens=2, temperature=1.0,
-                                                  max_new_tokens=MAX_NEW)):
-            torch._dynamo.reset()
-            plain, _ = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
-            compiled = SpecDecoder(target, draft, replace(cfg, torch_compile=True), max_prompt_len=16)
-            assert compiled.generate(PROMPTS)[0] == plain
-    torch._dynamo.reset()

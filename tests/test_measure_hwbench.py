@@ -46,3 +46,15 @@ def test_step_rows_are_valid_and_resumable(tmp_path):
     assert (df["median_time_s"] > 0).all() and (df["kv_len"] == 8).all() and (df["model_params"] == info.params).all()
     again = time_forward(model, info, sweep, gpu_name="cpu", done=io.done_run_ids(out))
     assert again == []
+
+
+def test_measure_steps_times_the_fused_forward(tmp_path):
+    """Regression: step timing of a Llama model goes through the engine's fused forward and every row is ok."""
+    from sdlaws.measure.hwbench import measure_steps
+
+    out = tmp_path / "steps.csv"
+    rows = measure_steps("random:tiny", out, StepSweep(batch_sizes=(1, 2), tokens_per_row=(1, 3), kv_len=8,
+                                                       num_repeats=1, num_warmup=0),
+                         dtype="float32", device="cpu", progress=False)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert (io.read_measurements(out, table="step")["median_time_s"] > 0).all()

@@ -22,3 +22,4 @@ def test_ci_runs_the_readme_test_command():
 def test_schema_table_lists_every_column():
     missing = [c.name for table in schema.TABLES.values() for c in table if f"`{c.name}`" not in README]
     assert not missing, f"README 'CSV schema' misses {missing}"
+

@@ -1,7 +1,143 @@
-"""`sdlaws train` commands."""
+"""`sdlaws train corpus|model` and `sdlaws experiment NAME`: train small model families, run the experiments.
+
+Heavy imports (torch, transformers, tokenizers) happen inside the commands so ``sdlaws --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
+from sdlaws.errors import ConfigError
+
+train_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="Build a corpus from local text and train small Llama models from scratch.")
+
 
 def register(app: typer.Typer) -> None:
-    """Add the train command(s) to the root app."""
+    """Add ``train corpus``, ``train model`` and ``experiment`` to the root app."""
+    app.add_typer(train_app, name="train")
+    app.command("experiment")(experiment)
+
+
+@train_app.command("corpus")
+def corpus(
+    out: Annotated[Path, typer.Option(help="Corpus directory (train.bin, test.bin, tokenizer.json, manifest.json).")],
+    source: Annotated[Optional[list[Path]], typer.Option(
+        help="Directory whose .py files are read (repeatable) (default: this Python's stdlib and site-packages).",
+        show_default=False)] = None,
+    extra: Annotated[Optional[list[Path]], typer.Option(
+        help="Extra text file (.gz/.dz decompressed) or directory of .py/.txt/.md/.rst (repeatable).",
+        show_default=False)] = None,
+    vocab: Annotated[int, typer.Option(help="BPE vocabulary size (EOS included), at most 65535.")] = 8192,
+    max_tokens: Annotated[Optional[str], typer.Option(help="Stop after this many train tokens (e.g. 100M).")] = None,
+    max_bytes: Annotated[Optional[str], typer.Option(help="Read at most this many source bytes (e.g. 200M).")] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of files held out for the test split.")] = 0.02,
+    seed: Annotated[int, typer.Option(help="Seed of the split and file order.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
+) -> None:
+    """Build a tokenized corpus from local Python source (no network) with a train/test split by file."""
+    from sdlaws.train.corpus import CorpusConfig, build_corpus
+    from sdlaws.train.families import parse_tokens
+
+    config = CorpusConfig(sources=tuple(map(str, source or ())), extra=tuple(map(str, extra or ())),
+                          vocab_size=vocab, test_fraction=test_fraction, seed=seed,
+                          max_tokens=parse_tokens(max_tokens) if max_tokens else None,
+                          max_bytes=parse_tokens(max_bytes) if max_bytes else None)
+    result = build_corpus(out, config)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
+
+
+@train_app.command("model")
+def model(
+    corpus: Annotated[Path, typer.Option(help="Corpus directory from `sdlaws train corpus`.")],
+    tokens: Annotated[str, typer.Option(help="Token budget per model (e.g. 50M).")],
+    out: Annotated[Path, typer.Option(help="Parent directory of the model directories.")] = Path("runs/models"),
+    family: Annotated[Optional[str], typer.Option(help="Named family of shapes (see sdlaws.train.families).")]
+    = None,
+    layers: Annotated[Optional[int], typer.Option(help="Decoder layers of a single model.")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help="Width d of a single model.")] = None,
+    heads: Annotated[Optional[int], typer.Option(help="Attention heads (default: d / 64).")] = None,
+    checkpoints: Annotated[int, typer.Option(help="Checkpoints, log-spaced in tokens, the last at the budget.")] = 8,
+    first_checkpoint: Annotated[Optional[str], typer.Option(help="Tokens at the first checkpoint "
+                                                                 "(default: budget / 1000).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: min(3e-3, 1e-3 * 512 / d)).")]
+    = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Windows per optimizer step.")] = 128,
+    seed: Annotated[int, typer.Option(help="Initialisation seed (the data seed is --data-seed).")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed of the training windows.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile each model on CUDA.")]
+    = False,
+    time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
+    until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
+    = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the checkpoints as JSON.")] = False,
+) -> None:
+    """Train one model (--layers/--hidden) or a named --family concurrently; re-running resumes."""
+    from sdlaws.train.corpus import load_corpus
+    from sdlaws.train.families import ModelSpec, family_specs, parse_tokens
+    from sdlaws.train.trainer import TrainConfig, train_family
+
+    budget = parse_tokens(tokens)
+    first = parse_tokens(first_checkpoint) if first_checkpoint else None
+    if family is not None and any(v is not None for v in (layers, hidden, heads, lr)):
+        raise ConfigError("--layers, --hidden, --heads and --lr describe a single model; drop them with --family "
+                          "(family members use the default heads and learning rate)")
+    if family is not None:
+        specs = family_specs(family, tokens=budget, checkpoints=checkpoints, first_checkpoint_tokens=first,
+                             seed=seed)
+    elif layers is not None and hidden is not None:
+        specs = [ModelSpec(layers=layers, hidden_size=hidden, tokens=budget, checkpoints=checkpoints,
+                           first_checkpoint_tokens=first, heads=heads, lr=lr, seed=seed)]
+    else:
+        raise ConfigError("say which model to train: --family NAME, or --layers L and --hidden H")
+    config = TrainConfig(seq_len=seq_len, batch_size=batch_size, device=device, compile=compile_,
+                         data_seed=data_seed, time_limit_s=time_limit_s)
+    result = train_family(specs, load_corpus(corpus), out, config,
+                          until_tokens=parse_tokens(until_tokens) if until_tokens else None)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
+
+
+def experiment(
+    name: Annotated[str, typer.Argument(help="Experiment name, or 'suite' for several sharing one training run "
+                                             "(`--list` shows them).", show_default=False)] = "",
+    work: Annotated[Path, typer.Option(help="Scratch directory for the corpus and models (reused on re-runs).")]
+    = Path("runs/experiments"),
+    out: Annotated[Optional[Path], typer.Option(
+        help="Spec CSV of one experiment (default: measurements/NAME.csv); for 'suite', a directory "
+             "(default: measurements/).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="suite: comma-separated experiments or groups "
+                                                     "(acceptance, throughput); default: all.")] = None,
+    budget_s: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds (default: 480 at the H100 "
+                                                           "scale, none with --quick); training is cut to leave "
+                                                           "the measurements their reserved time.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU-sized models and workloads (a smoke test).")]
+    = False,
+    corpus_dir: Annotated[Optional[Path], typer.Option("--corpus", help="Use this corpus instead of building "
+                                                                        "one under --work.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the models, token budgets and time estimates; "
+                                                            "train and measure nothing.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+) -> None:
+    """Run an experiment of issue 5 end to end: build the corpus, train the models, measure, write CSVs."""
+    from sdlaws import experiments
+
+    if list_:
+        typer.echo(experiments.describe())
+        return
+    if not name:
+        raise ConfigError("name an experiment (or 'suite'); `sdlaws experiment --list` shows them")
+    names = experiments.resolve_names(name, only)
+    plan = experiments.plan(names, scale="quick" if quick else "h100", work=work, out=out, budget_s=budget_s,
+                            corpus_dir=corpus_dir, device=device, suite=name == "suite")
+    if dry_run:
+        typer.echo(plan.summary())
+        return
+    result = experiments.run(plan)
+    typer.echo(result.summary())

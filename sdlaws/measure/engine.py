@@ -44,12 +44,6 @@ MAX_WORKSPACES = 2
 #: Attention implementations that apply an arbitrary additive 4D mask (flash-attention ones do not).
 MASKED_ATTENTION = ("sdpa", "eager")
 
-#: ``torch.compile`` options for the decode phases (shapes are static per workspace, so no dynamic shapes).
-COMPILE_KWARGS = {"backend": "inductor", "fullgraph": False, "dynamic": False}
-
-#: Compiled variants dynamo may keep per phase function (one per workspace and configuration of a sweep).
-COMPILE_CACHE_LIMIT = 256
-
 #: Slot counts are rounded up to a multiple of this (aligned rows for the attention kernels).
 SLOT_ALIGN = 8
 
@@ -79,9 +73,7 @@ class DecodeConfig:
     fused_forward : bool
         Run Llama/Mistral/Qwen2 models through :class:`sdlaws.measure.fastpath.FastDecoderLM` (same function,
         ~3x fewer kernels per layer); other architectures always use their Hugging Face forward.
-    torch_compile : bool
-        Compile the decode phases with ``torch.compile`` (fuses the many small element-wise kernels of an HF
-        forward pass; the first call per batch size pays the compilation). Prefill stays eager.
+
     """
 
     method: Literal["ar", "chain", "tree"] = "chain"
@@ -92,7 +84,6 @@ class DecodeConfig:
     max_new_tokens: int = 128
     seed: int = 0
     cuda_graphs: bool = True
-    torch_compile: bool = False
     fused_forward: bool = True
 
     @property
@@ -335,20 +326,6 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _compiled(phase):
-    """``torch.compile`` a phase; compilation happens on its first (warm-up) call, before graph capture.
-
-    Raises dynamo's process-wide recompile limit to :data:`COMPILE_CACHE_LIMIT`: every workspace of every
-    decoder of a sweep compiles its own variant of the same phase code.
-    """
-    import torch._dynamo
-
-    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), COMPILE_CACHE_LIMIT))
-    return torch.compile(phase, **COMPILE_KWARGS)
-
-
 def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
              mask: torch.Tensor, keep_last: int = 0) -> torch.Tensor:
     """One forward pass writing ``ids`` ``(B, n)`` to cache ``slots`` ``(B, n)``; returns logits ``(B, n', V)``."""
@@ -382,10 +359,9 @@ class _Workspace:
         self.draft_cache = SlotCache(_num_layers(dec.draft), self.num_slots) if dec.draft is not None else None
         self.shape = tree.TreeShape(self.topk, self.depth, self.budget) if self.depth else None
         self._allocate(batch_size, device)
-        verify, draft = (_compiled(self._verify), _compiled(self._draft)) if cfg.torch_compile else (
-            self._verify, self._draft)
-        self.verify_phase = PhaseRunner(verify, self._state(), use_graph=dec.use_graphs, name="verify")
-        self.draft_phase = PhaseRunner(draft, [], use_graph=dec.use_graphs, name="draft") if self.depth else None
+        self.verify_phase = PhaseRunner(self._verify, self._state(), use_graph=dec.use_graphs, name="verify")
+        self.draft_phase = (PhaseRunner(self._draft, [], use_graph=dec.use_graphs, name="draft")
+                            if self.depth else None)
 
     def _allocate(self, batch: int, device: torch.device) -> None:
         """Allocate every static buffer the phases read or write (their addresses are baked into graphs)."""

@@ -71,6 +71,11 @@ class FastDecoderLM(torch.nn.Module):
         self.cos = (emb.cos() * rot.attention_scaling).to(weight.dtype)
         self.sin = (emb.sin() * rot.attention_scaling).to(weight.dtype)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the wrapped model."""
+        return self.hf_model.dtype
+
     def get_output_embeddings(self):
         """The wrapped model's LM head (its rows are the logits)."""
         return self.hf_model.get_output_embeddings()
@@ -112,7 +117,7 @@ class FastDecoderLM(torch.nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.hf_model.lm_head(F.rms_norm(x, (x.shape[-1],), hf.norm.weight, self.eps))
-        return CausalLMOutputWithPast(logits=logits)  # a ModelOutput, so torch.compile traces it
+        return CausalLMOutputWithPast(logits=logits)  # the same output type as the HF forward it replaces
 
     def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
         bsz, n, _ = h.shape

@@ -212,8 +212,8 @@ def _prefilled_cache(model, batch: int, kv_len: int, cache_len: int, gen):
     from sdlaws.measure.kvcache import SlotCache
 
     cache = SlotCache(model.config.get_text_config().num_hidden_layers, cache_len)
-    # The decoder body fills the cache without the (B, kv_len, vocab) logits the LM head would make.
-    model.base_model(**_forward_inputs(model, batch, 0, kv_len, cache_len, cache, gen))
+    # logits_to_keep=1: fill the cache without the (B, kv_len, vocab) logits of every prompt position
+    model(**_forward_inputs(model, batch, 0, kv_len, cache_len, cache, gen), logits_to_keep=1)
     return cache
 
 
@@ -357,9 +357,14 @@ def _step_row(info: ModelInfo, batch: int, tokens: int, sweep: StepSweep, dtype:
 
 def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep(), *, dtype: str = "bfloat16",
                   device: str = "auto", trust_remote_code: bool = False, progress: bool = True) -> list[dict]:
-    """Load a model and append a ``step`` row per (batch size, tokens per row) not yet ``ok`` in ``out``."""
+    """Load a model and append a ``step`` row per (batch size, tokens per row) not yet ``ok`` in ``out``.
+
+    The forward timed is the one the decoding engine runs by default (the fused fast path where supported).
+    """
+    from sdlaws.measure import fastpath
+
     device = resolve_device(device)
     model, _, info = load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                 seed=sweep.seed)
-    return time_forward(model, info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
+    return time_forward(fastpath.wrap(model), info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
                         on_row=lambda row: io.append_row(out, row, "step"), progress=progress)

@@ -1,1 +1,18 @@
-"""sdlaws.train"""
+"""Train small decoder-only models from scratch, offline, for controlled scaling experiments.
+
+- :mod:`.corpus`: a tokenized corpus from the Python source already on the machine (train/test split by file,
+  uint16 shards, a manifest with hashes as provenance);
+- :mod:`.tokenizer`: byte-level BPE trained with the ``tokenizers`` library, wrapped for ``transformers``;
+- :mod:`.families`: model shapes (``ModelSpec``) and named families;
+- :mod:`.trainer`: several ``LlamaForCausalLM`` trained concurrently on one token stream, with log-spaced
+  checkpoints (``step-<tokens>/``, each with ``sdlaws_train.json``) and exact resume.
+
+Nothing here imports torch until training starts.
+"""
+
+from sdlaws.train.corpus import Corpus, CorpusConfig, build_corpus, load_corpus
+from sdlaws.train.families import FAMILIES, ModelSpec, family_specs
+from sdlaws.train.trainer import Checkpoint, TrainConfig, TrainResult, list_checkpoints, train_family
+
+__all__ = ["Checkpoint", "Corpus", "CorpusConfig", "FAMILIES", "ModelSpec", "TrainConfig", "TrainResult",
+           "build_corpus", "family_specs", "list_checkpoints", "load_corpus", "train_family"]

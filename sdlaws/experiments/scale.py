@@ -1,0 +1,185 @@
+"""Sizes, token budgets and workloads of the experiments, and the arithmetic that makes them fit a GPU command.
+
+Two scales: ``h100`` (the default: one NVIDIA H100, one command of at most 10 minutes, bf16) and ``quick``
+(CPU-sized smoke test). Every number of the ``h100`` scale is justified in ``docs/experiments.md``; the time
+model :func:`estimate_train_s` is the same arithmetic, used by ``--dry-run`` and to reserve measurement time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sdlaws.errors import ConfigError
+from sdlaws.hardware import get_preset
+from sdlaws.train.families import ModelSpec
+
+Shape = tuple[int, int]  # (decoder layers, hidden size)
+
+#: Model FLOP utilisation assumed for eager bf16-autocast training of a width-768 Llama at 65k tokens per step:
+#: nanoGPT reaches ~35-40% of A100 peak at d=768 with torch.compile (nanoGPT README, "bench.py"); we assume
+#: 30% without compile. Narrower matmuls (K = N = d) use the tensor cores less well and elementwise passes
+#: weigh more: MFU is taken to fall as sqrt(d / 768) below d = 768 [assumption].
+ASSUMED_MFU_AT_768 = 0.30
+#: Host overhead of one eager optimizer step of one model: about 75 kernels per layer (forward, backward) and a
+#: fixed ~150 (embedding, head, loss, clipping, fused AdamW), at ~5 us per launch (hardware.py,
+#: DEFAULT_LAUNCH_OVERHEAD_S = 4-6 us). An assumption: the first GPU run's measured tokens/s replaces it.
+STEP_OVERHEAD_S = 0.75e-3
+LAYER_OVERHEAD_S = 0.4e-3
+#: Bytes moved per logit per training step: bf16 logits written and read (2 + 2), the fp32 copy for the loss
+#: written and read (4 + 4), its gradient (4) and the bf16 gradient (2).
+LOGIT_BYTES = 18
+
+
+@dataclass(frozen=True)
+class HeldoutCase:
+    """One held-out configuration: draft index into ``Scale.pair_drafts``, shape, batch sizes, temperature."""
+
+    draft: int
+    gamma: int
+    topk: int
+    batch_sizes: tuple[int, ...]
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size, budget and workload knob of the experiments at one scale (see the module docstring)."""
+
+    name: str
+    # corpus
+    vocab_size: int
+    corpus_max_tokens: int | None
+    corpus_max_bytes: int | None
+    corpus_stdlib_only: bool
+    corpus_test_fraction: float
+    tokenizer_sample_bytes: int
+    # training (tokens per optimizer step = batch_size * seq_len)
+    seq_len: int
+    batch_size: int
+    targets: tuple[Shape, ...]           # ppl-plane targets
+    main_target: Shape                   # acceptance target of pretrain-tokens and draft-depth
+    target_tokens: int
+    depth_drafts: tuple[Shape, ...]      # draft-depth: 1..8 layers at 2-3 widths
+    plane_drafts: tuple[Shape, ...]      # ppl-plane drafts
+    draft_tokens: int
+    pretrain_draft: Shape                # pretrain-tokens: one draft, log-spaced checkpoints
+    pretrain_draft_tokens: int
+    pretrain_checkpoints: int
+    pair_target: Shape                   # topk-batch / collapse / heldout target
+    pair_target_tokens: int
+    pair_drafts: tuple[Shape, ...]       # [0] is the pair's draft; the others only appear in heldout
+    pair_draft_tokens: int
+    # measurement workload
+    gamma: int                           # chain length of the acceptance experiments
+    acceptance_temperatures: tuple[float, ...]
+    num_prompts: int                     # prompts of acceptance rows (decoded as one batch)
+    prompt_tokens: int
+    max_new_tokens: int
+    ppl_eval_tokens: int
+    tree_depth: int
+    topks: tuple[int, ...]
+    topk_batch_sizes: tuple[int, ...]
+    min_timed_prompts: int               # timed rows decode at least this many sequences
+    collapse_batch_sizes: tuple[int, ...]
+    collapse_fixed_topk: int
+    heldout: tuple[HeldoutCase, ...]
+    # forward-pass timing (``step`` table) of the pair and of random-weight models, for the roofline
+    step_batch_sizes: tuple[int, ...]
+    step_tokens_per_row: tuple[int, ...]
+    step_random_models: tuple[str, ...]
+    step_random_batch_sizes: tuple[int, ...]     # fewer points: a 1B forward at 256 x 65 tokens takes ~70 ms
+    step_random_tokens_per_row: tuple[int, ...]
+    #: Measurement seconds reserved per experiment when a budget is set (training is cut to leave them).
+    reserve_s: dict[str, float] = field(default_factory=dict)
+    #: Wall-clock budget of one command when none is given (None: no limit).
+    default_budget_s: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        """Refuse workloads that need more positions than the models are trained on."""
+        # Prompt, generation and one step's drafted tokens must stay within the positions the models were
+        # trained on (RoPE beyond seq_len is out of distribution).
+        drafted = max([self.gamma, self.tree_depth * max(self.topks), *(c.gamma * c.topk for c in self.heldout)])
+        needed = self.prompt_tokens + self.max_new_tokens + drafted + 1
+        if needed > self.seq_len:
+            raise ConfigError(f"scale {self.name}: prompts + generation + drafts need {needed} positions, more "
+                              f"than seq_len {self.seq_len}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens per optimizer step."""
+        return self.batch_size * self.seq_len
+
+    def spec(self, shape: Shape, tokens: int, checkpoints: int = 1) -> ModelSpec:
+        """The :class:`ModelSpec` of ``shape`` trained for ``tokens`` (same name -> same model across experiments)."""
+        return ModelSpec(layers=shape[0], hidden_size=shape[1], tokens=tokens, checkpoints=checkpoints,
+                         seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type dict of every field (for run.json)."""
+        return asdict(self)
+
+
+def estimate_step_s(spec: ModelSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
+    """Estimated seconds of one optimizer step of ``spec``: the largest of compute, logit traffic and overhead."""
+    hw = get_preset(hardware)
+    tokens = scale.tokens_per_step
+    mfu = ASSUMED_MFU_AT_768 * min(1.0, spec.hidden_size / 768) ** 0.5
+    compute_s = spec.train_flops_per_token(scale.vocab_size, scale.seq_len) * tokens / (hw.peak_bf16_flops_per_s * mfu)
+    logits_s = tokens * scale.vocab_size * LOGIT_BYTES / hw.hbm_bytes_per_s
+    overhead_s = STEP_OVERHEAD_S + LAYER_OVERHEAD_S * spec.layers
+    return max(compute_s + logits_s, overhead_s)
+
+
+def estimate_train_s(spec: ModelSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
+    """Estimated training seconds of ``spec`` on ``hardware`` (see :func:`estimate_step_s`)."""
+    return spec.total_steps(scale.tokens_per_step) * estimate_step_s(spec, scale, hardware)
+
+
+H100 = Scale(
+    name="h100",
+    vocab_size=4096, corpus_max_tokens=100_000_000, corpus_max_bytes=None, corpus_stdlib_only=False,
+    corpus_test_fraction=0.02, tokenizer_sample_bytes=32_000_000,
+    seq_len=512, batch_size=128,
+    targets=((6, 384), (8, 512), (10, 640)), main_target=(8, 512), target_tokens=50_000_000,
+    depth_drafts=tuple((layers, width) for width in (128, 256) for layers in (1, 2, 3, 4, 6, 8)),
+    plane_drafts=((1, 64), (2, 64), (1, 128), (2, 128), (4, 128), (2, 256), (4, 256), (8, 256)),
+    draft_tokens=30_000_000,
+    pretrain_draft=(4, 256), pretrain_draft_tokens=150_000_000, pretrain_checkpoints=12,
+    pair_target=(12, 768), pair_target_tokens=50_000_000, pair_drafts=((2, 256), (4, 128)),
+    pair_draft_tokens=50_000_000,
+    gamma=4, acceptance_temperatures=(0.0, 1.0), num_prompts=64, prompt_tokens=128, max_new_tokens=128,
+    ppl_eval_tokens=131_072,
+    tree_depth=4, topks=(1, 2, 4, 8, 16), topk_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), min_timed_prompts=16,
+    collapse_batch_sizes=(128, 256), collapse_fixed_topk=16,
+    heldout=(HeldoutCase(0, 2, 1, (1, 8, 24)), HeldoutCase(0, 6, 1, (1, 8, 24)), HeldoutCase(1, 3, 1, (1, 16)),
+             HeldoutCase(0, 3, 3, (4, 48)), HeldoutCase(0, 4, 1, (2, 32), temperature=1.0)),
+    # verify widths of every measured shape: gamma + 1 for chains (2, 3, 4, 6) and topk * depth + 1 for trees
+    step_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), step_tokens_per_row=(1, 3, 4, 5, 7, 9, 10, 17, 33, 65),
+    step_random_models=("random:llama-3.2-1b",), step_random_batch_sizes=(1, 8, 64),
+    step_random_tokens_per_row=(1, 5, 17, 65),
+    reserve_s={"pretrain-tokens": 50, "draft-depth": 40, "ppl-plane": 45, "topk-batch": 140, "collapse": 40,
+               "heldout": 50},
+    default_budget_s=480,
+)
+
+QUICK = Scale(
+    name="quick",
+    vocab_size=320, corpus_max_tokens=None, corpus_max_bytes=1_500_000, corpus_stdlib_only=True,
+    corpus_test_fraction=0.1, tokenizer_sample_bytes=1_000_000,
+    seq_len=32, batch_size=4,
+    targets=((2, 64), (1, 64)), main_target=(2, 64), target_tokens=1_280,
+    depth_drafts=((1, 32), (2, 32)), plane_drafts=((1, 32),), draft_tokens=640,
+    pretrain_draft=(1, 32), pretrain_draft_tokens=1_280, pretrain_checkpoints=2,
+    pair_target=(2, 64), pair_target_tokens=1_280, pair_drafts=((1, 32), (2, 32)), pair_draft_tokens=640,
+    gamma=2, acceptance_temperatures=(0.0,), num_prompts=2, prompt_tokens=8, max_new_tokens=6,
+    ppl_eval_tokens=256,
+    tree_depth=2, topks=(1, 2), topk_batch_sizes=(1, 2), min_timed_prompts=2,
+    collapse_batch_sizes=(4,), collapse_fixed_topk=2,
+    heldout=(HeldoutCase(1, 3, 1, (1,)),),
+    step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),
+    step_random_batch_sizes=(1,), step_random_tokens_per_row=(1,),
+)
+
+SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK)}

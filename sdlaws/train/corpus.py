@@ -1,0 +1,493 @@
+"""A pre-training corpus that needs no network: the Python source already installed on the machine.
+
+The GPU machines hold about 25,000 ``.py`` files (388 MB) in the site-packages of the Python that has torch,
+plus the standard library (offline-assets.md, "Text already on the GPU machines"); ``sysconfig.get_paths()``
+finds them. :func:`build_corpus` reads them (and optional extra text), drops duplicates by content hash,
+splits train/test **by file** with a seeded hash of the content (so the split does not depend on where Python
+is installed), trains a byte-level BPE tokenizer on a sample of the train split and writes::
+
+    <dir>/train.bin, <dir>/test.bin   little-endian uint16 token ids, EOS after every file
+    <dir>/tokenizer.json             the tokenizer (tokenizers library format)
+    <dir>/manifest.json              provenance: every file with sha256, bytes, tokens, split; versions; hashes
+
+The manifest is written last, so a directory with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import platform
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from sdlaws.errors import ConfigError, InputError
+from sdlaws.provenance import git_sha, now_utc, version
+from sdlaws.train import tokenizer as tok
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+MANIFEST_FORMAT = "sdlaws-corpus/1"
+TOKEN_DTYPE = np.dtype("<u2")  # little-endian uint16: 2 bytes per token on disk
+#: Suffixes read from ``extra`` directories (single extra files are read whatever their name).
+TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst")
+#: Files encoded per ``encode_batch_fast`` call: enough work for every core, little memory.
+ENCODE_CHUNK_FILES = 512
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """What goes into a corpus (recorded in the manifest; a rebuild with the same config reuses the directory).
+
+    Parameters
+    ----------
+    sources : tuple of str
+        Directories whose ``.py`` files are read; empty means this Python's stdlib and site-packages.
+    extra : tuple of str
+        Extra text files (``.gz`` / ``.dz`` are decompressed) or directories (``TEXT_SUFFIXES`` files).
+    vocab_size : int
+        BPE vocabulary size, EOS included.
+    test_fraction : float
+        Expected share of files held out for the test split (at least one file is held out).
+    max_bytes, max_tokens : int, optional
+        Caps on the source bytes read and on the train tokens written (files are taken in seeded-hash order,
+        so a capped corpus is a random sample of files, not the first packages alphabetically).
+    max_file_bytes : int
+        Larger files (generated tables, vendored bundles) are skipped.
+    tokenizer_sample_bytes : int
+        Bytes of train-split text the tokenizer is trained on.
+    seed : int
+        Seed of the split and of the file order.
+    """
+
+    sources: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    vocab_size: int = 8192
+    test_fraction: float = 0.02
+    max_bytes: int | None = None
+    max_tokens: int | None = None
+    max_file_bytes: int = 1_000_000
+    tokenizer_sample_bytes: int = 32_000_000
+    seed: int = 0
+
+    def check(self) -> "CorpusConfig":
+        """Return self, or raise :class:`ConfigError` naming the impossible option."""
+        tok.check_vocab_size(self.vocab_size)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test fraction {self.test_fraction} must be in (0, 1), e.g. 0.02")
+        for name in ("max_bytes", "max_tokens", "max_file_bytes", "tokenizer_sample_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
+        return self
+
+
+@dataclass
+class SourceFile:
+    """One input document: where it came from, its content hash, its seeded order and split scores."""
+
+    label: str          # "<root label>/<path relative to root>" (portable across machines)
+    path: Path
+    text: str
+    sha256: str
+    num_bytes: int
+    order: float        # seeded uniform [0, 1): position in the corpus (caps keep the lowest)
+    split_score: float  # independent seeded uniform [0, 1): test split if < test_fraction
+    split: str = "train"
+    num_tokens: int = 0
+
+
+@dataclass
+class _Skipped:
+    """Files left out, by reason (recorded in the manifest)."""
+
+    duplicate: int = 0
+    not_utf8: int = 0
+    empty: int = 0
+    too_large: int = 0
+    unreadable: int = 0
+    over_cap: int = 0
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A built corpus directory (see the module docstring for the files)."""
+
+    path: Path
+    manifest: dict = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the token shards and tokenizer: the corpus identity recorded by models trained on it."""
+        return self.manifest["corpus_sha256"]
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of ``manifest.json`` itself (file list, config, versions, time of the build)."""
+        return hashlib.sha256((self.path / "manifest.json").read_bytes()).hexdigest()
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size of the corpus tokenizer."""
+        return int(self.manifest["tokenizer"]["vocab_size"])
+
+    @property
+    def eos_id(self) -> int:
+        """Id of the EOS token that separates files in the shards."""
+        return int(self.manifest["tokenizer"]["eos_id"])
+
+    def num_tokens(self, split: str = "train") -> int:
+        """Tokens in ``split`` (EOS separators included)."""
+        return int(self.manifest["splits"][_check_split(split)]["num_tokens"])
+
+    def tokens(self, split: str = "train") -> np.memmap:
+        """Read-only memory map of the ``split`` token ids (shape ``(num_tokens,)``, uint16)."""
+        return np.memmap(self.path / f"{_check_split(split)}.bin", dtype=TOKEN_DTYPE, mode="r")
+
+    def tokenizer(self) -> "Tokenizer":
+        """The ``tokenizers`` tokenizer of ``tokenizer.json``."""
+        return tok.load_tokenizer(self.path / "tokenizer.json")
+
+    def hf_tokenizer(self) -> "PreTrainedTokenizerFast":
+        """The tokenizer wrapped for ``transformers`` (saved into every model directory)."""
+        return tok.to_hf_tokenizer(self.tokenizer())
+
+    def to_dict(self) -> dict:
+        """The manifest without its per-file list (plain types)."""
+        return {k: v for k, v in self.manifest.items() if k != "files"} | {"path": str(self.path)}
+
+    def summary(self) -> str:
+        """One-paragraph description: files, bytes, tokens per split, vocabulary, hash."""
+        s = self.manifest["splits"]
+        lines = [f"corpus {self.path} (sha256 {self.sha256[:12]}), vocab {self.vocab_size}, eos id {self.eos_id}"]
+        for split in SPLITS:
+            lines.append(f"  {split:5s}: {s[split]['num_files']:6d} files, {s[split]['num_bytes'] / 1e6:9.1f} MB, "
+                         f"{s[split]['num_tokens'] / 1e6:9.2f} M tokens")
+        lines.append(f"  skipped: {self.manifest['skipped']}")
+        return "\n".join(lines)
+
+
+def _check_split(split: str) -> str:
+    """Return ``split`` or raise :class:`ConfigError` if it is not train or test."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use 'train' or 'test'")
+    return split
+
+
+def python_source_roots() -> dict[str, Path]:
+    """This interpreter's source directories, by ``sysconfig`` key (stdlib, platstdlib, purelib, platlib)."""
+    paths = sysconfig.get_paths()
+    roots: dict[str, Path] = {}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = Path(paths[key]).resolve()
+        if path.is_dir() and path not in roots.values():
+            roots[key] = path
+    return roots
+
+
+def _walk(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Files under ``root`` with one of ``suffixes``, in sorted order (``__pycache__`` skipped)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            if name.endswith(suffixes):
+                yield Path(dirpath, name)
+
+
+def discover(config: CorpusConfig) -> list[tuple[str, Path, bool]]:
+    """``(label, path, named)`` of every candidate file, each real path once, in a deterministic order.
+
+    ``named`` is True for files given explicitly in ``extra`` (read whole, whatever their size).
+    """
+    roots = {Path(s).name or str(s): Path(s) for s in config.sources} if config.sources else python_source_roots()
+    found: list[tuple[str, Path, bool]] = []
+    seen: set[Path] = set()
+
+    def add(label: str, path: Path, named: bool = False) -> None:
+        """Record ``path`` unless its real path was seen already."""
+        real = path.resolve()
+        if real not in seen and real.is_file():
+            seen.add(real)
+            found.append((label, path, named))
+
+    for label, root in roots.items():
+        if not root.is_dir():
+            raise InputError(f"{root}: source directory does not exist; pass an existing --source directory")
+        for path in _walk(root, (".py",)):
+            add(f"{label}/{path.relative_to(root).as_posix()}", path)
+    for item in map(Path, config.extra):
+        if item.is_dir():
+            for path in _walk(item, TEXT_SUFFIXES):
+                add(f"extra:{item.name}/{path.relative_to(item).as_posix()}", path)
+        elif item.is_file():
+            add(f"extra:{item.name}", item, named=True)
+        else:
+            raise InputError(f"{item}: no such file or directory; fix the --extra path")
+    return found
+
+
+def _read(path: Path, max_file_bytes: int | None) -> tuple[str | None, str]:
+    """Text of ``path`` (gzip-decompressed for .gz/.dz) or ``None`` with the skip reason.
+
+    ``max_file_bytes`` is None for files the user named explicitly: those are always read whole.
+    """
+    try:
+        if max_file_bytes is not None and path.stat().st_size > max_file_bytes:
+            return None, "too_large"
+        data = path.read_bytes()
+        if path.suffix in (".gz", ".dz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None, "unreadable"
+    if not data.strip():
+        return None, "empty"
+    try:
+        return data.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return None, "not_utf8"
+
+
+def _score(sha256: str, seed: int, purpose: str) -> float:
+    """Seeded uniform [0, 1) score of a file's content hash; ``purpose`` makes independent scores."""
+    digest = hashlib.sha256(f"{purpose}:{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2.0**64
+
+
+def read_sources(config: CorpusConfig, progress) -> tuple[list[SourceFile], _Skipped]:
+    """Read, hash, dedupe, score and split the candidate files; apply ``max_bytes``.
+
+    Returns the kept files in seeded order (train and test interleaved) and the skip counts.
+    """
+    candidates = discover(config)
+    skipped = _Skipped()
+    task = progress.add_task("reading sources", total=len(candidates))
+
+    def load(item: tuple[str, Path, bool]):
+        """Read one candidate (runs in a worker thread)."""
+        label, path, named = item
+        text, reason = _read(path, None if named else config.max_file_bytes)
+        return label, path, text, reason
+
+    files: list[SourceFile] = []
+    seen: set[str] = set()
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 2)) as pool:
+        for label, path, text, reason in pool.map(load, candidates, chunksize=64):
+            progress.advance(task)
+            if text is None:
+                setattr(skipped, reason, getattr(skipped, reason) + 1)
+                continue
+            raw = text.encode("utf-8")
+            sha = hashlib.sha256(raw).hexdigest()
+            if sha in seen:
+                skipped.duplicate += 1
+                continue
+            seen.add(sha)
+            files.append(SourceFile(label, path, text, sha, len(raw), _score(sha, config.seed, "order"),
+                                    _score(sha, config.seed, "split")))
+    if len(files) < 2:
+        raise InputError(f"found {len(files)} usable text file(s) in the sources; a corpus needs at least 2 "
+                         "(one train, one test): pass more --source/--extra paths")
+    files.sort(key=lambda f: f.order)
+    files = _cap_bytes(files, config.max_bytes, skipped)
+    _assign_splits(files, config.test_fraction)
+    return files, skipped
+
+
+def _cap_bytes(files: list[SourceFile], max_bytes: int | None, skipped: _Skipped) -> list[SourceFile]:
+    """The shortest prefix of ``files`` (in seeded order) holding ``max_bytes``, at least two files."""
+    if max_bytes is None:
+        return files
+    total, keep = 0, 0
+    while keep < len(files) and total < max_bytes:
+        total += files[keep].num_bytes
+        keep += 1
+    keep = max(keep, 2)
+    skipped.over_cap += len(files) - keep
+    return files[:keep]
+
+
+def _assign_splits(files: list[SourceFile], test_fraction: float) -> None:
+    """Test split = files scored below ``test_fraction``; at least one file in each split."""
+    for f in files:
+        f.split = "test" if f.split_score < test_fraction else "train"
+    by_score = sorted(files, key=lambda f: f.split_score)
+    if all(f.split == "train" for f in files):
+        by_score[0].split = "test"   # the file closest to the threshold
+    if all(f.split == "test" for f in files):
+        by_score[-1].split = "train"
+
+
+def _tokenizer_sample(files: list[SourceFile], sample_bytes: int) -> list[str]:
+    """Texts of the first train files (seeded order) until ``sample_bytes``: the tokenizer's training set."""
+    sample, total = [], 0
+    for f in files:
+        if f.split == "train" and total < sample_bytes:
+            sample.append(f.text)
+            total += f.num_bytes
+    return sample
+
+
+class _ShardWriter:
+    """Appends uint16 token arrays of one split to ``<split>.bin.tmp`` and hashes what it writes."""
+
+    def __init__(self, directory: Path, split: str, eos_id: int):
+        self.final = directory / f"{split}.bin"
+        self.tmp = directory / f"{split}.bin.tmp"
+        self.handle = open(self.tmp, "wb")
+        self.hash = hashlib.sha256()
+        self.eos = np.array([eos_id], dtype=TOKEN_DTYPE)
+        self.num_tokens = self.num_files = self.num_bytes = 0
+
+    def write(self, ids: np.ndarray, num_bytes: int) -> None:
+        """Append one file's ids and an EOS."""
+        for part in (ids.astype(TOKEN_DTYPE, copy=False), self.eos):
+            data = part.tobytes()
+            self.handle.write(data)
+            self.hash.update(data)
+        self.num_tokens += ids.size + 1
+        self.num_files += 1
+        self.num_bytes += num_bytes
+
+    def close(self) -> dict:
+        """Move the shard into place; return its files, bytes, tokens and sha256."""
+        self.handle.close()
+        os.replace(self.tmp, self.final)
+        return {"num_files": self.num_files, "num_bytes": self.num_bytes, "num_tokens": self.num_tokens,
+                "sha256": self.hash.hexdigest()}
+
+
+def encode_files(files: list[SourceFile], tokenizer: "Tokenizer", directory: Path, max_tokens: int | None,
+                 progress) -> tuple[list[SourceFile], dict]:
+    """Tokenize ``files`` in batches (multi-threaded in the library) and write the two shards.
+
+    Stops after the train split reaches ``max_tokens``; returns the files written and the split summaries.
+    """
+    # A file that contains the text "<|endoftext|>" (tokenizer code does) must not get an EOS id inside it:
+    # EOS ids in the shards are exactly the file separators.
+    tokenizer.encode_special_tokens = True
+    writers = {s: _ShardWriter(directory, s, tok.eos_id(tokenizer)) for s in SPLITS}
+    task = progress.add_task("tokenizing", total=sum(f.num_bytes for f in files))
+    written: list[SourceFile] = []
+    for start in range(0, len(files), ENCODE_CHUNK_FILES):
+        if max_tokens is not None and writers["train"].num_tokens >= max_tokens:
+            break
+        chunk = files[start:start + ENCODE_CHUNK_FILES]
+        for f, enc in zip(chunk, tokenizer.encode_batch_fast([f.text for f in chunk])):
+            if max_tokens is not None and writers["train"].num_tokens >= max_tokens:
+                break
+            ids = np.asarray(enc.ids, dtype=TOKEN_DTYPE)
+            f.num_tokens = int(ids.size) + 1
+            writers[f.split].write(ids, f.num_bytes)
+            written.append(f)
+            progress.advance(task, f.num_bytes)
+    return written, {s: w.close() for s, w in writers.items()}
+
+
+def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, progress: bool = True) -> Corpus:
+    """Build (or reuse) a corpus directory.
+
+    Parameters
+    ----------
+    out : path
+        Output directory. If it already holds a manifest with the same ``config`` it is reused as-is.
+    config : CorpusConfig
+        Sources, caps, vocabulary and seed.
+    progress : bool
+        Show a rich progress bar (on stderr).
+
+    Returns
+    -------
+    Corpus
+
+    Raises
+    ------
+    ConfigError
+        ``out`` holds a corpus built with a different config.
+    InputError
+        A source path does not exist or fewer than two usable files were found.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    config.check()
+    out = Path(out)
+    existing = out / "manifest.json"
+    if existing.exists():
+        corpus = load_corpus(out)
+        if corpus.manifest["config"] != _config_dict(config):
+            raise ConfigError(f"{out} holds a corpus built with other settings; pass another --out or delete it")
+        return corpus
+    out.mkdir(parents=True, exist_ok=True)
+    with Progress(console=Console(stderr=True), disable=not progress) as bar:
+        files, skipped = read_sources(config, bar)
+        sample = _tokenizer_sample(files, config.tokenizer_sample_bytes)
+        task = bar.add_task(f"training tokenizer ({sum(map(len, sample)) / 1e6:.1f} MB)", total=1)
+        tokenizer = tok.train_tokenizer(sample, vocab_size=config.vocab_size, length=len(sample))
+        bar.advance(task)
+        tokenizer_sha = tok.save_tokenizer(tokenizer, out / "tokenizer.json")
+        written, splits = encode_files(files, tokenizer, out, config.max_tokens, bar)
+    skipped.over_cap += len(files) - len(written)
+    manifest = _manifest(config, written, splits, skipped, tokenizer, tokenizer_sha, len(sample))
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, existing)
+    return Corpus(out, manifest)
+
+
+def _config_dict(config: CorpusConfig) -> dict:
+    """``config`` as it reads back from the manifest (tuples become lists)."""
+    return json.loads(json.dumps(asdict(config)))  # tuples -> lists, as read back from JSON
+
+
+def _manifest(config: CorpusConfig, files: list[SourceFile], splits: dict, skipped: _Skipped,
+              tokenizer: "Tokenizer", tokenizer_sha: str, sample_files: int) -> dict:
+    """The provenance record written as ``manifest.json``."""
+    corpus_hash = hashlib.sha256("".join([tokenizer_sha, splits["train"]["sha256"],
+                                          splits["test"]["sha256"]]).encode()).hexdigest()
+    roots = {k: str(v) for k, v in python_source_roots().items()} if not config.sources else {}
+    return {
+        "format": MANIFEST_FORMAT,
+        "corpus_sha256": corpus_hash,
+        "created_utc": now_utc(),
+        "config": _config_dict(config),
+        "versions": {"sdlaws_git_sha": git_sha(), "python": platform.python_version(),
+                     **{p: version(p) for p in ("sdlaws", "tokenizers", "numpy", "transformers")}},
+        "roots": roots,
+        "tokenizer": {"vocab_size": tokenizer.get_vocab_size(), "eos_id": tok.eos_id(tokenizer),
+                      "sha256": tokenizer_sha, "sample_files": sample_files, "kind": "byte-level BPE"},
+        "token_dtype": TOKEN_DTYPE.str,
+        "splits": splits,
+        "skipped": asdict(skipped),
+        "files": [{"label": f.label, "sha256": f.sha256, "num_bytes": f.num_bytes, "num_tokens": f.num_tokens,
+                   "split": f.split} for f in files],
+    }
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Open a corpus directory written by :func:`build_corpus` (checks the manifest and shard sizes)."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{path}: no manifest.json; build the corpus with `sdlaws train corpus --out {path}`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{manifest_path}: not valid JSON (line {exc.lineno}); rebuild the corpus") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{manifest_path}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}; rebuild")
+    for split in SPLITS:
+        shard = path / f"{split}.bin"
+        expected = manifest["splits"][split]["num_tokens"] * TOKEN_DTYPE.itemsize
+        if not shard.is_file() or shard.stat().st_size != expected:
+            raise InputError(f"{shard}: missing or not {expected} bytes as the manifest says; rebuild the corpus")
+    return Corpus(path, manifest)

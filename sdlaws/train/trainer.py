@@ -1,0 +1,513 @@
+"""Train families of small ``LlamaForCausalLM`` models from scratch on a corpus built by :mod:`.corpus`.
+
+Several models are trained **concurrently in one process**: every optimizer step draws one batch of random
+windows from the memory-mapped train shard and each model that is still training takes its step on it, one
+after the other. CUDA kernels are queued asynchronously, so the host prepares the next model's kernels while
+the GPU runs the current ones, and all models see exactly the same token stream (a model with a smaller
+budget sees a prefix of a larger one's stream). The batch of step ``s`` is a pure function of
+``(data seed, s)``, so a resumed run continues on the same tokens it would have seen without the stop.
+
+Each model directory holds ``step-<tokens>/`` checkpoints (Hugging Face ``save_pretrained`` + tokenizer +
+``sdlaws_train.json``) at log-spaced token counts, like the Pythia suite, and ``resume.pt`` (optimizer state
+and step of the latest checkpoint). Re-running the same command continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdlaws.errors import ConfigError, InputError
+from sdlaws.measure.models import device_name, resolve_device
+from sdlaws.provenance import git_sha, now_utc, version
+from sdlaws.train.corpus import Corpus
+from sdlaws.train.families import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+METADATA_FILE = "sdlaws_train.json"
+RESUME_FILE = "resume.pt"
+TRAIN_FORMAT = "sdlaws-train/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by every model of one training run.
+
+    Parameters
+    ----------
+    seq_len : int
+        Tokens per training window (the model also predicts each window's next token).
+    batch_size : int
+        Windows per optimizer step; tokens per step = ``batch_size * seq_len``.
+    weight_decay, beta1, beta2, grad_clip : float
+        AdamW and gradient clipping as in GPT-3 / Pythia (0.1, 0.9, 0.95, 1.0).
+    warmup_fraction : float
+        Linear warm-up over this share of the steps, then cosine decay.
+    min_lr_ratio : float
+        Final learning rate / peak (0.1, Chinchilla, Hoffmann et al. 2022).
+    device : str
+        ``"auto"`` (CUDA if available), ``"cuda"``, ``"cpu"``...
+    bf16 : bool
+        bf16 autocast on CUDA (weights and optimizer stay fp32); CPU always runs fp32.
+    compile : bool
+        ``torch.compile`` each model on CUDA. Each distinct shape compiles once (tens of seconds), so it pays
+        for long runs of few shapes, not for wide families trained for a few minutes.
+    max_positions : int, optional
+        ``max_position_embeddings`` written to the config (default ``seq_len``: positions the model was trained
+        on; prompt + generated tokens should stay within it).
+    data_seed : int
+        Seed of the window positions.
+    time_limit_s : float, optional
+        Stop after this many seconds, saving a checkpoint of every unfinished model at the tokens it reached
+        (its metadata says ``stopped_early``).
+    """
+
+    seq_len: int = 512
+    batch_size: int = 128
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    warmup_fraction: float = 0.01
+    min_lr_ratio: float = 0.1
+    device: str = "auto"
+    bf16: bool = True
+    compile: bool = False
+    max_positions: int | None = None
+    data_seed: int = 0
+    time_limit_s: float | None = None
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer step: ``batch_size * seq_len``."""
+        return self.batch_size * self.seq_len
+
+    def check(self) -> "TrainConfig":
+        """Return self, or raise :class:`ConfigError` for an impossible setting."""
+        if self.seq_len < 2 or self.batch_size < 1:
+            raise ConfigError(f"seq-len ({self.seq_len}) must be >= 2 and batch-size ({self.batch_size}) >= 1")
+        if self.max_positions is not None and self.max_positions < self.seq_len:
+            raise ConfigError(f"max positions ({self.max_positions}) must be >= seq-len ({self.seq_len})")
+        if not 0 <= self.warmup_fraction < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("warmup fraction must be in [0, 1) and min lr ratio in [0, 1]")
+        return self
+
+    def resume_key(self) -> dict:
+        """Settings that must match for a run to be resumed (not device, compile or time limit)."""
+        keep = ("seq_len", "batch_size", "weight_decay", "beta1", "beta2", "grad_clip", "warmup_fraction",
+                "min_lr_ratio", "max_positions", "data_seed")
+        return {k: getattr(self, k) for k in keep}
+
+
+def lr_factor(step: int, total_steps: int, warmup_fraction: float, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier of step ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio``."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TokenWindows:
+    """Random training windows from a memory-mapped uint16 shard.
+
+    ``batch(step)`` returns ``(batch_size, seq_len + 1)`` int64 ids: inputs are ``[:, :-1]``, next-token targets
+    ``[:, 1:]``. Window starts are drawn uniformly from ``numpy.random.default_rng([seed, step])``.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, batch_size: int, seed: int):
+        if len(tokens) < seq_len + 2:
+            raise InputError(f"the train split has {len(tokens)} tokens, fewer than one window of {seq_len + 1}; "
+                             "build a larger corpus or lower --seq-len")
+        self.tokens, self.seq_len, self.batch_size, self.seed = tokens, seq_len, batch_size, seed
+
+    def batch(self, step: int) -> np.ndarray:
+        """The ``(batch_size, seq_len + 1)`` windows of optimizer step ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.batch_size)
+        return np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One saved checkpoint: its directory and its ``sdlaws_train.json`` metadata."""
+
+    path: Path
+    metadata: dict = field(repr=False)
+
+    @property
+    def tokens(self) -> int:
+        """Pretraining tokens seen at this checkpoint."""
+        return int(self.metadata["pretrain_tokens"])
+
+    @property
+    def name(self) -> str:
+        """``<model>@<tokens>``, for logs and notes."""
+        return f"{self.metadata['name']}@{self.tokens}"
+
+
+def list_checkpoints(model_dir: str | Path) -> list[Checkpoint]:
+    """The checkpoints of one model directory, by increasing token count."""
+    found = []
+    for path in sorted(Path(model_dir).glob("step-*")):
+        meta = path / METADATA_FILE
+        if meta.is_file():
+            found.append(Checkpoint(path, json.loads(meta.read_text())))
+    return sorted(found, key=lambda c: c.tokens)
+
+
+@dataclass
+class TrainResult:
+    """What a training run left on disk, with throughput, for every model."""
+
+    checkpoints: dict[str, list[Checkpoint]]
+    wall_time_s: float
+    stopped_early: bool
+
+    def final(self, name: str) -> Checkpoint:
+        """The last checkpoint of model ``name``."""
+        if not self.checkpoints.get(name):
+            raise InputError(f"model {name!r} has no checkpoint; train it first")
+        return self.checkpoints[name][-1]
+
+    def summary(self) -> str:
+        """A table: model, parameters, tokens, last train loss, tokens/s."""
+        lines = [f"{'model':28s} {'params':>10s} {'tokens':>12s} {'loss':>7s} {'tok/s':>10s}"]
+        for name, ckpts in self.checkpoints.items():
+            m = ckpts[-1].metadata if ckpts else {}
+            lines.append(f"{name:28s} {m.get('params', 0):10.3g} {m.get('pretrain_tokens', 0):12d} "
+                         f"{m.get('train_loss', float('nan')):7.3f} {m.get('tokens_per_s', float('nan')):10.3g}")
+        note = " (some models stopped before their budget)" if self.stopped_early else ""
+        lines.append(f"wall time {self.wall_time_s:.1f} s{note}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """Plain-type dict: wall time, stop flag and every checkpoint's path and metadata."""
+        return {"wall_time_s": self.wall_time_s, "stopped_early": self.stopped_early,
+                "checkpoints": {n: [{"path": str(c.path), **c.metadata} for c in cs]
+                                for n, cs in self.checkpoints.items()}}
+
+
+@dataclass
+class _Run:
+    """Training state of one model inside a family run."""
+
+    spec: ModelSpec
+    directory: Path
+    model: Any
+    forward: Any                    # the model or its torch.compile wrapper
+    optimizer: Any
+    total_steps: int
+    checkpoint_steps: list[int]
+    step: int = 0                   # completed optimizer steps
+    loss_sum: Any = None            # device scalar: summed loss since the last checkpoint (no host sync per step)
+    loss_steps: int = 0
+    busy_s: float = 0.0             # device seconds spent on this model so far (persisted across resumes)
+    timer: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """True once the run has taken all its steps."""
+        return self.step >= self.total_steps
+
+
+class _Clock:
+    """Per-model busy time: CUDA events around each model's step (read at checkpoints), or wall time on CPU."""
+
+    def __init__(self, device: "torch.device"):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        self.torch = torch
+
+    def start(self):
+        """Mark the start of one model's step (a recorded CUDA event, or the wall clock)."""
+        if self.cuda:
+            event = self.torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, run: _Run, start) -> None:
+        """Mark the end of ``run``'s step begun at ``start``."""
+        if self.cuda:
+            end = self.torch.cuda.Event(enable_timing=True)
+            end.record()
+            run.timer.append((start, end))
+        else:
+            run.busy_s += time.perf_counter() - start
+
+    def collect(self, run: _Run) -> None:
+        """Add the finished CUDA intervals to ``run.busy_s`` (synchronises the device)."""
+        if self.cuda and run.timer:
+            self.torch.cuda.synchronize()
+            run.busy_s += sum(a.elapsed_time(b) for a, b in run.timer) / 1e3
+            run.timer.clear()
+
+
+class FamilyTrainer:
+    """Trains a list of :class:`ModelSpec` concurrently on one corpus; see the module docstring.
+
+    Parameters
+    ----------
+    specs : list of ModelSpec
+        Models to train (names must be unique); each gets ``out / spec.name``.
+    corpus : Corpus
+        Token shards and tokenizer.
+    out : path
+        Parent directory of the model directories.
+    config : TrainConfig
+    """
+
+    def __init__(self, specs: list[ModelSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig()):
+        import torch
+
+        names = [s.name for s in specs]
+        if not specs or len(set(names)) != len(names):
+            raise ConfigError(f"model names must be unique and at least one model given, got {names}")
+        self.specs, self.corpus, self.out, self.config = specs, corpus, Path(out), config.check()
+        self.device = torch.device(resolve_device(config.device))
+        self.autocast_dtype = torch.bfloat16 if (self.device.type == "cuda" and config.bf16) else None
+        self.windows = TokenWindows(corpus.tokens("train"), config.seq_len, config.batch_size, config.data_seed)
+        self.hf_tokenizer = corpus.hf_tokenizer()
+        self.clock = _Clock(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # ---------------------------------------------------------------- setup and resume
+    def _resume_key(self, spec: ModelSpec) -> dict:
+        """What must match for ``resume.pt`` to be continued: the spec, the run settings, the corpus."""
+        return {"spec": spec.to_dict(), "train": self.config.resume_key(), "corpus_sha256": self.corpus.sha256}
+
+    def _prepare(self, spec: ModelSpec) -> _Run:
+        """Build (or reload from ``resume.pt`` + latest checkpoint) one model and its optimizer."""
+        import torch
+        from transformers import LlamaForCausalLM
+
+        directory = self.out / spec.name
+        directory.mkdir(parents=True, exist_ok=True)
+        tps = self.config.tokens_per_step
+        resume = directory / RESUME_FILE
+        state = torch.load(resume, map_location="cpu", weights_only=True) if resume.exists() else None
+        if state is not None and _normalised(state["key"]) != _normalised(self._resume_key(spec)):
+            raise ConfigError(f"{directory} was trained with other settings (shape, budget, batch or corpus); "
+                              "pass another --out or delete that directory")
+        if state is not None:
+            model = LlamaForCausalLM.from_pretrained(directory / state["checkpoint"], dtype=torch.float32)
+        else:
+            torch.manual_seed(spec.seed)
+            positions = self.config.max_positions or self.config.seq_len
+            config = spec.llama_config(self.corpus.vocab_size, positions, self.corpus.eos_id)
+            model = LlamaForCausalLM(config)
+        model.to(self.device).train()
+        optimizer = self._optimizer(model, spec)
+        run = _Run(spec, directory, model, self._forward(model), optimizer, spec.total_steps(tps),
+                   spec.checkpoint_steps(tps))
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            run.step, run.busy_s = int(state["step"]), float(state["busy_s"])
+        run.loss_sum = torch.zeros((), device=self.device)
+        return run
+
+    def _optimizer(self, model, spec: ModelSpec):
+        """AdamW with weight decay on matrices and the embedding only (fused on CUDA)."""
+        import torch
+
+        decay = [p for p in model.parameters() if p.dim() >= 2]     # matrices and the embedding (nanoGPT)
+        no_decay = [p for p in model.parameters() if p.dim() < 2]   # RMSNorm gains
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=spec.peak_lr, betas=(self.config.beta1, self.config.beta2),
+                                 fused=self.device.type == "cuda")
+
+    def _forward(self, model):
+        """The callable used for the forward pass: ``torch.compile(model)`` when asked for on CUDA."""
+        import torch
+
+        if self.config.compile and self.device.type == "cuda":
+            return torch.compile(model)
+        return model
+
+    # ---------------------------------------------------------------- one step
+    def _step(self, run: _Run, batch: "torch.Tensor") -> None:
+        """One optimizer step of ``run`` on ``batch`` (``(B, T+1)`` ids on the device)."""
+        import torch
+        import torch.nn.functional as F
+
+        factor = lr_factor(run.step, run.total_steps, self.config.warmup_fraction, self.config.min_lr_ratio)
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.spec.peak_lr * factor
+        start = self.clock.start()
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            logits = run.forward(input_ids=inputs, use_cache=False).logits      # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())  # mean nats per token
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), self.config.grad_clip, foreach=True)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        self.clock.stop(run, start)
+        run.loss_sum += loss.detach()
+        run.loss_steps += 1
+        run.step += 1
+
+    # ---------------------------------------------------------------- checkpoints
+    def _metadata(self, run: _Run, stopped_early: bool) -> dict:
+        """The ``sdlaws_train.json`` of ``run`` at its current step."""
+        spec, vocab = run.spec, self.corpus.vocab_size
+        tokens = run.step * self.config.tokens_per_step
+        loss = float(run.loss_sum.item()) / run.loss_steps if run.loss_steps else float("nan")
+        return {
+            "format": TRAIN_FORMAT, "name": spec.name, "architecture": "LlamaForCausalLM",
+            "params": spec.params(vocab), "non_embedding_params": spec.non_embedding_params(),
+            "layers": spec.layers, "hidden_size": spec.hidden_size, "heads": spec.num_heads,
+            "intermediate_size": spec.mlp_size, "vocab_size": vocab, "seq_len": self.config.seq_len,
+            "pretrain_tokens": tokens, "step": run.step, "tokens_per_step": self.config.tokens_per_step,
+            "planned_tokens": run.total_steps * self.config.tokens_per_step, "peak_lr": spec.peak_lr,
+            "seed": spec.seed, "data_seed": self.config.data_seed, "corpus_sha256": self.corpus.sha256,
+            "corpus_manifest_sha256": self.corpus.manifest_sha256, "corpus_path": str(self.corpus.path),
+            "train_loss": loss, "train_loss_steps": run.loss_steps, "busy_time_s": run.busy_s,
+            "tokens_per_s": tokens / run.busy_s if run.busy_s > 0 else float("nan"),
+            "flops_per_token": spec.train_flops_per_token(vocab, self.config.seq_len),
+            "stopped_early": stopped_early, "device": device_name(str(self.device)),
+            "dtype": "bfloat16-autocast" if self.autocast_dtype is not None else "float32",
+            "compile": self.config.compile and self.device.type == "cuda", "train_config": asdict(self.config),
+            "git_sha": git_sha(), "timestamp_utc": now_utc(),
+            "versions": {p: version(p) for p in ("sdlaws", "torch", "transformers", "tokenizers")},
+        }
+
+    def _save(self, run: _Run, stopped_early: bool = False) -> Checkpoint:
+        """Write ``step-<tokens>/`` atomically, then ``resume.pt`` pointing at it."""
+        import torch
+
+        self.clock.collect(run)
+        meta = self._metadata(run, stopped_early)
+        final = run.directory / f"step-{meta['pretrain_tokens']}"
+        tmp = run.directory / f".{final.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with _quiet_hf_progress():
+            run.model.save_pretrained(tmp)
+        self.hf_tokenizer.save_pretrained(tmp)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        state = {"key": self._resume_key(run.spec), "checkpoint": final.name, "step": run.step,
+                 "busy_s": run.busy_s, "optimizer": run.optimizer.state_dict()}
+        torch.save(state, run.directory / f"{RESUME_FILE}.tmp")
+        os.replace(run.directory / f"{RESUME_FILE}.tmp", run.directory / RESUME_FILE)
+        run.loss_sum.zero_()
+        run.loss_steps = 0
+        return Checkpoint(final, meta)
+
+    # ---------------------------------------------------------------- the loop
+    def train(self, *, until_tokens: int | None = None, progress: bool = True) -> TrainResult:
+        """Train every model to its budget and return its checkpoints.
+
+        Parameters
+        ----------
+        until_tokens : int, optional
+            Pause each model once it has seen this many tokens (its schedule still spans the whole budget, so
+            a later call continues exactly where this one stopped): a long run split over several commands.
+        progress : bool
+            Show one rich progress bar per model (on stderr).
+
+        Models already finished in ``out`` are left untouched; interrupted ones continue from ``resume.pt``.
+        A model stopped before its budget (``until_tokens`` or ``time_limit_s``) gets a checkpoint at the
+        tokens it reached, with ``stopped_early`` in its metadata.
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        started = time.monotonic()
+        console = log_console()
+        runs = [self._prepare(spec) for spec in self.specs]
+        deadline = None if self.config.time_limit_s is None else started + self.config.time_limit_s
+        limit = None if until_tokens is None else max(1, -(-until_tokens // self.config.tokens_per_step))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            tasks = {r.spec.name: bar.add_task(f"train {r.spec.name}", total=r.total_steps, completed=r.step)
+                     for r in runs}
+            self._loop(runs, limit, deadline, lambda run: bar.advance(tasks[run.spec.name]), console)
+            for run in runs:
+                if not run.done and run.loss_steps and run.step not in run.checkpoint_steps:
+                    self._log(console, self._save(run, stopped_early=True))
+        checkpoints = {r.spec.name: list_checkpoints(r.directory) for r in runs}
+        return TrainResult(checkpoints, time.monotonic() - started, any(not r.done for r in runs))
+
+    def _loop(self, runs: list[_Run], step_limit: int | None, deadline: float | None, advance, console) -> None:
+        """Step every unfinished model on the shared batch stream until all are done, paused or out of time."""
+        import torch
+
+        def active(run: _Run) -> bool:
+            """Still training in this call (not done, not paused by ``step_limit``)."""
+            return not run.done and (step_limit is None or run.step < step_limit)
+
+        pending = [r for r in runs if active(r)]
+        step = min((r.step for r in pending), default=0)
+        while pending and (deadline is None or time.monotonic() < deadline):
+            batch = torch.from_numpy(self.windows.batch(step)).to(self.device, non_blocking=True)
+            for run in pending:
+                if run.step != step:
+                    continue            # resumed further than this step: waits for the loop to catch up
+                self._step(run, batch)
+                advance(run)
+                if run.step in run.checkpoint_steps:
+                    self._log(console, self._save(run))
+            pending = [r for r in pending if active(r)]
+            step += 1
+
+    @staticmethod
+    def _log(console, ckpt: Checkpoint) -> None:
+        """One log line per saved checkpoint: loss and measured tokens/s."""
+        m = ckpt.metadata
+        note = " (stopped before the budget)" if m["stopped_early"] else ""
+        log_line(console, f"saved {ckpt.path.parent.name}/{ckpt.path.name}: loss {m['train_loss']:.3f}, "
+                          f"{m['tokens_per_s']:.3g} tok/s{note}")
+
+
+def log_console():
+    """A rich console on stderr (progress bars and :func:`log_line`)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def log_line(console, message: str) -> None:
+    """Print ``[HH:MM:SS] message`` unwrapped and unpadded (GPU logs come back as a short tail of text)."""
+    console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False, soft_wrap=True, markup=False)
+
+
+@contextmanager
+def _quiet_hf_progress():
+    """Silence transformers' per-save tqdm bar (one line per checkpoint would drown the training log)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _normalised(value: dict) -> dict:
+    """JSON round trip, so that tuples and lists (and int and float keys) compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def train_family(specs: list[ModelSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig(),
+                 *, until_tokens: int | None = None, progress: bool = True) -> TrainResult:
+    """Train ``specs`` concurrently on ``corpus`` into ``out/<spec.name>/``; see :meth:`FamilyTrainer.train`."""
+    return FamilyTrainer(specs, corpus, out, config).train(until_tokens=until_tokens, progress=progress)

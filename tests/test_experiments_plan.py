@@ -1,0 +1,109 @@
+"""Experiment registry, layouts, ordering, time arithmetic and the collapse planner (no models needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sdlaws.cli import app
+from sdlaws.errors import ConfigError
+from sdlaws.experiments import GROUPS, SCALES, plan, resolve_names
+from sdlaws.experiments.collapse import planned_widths
+from sdlaws.experiments.context import Context, Layout, spread
+from sdlaws.experiments.scale import H100, QUICK, estimate_train_s
+
+
+def test_spread_covers_every_item_once_extremes_first():
+    for n in range(0, 13):
+        order = spread(list(range(n)))
+        assert sorted(order) == list(range(n))
+        if n >= 3:
+            assert order[:3] == [n - 1, 0, (n - 1) // 2]
+
+
+def test_names_groups_and_errors():
+    assert resolve_names("suite", "acceptance") == list(GROUPS["acceptance"])
+    assert resolve_names("suite", "heldout,topk-batch") == ["topk-batch", "heldout"]
+    assert resolve_names("collapse") == ["collapse"]
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        resolve_names("suite", "nope")
+    with pytest.raises(ConfigError, match="--only applies"):
+        resolve_names("collapse", "heldout")
+
+
+def test_layouts():
+    single = Layout.for_single("heldout", Path("m/held.csv"))
+    assert single.spec("heldout") == Path("m/held.csv") and single.file("ppl.csv") == Path("m/held-ppl.csv")
+    assert single.spec("topk-batch") == Path("m/held-topk-batch.csv")
+    suite = Layout.for_suite(Path("out"))
+    assert suite.spec("collapse") == Path("out/collapse.csv") and suite.file("run.json") == Path("out/run.json")
+
+
+def test_suite_models_are_shared_and_fit_the_h100_budget():
+    acceptance = plan(list(GROUPS["acceptance"]), suite=True)
+    names = [m.name for m in acceptance.models]
+    assert len(names) == len(set(names)) and "L8-H512-T50M-s0" in names   # the main target is trained once
+    for group in GROUPS.values():
+        p = plan(list(group), suite=True)
+        train_s = sum(estimate_train_s(m, H100) for m in p.models)
+        assert train_s + p.reserve_s < H100.default_budget_s, (group, train_s, p.reserve_s)
+    assert len(H100.targets) >= 3 and len(H100.plane_drafts) >= 4
+    assert min(l for l, _ in H100.depth_drafts) == 1 and max(l for l, _ in H100.depth_drafts) == 8
+    tokens = [c for c in H100.spec(H100.pretrain_draft, H100.pretrain_draft_tokens,
+                                   H100.pretrain_checkpoints).checkpoint_steps(H100.tokens_per_step)]
+    assert np.log10(tokens[-1] / tokens[0]) >= 2.5    # the pretraining axis spans ~3 decades
+
+
+def test_estimates_grow_with_budget_and_size():
+    small, big = H100.spec((2, 256), 10_000_000), H100.spec((2, 256), 20_000_000)
+    assert estimate_train_s(big, H100) == pytest.approx(2 * estimate_train_s(small, H100), rel=0.01)  # whole steps
+    assert estimate_train_s(H100.spec((12, 768), 10_000_000), H100) > estimate_train_s(small, H100)
+
+
+def test_scale_rejects_workloads_beyond_the_trained_positions():
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="positions"):
+        replace(QUICK, max_new_tokens=64)
+
+
+def _rows(best_k: dict[int, int]) -> pd.DataFrame:
+    """Synthetic grid rows whose throughput peaks at ``best_k[batch]``."""
+    rows = []
+    for batch, best in best_k.items():
+        for k in (1, 2, 4, 8, 16):
+            rows.append({"batch_size": batch, "tree_topk": k, "method": "tree" if k > 1 else "chain",
+                         "tokens_per_s": 100.0 * batch - (np.log2(k) - np.log2(best)) ** 2})
+    return pd.DataFrame(rows)
+
+
+def test_collapse_plans_width_from_the_fitted_law():
+    ctx = Context(replace_scale(collapse_batch_sizes=(256,)), None, None, {}, "cpu", "float32", Path("p"))
+    widths, source = planned_widths(ctx, _rows({1: 16, 4: 8, 16: 4, 64: 2}))   # k* = 16 B^-1/2
+    assert source == "law" and widths == {256: 1}
+    assert ctx.results["collapse"]["topk_batch_fit"]["law"] == "topk_batch"
+
+
+def test_collapse_falls_back_to_the_measured_optimum_when_the_law_is_degenerate():
+    ctx = Context(replace_scale(collapse_batch_sizes=(64,)), None, None, {}, "cpu", "float32", Path("p"))
+    widths, source = planned_widths(ctx, _rows({1: 4, 2: 4}))
+    assert source == "empirical" and widths == {64: 4} and "not fitted" in ctx.notes[0]
+
+
+def replace_scale(**changes):
+    from dataclasses import replace
+
+    return replace(H100, **changes)
+
+
+def test_dry_run_lists_models_and_estimates():
+    result = CliRunner().invoke(app, ["experiment", "suite", "--only", "throughput", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "L12-H768-T50M-s0" in result.stdout and "estimated training time" in result.stdout
+    listing = CliRunner().invoke(app, ["experiment", "--list"])
+    assert all(name in listing.stdout for name in ("pretrain-tokens", "collapse", "suite --only acceptance"))
+    assert set(SCALES) == {"h100", "quick"}

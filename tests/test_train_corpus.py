@@ -1,0 +1,159 @@
+"""Corpus builder and tokenizer: split by file, provenance hashes, uint16 shards, reuse, caps, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdlaws.errors import ConfigError, InputError
+from sdlaws.train.corpus import CorpusConfig, build_corpus, load_corpus
+from sdlaws.train.tokenizer import EOS_TOKEN, check_vocab_size, to_hf_tokenizer, train_tokenizer
+
+#: Small, stable standard-library modules: real Python source for a corpus that builds in about a second.
+STDLIB_MODULES = ["abc", "bisect", "colorsys", "copy", "fnmatch", "genericpath", "glob", "heapq", "keyword",
+                  "linecache", "numbers", "opcode", "operator", "posixpath", "queue", "reprlib", "sched",
+                  "shlex", "stat", "string", "textwrap", "this", "token", "tty", "types", "uu", "weakref",
+                  "contextlib", "dataclasses", "fractions", "functools", "graphlib", "gzip", "hmac", "ipaddress",
+                  "locale", "pprint", "random", "secrets", "statistics"]
+SMALL_CONFIG = dict(vocab_size=320, test_fraction=0.25, tokenizer_sample_bytes=300_000)
+
+
+def make_source_dir(root: Path) -> Path:
+    """Copy the :data:`STDLIB_MODULES` that exist in this Python into ``root/src`` (plus one duplicate)."""
+    src = root / "src"
+    (src / "pkg").mkdir(parents=True)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    copied = [shutil.copy(stdlib / f"{m}.py", src / f"{m}.py")
+              for m in STDLIB_MODULES if (stdlib / f"{m}.py").is_file()]
+    assert len(copied) >= 20
+    shutil.copy(src / "heapq.py", src / "pkg" / "heapq_copy.py")  # same content: must be deduplicated
+    (src / "empty.py").write_text("")
+    (src / "special.py").write_text(f"EOS = {EOS_TOKEN!r}  # the separator's text inside a file\n")
+    return src
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    return make_source_dir(tmp_path_factory.mktemp("corpus_src"))
+
+
+@pytest.fixture(scope="module")
+def corpus(source_dir, tmp_path_factory):
+    config = CorpusConfig(sources=(str(source_dir),), **SMALL_CONFIG)
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "c", config, progress=False)
+
+
+def _documents(corpus, split: str) -> list[list[int]]:
+    """Token ids of each file of ``split``, cut at the EOS separators."""
+    ids = np.asarray(corpus.tokens(split)).astype(int)
+    cuts = np.flatnonzero(ids == corpus.eos_id)
+    assert len(ids) and ids[-1] == corpus.eos_id  # every file, the last included, is followed by EOS
+    return [ids[a + 1:b].tolist() for a, b in zip(np.r_[-1, cuts[:-1]], cuts)]
+
+
+def test_split_is_by_file_and_shards_round_trip(corpus, source_dir):
+    files = corpus.manifest["files"]
+    splits = {f["split"] for f in files}
+    assert splits == {"train", "test"}
+    tokenizer = corpus.tokenizer()
+    for split in ("train", "test"):
+        listed = [f for f in files if f["split"] == split]
+        docs = _documents(corpus, split)
+        assert len(docs) == len(listed) == corpus.manifest["splits"][split]["num_files"]
+        assert sum(f["num_tokens"] for f in listed) == corpus.num_tokens(split) == len(corpus.tokens(split))
+        for entry, doc in zip(listed, docs):  # uint16 ids decode back to exactly the file's text
+            text = (source_dir / entry["label"].split("/", 1)[1]).read_text()
+            assert tokenizer.decode(doc) == text
+            assert entry["num_tokens"] == len(doc) + 1
+
+
+def test_manifest_hashes_and_dedup(corpus, source_dir):
+    m = corpus.manifest
+    for entry in m["files"]:
+        data = (source_dir / entry["label"].split("/", 1)[1]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["num_bytes"]
+    assert m["skipped"]["duplicate"] == 1 and m["skipped"]["empty"] == 1
+    eos_count = sum(int((np.asarray(corpus.tokens(s)) == corpus.eos_id).sum()) for s in ("train", "test"))
+    assert eos_count == len(m["files"])   # EOS only between files, even for special.py
+    assert len({e["sha256"] for e in m["files"]}) == len(m["files"])
+    for split in ("train", "test"):
+        shard = (corpus.path / f"{split}.bin").read_bytes()
+        assert hashlib.sha256(shard).hexdigest() == m["splits"][split]["sha256"]
+    assert m["tokenizer"]["sha256"] == hashlib.sha256((corpus.path / "tokenizer.json").read_bytes()).hexdigest()
+    assert m["versions"]["tokenizers"] and m["created_utc"]
+
+
+def test_build_is_deterministic_and_reused(corpus, source_dir, tmp_path):
+    config = CorpusConfig(sources=(str(source_dir),), **SMALL_CONFIG)
+    again = build_corpus(tmp_path / "again", config, progress=False)
+    assert again.sha256 == corpus.sha256
+    assert [f["split"] for f in again.manifest["files"]] == [f["split"] for f in corpus.manifest["files"]]
+    assert build_corpus(corpus.path, config, progress=False).sha256 == corpus.sha256  # reused, not rebuilt
+    with pytest.raises(ConfigError, match="other settings"):
+        build_corpus(corpus.path, CorpusConfig(sources=(str(source_dir),), **{**SMALL_CONFIG, "seed": 1}))
+
+
+def test_token_cap_keeps_a_prefix_of_the_seeded_order(corpus, source_dir, tmp_path):
+    capped = build_corpus(tmp_path / "capped", CorpusConfig(sources=(str(source_dir),), max_tokens=2_000,
+                                                            **SMALL_CONFIG), progress=False)
+    assert 2_000 <= capped.num_tokens("train") < corpus.num_tokens("train")
+    full = [f["sha256"] for f in corpus.manifest["files"]]
+    kept = [f["sha256"] for f in capped.manifest["files"]]
+    assert kept == full[:len(kept)]
+    assert capped.manifest["skipped"]["over_cap"] == len(full) - len(kept)
+
+
+def test_load_rejects_truncated_shard(corpus, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(corpus.path, broken)
+    with open(broken / "train.bin", "r+b") as fh:
+        fh.truncate(10)
+    with pytest.raises(InputError, match="train.bin"):
+        load_corpus(broken)
+    with pytest.raises(InputError, match="manifest"):
+        load_corpus(tmp_path)
+
+
+def test_bad_inputs_raise_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        build_corpus(tmp_path / "x", CorpusConfig(sources=(str(tmp_path / "missing"),)))
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "a.py").write_text("x = 1\n")
+    with pytest.raises(InputError, match="at least 2"):
+        build_corpus(tmp_path / "y", CorpusConfig(sources=(str(tmp_path / "only"),)))
+    with pytest.raises(ConfigError, match="vocab"):
+        check_vocab_size(70_000)
+    with pytest.raises(ConfigError, match="test fraction"):
+        CorpusConfig(test_fraction=1.5).check()
+
+
+def test_extra_text_files_are_read_whole(source_dir, tmp_path):
+    import gzip
+
+    prose = tmp_path / "prose.txt.gz"
+    prose.write_bytes(gzip.compress(("A dictionary entry. " * 5000).encode()))
+    c = build_corpus(tmp_path / "c", CorpusConfig(sources=(str(source_dir),), extra=(str(prose),),
+                                                  max_file_bytes=50_000, **SMALL_CONFIG), progress=False)
+    entry = next(f for f in c.manifest["files"] if f["label"] == "extra:prose.txt.gz")
+    assert entry["num_bytes"] == 100_000  # decompressed, and exempt from max_file_bytes
+
+
+def test_tokenizer_trains_and_round_trips_through_transformers():
+    texts = ["def add(a, b):\n    return a + b\n", "class Point:\n    x: int = 0\n"] * 50
+    tok = train_tokenizer(texts, vocab_size=300)
+    assert tok.get_vocab_size() <= 300 and tok.token_to_id(EOS_TOKEN) == 0
+    hf = to_hf_tokenizer(tok)
+    ids = hf("def add(x, y):\n    return x")["input_ids"]
+    assert hf.decode(ids) == "def add(x, y):\n    return x"
+    assert hf.eos_token_id == hf.pad_token_id == 0 and max(ids) < 300
+
+
+def test_manifest_is_plain_json(corpus):
+    json.dumps(corpus.to_dict())
+    assert "files" not in corpus.to_dict() and corpus.summary().startswith("corpus ")

@@ -1,0 +1,130 @@
+"""Trainer: loss falls, log-spaced checkpoints with metadata, exact resume, concurrent == alone, HF loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sdlaws.errors import ConfigError, InputError
+from sdlaws.train.corpus import CorpusConfig, build_corpus
+from sdlaws.train.families import FAMILIES, ModelSpec, family_specs, format_tokens, parse_tokens
+from sdlaws.train.trainer import (METADATA_FILE, TokenWindows, TrainConfig, list_checkpoints, lr_factor,
+                                  train_family)
+from test_train_corpus import SMALL_CONFIG, make_source_dir
+
+CONFIG = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.1)  # 128 tokens per step
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer")
+    return build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **SMALL_CONFIG),
+                        progress=False)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_loss_falls_and_checkpoints_land_at_log_spaced_tokens(corpus, tmp_path):
+    spec = ModelSpec(layers=1, hidden_size=32, tokens=60 * 128, checkpoints=4, first_checkpoint_tokens=128, lr=1e-2)
+    result = train_family([spec], corpus, tmp_path, CONFIG, progress=False)
+    ckpts = result.checkpoints[spec.name]
+    assert [c.tokens for c in ckpts] == [s * 128 for s in spec.checkpoint_steps(128)] == [128, 512, 1920, 7680]
+    assert [c.path.name for c in ckpts] == [f"step-{c.tokens}" for c in ckpts]
+    assert list_checkpoints(tmp_path / spec.name) == ckpts
+    losses = [c.metadata["train_loss"] for c in ckpts]
+    assert losses[-1] < losses[0] - 0.5, losses  # from ~ln(320) = 5.8 nats down
+    meta = json.loads((ckpts[-1].path / METADATA_FILE).read_text())
+    assert meta["params"] == sum(p.numel() for p in _weights(ckpts[-1].path).values()) == spec.params(corpus.vocab_size)
+    assert meta["non_embedding_params"] == spec.params(corpus.vocab_size) - corpus.vocab_size * 32
+    assert (meta["layers"], meta["hidden_size"], meta["pretrain_tokens"], meta["seed"]) == (1, 32, 7680, 0)
+    assert meta["corpus_sha256"] == corpus.sha256 and meta["git_sha"] and meta["versions"]["torch"]
+    assert meta["corpus_manifest_sha256"] == hashlib.sha256((corpus.path / "manifest.json").read_bytes()).hexdigest()
+    assert meta["stopped_early"] is False and meta["dtype"] == "float32"
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    spec = ModelSpec(layers=1, hidden_size=32, tokens=12 * 128, checkpoints=2, first_checkpoint_tokens=3 * 128)
+    straight = train_family([spec], corpus, tmp_path / "a", CONFIG, progress=False).final(spec.name)
+    first = train_family([spec], corpus, tmp_path / "b", CONFIG, until_tokens=6 * 128, progress=False)
+    assert first.stopped_early and [c.tokens for c in first.checkpoints[spec.name]] == [384, 768]
+    assert first.final(spec.name).metadata["stopped_early"] is True
+    resumed = train_family([spec], corpus, tmp_path / "b", CONFIG, progress=False).final(spec.name)
+    assert resumed.tokens == straight.tokens == 12 * 128
+    a, b = _weights(straight.path), _weights(resumed.path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    again = train_family([spec], corpus, tmp_path / "b", CONFIG, progress=False)  # finished: nothing to do
+    assert again.final(spec.name).metadata == resumed.metadata
+    with pytest.raises(ConfigError, match="other settings"):
+        train_family([spec], corpus, tmp_path / "b", TrainConfig(seq_len=32, batch_size=8, device="cpu"))
+
+
+def test_concurrent_models_see_the_same_tokens_as_alone(corpus, tmp_path):
+    small = ModelSpec(layers=1, hidden_size=32, tokens=5 * 128)
+    other = ModelSpec(layers=2, hidden_size=32, tokens=8 * 128, seed=1)
+    together = train_family([small, other], corpus, tmp_path / "both", CONFIG, progress=False)
+    alone = train_family([small], corpus, tmp_path / "alone", CONFIG, progress=False)
+    a, b = _weights(together.final(small.name).path), _weights(alone.final(small.name).path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert together.final(other.name).tokens == 8 * 128
+
+
+def test_time_limit_saves_what_was_reached(corpus, tmp_path):
+    spec = ModelSpec(layers=1, hidden_size=32, tokens=50 * 128)
+    result = train_family([spec], corpus, tmp_path, TrainConfig(seq_len=32, batch_size=4, device="cpu",
+                                                                time_limit_s=0.0), progress=False)
+    assert result.stopped_early and result.checkpoints[spec.name] == []
+    with pytest.raises(InputError, match="no checkpoint"):
+        result.final(spec.name)
+
+
+def test_checkpoint_loads_as_a_hugging_face_model(corpus, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = ModelSpec(layers=1, hidden_size=32, tokens=2 * 128)
+    path = train_family([spec], corpus, tmp_path, CONFIG, progress=False).final(spec.name).path
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    ids = tok("def f(x):\n    return", return_tensors="pt").input_ids
+    assert model(ids).logits.shape == (1, ids.shape[1], corpus.vocab_size)
+    assert model.config.max_position_embeddings == CONFIG.seq_len and tok.eos_token_id == corpus.eos_id
+
+
+def test_windows_are_seeded_contiguous_slices():
+    tokens = np.arange(1000, dtype=np.uint16)
+    windows = TokenWindows(tokens, seq_len=16, batch_size=3, seed=7)
+    batch = windows.batch(5)
+    assert batch.shape == (3, 17) and batch.dtype == np.int64
+    assert np.array_equal(batch, windows.batch(5)) and not np.array_equal(batch, windows.batch(6))
+    assert (np.diff(batch, axis=1) == 1).all()
+    with pytest.raises(InputError, match="fewer than one window"):
+        TokenWindows(tokens[:10], seq_len=16, batch_size=1, seed=0)
+
+
+def test_schedule_and_checkpoint_spacing():
+    factors = [lr_factor(s, 100, 0.1, 0.1) for s in range(100)]
+    assert factors[9] == 1.0 and factors[0] == pytest.approx(0.1) and factors[-1] == pytest.approx(0.1, abs=1e-3)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    steps = ModelSpec(4, 256, tokens=80_000_000, checkpoints=8).checkpoint_steps(65_536)
+    assert steps[-1] == round(80_000_000 / 65_536) and steps == sorted(set(steps)) and len(steps) == 8
+    ratios = np.diff(np.log(steps[1:]))
+    assert np.allclose(ratios, ratios.mean(), rtol=0.2)  # log-spaced (first steps are rounded)
+
+
+def test_specs_families_and_token_parsing():
+    assert ModelSpec(2, 128, tokens=30_000_000).name == "L2-H128-T30M-s0"
+    assert {(s.layers, s.hidden_size) for s in family_specs("depth", tokens=1000)} == set(FAMILIES["depth"])
+    assert parse_tokens("1.5k") == 1500 and parse_tokens("80M") == 80_000_000 and parse_tokens("2e6") == 2_000_000
+    assert format_tokens(150_000_000) == "150M"
+    with pytest.raises(ConfigError, match="unknown family"):
+        family_specs("nope", tokens=1)
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelSpec(2, 100, tokens=1, heads=3)
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_tokens("lots")
