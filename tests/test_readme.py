@@ -23,3 +23,22 @@ def test_schema_table_lists_every_column():
     missing = [c.name for table in schema.TABLES.values() for c in table if f"`{c.name}`" not in README]
     assert not missing, f"README 'CSV schema' misses {missing}"
 
+
+
+def test_quickstart_main_job_runs_on_shipped_data(tmp_path, monkeypatch):
+    """Every `sdlaws ...` step of the quick start's main job succeeds on the data in this repository."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from sdlaws.cli import app
+
+    main_cmd = _block_after("<!-- quickstart:main -->")
+    steps = [s for s in main_cmd.split(" && ") if s.startswith("sdlaws ")]
+    assert steps, "the quick start's main job runs no sdlaws command"
+    monkeypatch.chdir(ROOT)  # the commands use repository-relative paths
+    for step in steps:
+        args = [str(tmp_path) if a == "out/quickstart" else a for a in shlex.split(step)[1:]]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, f"{step}\n{result.output}"
+    assert list(tmp_path.glob("*.json")) and list(tmp_path.glob("*.png"))
