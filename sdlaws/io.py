@@ -10,10 +10,12 @@ import csv
 import fcntl
 import glob
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from sdlaws import schema
@@ -141,6 +143,24 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def plain(value: Any) -> Any:
+    """``value`` with numpy/pandas values turned into plain, JSON-safe Python (non-finite floats -> None).
+
+    Dicts and lists are converted recursively; a DataFrame becomes a list of row dicts.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return [plain(r) for r in value.to_dict(orient="records")]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _jsonable(value: Any) -> Any:

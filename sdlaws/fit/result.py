@@ -193,7 +193,7 @@ class FitResult:
         """Plain, JSON-safe dict (NaN stored as null); :meth:`from_dict` inverts it exactly."""
         draws = None if self.draws is None else {"columns": list(self.draws.columns),
                                                  "data": self.draws.to_numpy().tolist()}
-        return _json_safe({"format": FIT_FORMAT, "law": self.law, "params": self.params.to_dict(),
+        return io.plain({"format": FIT_FORMAT, "law": self.law, "params": self.params.to_dict(),
                            "cov": self.cov.to_numpy().tolist(), "nobs": self.nobs, "x": list(self.x), "y": self.y,
                            "group": self.group, "method": self.method, "draws": draws, "gof": self.gof,
                            "meta": self.meta})
@@ -231,16 +231,3 @@ def load_fit(path: str | Path) -> FitResult | dict[Any, FitResult]:
         fits = [FitResult.from_dict(d) for d in data["fits"]]
         return {f.group: f for f in fits}
     raise InputError(f"{path}: not an sdlaws fit JSON (format {fmt!r}); write one with `sdlaws fit ... --out DIR`")
-
-
-def _json_safe(value: Any) -> Any:
-    """Recursively convert numpy scalars to Python and non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sdlaws import io
+
 
 def fmt(value: Any) -> str:
     """Short human format: integers and 100..1e5 without decimals, others with 3 significant digits (``2.73e+08``)."""
@@ -27,21 +29,6 @@ def fmt(value: Any) -> str:
     if 100 <= abs(value) < 1e5:
         return f"{float(value):.0f}"
     return f"{float(value):.3g}"
-
-
-def _plain(value: Any) -> Any:
-    """Convert numpy / pandas values inside ``value`` to plain Python types."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, pd.DataFrame):
-        return [_plain(r) for r in value.to_dict(orient="records")]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 @dataclass(frozen=True)
@@ -111,7 +98,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (JSON-ready); the curve is a list of records."""
-        return _plain(dict(quantity=self.quantity, value=self.value, unit=self.unit, objective=self.objective,
+        return io.plain(dict(quantity=self.quantity, value=self.value, unit=self.unit, objective=self.objective,
                            ci=self.ci, ci_kind=self.ci_kind, level=self.level, speedup=self.speedup,
                            speedup_ci=self.speedup_ci, settings=self.settings, warnings=self.warnings,
                            inputs=self.inputs, curve=self.curve if self.curve is not None else None))
@@ -177,7 +164,7 @@ class PlanSet:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (JSON-ready)."""
-        return _plain(dict(title=self.title, plans=[p.to_dict() for p in self.plans], tables=self.tables,
+        return io.plain(dict(title=self.title, plans=[p.to_dict() for p in self.plans], tables=self.tables,
                            inputs=self.inputs, warnings=self.warnings))
 
     def to_frame(self) -> pd.DataFrame:
