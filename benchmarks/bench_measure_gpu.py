@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from sdlaws import io, rates
@@ -58,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", type=Path, default=Path("out/bench_measure_gpu"))
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdlaws-bench",
+                   help="scratch folder for --train-quick's corpus and models (kept out of --out)")
     args = p.parse_args(argv)
     if not args.train_quick and not (args.target and args.draft):
         p.error("pass --target and --draft, or --train-quick")
@@ -150,7 +153,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     spec_csv, steps_csv = args.out / "spec.csv", args.out / "steps.csv"
-    target, draft = (train_quick_pair(args.out / "train", args.train_seconds) if args.train_quick
+    target, draft = (train_quick_pair(args.work, args.train_seconds) if args.train_quick
                      else (args.target, args.draft))
     hw = measure_hardware(args.device, dtype=args.dtype)
     io.save_json(hw, args.out / "hw.json")
