@@ -104,13 +104,15 @@ def model(
 
 
 def experiment(
-    name: Annotated[str, typer.Argument(help="Experiment name, or 'suite' for several sharing one training run "
-                                             "(`--list` shows them).", show_default=False)] = "",
+    name: Annotated[str, typer.Argument(help="Experiment name, 'suite' for several sharing one training run "
+                                             "(`--list` shows them), or 'report' to fit and report committed "
+                                             "measurements.", show_default=False)] = "",
     work: Annotated[Path, typer.Option(help="Scratch directory for the corpus and models (reused on re-runs).")]
     = Path("runs/experiments"),
     out: Annotated[Optional[Path], typer.Option(
         help="Spec CSV of one experiment (default: measurements/NAME.csv); for 'suite', a directory "
-             "(default: measurements/).")] = None,
+             "(default: measurements/); for 'report', the results directory (default: docs/results; the "
+             "markdown report is written beside it, e.g. docs/results.md).")] = None,
     only: Annotated[Optional[str], typer.Option(help="suite: comma-separated experiments or groups "
                                                      "(acceptance, throughput); default: all.")] = None,
     budget_s: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds (default: 480 at the H100 "
@@ -124,8 +126,10 @@ def experiment(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the models, token budgets and time estimates; "
                                                             "train and measure nothing.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+    measurements: Annotated[Path, typer.Option(help="report: directory of suite outputs (acceptance/, "
+                                                    "throughput/, bench/).")] = Path("measurements"),
 ) -> None:
-    """Run an experiment of issue 5 end to end: build the corpus, train the models, measure, write CSVs."""
+    """Run an experiment of issue 5 end to end (corpus, training, measurements, CSVs), or report on the results."""
     from sdlaws import experiments
 
     if list_:
@@ -133,6 +137,11 @@ def experiment(
         return
     if not name:
         raise ConfigError("name an experiment (or 'suite'); `sdlaws experiment --list` shows them")
+    if name == "report":
+        from sdlaws.experiments.report import write_report
+
+        typer.echo(write_report(measurements, out or Path("docs/results")).summary())
+        return
     names = experiments.resolve_names(name, only)
     plan = experiments.plan(names, scale="quick" if quick else "h100", work=work, out=out, budget_s=budget_s,
                             corpus_dir=corpus_dir, device=device, suite=name == "suite")
