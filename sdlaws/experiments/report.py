@@ -662,7 +662,8 @@ def serving_choices(topk: pd.DataFrame, predict: _Predictor) -> list[dict[str, A
 
 def _scope(m: dict[str, Any]) -> dict[str, Any]:
     """What was measured: device, dates, models (parameters, final token budgets), corpus, workload."""
-    spec = pd.concat([m[k] for k in ("pretrain", "depth", "plane", "topk", "collapse", "heldout")], ignore_index=True)
+    spec = pd.concat([m[k] for k in ("pretrain", "depth", "depth_full", "plane", "topk", "collapse", "heldout")],
+                     ignore_index=True)
     ppl = pd.concat([m["plane_ppl"], m["pair_ppl"]], ignore_index=True)
     runs = ppl.assign(run=ppl["model_name"].str.replace(r"/step-\d+$", "", regex=True))
     final_tokens = runs.groupby("run")["model_pretrain_tokens"].max()
