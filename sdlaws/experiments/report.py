@@ -25,6 +25,7 @@ the report's numbers.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -62,7 +63,7 @@ FILES = {
     "plane": "acceptance/ppl-plane.csv", "plane_ppl": "acceptance/ppl.csv", "acceptance_run": "acceptance/run.json",
     "topk": "throughput/topk-batch.csv", "collapse": "throughput/collapse.csv", "heldout": "throughput/heldout.csv",
     "step": "throughput/step.csv", "pair_ppl": "throughput/ppl.csv", "throughput_run": "throughput/run.json",
-    "hardware": "bench/hw-h100.json", "bench_steps": "bench/steps-*.csv",
+    "hardware": "bench/hw-h100.json", "bench_steps": "bench/steps-*.csv", "manifest": "corpus-manifest.json.gz",
 }
 _SHAPE_NAME = re.compile(r"L(\d+)-H(\d+)")
 
@@ -88,6 +89,10 @@ def load_measurements(root: str | Path) -> dict[str, Any]:
         out["files"].update({str(p.relative_to(root)): _sha256(p) for p in paths})
         if rel.endswith(".json"):
             out[key] = load_hardware(paths[0]) if key == "hardware" else io.load_json(paths[0])
+            continue
+        if rel.endswith(".json.gz"):
+            with gzip.open(paths[0], "rt") as fh:
+                out[key] = json.load(fh)
             continue
         df = io.read_measurements(paths, table=tables.get(key, "spec"), ok_only=True)
         out[key] = df if key in tables else rates.derive(df)
@@ -237,6 +242,29 @@ def training_run(run: dict[str, Any], model_name: str) -> dict[str, Any]:
     return {"run": key, "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
             "warmup_tokens": warmup, "num_in_warmup": sum(c["pretrain_tokens"] <= warmup for c in checkpoints),
             "stopped_early": bool(checkpoints[-1].get("stopped_early"))}
+
+
+def ppl_sample(manifest: dict[str, Any], ppl: pd.DataFrame, run: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """What the perplexities were measured on: the first ``num_eval_tokens`` of the held-out split.
+
+    The split is written file by file in manifest order (EOS after each file), so the manifest tells which files
+    the sample holds. Also compares ``model_name``'s last training loss (``run.json``) with its held-out NLL.
+    """
+    num_eval = int(ppl["num_eval_tokens"].max())
+    covered, files = 0, []
+    for f in (f for f in manifest["files"] if f["split"] == "test"):
+        if covered >= num_eval:
+            break
+        files.append(f)
+        covered += int(f["num_tokens"]) + 1  # + the EOS written after the file
+    largest = max(files, key=lambda f: f["num_tokens"])
+    row = ppl[ppl["model_name"].astype(str).eq(str(model_name))].iloc[-1]
+    key = Path(str(model_name)).parent.name
+    return {"num_eval_tokens": num_eval, "num_files": len(files),
+            "test_split_tokens": int(manifest["splits"]["test"]["num_tokens"]),
+            "largest_file": largest["label"], "largest_share": min(1.0, largest["num_tokens"] / num_eval),
+            "model": short_name(model_name), "train_loss_nats": float(run["train"]["checkpoints"][key][-1]["train_loss"]),
+            "heldout_nll_nats": float(row["nll_sum_nats"] / row["num_eval_tokens"])}
 
 
 def _worst(verdicts) -> str:
@@ -774,6 +802,7 @@ def build_report(measurements: str | Path, *, n_boot: int = N_BOOT, seed: int = 
         sections[key].data["setup"] = _pair(m[frame])
     draft = m["pretrain"].loc[m["pretrain"]["method"].ne("ar"), "draft_name"].iloc[0]
     sections["thm11"].data["training_run"] = training_run(m["acceptance_run"], draft)
+    target = m["topk"]["target_name"].iloc[0]
     drafts = [d for d in m["heldout"]["draft_name"].dropna().astype(str).unique() if d.strip()]
     acceptance = acceptance_inputs(m["topk"], sections["plane"].fits["sdsl_ppl_plane"][0], m["pair_ppl"], drafts)
     predict = _Predictor(sections["roofline"].fits["roofline_calibration"][0].hardware, vocab, acceptance)
@@ -781,7 +810,8 @@ def build_report(measurements: str | Path, *, n_boot: int = N_BOOT, seed: int = 
     sections["roofline"].data["verify_cost"] = _verify_cost(m["step"], predict.hw, vocab)
     pair = acceptance[str(m["topk"].loc[m["topk"]["method"].eq("chain"), "draft_name"].iloc[0])]
     data = {"format": REPORT_FORMAT, "sdlaws_version": __version__, "git_sha": git_sha(), "inputs": m["files"],
-            "settings": {"level": 1 - ALPHA, "n_boot": n_boot, "seed": seed}, "scope": _scope(m),
+            "settings": {"level": 1 - ALPHA, "n_boot": n_boot, "seed": seed},
+            "scope": {**_scope(m), "ppl_sample": ppl_sample(m["manifest"], m["pair_ppl"], m["throughput_run"], target)},
             **{key: section.data for key, section in sections.items()},
             "acceptance_inputs": {short_name(k): {"alpha": v.alpha, "source": v.source, "warnings": list(v.warnings),
                                                   "rank_rates": None if v.rank_rates is None else
@@ -1274,4 +1304,16 @@ def _md_limits(d: dict) -> list[str]:
             f"- Single runs: {s['num_configurations']} configurations, each measured "
             + ("once" if s["repeats_per_configuration"] == 1 else f"{s['repeats_per_configuration']} times")
             + "; intervals cover the fit, not run-to-run variation.",
+            _md_ppl_limit(s["ppl_sample"]),
             "- Published coefficients compared here are secondary [S] digests (see `data/README.md`)."]
+
+
+def _md_ppl_limit(p: dict) -> str:
+    """The perplexity sample: few files, one dominating, near-duplicates of training files."""
+    return (f"- Perplexities are measured on the first {_tok(p['num_eval_tokens'])} tokens of the "
+            f"{_tok(p['test_split_tokens'])}-token held-out split: {p['num_files']} files, "
+            f"{_pct(100 * p['largest_share'])} of its tokens from one generated file (`{p['largest_file']}`); the split removes "
+            "exact duplicates only, so near-copies of training files (e.g. generated `transformers` model files) "
+            f"remain. This is the likely reason held-out NLL is far below the training loss ({p['model']}: "
+            f"{_f(p['heldout_nll_nats'])} vs {_f(p['train_loss_nats'])} nats per token). Every model is scored on the "
+            "same sample, so perplexities compare models with each other, not with other corpora.")
