@@ -60,3 +60,21 @@ def test_bfloat16_runs_and_counts(tiny_llama):
     assert [len(t) for t in tokens] == [64] * 12
     assert sum(stats.num_accepted_per_pos) == stats.num_accepted_tokens
     assert stats.draft_time_s > 0 and stats.total_time_s > stats.verify_time_s
+
+
+def test_fused_element_kernels_match_eager():
+    """The Triton-compiled element-wise kernels of the fast path compute the eager functions (bf16 tolerance)."""
+    from sdlaws.measure.fastpath import element_kernels
+
+    eager, fused = element_kernels(False), element_kernels(True)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for rows in (1, 7):  # shape-polymorphic: a second shape must not need another code path
+        qk = torch.randn(rows, 3, 10, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+        cos, sin = (torch.randn(rows, 3, 1, 64, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in "cs")
+        torch.testing.assert_close(fused.rotary(qk, cos, sin), eager.rotary(qk, cos, sin), atol=2e-2, rtol=2e-2)
+        x, d = (torch.randn(rows, 3, 256, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in "xd")
+        w = torch.randn(256, device="cuda", dtype=torch.bfloat16, generator=gen)
+        for got, want in zip(fused.add_rms_norm(x, d, w, 1e-5), eager.add_rms_norm(x, d, w, 1e-5)):
+            torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
+        gu = torch.randn(rows, 3, 512, device="cuda", dtype=torch.bfloat16, generator=gen)
+        torch.testing.assert_close(fused.silu_mul(gu), eager.silu_mul(gu), atol=2e-2, rtol=2e-2)

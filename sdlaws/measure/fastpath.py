@@ -14,6 +14,7 @@ tensors), so the engine's :class:`~sdlaws.measure.kvcache.SlotCache` keeps ownin
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import torch
@@ -62,6 +63,8 @@ class FastDecoderLM(torch.nn.Module):
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
         self.eps = cfg.rms_norm_eps
         base = model.model
+        # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
+        self.kernels = element_kernels(next(model.parameters()).device.type == "cuda")
         self.layers = [self._fuse(layer) for layer in base.layers]
         weight = next(model.parameters())
         rot = base.rotary_emb  # inv_freq already carries rope scaling (e.g. llama3); attention_scaling too
@@ -108,15 +111,17 @@ class FastDecoderLM(torch.nn.Module):
         # GQA without copying K/V: fold the `groups` query heads of a KV head into the query axis
         mask = attention_mask.unsqueeze(2).expand(bsz, 1, groups, n, attention_mask.shape[-1])
         mask = mask.reshape(bsz, 1, groups * n, -1)
-        for layer, cache_layer in zip(self.layers, past_key_values.layers):
-            h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
-            x = x + self._attention(layer, cache_layer, h, cos, sin, mask, groups)
-            h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
-            gate, up = F.linear(h, layer.gate_up_w).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down_w)
+        k = self.kernels
+        h = F.rms_norm(x, (x.shape[-1],), self.layers[0].ln1, self.eps)
+        next_norms = [layer.ln1 for layer in self.layers[1:]] + [hf.norm.weight]
+        for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
+            x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
+                                  self.eps)
+            mlp = F.linear(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w)
+            x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
         if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.hf_model.lm_head(F.rms_norm(x, (x.shape[-1],), hf.norm.weight, self.eps))
+            h = h[:, -logits_to_keep:]
+        logits = self.hf_model.lm_head(h)
         return CausalLMOutputWithPast(logits=logits)  # the same output type as the HF forward it replaces
 
     def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
@@ -124,7 +129,7 @@ class FastDecoderLM(torch.nn.Module):
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
         qk, v = qkv[:, :, : heads + kv_heads], qkv[:, :, heads + kv_heads:]
-        qk = qk * cos + _rotate_half(qk) * sin  # rotary on q and k together
+        qk = self.kernels.rotary(qk, cos, sin)  # on q and k together
         q, k = qk[:, :, :heads], qk[:, :, heads:]
         keys, values = cache_layer.update(k.transpose(1, 2), v.transpose(1, 2))  # (B, kv_heads, S, D)
         # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
@@ -134,6 +139,34 @@ class FastDecoderLM(torch.nn.Module):
         return F.linear(out, layer.o_w, layer.o_b)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, HF half-split layout: ``qk * cos + rotate_half(qk) * sin``; ``cos``/``sin`` broadcast."""
+    half = qk.shape[-1] // 2
+    return qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+
+
+def _add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """Residual add and the RMSNorm of its result: ``(x + delta, rms_norm(x + delta) * weight)``."""
+    x = x + delta
+    return x, F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation of the fused gate/up projection ``(..., 2F)`` -> ``(..., F)``."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@functools.lru_cache(maxsize=2)
+def element_kernels(fused: bool) -> SimpleNamespace:
+    """The element-wise pieces of a layer, eager or each compiled into one fused kernel.
+
+    On CUDA each would otherwise be several tiny kernels (rotary 5, add + RMSNorm 2, SwiGLU 2), whose fixed
+    per-kernel cost is ~20% of a batch-1 decode step of an 8B model (profile in ``docs/benchmarks.md``).
+    Only these small functions are compiled (shape-polymorphic, no graph breaks): the matmuls, attention and
+    KV-cache writes stay eager, so a compiler problem cannot reach the cache bookkeeping.
+    """
+    fns = {"rotary": _rotary, "add_rms_norm": _add_rms_norm, "silu_mul": _silu_mul}
+    if fused:
+        fns = {name: torch.compile(fn, dynamic=True, fullgraph=True) for name, fn in fns.items()}
+    return SimpleNamespace(**fns)
