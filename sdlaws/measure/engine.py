@@ -72,7 +72,7 @@ class DecodeConfig:
         Capture the decode phases as CUDA graphs on a CUDA device (ignored on CPU).
     fused_forward : bool
         Run Llama/Mistral/Qwen2 models through :class:`sdlaws.measure.fastpath.FastDecoderLM` (same function,
-        ~3x fewer kernels per layer); other architectures always use their Hugging Face forward.
+        far fewer kernels per layer); other architectures always use their Hugging Face forward.
 
     """
 
