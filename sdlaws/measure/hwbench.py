@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -217,29 +216,6 @@ def _prefilled_cache(model, batch: int, kv_len: int, cache_len: int, gen):
     return cache
 
 
-def _graphed(fn: Callable[[], Any], device: str) -> Callable[[], Any]:
-    """``fn`` captured as a CUDA graph (returns ``graph.replay``); ``fn`` itself on CPU or if capture fails."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return fn
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):  # warm-up on a side stream, as torch.cuda.graph capture requires
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            fn()
-    except RuntimeError as exc:
-        warnings.warn(f"CUDA graph capture of the forward failed ({' '.join(str(exc).split())[:200]}); "
-                      "timing eager forwards instead", stacklevel=2)
-        return fn
-    return graph.replay
-
-
 def _wall_median_s(fn: Callable[[], Any], device: str, repeats: int, warmup: int) -> float:
     """Median wall seconds of ``fn()`` with a device synchronisation on both sides of each call."""
     import torch
@@ -265,13 +241,17 @@ def forward_time_s(model, cache, cache_len: int, batch: int, tokens: int, kv_len
     """
     import torch
 
+    from sdlaws.measure.graphs import PhaseRunner
+
     device = str(next(model.parameters()).device)
     gen = torch.Generator(device=device).manual_seed(seed)
     inputs = _forward_inputs(model, batch, kv_len, tokens, cache_len, cache, gen)
 
     def step():
         model(**inputs)
-    fn = _graphed(step, device) if cuda_graphs else step
+    # the engine's own capture recipe (side-stream warm-up, eager fallback if capture fails)
+    fn = PhaseRunner(step, [], use_graph=cuda_graphs and device.startswith("cuda"), name="timed forward")
+    fn.prepare()  # capture outside the timed calls
     return _wall_median_s(fn, device, repeats, warmup)
 
 
