@@ -5,6 +5,23 @@ A message says what is wrong (naming the file, column or option) and how to fix 
 """
 
 
+import sys
+
+#: Longest ``error`` cell written for a failed measurement row.
+MAX_ERROR_CHARS = 500
+
+
+def error_cell(exc: BaseException) -> str:
+    """``Type: message`` on one line, capped at :data:`MAX_ERROR_CHARS`: the ``error`` cell of a failed row.
+
+    A CUDA out-of-memory error is labelled ``out of memory`` (torch is looked up, never imported, here).
+    """
+    torch = sys.modules.get("torch")
+    oom = torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+    kind = "out of memory" if oom else type(exc).__name__
+    return f"{kind}: {' '.join(str(exc).split())}"[:MAX_ERROR_CHARS]
+
+
 class SdlawsError(Exception):
     """Base class: an error whose message is written for the user."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdlaws import io
+from sdlaws.errors import error_cell
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name, load_model,
                                    resolve_device)
@@ -314,7 +315,7 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
                     model, cache, cache_len, batch, tokens, sweep.kv_len, repeats=sweep.num_repeats, warmup=sweep.num_warmup,
                     cuda_graphs=sweep.cuda_graphs, seed=sweep.seed))
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory at a large batch; record and go on
-                row.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500])
+                row.update(status="failed", error=error_cell(exc))
             on_row(row)
             rows.append(row)
     return rows

@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
 
 from sdlaws import io, rates
-from sdlaws.errors import ConfigError
+from sdlaws.errors import ConfigError, error_cell
 from sdlaws.measure.config import MeasureConfig, stable_run_id
 from sdlaws.measure.models import ModelInfo, device_name, load_model, resolve_device
 from sdlaws.measure.prompts import PromptSet, load_prompts, select_texts, tokenize_prompts
 from sdlaws.provenance import provenance
-
-#: Longest ``error`` cell written for a failed configuration (characters).
-MAX_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,7 @@ class _Sweep:
             return self.loader(spec, dtype=self.config.dtype, device=self.device,
                                trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
         except Exception as exc:  # noqa: BLE001 - any load failure becomes failed rows, the sweep goes on
-            reason = f"cannot load {spec}: {_one_line(exc)}"
+            reason = f"cannot load {spec}: {error_cell(exc)}"
         _free_memory(self.device)
         return reason
 
@@ -233,7 +230,7 @@ class _Sweep:
             row.update(stats.to_row(), status="ok", error="", num_prompts=sum(map(len, batches)))
             self.result.num_ok += 1
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
-            row.update(status="failed", error=_one_line(exc))
+            row.update(status="failed", error=error_cell(exc))
             self.result.failures.append((run.label, row["error"]))
         _free_memory(self.device)  # after the except block, so the traceback no longer pins tensors
         io.append_row(self.out, row, "spec")
@@ -318,15 +315,6 @@ def lookup_perplexity(table: dict[str, float], name: str) -> float | None:
     if name in table:
         return table[name]
     return table.get(os.path.realpath(name)) if os.path.exists(name) else None
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, capped at :data:`MAX_ERROR_CHARS` (the ``error`` cell)."""
-    import torch
-
-    text = " ".join(str(exc).split())
-    kind = "out of memory" if isinstance(exc, torch.cuda.OutOfMemoryError) else type(exc).__name__
-    return f"{kind}: {text}"[:MAX_ERROR_CHARS]
 
 
 def _free_memory(device: str) -> None:
