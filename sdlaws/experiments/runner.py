@@ -202,6 +202,8 @@ def _prompts(plan: Plan, corpus: Corpus) -> Path:
 def _train(plan: Plan, corpus: Corpus, device: str, deadline: float | None, result: RunResult, console,
            progress: bool) -> TrainResult:
     """Train every model of the plan, cut to leave the measurements their reserved time."""
+    from sdlaws.measure.models import free_device_memory
+
     s = plan.scale
     limit = None if deadline is None else max(0.0, deadline - time.monotonic() - plan.reserve_s - MARGIN_S)
     config = TrainConfig(seq_len=s.seq_len, batch_size=s.batch_size, device=device, data_seed=s.seed,
@@ -212,21 +214,10 @@ def _train(plan: Plan, corpus: Corpus, device: str, deadline: float | None, resu
     trained = train_family(plan.models, corpus, plan.work / s.name / f"models-{corpus.sha256[:8]}", config,
                            progress=progress)
     result.timings_s["train"] = time.monotonic() - started
-    _release_cuda_cache()
+    free_device_memory(device)  # training's cached blocks back before timing memory-sensitive kernels
     log_line(console, f"training done in {result.timings_s['train']:.0f} s"
              + (" (some models stopped before their budget)" if trained.stopped_early else ""))
     return trained
-
-
-def _release_cuda_cache() -> None:
-    """Give the training activations' cached blocks back (measurements time memory-sensitive kernels)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _measure(name: str, result: RunResult, console) -> None:

@@ -160,6 +160,19 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def free_device_memory(device: str) -> None:
+    """On CUDA, collect garbage (decoder workspaces and training steps hold reference cycles) and return cached
+    blocks to the driver, so the next configuration (or the one after an OOM) starts from free memory; no-op on
+    CPU."""
+    import gc
+
+    import torch
+
+    if device.startswith("cuda"):
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def device_name(device: str) -> str:
     """Human-readable device name for provenance: the GPU name, or ``"cpu"``."""
     import torch

@@ -8,7 +8,6 @@ setting, a model that does not load) becomes a ``status=failed`` row with the re
 
 from __future__ import annotations
 
-import gc
 import math
 import operator
 import os
@@ -21,7 +20,7 @@ from typing import Any, Callable, Literal, Protocol
 from sdlaws import io, rates
 from sdlaws.errors import ConfigError, error_cell
 from sdlaws.measure.config import MeasureConfig, stable_run_id
-from sdlaws.measure.models import ModelInfo, device_name, load_model, resolve_device
+from sdlaws.measure.models import ModelInfo, device_name, free_device_memory, load_model, resolve_device
 from sdlaws.measure.prompts import PromptSet, load_prompts, select_texts, tokenize_prompts
 from sdlaws.provenance import provenance
 
@@ -194,9 +193,9 @@ class _Sweep:
                 self._measure(run, target, info, draft[0], draft[2], prompts)
                 bar.advance(task)
             del draft
-            _free_memory(self.device)
+            free_device_memory(self.device)
         del target
-        _free_memory(self.device)
+        free_device_memory(self.device)
 
     def _load(self, spec: str):
         """(model, tokenizer, info), or the one-line reason it failed to load."""
@@ -205,7 +204,7 @@ class _Sweep:
                                trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
         except Exception as exc:  # noqa: BLE001 - any load failure becomes failed rows, the sweep goes on
             reason = f"cannot load {spec}: {error_cell(exc)}"
-        _free_memory(self.device)
+        free_device_memory(self.device)
         return reason
 
     def _prompts(self, tokenizer, info: ModelInfo) -> PromptSet:
@@ -232,7 +231,7 @@ class _Sweep:
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
             row.update(status="failed", error=error_cell(exc))
             self.result.failures.append((run.label, row["error"]))
-        _free_memory(self.device)  # after the except block, so the traceback no longer pins tensors
+        free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
         io.append_row(self.out, row, "spec")
 
     def _decode(self, run: RunConfig, target, draft, batches: list[list[list[int]]]):
@@ -315,13 +314,3 @@ def lookup_perplexity(table: dict[str, float], name: str) -> float | None:
     if name in table:
         return table[name]
     return table.get(os.path.realpath(name)) if os.path.exists(name) else None
-
-
-def _free_memory(device: str) -> None:
-    """On CUDA, collect garbage (decoder workspaces hold reference cycles) and return cached blocks to the
-    driver, so that the next configuration (or the one after an OOM) starts from free memory; no-op on CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        gc.collect()
-        torch.cuda.empty_cache()
