@@ -203,6 +203,10 @@ def _forward_inputs(model, batch: int, start: int, num: int, cache_len: int, cac
                 position_ids=positions[None].expand(batch, num), past_key_values=cache, use_cache=True)
 
 
+#: Tokens (batch x positions) per forward when filling a timing cache.
+PREFILL_TOKENS = 65536
+
+
 def _prefilled_cache(model, batch: int, kv_len: int, cache_len: int, gen):
     """A static KV cache of ``cache_len`` slots whose first ``kv_len`` hold random-token keys/values.
 
@@ -212,8 +216,12 @@ def _prefilled_cache(model, batch: int, kv_len: int, cache_len: int, gen):
     from sdlaws.measure.kvcache import SlotCache
 
     cache = SlotCache(model.config.get_text_config().num_hidden_layers, cache_len)
-    # logits_to_keep=1: fill the cache without the (B, kv_len, vocab) logits of every prompt position
-    model(**_forward_inputs(model, batch, 0, kv_len, cache_len, cache, gen), logits_to_keep=1)
+    # Fill in chunks of positions so that activations stay bounded at large batch x kv_len (batch 256 x 2048
+    # tokens in one pass would need tens of GB); logits_to_keep=1 skips the (B, chunk, vocab) logits.
+    chunk = max(1, PREFILL_TOKENS // batch)
+    for start in range(0, kv_len, chunk):
+        num = min(chunk, kv_len - start)
+        model(**_forward_inputs(model, batch, start, num, cache_len, cache, gen), logits_to_keep=1)
     return cache
 
 

@@ -64,6 +64,17 @@ SHAPES: dict[str, dict[str, Any]] = {
                           max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
                           rope_scaling=_LLAMA3_ROPE_8K, tie_word_embeddings=False,
                           bos_token_id=128000, eos_token_id=128001),
+    # meta-llama/Llama-3.2-3B config.json
+    "llama-3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                         num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                         max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=500000.0,
+                         rope_scaling={**_LLAMA3_ROPE_8K, "factor": 32.0}, tie_word_embeddings=True,
+                         bos_token_id=128000, eos_token_id=128001),
+    # mistralai/Mistral-7B-v0.3 config.json
+    "mistral-7b": dict(model_type="mistral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=32768,
+                       max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
+                       sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
     # Qwen/Qwen2.5-0.5B config.json
     "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
@@ -79,6 +90,11 @@ SHAPES: dict[str, dict[str, Any]] = {
                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
                        max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0,
                        tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151643),
+    # Qwen/Qwen2.5-32B config.json (65.5 GB in bf16: the largest common dense shape that fits one H200 with its cache)
+    "qwen2.5-32b": dict(model_type="qwen2", hidden_size=5120, intermediate_size=27648, num_hidden_layers=64,
+                        num_attention_heads=40, num_key_value_heads=8, vocab_size=152064,
+                        max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                        tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151643),
     # HuggingFaceTB/SmolLM2-135M config.json
     "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
