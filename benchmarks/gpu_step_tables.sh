@@ -10,13 +10,13 @@
 set -uo pipefail
 out=${OUT:?set OUT to the output folder}
 csv=${1:-$out/steps.csv}
-hw=$(mktemp -d)  # one profile JSON per shape, gathered into $out/hw.jsonl at the end
 batches=1,2,4,8,16,32,64,128,256
 tokens=1,2,3,4,6,8,12,16,24,32
 step() {  # model kv tokens
   local name=${1#random:}
   python3 -m sdlaws measure hardware --model "$1" --kv "$2" --tokens "$3" --batch "$batches" --repeats 10 \
-    --out "$hw/${name}-kv$2.json" --timing-out "$csv" 2>&1 | grep -v "^\s*$" | tail -n 3
+    --out "$out/hw.json" --timing-out "$csv" 2>&1 | grep -v "^\s*$" | tail -n 3
+  python3 -c "import json; print(json.dumps(json.load(open('$out/hw.json'))))" >> "$out/hw.jsonl"  # one line per shape
 }
 step random:llama-3.1-8b 512 "$tokens"
 step random:llama-3.2-1b 512 "$tokens"
@@ -26,4 +26,4 @@ step random:llama-3.2-3b 512 "$tokens"
 step random:qwen2.5-7b 512 "$tokens"
 step random:mistral-7b 512 "$tokens"
 step random:qwen2.5-32b 512 1,2,3,4,6,8,12,16
-for f in "$hw"/*.json; do python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$f"; done > "$out/hw.jsonl"
+rm -f "$out/hw.json"
