@@ -13,10 +13,10 @@ csv=${1:-$out/steps.csv}
 batches=1,2,4,8,16,32,64,128,256
 tokens=1,2,3,4,6,8,12,16,24,32
 step() {  # model kv tokens
-  local name=${1#random:}
   python3 -m sdlaws measure hardware --model "$1" --kv "$2" --tokens "$3" --batch "$batches" --repeats 10 \
     --out "$out/hw.json" --timing-out "$csv" 2>&1 | grep -v "^\s*$" | tail -n 3
-  python3 -c "import json; print(json.dumps(json.load(open('$out/hw.json'))))" >> "$out/hw.jsonl"  # one line per shape
+  python3 -c "import json; print(json.dumps({**json.load(open('$out/hw.json')), 'model_name': '$1'}))" \
+    >> "$out/hw.jsonl"  # the device profile measured before this shape
 }
 step random:llama-3.1-8b 512 "$tokens"
 step random:llama-3.2-1b 512 "$tokens"
