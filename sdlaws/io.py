@@ -84,7 +84,8 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], table: str = "spec"
     List or dict values are stored as JSON. Keys outside the schema are rejected so that a typo cannot create
     a column silently.
     """
-    names = [c.name for c in schema.columns(table)]
+    cols = schema.columns(table)
+    names = [c.name for c in cols]
     unknown = sorted(set(row) - set(names))
     if unknown:
         raise InputError(f"{path}: unknown column(s) {unknown} for table {table!r}; see sdlaws.schema")
@@ -97,13 +98,26 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], table: str = "spec"
         if header is None:
             header = names
             csv.writer(fh).writerow(header)
-        elif set(header) != set(names):
-            raise InputError(f"{path}: header does not match the {table!r} schema; write to a new file")
+        else:
+            _check_header(path, header, cols, row, table)
         cells = [_cell(row.get(name)) for name in header]
         fh.seek(0, os.SEEK_END)
         csv.writer(fh).writerow(cells)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _check_header(path: Path, header: list[str], cols: list[schema.Column], row: dict[str, Any], table: str) -> None:
+    """:class:`InputError` unless ``row`` fits an existing file's header.
+
+    A file written before a defaulted column existed lacks it; a row whose value there is empty or the default
+    loses nothing by leaving it out, any other value would be silently dropped.
+    """
+    missing = [c for c in cols if c.name not in header]
+    lossy = [c.name for c in missing if c.default is None or row.get(c.name) not in (None, c.default)]
+    if set(header) - {c.name for c in cols} or lossy:
+        extra = f" (it has no column {', '.join(lossy)})" if lossy else ""
+        raise InputError(f"{path}: header does not match the {table!r} schema{extra}; write to a new file")
 
 
 def _cell(value: Any) -> Any:

@@ -14,6 +14,9 @@ Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py`
   ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first).
 - ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
   prompt set, max_new_tokens and gpu (NaN when no such baseline was measured).
+
+Synthetic-acceptance rows (``acceptance_source == "synthetic"``) get the same rates; their acceptance is the
+profile they were run with. :func:`acceptance_profile` derives such a profile from measured counts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import json
 
 import numpy as np
 import pandas as pd
+
+from sdlaws.errors import InputError
 
 #: Columns that identify the AR baseline of a speculative row (same workload, same machine).
 BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "max_new_tokens", "gpu_name"]
@@ -59,6 +64,57 @@ def alpha_from_tau(tau: float, gamma: int) -> float:
 def expected_tokens_positions(cond_rates) -> float:
     """tau from per-position conditional rates alpha_1..alpha_gamma: ``1 + sum_i prod_{j<=i} alpha_j`` (formulas.md §6.1)."""
     return 1.0 + float(np.sum(np.cumprod(np.asarray(cond_rates, dtype=float))))
+
+
+def expected_tokens_profile(profile, gamma: int) -> float:
+    """Expected tokens per step of a chain of ``gamma`` drafts under an acceptance profile (rank 0 only).
+
+    ``1 + sum_{d=1..gamma} prod_{i<=d} q[i-1][0]`` (:func:`expected_tokens_positions` of the rank-0 column);
+    a missing or empty row counts as 0. ``profile`` as in :mod:`sdlaws.measure.profile`.
+    """
+    rank0 = [row[0] if len(row) else 0.0 for row in profile[:gamma]]
+    return expected_tokens_positions(rank0 + [0.0] * (gamma - len(rank0)))
+
+
+def acceptance_profile(rows: pd.DataFrame | pd.Series | dict, depth: int,
+                       topk: int = 1) -> tuple[tuple[float, ...], ...]:
+    """Acceptance profile ``q`` (``depth`` rows of at most ``topk`` ranks) from measured ``spec`` counts.
+
+    For synthetic-acceptance timing runs that should accept like a measured pair (``sdlaws measure
+    --acceptance-profile``). Depth ``d`` accepts with the conditional rate ``a_d = per_pos[d-1] / per_pos[d-2]``
+    (``per_pos[-1] := num_drafts``; 0 when depth ``d - 1`` was never reached), split over ranks by the shares of
+    ``num_accepted_per_rank``: ``q[d-1][r] = a_d * per_rank[r] / sum(per_rank)`` for ``r < topk``. Without rank
+    counts (chains) the rows hold rank 0 only: ``q[d-1] = (a_d,)``.
+
+    Approximations: the rank shares are pooled over depths, so they are assumed equal at every depth; and the
+    measured tree's budget is baked in (a rank it did not draft counted as a rejection), so the profile
+    reproduces that tree shape's acceptance best. A DataFrame's counts are summed over its rows (pass ok rows of
+    one pair and one configuration).
+
+    Raises
+    ------
+    InputError
+        No drafts, or fewer per-position counts than ``depth``.
+    """
+    frame = pd.DataFrame([rows]) if isinstance(rows, (dict, pd.Series)) else rows
+    drafts = float(frame["num_drafts"].sum())
+    per_pos = _summed_lists(frame["num_accepted_per_pos"])
+    if drafts <= 0 or len(per_pos) < depth:
+        raise InputError(f"acceptance_profile needs num_drafts > 0 and num_accepted_per_pos for {depth} depth(s); "
+                         f"got {drafts:g} drafts and {len(per_pos)} position(s)")
+    reached = [drafts, *per_pos[: depth - 1]]
+    accept = [a / n if n > 0 else 0.0 for a, n in zip(per_pos[:depth], reached)]
+    per_rank = _summed_lists(frame["num_accepted_per_rank"]) if "num_accepted_per_rank" in frame else []
+    total = sum(per_rank)
+    shares = [c / total for c in per_rank[:topk]] if total > 0 else [1.0]
+    return tuple(tuple(a * share for share in shares) for a in accept)
+
+
+def _summed_lists(cells: pd.Series) -> list[float]:
+    """Element-wise sum of JSON/list cells (shorter lists zero-padded)."""
+    lists = [_per_pos(c) for c in cells]
+    width = max(map(len, lists), default=0)
+    return [sum(values[i] for values in lists if i < len(values)) for i in range(width)]
 
 
 def _per_pos(cell) -> list[float]:

@@ -15,7 +15,9 @@ Three tables, each a list of :class:`Column`:
 
 Conventions (``../shared/reference/style.md``): units in names (``_s``, ``_bytes``), ``num_`` on counts,
 provenance on every row. A row whose ``status`` is ``"failed"`` keeps its configuration and ``error`` and may
-leave counts and timings empty; it is never dropped.
+leave counts and timings empty; it is never dropped. ``acceptance_source`` tells measured acceptance
+(``"target"``) from synthetic-acceptance timing runs (``"synthetic"``: accept/reject drawn from
+``acceptance_profile``), which never enter acceptance-law fits.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ Kind = Literal["provenance", "variable", "count", "timing", "status"]
 
 @dataclass(frozen=True)
 class Column:
-    """One CSV column: name, dtype (``"str" | "int" | "float" | "json"``), unit, meaning."""
+    """One CSV column: name, dtype (``"str" | "int" | "float" | "json"``), unit, meaning.
+
+    ``default`` (optional columns added after files were written): the value that a file without the column
+    implies; such files stay readable (the column is simply absent, as for any optional column) and rows whose
+    value is the default can still be appended to them (:func:`sdlaws.io.append_row`).
+    """
 
     name: str
     dtype: str
@@ -41,6 +48,7 @@ class Column:
     description: str
     required: bool = True
     unit: str = ""
+    default: str | None = None
 
 
 def _prov() -> list[Column]:
@@ -84,6 +92,15 @@ SPEC_RUN: list[Column] = [
     Column("batch_size", "int", "variable", "sequences decoded together", unit="sequences"),
     Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
     Column("forward_impl", "str", "variable", 'target forward: "fused" (sdlaws fast path) or "hf"', required=False),
+    Column("acceptance_source", "str", "variable",
+           '"target" (the target verified the drafts: measured acceptance) or "synthetic" (every forward pass is '
+           "real but accept/reject is drawn from acceptance_profile: a timing run, never an acceptance "
+           "measurement; `sdlaws fit` leaves these rows out of acceptance fits); absent = target",
+           required=False, default="target"),
+    Column("acceptance_profile", "json", "variable",
+           "synthetic: the profile q as a JSON list of rows, q[d-1][r] = P(target picks the draft's rank-r child "
+           "at depth d | path accepted so far), each row summing to <= 1 (sdlaws.measure.profile); empty for target",
+           required=False, default=""),
     Column("prompt_set", "str", "variable", "prompt set name or file"),
     Column("num_prompts", "int", "count", "prompts decoded"),
     Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),
@@ -135,6 +152,13 @@ def columns(table: str) -> list[Column]:
     if table not in TABLES:
         raise InputError(f"unknown table {table!r}; use one of {sorted(TABLES)}")
     return TABLES[table]
+
+
+def synthetic_acceptance(df: pd.DataFrame) -> pd.Series:
+    """Boolean mask of ``spec`` rows whose acceptance was drawn from a profile (absent or empty = target)."""
+    if "acceptance_source" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["acceptance_source"].eq("synthetic")
 
 
 def detect_table(df: pd.DataFrame) -> str:

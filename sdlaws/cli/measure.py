@@ -55,12 +55,18 @@ def measure(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(help="Capture decode steps as CUDA graphs.")] = True,
     fused_forward: Annotated[bool, typer.Option(help="Fused fast-path forward for Llama/Mistral/Qwen2 models.")] = True,
+    acceptance_profile: Annotated[Optional[str], typer.Option(
+        help="Synthetic acceptance for timing runs (real forwards, accept/reject drawn from the profile; needs "
+             "--temperature 0): rows q[d-1][r] = P(accept the draft's rank-r child at depth d | path so far), "
+             "inline '0.8,0.1;0.7,0.1;0.6' (';' between depths) or a JSON file [[0.8, 0.1], ...] or "
+             "{\"profile\": [[...]], \"source\": \"...\"}.")] = None,
     out: Annotated[Path, typer.Option(help="spec CSV to append to (resumes: ok run ids are skipped).")]
     = Path("measurements/spec.csv"),
 ) -> None:
     """Measure speculative decoding over a grid; one CSV row per configuration (subcommands: ppl, hardware)."""
     if ctx.invoked_subcommand is not None:
         return
+    from sdlaws.measure import profile
     from sdlaws.measure.config import MeasureConfig
     from sdlaws.measure.sweep import expand_grid, run_sweep
 
@@ -73,7 +79,8 @@ def measure(
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
-        fused_forward=fused_forward)
+        fused_forward=fused_forward,
+        acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
     typer.echo(config.summary())
     typer.echo(f"{len(expand_grid(config))} configurations -> {out}")
     typer.echo(run_sweep(config, out).summary())

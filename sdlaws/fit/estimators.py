@@ -27,7 +27,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 from statsmodels.regression.linear_model import OLS, WLS
 
-from sdlaws import __version__, rates
+from sdlaws import __version__, rates, schema
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.fit.bootstrap import bootstrap_linear, bootstrap_refit
 from sdlaws.fit.laws import LAWS, LawSpec, get_law
@@ -111,11 +111,18 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     ConfigError
         Unknown law or wrong number of x columns.
     InputError
-        Missing or non-numeric column, bad weight, x or y outside the law's domain, too few rows.
+        Missing or non-numeric column, bad weight, x or y outside the law's domain, too few rows, or an
+        acceptance fit whose rows are all synthetic-acceptance runs.
+
+    Notes
+    -----
+    Rows with ``acceptance_source == "synthetic"`` (acceptance drawn from a profile, not measured) are left out
+    of acceptance fits, with a note in each result saying how many.
     """
     spec = get_law(law)
     xcols, ycol = _columns(spec, x, y)
-    options = dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed, progress=progress)
+    df, notes = _measured_acceptance(df, spec, [*xcols, ycol])
+    options = dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed, progress=progress, notes=notes)
     if group is None:
         return _fit_one(df, spec, xcols, ycol, **options)
     _require(df, [group])
@@ -160,9 +167,31 @@ def _columns(spec: LawSpec, x, y) -> tuple[tuple[str, ...], str]:
     return xcols, ycol
 
 
+def _measured_acceptance(df: pd.DataFrame, spec: LawSpec, cols: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` without synthetic-acceptance rows when the fit is about acceptance, and the note saying so.
+
+    An acceptance fit has an acceptance rate among its columns or an ``alpha`` parameter (tau_chain,
+    speedup_chain): a synthetic row's acceptance is the profile it was given, so it would fit the profile.
+    """
+    synthetic = schema.synthetic_acceptance(df)
+    acceptance = "alpha" in spec.params or any(c in COUNT_WEIGHTS or c.startswith(POSITION_RATE_PREFIXES)
+                                               for c in cols)
+    if not (acceptance and synthetic.any()):
+        return df, []
+    present = [c for c in cols if c in df.columns]  # a missing column is reported later, by _require
+    values = df.loc[~synthetic, present].apply(pd.to_numeric, errors="coerce")
+    if not values.notna().all(axis=1).any():
+        raise InputError(f"{_sources(df)}: the rows with {', '.join(cols)} are synthetic-acceptance timing runs "
+                         f"(acceptance_source = synthetic) and law {spec.name} fits acceptance; pass rows measured "
+                         "with real acceptance")
+    note = (f"left out {int(synthetic.sum())} synthetic-acceptance row(s) (acceptance_source = synthetic): "
+            "their acceptance was drawn from a profile, not measured")
+    return df[~synthetic], [note]
+
+
 def _fit_one(df: pd.DataFrame, spec: LawSpec, xcols, ycol, *, weight, unit, n_boot, seed, progress,
-             group: tuple[str, Any] | None = None) -> FitResult:
-    """Fit one law to one set of rows (one group), with provenance and optional bootstrap."""
+             notes: Sequence[str] = (), group: tuple[str, Any] | None = None) -> FitResult:
+    """Fit one law to one set of rows (one group), with provenance, ``notes`` and optional bootstrap."""
     data = _select(df, spec, xcols, ycol, weight, unit, group)
     est = (_ols if spec.fitter == "ols" else _nls)(spec, data)
     gof = {**_gof(spec, data, est.resid), **_wald_tests(spec, est.theta, est.cov, len(data.y))}
@@ -170,7 +199,7 @@ def _fit_one(df: pd.DataFrame, spec: LawSpec, xcols, ycol, *, weight, unit, n_bo
     result = FitResult(law=spec.name, params=pd.Series(est.theta, index=names),
                        cov=pd.DataFrame(est.cov, index=names, columns=names), nobs=len(data.y), x=tuple(xcols),
                        y=ycol, group=None if group is None else group[1], method=est.method, gof=gof,
-                       meta={**_meta(data, xcols, unit, group), "notes": est.notes})
+                       meta={**_meta(data, xcols, unit, group), "notes": [*notes, *est.notes]})
     return _bootstrap(result, spec, data, n_boot, seed, progress) if n_boot else result
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlaws.errors import ConfigError
+from sdlaws.measure import profile
 
 
 def stable_run_id(fields_: dict[str, Any]) -> str:
@@ -23,7 +24,9 @@ class MeasureConfig:
     """One speculative-decoding sweep: the grid (models x gamma x top-k x batch x temperature) and its workload.
 
     Every target gets an ``ar`` baseline row per (batch size, temperature); every draft gets a ``chain`` row
-    (top-k 1) or a ``tree`` row (top-k > 1, depth gamma, budget top-k x gamma nodes) per grid point.
+    (top-k 1) or a ``tree`` row (top-k > 1, depth gamma, budget top-k x gamma nodes) per grid point. With an
+    ``acceptance_profile`` the chain and tree rows are synthetic-acceptance timings (``acceptance_source =
+    "synthetic"``); the ``ar`` rows are unaffected.
     """
 
     targets: tuple[str, ...] = field(metadata={"help": "target model specs (path, hub id[@rev], random:NAME)"})
@@ -46,6 +49,8 @@ class MeasureConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub"})
     cuda_graphs: bool = field(default=True, metadata={"help": "capture forward passes as CUDA graphs"})
     fused_forward: bool = field(default=True, metadata={"help": "fused fast-path forward for Llama/Mistral/Qwen2"})
+    acceptance_profile: profile.Profile | None = field(default=None, metadata={
+        "help": "synthetic acceptance: q[d-1][r] per depth and sibling rank (sdlaws.measure.profile); None = real"})
 
     def __post_init__(self) -> None:
         """Normalise lists to tuples and the dtype name; :class:`ConfigError` for impossible values."""
@@ -71,10 +76,23 @@ class MeasureConfig:
         if self.ppl_file is not None and not Path(self.ppl_file).is_file():
             raise ConfigError(f"--ppl {self.ppl_file}: no such file; run `sdlaws measure ppl` first")
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        if self.acceptance_profile is not None:
+            self._check_profile()
+
+    def _check_profile(self) -> None:
+        """Normalise the profile; it must cover the deepest gamma and needs greedy decoding (fail before loading)."""
+        object.__setattr__(self, "acceptance_profile", profile.normalize(self.acceptance_profile))
+        if any(t != 0 for t in self.temperatures):
+            raise ConfigError(f"--acceptance-profile needs --temperature 0 (synthetic decisions replace sampling), "
+                              f"got {list(self.temperatures)}")
+        profile.check_depth(self.acceptance_profile, max(self.gammas))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-type dict of every field (lists for tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Plain-type dict of every field (lists for tuples; the profile as its JSON text)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.acceptance_profile is not None:
+            out["acceptance_profile"] = profile.to_json(self.acceptance_profile)
+        return out
 
     def summary(self) -> str:
         """Aligned ``field: value`` lines, echoed at the start of a sweep."""

@@ -19,6 +19,12 @@ Verification rules (both exact: the output is distributed as the target's own de
 - ``temperature > 0``, tree: candidates are the draft's deterministic top-k, so the target samples a token at
   every node and the walk follows it while the tree has it (:func:`sdlaws.measure.tree.walk`).
 
+Synthetic acceptance (``DecodeConfig.acceptance_profile``, temperature 0; not lossless by design): every forward
+pass, tree, mask and cache operation is the real one, but the draft's top-k log-probabilities are replaced by the
+profile's (so the tree is EAGLE-2's tree for the profile, the same every step) and the target's choice at each
+node is drawn from the profile (:meth:`_Workspace._synthetic_choice`): acceptance is set, not measured, for timing
+runs of models whose weights cannot produce it (random weights at realistic scale).
+
 Each step every unfinished row commits its accepted draft tokens plus one target token; a row that has its
 ``max_new_tokens`` is frozen (its counters stop) while the others finish. Timings use ``time.perf_counter`` with
 ``torch.cuda.synchronize()`` at every region boundary on CUDA.
@@ -34,7 +40,7 @@ from typing import Literal
 import torch
 
 from sdlaws.errors import ConfigError
-from sdlaws.measure import fastpath, sampling, tree
+from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
 from sdlaws.measure.kvcache import SlotCache, block_mask
 
@@ -73,6 +79,10 @@ class DecodeConfig:
     fused_forward : bool
         Run Llama/Mistral/Qwen2 models through :class:`sdlaws.measure.fastpath.FastDecoderLM` (same function,
         far fewer kernels per layer); other architectures always use their Hugging Face forward.
+    acceptance_profile : tuple of tuple of float, or None
+        Synthetic acceptance: ``q[d-1][r]`` = P(the target picks the draft's rank-``r`` child at depth ``d`` | path
+        accepted so far), one row per depth (:mod:`sdlaws.measure.profile`); None = the target verifies.
+        Needs temperature 0 and a draft; nested lists are converted to tuples.
 
     """
 
@@ -85,6 +95,14 @@ class DecodeConfig:
     seed: int = 0
     cuda_graphs: bool = True
     fused_forward: bool = True
+    acceptance_profile: profile.Profile | None = None
+
+    def __post_init__(self) -> None:
+        """Nested lists of a profile become tuples (the config stays hashable); values are checked in _validate."""
+        rows = self.acceptance_profile
+        if isinstance(rows, (list, tuple)):
+            object.__setattr__(self, "acceptance_profile",
+                               tuple(tuple(r) if isinstance(r, (list, tuple)) else r for r in rows))
 
     @property
     def depth(self) -> int:
@@ -271,6 +289,8 @@ def _validate(target, draft, cfg: DecodeConfig, max_prompt_len: int) -> None:
         raise ConfigError("max_new_tokens and max_prompt_len must be >= 1")
     if cfg.method != "ar":
         _validate_draft(target, draft, cfg)
+    if cfg.acceptance_profile is not None:
+        _validate_profile(cfg)
     for model in (target, draft):
         attn = getattr(model.config, "_attn_implementation", None) if model is not None else None
         if attn not in (None, *MASKED_ATTENTION):
@@ -304,6 +324,17 @@ def _validate_draft(target, draft, cfg: DecodeConfig) -> None:
         raise ConfigError(f"tree_topk={cfg.tree_topk} exceeds the vocabulary size {vocab_t}")
     if next(target.parameters()).device != next(draft.parameters()).device:
         raise ConfigError("target and draft are on different devices; move both to the same device")
+
+
+def _validate_profile(cfg: DecodeConfig) -> None:
+    """Synthetic acceptance needs valid rows, a draft, greedy decoding (decisions replace sampling), a row per depth."""
+    profile.normalize(cfg.acceptance_profile)
+    if cfg.method == "ar":
+        raise ConfigError("acceptance_profile needs a draft (method 'chain' or 'tree'); 'ar' accepts nothing")
+    if cfg.temperature != 0:
+        raise ConfigError(f"acceptance_profile needs temperature 0 (synthetic decisions replace sampling), "
+                          f"got {cfg.temperature}")
+    profile.check_depth(cfg.acceptance_profile, cfg.depth)
 
 
 def _forward_model(model, config: DecodeConfig):
@@ -345,6 +376,7 @@ class _Workspace:
         self.depth, self.budget = cfg.depth, cfg.budget
         self.topk = cfg.tree_topk if cfg.method == "tree" else 1
         self.chain_sampling = cfg.method == "chain" and cfg.temperature > 0
+        self.synthetic = cfg.acceptance_profile is not None and cfg.method != "ar"
         # Draft tokens the draft re-reads each step: with k = 1 its cache already holds the accepted chain
         # (pending: the last draft token and the bonus); a tree path was written at tree slots, so re-read it.
         self.num_refeed = 2 if self.topk == 1 else self.depth + 1
@@ -376,7 +408,8 @@ class _Workspace:
         self.per_pos = torch.zeros(self.depth, **long)
         self.per_rank = torch.zeros(self.topk if self.cfg.method == "tree" else 0, **long)
         rand_cols = (2 * self.depth + 1) if self.chain_sampling else self.num_verify
-        self.rand = torch.zeros(batch, rand_cols if self.cfg.temperature > 0 else 0, device=device)
+        drawn = self.cfg.temperature > 0 or self.synthetic  # synthetic decisions draw one uniform per node
+        self.rand = torch.zeros(batch, rand_cols if drawn else 0, device=device)
         # Verify block written by the draft phase: root + budget nodes.
         self.block_token = torch.zeros(batch, self.budget, **long)
         self.block_depth = torch.zeros(batch, self.num_verify, **long)
@@ -389,9 +422,27 @@ class _Workspace:
         if self.shape is not None:
             self.node_depth = self.shape.node_depth(device)
             self.node_rank = self.shape.node_rank(device)
+        if self.synthetic:
+            self._allocate_profile(device)
         self.steps = torch.arange(max(self.num_refeed, self.num_verify, self.depth + 1, self.tree_cols),
                                   device=device)
         self.causal = torch.ones(self.prompt_width, self.prompt_width, dtype=torch.bool, device=device).tril()
+
+    def _allocate_profile(self, device: torch.device) -> None:
+        """Synthetic-acceptance tables, built once so the phases stay static and free of host syncs.
+
+        ``profile_logq`` ``(depth, k)``: draft log-score of the rank-``r`` child at depth ``d + 1`` (row ``d``),
+        ``log q`` floored at 1e-9 so zero-probability ranks stay finite and rank last. ``profile_cdf``
+        ``(depth + 1, k)``: row ``d`` = cumulative ``q`` over ranks for the children of a depth-``d`` node; the
+        last row (deepest nodes, no children) is zeros, i.e. always "reject". Ranks past ``k`` are never in the
+        tree, so dropping them leaves their mass to rejection, as it should.
+        """
+        q = torch.zeros(self.depth + 1, self.topk, dtype=torch.float32)
+        for d, row in enumerate(self.cfg.acceptance_profile[: self.depth]):
+            ranks = row[: self.topk]
+            q[d, : len(ranks)] = torch.tensor(ranks, dtype=torch.float32)
+        self.profile_logq = q[: self.depth].clamp(min=1e-9).log().to(device)
+        self.profile_cdf = q.cumsum(dim=1).to(device)
 
     def release(self) -> None:
         """Drop the CUDA graphs and caches now (breaks the runner -> bound method -> workspace cycle)."""
@@ -516,7 +567,9 @@ class _Workspace:
         """Children of each node from its draft logits ``(B, f, V)``: ``(B, f, k)`` tokens and log-probs.
 
         Top-k by draft probability, except for a chain at temperature > 0, whose single child is sampled from
-        the draft (its distribution is kept for :func:`sampling.leviathan_accept`).
+        the draft (its distribution is kept for :func:`sampling.leviathan_accept`). With an acceptance profile the
+        tokens are the draft's real top-k but their log-probs are the profile's (``profile_logq[level]``), so
+        the tree grown and selected from them is EAGLE-2's tree for the profile, the same at every step.
         """
         if self.chain_sampling:
             q = sampling.probs(logits[:, 0], self.cfg.temperature)  # (B, V)
@@ -524,6 +577,8 @@ class _Workspace:
             token = sampling.sample(q, self.rand[:, level])
             return token[:, None, None], q.gather(1, token[:, None]).log()[:, None]
         top = sampling.log_probs(logits, self.cfg.temperature).topk(self.topk, dim=-1)
+        if self.synthetic:
+            return top.indices, self.profile_logq[level].expand_as(top.values)
         return top.indices, top.values
 
     # ---------------------------------------------------------------- verify phase
@@ -546,15 +601,33 @@ class _Workspace:
         else:
             u = self.rand[:, : self.num_verify] if self.cfg.temperature > 0 else None
             choice = sampling.choose(logits, self.cfg.temperature, u)  # (B, n) target token after each node
-            taken = tree.walk(choice, block, self.block_depth, self.block_parent, depth)
+            followed = self._synthetic_choice(block) if self.synthetic else choice
+            taken = tree.walk(followed, block, self.block_depth, self.block_parent, depth)
             path = tree.accepted_path(taken, self.block_depth, depth)
             accepted = taken.sum(dim=1) - 1
-            bonus = choice.gather(1, path.gather(1, accepted[:, None])).squeeze(1)
+            bonus = choice.gather(1, path.gather(1, accepted[:, None])).squeeze(1)  # the target's own token
             if self.per_rank.numel():
                 counted = taken & active[:, None] & (self.block_depth > 0)  # accepted draft nodes of live rows
                 self.per_rank.scatter_add_(0, self.block_rank.flatten(), counted.flatten().long())
         accepted = accepted * active
         self._commit(block, path, accepted, bonus, active, root_slot)
+
+    def _synthetic_choice(self, block: torch.Tensor) -> torch.Tensor:
+        """``(B, n)`` token the acceptance profile makes the target pick after each block node; -1 = reject.
+
+        Node ``j`` at depth ``d`` picks sibling rank ``r`` with probability ``q[d][r]`` (its uniform
+        ``rand[:, j]`` against the cumulative row; none with the rest of the mass, or at the deepest level), and
+        its choice is the token of its rank-``r`` child when the verify block holds that child (a child the
+        budget left out cannot be accepted). Along a path the uniforms are independent, so depth ``d`` is
+        accepted with probability ``q[d-1][r]`` given the path so far.
+        """
+        n = self.num_verify
+        rank = (self.rand[:, :n, None] >= self.profile_cdf[self.block_depth]).sum(dim=2)  # (B, n); k = none
+        child = ((self.block_parent[:, None, :] == self.steps[:n, None])  # [b, j, i]: node i's parent is j,
+                 & (self.block_rank[:, None, :] == rank[:, :, None])  # i has the picked rank,
+                 & (self.block_depth[:, None, :] == self.block_depth[:, :, None] + 1))  # and is not the root
+        index = child.long().argmax(dim=2)  # (B, n) the unique such child, if any
+        return torch.where(child.any(dim=2), block.gather(1, index), -1)
 
     def _commit(self, block: torch.Tensor, path: torch.Tensor, accepted: torch.Tensor, bonus: torch.Tensor,
                 active: torch.Tensor, root_slot: torch.Tensor) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal, Protocol
 
 from sdlaws import io, rates
 from sdlaws.errors import ConfigError, error_cell
+from sdlaws.measure import profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
 from sdlaws.measure.models import ModelInfo, device_name, free_device_memory, load_model, resolve_device
 from sdlaws.measure.prompts import PromptSet, load_prompts, select_texts, tokenize_prompts
@@ -69,8 +70,14 @@ def engine_decoder(target, draft, run: RunConfig, config: MeasureConfig, max_pro
     decode = DecodeConfig(method=run.method, num_spec_tokens=run.num_spec_tokens, tree_topk=run.tree_topk,
                           tree_budget=run.tree_budget if run.method == "tree" else None,
                           temperature=run.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed,
-                          cuda_graphs=config.cuda_graphs, fused_forward=config.fused_forward)
+                          cuda_graphs=config.cuda_graphs, fused_forward=config.fused_forward,
+                          acceptance_profile=synthetic_profile(run, config))
     return SpecDecoder(target, draft, decode, max_prompt_len=max_prompt_len)
+
+
+def synthetic_profile(run: RunConfig, config: MeasureConfig) -> profile.Profile | None:
+    """The acceptance profile a run decodes with: the sweep's, except for ``ar`` rows (nothing to accept)."""
+    return None if run.method == "ar" else config.acceptance_profile
 
 
 def expand_grid(config: MeasureConfig) -> list[RunConfig]:
@@ -93,11 +100,17 @@ def expand_grid(config: MeasureConfig) -> list[RunConfig]:
 
 
 def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
-    """Stable id of a configuration on a device: grid point + workload + dtype/seed/label + device name."""
+    """Stable id of a configuration on a device: grid point + workload + dtype/seed/label + device name.
+
+    A synthetic profile enters only when set, so real-acceptance rows keep the ids they always had (old CSVs
+    resume) and ``ar`` baselines are shared between real and synthetic sweeps.
+    """
     workload = {k: getattr(config, k) for k in ("prompts", "num_prompts", "max_new_tokens", "max_prompt_len",
                                                  "chat_template", "dtype", "seed", "experiment", "cuda_graphs",
                                                  "fused_forward")}
-    return stable_run_id({**asdict(run), **workload, "gpu_name": gpu_name})
+    q = synthetic_profile(run, config)
+    synthetic = {} if q is None else {"acceptance_profile": profile.to_json(q)}
+    return stable_run_id({**asdict(run), **workload, **synthetic, "gpu_name": gpu_name})
 
 
 @dataclass
@@ -249,7 +262,7 @@ class _Sweep:
                "seed": c.seed, "experiment": c.experiment, "target_name": run.target, "draft_name": run.draft,
                "method": run.method, "num_spec_tokens": run.num_spec_tokens, "tree_topk": run.tree_topk,
                "tree_budget": run.tree_budget, "batch_size": run.batch_size, "temperature": run.temperature,
-               "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens}
+               "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, **acceptance_columns(run, c)}
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:
@@ -274,6 +287,14 @@ class _Sweep:
             io.append_row(self.out, row, "spec")
             self.result.failures.append((run.label, reason))
             bar.advance(task)
+
+
+def acceptance_columns(run: RunConfig, config: MeasureConfig) -> dict[str, str]:
+    """``acceptance_source`` and ``acceptance_profile`` cells of a run's row (see :data:`sdlaws.schema.SPEC_RUN`)."""
+    q = synthetic_profile(run, config)
+    if q is None:
+        return {"acceptance_source": "target", "acceptance_profile": ""}
+    return {"acceptance_source": "synthetic", "acceptance_profile": profile.to_json(q)}
 
 
 def full_batches(prompts: list[list[int]], batch_size: int) -> list[list[list[int]]]:
