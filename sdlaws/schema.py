@@ -101,6 +101,9 @@ SPEC_RUN: list[Column] = [
            "synthetic: the profile q as a JSON list of rows, q[d-1][r] = P(target picks the draft's rank-r child "
            "at depth d | path accepted so far), each row summing to <= 1 (sdlaws.measure.profile); empty for target",
            required=False, default=""),
+    Column("repeat", "int", "variable", "repeat index of a configuration measured several times after one warm-up "
+           "(--repeats; each repeat decodes the same prompts with fresh sampling draws); absent = 0",
+           required=False, default="0"),
     Column("prompt_set", "str", "variable", "prompt set name or file"),
     Column("num_prompts", "int", "count", "prompts decoded"),
     Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),

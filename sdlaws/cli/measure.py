@@ -55,6 +55,10 @@ def measure(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub.")] = False,
     cuda_graphs: Annotated[bool, typer.Option(help="Capture decode steps as CUDA graphs.")] = True,
     fused_forward: Annotated[bool, typer.Option(help="Fused fast-path forward for Llama/Mistral/Qwen2 models.")] = True,
+    tree_budget: Annotated[Optional[int], typer.Option(
+        help="Most drafted tokens a tree verifies per step [default: top-k x depth].")] = None,
+    repeats: Annotated[int, typer.Option(help="Rows per configuration, each decoding the prompts again after "
+                                               "one warm-up (noise across repeats).")] = 1,
     acceptance_profile: Annotated[Optional[str], typer.Option(
         help="Synthetic acceptance for timing runs (real forwards, accept/reject drawn from the profile; needs "
              "--temperature 0): rows q[d-1][r] = P(accept the draft's rank-r child at depth d | path so far), "
@@ -79,7 +83,7 @@ def measure(
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
-        fused_forward=fused_forward,
+        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
     typer.echo(config.summary())
     typer.echo(f"{len(expand_grid(config))} configurations -> {out}")

@@ -49,6 +49,10 @@ class MeasureConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model code from the hub"})
     cuda_graphs: bool = field(default=True, metadata={"help": "capture forward passes as CUDA graphs"})
     fused_forward: bool = field(default=True, metadata={"help": "fused fast-path forward for Llama/Mistral/Qwen2"})
+    tree_budget: int | None = field(default=None, metadata={
+        "help": "most drafted tokens a tree verifies per step (default: top-k x depth, the whole expansion)"})
+    repeats: int = field(default=1, metadata={
+        "help": "rows per configuration: each repeat decodes the prompts again after the one warm-up"})
     acceptance_profile: profile.Profile | None = field(default=None, metadata={
         "help": "synthetic acceptance: q[d-1][r] per depth and sibling rank (sdlaws.measure.profile); None = real"})
 
@@ -66,6 +70,9 @@ class MeasureConfig:
         _check_ints("batch size", self.batch_sizes, 1)
         _check_ints("num_prompts", (self.num_prompts,), 1)
         _check_ints("max_new_tokens", (self.max_new_tokens,), 1)
+        _check_ints("repeats", (self.repeats,), 1)
+        if self.tree_budget is not None:
+            _check_ints("tree budget", (self.tree_budget,), 1)
         _check_ints("max_prompt_len", (self.max_prompt_len,), 1)
         bad = [t for t in self.temperatures if not (math.isfinite(t) and t >= 0)]
         if bad or not self.temperatures:

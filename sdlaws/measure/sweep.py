@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import reduce
 from itertools import groupby
 from pathlib import Path
@@ -38,6 +38,7 @@ class RunConfig:
     tree_budget: int | None   # drafted tokens verified per step: gamma (chain), topk * depth (tree), None (ar)
     batch_size: int
     temperature: float
+    repeat: int = 0           # repeat index (MeasureConfig.repeats); enters the run id only when > 0
 
     @property
     def label(self) -> str:
@@ -45,7 +46,12 @@ class RunConfig:
         shape = {"ar": "ar", "chain": f"chain g={self.num_spec_tokens}",
                  "tree": f"tree d={self.num_spec_tokens} k={self.tree_topk}"}[self.method]
         draft = f" <- {self.draft}" if self.draft else ""
-        return f"{self.target}{draft} {shape} b={self.batch_size} T={self.temperature:g}"
+        again = f" #{self.repeat}" if self.repeat else ""
+        return f"{self.target}{draft} {shape} b={self.batch_size} T={self.temperature:g}{again}"
+
+    def first(self) -> "RunConfig":
+        """The same grid point's repeat 0 (repeats share one decoder and its warm-up)."""
+        return replace(self, repeat=0)
 
 
 class Decoder(Protocol):
@@ -84,7 +90,8 @@ def expand_grid(config: MeasureConfig) -> list[RunConfig]:
     """All configurations of a sweep, grouped by (target, draft) so each model is loaded once.
 
     Per target: an ``ar`` row per (batch size, temperature), then per draft every (gamma, top-k, batch size,
-    temperature); top-k 1 is a chain of length gamma, top-k > 1 a tree of depth gamma and budget top-k x gamma.
+    temperature); top-k 1 is a chain of length gamma, top-k > 1 a tree of depth gamma and budget top-k x gamma (at most
+    ``config.tree_budget``); each grid point ``config.repeats`` times in a row.
     """
     runs = []
     for target in config.targets:
@@ -94,9 +101,11 @@ def expand_grid(config: MeasureConfig) -> list[RunConfig]:
             for gamma in config.gammas:
                 for k in config.topks:
                     method = "chain" if k == 1 else "tree"
-                    runs += [RunConfig(target, draft, method, gamma, k, gamma * k, b, t)
+                    budget = gamma * k if method == "chain" else min(gamma * k, config.tree_budget or gamma * k)
+                    runs += [RunConfig(target, draft, method, gamma, k, budget, b, t)
                              for b in config.batch_sizes for t in config.temperatures]
-    return list(dict.fromkeys(runs))  # drop exact duplicates (e.g. a target listed twice), keep order
+    runs = list(dict.fromkeys(runs))  # drop exact duplicates (e.g. a target listed twice), keep order
+    return [replace(run, repeat=r) for run in runs for r in range(config.repeats)]
 
 
 def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
@@ -110,7 +119,10 @@ def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
                                                  "fused_forward")}
     q = synthetic_profile(run, config)
     synthetic = {} if q is None else {"acceptance_profile": profile.to_json(q)}
-    return stable_run_id({**asdict(run), **workload, **synthetic, "gpu_name": gpu_name})
+    point = asdict(run)
+    if not run.repeat:
+        del point["repeat"]  # single measurements keep the ids they had before repeats existed
+    return stable_run_id({**point, **workload, **synthetic, "gpu_name": gpu_name})
 
 
 @dataclass
@@ -201,10 +213,11 @@ class _Sweep:
             if isinstance(draft, str):
                 self._fail_all(group, draft, info, bar, task)
                 continue
-            for run in group:
-                bar.update(task, description=run.label)
-                self._measure(run, target, info, draft[0], draft[2], prompts)
-                bar.advance(task)
+            for _, repeats in groupby(group, key=RunConfig.first):
+                repeats = list(repeats)
+                bar.update(task, description=repeats[0].label)
+                self._measure(repeats, target, info, draft[0], draft[2], prompts)
+                bar.advance(task, len(repeats))
             del draft
             free_device_memory(self.device)
         del target
@@ -229,30 +242,40 @@ class _Sweep:
         return tokenize_prompts(c.prompts, self.texts, tokenizer, max_prompt_len=c.max_prompt_len,
                                 chat_template=c.chat_template)
 
-    def _measure(self, run: RunConfig, target, target_info: ModelInfo, draft, draft_info: ModelInfo | None,
+    def _measure(self, runs: list[RunConfig], target, target_info: ModelInfo, draft, draft_info: ModelInfo | None,
                  prompts: PromptSet) -> None:
-        """Decode one configuration and append its row (``ok`` with counts, or ``failed`` with the reason)."""
-        row = self._base_row(run, target_info, draft_info)
+        """Decode the repeats of one configuration after one warm-up and append a row per repeat: ``ok`` with
+        counts, or ``failed`` with the reason (a failure fails the repeats not yet measured)."""
         from sdlaws.measure import fastpath  # torch-dependent: imported only when decoding
 
-        row["forward_impl"] = "fused" if self.config.fused_forward and fastpath.supports(target) else "hf"
-        batches = full_batches(prompts.token_ids, run.batch_size)
+        batches = full_batches(prompts.token_ids, runs[0].batch_size)
+        impl = "fused" if self.config.fused_forward and fastpath.supports(target) else "hf"
+        pending = list(runs)
         try:
-            stats = self._decode(run, target, draft, batches)
-            row.update(stats.to_row(), status="ok", error="", num_prompts=sum(map(len, batches)))
-            self.result.num_ok += 1
+            decoder = self._decoder(runs[0], target, draft, batches)
+            while pending:
+                stats = reduce(operator.add, (decoder.generate(batch)[1] for batch in batches))
+                row = self._base_row(pending[0], target_info, draft_info)
+                row.update(stats.to_row(), forward_impl=impl, status="ok", error="",
+                           num_prompts=sum(map(len, batches)))
+                io.append_row(self.out, row, "spec")
+                self.result.num_ok += 1
+                pending.pop(0)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
-            row.update(status="failed", error=error_cell(exc))
-            self.result.failures.append((run.label, row["error"]))
+            error = error_cell(exc)
+            for run in pending:
+                row = {**self._base_row(run, target_info, draft_info), "forward_impl": impl, "status": "failed",
+                       "error": error}
+                io.append_row(self.out, row, "spec")
+                self.result.failures.append((run.label, error))
         free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
-        io.append_row(self.out, row, "spec")
 
-    def _decode(self, run: RunConfig, target, draft, batches: list[list[list[int]]]):
-        """Warm up once, then decode every batch; returns the summed stats."""
+    def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
+        """The configuration's decoder, warmed up once on the first batch."""
         longest = max(len(p) for batch in batches for p in batch)
         decoder = self.factory(target, draft, run, self.config, longest)
         decoder.warmup(batches[0])
-        return reduce(operator.add, (decoder.generate(batch)[1] for batch in batches))
+        return decoder
 
     def _base_row(self, run: RunConfig, target_info: ModelInfo | None,
                   draft_info: ModelInfo | None) -> dict[str, Any]:
@@ -262,7 +285,8 @@ class _Sweep:
                "seed": c.seed, "experiment": c.experiment, "target_name": run.target, "draft_name": run.draft,
                "method": run.method, "num_spec_tokens": run.num_spec_tokens, "tree_topk": run.tree_topk,
                "tree_budget": run.tree_budget, "batch_size": run.batch_size, "temperature": run.temperature,
-               "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, **acceptance_columns(run, c)}
+               "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, "repeat": run.repeat,
+               **acceptance_columns(run, c)}
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:
