@@ -31,6 +31,7 @@ import pandas as pd
 
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.hardware import Hardware
+from sdlaws.shapes import SHAPES
 
 #: Bytes per element of weight / KV dtypes.
 DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
@@ -90,6 +91,7 @@ class ModelShape:
     head_dim: int
     vocab: int
     tied: bool
+    intermediate: int = 0  # MLP width (gated: gate, up, down); 0 = unknown (shape from a bare parameter count)
 
     @property
     def matmul_params(self) -> float:
@@ -148,6 +150,14 @@ class ModelShape:
                    tied=True)
 
 
+def _config_value(text: str):
+    """A ``random:`` override value: JSON where it parses (``4``, ``1e-5``, ``true``), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _read_config(config: str | Path | dict) -> tuple[dict, str]:
     """Config dict and a source name for messages, from a dict, a config.json or its directory."""
     if isinstance(config, dict):
@@ -186,7 +196,7 @@ def _llama_shape(cfg: dict, name: str, source: str) -> ModelShape:
     per_layer = attention + 3 * hidden * inter + 2 * hidden  # gated MLP (gate, up, down) + 2 RMSNorm weights
     params = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden  # + final norm
     return ModelShape(name=str(name), params=float(params), layers=layers, hidden=hidden, heads=heads,
-                      kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied)
+                      kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, intermediate=inter)
 
 
 def _gpt2_shape(cfg: dict, name: str, source: str) -> ModelShape:
@@ -255,11 +265,20 @@ def _shape_key(name: str) -> str:
 def named_shape(name: str) -> ModelShape:
     """Shape of a named model (``llama-3.1-70b``, ``Qwen/Qwen2.5-7B-Instruct``, ``random:llama-3-8b`` ...).
 
+    ``random:NAME[?key=value]`` specs resolve through the shape registry (:data:`sdlaws.shapes.SHAPES`, with
+    their overrides), so a step table's model and the planner's shape are the same architecture.
+
     Raises
     ------
     ConfigError
         Unknown name; the message lists the known names.
     """
+    spec = str(name).removeprefix("random:")
+    base, _, query = spec.partition("?")
+    if base in SHAPES:
+        overrides = dict(item.split("=", 1) for item in query.split("&") if "=" in item)
+        config = {**SHAPES[base], **{k: _config_value(v) for k, v in overrides.items()}}
+        return ModelShape.from_hf_config(config, name=str(name))
     keys = {_shape_key(n): n for n in NAMED_CONFIGS}
     keys.update(_SHAPE_ALIASES)
     key = _shape_key(name)

@@ -1,0 +1,452 @@
+"""Step-time law: seconds of one forward pass, fitted to measured ``step`` tables, with the roofline as its prior.
+
+One pass of ``B`` rows, each feeding ``n`` new tokens over ``c`` cached tokens, is a fixed number of kernels
+whose costs add up (they run one after another on one stream)::
+
+    time_s = fixed_s + layer_s * L
+             + sum over GEMMs g of  smax(bytes_g / bw, flops_g / (rate * M / (M + m_half)))
+             + smax(attention_bytes_factor * kv_bytes / bw, attention_flops / attention_rate)
+             + elementwise_factor * activation_bytes / bw
+
+- GEMMs: per layer QKV, output, gate-up and down projections (``L`` times) and the LM head (once), each with
+  ``M = B * n`` rows; bytes = weights + input and output activations, flops = ``2 M N K``. The matmul rate
+  grows with ``M`` (small GEMMs leave tensor cores idle: tile quantisation) and saturates at ``rate``.
+- ``smax(a, b) = (a^p + b^p)^(1/p)``: a smooth maximum; the measured surface bends gradually from the
+  memory-bound to the compute-bound regime rather than at the roofline's kink.
+- attention reads the KV cache of every row (``B * (c + n)`` tokens) at a fitted share of the bandwidth, and
+  does ``4 L H d B n (c + (n + 1) / 2)`` FLOPs; element-wise kernels move ``~ 2 L M (hidden + intermediate)``
+  activation bytes.
+
+The nine parameters are one GPU's (they transfer across model shapes); they are fitted by least squares on log
+time (relative error) with a weak prior around datasheet values (``Hardware`` peaks x typical efficiencies), so
+that directions no row constrains (e.g. the matmul rate from batch-1 rows only) stay at the prior.
+
+On top of the law, each measured model keeps a *residual surface*: the log-residuals of its own table,
+interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-plate spline
+(``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
+the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
+measured get the law alone. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
+leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdlaws.errors import InputError
+from sdlaws.hardware import Hardware
+from sdlaws.roofline import ModelShape, dtype_bytes, kv_bytes_per_token, named_shape, peak_flops_per_s
+
+#: Parameter names, units in the names; all positive, fitted on the log scale.
+PARAMS = ("hbm_bytes_per_s", "matmul_flops_per_s", "gemm_half_rows", "smooth_p", "attention_bytes_factor",
+          "attention_flops_per_s", "fixed_s", "layer_s", "elementwise_factor")
+
+#: Prior centre as (factor of the datasheet value or an absolute value) and (lower, upper) bounds factors.
+#: Efficiencies 0.8 (HBM) and 0.7 (matmul) are the roofline defaults (sdlaws.hardware); the rest are loose.
+_PRIOR_SD = 1.0        # prior sd of each log-parameter: a factor e either way
+_PRIOR_WEIGHT = 0.05   # prior residual weight next to the data's log-residuals (one row ~ weight 1)
+_SURFACE_SMOOTHING = 1e-3  # thin-plate smoothing of a residual surface (log-time units squared per point)
+_Z95 = 1.959963984540054
+
+
+def prior(hw: Hardware, dtype: str = "bfloat16") -> pd.Series:
+    """Prior centre of the parameters for one GPU: datasheet peaks x typical efficiencies."""
+    peak = peak_flops_per_s(hw, dtype)
+    return pd.Series({"hbm_bytes_per_s": 0.8 * hw.hbm_bytes_per_s, "matmul_flops_per_s": 0.7 * peak,
+                      "gemm_half_rows": 64.0, "smooth_p": 4.0, "attention_bytes_factor": 1.5,
+                      "attention_flops_per_s": 0.3 * peak, "fixed_s": 2e-5, "layer_s": 2e-5,
+                      "elementwise_factor": 1.0})
+
+
+def _bounds(centre: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Log bounds: rates within 0.05-2x their prior, p in [1.2, 30], the rest within 1e-3-1e3x."""
+    lo, hi = np.log(centre.to_numpy() * 1e-3), np.log(centre.to_numpy() * 1e3)
+    for name in ("hbm_bytes_per_s", "matmul_flops_per_s", "attention_flops_per_s"):
+        i = PARAMS.index(name)
+        lo[i], hi[i] = np.log(centre[name] * 0.05), np.log(centre[name] * 2.0)
+    i = PARAMS.index("smooth_p")
+    lo[i], hi[i] = np.log(1.2), np.log(30.0)
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------------------------- features
+
+
+def _gemms(shape: ModelShape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(K, N, count)`` of the GEMMs of one pass: 4 per layer and the LM head."""
+    q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    inter = shape.intermediate or _intermediate(shape, q_dim, kv_dim)
+    k = np.array([shape.hidden, q_dim, shape.hidden, inter, shape.hidden], dtype=float)
+    n = np.array([q_dim + 2 * kv_dim, shape.hidden, 2 * inter, shape.hidden, max(shape.vocab, 1)], dtype=float)
+    count = np.array([shape.layers] * 4 + [1], dtype=float)
+    return k, n, count
+
+
+def _intermediate(shape: ModelShape, q_dim: int, kv_dim: int) -> float:
+    """MLP width implied by the parameter count when the shape does not state it (gated MLP)."""
+    embed = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    per_layer = (shape.params - embed) / shape.layers - shape.hidden * (2 * q_dim + 2 * kv_dim)
+    return max(per_layer / (3 * shape.hidden), 1.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the law needs of a set of passes of one shape (arrays over passes)."""
+
+    gemm_bytes: np.ndarray      # (G, P) weight + activation bytes per GEMM
+    gemm_flops: np.ndarray      # (G, P)
+    gemm_count: np.ndarray      # (G,) GEMMs of that size per pass
+    rows: np.ndarray            # (P,) M = batch x tokens per row
+    kv_bytes: np.ndarray        # (P,) KV cache bytes read
+    attention_flops: np.ndarray  # (P,)
+    activation_bytes: np.ndarray  # (P,) element-wise traffic
+    layers: float
+
+
+def workload(shape: ModelShape, batch_size, tokens_per_row, kv_len, dtype: str = "bfloat16") -> Workload:
+    """Bytes and FLOPs of passes of ``shape`` at ``(batch_size, tokens_per_row, kv_len)`` (broadcast arrays)."""
+    b, n, c = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in
+                                    (batch_size, tokens_per_row, kv_len)))
+    size = dtype_bytes(dtype)
+    rows = b * n
+    k, nn, count = _gemms(shape)
+    gemm_bytes = size * (k[:, None] * nn[:, None] + rows[None] * (k[:, None] + nn[:, None]))
+    gemm_flops = 2.0 * rows[None] * k[:, None] * nn[:, None]
+    kv = b * (c + n) * kv_bytes_per_token(shape, dtype)
+    attention = 4.0 * shape.layers * shape.heads * shape.head_dim * rows * (c + (n + 1.0) / 2.0)
+    inter = shape.intermediate or _intermediate(shape, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim)
+    activation = 2.0 * size * shape.layers * rows * (shape.hidden + inter)
+    return Workload(gemm_bytes, gemm_flops, count, rows, kv, attention, activation, float(shape.layers))
+
+
+def _smax(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
+    """Smooth maximum ``(a^p + b^p)^(1/p)``, computed stably."""
+    top = np.maximum(a, b)
+    return top * ((a / top) ** p + (b / top) ** p) ** (1.0 / p)
+
+
+def law_time_s(params: pd.Series | dict, work: Workload) -> np.ndarray:
+    """Seconds of each pass of ``work`` under the law (module docstring) with ``params``."""
+    p = {k: float(params[k]) for k in PARAMS}
+    rate = p["matmul_flops_per_s"] * work.rows / (work.rows + p["gemm_half_rows"])
+    gemm = _smax(work.gemm_bytes / p["hbm_bytes_per_s"], work.gemm_flops / rate[None], p["smooth_p"])
+    attention = _smax(p["attention_bytes_factor"] * work.kv_bytes / p["hbm_bytes_per_s"],
+                      work.attention_flops / p["attention_flops_per_s"], p["smooth_p"])
+    return (p["fixed_s"] + p["layer_s"] * work.layers + (work.gemm_count[:, None] * gemm).sum(axis=0) + attention
+            + p["elementwise_factor"] * work.activation_bytes / p["hbm_bytes_per_s"])
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def step_shape(model_name: str) -> ModelShape:
+    """Shape of a ``step`` row's model: a registered or named shape (``random:llama-3.1-8b``).
+
+    Raises
+    ------
+    InputError
+        The model is not a known shape (the law needs its architecture, not only its parameter count).
+    """
+    from sdlaws.errors import ConfigError
+
+    try:
+        return named_shape(model_name)
+    except ConfigError:
+        raise InputError(f"step rows of {model_name!r}: unknown architecture; the step-time law needs a named or "
+                         "random: shape (sdlaws.shapes.SHAPES)") from None
+
+
+def shape_key(shape: ModelShape) -> tuple:
+    """The architecture of a shape, without its name: a measured table serves every name of the same shape."""
+    return (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.vocab, shape.tied,
+            shape.intermediate)
+
+
+def _ok_steps(step_df: pd.DataFrame) -> pd.DataFrame:
+    """Ok rows of one device with positive times, enough to fit the law."""
+    step = step_df[step_df["status"].astype(str).eq("ok")] if "status" in step_df else step_df
+    if "gpu_name" in step and step["gpu_name"].nunique() > 1:
+        raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; fit one "
+                         "device at a time (filter on gpu_name)")
+    if len(step) < len(PARAMS):
+        raise InputError(f"the step-time law needs at least {len(PARAMS)} ok step rows (got {len(step)}); "
+                         "measure more batch sizes / tokens per row")
+    return step.reset_index(drop=True)
+
+
+def _coords(batch_size, tokens_per_row, kv_len) -> np.ndarray:
+    """``(P, 3)`` surface coordinates: log2 of batch, tokens per row and KV length."""
+    return np.log2(np.column_stack([np.atleast_1d(np.asarray(v, dtype=float)) for v in
+                                    np.broadcast_arrays(batch_size, tokens_per_row, kv_len)]))
+
+
+# ----------------------------------------------------------------------------------------------- surfaces
+
+
+@dataclass(frozen=True)
+class Surface:
+    """Log-residuals of one measured shape's table, interpolated (thin-plate spline) over its measured box."""
+
+    coords: np.ndarray    # (P, 3) log2 batch, tokens per row, KV length of the measured points
+    residual: np.ndarray  # (P,) log(measured / law)
+
+    @property
+    def varying(self) -> np.ndarray:
+        """Coordinates that take more than one value (a constant one carries no interpolation)."""
+        return np.ptp(self.coords, axis=0) > 0
+
+    def __call__(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residual at ``coords`` ``(Q, 3)`` and whether each query lies outside the measured box."""
+        from scipy.interpolate import RBFInterpolator
+
+        lo, hi = self.coords.min(axis=0), self.coords.max(axis=0)
+        outside = ((coords < lo - 1e-9) | (coords > hi + 1e-9)).any(axis=1)
+        dims = self.varying
+        if not dims.any() or len(self.residual) < 3:
+            return np.full(len(coords), float(np.mean(self.residual))), outside
+        clamped = np.clip(coords, lo, hi)[:, dims]
+        degree = 1 if len(self.residual) > dims.sum() + 1 else 0
+        spline = RBFInterpolator(self.coords[:, dims], self.residual, kernel="thin_plate_spline",
+                                 smoothing=_SURFACE_SMOOTHING * len(self.residual), degree=degree)
+        return spline(clamped), outside
+
+
+# ----------------------------------------------------------------------------------------------- fit
+
+
+@dataclass(frozen=True)
+class StepTimeFit:
+    """A fitted step-time law for one GPU, with the residual surfaces of the shapes it was fitted on.
+
+    Attributes
+    ----------
+    gpu_name : str
+    params : pandas.Series
+        Fitted parameters (:data:`PARAMS`).
+    log_cov : numpy.ndarray
+        Covariance of the log-parameters (Gauss-Newton, scaled by the residual variance).
+    prior : pandas.Series
+        Prior centre (datasheet x efficiencies) the fit was regularised towards.
+    residuals : pandas.DataFrame
+        One row per fitted step timing: ``model_name``, inputs, ``measured_s``, ``law_s`` (law alone).
+    surfaces : dict
+        ``shape_key -> Surface`` of each measured shape.
+    shapes : dict
+        ``model_name -> ModelShape`` of the fitted tables.
+    source : str
+        What the parameters come from (fitted rows, or a transfer from another GPU).
+    """
+
+    gpu_name: str
+    params: pd.Series
+    log_cov: np.ndarray = field(repr=False)
+    prior: pd.Series = field(repr=False)
+    residuals: pd.DataFrame = field(repr=False)
+    surfaces: dict = field(repr=False, default_factory=dict)
+    shapes: dict = field(repr=False, default_factory=dict)
+    source: str = ""
+
+    # -- prediction
+
+    def law_s(self, shape: ModelShape | str, batch_size, tokens_per_row, kv_len) -> np.ndarray:
+        """Seconds of a pass under the law alone (no residual surface)."""
+        shape = step_shape(shape) if isinstance(shape, str) else shape
+        return law_time_s(self.params, workload(shape, batch_size, tokens_per_row, kv_len))
+
+    def predict(self, shape: ModelShape | str, batch_size, tokens_per_row, kv_len, *,
+                surface: bool = True) -> pd.DataFrame:
+        """Predicted seconds of passes of ``shape`` with a 95% prediction interval.
+
+        Returns
+        -------
+        DataFrame
+            ``batch_size``, ``tokens_per_row``, ``kv_len``, ``time_s``, ``lower_s``, ``upper_s``, ``measured_shape``
+            (the shape has a table on this GPU), ``extrapolated`` (outside that table's box, or no table).
+        """
+        shape = step_shape(shape) if isinstance(shape, str) else shape
+        coords = _coords(batch_size, tokens_per_row, kv_len)
+        base = np.log(self.law_s(shape, *(2.0 ** coords.T)))
+        table = self.surfaces.get(shape_key(shape)) if surface else None
+        if table is None:
+            correction, outside = np.zeros(len(coords)), np.ones(len(coords), dtype=bool)
+        else:
+            correction, outside = table(coords)
+        spread = _Z95 * self.log_sd(measured=table is not None)
+        log_t = base + correction
+        b, n, c = (2.0 ** coords).T
+        return pd.DataFrame({"batch_size": np.rint(b).astype(int), "tokens_per_row": np.rint(n).astype(int),
+                             "kv_len": np.rint(c).astype(int), "time_s": np.exp(log_t),
+                             "lower_s": np.exp(log_t - spread), "upper_s": np.exp(log_t + spread),
+                             "measured_shape": table is not None, "extrapolated": outside})
+
+    def time_s(self, shape: ModelShape | str, batch_size, tokens_per_row, kv_len) -> np.ndarray:
+        """Predicted seconds (law + the shape's residual surface when it has one)."""
+        return self.predict(shape, batch_size, tokens_per_row, kv_len)["time_s"].to_numpy()
+
+    def log_sd(self, *, measured: bool) -> float:
+        """Spread of log time for prediction intervals: the surface's smoothing residual for measured shapes,
+        the law's residual sd for others."""
+        r = self.residuals
+        if measured and "surface_s" in r:
+            return float(np.std(np.log(r["measured_s"] / r["surface_s"]), ddof=1))
+        return float(np.std(np.log(r["measured_s"] / r["law_s"]), ddof=1))
+
+    # -- results API
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Parameter intervals (log-normal, from the Gauss-Newton covariance)."""
+        from scipy.stats import norm
+
+        z = norm.ppf(1 - alpha / 2)
+        se = np.sqrt(np.diag(self.log_cov))
+        log_p = np.log(self.params.to_numpy())
+        return pd.DataFrame({"lower": np.exp(log_p - z * se), "upper": np.exp(log_p + z * se)}, index=self.params.index)
+
+    def errors(self) -> pd.DataFrame:
+        """In-sample percentage errors of the law alone and with the residual surfaces."""
+        r = self.residuals
+        out = {"law": 100 * (r["law_s"] / r["measured_s"] - 1)}
+        if "surface_s" in r:
+            out["law+surface"] = 100 * (r["surface_s"] / r["measured_s"] - 1)
+        return pd.DataFrame(out)
+
+    def summary(self) -> str:
+        """Parameters with intervals and the in-sample errors."""
+        ci = self.conf_int()
+        lines = [f"Step-time law on {self.gpu_name} ({len(self.residuals)} step timings, "
+                 f"{len(self.shapes)} shapes){'; ' + self.source if self.source else ''}"]
+        for name, value in self.params.items():
+            lines.append(f"  {name:<24} {value:11.4g}  [{ci.loc[name, 'lower']:.4g}, {ci.loc[name, 'upper']:.4g}]"
+                         f"  prior {self.prior[name]:.4g}")
+        for column, err in self.errors().items():
+            lines.append(f"  in-sample |error| ({column}): median {err.abs().median():.2f}%, "
+                         f"max {err.abs().max():.2f}%")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (parameters, covariance, prior, fitted rows); :func:`load_step_fit` reads it back."""
+        return dict(kind="steptime", gpu_name=self.gpu_name, source=self.source, params=self.params.to_dict(),
+                    log_cov=self.log_cov.tolist(), prior=self.prior.to_dict(),
+                    shapes={name: s.to_dict() for name, s in self.shapes.items()},
+                    residuals=self.residuals.to_dict(orient="list"))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON."""
+        from sdlaws.io import save_json
+
+        return save_json(self.to_dict(), path)
+
+    def transfer(self, source: Hardware, target: Hardware, dtype: str = "bfloat16") -> "StepTimeFit":
+        """The law moved to another GPU by datasheet ratios: bandwidth x HBM ratio, both FLOP rates x peak ratio.
+
+        Fixed, per-layer and shape costs (``fixed_s``, ``layer_s``, the smoothing, the attention and element-wise
+        factors, ``gemm_half_rows``) are kept; residual surfaces are dropped (they belong to the measured GPU).
+        """
+        ratio_bw = target.hbm_bytes_per_s / source.hbm_bytes_per_s
+        ratio_flops = peak_flops_per_s(target, dtype) / peak_flops_per_s(source, dtype)
+        params = self.params.copy()
+        params["hbm_bytes_per_s"] *= ratio_bw
+        params["matmul_flops_per_s"] *= ratio_flops
+        params["attention_flops_per_s"] *= ratio_flops
+        residuals = self.residuals.drop(columns=["surface_s"], errors="ignore")
+        return replace(self, gpu_name=target.name, params=params, prior=prior(target, dtype), residuals=residuals,
+                       surfaces={}, source=f"transferred from {self.gpu_name} by datasheet ratios "
+                                           f"(HBM x{ratio_bw:.3g}, FLOP/s x{ratio_flops:.3g})")
+
+
+def _fit_params(rows: pd.DataFrame, shapes: dict[str, ModelShape], centre: pd.Series,
+                start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares log-parameters, their covariance and the law's seconds per row."""
+    from scipy.optimize import least_squares
+
+    rows = rows.reset_index(drop=True)
+    works = [(workload(shapes[name], *(rows[c].to_numpy()[pos] for c in ("batch_size", "tokens_per_row", "kv_len"))),
+              pos) for name, pos in rows.groupby("model_name").indices.items()]
+    log_measured = np.log(rows["median_time_s"].to_numpy(dtype=float))
+    log_centre = np.log(centre.to_numpy())
+    weight = _PRIOR_WEIGHT / _PRIOR_SD
+
+    def law(theta):
+        params = dict(zip(PARAMS, np.exp(theta)))
+        out = np.empty(len(rows))
+        for work, pos in works:
+            out[pos] = law_time_s(params, work)
+        return out
+
+    def resid(theta):
+        return np.concatenate([np.log(law(theta)) - log_measured, weight * (theta - log_centre)])
+
+    lo, hi = _bounds(centre)
+    starts = [log_centre] if start is None else [start]
+    fits = [least_squares(resid, np.clip(s, lo + 1e-9, hi - 1e-9), bounds=(lo, hi), x_scale="jac") for s in starts]
+    best = min(fits, key=lambda f: f.cost)
+    jac = best.jac[: len(rows)]
+    dof = max(len(rows) - len(PARAMS), 1)
+    sigma2 = float(np.sum(best.fun[: len(rows)] ** 2) / dof)
+    info = jac.T @ jac + np.eye(len(PARAMS)) * weight**2
+    return best.x, sigma2 * np.linalg.pinv(info), law(best.x)
+
+
+def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16",
+                 shapes: dict[str, ModelShape] | None = None) -> StepTimeFit:
+    """Fit the step-time law to measured ``step`` rows of one GPU (all shapes together) and build the residual
+    surface of each shape.
+
+    Parameters
+    ----------
+    step_df : DataFrame
+        Rows of the ``step`` table (:data:`sdlaws.schema.STEP_TIMING`); failed rows are dropped.
+    hw : Hardware
+        The measured GPU's preset: its datasheet values centre the prior.
+    shapes : dict, optional
+        ``model_name -> ModelShape`` for models that are not registered shapes.
+
+    Raises
+    ------
+    InputError
+        No ok rows, rows of several GPUs, fewer rows than parameters, or an unknown architecture.
+    """
+    rows = _ok_steps(step_df)
+    names = rows["model_name"].astype(str)
+    shapes = {n: (shapes or {}).get(n) or step_shape(n) for n in names.unique()}
+    centre = prior(hw, dtype)
+    theta, cov, law_s = _fit_params(rows.assign(model_name=names), shapes, centre)
+    residuals = rows[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(
+        model_name=names, measured_s=rows["median_time_s"].to_numpy(float), law_s=law_s)
+    fit = StepTimeFit(gpu_name=str(rows["gpu_name"].iloc[0]) if "gpu_name" in rows else hw.name,
+                      params=pd.Series(np.exp(theta), index=list(PARAMS)), log_cov=cov, prior=centre,
+                      residuals=residuals, shapes=shapes, source=f"fitted on {len(rows)} step timings")
+    return _with_surfaces(fit)
+
+
+def _with_surfaces(fit: StepTimeFit) -> StepTimeFit:
+    """``fit`` with one residual surface per measured shape and the in-sample ``surface_s`` column."""
+    r = fit.residuals
+    surfaces, surface_s = {}, np.empty(len(r))
+    for name, idx in r.groupby("model_name").groups.items():
+        part = r.loc[idx]
+        coords = _coords(part["batch_size"], part["tokens_per_row"], part["kv_len"])
+        key = shape_key(fit.shapes[name])
+        surfaces[key] = Surface(coords, np.log(part["measured_s"] / part["law_s"]).to_numpy())
+        surface_s[r.index.get_indexer(idx)] = part["law_s"].to_numpy() * np.exp(surfaces[key](coords)[0])
+    return replace(fit, surfaces=surfaces, residuals=r.assign(surface_s=surface_s))
+
+
+def load_step_fit(path: str | Path) -> StepTimeFit:
+    """Read a :meth:`StepTimeFit.save` JSON (surfaces are rebuilt from the stored rows)."""
+    data = json.loads(Path(path).read_text())
+    if data.get("kind") != "steptime":
+        raise InputError(f"{path}: not a step-time fit (kind={data.get('kind')!r}); write one with `sdlaws fit "
+                         "--law steptime`")
+    shapes = {name: ModelShape(**s) for name, s in data["shapes"].items()}
+    residuals = pd.DataFrame(data["residuals"]).drop(columns=["surface_s"], errors="ignore")
+    fit = StepTimeFit(gpu_name=data["gpu_name"], params=pd.Series(data["params"])[list(PARAMS)],
+                      log_cov=np.asarray(data["log_cov"]), prior=pd.Series(data["prior"])[list(PARAMS)],
+                      residuals=residuals, shapes=shapes, source=data.get("source", ""))
+    return _with_surfaces(fit) if data.get("source", "").startswith("fitted") else fit
