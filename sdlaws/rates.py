@@ -11,9 +11,11 @@ Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py`
   S / (S + F), S = accepted draft tokens, F = drafts with a rejection (formulas.md §6.10, chain drafts).
 - ``alpha_from_tau``: the inversion of tau(alpha, gamma) = (1 - alpha^(gamma+1)) / (1 - alpha) (Leviathan Eq. 1).
 - ``tokens_per_s`` = num_new_tokens / total_time_s; ``ttft_s`` = prefill_time_s / num_batches;
-  ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first).
+  ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first);
+  ``decode_tokens_per_s`` = batch_size / tpot_s (throughput of the decode phase, prefill excluded).
 - ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
-  prompt set, max_new_tokens and gpu (NaN when no such baseline was measured).
+  prompt set, max_new_tokens and gpu (NaN when no such baseline was measured); ``decode_speedup`` the same
+  ratio of ``decode_tokens_per_s`` (the quantity Scylla's Thm 1.3 is about: verification cost per step).
 
 Synthetic-acceptance rows (``acceptance_source == "synthetic"``) get the same rates; their acceptance is the
 profile they were run with. :func:`acceptance_profile` derives such a profile from measured counts.
@@ -129,7 +131,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
     """Add every derived rate column to a validated ``spec`` frame (a copy is returned).
 
     Failed rows get NaN rates. Columns added: acceptance_rate, mean_acceptance_length, alpha_mle, alpha_tau,
-    pos_acceptance_rate_<i>, cond_acceptance_rate_<i>, tokens_per_s, ttft_s, tpot_s, speedup, cost_ratio_c.
+    pos_acceptance_rate_<i>, cond_acceptance_rate_<i>, tokens_per_s, ttft_s, tpot_s, decode_tokens_per_s,
+    speedup, decode_speedup, cost_ratio_c.
     """
     out = df.copy()
     ok = out["status"].eq("ok") if "status" in out else pd.Series(True, index=out.index)
@@ -142,6 +145,7 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
         decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
         out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)
+        out["decode_tokens_per_s"] = (out["batch_size"] / out["tpot_s"]).where(ok)
         if {"draft_time_s", "verify_time_s"} <= set(out.columns):
             # Leviathan Def. 3.7 cost coefficient c: one draft forward / one target forward, measured in decode.
             per_draft = out["draft_time_s"] / (out["num_steps"] * out["num_spec_tokens"]).where(out["num_spec_tokens"] > 0)
@@ -159,7 +163,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[f"pos_acceptance_rate_{i + 1}"] = (num / drafts).where(ok)
             out[f"cond_acceptance_rate_{i + 1}"] = (num / den.where(den > 0)).where(ok)
-    out["speedup"] = _speedup(out, ok)
+    out["speedup"] = _speedup(out, ok, "tokens_per_s")
+    out["decode_speedup"] = _speedup(out, ok, "decode_tokens_per_s")
     return out
 
 
@@ -172,14 +177,15 @@ def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: 
     return float(accepted / (accepted + rejections)) if accepted + rejections > 0 else float("nan")
 
 
-def _speedup(out: pd.DataFrame, ok: pd.Series) -> pd.Series:
+def _speedup(out: pd.DataFrame, ok: pd.Series, rate: str) -> pd.Series:
+    """``rate`` of each row over the median ``rate`` of its ``ar`` baseline rows (:data:`BASELINE_KEYS`)."""
     keys = [k for k in BASELINE_KEYS if k in out.columns]
     base = out[ok & out["method"].eq("ar")]
     if base.empty:
         return pd.Series(np.nan, index=out.index)
-    ref = base.groupby(keys, dropna=False)["tokens_per_s"].median().rename("_ar_tokens_per_s").reset_index()
+    ref = base.groupby(keys, dropna=False)[rate].median().rename("_ar_rate").reset_index()
     merged = out[keys].merge(ref, on=keys, how="left")
-    return pd.Series(out["tokens_per_s"].to_numpy() / merged["_ar_tokens_per_s"].to_numpy(), index=out.index)
+    return pd.Series(out[rate].to_numpy() / merged["_ar_rate"].to_numpy(), index=out.index)
 
 
 def perplexity(df: pd.DataFrame) -> pd.Series:

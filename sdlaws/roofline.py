@@ -150,6 +150,50 @@ class ModelShape:
                    tied=True)
 
 
+def _draft_config(target: ModelShape, hidden: int, layers: int) -> dict:
+    """Llama-style config of a draft for ``target``: its vocabulary (so its LM head), tied embeddings, head_dim 64
+    below hidden 2048 else 128, KV heads the largest divisor of the heads up to 8, gated MLP of ~8/3 hidden."""
+    head_dim = 64 if hidden < 2048 else 128
+    heads = hidden // head_dim
+    kv_heads = max(d for d in range(1, min(heads, KV_HEADS) + 1) if heads % d == 0)
+    inter = int(round(8 * hidden / 3 / 256)) * 256
+    return _llama_cfg(hidden, layers, heads, kv_heads, inter, target.vocab, tied=True, head_dim=head_dim)
+
+
+def min_draft_params(target: ModelShape) -> float:
+    """Parameters of the smallest draft :func:`draft_like` builds for ``target`` (one layer of hidden 128)."""
+    return ModelShape.from_hf_config(_draft_config(target, 128, 1)).params if target.vocab else 1.0
+
+
+def draft_like(target: ModelShape, params: float, name: str | None = None) -> ModelShape:
+    """A real draft architecture of about ``params`` parameters for ``target``: the target's vocabulary and LM
+    head (tied to its own embedding), hidden a multiple of 128 (head_dim 64 or 128, KV heads dividing the
+    heads), layers from Llama-3's hidden/layers ~ 128 where the budget allows.
+
+    A target without a vocabulary (a shape from a bare parameter count) gets :meth:`ModelShape.from_params`.
+
+    Raises
+    ------
+    ConfigError
+        ``params`` below the smallest draft (one layer of hidden 128 plus the embedding).
+    """
+    if target.vocab < 1:
+        return ModelShape.from_params(params, name=name)
+    candidates = []
+    for hidden in range(128, 16384 + 1, 128):
+        body = params - target.vocab * hidden - hidden  # tied embedding + final norm
+        layers = round(body / (12 * hidden**2 + 2 * hidden))
+        if layers >= 1:
+            shape = ModelShape.from_hf_config(_draft_config(target, hidden, layers), name=name)
+            candidates.append((abs(shape.params / params - 1) + abs(np.log(hidden / (ASPECT_RATIO * layers))) / 8,
+                               shape))
+    if not candidates:
+        raise ConfigError(f"a draft of {params:.3g} parameters cannot hold {target.name}'s embedding "
+                          f"({target.vocab} x 128); plan a larger draft")
+    best = min(candidates, key=lambda c: c[0])[1]
+    return replace(best, name=name or f"draft-{best.params:.3g}")
+
+
 def _config_value(text: str):
     """A ``random:`` override value: JSON where it parses (``4``, ``1e-5``, ``true``), else the string."""
     try:
@@ -390,6 +434,20 @@ class ServingSetup:
     dtype: str = "bfloat16"
     kv_dtype: str | None = None
     tp: int = 1
+    forward: Any = None  # a fitted step-time law (sdlaws.plan.cost.StepTimeFit) replacing the roofline
+
+    def __post_init__(self) -> None:
+        """A measured step-time law times unsplit forwards only."""
+        if self.forward is not None and self.tp != 1:
+            raise ConfigError("measured step tables (--steps) time one GPU; tensor parallelism needs the roofline")
+
+    def forward_time_s(self, shape: ModelShape, batch_size, tokens_per_row, tp: int = 1):
+        """One pass of ``shape``: the step-time law when one is set, else the roofline."""
+        if self.forward is not None:
+            b, n = np.broadcast_arrays(np.asarray(batch_size, dtype=float), np.asarray(tokens_per_row, dtype=float))
+            return self.forward.time_s(shape, b.ravel(), n.ravel(), float(self.kv_len)).reshape(b.shape)
+        return forward_time_s(shape, batch_size, tokens_per_row, self.kv_len, self.hardware, dtype=self.dtype,
+                              kv_dtype=self.kv_dtype, tp=tp)
 
     def with_draft(self, draft: ModelShape) -> "ServingSetup":
         """Copy with another draft."""
@@ -397,15 +455,13 @@ class ServingSetup:
 
     def target_time_s(self, batch_size, tokens_per_row):
         """One target pass (decode: 1 token per row; verification: the verified tokens per row)."""
-        return forward_time_s(self.target, batch_size, tokens_per_row, self.kv_len, self.hardware,
-                              dtype=self.dtype, kv_dtype=self.kv_dtype, tp=self.tp)
+        return self.forward_time_s(self.target, batch_size, tokens_per_row, tp=self.tp)
 
     def draft_time_s(self, batch_size, tokens_per_row=1):
         """One draft pass (chain: 1 token per row; tree: top-k candidate tokens per row)."""
         if self.draft is None:
             raise ConfigError("no draft model in this serving setup; give a draft size or shape")
-        return forward_time_s(self.draft, batch_size, tokens_per_row, self.kv_len, self.hardware,
-                              dtype=self.dtype, kv_dtype=self.kv_dtype, tp=1)
+        return self.forward_time_s(self.draft, batch_size, tokens_per_row)
 
     def chain_step_time_s(self, batch_size, gamma):
         """One chain step: ``gamma`` draft passes + one target pass verifying ``gamma + 1`` tokens per row."""

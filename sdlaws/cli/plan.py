@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from sdlaws.errors import ConfigError
+from sdlaws.plan.cost import cost_model_set
 
 plan_app = typer.Typer(help="Plan the draft size, its pretraining budget and serving settings (gamma, tree "
                             "top-k per batch) from fitted laws and a hardware profile. Without a sub-command: "
@@ -52,8 +53,14 @@ Samples = Annotated[int, typer.Option("--samples", help="Law parameter draws for
 Seed = Annotated[int, typer.Option("--seed", help="Random seed of the draws.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Write plan.json and PNG figures to this directory.")]
-Steps = Annotated[Optional[list[Path]], typer.Option("--steps", help="Measured step-time CSV (`step` table): calibrate "
-                                                                    "the roofline on it first and report its error.")]
+Steps = Annotated[Optional[list[Path]], typer.Option("--steps", help="Measured step-time CSVs (`step` tables of one "
+                                                                    "GPU): forward times come from the step-time law "
+                                                                    "fitted to them instead of the datasheet roofline.")]
+Profile = Annotated[Optional[Path], typer.Option("--profile", help="Acceptance profile JSON (q per depth and rank, as "
+                                                 "`sdlaws measure --acceptance-profile` takes): search sdlaws's engine "
+                                                 "configurations (AR, chains, trees with budgets) by decode tokens/s.")]
+MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per sequence (static batches "
+                                     "decode until their slowest row has them).")]
 Sglang = Annotated[str, typer.Option("--sglang-algorithm", help="SGLang --speculative-algorithm: EAGLE, EAGLE3 or "
                                                                 "STANDALONE (a separate small LM).")]
 
@@ -93,10 +100,11 @@ class PlanOptions:
     out: Optional[Path] = None
     sglang_algorithm: str = "EAGLE"
     steps: Optional[list[Path]] = None
-    # Resolved from the options above by ``of``: the Hardware (calibrated when --steps is given) and the
-    # roofline Calibration (None without --steps).
+    profile: Optional[Path] = None
+    max_new_tokens: int = 128
+    # Resolved from the options above by ``of``: the Hardware and the step-time law (None without --steps).
     resolved_hardware: Any = None
-    calibration: Any = None
+    step_law: Any = None
 
     @classmethod
     def of(cls, values: dict) -> "PlanOptions":
@@ -106,14 +114,13 @@ class PlanOptions:
         opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
         if opts.samples < 1 or opts.kv_len < 0:
             raise ConfigError(f"--samples must be >= 1 and --kv-len >= 0 (got {opts.samples}, {opts.kv_len})")
-        hardware, calibration = load_hardware(opts.hardware), None
+        hardware, law = load_hardware(opts.hardware), None
         if opts.steps:
             from sdlaws.io import read_measurements
-            from sdlaws.roofline import calibrate
+            from sdlaws.plan.cost import fit_steptime
 
-            calibration = calibrate(read_measurements(opts.steps, table="step", ok_only=True), hardware)
-            hardware = calibration.hardware
-        return replace(opts, resolved_hardware=hardware, calibration=calibration)
+            law = fit_steptime(read_measurements(opts.steps, table="step", ok_only=True), hardware)
+        return replace(opts, resolved_hardware=hardware, step_law=law)
 
 
 # ----------------------------------------------------------------------------------------------- resolving
@@ -182,7 +189,7 @@ def _setup(opts: PlanOptions, draft=None):
 
     target = _shape(opts.target, opts.target_params, opts.target_config, "target", required=True)
     return ServingSetup(target=target, hardware=opts.resolved_hardware, draft=draft, kv_len=opts.kv_len,
-                        dtype=opts.dtype, tp=opts.tp)
+                        dtype=opts.dtype, tp=opts.tp, forward=opts.step_law)
 
 
 def _acceptance(opts: PlanOptions):
@@ -215,14 +222,14 @@ def _common(opts: PlanOptions, laws: dict) -> dict:
 def _served_setup(opts: PlanOptions, laws: dict):
     """Serving setup with the given draft, or with a draft of the SDSL N* (and that N* plan)."""
     from sdlaws.plan.optimize import optimal_draft_size
-    from sdlaws.roofline import ModelShape
+    from sdlaws.roofline import draft_like
 
     draft = _shape(opts.draft, opts.draft_params, opts.draft_config, "draft", required=False)
     setup = _setup(opts, draft)
     if draft is not None:
         return setup, None
     nstar = optimal_draft_size(setup.target, **_common(opts, laws))
-    return setup.with_draft(ModelShape.from_params(nstar.value, name=f"draft-{nstar.value:.3g}")), nstar
+    return setup.with_draft(draft_like(setup.target, nstar.value)), nstar
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -295,8 +302,7 @@ def _emit(opts: PlanOptions, plan_set) -> None:
     if "serving" in plan_set.tables:
         flags = engine_flags(plan_set.tables["serving"], _draft_name(plan_set, opts),
                              sglang_algorithm=opts.sglang_algorithm)
-    if opts.calibration is not None:
-        plan_set = plan_set + _calibration_set(opts.calibration)
+    plan_set = plan_set + cost_model_set(opts.step_law, opts.resolved_hardware)
     data = plan_set.to_dict()
     if flags is not None:
         data["engine_flags"] = flags.to_dict(orient="records")
@@ -310,14 +316,6 @@ def _emit(opts: PlanOptions, plan_set) -> None:
         typer.echo(json.dumps(data, indent=2))
     else:
         _render(plan_set, flags, opts.out)
-
-
-def _calibration_set(cal):
-    """The roofline calibration as a PlanSet part: residual table and fitted factors."""
-    from sdlaws.plan.result import PlanSet
-
-    return PlanSet(title="roofline calibration", plans=(), tables={"roofline_calibration": cal.residuals},
-                   inputs={"calibration": {k: v for k, v in cal.to_dict().items() if k != "residuals"}})
 
 
 def _ci(value, lo=None, hi=None) -> str:
@@ -366,13 +364,11 @@ def _render(plan_set, flags, out) -> None:
                              ["batch", "N*", "gamma", "speedup"],
                              [[fmt(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
                                fmt(r.gamma), fmt(r.speedup)] for r in t["draft_size_by_batch"].itertuples()]))
-    if "roofline_calibration" in t:
-        cal = plan_set.inputs["calibration"]
-        factors = ", ".join(f"{k}={fmt(v)}" for k, v in cal["params"].items())
-        console.print(f"Roofline calibrated on {len(t['roofline_calibration'])} step timings: {factors}; "
-                      f"median |error| {cal['median_abs_pct_error']:.1f}%, max {cal['max_abs_pct_error']:.1f}%")
+    console.print(plan_set.inputs["cost_model"]["statement"], markup=False, highlight=False)
     if "serving" in t:
         console.print(_serving_table(t["serving"]))
+    if "engine_serving" in t:
+        console.print(_engine_table(t["engine_serving"]))
     if flags is not None:
         for engine, column in (("vLLM (chain draft)", "vllm"), ("SGLang (tree draft)", "sglang")):
             console.print(f"[bold]{engine} flags by batch size[/bold]")
@@ -410,6 +406,18 @@ def _grouped(flags, column: str) -> list[tuple[str, str]]:
         else:
             groups.append([[r.batch_size], flag])
     return [(f"{b[0]}-{b[-1]}" if len(b) > 1 else f"{b[0]}", flag) for b, flag in groups]
+
+
+def _engine_table(best):
+    """Rich table of the best engine configuration per batch size."""
+    from sdlaws.plan.result import fmt
+
+    header = ["batch", "best configuration", "tokens/step", "steps/batch", "step ms", "decode tok/s",
+              "AR decode tok/s", "speedup"]
+    rows = [[fmt(r.batch_size), r.label, f"{r.tau:.3f}", f"{r.steps:.1f}", f"{r.step_s * 1e3:.3f}",
+             fmt(r.decode_tokens_per_s), fmt(r.ar_decode_tokens_per_s), f"{r.decode_speedup:.3f}"]
+            for r in best.itertuples()]
+    return _table("Engine configuration per batch size (predicted decode throughput)", header, rows)
 
 
 def _serving_table(serving):
@@ -564,12 +572,25 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
             dtype: Dtype = "bfloat16", tp: Tp = 1, fit: Fits = None, draft_tokens: DraftTokens = 2e12,
             target_tokens: TargetTokens = 2e12, alpha: Alpha = None, rank_acceptance: RankAcceptance = None,
             position_acceptance: PositionAcceptance = None, samples: Samples = 200, seed: Seed = 0,
-            json_: Json = False, out: Out = None, sglang_algorithm: Sglang = "EAGLE", steps: Steps = None) -> None:
-    """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags."""
+            json_: Json = False, out: Out = None, sglang_algorithm: Sglang = "EAGLE", steps: Steps = None,
+            profile: Profile = None, max_new_tokens: MaxNew = 128) -> None:
+    """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags; with
+    --profile, the best of sdlaws's engine configurations by predicted decode tokens/s."""
     opts = PlanOptions.of(locals())
     laws, batches = _laws(opts.fit), _batches(opts.batch)
     setup, nstar = _served_setup(opts, laws)
+    if opts.profile is not None:
+        from sdlaws.plan.serving import engine_plan
+
+        return _emit(opts, engine_plan(setup, batches, _profile(opts.profile), max_new_tokens=opts.max_new_tokens))
     _emit(opts, _serving(opts, laws, setup, batches, nstar))
+
+
+def _profile(path: Path):
+    """The acceptance profile of --profile (the JSON forms `sdlaws measure --acceptance-profile` reads)."""
+    from sdlaws.measure.profile import parse
+
+    return parse(str(path))
 
 
 def register(app: typer.Typer) -> None:

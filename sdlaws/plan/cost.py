@@ -450,3 +450,36 @@ def load_step_fit(path: str | Path) -> StepTimeFit:
                       log_cov=np.asarray(data["log_cov"]), prior=pd.Series(data["prior"])[list(PARAMS)],
                       residuals=residuals, shapes=shapes, source=data.get("source", ""))
     return _with_surfaces(fit) if data.get("source", "").startswith("fitted") else fit
+
+
+#: Datasheet-roofline error on committed step tables, written by ``sdlaws experiment cost-model``.
+ROOFLINE_ERROR_FILE = Path(__file__).with_name("roofline_error.json")
+
+
+def roofline_statement(hw: Hardware) -> str:
+    """What a plan without step tables runs on, and how far that roofline was from measured step times."""
+    head = (f"Cost model: datasheet roofline of {hw.name} (no --steps); measured step tables replace it with a "
+            "fitted step-time law.")
+    if not ROOFLINE_ERROR_FILE.exists():
+        return head
+    known = json.loads(ROOFLINE_ERROR_FILE.read_text())
+    checks = [f"{gpu}: median {e['median_abs_pct']:.0f}%, max {e['max_abs_pct']:.0f}% over {e['rows']} step timings "
+              f"of {e['shapes']} shapes" for gpu, e in known.items()]
+    return f"{head} Its error on measured forward times ({'; '.join(checks)})."
+
+
+def cost_model_set(law: StepTimeFit | None, hw: Hardware):
+    """The plan's cost model as a PlanSet part: a statement of what it is and how well it fits."""
+    from sdlaws.plan.result import PlanSet
+
+    if law is None:
+        return PlanSet(title="cost model", plans=(), inputs={"cost_model": {"kind": "roofline",
+                                                                             "statement": roofline_statement(hw)}})
+    err = law.errors()
+    statement = (f"Cost model: step-time law fitted on {len(law.residuals)} step timings of {law.gpu_name} "
+                 f"({', '.join(sorted(law.shapes))}); in-sample median |error| {err.iloc[:, -1].abs().median():.2f}% "
+                 f"(law alone {err['law'].abs().median():.2f}%); shapes without a table use the law alone. "
+                 f"Out-of-sample errors: docs/cost-model.md.")
+    return PlanSet(title="cost model", plans=(), tables={"step_law_residuals": law.residuals},
+                   inputs={"cost_model": {"kind": "steptime", "statement": statement,
+                                          "params": law.params.to_dict(), "source": law.source}})

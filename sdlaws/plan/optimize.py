@@ -19,7 +19,7 @@ from sdlaws.plan.result import Plan, PlanSet
 from sdlaws.plan.speedup import (RANK_DECAY, ar_tokens_per_s, chain_tokens_per_s, expected_tokens_chain,
                                  expected_tokens_positions, level_acceptance, optimal_gamma_chain,
                                  rank_rates_from_alpha, tokens_per_flop, tree_tokens_per_s)
-from sdlaws.roofline import ModelShape, ServingSetup
+from sdlaws.roofline import ModelShape, ServingSetup, draft_like, min_draft_params
 
 LEVEL = 0.95
 GAMMA_MAX_DRAFT = 20       # chain lengths searched when sizing the draft (formulas.md §2.7 optima are 8-12)
@@ -172,16 +172,17 @@ def draft_size_by_batch(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_P
     """Draft size maximising roofline tokens/s at each batch size (wall-clock objective), one Plan per batch.
 
     tokens/s = ``B tau / (gamma t_draft(N, B) + t_verify(M, B, gamma + 1))`` with drafts of N parameters shaped by
-    :meth:`ModelShape.from_params`; speedup is relative to autoregressive decoding at the same batch.
+    :func:`sdlaws.roofline.draft_like` (a real architecture sharing the target's vocabulary); speedup is relative to autoregressive decoding at the same batch.
     """
     target = setup.target
     grid, gammas = draft_grid(target.params, grid_points), np.arange(1, gamma_max + 1)
+    grid = grid[grid >= min_draft_params(target)]  # a real draft holds the target's vocabulary
     acc = sdsl_alpha(grid, target.params, plane=plane, loss=loss, draft_tokens=draft_tokens,
                      target_tokens=target_tokens, samples=samples, seed=seed)
     tau = expected_tokens_chain(acc.point[:, None], gammas)                                        # (N, G)
     tau_draws = expected_tokens_chain(acc.draws[..., None], gammas) if acc.has_interval else None  # (S, N, G)
     batches = np.asarray(batch_sizes)
-    steps_s = np.stack([setup.with_draft(ModelShape.from_params(n)).chain_step_time_s(batches[:, None], gammas)
+    steps_s = np.stack([setup.with_draft(draft_like(setup.target, n)).chain_step_time_s(batches[:, None], gammas)
                         for n in grid], axis=1)                                                    # (B, N, G)
     plans = []
     for batch, step_s in zip(batch_sizes, steps_s):
@@ -545,7 +546,7 @@ def full_plan(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLANE, loss
                   seed=seed)
     report = draft_size_report(setup, batch_sizes, level=level, **common)
     served = setup if setup.draft is not None else setup.with_draft(
-        ModelShape.from_params(report.plans[0].value, name=f"draft-{report.plans[0].value:.3g}"))
+        draft_like(setup.target, report.plans[0].value))
     acceptance = acceptance or sdsl_acceptance(served.draft.params, setup.target.params, **common)
     return report + serving_plan(served, batch_sizes, acceptance, topk_law=topk_law, samples=samples, seed=seed,
                                  level=level)

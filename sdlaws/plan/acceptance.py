@@ -1,0 +1,113 @@
+"""Acceptance models the planner searches over: per-depth x per-rank profiles under the engine's own tree policy,
+and the number of decode steps a batch takes.
+
+A profile ``q`` (the format of ``sdlaws measure --acceptance-profile`` and :func:`sdlaws.rates.acceptance_profile`)
+gives, per draft depth ``d`` and sibling rank ``r``, the probability that the target's token at depth ``d`` is the
+draft's rank-``r`` child of the accepted path node. :func:`engine_tree` builds the tree sdlaws's engine verifies
+for such a draft (EAGLE-2 expansion: at each depth the ``k`` best nodes by cumulative draft log-probability
+expand their top-``k`` children; then the ``budget`` best pool nodes are verified; ``sdlaws.measure.tree``), with
+the draft's log-probabilities equal to ``log q`` as in the engine's synthetic mode. A node is accepted when
+every edge on its path is, so ``P(walk reaches depth j) = sum over selected depth-j nodes of prod q`` and the
+accepted-length distribution follows. Chains are the case ``k = 1``.
+
+:func:`batch_steps` turns an accepted-length distribution into decode steps per batch: a static batch runs until
+its slowest row has ``max_new_tokens`` (expected maximum over rows, by seeded simulation); continuous batching
+refills finished rows, so a row costs its own expected steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Floor of a probability before its log (ranks with no probability still get a finite draft score).
+_MIN_Q = 1e-9
+
+
+def profile_array(profile, depth: int, topk: int) -> np.ndarray:
+    """``(depth, topk)`` array of ``q``; ranks past a row's end and depths past the profile are 0."""
+    out = np.zeros((depth, topk))
+    for d, row in enumerate(list(profile)[:depth]):
+        width = min(len(row), topk)
+        out[d, :width] = np.asarray(row, dtype=float)[:width]
+    return out
+
+
+@dataclass(frozen=True)
+class EngineTree:
+    """The verified nodes of one step: depth (1-based) and path acceptance probability of each selected node."""
+
+    depth: np.ndarray  # (budget,)
+    prob: np.ndarray   # (budget,) product of q along the node's path
+
+    def reach(self, max_depth: int) -> np.ndarray:
+        """``(max_depth + 1,)`` P(the walk accepts at least j drafts), j = 0..max_depth."""
+        out = np.ones(max_depth + 1)
+        for j in range(1, max_depth + 1):
+            out[j] = self.prob[self.depth == j].sum()
+        return np.minimum(out, 1.0)
+
+    def length_pmf(self, max_depth: int) -> np.ndarray:
+        """``(max_depth + 1,)`` P(exactly j drafts accepted)."""
+        reach = self.reach(max_depth)
+        return np.clip(reach - np.append(reach[1:], 0.0), 0.0, 1.0)
+
+    @property
+    def tau(self) -> float:
+        """Expected tokens per step: accepted drafts + the bonus token."""
+        return 1.0 + float(self.prob.sum())
+
+
+def engine_tree(profile, topk: int, depth: int, budget: int | None = None) -> EngineTree:
+    """The tree the engine verifies for a draft whose log-probabilities are ``log q`` (module docstring).
+
+    Mirrors ``sdlaws.measure.tree.grow`` / ``select``: pool laid out ``[frontier][rank]`` per depth, the next
+    frontier the ``k`` best children, the ``budget`` (default ``k * depth``) best pool nodes by score with ties
+    to the earlier node.
+    """
+    budget = topk * depth if budget is None else budget
+    q = profile_array(profile, depth, topk)
+    logq = np.log(np.maximum(q, _MIN_Q))
+    score, prob, node_depth = list(logq[0]), list(q[0]), [1] * topk
+    frontier = list(range(topk))
+    for level in range(1, depth):
+        start = len(score)
+        child_score = [score[f] + logq[level, r] for f in frontier for r in range(topk)]
+        child_prob = [prob[f] * q[level, r] for f in frontier for r in range(topk)]
+        score += child_score
+        prob += child_prob
+        node_depth += [level + 1] * len(child_score)
+        best = np.argsort(-np.asarray(child_score), kind="stable")[:topk]
+        frontier = [start + int(i) for i in best]
+    order = np.argsort(-np.asarray(score), kind="stable")[:budget]
+    return EngineTree(depth=np.asarray(node_depth)[order], prob=np.asarray(prob)[order])
+
+
+def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *, batching: str = "static",
+                draws: int = 200, seed: int = 0) -> float:
+    """Expected decode steps of one batch (the engine's loop: the prefill commits the first token, each step
+    commits accepted + 1 tokens per row, at most ``max_new_tokens - 1`` steps).
+
+    ``batching="static"``: the batch runs until its slowest row is done (expected maximum over ``batch_size``
+    rows, ``draws`` seeded simulations); ``"continuous"``: a finished row is refilled, so the batch advances at
+    one row's expected pace.
+    """
+    need = max_new_tokens - 1
+    if need <= 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    rows = batch_size if batching == "static" else 1
+    sims = draws if batching == "static" else max(draws, 1000)
+    tokens = np.arange(1, len(length_pmf) + 1)  # tokens a step commits: accepted + bonus
+    total = np.zeros((sims, rows))
+    done_at = np.full((sims, rows), float(need))  # rows still short after `need` steps stop there (engine cap)
+    running = np.ones((sims, rows), dtype=bool)
+    for step in range(1, need + 1):
+        total += rng.choice(tokens, size=(sims, rows), p=length_pmf / length_pmf.sum())
+        finished = running & (total >= need)
+        done_at[finished] = step
+        running &= ~finished
+        if not running.any():
+            break
+    return float(done_at.max(axis=1).mean())
