@@ -16,7 +16,7 @@ from sdlaws.plan.optimize import (ServingAcceptance, draft_size_table, full_plan
                                   optimal_pretraining_tokens, serving_plan)
 from sdlaws.plan.priors import PublishedLaw
 from sdlaws.rates import expected_tokens_chain
-from sdlaws.roofline import ModelShape, ServingSetup, named_shape
+from sdlaws.roofline import ModelShape, ServingSetup, draft_like, named_shape
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -142,5 +142,9 @@ def test_full_plan_round_trips_to_plain_types():
     data = json.loads(json.dumps(plans.to_dict()))
     assert {"draft_size_vs_target", "draft_size_by_batch", "serving"} <= set(data["tables"])
     assert plans.to_frame()["quantity"].tolist().count("draft_params") == 3  # SDSL + 2 batch sizes
-    served = plans.inputs["serving"]["draft"]["params"]
-    assert served == plans.plans[0].value  # the served draft is the SDSL N*
+    served = plans.inputs["serving"]["draft"]
+    # the served draft is the real architecture of the SDSL N*: the target's vocabulary, a head_dim of 64 or 128
+    # and KV heads dividing the heads
+    assert served == draft_like(named_shape("llama-3-8b"), plans.plans[0].value).to_dict()
+    assert served["vocab"] == 128256 and served["head_dim"] in (64, 128) and served["heads"] % served["kv_heads"] == 0
+    assert served["params"] == pytest.approx(plans.plans[0].value, rel=0.05)
