@@ -104,3 +104,43 @@ def _observed_vs_predicted(ax, fit: FitResult, points: pd.DataFrame, color: str,
     ax.plot([both.min(), both.max()], [both.min(), both.max()], color="0.5", lw=0.8)
     ax.set_xlabel(f"predicted {fit.y} from {', '.join(fit.x)}")
     ax.set_ylabel(f"observed {fit.y}")
+
+
+def predicted_vs_measured(measured, predicted, groups, path: str | Path, *, quantity: str, title: str) -> Path:
+    """Log-log scatter of predicted against measured values, one colour per group, with the identity line."""
+    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    ax = fig.subplots()
+    measured, predicted, groups = np.asarray(measured, float), np.asarray(predicted, float), np.asarray(groups)
+    for name in dict.fromkeys(groups):
+        keep = groups == name
+        ax.scatter(measured[keep], predicted[keep], s=10, alpha=0.7, label=str(name).removeprefix("random:"))
+    lo, hi = np.nanmin([measured, predicted]) / 1.2, np.nanmax([measured, predicted]) * 1.2
+    ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="identity")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured {quantity}",
+           ylabel=f"predicted {quantity}", title=title)
+    ax.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
+    """Decode speedup over AR versus batch size: the best configuration of each top-k (over depths), with the
+    min-max range of the repeats."""
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ar = table[table["method"] == "ar"].set_index("batch_size")["measured"]
+    spec = table[table["method"] != "ar"]
+    for k, g in spec.groupby("tree_topk"):
+        best = g.loc[g.groupby("batch_size")["measured"].idxmax()].set_index("batch_size")
+        base = ar.reindex(best.index)
+        ax.errorbar(best.index, best["measured"] / base, yerr=[(best["measured"] - best["lower"]) / base,
+                                                              (best["upper"] - best["measured"]) / base],
+                    marker="o", ms=3, capsize=2, label="chain" if k == 1 else f"tree top-{k}")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="decode speedup over AR",
+           title="8B target + 1B draft, H200, synthetic acceptance")
+    ax.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path

@@ -105,8 +105,9 @@ def model(
 
 def experiment(
     name: Annotated[str, typer.Argument(help="Experiment name, 'suite' for several sharing one training run "
-                                             "(`--list` shows them), or 'report' to fit and report committed "
-                                             "measurements.", show_default=False)] = "",
+                                             "(`--list` shows them), 'report' to fit and report committed "
+                                             "measurements, or 'cost-model' for the step-time law and Thm 1.3 "
+                                             "document (docs/cost-model.md).", show_default=False)] = "",
     work: Annotated[Path, typer.Option(help="Scratch directory for the corpus and models (reused on re-runs).")]
     = Path("runs/experiments"),
     out: Annotated[Optional[Path], typer.Option(
@@ -137,6 +138,11 @@ def experiment(
         return
     if not name:
         raise ConfigError("name an experiment (or 'suite'); `sdlaws experiment --list` shows them")
+    if name == "cost-model":
+        from sdlaws.experiments.costmodel import write
+
+        typer.echo(f"wrote {write(out or Path('docs/cost-model.md'), measurements)}")
+        return
     if name == "report":
         from sdlaws.experiments.report import write_report
 
