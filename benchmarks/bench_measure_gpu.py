@@ -5,11 +5,15 @@ small pair from scratch with ``sdlaws train`` first):
 
 (a) tokens/s of sdlaws's :class:`~sdlaws.measure.engine.SpecDecoder` (chain, gamma) versus Hugging Face
     ``generate(assistant_model=draft)`` with the same gamma pinned, at batch size 1, greedy, same prompts;
-(b) the measured speedup over sdlaws's own AR baseline versus the speedup predicted from the run's alpha and
-    step times, ``tau(alpha, gamma) * t_ar / (gamma * t_draft + t_verify)`` (Leviathan et al. 2023, Thm 3.8
+(b) a consistency check, not a prediction: the measured speedup over sdlaws's own AR baseline versus the
+    speedup reconstructed from the same run's alpha and step times, ``tau(alpha, gamma) * t_ar / (gamma * t_draft + t_verify)`` (Leviathan et al. 2023, Thm 3.8
     with measured step times; ``tau`` from :func:`sdlaws.rates.expected_tokens_chain`);
 (c) AR decode time per token at batch size 1 of ``--ar-model`` (default ``random:llama-3.2-1b``, 1.24B
-    parameters) versus the memory-bound floor ``model bytes / measured memory bandwidth``.
+    parameters) versus the memory-bound floor: the bytes a decode step must read (matmul weights, i.e. every
+    weight but an untied input-embedding table, which is a lookup, plus the KV cache of the mean context) over the
+    copy bandwidth measured in the same run (:func:`floor_bytes`).
+
+``--floor-from summary.json`` recomputes (c) from an earlier run's summary without a GPU.
 
 Writes ``spec.csv`` and ``steps.csv`` (schema tables), ``hw.json`` (hardware profile) and ``summary.json`` to
 ``--out``. Budget: under 8 minutes on an H100 (with ``--train-quick``: about 3 of them training).
@@ -59,11 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", type=Path, default=Path("out/bench_measure_gpu"))
+    p.add_argument("--floor-from", type=Path, help="recompute (c) from this summary.json (no GPU) and exit")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sdlaws-bench",
                    help="scratch folder for --train-quick's corpus and models (kept out of --out)")
     args = p.parse_args(argv)
-    if not args.train_quick and not (args.target and args.draft):
-        p.error("pass --target and --draft, or --train-quick")
+    if not args.train_quick and not (args.target and args.draft) and args.floor_from is None:
+        p.error("pass --target and --draft, or --train-quick (or --floor-from SUMMARY)")
     return args
 
 
@@ -127,6 +132,24 @@ def _prediction(ar, chain, gamma: int) -> dict:
             "prediction_error": predicted / measured_decode - 1.0}
 
 
+def floor_bytes(model: str, batch_size: int, context_tokens: float, dtype: str) -> float:
+    """Bytes one decode step must read: matmul weights + the KV cache of ``context_tokens`` per row."""
+    from sdlaws.roofline import kv_cache_bytes, named_shape
+
+    shape = named_shape(model)
+    return shape.matmul_params * BYTES_PER_PARAM[dtype] + float(kv_cache_bytes(shape, batch_size, context_tokens,
+                                                                               dtype))
+
+
+def bandwidth_floor(model: str, dtype: str, prompt_len: int, new_tokens: int, hbm_bytes_per_s: float,
+                    ar_time_per_token_s: float) -> dict:
+    """(c)'s floor at batch 1 (mean context: prompt + half the new tokens) and the measured share of it."""
+    nbytes = floor_bytes(model, 1, prompt_len + new_tokens / 2, dtype)
+    bound_s = nbytes / hbm_bytes_per_s
+    return {"floor_bytes": nbytes, "bound_time_per_token_s": bound_s,
+            "bandwidth_fraction": bound_s / ar_time_per_token_s}
+
+
 def measure_bandwidth(args, hbm_bytes_per_s: float, spec_csv: Path, steps_csv: Path) -> dict:
     """(c): AR decode time per token of ``--ar-model`` at batch 1 versus model bytes / measured bandwidth."""
     config = MeasureConfig(targets=(args.ar_model,), prompts="random", num_prompts=4, max_prompt_len=128,
@@ -135,22 +158,35 @@ def measure_bandwidth(args, hbm_bytes_per_s: float, spec_csv: Path, steps_csv: P
     print(run_sweep(config, spec_csv).summary())
     df = rates.derive(io.read_measurements(spec_csv, table="spec", ok_only=True))
     ar = df[df["target_name"].eq(args.ar_model) & df["method"].eq("ar")].iloc[-1]
-    model_bytes = ar["target_params"] * BYTES_PER_PARAM[ar["dtype"]]
-    bound_s = model_bytes / hbm_bytes_per_s
+    floor = bandwidth_floor(args.ar_model, ar["dtype"], config.max_prompt_len, args.ar_new_tokens,
+                            hbm_bytes_per_s, ar["tpot_s"])
     measure_steps(args.ar_model, steps_csv, StepSweep(batch_sizes=(1, 8), tokens_per_row=(1, 2, 4, 8), kv_len=512),
                   dtype=args.dtype, device=args.device)
     steps = io.read_measurements(steps_csv, table="step", ok_only=True)
     single = steps[steps["model_name"].eq(args.ar_model) & steps["batch_size"].eq(1) & steps["tokens_per_row"].eq(1)]
     step_s = float(single["median_time_s"].iloc[-1])
-    return {"ar_model": args.ar_model, "model_params": ar["target_params"], "model_bytes": model_bytes,
-            "ar_time_per_token_s": ar["tpot_s"], "bound_time_per_token_s": bound_s,
-            "bandwidth_fraction": bound_s / ar["tpot_s"], "forward_graph_time_s": step_s,
-            "forward_bandwidth_fraction": bound_s / step_s}
+    return {"ar_model": args.ar_model, "model_params": ar["target_params"], "ar_time_per_token_s": ar["tpot_s"],
+            **floor, "forward_graph_time_s": step_s,
+            "forward_bandwidth_fraction": floor["bound_time_per_token_s"] / step_s}
+
+
+def recompute_floor(summary_json: Path) -> dict:
+    """(c) of an earlier run with today's floor definition (its prompt length 128 and measured bandwidth)."""
+    summary = json.loads(Path(summary_json).read_text())
+    band, hw = summary["bandwidth"], summary["hardware"]
+    floor = bandwidth_floor(band["ar_model"], hw["dtype"], 128, 256, hw["hbm_bytes_per_s"],
+                            band["ar_time_per_token_s"])
+    print(json.dumps({**floor, "hbm_bytes_per_s": hw["hbm_bytes_per_s"], "ar_time_per_token_s":
+                      band["ar_time_per_token_s"], "forward_bandwidth_fraction": floor["bound_time_per_token_s"]
+                      / band["forward_graph_time_s"]}, indent=2))
+    return floor
 
 
 def main(argv=None) -> dict:
     """Run (a), (b), (c); write the CSVs and ``summary.json`` under ``--out``; return the summary."""
     args = parse_args(argv)
+    if args.floor_from is not None:
+        return recompute_floor(args.floor_from)
     args.out.mkdir(parents=True, exist_ok=True)
     spec_csv, steps_csv = args.out / "spec.csv", args.out / "steps.csv"
     target, draft = (train_quick_pair(args.work, args.train_seconds) if args.train_quick

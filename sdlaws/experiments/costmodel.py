@@ -165,7 +165,7 @@ def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measuremen
     results = analyse(root)
     figures = out.with_suffix("")
     figures.mkdir(parents=True, exist_ok=True)
-    text = render(results, figures, root=Path(root))
+    text = render(results, figures, root=Path(root), link=figures.name)
     out.write_text(text)
     r = results.roofline
     save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(_datasheet_errors(results))),

@@ -41,7 +41,7 @@ def _provenance(root: Path) -> str:
     return "; ".join(parts)
 
 
-def _figures(results: Results, fig_dir: Path) -> dict[str, str]:
+def _figures(results: Results, fig_dir: Path, link: str) -> dict[str, str]:
     """Predicted-vs-measured step times (leave-one-point-out and leave-one-shape-out), Thm 1.3 curves, and the
     planner's predicted vs measured decode rates; returns name -> relative path."""
     from sdlaws.plotting import predicted_vs_measured, speedup_by_batch
@@ -52,19 +52,19 @@ def _figures(results: Results, fig_dir: Path) -> dict[str, str]:
         e = results.checks[key]
         path = predicted_vs_measured(e["measured_s"] * 1e3, e["predicted_s"] * 1e3, e["model_name"],
                                      fig_dir / f"steps-{key}.png", quantity="forward time (ms)", title=title)
-        names[key] = f"{fig_dir.name}/{path.name}"
+        names[key] = f"{link}/{path.name}"
     p = results.predicted
     path = predicted_vs_measured(p["measured"], p["decode_tokens_per_s"], p["method"], fig_dir / "decode-rate.png",
                                  quantity="decode throughput (tokens/s)", title="planner vs measured, 8B + 1B")
-    names["decode"] = f"{fig_dir.name}/{path.name}"
+    names["decode"] = f"{link}/{path.name}"
     path = speedup_by_batch(results.thm13, fig_dir / "thm13.png")
-    names["thm13"] = f"{fig_dir.name}/{path.name}"
+    names["thm13"] = f"{link}/{path.name}"
     return names
 
 
-def render(results: Results, fig_dir: Path, root: Path) -> str:
-    """The markdown of ``docs/cost-model.md``."""
-    figs = _figures(results, fig_dir)
+def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model") -> str:
+    """The markdown of ``docs/cost-model.md``; figures are drawn into ``fig_dir`` and linked as ``link/NAME``."""
+    figs = _figures(results, fig_dir, link)
     loo, lobo, loso, transfer = (results.checks[k] for k in ("loo", "lobo", "loso", "transfer"))
     r = results.roofline
     law = results.law
