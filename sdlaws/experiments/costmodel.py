@@ -29,6 +29,8 @@ H200_STEPS = "h200/steps.csv"
 H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "bench/steps-llama-3.2-1b.csv",
               "throughput/step.csv")
 THM13 = "h200/thm13.csv"
+#: The H100 pair's held-out check: training spec rows, held-out spec rows, that GPU's step tables.
+HELDOUT = dict(train=("throughput/topk-batch.csv",), heldout=("throughput/heldout.csv",), steps=("throughput/step.csv",))
 PROFILE = "h200/thm13-profile.json"
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
 
@@ -50,6 +52,7 @@ class Results:
     plan: pd.DataFrame = None                 # plan's choice vs the measured best per batch
     predicted: pd.DataFrame = None            # predicted vs measured decode rate per configuration
     censored: list = field(default_factory=list)
+    heldout: object = None                    # Validation of the H100 pair's held-out rows
 
 
 def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
@@ -152,7 +155,17 @@ def analyse(root: str | Path = "measurements") -> Results:
     plan, predicted = plan_check(table, root, law)
     return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, thm13=table, optimum=optimum,
                    topk_fits=fit_topk_law(optimum), plan=plan, predicted=predicted,
-                   censored=verdicts.censored_batches(optimum))
+                   censored=verdicts.censored_batches(optimum), heldout=heldout_check(root))
+
+
+def heldout_check(root: Path):
+    """``sdlaws validate`` on the committed H100 pair: acceptance and overheads from the training rows, the
+    step-time law from that GPU's step tables, every held-out row predicted."""
+    from sdlaws.plan.cost import fit_steptime
+    from sdlaws.plan.validate import validate
+
+    law = fit_steptime(_read(root, *HELDOUT["steps"], table="step"), load_hardware("h100"))
+    return validate(_read(root, *HELDOUT["train"], table="spec"), _read(root, *HELDOUT["heldout"], table="spec"), law)
 
 
 def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measurements") -> Path:

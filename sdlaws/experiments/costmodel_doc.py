@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import GOALS, H100_STEPS, H200_STEPS, PROFILE, THM13, Results
+from sdlaws.experiments.costmodel import GOALS, H100_STEPS, H200_STEPS, HELDOUT, PROFILE, THM13, Results
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -184,5 +184,42 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "",
         f"![planner vs measured]({figs['decode']})",
         "",
+        *_heldout_section(results.heldout),
     ]
     return "\n".join(lines)
+
+
+def _heldout_section(v) -> list[str]:
+    """``sdlaws validate`` on the H100 pair: per-row errors and the summary with bootstrap intervals."""
+    skipped = v.rows[v.rows["reason"].ne("")]
+    spec = v.summary_table("speculative")
+    tps = spec.set_index("quantity").loc["tokens_per_s"]
+    speed = spec.set_index("quantity").loc["speedup"]
+    rows = v.predicted()[["label", "tokens_per_s_pct", "speedup_pct", "tpot_s_pct", "steps_per_batch_pct"]]
+    cmd = ("sdlaws validate " + " ".join(f"--train measurements/{p}" for p in HELDOUT["train"])
+           + " " + " ".join(f"--heldout measurements/{p}" for p in HELDOUT["heldout"])
+           + " " + " ".join(f"--steps measurements/{p}" for p in HELDOUT["steps"]) + " --hardware h100")
+    return [
+        "## Held-out predictions (H100 pair)",
+        "",
+        f"`{cmd}` fits, on the training rows only, the acceptance profile of each (draft, temperature), its spread "
+        "across prompts (a Beta concentration chosen to reproduce the training rows' steps per batch) and the "
+        "engine's per-step and prefill overheads outside the forward passes; the step-time law comes from the same "
+        f"GPU's step tables. It then predicts every held-out row. Inputs: {v.inputs['train_rows']} training rows, "
+        f"{v.inputs['heldout_rows']} held-out rows; fitted overheads "
+        + ", ".join(f"{k} {val:.3g}" for k, val in v.inputs["overheads"].items())
+        + "; prompt spread " + ", ".join(f"{k.split('/')[-2] if '/' in k else k}: {val}"
+                                         for k, val in v.inputs["prompt_spread"].items()) + ".",
+        "",
+        _md(rows),
+        "",
+        f"- Speculative rows: tokens/s median |error| {tps['median_abs_pct']:.1f}% "
+        f"[{tps['median_lower']:.1f}, {tps['median_upper']:.1f}], speedup {speed['median_abs_pct']:.1f}% "
+        f"[{speed['median_lower']:.1f}, {speed['median_upper']:.1f}] (95% bootstrap over rows, "
+        f"{int(tps['rows'])} rows); "
+        + verdicts.goal(float(tps["median_abs_pct"]), 10.0, "the tokens/s median").split(": ", 1)[1] + ".",
+        f"- Not predicted ({len(skipped)} rows): " + "; ".join(f"{r.label}: {r.reason}" for r in skipped.itertuples())
+        + " (a draft without training rows, or a temperature the training rows do not cover, needs an "
+        "acceptance law such as the SDSL plane; none is assumed).",
+        "",
+    ]

@@ -84,11 +84,35 @@ def engine_tree(profile, topk: int, depth: int, budget: int | None = None) -> En
     return EngineTree(depth=np.asarray(node_depth)[order], prob=np.asarray(prob)[order])
 
 
+def prompt_profiles(profile, spread: float | None, bins: int = 16) -> list:
+    """Profiles of ``bins`` equally likely prompts: every probability of ``profile`` scaled by ``x / mu``, where
+    ``x ~ Beta(spread mu, spread (1 - mu))`` (its ``bins`` quantile midpoints) and ``mu`` is the first depth's
+    acceptance; rows are renormalised to sum to at most 1. ``spread=None``: every prompt accepts alike.
+
+    Prompts differ (code accepts more than prose); a static batch waits for its slowest row, so the spread of
+    acceptance across prompts, not only its mean, sets the steps per batch.
+    """
+    if spread is None:
+        return [profile]
+    from scipy.stats import beta
+
+    rows = [np.asarray(r, dtype=float) for r in profile]
+    mu = float(np.clip(rows[0].sum(), 1e-6, 1 - 1e-6))
+    x = beta.ppf((np.arange(bins) + 0.5) / bins, spread * mu, spread * (1 - mu))
+    out = []
+    for scale in x / mu:
+        scaled = [r * scale for r in rows]
+        out.append([tuple(r / max(1.0, r.sum())) for r in scaled])
+    return out
+
+
 def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *, batching: str = "static",
                 draws: int = 200, seed: int = 0) -> float:
     """Expected decode steps of one batch (the engine's loop: the prefill commits the first token, each step
     commits accepted + 1 tokens per row, at most ``max_new_tokens - 1`` steps).
 
+    ``length_pmf``: accepted-drafts distribution of a step, ``(depth + 1,)``, or ``(P, depth + 1)`` for ``P``
+    equally likely kinds of prompt (each row of the batch draws its kind once, :func:`prompt_profiles`).
     ``batching="static"``: the batch runs until its slowest row is done (expected maximum over ``batch_size``
     rows, ``draws`` seeded simulations); ``"continuous"``: a finished row is refilled, so the batch advances at
     one row's expected pace.
@@ -99,12 +123,16 @@ def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *,
     rng = np.random.default_rng(seed)
     rows = batch_size if batching == "static" else 1
     sims = draws if batching == "static" else max(draws, 1000)
-    tokens = np.arange(1, len(length_pmf) + 1)  # tokens a step commits: accepted + bonus
+    pmfs = np.atleast_2d(np.asarray(length_pmf, dtype=float))
+    cdf = np.cumsum(pmfs / pmfs.sum(axis=1, keepdims=True), axis=1)  # (P, D + 1)
+    kind = rng.integers(0, len(pmfs), size=(sims, rows))
+    row_cdf = cdf[kind]  # (sims, rows, D + 1)
     total = np.zeros((sims, rows))
     done_at = np.full((sims, rows), float(need))  # rows still short after `need` steps stop there (engine cap)
     running = np.ones((sims, rows), dtype=bool)
     for step in range(1, need + 1):
-        total += rng.choice(tokens, size=(sims, rows), p=length_pmf / length_pmf.sum())
+        u = rng.random((sims, rows, 1))
+        total += 1 + (u > row_cdf[..., :-1]).sum(axis=-1)  # accepted + bonus
         finished = running & (total >= need)
         done_at[finished] = step
         running &= ~finished

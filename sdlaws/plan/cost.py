@@ -32,6 +32,7 @@ leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,14 @@ def law_time_s(params: pd.Series | dict, work: Workload) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def step_shape(model_name: str) -> ModelShape:
-    """Shape of a ``step`` row's model: a registered or named shape (``random:llama-3.1-8b``).
+#: ``L<layers>-H<hidden>`` in the path of a model trained by ``sdlaws train``.
+_TRAINED = re.compile(r"L(\d+)-H(\d+)")
+
+
+def step_shape(model_name: str, params: float | None = None) -> ModelShape:
+    """Shape of a row's model: a registered or named shape (``random:llama-3.1-8b``), or a model trained by
+    ``sdlaws train`` (``.../L12-H768-T50M-s0/step-N``: heads and MLP width are the trainer's defaults, embeddings
+    tied, the vocabulary solved from the row's parameter count ``params``).
 
     Raises
     ------
@@ -158,8 +165,26 @@ def step_shape(model_name: str) -> ModelShape:
     try:
         return named_shape(model_name)
     except ConfigError:
-        raise InputError(f"step rows of {model_name!r}: unknown architecture; the step-time law needs a named or "
-                         "random: shape (sdlaws.shapes.SHAPES)") from None
+        pass
+    match = _TRAINED.search(str(model_name))
+    if match is None or not params:
+        raise InputError(f"rows of {model_name!r}: unknown architecture; the step-time law needs a named or "
+                         "random: shape (sdlaws.shapes.SHAPES) or an sdlaws-trained model with its parameter count")
+    return trained_shape(int(match[1]), int(match[2]), float(params), name=match[0])
+
+
+def trained_shape(layers: int, hidden: int, params: float, name: str) -> ModelShape:
+    """Shape of an ``sdlaws train`` model (:class:`sdlaws.train.families.ModelSpec` defaults: heads of 64, SwiGLU
+    8/3 hidden rounded up to 32, tied embeddings) whose vocabulary makes up the rest of ``params``."""
+    heads = max(1, hidden // 64)
+    inter = -(-int(8 * hidden / 3) // 32) * 32
+    body = ModelShape.from_hf_config(dict(model_type="llama", hidden_size=hidden, num_hidden_layers=layers,
+                                          num_attention_heads=heads, num_key_value_heads=heads,
+                                          intermediate_size=inter, vocab_size=0, tie_word_embeddings=True)).params
+    vocab = max(1, round((params - body) / hidden))
+    return ModelShape.from_hf_config(dict(model_type="llama", hidden_size=hidden, num_hidden_layers=layers,
+                                          num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=inter,
+                                          vocab_size=vocab, tie_word_embeddings=True), name=name)
 
 
 def shape_key(shape: ModelShape) -> tuple:
@@ -414,7 +439,8 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
     """
     rows = _ok_steps(step_df)
     names = rows["model_name"].astype(str)
-    shapes = {n: (shapes or {}).get(n) or step_shape(n) for n in names.unique()}
+    params = rows.groupby(names)["model_params"].first() if "model_params" in rows else {}
+    shapes = {n: (shapes or {}).get(n) or step_shape(n, params.get(n)) for n in names.unique()}
     centre = prior(hw, dtype)
     theta, cov, law_s = _fit_params(rows.assign(model_name=names), shapes, centre)
     residuals = rows[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(

@@ -1,0 +1,65 @@
+"""`sdlaws validate` pieces on synthetic inputs with known truth, and the command on the committed H100 pair."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sdlaws.cli import app
+from sdlaws.plan.acceptance import engine_tree, prompt_profiles
+from sdlaws.plan.validate import acceptance_models, fit_overheads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_overheads_recover_known_per_step_and_prefill_costs():
+    rng = np.random.default_rng(0)
+    n = 40
+    method = rng.choice(["ar", "chain", "tree"], n)
+    depth = np.where(method == "ar", 0, rng.integers(2, 7, n))
+    forward = rng.uniform(1e-3, 5e-3, n)
+    truth = np.where(method == "ar", 1e-4, 3e-4 + np.where(method == "tree", 2e-4 * (depth - 1), 0.0))
+    prefill = rng.uniform(1e-3, 2e-2, n)
+    parts = pd.DataFrame(dict(method=method, num_spec_tokens=depth, step_forward_s=forward,
+                              step_meas_s=forward + truth, prefill_forward_s=prefill, prefill_meas_s=0.008 + 0.7 * prefill))
+    fit = fit_overheads(parts)
+    assert fit.ar_step_s == pytest.approx(1e-4) and fit.spec_step_s == pytest.approx(3e-4)
+    assert fit.tree_level_s == pytest.approx(2e-4) and fit.prefill_fixed_s == pytest.approx(0.008)
+    assert fit.prefill_scale == pytest.approx(0.7)
+
+
+def test_prompt_profiles_keep_the_mean_and_widen_with_lower_concentration():
+    profile = ((0.6, 0.1), (0.5, 0.1))
+    assert prompt_profiles(profile, None) == [profile]
+    taus = {s: [engine_tree(p, 2, 2).tau for p in prompt_profiles(profile, s)] for s in (64.0, 4.0)}
+    for values in taus.values():
+        assert np.mean(values) == pytest.approx(engine_tree(profile, 2, 2).tau, rel=0.05)
+    assert np.std(taus[4.0]) > 2 * np.std(taus[64.0])
+    assert all(sum(row) <= 1 + 1e-12 for p in prompt_profiles(profile, 1.0) for row in p)
+
+
+def _row(method, depth, topk, per_pos, per_rank, drafts):
+    return dict(status="ok", method=method, num_spec_tokens=depth, tree_topk=topk, draft_name="d", temperature=0.0,
+                num_drafts=drafts, num_accepted_per_pos=per_pos, num_accepted_per_rank=per_rank)
+
+
+def test_acceptance_models_combine_chain_depth_rates_with_tree_rank_shares():
+    rows = pd.DataFrame([_row("chain", 2, 1, [80, 40], [], 100), _row("tree", 2, 2, [90, 60], [120, 30], 100)])
+    q = acceptance_models(rows)[("d", 0.0)]
+    # depth rates from the chain (0.8, then 0.5), ranks split as 120 : 30 of the tree's accepted nodes
+    assert q[0] == pytest.approx((0.8, 0.2)) and q[1] == pytest.approx((0.5, 0.125))
+
+
+def test_validate_refuses_overlapping_sets_and_predicts_the_h100_pair(tmp_path):
+    runner = CliRunner()
+    m = ROOT / "measurements" / "throughput"
+    bad = runner.invoke(app, ["validate", "--train", str(m / "heldout.csv"), "--heldout", str(m / "heldout.csv"),
+                              "--steps", str(m / "step.csv")])
+    assert bad.exit_code == 2 and "must not see its own data" in bad.output
+    result = runner.invoke(app, ["validate", "--train", str(m / "topk-batch.csv"), "--heldout", str(m / "heldout.csv"),
+                                 "--steps", str(m / "step.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "17 held-out rows predicted, 4 not predicted" in result.output
+    assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.png").exists()
