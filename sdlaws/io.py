@@ -98,8 +98,8 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], table: str = "spec"
         if header is None:
             header = names
             csv.writer(fh).writerow(header)
-        else:
-            _check_header(path, header, cols, row, table)
+        elif _check_header(path, header, cols, row, table):
+            return _migrate(path, fh, cols, row)
         cells = [_cell(row.get(name)) for name in header]
         fh.seek(0, os.SEEK_END)
         csv.writer(fh).writerow(cells)
@@ -107,17 +107,37 @@ def append_row(path: str | os.PathLike, row: dict[str, Any], table: str = "spec"
         os.fsync(fh.fileno())
 
 
-def _check_header(path: Path, header: list[str], cols: list[schema.Column], row: dict[str, Any], table: str) -> None:
-    """:class:`InputError` unless ``row`` fits an existing file's header.
+def _check_header(path: Path, header: list[str], cols: list[schema.Column], row: dict[str, Any], table: str) -> bool:
+    """Whether the file must be migrated to the full schema header before ``row`` is added; :class:`InputError`
+    when the row cannot fit the existing file at all.
 
-    A file written before a defaulted column existed lacks it; a row whose value there is empty or the default
-    loses nothing by leaving it out, any other value would be silently dropped.
+    A file written before a defaulted column existed lacks it: a row whose value there is empty or the default
+    loses nothing by leaving it out; for any other value the file is migrated in place first (the full schema
+    header, earlier rows given the column's default), so nothing is dropped. A column without a default, or a
+    column the schema does not know, means another table: write to a new file.
     """
     missing = [c for c in cols if c.name not in header]
-    lossy = [c.name for c in missing if c.default is None or row.get(c.name) not in (None, c.default)]
-    if set(header) - {c.name for c in cols} or lossy:
-        extra = f" (it has no column {', '.join(lossy)})" if lossy else ""
-        raise InputError(f"{path}: header does not match the {table!r} schema{extra}; write to a new file")
+    unknown = set(header) - {c.name for c in cols}
+    if unknown or any(c.default is None for c in missing):
+        raise InputError(f"{path}: header does not match the {table!r} schema; write to a new file")
+    return not all(row.get(c.name) in (None, c.default) for c in missing)
+
+
+def _migrate(path: Path, fh, cols: list[schema.Column], row: dict[str, Any]) -> None:
+    """Rewrite the open, locked CSV ``path`` under the full schema header (earlier rows get the new columns'
+    defaults) plus ``row``, into a temporary file that replaces it only once complete: a crash leaves the old
+    file whole."""
+    fh.seek(0)
+    rows = list(csv.DictReader(fh))
+    tmp = path.with_name(f".{path.name}.migrate")
+    with open(tmp, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow([c.name for c in cols])
+        writer.writerows([r[c.name] if c.name in r else c.default for c in cols] for r in rows)
+        writer.writerow([_cell(row.get(c.name)) for c in cols])
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
 
 
 def _cell(value: Any) -> Any:

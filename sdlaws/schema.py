@@ -119,6 +119,14 @@ SPEC_RUN: list[Column] = [
            required=False),
     Column("num_accepted_per_rank", "json", "count",
            "tree: list, entry r = accepted tree nodes that were the (r+1)-th ranked child", required=False),
+    Column("num_drafts_per_seq", "json", "count",
+           "drafts verified for each sequence, in prompt order (JSON list; with num_accepted_per_seq the acceptance "
+           "of every prompt); absent in files written before it", required=False, default=""),
+    Column("num_accepted_per_seq", "json", "count",
+           "accepted draft tokens of each sequence, in prompt order (JSON list)", required=False, default=""),
+    Column("num_steps_per_seq", "json", "count",
+           "decode steps each sequence took to finish, in prompt order (JSON list; a static batch runs until its "
+           "largest)", required=False, default=""),
     Column("prefill_time_s", "float", "timing", "prefill + first token, summed over batches", unit="s"),
     Column("draft_time_s", "float", "timing", "draft forward passes, summed", required=False, unit="s"),
     Column("verify_time_s", "float", "timing", "target forward passes in decode, summed", required=False, unit="s"),

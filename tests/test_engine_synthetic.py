@@ -179,8 +179,11 @@ def test_old_csv_without_the_columns_reads_and_takes_real_rows_only(tmp_path):
     io.append_row(old, {**row, "acceptance_source": "target", "acceptance_profile": ""})
     df = io.read_measurements(old, table="spec")
     assert "acceptance_source" not in df and not schema.synthetic_acceptance(df).any()
-    with pytest.raises(InputError, match="no column acceptance_source, acceptance_profile"):
-        io.append_row(old, {**row, "acceptance_source": "synthetic", "acceptance_profile": "[[0.5]]"})
+    # a synthetic row migrates the file to the full header: the earlier row reads as measured acceptance
+    io.append_row(old, {**row, "run_id": "s", "acceptance_source": "synthetic", "acceptance_profile": "[[0.5]]"})
+    df = io.read_measurements(old, table="spec")
+    assert df["acceptance_source"].tolist() == ["target", "synthetic"]
+    assert schema.synthetic_acceptance(df).tolist() == [False, True]
 
 
 def test_measure_config_and_cli_reject_bad_profiles(tmp_path):
@@ -219,3 +222,23 @@ def test_acceptance_profile_from_measured_counts():
     assert rates.acceptance_profile(pd.Series(tree), depth=1) == ((0.8 * 117 / 156,),)
     with pytest.raises(InputError, match="3 position"):
         rates.acceptance_profile(tree, depth=4, topk=2)
+
+
+def test_per_sequence_counts_add_up_to_the_totals_and_the_batch_waits_for_its_slowest_row(pair):
+    from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+
+    target, draft = pair
+    cfg = DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=24, cuda_graphs=False,
+                       acceptance_profile=((0.7,), (0.5,), (0.4,)))
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10], [11, 12, 13, 14]]
+    dec = SpecDecoder(target, draft, cfg, max_prompt_len=8)
+    _, first = dec.generate(prompts[:2])
+    _, second = dec.generate(prompts[2:])
+    stats = first + second
+    assert len(stats.num_drafts_per_seq) == len(stats.num_accepted_per_seq) == len(stats.num_steps_per_seq) == 4
+    assert sum(stats.num_drafts_per_seq) == stats.num_drafts
+    assert sum(stats.num_accepted_per_seq) == stats.num_accepted_tokens
+    assert max(first.num_steps_per_seq) == first.num_steps and max(second.num_steps_per_seq) == second.num_steps
+    # every sequence committed max_new_tokens - 1 tokens after the prefill's first: accepted + one per step
+    for accepted, steps in zip(stats.num_accepted_per_seq, stats.num_steps_per_seq):
+        assert accepted + steps >= cfg.max_new_tokens - 1

@@ -15,7 +15,6 @@ document is computed here; every conclusion sentence comes from a rule in :mod:`
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -136,6 +136,10 @@ class DecodeStats:
     num_accepted_tokens: int = 0
     num_accepted_per_pos: list[int] = field(default_factory=list)
     num_accepted_per_rank: list[int] = field(default_factory=list)
+    # Per sequence, in prompt order (concatenated across batches, not summed): the acceptance of each prompt.
+    num_drafts_per_seq: list[int] = field(default_factory=list, metadata={"concat": True})
+    num_accepted_per_seq: list[int] = field(default_factory=list, metadata={"concat": True})
+    num_steps_per_seq: list[int] = field(default_factory=list, metadata={"concat": True})
     prefill_time_s: float = 0.0
     draft_time_s: float = 0.0
     verify_time_s: float = 0.0
@@ -143,12 +147,15 @@ class DecodeStats:
     peak_memory_bytes: int = 0
 
     def __add__(self, other: "DecodeStats") -> "DecodeStats":
-        """Sum counts, timings and per-position lists (zero-padded); keep the larger peak memory."""
+        """Sum counts, timings and per-position lists (zero-padded); concatenate per-sequence lists; keep the
+        larger peak memory."""
         out = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
             if f.name == "peak_memory_bytes":
                 out[f.name] = max(a, b)
+            elif f.metadata.get("concat"):
+                out[f.name] = list(a) + list(b)
             elif isinstance(a, list):
                 width = max(len(a), len(b))
                 out[f.name] = [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(width)]
@@ -407,6 +414,9 @@ class _Workspace:
         self.num_accepted = torch.zeros((), **long)
         self.per_pos = torch.zeros(self.depth, **long)
         self.per_rank = torch.zeros(self.topk if self.cfg.method == "tree" else 0, **long)
+        self.row_drafts = torch.zeros(batch, **long)    # per row: drafts verified, accepted tokens, decode steps
+        self.row_accepted = torch.zeros(batch, **long)
+        self.row_steps = torch.zeros(batch, **long)
         rand_cols = (2 * self.depth + 1) if self.chain_sampling else self.num_verify
         drawn = self.cfg.temperature > 0 or self.synthetic  # synthetic decisions draw one uniform per node
         self.rand = torch.zeros(batch, rand_cols if drawn else 0, device=device)
@@ -452,7 +462,7 @@ class _Workspace:
     def _state(self) -> list[torch.Tensor]:
         """Tensors the verify phase reads after writing (restored around graph warm-up)."""
         return [self.seq, self.length, self.all_done, self.num_drafts, self.num_accepted, self.per_pos,
-                self.per_rank]
+                self.per_rank, self.row_drafts, self.row_accepted, self.row_steps]
 
     # ---------------------------------------------------------------- per call
 
@@ -474,7 +484,8 @@ class _Workspace:
         self.prompt_len.copy_(lengths)
         self.length.copy_(lengths)
         self.pad.copy_(width - lengths)
-        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank):
+        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank, self.row_drafts,
+                        self.row_accepted, self.row_steps):
             counter.zero_()
         slots = torch.arange(width - used, width, device=device).expand(len(prompts), used)
         positions = (slots - self.pad[:, None]).clamp(min=0)
@@ -505,6 +516,9 @@ class _Workspace:
         stats.num_accepted_tokens = int(self.num_accepted)
         stats.num_accepted_per_pos = self.per_pos.tolist()
         stats.num_accepted_per_rank = self.per_rank.tolist()
+        stats.num_drafts_per_seq = self.row_drafts.tolist()
+        stats.num_accepted_per_seq = self.row_accepted.tolist()
+        stats.num_steps_per_seq = self.row_steps.tolist()
 
     # ---------------------------------------------------------------- draft phase
 
@@ -645,6 +659,9 @@ class _Workspace:
             self.target_cache.move(src, dst)
         self.length += (accepted + 1) * active
         self.num_drafts += active.sum() if depth else 0
+        self.row_drafts += active if depth else 0
+        self.row_accepted += accepted
+        self.row_steps += active
         self.num_accepted += accepted.sum()
         self.per_pos += (accepted[:, None] > offsets[:depth]).sum(dim=0)
         self.all_done.copy_(((self.length - self.prompt_len) >= self.cfg.max_new_tokens).all())
