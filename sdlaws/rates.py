@@ -100,26 +100,27 @@ def acceptance_profile(rows: pd.DataFrame | pd.Series | dict, depth: int,
     """
     frame = pd.DataFrame([rows]) if isinstance(rows, (dict, pd.Series)) else rows
     drafts = float(frame["num_drafts"].sum())
-    per_pos = _summed_lists(frame["num_accepted_per_pos"])
+    per_pos = summed_lists(frame["num_accepted_per_pos"])
     if drafts <= 0 or len(per_pos) < depth:
         raise InputError(f"acceptance_profile needs num_drafts > 0 and num_accepted_per_pos for {depth} depth(s); "
                          f"got {drafts:g} drafts and {len(per_pos)} position(s)")
     reached = [drafts, *per_pos[: depth - 1]]
     accept = [a / n if n > 0 else 0.0 for a, n in zip(per_pos[:depth], reached)]
-    per_rank = _summed_lists(frame["num_accepted_per_rank"]) if "num_accepted_per_rank" in frame else []
+    per_rank = summed_lists(frame["num_accepted_per_rank"]) if "num_accepted_per_rank" in frame else []
     total = sum(per_rank)
     shares = [c / total for c in per_rank[:topk]] if total > 0 else [1.0]
     return tuple(tuple(a * share for share in shares) for a in accept)
 
 
-def _summed_lists(cells: pd.Series) -> list[float]:
+def summed_lists(cells: pd.Series) -> list[float]:
     """Element-wise sum of JSON/list cells (shorter lists zero-padded)."""
-    lists = [_per_pos(c) for c in cells]
+    lists = [count_list(c) for c in cells]
     width = max(map(len, lists), default=0)
     return [sum(values[i] for values in lists if i < len(values)) for i in range(width)]
 
 
-def _per_pos(cell) -> list[float]:
+def count_list(cell) -> list[float]:
+    """A list-of-counts cell (JSON text as read from a CSV, or a list) as floats; empty when absent."""
     if isinstance(cell, (list, tuple, np.ndarray)):
         return [float(v) for v in cell]
     if cell is None or (isinstance(cell, float) and np.isnan(cell)) or str(cell).strip() in ("", "nan"):
@@ -150,7 +151,7 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
             # Leviathan Def. 3.7 cost coefficient c: one draft forward / one target forward, measured in decode.
             per_draft = out["draft_time_s"] / (out["num_steps"] * out["num_spec_tokens"]).where(out["num_spec_tokens"] > 0)
             out["cost_ratio_c"] = per_draft / (out["verify_time_s"] / out["num_steps"])
-    per_pos = out["num_accepted_per_pos"].map(_per_pos) if "num_accepted_per_pos" in out else pd.Series([[]] * len(out), index=out.index)
+    per_pos = out["num_accepted_per_pos"].map(count_list) if "num_accepted_per_pos" in out else pd.Series([[]] * len(out), index=out.index)
     out["alpha_mle"] = [_alpha_mle(p, d, a, g, m) if k else nan
                         for p, d, a, g, m, k in zip(per_pos, out["num_drafts"], out["num_accepted_tokens"],
                                                      out["num_spec_tokens"], out["method"], ok)]

@@ -63,3 +63,18 @@ def test_validate_refuses_overlapping_sets_and_predicts_the_h100_pair(tmp_path):
     assert result.exit_code == 0, result.output
     assert "17 held-out rows predicted, 4 not predicted" in result.output
     assert (tmp_path / "validation.json").exists() and (tmp_path / "validation.png").exists()
+
+
+def test_spread_from_sequences_recovers_the_beta_concentration():
+    from sdlaws.plan.validate import spread_from_sequences
+
+    rng = np.random.default_rng(0)
+    kappa, mu, n = 10.0, 0.6, 400
+    drafts = rng.integers(100, 300, n)
+    accepted = rng.binomial(drafts, rng.beta(kappa * mu, kappa * (1 - mu), n))  # chain gamma 1: one token a draft
+    rows = pd.DataFrame([dict(num_spec_tokens=1, num_drafts_per_seq=str(list(map(int, drafts))),
+                              num_accepted_per_seq=str(list(map(int, accepted))))])
+    assert spread_from_sequences(rows) == pytest.approx(kappa, rel=0.25)
+    same = rng.binomial(drafts, mu)  # every prompt alike: no excess spread beyond binomial noise
+    alike = spread_from_sequences(rows.assign(num_accepted_per_seq=str(list(map(int, same)))))
+    assert alike is None or alike > 100

@@ -5,6 +5,10 @@
 - an acceptance profile per (draft, temperature) from the training ``spec`` rows (:func:`acceptance_models`):
   per-depth conditional rates of rank 0 from chain rows (or tree rows without chains), split over ranks by the
   share of accepted nodes of each rank in tree rows; depths deeper than any training row repeat the deepest;
+- the spread of acceptance across prompts: from per-sequence counts when the rows have them
+  (:func:`spread_from_sequences`), else the Beta concentration that reproduces the training rows' steps per
+  batch (:func:`fit_spread`);
+- the engine's overheads outside the forward passes (:func:`fit_overheads`);
 - the step-time law on ``step`` tables (:mod:`sdlaws.plan.cost`);
 
 then predicts every held-out row with the engine's own step structure (:mod:`sdlaws.plan.serving`), its tree
@@ -37,7 +41,7 @@ def _rank_shares(rows: pd.DataFrame) -> np.ndarray | None:
     trees = rows[rows["method"].eq("tree")]
     if trees.empty:
         return None
-    counts = rates._summed_lists(trees["num_accepted_per_rank"])  # noqa: SLF001 - the one list-summing helper
+    counts = rates.summed_lists(trees["num_accepted_per_rank"])
     total = float(np.sum(counts))
     return np.asarray(counts) / total if total > 0 else None
 
@@ -134,6 +138,28 @@ def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None
             err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
         return err
     return min(SPREADS, key=loss)
+
+
+def spread_from_sequences(rows: pd.DataFrame) -> float | None:
+    """Beta concentration of per-prompt acceptance from per-sequence counts (``num_drafts_per_seq``,
+    ``num_accepted_per_seq``), by moments: the variance of the per-sequence acceptance rates less their binomial
+    sampling variance. None when the rows have no per-sequence counts or show no excess spread."""
+    if "num_accepted_per_seq" not in rows:
+        return None
+    drafts, accepted = [], []
+    for r in rows.itertuples():
+        d, a = rates.count_list(r.num_drafts_per_seq), rates.count_list(r.num_accepted_per_seq)
+        width = max(r.num_spec_tokens, 1)
+        drafts += [x * width for x in d]
+        accepted += list(a)
+    drafts, accepted = np.asarray(drafts, float), np.asarray(accepted, float)
+    keep = drafts > 0
+    if keep.sum() < 2:
+        return None
+    rate = accepted[keep] / drafts[keep]
+    mu = float(rate.mean())
+    excess = rate.var(ddof=1) - float(np.mean(mu * (1 - mu) / drafts[keep]))
+    return None if excess <= 0 else max(mu * (1 - mu) / excess - 1.0, 1e-3)
 
 
 def _config(row) -> EngineConfig:
@@ -250,6 +276,12 @@ def _predict_row(row, law: StepTimeFit, models: dict, spreads: dict, shapes: dic
             "tokens_per_s_pred": float(row.num_new_tokens) / total_s, "tpot_s_pred": steps * step_s / (max_new - 1)}
 
 
+def _has_sequences(rows: pd.DataFrame) -> bool:
+    """Whether every row carries per-sequence counts (files written since they exist)."""
+    return "num_accepted_per_seq" in rows and rows["num_accepted_per_seq"].map(
+        lambda v: isinstance(v, (list, str)) and len(v) > 0).all()
+
+
 def _shapes(*frames: pd.DataFrame) -> dict:
     """Shapes of every target and draft named in the rows (parameter counts solve trained models' vocabularies)."""
     rows = pd.concat(frames)
@@ -272,8 +304,10 @@ def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Va
                                            method=fit_rows["method"].to_numpy(),
                                            num_spec_tokens=fit_rows["num_spec_tokens"].to_numpy()))
     spec = fit_rows[fit_rows["method"].ne("ar")]
-    spreads = {key: fit_spread(spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])], model)
-               for key, model in models.items()}
+    spreads = {}
+    for key, model in models.items():
+        rows = spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])]
+        spreads[key] = spread_from_sequences(rows) if _has_sequences(rows) else fit_spread(rows, model)
     preds = pd.DataFrame([_predict_row(r, law, models, spreads, shapes, overheads) for r in held.itertuples()])
     out = pd.concat([held, preds], axis=1)
     out["label"] = [_row_label(r) for r in held.itertuples()]
