@@ -616,7 +616,7 @@ def calibrate(step_df: pd.DataFrame, hw: Hardware, *, shapes: dict[str, ModelSha
     """
     from scipy.optimize import least_squares
 
-    step = _ok_rows(step_df)
+    step = ok_step_rows(step_df, len(_CAL_PARAMS), "calibration")
     dtype = dtype or _uniform(step, "dtype") or "bfloat16"
     groups = _group_rows(step, [_row_shape(r, shapes or {}) for _, r in step.iterrows()])
     log_measured = np.log(step["median_time_s"].to_numpy(dtype=float))
@@ -655,15 +655,15 @@ def calibrate(step_df: pd.DataFrame, hw: Hardware, *, shapes: dict[str, ModelSha
                        residuals=residuals)
 
 
-def _ok_rows(step_df: pd.DataFrame) -> pd.DataFrame:
-    """Ok rows of one device, enough to fit the three factors."""
+def ok_step_rows(step_df: pd.DataFrame, min_rows: int, what: str) -> pd.DataFrame:
+    """Ok ``step`` rows of one device, at least ``min_rows`` of them (``what`` names the fit in messages)."""
     step = step_df[step_df["status"].astype(str).eq("ok")] if "status" in step_df else step_df
     if "gpu_name" in step and step["gpu_name"].nunique() > 1:
-        raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; "
-                         "calibrate one device at a time (filter on gpu_name)")
-    if len(step) < len(_CAL_PARAMS):
-        raise InputError(f"calibration needs at least {len(_CAL_PARAMS)} ok step rows (got {len(step)}); "
-                         "measure more batch sizes / tokens per row")
+        raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; fit one "
+                         "device at a time (filter on gpu_name)")
+    if len(step) < min_rows:
+        raise InputError(f"{what} needs at least {min_rows} ok step rows (got {len(step)}); measure more batch "
+                         "sizes / tokens per row")
     return step.reset_index(drop=True)
 
 

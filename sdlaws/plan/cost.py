@@ -42,7 +42,8 @@ import pandas as pd
 
 from sdlaws.errors import InputError
 from sdlaws.hardware import Hardware
-from sdlaws.roofline import ModelShape, dtype_bytes, kv_bytes_per_token, named_shape, peak_flops_per_s
+from sdlaws.roofline import (ModelShape, dtype_bytes, kv_bytes_per_token, named_shape, ok_step_rows,
+                             peak_flops_per_s)
 
 #: Parameter names, units in the names; all positive, fitted on the log scale.
 PARAMS = ("hbm_bytes_per_s", "matmul_flops_per_s", "gemm_half_rows", "smooth_p", "attention_bytes_factor",
@@ -194,15 +195,8 @@ def shape_key(shape: ModelShape) -> tuple:
 
 
 def _ok_steps(step_df: pd.DataFrame) -> pd.DataFrame:
-    """Ok rows of one device with positive times, enough to fit the law."""
-    step = step_df[step_df["status"].astype(str).eq("ok")] if "status" in step_df else step_df
-    if "gpu_name" in step and step["gpu_name"].nunique() > 1:
-        raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; fit one "
-                         "device at a time (filter on gpu_name)")
-    if len(step) < len(PARAMS):
-        raise InputError(f"the step-time law needs at least {len(PARAMS)} ok step rows (got {len(step)}); "
-                         "measure more batch sizes / tokens per row")
-    return step.reset_index(drop=True)
+    """Ok rows of one device, enough to fit the law's parameters."""
+    return ok_step_rows(step_df, len(PARAMS), "the step-time law")
 
 
 def _coords(batch_size, tokens_per_row, kv_len) -> np.ndarray:
