@@ -10,11 +10,12 @@ Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py`
 - ``alpha_mle``: Leviathan's per-token alpha under the i.i.d. model, censored-geometric MLE
   S / (S + F), S = accepted draft tokens, F = drafts with a rejection (formulas.md §6.10, chain drafts).
 - ``alpha_from_tau``: the inversion of tau(alpha, gamma) = (1 - alpha^(gamma+1)) / (1 - alpha) (Leviathan Eq. 1).
+- ``prompt_tokens_per_seq`` = num_prompt_tokens / num_prompts (the context a workload decodes over);
 - ``tokens_per_s`` = num_new_tokens / total_time_s; ``ttft_s`` = prefill_time_s / num_batches;
   ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first);
   ``decode_tokens_per_s`` = batch_size / tpot_s (throughput of the decode phase, prefill excluded).
 - ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
-  prompt set, max_new_tokens and gpu (NaN when no such baseline was measured); ``decode_speedup`` the same
+  prompt set, prompt length, max_new_tokens and gpu (NaN when no such baseline was measured); ``decode_speedup`` the same
   ratio of ``decode_tokens_per_s`` (the quantity Scylla's Thm 1.3 is about: verification cost per step).
 
 Synthetic-acceptance rows (``acceptance_source == "synthetic"``) get the same rates; their acceptance is the
@@ -31,7 +32,8 @@ import pandas as pd
 from sdlaws.errors import InputError
 
 #: Columns that identify the AR baseline of a speculative row (same workload, same machine).
-BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "max_new_tokens", "gpu_name"]
+BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "prompt_tokens_per_seq", "max_new_tokens",
+                 "gpu_name"]
 
 
 def expected_tokens_chain(alpha, gamma):
@@ -131,7 +133,8 @@ def count_list(cell) -> list[float]:
 def derive(df: pd.DataFrame) -> pd.DataFrame:
     """Add every derived rate column to a validated ``spec`` frame (a copy is returned).
 
-    Failed rows get NaN rates. Columns added: acceptance_rate, mean_acceptance_length, alpha_mle, alpha_tau,
+    Failed rows get NaN rates. Columns added: prompt_tokens_per_seq, acceptance_rate, mean_acceptance_length,
+    alpha_mle, alpha_tau,
     pos_acceptance_rate_<i>, cond_acceptance_rate_<i>, tokens_per_s, ttft_s, tpot_s, decode_tokens_per_s,
     speedup, decode_speedup, cost_ratio_c.
     """
@@ -143,6 +146,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         out["acceptance_rate"] = out["num_accepted_tokens"] / out["num_draft_tokens"].where(out["num_draft_tokens"] > 0)
         out["mean_acceptance_length"] = 1.0 + out["num_accepted_tokens"] / drafts
         out["tokens_per_s"] = (out["num_new_tokens"] / out["total_time_s"]).where(ok)
+        # mean prompt length: the same prompt set cut to another length (a longer context) is another workload
+        out["prompt_tokens_per_seq"] = (out["num_prompt_tokens"] / out["num_prompts"]).where(ok)
         out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
         decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
         out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)

@@ -32,10 +32,25 @@ THM13 = "h200/thm13.csv"
 HELDOUT = dict(train=("throughput/topk-batch.csv",), heldout=("throughput/heldout.csv",), steps=("throughput/step.csv",))
 PROFILE = "h200/thm13-profile.json"
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
+#: Prompt lengths ``benchmarks/gpu_thm13.sh`` sweeps (a missing one is reported as not yet measured).
+CONTEXTS = (512, 2048)
 
 #: Goals the cost model is held to (leave-one-point-out median / max, leave-one-shape-out median, H100 -> H200
 #: median, plan within this % of the best measured configuration at this share of batch sizes).
 GOALS = dict(loo_median=3.0, loo_max=10.0, loso_median=10.0, transfer_median=15.0, plan_within=5.0, plan_share=0.8)
+
+
+@dataclass
+class Sweep:
+    """The Thm 1.3 sweep at one prompt length (context)."""
+
+    prompt_len: int
+    thm13: pd.DataFrame                       # measured decode rate per (batch, configuration), over repeats
+    optimum: pd.DataFrame                     # best top-k per (batch, repeat)
+    topk_fits: dict = field(default_factory=dict)
+    plan: pd.DataFrame = None                 # plan's choice vs the measured best per batch
+    predicted: pd.DataFrame = None            # predicted vs measured decode rate per configuration
+    censored: list = field(default_factory=list)
 
 
 @dataclass
@@ -45,12 +60,7 @@ class Results:
     roofline: pd.DataFrame                    # datasheet and calibrated roofline errors per shape
     law: object                               # StepTimeFit on the H200 tables
     checks: dict[str, pd.DataFrame]           # name -> per-row errors (loo, lobo, loso, transfer)
-    thm13: pd.DataFrame                       # measured decode rate per (batch, configuration), over repeats
-    optimum: pd.DataFrame                     # best top-k per (batch, repeat)
-    topk_fits: dict = field(default_factory=dict)
-    plan: pd.DataFrame = None                 # plan's choice vs the measured best per batch
-    predicted: pd.DataFrame = None            # predicted vs measured decode rate per configuration
-    censored: list = field(default_factory=list)
+    sweeps: list[Sweep]                       # one per prompt length of the Thm 1.3 sweep
     heldout: object = None                    # Validation of the H100 pair's held-out rows
 
 
@@ -104,16 +114,14 @@ def best_topk(spec: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plan_check(table: pd.DataFrame, root: Path, law) -> tuple[pd.DataFrame, pd.DataFrame]:
+def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int,
+               max_new: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The planner's choice per batch size (step-time law of the H200 tables, the sweep's profile, searched over
     the measured configurations) against the measured best; and every configuration's predicted rate."""
     from sdlaws.measure.profile import parse
     from sdlaws.plan.serving import EngineConfig, predict_decode
     from sdlaws.roofline import ServingSetup, named_shape
 
-    spec = _read(root, THM13, table="spec")
-    prompt_len = int((spec["num_prompt_tokens"] / spec["num_prompts"]).median())
-    max_new = int(spec["max_new_tokens"].iloc[0])
     setup = ServingSetup(named_shape(TARGET), load_hardware("h200"), draft=named_shape(DRAFT),
                          kv_len=int(prompt_len + max_new / 2), forward=law)
     configs = [EngineConfig(m, int(d), int(k), int(b)) for m, d, k, b in
@@ -149,12 +157,16 @@ def analyse(root: str | Path = "measurements") -> Results:
               "loso": costcheck.leave_one_shape_out(steps, h200),
               "transfer": costcheck.transfer_error(old, h100, steps, h200)}
     spec = _read(root, THM13, table="spec")
-    table = decode_table(spec)
-    optimum = best_topk(spec)
-    plan, predicted = plan_check(table, root, law)
-    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, thm13=table, optimum=optimum,
-                   topk_fits=fit_topk_law(optimum), plan=plan, predicted=predicted,
-                   censored=verdicts.censored_batches(optimum), heldout=heldout_check(root))
+    context = (spec["num_prompt_tokens"] / spec["num_prompts"]).round().astype(int)
+    sweeps = []
+    for prompt_len in sorted(context.unique()):
+        part = spec[context == prompt_len]
+        table, optimum = decode_table(part), best_topk(part)
+        plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]))
+        sweeps.append(Sweep(int(prompt_len), table, optimum, fit_topk_law(optimum), plan, predicted,
+                            verdicts.censored_batches(optimum)))
+    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps,
+                   heldout=heldout_check(root))
 
 
 def heldout_check(root: Path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import GOALS, H100_STEPS, H200_STEPS, HELDOUT, PROFILE, THM13, Results
+from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, HELDOUT, PROFILE, THM13, Results
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -53,12 +53,15 @@ def _figures(results: Results, fig_dir: Path, link: str) -> dict[str, str]:
         path = predicted_vs_measured(e["measured_s"] * 1e3, e["predicted_s"] * 1e3, e["model_name"],
                                      fig_dir / f"steps-{key}.png", quantity="forward time (ms)", title=title)
         names[key] = f"{link}/{path.name}"
-    p = results.predicted
-    path = predicted_vs_measured(p["measured"], p["decode_tokens_per_s"], p["method"], fig_dir / "decode-rate.png",
-                                 quantity="decode throughput (tokens/s)", title="planner vs measured, 8B + 1B")
-    names["decode"] = f"{link}/{path.name}"
-    path = speedup_by_batch(results.thm13, fig_dir / "thm13.png")
-    names["thm13"] = f"{link}/{path.name}"
+    for sweep in results.sweeps:
+        tag = f"-{sweep.prompt_len}"
+        p = sweep.predicted
+        path = predicted_vs_measured(p["measured"], p["decode_tokens_per_s"], p["method"],
+                                     fig_dir / f"decode-rate{tag}.png", quantity="decode throughput (tokens/s)",
+                                     title=f"planner vs measured, 8B + 1B, {sweep.prompt_len}-token prompts")
+        names[f"decode{tag}"] = f"{link}/{path.name}"
+        path = speedup_by_batch(sweep.thm13, fig_dir / f"thm13{tag}.png")
+        names[f"thm13{tag}"] = f"{link}/{path.name}"
     return names
 
 
@@ -68,26 +71,6 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
     loo, lobo, loso, transfer = (results.checks[k] for k in ("loo", "lobo", "loso", "transfer"))
     r = results.roofline
     law = results.law
-    plan = results.plan
-    hits = int((plan["shortfall_pct"] <= GOALS["plan_within"]).sum())
-    within = f"The planner's choice is within {GOALS['plan_within']:g}% of the measured best"
-    pred = results.predicted
-    fits = results.topk_fits
-    free = fits["free"]
-    if free is not None:
-        lo, hi = free.conf_int().loc["p"]
-        shrink = verdicts.topk_shrinkage(float(free.params["p"]), float(lo), float(hi), fits["batches"])
-    else:
-        shrink = verdicts.topk_shrinkage(np.nan, np.nan, np.nan, fits["batches"])
-    speed = results.thm13
-    ar = speed[speed["method"] == "ar"].set_index("batch_size")["measured"]
-    best_spec = speed[speed["method"] != "ar"].groupby("batch_size")["upper"].max()
-    pays = verdicts.stops_paying(best_spec.index.to_numpy(), (best_spec / ar.reindex(best_spec.index)).to_numpy())
-    optimum = results.optimum.groupby("batch_size").agg(
-        topk_per_repeat=("tree_topk", lambda s: ", ".join(map(str, s))),
-        depth_per_repeat=("num_spec_tokens", lambda s: ", ".join(map(str, s))),
-        best_rate=("rate", "median"), ar_rate=("ar_rate", "median"), topk_measured_up_to=("topk_max", "max"))
-    optimum["speedup"] = optimum["best_rate"] / optimum["ar_rate"]
     lines = [
         "# The measured cost model and Thm 1.3 at 8B scale",
         "",
@@ -144,27 +127,65 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         f"![leave-one-point-out]({figs['loo']}) ![leave-one-shape-out]({figs['loso']}) "
         f"![transfer]({figs['transfer']})",
         "",
-        "## Thm 1.3 at 8B scale",
+        *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs)),
+        *_missing_contexts(results),
+        *_heldout_section(results.heldout),
+    ]
+    return "\n".join(lines)
+
+
+def _missing_contexts(results: Results) -> list[str]:
+    """A line naming the prompt lengths of the sweep script that have no rows yet."""
+    missing = sorted(set(CONTEXTS) - {s.prompt_len for s in results.sweeps})
+    if not missing:
+        return []
+    return [f"Not measured yet: the sweep at {', '.join(map(str, missing))}-token prompts "
+            f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
+
+
+def _sweep_section(sweep, figs: dict) -> list[str]:
+    """Thm 1.3 and the planner's choices at one prompt length."""
+    tag = f"-{sweep.prompt_len}"
+    plan, pred, fits = sweep.plan, sweep.predicted, sweep.topk_fits
+    hits = int((plan["shortfall_pct"] <= GOALS["plan_within"]).sum())
+    within = f"The planner's choice is within {GOALS['plan_within']:g}% of the measured best"
+    free = fits["free"]
+    if free is not None:
+        lo, hi = free.conf_int().loc["p"]
+        shrink = verdicts.topk_shrinkage(float(free.params["p"]), float(lo), float(hi), fits["batches"])
+    else:
+        shrink = verdicts.topk_shrinkage(np.nan, np.nan, np.nan, fits["batches"])
+    speed = sweep.thm13
+    ar = speed[speed["method"] == "ar"].set_index("batch_size")["measured"]
+    best_spec = speed[speed["method"] != "ar"].groupby("batch_size")["upper"].max()
+    pays = verdicts.stops_paying(best_spec.index.to_numpy(), (best_spec / ar.reindex(best_spec.index)).to_numpy())
+    optimum = sweep.optimum.groupby("batch_size").agg(
+        topk_per_repeat=("tree_topk", lambda s: ", ".join(map(str, s))),
+        depth_per_repeat=("num_spec_tokens", lambda s: ", ".join(map(str, s))),
+        best_rate=("rate", "median"), ar_rate=("ar_rate", "median"), topk_measured_up_to=("topk_max", "max"))
+    optimum["speedup"] = optimum["best_rate"] / optimum["ar_rate"]
+    censored = (f"the optimum sits on the top-k grid's edge at batch {sweep.censored}" if sweep.censored else
+                "no optimum sits on the top edge of the top-k measured at its batch size")
+    return [
+        f"## Thm 1.3 at 8B scale, {sweep.prompt_len}-token prompts",
         "",
         "Random Llama-3.1-8B target, random Llama-3.2-1B draft, every forward pass real, accept/reject drawn from "
-        f"the profile in `{PROFILE}` (taken from the committed real pair, see its `source`); 512-token prompts, 32 "
-        "new tokens, static batches, 3 repeats after one warm-up. Rate: decode tokens/s (prefill excluded, "
-        "`sdlaws.rates.decode_tokens_per_s`). Fastest speculative configuration per batch size and repeat "
+        f"the profile in `{PROFILE}` (taken from the committed real pair, see its `source`); "
+        f"{sweep.prompt_len}-token prompts, static batches, 3 repeats after one warm-up. Rate: decode tokens/s "
+        "(prefill excluded, `sdlaws.rates`). Fastest speculative configuration per batch size and repeat "
         "(top-k 1 = chain):",
         "",
         _md(optimum.reset_index()),
         "",
         f"- Thm 1.3 (fit of k* = c B^-p to the fastest top-k of each repeat at the {fits['batches']} batch sizes "
         f"where a tree wins): {shrink}.",
-        f"- {pays}.",
-        "- Censored: " + (f"the optimum sits on the top-k grid's edge at batch {results.censored}."
-                          if results.censored else "no optimum sits on the top edge of the top-k measured at its "
-                          "batch size") + "; the run was cut before the tree grid at batch 128 and 256 (top-k "
-        "measured up to the value in the table) and before KV 2048 (`benchmarks/gpu_thm13.sh` resumes it).",
+        f"- {pays[0].upper() + pays[1:]}.",
+        f"- Censored: {censored}; where the table's top-k column stops short of 32 the tree grid was not measured "
+        "further at that batch size (`benchmarks/gpu_thm13.sh` resumes it).",
         "",
-        f"![Thm 1.3]({figs['thm13']})",
+        f"![Thm 1.3]({figs['thm13' + tag]})",
         "",
-        "## The planner against the measured sweep",
+        f"### The planner against the measured sweep, {sweep.prompt_len}-token prompts",
         "",
         "`sdlaws plan serving --steps measurements/h200/steps.csv --profile measurements/h200/thm13-profile.json` "
         "predicts every measured configuration's decode rate from the step-time law (fitted on the step tables "
@@ -182,11 +203,9 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "only, so the per-step work outside them (sampling, tree building, commit, phase synchronisation) is the "
         "remaining gap.",
         "",
-        f"![planner vs measured]({figs['decode']})",
+        f"![planner vs measured]({figs['decode' + tag]})",
         "",
-        *_heldout_section(results.heldout),
     ]
-    return "\n".join(lines)
 
 
 def _heldout_section(v) -> list[str]:
