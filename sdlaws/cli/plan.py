@@ -347,7 +347,8 @@ def _render(plan_set, flags, out) -> None:
     if not console.is_terminal:  # piped output: do not fold the wide tables at 80 columns
         console = Console(width=160)
     console.print(f"[bold]{plan_set.title}[/bold]")
-    if "serving" in plan_set.inputs:
+    console.print(plan_set.inputs["cost_model"]["statement"], markup=False, highlight=False)
+    if "serving" in plan_set.inputs and plan_set.inputs["cost_model"]["kind"] == "roofline":
         console.print(_roofline_line(plan_set.inputs["serving"]), markup=False, highlight=False)
     sdsl = [p for p in plan_set.select("draft_params") if "SDSL" in p.objective]
     for plan in sdsl:
@@ -364,9 +365,10 @@ def _render(plan_set, flags, out) -> None:
                              ["batch", "N*", "gamma", "speedup"],
                              [[fmt(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
                                fmt(r.gamma), fmt(r.speedup)] for r in t["draft_size_by_batch"].itertuples()]))
-    console.print(plan_set.inputs["cost_model"]["statement"], markup=False, highlight=False)
+
     if "serving" in t:
-        console.print(_serving_table(t["serving"]))
+        cost = "step-time law" if plan_set.inputs["cost_model"]["kind"] == "steptime" else "roofline"
+        console.print(_serving_table(t["serving"], cost))
     if "engine_serving" in t:
         console.print(_engine_table(t["engine_serving"]))
     if flags is not None:
@@ -420,7 +422,7 @@ def _engine_table(best):
     return _table("Engine configuration per batch size (predicted decode throughput)", header, rows)
 
 
-def _serving_table(serving):
+def _serving_table(serving, cost: str):
     """Rich table of the per-batch serving plan."""
     from sdlaws.plan.result import fmt
 
@@ -437,7 +439,7 @@ def _serving_table(serving):
                _ci(r.tree_speedup, r.tree_speedup_lower, r.tree_speedup_upper),
                "memory-bound" if r.verify_memory_bound else "compute-bound", "yes" if r.fits_memory else "NO"]
         rows.append(row + ([_ci(r.law_topk, r.law_topk_lower, r.law_topk_upper)] if law else []))
-    return _table("Serving settings per batch size (roofline, 95% interval)", header, rows)
+    return _table(f"Serving settings per batch size ({cost}, 95% interval)", header, rows)
 
 
 def _pretraining_table(plans):

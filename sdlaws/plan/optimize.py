@@ -475,13 +475,16 @@ def _tree_at(setup, batch, topks, depths, tau, acc, ar, level) -> tuple[Plan, di
     return plan, row
 
 
-def _verify_memory_bound(setup: ServingSetup, batch: int, verify_tokens: int) -> bool:
-    """Whether the target's verification pass is memory-bound on the roofline."""
-    from sdlaws.roofline import forward_breakdown
+#: A verification pass costing at most this multiple of a one-token decode pass counts as nearly free.
+NEARLY_FREE_VERIFY = 1.25
 
-    parts = forward_breakdown(setup.target, batch, verify_tokens, setup.kv_len, setup.hardware, dtype=setup.dtype,
-                              kv_dtype=setup.kv_dtype, tp=setup.tp)
-    return bool(parts["memory_bound"])
+
+def _verify_memory_bound(setup: ServingSetup, batch: int, verify_tokens: int) -> bool:
+    """Whether verification is nearly free (memory-bound): the pass over ``verify_tokens`` per row costs at most
+    :data:`NEARLY_FREE_VERIFY` times a one-token pass at the same batch, under the setup's cost model (the
+    step-time law when one is set, which sees what a roofline's kink hides)."""
+    ratio = setup.target_time_s(batch, verify_tokens) / setup.target_time_s(batch, 1)
+    return bool(ratio <= NEARLY_FREE_VERIFY)
 
 
 def _topk_law_predictions(law, batch_sizes, samples: int, seed: int, level: float) -> list[dict]:
