@@ -1,7 +1,7 @@
 """The ``sdlaws`` command line: a thin shell over the library (parse, build config, call, print).
 
 Each job registers its commands from its own module (``cli/fit.py``, ``cli/measure.py``, ``cli/plan.py``,
-``cli/train.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with
+``cli/train.py``, ``cli/ingest.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with
 exit code 2, never as a traceback.
 """
 
@@ -34,9 +34,9 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from sdlaws.cli import fit, measure, plan, train
+    from sdlaws.cli import fit, ingest, measure, plan, train
 
-    for module in (measure, fit, plan, train):
+    for module in (measure, fit, plan, train, ingest):
         module.register(app)
 
 
