@@ -1,4 +1,4 @@
-"""`sdlaws import vllm|sglang`: a serving engine's speculative-decoding counts as ``spec`` rows (:mod:`sdlaws.ingest`)."""
+"""`sdlaws import vllm|sglang`: a serving engine's speculative-decoding counts as ``spec`` rows (sdlaws.ingest)."""
 
 from __future__ import annotations
 

@@ -586,6 +586,29 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
     _emit(opts, _serving(opts, laws, setup, batches, nstar))
 
 
+@plan_app.command("export")
+def export(plan: Annotated[Path, typer.Argument(help="plan.json written by `sdlaws plan ... --out DIR`.",
+                                                show_default=False)],
+           engine: Annotated[str, typer.Option("--engine", help="vllm, sglang or trtllm.")],
+           out: Annotated[Path, typer.Option("--out", help="File to write (YAML for vllm and trtllm, shell "
+                                                           "variables for sglang).")],
+           draft: Annotated[Optional[str], typer.Option("--draft", help="Draft model id or path for the engine "
+                                                        "(default: the plan's draft name).")] = None,
+           method: Annotated[Optional[str], typer.Option("--method", help="Engine's speculation method: vllm "
+                                                         "draft_model|eagle|eagle3|mtp|..., sglang STANDALONE|EAGLE|"
+                                                         "EAGLE3, trtllm DraftTarget|Eagle3|MTP.")] = None,
+           max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch size the server runs (its "
+                                                  "--max-num-seqs); the last bracket ends there.")] = 1024) -> None:
+    """The plan's per-batch speculation as the configuration file vLLM, SGLang or TensorRT-LLM reads."""
+    from sdlaws.io import load_json
+    from sdlaws.plan.export import export as export_plan
+
+    text = export_plan(load_json(plan), engine, draft=draft, method=method, max_batch=max_batch, source=str(plan))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
+
+
 def _profile(path: Path):
     """The acceptance profile of --profile (the JSON forms `sdlaws measure --acceptance-profile` reads)."""
     from sdlaws.measure.profile import parse

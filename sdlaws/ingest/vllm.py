@@ -89,7 +89,10 @@ def _series_row(scrape: prom.Scrape, labels: prom.Labels, fmt: str, opts: Import
         raise InputError(f"{scrape.source}: {DRAFT_TOKENS}{dict(labels)} has no {ACCEPTED} series")
     per_pos = _per_position(scrape, labels)
     k = spec_tokens(len(per_pos) if per_pos else None, opts, scrape.source)
-    drafts = scrape.series(DRAFTS).get(labels) if fmt == "prometheus:vllm-v1" else _drafts(draft_tokens, k, scrape.source)
+    if fmt == "prometheus:vllm-v1":
+        drafts = scrape.series(DRAFTS).get(labels)
+    else:
+        drafts = _drafts(draft_tokens, k, scrape.source)
     if drafts is None:
         raise InputError(f"{scrape.source}: {DRAFT_TOKENS}{dict(labels)} has no {DRAFTS} series")
     extra = {column: total for column, name in TRAFFIC.items()
