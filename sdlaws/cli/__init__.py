@@ -24,7 +24,10 @@ class _Group(TyperGroup):
             ctx.exit(exc.exit_code)
 
 
+# rich_markup_mode=None: help texts are plain text, so "[@revision]" or "[default: ...]" in them print as written
+# (rich markup would swallow them) and help stays whole in a pipe (no 80-column panels cutting option names).
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Measure speculative decoding, fit its scaling laws, and plan drafts and serving settings.")
 
 
