@@ -443,56 +443,60 @@ def _pretraining_table(plans):
 
 
 def _figures(plan_set, out: Path) -> None:
-    """draft_size.png, serving.png and pretraining.png for the parts present (matplotlib imported here)."""
-    import matplotlib
+    """draft_size, serving and pretraining figures (PNG and SVG) for the parts present."""
+    from sdlaws.plotting import styled
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    styled(_draw_figures)(plan_set, out)
+
+
+def _draw_figures(plan_set, out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from sdlaws.plotting import save
 
     drafts = plan_set.select("draft_params")
     if drafts:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
         for plan in drafts[:2]:  # SDSL tokens/FLOP and the roofline at the first batch size
             plan.plot(ax, label=plan.objective)
-        ax.set_ylabel("predicted speedup over autoregressive")
-        ax.set_xlabel("draft parameters")
-        ax.set_title("Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)", fontsize=10)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "draft_size.png", dpi=120)
-        plt.close(fig)
+        ax.set(xlabel="draft parameters", ylabel="predicted speedup over autoregressive (×)",
+               title="Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)")
+        ax.legend()
+        save(fig, out / "draft_size.png")
     if "serving" in plan_set.tables:
-        _serving_figure(plan_set.tables["serving"], out / "serving.png", plt)
+        _serving_figure(plan_set.tables["serving"], out / "serving.png")
     pre = plan_set.select("draft_pretrain_tokens")
     if pre:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
         pre[0].plot(ax, y="objective", label="training + serving GPU-hours")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "pretraining.png", dpi=120)
-        plt.close(fig)
+        ax.set(yscale="log", xlabel="draft pretraining tokens", ylabel="training + serving cost (GPU-hours)")
+        ax.legend()
+        save(fig, out / "pretraining.png")
 
 
-def _serving_figure(serving, path: Path, plt) -> None:
-    """serving.png: optimal top-k and gamma versus batch size, with the fitted law when given."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    b = serving["batch_size"]
-    k = serving["tree_topk"]
+def _serving_figure(serving, path: Path) -> None:
+    """serving: optimal chain gamma and tree shape (depth, top-k) versus batch size, with the fitted law."""
+    from matplotlib.figure import Figure
+
+    from sdlaws.plotting import save
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    b, k = serving["batch_size"], serving["tree_topk"]
+    ax.plot(b, serving["chain_gamma"], marker="s", label="chain: draft length γ")
+    ax.plot(b, serving["tree_steps"], marker="^", label="tree: depth (steps)")
     ax.errorbar(b, k, yerr=[k - serving["tree_topk_lower"].fillna(k), serving["tree_topk_upper"].fillna(k) - k],
-                marker="o", capsize=3, label="optimal tree top-k (roofline)")
-    ax.plot(b, serving["chain_gamma"], marker="s", label="optimal chain gamma (roofline)")
+                marker="o", capsize=3, label="tree: top-k (candidates per depth)")
     if "law_topk" in serving:
         ax.plot(b, serving["law_topk"], "k--", label="fitted k* = c B^-p")
         ax.fill_between(b, serving["law_topk_lower"], serving["law_topk_upper"], color="k", alpha=0.1)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("setting")
-    ax.set_title("Optimal speculation settings versus batch size\n(bars: 95% interval)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set(xlabel="batch size (sequences)", ylabel="tokens per step (γ, depth) or candidates (top-k)",
+           title="Optimal speculation settings versus batch size (roofline)\n(bars: 95% interval of top-k)")
+    ax.legend()
+    save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- commands
