@@ -198,7 +198,7 @@ def imported_rows(df: pd.DataFrame) -> pd.Series:
     """Boolean mask of ``spec`` rows imported from a serving engine (``source_engine`` set)."""
     if "source_engine" not in df.columns:
         return pd.Series(False, index=df.index)
-    return df["source_engine"].fillna("").astype(str).str.strip().ne("")
+    return df["source_engine"].astype(object).fillna("").astype(str).str.strip().ne("")
 
 
 def detect_table(df: pd.DataFrame) -> str:
@@ -248,7 +248,8 @@ def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -
         if c.dtype in ("int", "float"):
             out[c.name] = _numeric(out[c.name], c, ok, source, filled=measured if c.name in IMPORT_UNKNOWN else ok)
         elif c.dtype == "str":
-            out[c.name] = out[c.name].fillna("").astype(str)
+            # object first: an all-empty column reads as float, and filling a float column with "" is deprecated
+            out[c.name] = out[c.name].astype(object).fillna("").astype(str)
     return out
 
 
