@@ -17,8 +17,8 @@ Conventions (``../shared/reference/style.md``): units in names (``_s``, ``_bytes
 provenance on every row. A row whose ``status`` is ``"failed"`` keeps its configuration and ``error`` and may
 leave counts and timings empty; it is never dropped. ``acceptance_source`` tells measured acceptance
 (``"target"``) from synthetic-acceptance timing runs (``"synthetic"``: accept/reject drawn from
-``acceptance_profile``), which never enter acceptance-law fits. Rows imported from a serving engine's metrics (``sdlaws import``) carry
-``source_engine`` and may leave the columns of :data:`IMPORT_UNKNOWN` empty.
+``acceptance_profile``), which never enter acceptance-law fits. Rows imported from a serving engine's metrics
+(``sdlaws import``) carry ``source_engine`` and may leave the columns of :data:`IMPORT_UNKNOWN` empty.
 """
 
 from __future__ import annotations

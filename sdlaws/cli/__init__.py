@@ -1,8 +1,8 @@
 """The ``sdlaws`` command line: a thin shell over the library (parse, build config, call, print).
 
 Each job registers its commands from its own module (``cli/fit.py``, ``cli/measure.py``, ``cli/plan.py``,
-``cli/train.py``, ``cli/ingest.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with
-exit code 2, never as a traceback.
+``cli/train.py``, ``cli/ingest.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line
+on stderr with exit code 2, never as a traceback.
 """
 
 from __future__ import annotations
