@@ -6,9 +6,12 @@ no global state. Imported by the CLI only when it writes a plot.
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,6 +21,61 @@ from sdlaws.fit.result import FitResult
 
 #: Points on the fitted curve.
 CURVE_POINTS = 200
+#: The style sheet of every sdlaws figure.
+STYLE = Path(__file__).with_name("sdlaws.mplstyle")
+
+#: Axis labels of the columns figures plot: the quantity and its unit (columns not listed: see :func:`quantity`).
+QUANTITIES = {
+    "mean_acceptance_length": "mean acceptance length τ (tokens per target pass)",
+    "acceptance_rate": "draft acceptance rate (accepted / drafted tokens)",
+    "alpha_mle": "per-token acceptance α (censored-geometric MLE)",
+    "alpha_tau": "per-token acceptance α (from τ)",
+    "draft_pretrain_tokens": "draft pretraining tokens",
+    "target_pretrain_tokens": "target pretraining tokens",
+    "draft_params": "draft parameters",
+    "target_params": "target parameters",
+    "draft_layers": "draft layers",
+    "draft_ppl": "draft perplexity",
+    "target_ppl": "target perplexity",
+    "num_spec_tokens": "draft length γ (tokens per step)",
+    "batch_size": "batch size (sequences)",
+    "tree_topk": "tree top-k (candidates per depth)",
+    "speedup": "speedup over autoregressive (×)",
+    "decode_speedup": "decode speedup over autoregressive (×)",
+    "tokens_per_s": "throughput (tokens/s)",
+    "decode_tokens_per_s": "decode throughput (tokens/s)",
+}
+#: Columns holding probabilities: their bands are clipped to [0, 1].
+PROBABILITY = re.compile(r"^(acceptance_rate|alpha_mle|alpha_tau|(pos|cond)_acceptance_rate_\d+)$")
+
+
+def quantity(column: str) -> str:
+    """Axis label of a column: its quantity and unit, else the column name in words."""
+    if column in QUANTITIES:
+        return QUANTITIES[column]
+    position = re.fullmatch(r"(pos|cond)_acceptance_rate_(\d+)", column)
+    if position:
+        kind = "P(first {} accepted)" if position[1] == "pos" else "P(position {} accepted | earlier accepted)"
+        return f"acceptance, {kind.format(position[2])}"
+    return column.replace("_", " ")
+
+
+def styled(draw):
+    """Draw under the sdlaws style sheet (rc parameters are read when artists are made and saved)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(fname=STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG at ``path`` and as SVG next to it; returns the PNG path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    fig.savefig(path.with_suffix(".svg"))
+    return path
 
 
 def error_bars(rows: pd.DataFrame, fit: FitResult) -> pd.DataFrame:
@@ -38,9 +96,10 @@ def error_bars(rows: pd.DataFrame, fit: FitResult) -> pd.DataFrame:
     return out
 
 
+@styled
 def plot_fits(fits: Mapping[Any, FitResult], rows: Mapping[Any, pd.DataFrame], path: str | Path,
               *, alpha: float = 0.05) -> Path:
-    """Plot one law fitted to one or several groups and save it as PNG.
+    """Plot one law fitted to one or several groups and save it as PNG (and SVG).
 
     Parameters
     ----------
@@ -62,13 +121,9 @@ def plot_fits(fits: Mapping[Any, FitResult], rows: Mapping[Any, pd.DataFrame], p
     draw = _curves if len(first.x) == 1 else _observed_vs_predicted
     for i, (group, fit) in enumerate(fits.items()):
         draw(ax, fit, error_bars(rows[group], fit), f"C{i}", _label(group, fit), alpha)
-    ax.set_title(f"{first.law}: {first.spec.equation}\n{1 - alpha:.0%} bands: shaded mean, dashed new observation",
-                 fontsize=9)
-    ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    ax.set_title(f"{first.law}: {first.spec.equation}\n{1 - alpha:.0%} bands: shaded mean, dashed new observation")
+    ax.legend()
+    return save(fig, path)
 
 
 def _label(group: Any, fit: FitResult) -> str:
@@ -83,6 +138,9 @@ def _curves(ax, fit: FitResult, points: pd.DataFrame, color: str, label: str, al
     log_x = fit.spec.log_x
     grid = (np.geomspace if log_x else np.linspace)(x.min(), x.max(), CURVE_POINTS)
     band = fit.predict(grid, alpha=alpha)
+    if PROBABILITY.match(fit.y):  # a probability's bands end at 0 and 1, whatever the linear law says
+        bands = [c for c in band.columns if c.endswith(("_lower", "_upper"))]
+        band[bands] = band[bands].clip(0.0, 1.0)
     ax.errorbar(x, points[fit.y], yerr=points["y_se"], fmt="o", ms=4, color=color, capsize=2)
     ax.plot(grid, band["mean"], color=color, label=label)
     ax.fill_between(grid, band["mean_ci_lower"], band["mean_ci_upper"], color=color, alpha=0.25, lw=0)
@@ -90,8 +148,8 @@ def _curves(ax, fit: FitResult, points: pd.DataFrame, color: str, label: str, al
     ax.plot(grid, band["obs_ci_upper"], color=color, ls="--", lw=0.8)
     ax.set_xscale("log" if log_x else "linear")
     ax.set_yscale("log" if fit.spec.space == "log" else "linear")
-    ax.set_xlabel(fit.x[0])
-    ax.set_ylabel(fit.y)
+    ax.set_xlabel(quantity(fit.x[0]))
+    ax.set_ylabel(quantity(fit.y))
 
 
 def _observed_vs_predicted(ax, fit: FitResult, points: pd.DataFrame, color: str, label: str, alpha: float) -> None:
@@ -102,10 +160,11 @@ def _observed_vs_predicted(ax, fit: FitResult, points: pd.DataFrame, color: str,
                 capsize=2, label=label)
     both = np.concatenate([pred["mean"], points[fit.y]])
     ax.plot([both.min(), both.max()], [both.min(), both.max()], color="0.5", lw=0.8)
-    ax.set_xlabel(f"predicted {fit.y} from {', '.join(fit.x)}")
-    ax.set_ylabel(f"observed {fit.y}")
+    ax.set_xlabel(f"predicted {quantity(fit.y)} from {', '.join(map(quantity, fit.x))}")
+    ax.set_ylabel(f"observed {quantity(fit.y)}")
 
 
+@styled
 def predicted_vs_measured(measured, predicted, groups, path: str | Path, *, quantity: str, title: str) -> Path:
     """Log-log scatter of predicted against measured values, one colour per group, with the identity line."""
     fig = Figure(figsize=(5.2, 4.6), layout="constrained")
@@ -118,12 +177,11 @@ def predicted_vs_measured(measured, predicted, groups, path: str | Path, *, quan
     ax.plot([lo, hi], [lo, hi], color="black", lw=0.8, label="identity")
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured {quantity}",
            ylabel=f"predicted {quantity}", title=title)
-    ax.legend(fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    ax.legend()
+    return save(fig, path)
 
 
+@styled
 def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
     """Decode speedup over AR versus batch size: the best configuration of each top-k (over depths), with the
     min-max range of the repeats."""
@@ -136,11 +194,9 @@ def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
         base = ar.reindex(best.index)
         ax.errorbar(best.index, best["measured"] / base, yerr=[(best["measured"] - best["lower"]) / base,
                                                               (best["upper"] - best["measured"]) / base],
-                    marker="o", ms=3, capsize=2, label="chain" if k == 1 else f"tree top-{k}")
+                    marker="o", capsize=2, label="chain" if k == 1 else f"tree top-{k}")
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="decode speedup over AR",
            title="8B target + 1B draft, H200, synthetic acceptance")
-    ax.legend(fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    ax.legend()
+    return save(fig, path)

@@ -14,6 +14,8 @@ Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py`
 - ``tokens_per_s`` = num_new_tokens / total_time_s; ``ttft_s`` = prefill_time_s / num_batches;
   ``tpot_s`` = decode time per batch / (max_new_tokens - 1) (time per output token after the first);
   ``decode_tokens_per_s`` = batch_size / tpot_s (throughput of the decode phase, prefill excluded).
+  Rows imported from a serving engine have no batches: their ``ttft_s`` and ``tpot_s`` are the means of the
+  engine's own histograms (``ttft_sum_s / num_ttft``, ``tpot_sum_s / num_tpot``, the engine's definitions).
 - ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
   prompt set, prompt length, max_new_tokens and gpu (NaN when no such baseline was measured); ``decode_speedup`` the same
   ratio of ``decode_tokens_per_s`` (the quantity Scylla's Thm 1.3 is about: verification cost per step).
@@ -151,6 +153,9 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
         decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
         out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)
+        for rate, total, count in (("ttft_s", "ttft_sum_s", "num_ttft"), ("tpot_s", "tpot_sum_s", "num_tpot")):
+            if {total, count} <= set(out.columns):
+                out[rate] = out[rate].fillna((out[total] / out[count].where(out[count] > 0)).where(ok))
         out["decode_tokens_per_s"] = (out["batch_size"] / out["tpot_s"]).where(ok)
         if {"draft_time_s", "verify_time_s"} <= set(out.columns):
             # Leviathan Def. 3.7 cost coefficient c: one draft forward / one target forward, measured in decode.

@@ -17,7 +17,8 @@ Conventions (``../shared/reference/style.md``): units in names (``_s``, ``_bytes
 provenance on every row. A row whose ``status`` is ``"failed"`` keeps its configuration and ``error`` and may
 leave counts and timings empty; it is never dropped. ``acceptance_source`` tells measured acceptance
 (``"target"``) from synthetic-acceptance timing runs (``"synthetic"``: accept/reject drawn from
-``acceptance_profile``), which never enter acceptance-law fits.
+``acceptance_profile``), which never enter acceptance-law fits. Rows imported from a serving engine's metrics
+(``sdlaws import``) carry ``source_engine`` and may leave the columns of :data:`IMPORT_UNKNOWN` empty.
 """
 
 from __future__ import annotations
@@ -81,6 +82,34 @@ def _model(prefix: str, who: str, required: bool) -> list[Column]:
     ]
 
 
+#: ``spec`` columns a serving engine's metrics do not determine (continuous batching has no fixed batch size,
+#: requests set their own temperature and length): rows imported by ``sdlaws import`` (``source_engine`` set)
+#: may leave them empty; rows sdlaws measured may not.
+IMPORT_UNKNOWN = ("batch_size", "temperature", "max_new_tokens", "num_prompts", "num_batches", "num_new_tokens",
+                  "num_steps", "prefill_time_s", "total_time_s")
+
+
+def _imported() -> list[Column]:
+    """Optional columns of rows imported from a serving engine's metrics (``sdlaws import``; empty otherwise)."""
+    return [
+        Column("source_engine", "str", "provenance", 'serving engine the row was imported from ("vllm", "sglang"); '
+               "empty for rows sdlaws measured", required=False, default=""),
+        Column("source_format", "str", "provenance", "what was read, e.g. prometheus:vllm-v1 (exposition with "
+               "vllm:spec_decode_num_drafts), log:vllm-v0, meta_info:sglang", required=False, default=""),
+        Column("source_labels", "json", "provenance", "labels of the imported series as a JSON object (vLLM: "
+               "model_name, engine)", required=False, default=""),
+        Column("source_window_s", "float", "provenance", "seconds between the two scrapes whose difference the "
+               "counts are (empty: unknown, or counts since the server started)", required=False, unit="s",
+               default=""),
+        Column("ttft_sum_s", "float", "timing", "sum of the engine's time-to-first-token histogram over the window",
+               required=False, unit="s", default=""),
+        Column("num_ttft", "int", "count", "observations in that histogram (requests)", required=False, default=""),
+        Column("tpot_sum_s", "float", "timing", "sum of the engine's time-per-output-token histogram over the "
+               "window", required=False, unit="s", default=""),
+        Column("num_tpot", "int", "count", "observations in that histogram", required=False, default=""),
+    ]
+
+
 SPEC_RUN: list[Column] = [
     *_prov(),
     *_model("target", "target", True),
@@ -132,6 +161,7 @@ SPEC_RUN: list[Column] = [
     Column("verify_time_s", "float", "timing", "target forward passes in decode, summed", required=False, unit="s"),
     Column("total_time_s", "float", "timing", "wall time of all batches, prefill included", unit="s"),
     Column("peak_memory_bytes", "float", "count", "peak device memory allocated", required=False, unit="bytes"),
+    *_imported(),
 ]
 
 STEP_TIMING: list[Column] = [
@@ -170,6 +200,13 @@ def synthetic_acceptance(df: pd.DataFrame) -> pd.Series:
     if "acceptance_source" not in df.columns:
         return pd.Series(False, index=df.index)
     return df["acceptance_source"].eq("synthetic")
+
+
+def imported_rows(df: pd.DataFrame) -> pd.Series:
+    """Boolean mask of ``spec`` rows imported from a serving engine (``source_engine`` set)."""
+    if "source_engine" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["source_engine"].astype(object).fillna("").astype(str).str.strip().ne("")
 
 
 def detect_table(df: pd.DataFrame) -> str:
@@ -212,24 +249,27 @@ def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}; see `sdlaws.schema` or README 'CSV schema'")
     out = df.copy()
     ok = out["status"].astype(str).eq("ok") if "status" in out else pd.Series(True, index=out.index)
+    measured = ok & ~imported_rows(out)
     for c in cols:
         if c.name not in out.columns:
             continue
         if c.dtype in ("int", "float"):
-            out[c.name] = _numeric(out[c.name], c, ok, source)
+            out[c.name] = _numeric(out[c.name], c, ok, source, filled=measured if c.name in IMPORT_UNKNOWN else ok)
         elif c.dtype == "str":
-            out[c.name] = out[c.name].fillna("").astype(str)
+            # object first: an all-empty column reads as float, and filling a float column with "" is deprecated
+            out[c.name] = out[c.name].astype(object).fillna("").astype(str)
     return out
 
 
-def _numeric(series: pd.Series, col: Column, ok: pd.Series, source: str) -> pd.Series:
+def _numeric(series: pd.Series, col: Column, ok: pd.Series, source: str, *, filled: pd.Series) -> pd.Series:
+    """Numbers of one column; ``filled`` marks the rows where a required column may not be empty."""
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna() & series.astype(str).str.strip().ne("")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"{source}: column {col.name} row {row + 2}: {series.iloc[row]!r} is not a number; fix or delete that row")
     if col.kind in ("count", "timing") or col.required:
-        check = ok & (values.isna() if col.required else pd.Series(False, index=values.index))
+        check = filled & (values.isna() if col.required else pd.Series(False, index=values.index))
         if check.any():
             row = int(np.flatnonzero(check.to_numpy())[0])
             raise InputError(f"{source}: column {col.name} row {row + 2} is empty in an ok row; re-measure it or mark it status=failed")

@@ -1,8 +1,8 @@
 """The ``sdlaws`` command line: a thin shell over the library (parse, build config, call, print).
 
 Each job registers its commands from its own module (``cli/fit.py``, ``cli/measure.py``, ``cli/plan.py``,
-``cli/validate.py``, ``cli/train.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with
-exit code 2, never as a traceback.
+``cli/validate.py``, ``cli/train.py``, ``cli/ingest.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is
+printed as one line on stderr with exit code 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ class _Group(TyperGroup):
             ctx.exit(exc.exit_code)
 
 
+# rich_markup_mode=None: help texts are plain text, so "[@revision]" or "[default: ...]" in them print as written
+# (rich markup would swallow them) and help stays whole in a pipe (no 80-column panels cutting option names).
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Measure speculative decoding, fit its scaling laws, and plan drafts and serving settings.")
 
 
@@ -34,9 +37,9 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from sdlaws.cli import fit, measure, plan, train, validate
+    from sdlaws.cli import fit, ingest, measure, plan, train, validate
 
-    for module in (measure, fit, plan, validate, train):
+    for module in (measure, fit, plan, validate, train, ingest):
         module.register(app)
 
 

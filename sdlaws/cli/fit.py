@@ -43,11 +43,16 @@ def fit(
                                                         "compared by AIC/BIC (and LR when nested).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for <law>[_<group>].json and .png.")] = Path("out/fit"),
     json_: Annotated[bool, typer.Option("--json", help="Print the fit JSON instead of tables.")] = False,
+    table_format: Annotated[str, typer.Option("--format", help="Tables as table (rich; full width when piped), csv "
+                                                               "or markdown.")] = "table",
     list_: Annotated[bool, typer.Option("--list", help="List the laws and exit.")] = False,
 ) -> None:
     """Fit a scaling law to CSV rows; print the summary, write <out>/<law>[_<group>].json and a PNG plot."""
+    from sdlaws.cli.output import Output
+
+    out_ = Output(table_format)
     if list_:
-        _print_laws()
+        _print_laws(out_)
         return
     if not csv or law is None:
         raise ConfigError("pass CSV file(s) and --law NAME, e.g. `sdlaws fit data/sdsl_nstar_table.csv --law linear "
@@ -65,7 +70,7 @@ def fit(
     if json_:
         typer.echo(written[0].read_text(), nl=False)
     else:
-        _print_fits(fits, tables, written + ([_compare_path(stem)] if compare else []))
+        _print_fits(out_, fits, tables, written + ([_compare_path(stem)] if compare else []))
 
 
 def _read_inputs(paths: list[Path], ppl: Path | None):
@@ -132,48 +137,39 @@ def _compare_path(stem: Path) -> Path:
     return stem.parent / f"{stem.name}_compare.csv"
 
 
-def _print_fits(fits: dict[Any, Any], tables: dict[Any, Any], written: list[Path]) -> None:
-    """Rich output: per fit a heading, the parameter table, data and fit notes; comparisons; files written."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console()
+def _print_fits(out, fits: dict[Any, Any], tables: dict[Any, Any], written: list[Path]) -> None:
+    """Per fit a heading, the parameter table, data and fit notes; comparisons; files written."""
     for g, result in fits.items():
         group = "" if result.group is None else f" ({result.meta['group_column']} = {result.group})"
-        console.print(f"[bold]{escape(result.law + group)}[/]: {escape(result.spec.describe())}", highlight=False)
-        console.print(_frame_table(result.summary_frame()))
-        console.print(f"y = {result.y}, x = {', '.join(result.x)}, method = {result.method}, weight = "
-                      f"{result.meta['weight']}, nobs = {result.nobs}\n{result.gof_line()}", highlight=False)
+        out.text(f"{result.law}{group}: {result.spec.describe()}", style="bold")
+        _frame_table(out, "", result.summary_frame())
+        out.text(f"y = {result.y}, x = {', '.join(result.x)}, method = {result.method}, weight = "
+                 f"{result.meta['weight']}, nobs = {result.nobs}")
+        out.text(result.gof_line())
         for note in result.notes():
-            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+            out.text(f"note: {note}", style="yellow")
         if g in tables:
             shown = tables[g].drop(columns="law").dropna(axis=1, how="all")  # LR columns only for nested laws
-            console.print(_frame_table(shown))
-    console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+            _frame_table(out, "", shown)
+    out.text(f"wrote {', '.join(map(str, written))}")
 
 
-def _frame_table(frame):
-    """A rich Table of a DataFrame: index first, numbers right-aligned in 6 significant digits."""
-    from rich.table import Table
-
-    table = Table()
-    table.add_column("")
-    for col in frame.columns:
-        numeric = frame[col].map(lambda v: isinstance(v, (int, float))).all()
-        table.add_column(str(col), justify="right" if numeric else "left")
-    for name, row in frame.iterrows():
-        table.add_row(str(name), *(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
-    return table
+def _frame_table(out, title: str, frame) -> None:
+    """A DataFrame as a table: index first, floats in 6 significant digits, numeric columns right-aligned."""
+    numeric = tuple(i + 1 for i, col in enumerate(frame.columns)
+                    if frame[col].map(lambda v: isinstance(v, (int, float))).all())
+    rows = [[str(name), *(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row)]
+            for name, row in frame.iterrows()]
+    out.table(title, ["", *map(str, frame.columns)], rows, right=numeric)
 
 
-def _print_laws() -> None:
+def _print_laws(out) -> None:
     """The law registry as a table: name, equation, default columns, how it is fitted, source."""
     import pandas as pd
-    from rich.console import Console
 
     from sdlaws.fit.laws import LAWS
 
     frame = pd.DataFrame({name: {"equation": s.equation, "x": ",".join(s.x) or "(--x)", "y": s.y or "(--y)",
                                  "fit": f"{s.fitter}: {s.linear_in}", "source": s.citation}
                           for name, s in LAWS.items()}).T
-    Console(width=160).print(_frame_table(frame))
+    _frame_table(out, "Laws", frame)

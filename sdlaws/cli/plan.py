@@ -52,6 +52,8 @@ TrainMfu = Annotated[float, typer.Option("--train-mfu", help="Training FLOP util
 Samples = Annotated[int, typer.Option("--samples", help="Law parameter draws for the intervals.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed of the draws.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+Format = Annotated[str, typer.Option("--format", help="Tables as table (rich; full width when piped), csv or "
+                                                      "markdown.")]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Write plan.json and PNG figures to this directory.")]
 Steps = Annotated[Optional[list[Path]], typer.Option("--steps", help="Measured step-time CSVs (`step` tables of one "
                                                                     "GPU): forward times come from the step-time law "
@@ -97,6 +99,7 @@ class PlanOptions:
     samples: int = 200
     seed: int = 0
     json_: bool = False
+    table_format: str = "table"
     out: Optional[Path] = None
     sglang_algorithm: str = "EAGLE"
     steps: Optional[list[Path]] = None
@@ -109,11 +112,13 @@ class PlanOptions:
     @classmethod
     def of(cls, values: dict) -> "PlanOptions":
         """Build from a command's ``locals()`` (keys that are not options are ignored) and resolve the hardware."""
+        from sdlaws.cli.output import Output
         from sdlaws.hardware import load_hardware
 
         opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
         if opts.samples < 1 or opts.kv_len < 0:
             raise ConfigError(f"--samples must be >= 1 and --kv-len >= 0 (got {opts.samples}, {opts.kv_len})")
+        Output(opts.table_format)  # an unknown --format stops here, before any work
         hardware, law = load_hardware(opts.hardware), None
         if opts.steps:
             from sdlaws.io import read_measurements
@@ -315,7 +320,7 @@ def _emit(opts: PlanOptions, plan_set) -> None:
     if opts.json_:
         typer.echo(json.dumps(data, indent=2))
     else:
-        _render(plan_set, flags, opts.out)
+        _render(plan_set, flags, opts.out, opts.table_format)
 
 
 def _ci(value, lo=None, hi=None) -> str:
@@ -325,66 +330,49 @@ def _ci(value, lo=None, hi=None) -> str:
     return fmt(value) if lo is None or lo != lo else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]):
-    """A rich Table with the given header and rows of strings."""
-    from rich.table import Table
+def _render(plan_set, flags, out_dir, fmt: str) -> None:
+    """Every part present in the plan set (tables, engine flags), then interval notes and warnings."""
+    from sdlaws.cli.output import Output
+    from sdlaws.plan.result import fmt as num
 
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in header:
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def _render(plan_set, flags, out) -> None:
-    """Rich tables for every part present in the plan set, then interval notes and warnings."""
-    from rich.console import Console
-
-    from sdlaws.plan.result import fmt
-
-    console = Console()
-    if not console.is_terminal:  # piped output: do not fold the wide tables at 80 columns
-        console = Console(width=160)
-    console.print(f"[bold]{plan_set.title}[/bold]")
-    console.print(plan_set.inputs["cost_model"]["statement"], markup=False, highlight=False)
+    out = Output(fmt)
+    out.text(plan_set.title, style="bold")
+    out.text(plan_set.inputs["cost_model"]["statement"])
     if "serving" in plan_set.inputs and plan_set.inputs["cost_model"]["kind"] == "roofline":
-        console.print(_roofline_line(plan_set.inputs["serving"]), markup=False, highlight=False)
-    sdsl = [p for p in plan_set.select("draft_params") if "SDSL" in p.objective]
-    for plan in sdsl:
-        console.print(plan.summary())
+        out.text(_roofline_line(plan_set.inputs["serving"]))
+    for plan in (p for p in plan_set.select("draft_params") if "SDSL" in p.objective):
+        for line in plan.summary().splitlines():
+            out.text(line)
     t = plan_set.tables
     if "draft_size_vs_target" in t:
-        console.print(_table("Optimal draft size N* versus target size M (SDSL tokens/FLOP, 95% interval)",
-                             ["target M", "N*", "N*/M", "gamma", "alpha", "speedup", "mu*M+M0 [S]"],
-                             [[fmt(r.target_params), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                               fmt(r.draft_to_target), fmt(r.gamma), fmt(r.alpha), fmt(r.speedup),
-                               fmt(r.sdsl_shortcut_params)] for r in t["draft_size_vs_target"].itertuples()]))
+        out.table("Optimal draft size N* versus target size M (SDSL tokens/FLOP, 95% interval)",
+                  ["target M", "N*", "N*/M", "gamma", "alpha", "speedup", "mu*M+M0 [S]"],
+                  [[num(r.target_params), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
+                    num(r.draft_to_target), num(r.gamma), num(r.alpha), num(r.speedup), num(r.sdsl_shortcut_params)]
+                   for r in t["draft_size_vs_target"].itertuples()])
     if "draft_size_by_batch" in t:
-        console.print(_table("Draft size maximising roofline tokens/s per batch size",
-                             ["batch", "N*", "gamma", "speedup"],
-                             [[fmt(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                               fmt(r.gamma), fmt(r.speedup)] for r in t["draft_size_by_batch"].itertuples()]))
-
+        out.table("Draft size maximising roofline tokens/s per batch size", ["batch", "N*", "gamma", "speedup"],
+                  [[num(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
+                    num(r.gamma), num(r.speedup)] for r in t["draft_size_by_batch"].itertuples()])
     if "serving" in t:
         cost = "step-time law" if plan_set.inputs["cost_model"]["kind"] == "steptime" else "roofline"
-        console.print(_serving_table(t["serving"], cost))
+        out.table(*_serving_table(t["serving"], cost))
     if "engine_serving" in t:
-        console.print(_engine_table(t["engine_serving"]))
+        out.table(*_engine_table(t["engine_serving"]))
     if flags is not None:
         for engine, column in (("vLLM (chain draft)", "vllm"), ("SGLang (tree draft)", "sglang")):
-            console.print(f"[bold]{engine} flags by batch size[/bold]")
+            out.text(f"{engine} flags by batch size", style="bold")
             for batches, flag in _grouped(flags, column):
-                console.print(f"  batch {batches}: {flag}", markup=False, highlight=False, soft_wrap=True)
+                out.text(f"  batch {batches}: {flag}")
     pre = plan_set.select("draft_pretrain_tokens")
     if pre:
-        console.print(_pretraining_table(pre))
+        out.table(*_pretraining_table(pre))
     for kind in dict.fromkeys(p.ci_kind for p in plan_set.plans):
-        console.print(f"interval: {kind}")
+        out.text(f"interval: {kind}")
     for warning in plan_set.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    if out is not None:
-        console.print(f"wrote {out / 'plan.json'} and figures to {out}")
+        out.text(f"warning: {warning}", style="yellow")
+    if out_dir is not None:
+        out.text(f"wrote {out_dir / 'plan.json'} and figures to {out_dir}")
 
 
 def _roofline_line(serving: dict) -> str:
@@ -411,7 +399,7 @@ def _grouped(flags, column: str) -> list[tuple[str, str]]:
 
 
 def _engine_table(best):
-    """Rich table of the best engine configuration per batch size."""
+    """Title, header and rows of the best engine configuration per batch size."""
     from sdlaws.plan.result import fmt
 
     header = ["batch", "best configuration", "tokens/step", "steps/batch", "step ms", "decode tok/s",
@@ -419,11 +407,11 @@ def _engine_table(best):
     rows = [[fmt(r.batch_size), r.label, f"{r.tau:.3f}", f"{r.steps:.1f}", f"{r.step_s * 1e3:.3f}",
              fmt(r.decode_tokens_per_s), fmt(r.ar_decode_tokens_per_s), f"{r.decode_speedup:.3f}"]
             for r in best.itertuples()]
-    return _table("Engine configuration per batch size (predicted decode throughput)", header, rows)
+    return "Engine configuration per batch size (predicted decode throughput)", header, rows
 
 
 def _serving_table(serving, cost: str):
-    """Rich table of the per-batch serving plan."""
+    """Title, header and rows of the per-batch serving plan (``cost`` names the cost model)."""
     from sdlaws.plan.result import fmt
 
     law = "law_topk" in serving
@@ -439,73 +427,77 @@ def _serving_table(serving, cost: str):
                _ci(r.tree_speedup, r.tree_speedup_lower, r.tree_speedup_upper),
                "memory-bound" if r.verify_memory_bound else "compute-bound", "yes" if r.fits_memory else "NO"]
         rows.append(row + ([_ci(r.law_topk, r.law_topk_lower, r.law_topk_upper)] if law else []))
-    return _table(f"Serving settings per batch size ({cost}, 95% interval)", header, rows)
+    return f"Serving settings per batch size ({cost}, 95% interval)", header, rows
 
 
 def _pretraining_table(plans):
-    """Rich table of the pretraining plans."""
+    """Title, header and rows of the pretraining plans."""
     from sdlaws.plan.result import fmt
 
     rows = [[fmt(p.inputs["batch_size"]), _ci(p.value, *(p.ci or (None, None))), fmt(p.settings["acceptance"]),
              _ci(p.speedup, *(p.speedup_ci or (None, None))), fmt(p.settings["train_gpu_hours"]),
              fmt(p.settings["serve_gpu_hours"]), fmt(p.settings["next_decade_serve_saving_gpu_hours"]),
              fmt(p.settings["next_decade_train_gpu_hours"])] for p in plans]
-    return _table("Optimal draft pretraining tokens D* (training + serving GPU-hours)",
-                  ["batch", "D*", "acceptance", "speedup", "train GPU-h", "serve GPU-h", "next decade saves",
-                   "next decade costs"], rows)
+    return ("Optimal draft pretraining tokens D* (training + serving GPU-hours)",
+            ["batch", "D*", "acceptance", "speedup", "train GPU-h", "serve GPU-h", "next decade saves",
+             "next decade costs"], rows)
 
 
 def _figures(plan_set, out: Path) -> None:
-    """draft_size.png, serving.png and pretraining.png for the parts present (matplotlib imported here)."""
-    import matplotlib
+    """draft_size, serving and pretraining figures (PNG and SVG) for the parts present."""
+    from sdlaws.plotting import styled
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    styled(_draw_figures)(plan_set, out)
+
+
+def _draw_figures(plan_set, out: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from sdlaws.plotting import save
 
     drafts = plan_set.select("draft_params")
     if drafts:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
         for plan in drafts[:2]:  # SDSL tokens/FLOP and the roofline at the first batch size
             plan.plot(ax, label=plan.objective)
-        ax.set_ylabel("predicted speedup over autoregressive")
-        ax.set_xlabel("draft parameters")
-        ax.set_title("Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)", fontsize=10)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "draft_size.png", dpi=120)
-        plt.close(fig)
+        ax.set(xlabel="draft parameters", ylabel="predicted speedup over autoregressive (×)",
+               title="Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)")
+        ax.legend()
+        save(fig, out / "draft_size.png")
     if "serving" in plan_set.tables:
-        _serving_figure(plan_set.tables["serving"], out / "serving.png", plt)
+        _serving_figure(plan_set.tables["serving"], out / "serving.png")
     pre = plan_set.select("draft_pretrain_tokens")
     if pre:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
         pre[0].plot(ax, y="objective", label="training + serving GPU-hours")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "pretraining.png", dpi=120)
-        plt.close(fig)
+        ax.set(yscale="log", xlabel="draft pretraining tokens", ylabel="training + serving cost (GPU-hours)")
+        ax.legend()
+        save(fig, out / "pretraining.png")
 
 
-def _serving_figure(serving, path: Path, plt) -> None:
-    """serving.png: optimal top-k and gamma versus batch size, with the fitted law when given."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    b = serving["batch_size"]
-    k = serving["tree_topk"]
+def _serving_figure(serving, path: Path) -> None:
+    """serving: optimal chain gamma and tree shape (depth, top-k) versus batch size, with the fitted law."""
+    from matplotlib.figure import Figure
+
+    from sdlaws.plotting import save
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    b, k = serving["batch_size"], serving["tree_topk"]
+    ax.plot(b, serving["chain_gamma"], marker="s", label="chain: draft length γ")
+    ax.plot(b, serving["tree_steps"], marker="^", label="tree: depth (steps)")
     ax.errorbar(b, k, yerr=[k - serving["tree_topk_lower"].fillna(k), serving["tree_topk_upper"].fillna(k) - k],
-                marker="o", capsize=3, label="optimal tree top-k (roofline)")
-    ax.plot(b, serving["chain_gamma"], marker="s", label="optimal chain gamma (roofline)")
+                marker="o", capsize=3, label="tree: top-k (candidates per depth)")
     if "law_topk" in serving:
         ax.plot(b, serving["law_topk"], "k--", label="fitted k* = c B^-p")
         ax.fill_between(b, serving["law_topk_lower"], serving["law_topk_upper"], color="k", alpha=0.1)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("setting")
-    ax.set_title("Optimal speculation settings versus batch size\n(bars: 95% interval)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set(xlabel="batch size (sequences)", ylabel="tokens per step (γ, depth) or candidates (top-k)",
+           title="Optimal speculation settings versus batch size (roofline)\n(bars: 95% interval of top-k)")
+    ax.legend()
+    save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -518,8 +510,9 @@ def plan_all(ctx: typer.Context, target: Target = None, target_params: TargetPar
              draft_tokens: DraftTokens = 2e12, target_tokens: TargetTokens = 2e12, serve_tokens: ServeTokens = None,
              alpha: Alpha = None, rank_acceptance: RankAcceptance = None,
              position_acceptance: PositionAcceptance = None, acceptance: AcceptanceKind = None, gamma: Gamma = None,
-             train_mfu: TrainMfu = 0.4, samples: Samples = 200, seed: Seed = 0, json_: Json = False, out: Out = None,
-             sglang_algorithm: Sglang = "EAGLE", steps: Steps = None) -> None:
+             train_mfu: TrainMfu = 0.4, samples: Samples = 200, seed: Seed = 0, json_: Json = False,
+             table_format: Format = "table", out: Out = None, sglang_algorithm: Sglang = "EAGLE",
+             steps: Steps = None) -> None:
     """Full plan: optimal draft size (SDSL and roofline), N* vs target size, and serving settings per batch."""
     if ctx.invoked_subcommand is not None:
         return
@@ -544,7 +537,7 @@ def draft_size(target: Target = None, target_params: TargetParams = None, target
                hardware: HardwareOpt = DEFAULT_HARDWARE, batch: Batch = DEFAULT_BATCH, kv_len: KvLen = 1024,
                dtype: Dtype = "bfloat16", tp: Tp = 1, fit: Fits = None, draft_tokens: DraftTokens = 2e12,
                target_tokens: TargetTokens = 2e12, samples: Samples = 200, seed: Seed = 0, json_: Json = False,
-               out: Out = None, steps: Steps = None) -> None:
+               table_format: Format = "table", out: Out = None, steps: Steps = None) -> None:
     """Optimal draft size N*: SDSL tokens/FLOP, roofline tokens/s per batch, and N* versus target size."""
     opts = PlanOptions.of(locals())
     _emit(opts, _draft_size(opts, _laws(opts.fit), _batches(opts.batch)))
@@ -557,8 +550,8 @@ def pretraining(target: Target = None, target_params: TargetParams = None, targe
                 dtype: Dtype = "bfloat16", tp: Tp = 1, fit: Fits = None, draft_tokens: DraftTokens = 2e12,
                 target_tokens: TargetTokens = 2e12, serve_tokens: ServeTokens = None,
                 acceptance: AcceptanceKind = None, gamma: Gamma = None, train_mfu: TrainMfu = 0.4,
-                samples: Samples = 200, seed: Seed = 0, json_: Json = False, out: Out = None,
-                steps: Steps = None) -> None:
+                samples: Samples = 200, seed: Seed = 0, json_: Json = False, table_format: Format = "table",
+                out: Out = None, steps: Steps = None) -> None:
     """Optimal draft pretraining tokens D* from a fitted log-linear acceptance law and a serving volume."""
     opts = PlanOptions.of(locals())
     laws, batches = _laws(opts.fit), _batches(opts.batch)
@@ -574,8 +567,8 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
             dtype: Dtype = "bfloat16", tp: Tp = 1, fit: Fits = None, draft_tokens: DraftTokens = 2e12,
             target_tokens: TargetTokens = 2e12, alpha: Alpha = None, rank_acceptance: RankAcceptance = None,
             position_acceptance: PositionAcceptance = None, samples: Samples = 200, seed: Seed = 0,
-            json_: Json = False, out: Out = None, sglang_algorithm: Sglang = "EAGLE", steps: Steps = None,
-            profile: Profile = None, max_new_tokens: MaxNew = 128) -> None:
+            json_: Json = False, table_format: Format = "table", out: Out = None, sglang_algorithm: Sglang = "EAGLE",
+            steps: Steps = None, profile: Profile = None, max_new_tokens: MaxNew = 128) -> None:
     """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags; with
     --profile, the best of sdlaws's engine configurations by predicted decode tokens/s."""
     opts = PlanOptions.of(locals())
@@ -586,6 +579,29 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
 
         return _emit(opts, engine_plan(setup, batches, _profile(opts.profile), max_new_tokens=opts.max_new_tokens))
     _emit(opts, _serving(opts, laws, setup, batches, nstar))
+
+
+@plan_app.command("export")
+def export(plan: Annotated[Path, typer.Argument(help="plan.json written by `sdlaws plan ... --out DIR`.",
+                                                show_default=False)],
+           engine: Annotated[str, typer.Option("--engine", help="vllm, sglang or trtllm.")],
+           out: Annotated[Path, typer.Option("--out", help="File to write (YAML for vllm and trtllm, shell "
+                                                           "variables for sglang).")],
+           draft: Annotated[Optional[str], typer.Option("--draft", help="Draft model id or path for the engine "
+                                                        "(default: the plan's draft name).")] = None,
+           method: Annotated[Optional[str], typer.Option("--method", help="Engine's speculation method: vllm "
+                                                         "draft_model|eagle|eagle3|mtp|..., sglang STANDALONE|EAGLE|"
+                                                         "EAGLE3, trtllm DraftTarget|Eagle3|MTP.")] = None,
+           max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch size the server runs (its "
+                                                  "--max-num-seqs); the last bracket ends there.")] = 1024) -> None:
+    """The plan's per-batch speculation as the configuration file vLLM, SGLang or TensorRT-LLM reads."""
+    from sdlaws.io import load_json
+    from sdlaws.plan.export import export as export_plan
+
+    text = export_plan(load_json(plan), engine, draft=draft, method=method, max_batch=max_batch, source=str(plan))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
 
 
 def _profile(path: Path):

@@ -902,8 +902,17 @@ def _write_figures(report: Report, out: Path) -> list[Path]:
 
 
 def _scatter(path: Path, panels) -> Path:
-    """One PNG of predicted-versus-measured panels ``(title, {label: (measured, predicted)}, log axes)``."""
+    """One figure (PNG and SVG) of predicted-versus-measured panels ``(title, {label: (measured, predicted)}, log
+    axes)``; the title names the quantity and its unit."""
+    from sdlaws.plotting import styled
+
+    return styled(_draw_scatter)(path, panels)
+
+
+def _draw_scatter(path: Path, panels) -> Path:
     from matplotlib.figure import Figure
+
+    from sdlaws.plotting import save
 
     fig = Figure(figsize=(5.2 * len(panels), 4.4), layout="constrained")
     for ax, (title, series, log) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
@@ -914,10 +923,9 @@ def _scatter(path: Path, panels) -> Path:
         if log:
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax.set(title=title, xlabel="measured", ylabel="predicted")
-        ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    return path
+        ax.set(title=title, xlabel=f"measured {title}", ylabel=f"predicted {title}")
+        ax.legend()
+    return save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ markdown

@@ -43,6 +43,7 @@ from sdlaws.errors import ConfigError
 from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
 from sdlaws.measure.kvcache import SlotCache, block_mask
+from sdlaws.measure.models import cache_keyword
 
 #: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
 MAX_WORKSPACES = 2
@@ -369,8 +370,8 @@ def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor
     """One forward pass writing ``ids`` ``(B, n)`` to cache ``slots`` ``(B, n)``; returns logits ``(B, n', V)``."""
     cache.write_slots = slots
     extra = {"logits_to_keep": keep_last} if keep_last else {}
-    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache,
-                use_cache=True, **extra)
+    extra[cache_keyword(model)] = cache
+    out = model(input_ids=ids, position_ids=positions, attention_mask=mask, use_cache=True, **extra)
     return out.logits
 
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 from sdlaws import io
 from sdlaws.errors import error_cell
 from sdlaws.measure.config import stable_run_id
-from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name, load_model,
-                                   resolve_device)
+from sdlaws.measure.models import (ModelInfo, cache_keyword, canonical_dtype, device_memory_bytes, device_name,
+                                   load_model, resolve_device)
 from sdlaws.provenance import provenance
 
 
@@ -200,7 +200,7 @@ def _forward_inputs(model, batch: int, start: int, num: int, cache_len: int, cac
     cache.write_slots = positions[None].expand(batch, num)  # (B, num): slot of each new token
     return dict(input_ids=torch.randint(0, vocab, (batch, num), device=device, generator=gen),
                 attention_mask=_additive_causal_mask(batch, start, num, cache_len, model.dtype, device),
-                position_ids=positions[None].expand(batch, num), past_key_values=cache, use_cache=True)
+                position_ids=positions[None].expand(batch, num), use_cache=True, **{cache_keyword(model): cache})
 
 
 #: Tokens (batch x positions) per forward when filling a timing cache.

@@ -18,6 +18,7 @@ A model spec is one string:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -81,6 +82,21 @@ def canonical_dtype(dtype: str) -> str:
     if key not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(set(DTYPES)))}")
     return DTYPES[key]
+
+
+def cache_keyword(model) -> str:
+    """The keyword ``model``'s forward takes its KV cache by: ``cache`` where it has one (transformers 5 renamed
+    ``past_key_values``, which warns that it goes in 5.40), else ``past_key_values`` (older transformers, and
+    sdlaws's fused forward)."""
+    return _cache_keyword(type(model))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(cls) -> str:
+    """:func:`cache_keyword` per model class (signatures are read once: decode steps call it every step)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def resolve_device(device: str = "auto") -> str:
