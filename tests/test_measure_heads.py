@@ -65,3 +65,22 @@ def test_perplexity_of_a_head_is_refused(tmp_path):
     result = runner.invoke(app, ["measure", "ppl", "--model", "head:random:tiny", "--eval", str(tmp_path / "eval.txt"),
                                  "--dtype", "fp32", "--device", "cpu", "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 2 and "is a draft head" in result.output
+
+
+def test_head_step_timings_feed_the_step_time_law(tmp_path):
+    """`measure hardware --model head:random:...` times a draft step; the law prices the head's extra GEMM."""
+    from sdlaws.hardware import get_preset
+    from sdlaws.measure.hwbench import StepSweep, measure_steps
+    from sdlaws.plan.cost import law_time_s, prior, shape_key, step_shape, workload
+
+    spec = "head:random:tiny?layers=2"
+    rows = measure_steps(spec, tmp_path / "steps.csv", StepSweep(batch_sizes=(1, 2), tokens_per_row=(1, 3), kv_len=8,
+                                                                 num_repeats=2, num_warmup=1), dtype="fp32",
+                         device="cpu", progress=False)
+    _, _, info = load_model(spec, dtype="fp32", device="cpu")
+    assert [r["status"] for r in rows] == ["ok"] * 4 and {r["model_params"] for r in rows} == {info.params}
+    head, plain = step_shape(spec), step_shape("random:tiny?num_hidden_layers=2")
+    assert (head.layers, head.fc_in, head.vocab) == (2, 128, 512) and shape_key(head) != shape_key(plain)
+    assert head.params - plain.params == 2 * 64 * 64 + 64  # the fc, with its bias
+    law = prior(get_preset("H100"))
+    assert law_time_s(law, workload(head, 1, 1, 512)) > law_time_s(law, workload(plain, 1, 1, 512))

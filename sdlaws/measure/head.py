@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPreTrainedModel,
                                                       LlamaRotaryEmbedding)
 
@@ -131,7 +132,11 @@ class FeatureHead(LlamaPreTrainedModel):
         ``target`` is the Hugging Face causal LM the head drafts for; its hidden size and vocabulary must be
         the head's. Returns the head.
         """
-        embed, norm, lm_head = target_modules(target)
+        return self.share(*target_modules(target))
+
+    def share(self, embed: nn.Module, norm: nn.Module, lm_head: nn.Module) -> "FeatureHead":
+        """Use these token embedding, final norm and LM head (frozen; not parameters of the head); returns the
+        head. :meth:`attach` takes them from a target; timing runs pass stand-ins (:func:`stand_in_modules`)."""
         if embed.weight.shape[1] != self.config.hidden_size:
             raise ModelError(f"the head is {self.config.hidden_size} wide but the target's hidden size is "
                              f"{embed.weight.shape[1]}; build or train the head for this target")
@@ -203,6 +208,51 @@ def target_modules(target) -> tuple[nn.Module, nn.Module, nn.Module]:
         raise ModelError(f"{type(target).__name__} has no final norm named {' or '.join(FINAL_NORM_NAMES)}; "
                          "feature-level draft heads support Llama-, Mistral-, Qwen2- and GPT-2-style targets")
     return target.get_input_embeddings(), norm, target.get_output_embeddings()
+
+
+def stand_in_modules(config: HeadConfig, *, device, dtype: torch.dtype,
+                     seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Random ``(embedding, final RMSNorm, LM head)`` of the shape a head's target has, for timing a head without
+    loading its target (a step's time does not depend on the weights)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.device(device):
+        embed = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+        norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps).to(dtype)
+        lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
+    with torch.no_grad():
+        for weight in (embed.weight, lm_head.weight):
+            weight.normal_(0.0, config.initializer_range, generator=generator)
+    return embed, norm, lm_head
+
+
+class HeadStep(nn.Module):
+    """A head's draft step behind a causal LM's forward signature, for forward-timing tables (``sdlaws measure
+    hardware``): the head over ``input_ids``, then the final norm and the LM head, as the engine runs it.
+
+    The features paired with the tokens are their embeddings: stand-ins (one small gather) where the engine
+    reads a buffer, since a step's time does not depend on their values.
+    """
+
+    def __init__(self, head: FeatureHead):
+        super().__init__()
+        self.head = head
+        self.config = head.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the head."""
+        return self.head.dtype
+
+    def forward(self, input_ids, position_ids, attention_mask, past_key_values, logits_to_keep: int = 0,
+                **_ignored) -> CausalLMOutputWithPast:
+        """Logits ``(B, n', V)`` of the head's step on ``input_ids`` ``(B, n)`` (``n' = logits_to_keep`` or ``n``)."""
+        features = self.head.shared.embed(input_ids)
+        hidden = self.head(input_ids, features, position_ids, attention_mask, past_key_values)
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(logits=self.head.predict(hidden)[1])
 
 
 def target_features(target, **inputs) -> torch.Tensor:
