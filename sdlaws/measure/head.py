@@ -41,8 +41,8 @@ from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPr
 from sdlaws.errors import ModelError
 from sdlaws.measure.models import HEAD_MODEL_TYPE
 
-#: Keyword of the cache in a decoder layer's forward: ``cache`` since transformers 5.24 (``past_key_values``, its
-#: earlier name, now warns), ``past_key_values`` before.
+#: Keyword of the cache in a decoder layer's forward: ``cache`` in recent transformers (5.24 here; the older name
+#: ``past_key_values`` still works there but warns on every call), ``past_key_values`` in earlier ones.
 _CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
 
 #: Names of the final norm in the decoders transformers builds (Llama/Mistral/Qwen2: ``norm``; GPT-2: ``ln_f``).
@@ -129,8 +129,8 @@ class FeatureHead(LlamaPreTrainedModel):
     def attach(self, target) -> "FeatureHead":
         """Share ``target``'s token embedding, final norm and LM head (frozen; not parameters of the head).
 
-        ``target`` is the Hugging Face causal LM the head drafts for; its hidden size and vocabulary must be
-        the head's. Returns the head.
+        ``target`` is the Hugging Face causal LM the head drafts for; its hidden size must be the head's (the
+        logits are the target's own, so its vocabulary is the one drafted from). Returns the head.
         """
         return self.share(*target_modules(target))
 
