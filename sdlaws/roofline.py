@@ -79,7 +79,9 @@ class ModelShape:
     """Shapes of a dense decoder-only transformer (the roofline needs nothing else).
 
     ``params`` counts every parameter (embeddings included); ``tied`` says whether the LM head shares the input
-    embedding. ``vocab = 0`` marks a shape synthesised from a bare parameter count.
+    embedding. ``vocab = 0`` marks a shape synthesised from a bare parameter count. A feature-level draft head
+    (``head:random:NAME?layers=L``) is the shape of its ``L`` layers with its target's embedding and LM head,
+    plus ``fc_in``: the input width of its projection to ``hidden`` before the layers (``2 x hidden``).
     """
 
     name: str
@@ -92,6 +94,7 @@ class ModelShape:
     vocab: int
     tied: bool
     intermediate: int = 0  # MLP width (gated: gate, up, down); 0 = unknown (shape from a bare parameter count)
+    fc_in: int = 0  # draft heads: one more GEMM, fc_in -> hidden, before the layers; 0 for a plain decoder
 
     @property
     def matmul_params(self) -> float:
@@ -243,6 +246,21 @@ def _llama_shape(cfg: dict, name: str, source: str) -> ModelShape:
                       kv_heads=kv_heads, head_dim=head_dim, vocab=vocab, tied=tied, intermediate=inter)
 
 
+#: Prefix of random draft-head specs (``sdlaws.measure.models``): their shape is :func:`head_shape`'s.
+HEAD_PREFIX = "head:random:"
+
+
+def head_shape(target_config: dict, name: str) -> ModelShape:
+    """Shape of an EAGLE-style draft head (:mod:`sdlaws.measure.head`) for a llama-style target config: ``layers``
+    (default 1) decoder layers of the target's shape, the target's embedding and LM head, and the ``2h -> h``
+    input projection with its bias (``fc_in = 2 x hidden``). Other keys of ``target_config`` are config fields."""
+    cfg = dict(target_config)
+    cfg["num_hidden_layers"] = int(cfg.pop("layers", 1))
+    body = _llama_shape(cfg, name, name)
+    hidden = body.hidden
+    return replace(body, params=body.params + 2 * hidden * hidden + hidden, fc_in=2 * hidden)
+
+
 def _gpt2_shape(cfg: dict, name: str, source: str) -> ModelShape:
     """Shape and parameter count from gpt2 keys (learned positions, biases, tied head)."""
     hidden = int(_need(cfg, "n_embd", source))
@@ -310,19 +328,22 @@ def named_shape(name: str) -> ModelShape:
     """Shape of a named model (``llama-3.1-70b``, ``Qwen/Qwen2.5-7B-Instruct``, ``random:llama-3-8b`` ...).
 
     ``random:NAME[?key=value]`` specs resolve through the shape registry (:data:`sdlaws.shapes.SHAPES`, with
-    their overrides), so a step table's model and the planner's shape are the same architecture.
+    their overrides), so a step table's model and the planner's shape are the same architecture; so do draft
+    heads, ``head:random:NAME[?layers=L&key=value]`` (:func:`head_shape`).
 
     Raises
     ------
     ConfigError
         Unknown name; the message lists the known names.
     """
-    spec = str(name).removeprefix("random:")
+    head = str(name).startswith(HEAD_PREFIX)
+    spec = str(name).removeprefix(HEAD_PREFIX if head else "random:")
     base, _, query = spec.partition("?")
     if base in SHAPES:
-        overrides = dict(item.split("=", 1) for item in query.split("&") if "=" in item)
-        config = {**SHAPES[base], **{k: _config_value(v) for k, v in overrides.items()}}
-        return ModelShape.from_hf_config(config, name=str(name))
+        overrides = {k: _config_value(v) for k, v in (item.split("=", 1) for item in query.split("&") if "=" in item)}
+        if head:
+            return head_shape({**SHAPES[base], **overrides}, name=str(name))
+        return ModelShape.from_hf_config({**SHAPES[base], **overrides}, name=str(name))
     keys = {_shape_key(n): n for n in NAMED_CONFIGS}
     keys.update(_SHAPE_ALIASES)
     key = _shape_key(name)

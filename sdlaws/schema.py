@@ -114,6 +114,10 @@ SPEC_RUN: list[Column] = [
     *_prov(),
     *_model("target", "target", True),
     *_model("draft", "draft", False),
+    Column("draft_kind", "str", "variable",
+           '"head" for a feature-level draft head drafting from the target\'s hidden states (EAGLE-style; its '
+           "draft_params count the head's own weights, not the target's embedding and LM head it shares); empty for "
+           "an independent draft LM and for ar", required=False, default=""),
     Column("method", "str", "variable", '"ar" (no draft), "chain" or "tree"'),
     Column("num_spec_tokens", "int", "variable", "gamma: draft tokens per step (tree: depth); 0 for ar"),
     Column("tree_topk", "int", "variable", "tree branching k per depth (1 for chains and ar)"),

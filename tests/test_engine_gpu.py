@@ -53,6 +53,49 @@ def test_graphs_match_eager(cfg, family, tiny_llama, tiny_gpt2):
     assert stats.peak_memory_bytes > 0 and stats.verify_time_s > 0
 
 
+HEAD_CONFIGS = [cfg for cfg in CONFIGS if cfg.method != "ar"]
+
+
+@pytest.mark.parametrize("cfg", HEAD_CONFIGS, ids=lambda c: f"{c.method}-T{c.temperature}"
+                         + ("-synthetic" if c.acceptance_profile else ""))
+def test_head_draft_graphs_match_eager(cfg, tiny_llama):
+    """A feature-level draft head: captured phases (features out of the verify graph, the head's refeed and tree
+    in the draft graph) give the eager tokens, and at T = 0 the target's greedy output."""
+    from sdlaws.measure.head import FeatureHead, head_config
+
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2).cuda()
+    torch.manual_seed(3)
+    head = FeatureHead(head_config(target.config, layers=2, initializer_range=0.2)).cuda().eval()
+    eager = SpecDecoder(target, head, replace(cfg, cuda_graphs=False), max_prompt_len=16)
+    graphed = SpecDecoder(target, head, cfg, max_prompt_len=16)
+    first, stats = graphed.generate(PROMPTS)
+    again, _ = graphed.generate(PROMPTS[::-1])
+    ws = graphed._workspaces[len(PROMPTS)]
+    assert ws.verify_phase.captured and ws.draft_phase.captured
+    assert first == eager.generate(PROMPTS)[0] and again == eager.generate(PROMPTS[::-1])[0]
+    if cfg.temperature == 0 and cfg.acceptance_profile is None:
+        assert first == [greedy_reference(target, p, cfg.max_new_tokens) for p in PROMPTS]
+    assert stats.draft_time_s > 0 and stats.verify_time_s > 0
+
+
+def test_random_eagle_head_on_the_8b_shape_runs_synthetic_bf16():
+    """The timing configuration of a head at scale: head:random:llama-3.1-8b on a 2-layer 8B-shaped target,
+    bf16, CUDA graphs, fused target forward, synthetic acceptance."""
+    from sdlaws.measure.models import load_model
+
+    target, _, _ = load_model("random:llama-3.1-8b?num_hidden_layers=2", dtype="bf16", device="cuda")
+    head, _, info = load_model("head:random:llama-3.1-8b?layers=1", dtype="bf16", device="cuda", seed=1)
+    assert 2.4e8 < info.params < 2.6e8  # fc 2h x h + one 8B layer: EAGLE's head size
+    cfg = DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=4, tree_budget=8, max_new_tokens=32,
+                       acceptance_profile=((0.6, 0.2), (0.6, 0.2), (0.5, 0.2), (0.5,)))
+    decoder = SpecDecoder(target, head, cfg, max_prompt_len=64)
+    prompts = [list(range(1, 40))] * 8
+    decoder.warmup(prompts)
+    tokens, stats = decoder.generate(prompts)
+    assert [len(t) for t in tokens] == [32] * 8 and stats.num_accepted_tokens > 0
+    assert stats.draft_time_s > 0 and stats.verify_time_s > 0
+
+
 def test_bfloat16_runs_and_counts(tiny_llama):
     target = tiny_llama(vocab=256, layers=4, hidden=128, seed=0).to("cuda", torch.bfloat16)
     draft = tiny_llama(vocab=256, layers=1, hidden=64, seed=1).to("cuda", torch.bfloat16)

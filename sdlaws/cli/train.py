@@ -1,4 +1,5 @@
-"""`sdlaws train corpus|model` and `sdlaws experiment NAME`: train small model families, run the experiments.
+"""`sdlaws train corpus|model|head` and `sdlaws experiment NAME`: train small models and draft heads, run the
+experiments.
 
 Heavy imports (torch, transformers, tokenizers) happen inside the commands so ``sdlaws --help`` stays fast.
 """
@@ -14,11 +15,12 @@ import typer
 from sdlaws.errors import ConfigError
 
 train_app = typer.Typer(no_args_is_help=True, add_completion=False,
-                        help="Build a corpus from local text and train small Llama models from scratch.")
+                        help="Build a corpus from local text, train small Llama models from scratch and draft "
+                             "heads on them.")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train corpus``, ``train model`` and ``experiment`` to the root app."""
+    """Add ``train corpus``, ``train model``, ``train head`` and ``experiment`` to the root app."""
     app.add_typer(train_app, name="train")
     app.command("experiment")(experiment)
 
@@ -101,6 +103,52 @@ def model(
     result = train_family(specs, load_corpus(corpus), out, config,
                           until_tokens=parse_tokens(until_tokens) if until_tokens else None)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
+
+
+@train_app.command("head")
+def head(
+    target: Annotated[str, typer.Option(help="Frozen target: a model directory (e.g. a step-N checkpoint of "
+                                             "`sdlaws train model`) or any causal LM spec.", show_default=False)],
+    corpus: Annotated[Path, typer.Option(help="Corpus directory from `sdlaws train corpus` (the target's).")],
+    tokens: Annotated[str, typer.Option(help="Training tokens per head (e.g. 20M).")],
+    layers: Annotated[str, typer.Option(help="Decoder layers of the head; comma-separated depths train together "
+                                             "on one stream of target features.")] = "1",
+    out: Annotated[Path, typer.Option(help="Parent directory of the head directories.")] = Path("runs/heads"),
+    checkpoints: Annotated[int, typer.Option(help="Checkpoints, log-spaced in tokens, the last at the budget.")] = 1,
+    first_checkpoint: Annotated[Optional[str], typer.Option(help="Tokens at the first checkpoint "
+                                                                 "(default: budget / 1000).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default: min(3e-3, 1e-3 * 512 / d), "
+                                                     "d the target's width).")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Windows per optimizer step.")] = 32,
+    feature_noise: Annotated[float, typer.Option(help="Width of the uniform noise on the input features "
+                                                      "(EAGLE: 0.2; 0 = none).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Initialisation seed (the data seed is --data-seed).")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed of the training windows and feature noise.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile each head on CUDA.")]
+    = False,
+    time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
+    until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
+    = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print each head's last checkpoint as JSON.")] = False,
+) -> None:
+    """Train EAGLE-style draft heads on a frozen target (features on the fly); re-running resumes."""
+    from sdlaws.cli.measure import _parse_list
+    from sdlaws.train.corpus import load_corpus
+    from sdlaws.train.families import parse_tokens
+    from sdlaws.train.heads import HeadTrainConfig, describe_heads, train_heads
+
+    depths = _parse_list("--layers", layers, int)
+    if not depths or min(depths) < 1 or len(set(depths)) != len(depths):
+        raise ConfigError(f"--layers {layers!r}: give distinct depths >= 1, e.g. --layers 1,2,4")
+    config = HeadTrainConfig(seq_len=seq_len, batch_size=batch_size, device=device, compile=compile_,
+                             data_seed=data_seed, time_limit_s=time_limit_s, feature_noise=feature_noise)
+    result = train_heads(target, load_corpus(corpus), out, config, layers=list(depths), tokens=parse_tokens(tokens),
+                         checkpoints=checkpoints, lr=lr, seed=seed,
+                         first_checkpoint_tokens=parse_tokens(first_checkpoint) if first_checkpoint else None,
+                         until_tokens=parse_tokens(until_tokens) if until_tokens else None)
+    typer.echo(json.dumps(describe_heads(result), indent=2) if json_ else result.summary())
 
 
 def experiment(

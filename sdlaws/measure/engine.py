@@ -19,6 +19,13 @@ Verification rules (both exact: the output is distributed as the target's own de
 - ``temperature > 0``, tree: candidates are the draft's deterministic top-k, so the target samples a token at
   every node and the walk follows it while the tree has it (:func:`sdlaws.measure.tree.walk`).
 
+Feature-level drafts (:class:`sdlaws.measure.head.FeatureHead`, EAGLE-style heads) draft from the target's own
+features: the verify pass also returns the target's last hidden state (the LM head's input) at every block node,
+the commit keeps those of the root and the accepted path, and the next draft phase feeds the head the pairs
+(feature at ``i``, token at ``i + 1``) of the newly committed positions before it grows the tree from its own
+predicted features (EAGLE-2's ``topK_genrate`` in SafeAILab/EAGLE ``eagle/model/cnets1.py``, with this engine's
+static shapes). Verification is the same as for any draft.
+
 Synthetic acceptance (``DecodeConfig.acceptance_profile``, temperature 0; not lossless by design): every forward
 pass, tree, mask and cache operation is the real one, but the draft's top-k log-probabilities are replaced by the
 profile's (so the tree is EAGLE-2's tree for the profile, the same every step) and the target's choice at each
@@ -42,6 +49,7 @@ import torch
 from sdlaws.errors import ConfigError
 from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
+from sdlaws.measure.head import is_head, target_features
 from sdlaws.measure.kvcache import SlotCache, block_mask
 from sdlaws.measure.models import cache_keyword
 
@@ -174,9 +182,12 @@ class SpecDecoder:
 
     Parameters
     ----------
-    target, draft : transformers.PreTrainedModel
-        Causal LMs already on the wanted device and dtype, sharing a vocabulary; ``draft`` is unused (may be
-        None) for ``method == "ar"``. Both are put in eval mode.
+    target : transformers.PreTrainedModel
+        Causal LM already on the wanted device and dtype; put in eval mode.
+    draft : transformers.PreTrainedModel or FeatureHead
+        A causal LM sharing the target's vocabulary, or a feature-level draft head (:mod:`sdlaws.measure.head`)
+        of the target's width, which this decoder attaches to ``target``; on the target's device, in eval mode
+        after this call. Unused (may be None) for ``method == "ar"``.
     config : DecodeConfig
     max_prompt_len : int
         Longest prompt ``generate`` will accept; sizes the cache (``max_prompt_len + max_new_tokens`` plus a
@@ -200,6 +211,9 @@ class SpecDecoder:
         self.target = _forward_model(target.eval(), config)
         self.draft = (_forward_model(draft.eval(), config)
                       if (draft is not None and config.method != "ar") else None)
+        self.head = is_head(self.draft)
+        if self.head:
+            self.draft.attach(target)
         self.max_prompt_len = max_prompt_len
         _validate(self.target, self.draft, config, max_prompt_len)
         self.device = next(target.parameters()).device
@@ -295,6 +309,8 @@ def _validate(target, draft, cfg: DecodeConfig, max_prompt_len: int) -> None:
         raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {cfg.temperature}")
     if cfg.max_new_tokens < 1 or max_prompt_len < 1:
         raise ConfigError("max_new_tokens and max_prompt_len must be >= 1")
+    if is_head(target):
+        raise ConfigError("a feature-level draft head cannot be the target; pass it as the draft")
     if cfg.method != "ar":
         _validate_draft(target, draft, cfg)
     if cfg.acceptance_profile is not None:
@@ -375,6 +391,14 @@ def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor
     return out.logits
 
 
+def _forward_head(head, cache: SlotCache, ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor,
+                  slots: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One draft-head forward on pairs (``features`` ``(B, n, h)``, ``ids`` ``(B, n)``) written to cache ``slots``;
+    returns the last layer's output ``(B, n, h)`` (:meth:`FeatureHead.predict` turns it into features, logits)."""
+    cache.write_slots = slots
+    return head(ids, features, positions, attention_mask=mask, past_key_values=cache)
+
+
 class _Workspace:
     """Caches, buffers and phase runners of one decoder for one batch size (reused across calls)."""
 
@@ -385,9 +409,14 @@ class _Workspace:
         self.topk = cfg.tree_topk if cfg.method == "tree" else 1
         self.chain_sampling = cfg.method == "chain" and cfg.temperature > 0
         self.synthetic = cfg.acceptance_profile is not None and cfg.method != "ar"
-        # Draft tokens the draft re-reads each step: with k = 1 its cache already holds the accepted chain
-        # (pending: the last draft token and the bonus); a tree path was written at tree slots, so re-read it.
-        self.num_refeed = 2 if self.topk == 1 else self.depth + 1
+        self.head = dec.head
+        # Draft tokens the draft re-reads each step: with k = 1 an LM draft's cache already holds the accepted
+        # chain (pending: the last draft token and the bonus); a tree path was written at tree slots, so re-read
+        # it. A head re-reads the root and the accepted path with the target's features instead of its own.
+        self.num_refeed = 2 if (self.topk == 1 and not self.head) else self.depth + 1
+        # A head's pair (feature at i, token at i + 1) sits at token i's slot and position, one before the token
+        # an LM draft is fed to predict the same next token: a head's draft blocks start one slot earlier.
+        self.shift = int(self.head)
         self.prompt_width = _round_up(max(dec.max_prompt_len, self.num_refeed), SLOT_ALIGN)  # W
         self.tree_cols = (self.depth - 1) * self.topk if self.depth else 0  # draft slots of frontier nodes
         self.num_verify = 1 + self.budget
@@ -435,6 +464,10 @@ class _Workspace:
             self.node_rank = self.shape.node_rank(device)
         if self.synthetic:
             self._allocate_profile(device)
+        if self.head:  # the target's features at the last verify's root and accepted path, and the root's position
+            hidden = self.dec.target.config.get_text_config().hidden_size
+            self.feat = torch.zeros(batch, self.depth + 1, hidden, dtype=self.dec.dtype, device=device)
+            self.feat_start = torch.zeros(batch, **long)
         self.steps = torch.arange(max(self.num_refeed, self.num_verify, self.depth + 1, self.tree_cols),
                                   device=device)
         self.causal = torch.ones(self.prompt_width, self.prompt_width, dtype=torch.bool, device=device).tril()
@@ -492,13 +525,25 @@ class _Workspace:
         positions = (slots - self.pad[:, None]).clamp(min=0)
         mask = block_mask(self.pad, self.pad, slots[:, 0], self._padded_causal(slots), self.num_slots,
                           self.dec.dtype)
-        logits = _forward(self.dec.target, self.target_cache, ids, positions, slots, mask, keep_last=1)[:, -1]
-        if self.draft_cache is not None:
+        logits, features = self._target_forward(ids, positions, slots, mask, keep_last=1)
+        if self.draft_cache is not None and not self.head:
             _forward(self.dec.draft, self.draft_cache, ids, positions, slots, mask, keep_last=1)
         u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
-        self.seq[:, width] = sampling.choose(logits, self.cfg.temperature, u)
+        self.seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
+        if self.head:
+            self._prefill_head(features, positions, slots, mask)
         self.length += 1
         self.all_done.fill_(self.cfg.max_new_tokens <= 1)
+
+    def _prefill_head(self, features: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                      mask: torch.Tensor) -> None:
+        """Fill the head's cache with the prompt's pairs (target feature at ``i``, token at ``i + 1``; the last
+        pairs the prompt's last feature with the first new token), and keep that last feature ``(B, h)`` for the
+        first draft phase (before ``length`` counts the new token)."""
+        tokens = self.seq.gather(1, slots + 1)
+        _forward_head(self.dec.draft, self.draft_cache, tokens, features, positions, slots, mask)
+        self.feat[:, 0] = features[:, -1]
+        self.feat_start.copy_(self.length - 1)
 
     def draw_uniforms(self) -> None:
         """Fresh uniforms for this step's sampling (none at temperature 0)."""
@@ -526,8 +571,8 @@ class _Workspace:
     def _draft(self) -> None:
         """Draft a tree (a chain when k = 1) for every row; write the verify block buffers."""
         batch, k, depth, shape = self.batch_size, self.topk, self.depth, self.shape
-        base = self.pad + self.length  # (B,) slot after the last committed token
-        frontier_logits = self._draft_refeed(base)[:, None]  # (B, 1, V): distribution after the last token
+        base = self.pad + self.length - self.shift  # (B,) slot of the first drafted node
+        frontier_logits, frontier_feat = self._draft_root(base)  # (B, 1, V): distribution after the last token
         pool_token = torch.zeros(batch, shape.num_pool, dtype=torch.long, device=base.device)
         pool_score = torch.zeros(batch, shape.num_pool, device=base.device)
         pool_path = torch.full((batch, shape.num_pool, depth), -1, dtype=torch.long, device=base.device)
@@ -542,14 +587,16 @@ class _Workspace:
             cols = (level - 1) * k + self.steps[:k]  # tree-block column of each frontier node
             frontier_anc = frontier_anc | (self.steps[:tree_cols] == cols[:, None])  # each node also sees itself
             slots = base[:, None] + cols
-            positions = (self.length - 1 + level)[:, None].expand(batch, k)
+            positions = (self.length - 1 - self.shift + level)[:, None].expand(batch, k)
             mask = block_mask(self.pad, base, base, frontier_anc, self.num_slots, self.dec.dtype)
-            logits = _forward(self.dec.draft, self.draft_cache, pool_token.gather(1, frontier), positions, slots,
-                              mask)  # (B, k, V)
+            logits, feat = self._draft_forward(pool_token.gather(1, frontier), frontier_feat, positions, slots,
+                                               mask)  # (B, k, V)
             child_token, child_logp = self._children(logits, level)
             frontier, parent = tree.grow(pool_token, pool_score, pool_path, shape, level, frontier, child_token,
                                          child_logp)
             frontier_anc = frontier_anc.gather(1, parent[:, :, None].expand(batch, k, tree_cols))
+            if feat is not None:  # a head drafts each node's children from the node's predicted feature
+                frontier_feat = feat.gather(1, parent[:, :, None].expand_as(feat))
         selected = tree.select(pool_score, self.budget)
         ancestors, block_depth, parent = tree.block_structure(pool_path, self.node_depth, selected)
         self.block_token.copy_(pool_token.gather(1, selected))
@@ -557,6 +604,44 @@ class _Workspace:
         self.block_depth.copy_(block_depth)
         self.block_parent.copy_(parent)
         self.block_rank[:, 1:] = self.node_rank[selected]
+
+    def _draft_root(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draft logits ``(B, 1, V)`` after the last committed token, and (heads) the predicted feature there
+        ``(B, 1, h)``, which the root's children are drafted from (None for an LM draft)."""
+        if self.head:
+            return self._head_refeed()
+        return self._draft_refeed(base)[:, None], None
+
+    def _draft_forward(self, tokens: torch.Tensor, features: torch.Tensor | None, positions: torch.Tensor,
+                       slots: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Draft forward on frontier ``tokens`` ``(B, k)``: logits ``(B, k, V)`` and (heads) predicted features
+        ``(B, k, h)``; a head pairs each token with its parent's predicted feature, ``features`` ``(B, k or 1, h)``."""
+        if not self.head:
+            return _forward(self.dec.draft, self.draft_cache, tokens, positions, slots, mask), None
+        features = features.expand(*tokens.shape, features.shape[-1])
+        hidden = _forward_head(self.dec.draft, self.draft_cache, tokens, features, positions, slots, mask)
+        features, logits = self.dec.draft.predict(hidden)
+        return logits, features
+
+    def _head_refeed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head forward on the pairs of the last verify's root and accepted path (the target's features of
+        ``feat`` with the tokens after them); logits ``(B, 1, V)`` and predicted feature ``(B, 1, h)`` of the last
+        pair, the bonus token's.
+
+        The block always spans ``depth + 1`` pairs; those past a row's accepted path are junk and land at slots
+        that this step's tree overwrites or that no query attends to.
+        """
+        n = self.num_refeed
+        start = self.pad + self.feat_start
+        slots = start[:, None] + self.steps[:n]
+        positions = self.feat_start[:, None] + self.steps[:n]
+        mask = block_mask(self.pad, start, start, self.causal[:n, :n], self.num_slots, self.dec.dtype)
+        hidden = _forward_head(self.dec.draft, self.draft_cache, self.seq.gather(1, slots + 1), self.feat, positions,
+                               slots, mask)  # (B, n, h)
+        last = (self.length - 2 - self.feat_start).clamp(min=0)  # accepted tokens of the last step (frozen: -1)
+        hidden = hidden.gather(1, last[:, None, None].expand(-1, 1, hidden.shape[2]))
+        feature, logits = self.dec.draft.predict(hidden)
+        return logits, feature
 
     def _draft_refeed(self, base: torch.Tensor) -> torch.Tensor:
         """Draft forward on the last ``num_refeed`` committed tokens; returns the last position's logits."""
@@ -607,7 +692,7 @@ class _Workspace:
         slots = root_slot[:, None] + self.steps[: self.num_verify]
         positions = (self.length - 1)[:, None] + self.block_depth
         mask = block_mask(self.pad, root_slot, root_slot, self.block_anc, self.num_slots, self.dec.dtype)
-        logits = _forward(self.dec.target, self.target_cache, block, positions, slots, mask)  # (B, n, V)
+        logits, features = self._target_forward(block, positions, slots, mask)  # (B, n, V), heads: (B, n, h)
         active = (self.length - self.prompt_len) < self.cfg.max_new_tokens  # (B,) rows still generating
         if self.chain_sampling:
             p = sampling.probs(logits, self.cfg.temperature)
@@ -625,7 +710,22 @@ class _Workspace:
                 counted = taken & active[:, None] & (self.block_depth > 0)  # accepted draft nodes of live rows
                 self.per_rank.scatter_add_(0, self.block_rank.flatten(), counted.flatten().long())
         accepted = accepted * active
+        if self.head:  # the target's features of the root and the accepted path: the head's next pairs
+            self.feat.copy_(features.gather(1, path[:, :, None].expand(-1, -1, features.shape[2])))
+            self.feat_start.copy_(self.length - 1)
         self._commit(block, path, accepted, bonus, active, root_slot)
+
+    def _target_forward(self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
+                        keep_last: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target logits ``(B, n', V)`` (``n' = keep_last`` or ``n``), and with a head draft also the target's
+        features ``(B, n, h)`` (the LM head's input) at every position (None otherwise)."""
+        if not self.head:
+            return _forward(self.dec.target, self.target_cache, ids, positions, slots, mask, keep_last), None
+        self.target_cache.write_slots = slots
+        features = target_features(self.dec.target, self.target_cache, input_ids=ids, position_ids=positions,
+                                   attention_mask=mask, use_cache=True)
+        kept = features[:, -keep_last:] if keep_last else features
+        return self.dec.target.get_output_embeddings()(kept), features
 
     def _synthetic_choice(self, block: torch.Tensor) -> torch.Tensor:
         """``(B, n)`` token the acceptance profile makes the target pick after each block node; -1 = reject.

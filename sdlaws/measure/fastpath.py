@@ -103,6 +103,16 @@ class FastDecoderLM(torch.nn.Module):
         bool (True = attend); ``past_key_values`` is a transformers ``Cache`` whose layers' ``update`` writes
         the new keys/values and returns the full ``(B, kv_heads, S, head_dim)`` tensors.
         """
+        h = self.features(input_ids, position_ids, attention_mask, past_key_values)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        logits = self.hf_model.lm_head(h)
+        return CausalLMOutputWithPast(logits=logits)  # the same output type as the HF forward it replaces
+
+    @torch.no_grad()
+    def features(self, input_ids, position_ids, attention_mask, past_key_values, **_ignored):
+        """The LM head's input ``(B, n, hidden)``: the last hidden state after the final norm (same arguments as
+        :meth:`forward`); feature-level draft heads read it (:mod:`sdlaws.measure.head`)."""
         bsz, n = input_ids.shape
         hf = self.hf_model.model
         x = hf.embed_tokens(input_ids)
@@ -120,10 +130,7 @@ class FastDecoderLM(torch.nn.Module):
                                   self.eps)
             mlp = F.linear(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w)
             x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
-        logits = self.hf_model.lm_head(h)
-        return CausalLMOutputWithPast(logits=logits)  # the same output type as the HF forward it replaces
+        return h
 
     def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
         bsz, n, _ = h.shape

@@ -348,12 +348,19 @@ def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep
                   device: str = "auto", trust_remote_code: bool = False, progress: bool = True) -> list[dict]:
     """Load a model and append a ``step`` row per (batch size, tokens per row) not yet ``ok`` in ``out``.
 
-    The forward timed is the one the decoding engine runs by default (the fused fast path where supported).
+    The forward timed is the one the decoding engine runs by default (the fused fast path where supported). A
+    draft head (``head:random:NAME?layers=L`` or a head directory) is timed as one draft step: its layers, then
+    its target's final norm and LM head (random stand-ins of the target's shape).
     """
     from sdlaws.measure import fastpath
 
     device = resolve_device(device)
     model, _, info = load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                                 seed=sweep.seed)
+    if info.head:
+        from sdlaws.measure.head import HeadStep, stand_in_modules
+
+        model.share(*stand_in_modules(model.config, device=device, dtype=model.dtype, seed=sweep.seed))
+        model = HeadStep(model)
     return time_forward(fastpath.wrap(model), info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
                         on_row=lambda row: io.append_row(out, row, "step"), progress=progress)

@@ -14,6 +14,14 @@ A model spec is one string:
     not depend on the weights. ``key=value`` overrides any config field, e.g.
     ``random:llama-3.2-1b?num_hidden_layers=4``. Weights are drawn from a seeded normal directly on the
     target device in the target dtype, skipping transformers' slow per-module initialisation.
+``head:random:NAME[?layers=L&key=value]``
+    A random-weight feature-level draft head (:mod:`sdlaws.measure.head`) of ``L`` layers (default 1) built
+    for the target shape ``NAME``, e.g. ``head:random:llama-3.1-8b?layers=1`` for the target
+    ``random:llama-3.1-8b``: EAGLE's head shapes, for timing runs. Other keys override head config fields.
+
+A local directory or hub id whose ``config.json`` has ``model_type = "sdlaws_feature_head"`` (what ``sdlaws
+train head`` writes) loads as a trained head; its config names the target it was trained for. A head is only
+a draft: the decoder attaches it to the target it is given.
 """
 
 from __future__ import annotations
@@ -38,6 +46,13 @@ DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float1
 
 from sdlaws.shapes import SHAPES  # noqa: E402,F401 - the registry of random: shapes (re-exported)
 
+#: Prefix of random-weight draft head specs (``head:random:NAME?layers=L``).
+HEAD_RANDOM_PREFIX = "head:random:"
+
+#: ``model_type`` of a draft head's ``config.json`` (:mod:`sdlaws.measure.head`; how a head directory is told
+#: from a causal LM's).
+HEAD_MODEL_TYPE = "sdlaws_feature_head"
+
 #: Std of the seeded normal used for random weight matrices (the ``initializer_range`` of the configs above).
 RANDOM_INIT_STD = 0.02
 
@@ -49,10 +64,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 class ModelSpec:
     """A parsed model spec (see the module docstring)."""
 
-    kind: Literal["local", "hub", "random"]
-    name: str                      # local path, hub repo id, or shape name
+    kind: Literal["local", "hub", "random", "head"]
+    name: str                      # local path, hub repo id, or shape name (random, head)
     revision: str | None = None    # hub only
-    overrides: dict[str, Any] = field(default_factory=dict)  # random only
+    overrides: dict[str, Any] = field(default_factory=dict)  # random and head only
     raw: str = ""                  # the spec as given (written to CSVs as the model name)
 
 
@@ -60,7 +75,8 @@ class ModelSpec:
 class ModelInfo:
     """What the measurement tables record about a model.
 
-    ``params`` counts every parameter once (tied embeddings once), or the value of ``sdlaws_train.json``.
+    ``params`` counts every parameter once (tied embeddings once), or the value of ``sdlaws_train.json``; a
+    draft head's (``head``) are its own, without the target's embedding and LM head that it shares.
     """
 
     name: str
@@ -69,6 +85,7 @@ class ModelInfo:
     hidden_size: int
     vocab_size: int
     pretrain_tokens: float | None = None
+    head: bool = False
 
     def columns(self, prefix: str) -> dict[str, Any]:
         """Schema columns ``<prefix>_name/_params/_layers/_pretrain_tokens`` for a ``spec`` or ``ppl`` row."""
@@ -141,8 +158,10 @@ def parse_spec(spec: str) -> ModelSpec:
     raw = str(spec).strip()
     if not raw:
         raise ModelError("empty model spec; pass a local directory, a hub id or random:NAME")
+    if raw.startswith(HEAD_RANDOM_PREFIX):
+        return _parse_random(raw, HEAD_RANDOM_PREFIX, "head")
     if raw.startswith("random:"):
-        return _parse_random(raw)
+        return _parse_random(raw, "random:", "random")
     if os.path.exists(os.path.expanduser(raw)):
         return ModelSpec("local", os.path.expanduser(raw), raw=raw)
     repo, _, revision = raw.partition("@")
@@ -152,18 +171,19 @@ def parse_spec(spec: str) -> ModelSpec:
     return ModelSpec("hub", repo, revision=revision or None, raw=raw)
 
 
-def _parse_random(raw: str) -> ModelSpec:
-    """Parse ``random:NAME[?key=value&...]`` (values read as JSON where they parse)."""
-    name, _, query = raw.removeprefix("random:").partition("?")
+def _parse_random(raw: str, prefix: str, kind: Literal["random", "head"]) -> ModelSpec:
+    """Parse ``<prefix>NAME[?key=value&...]`` (values read as JSON where they parse)."""
+    name, _, query = raw.removeprefix(prefix).partition("?")
     if name not in SHAPES:
         raise ModelError(f"{raw}: unknown random shape {name!r}; use one of {', '.join(SHAPES)}")
     overrides: dict[str, Any] = {}
+    example = "layers=2" if kind == "head" else "num_hidden_layers=4"
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ModelError(f"{raw}: override {item!r} is not key=value (e.g. random:{name}?num_hidden_layers=4)")
+            raise ModelError(f"{raw}: override {item!r} is not key=value (e.g. {prefix}{name}?{example})")
         overrides[key] = _parse_value(value)
-    return ModelSpec("random", name, overrides=overrides, raw=raw)
+    return ModelSpec(kind, name, overrides=overrides, raw=raw)
 
 
 def _parse_value(text: str) -> Any:
@@ -210,6 +230,8 @@ def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trus
     device = resolve_device(device)
     if parsed.kind == "random":
         model, tokenizer = _build_random(parsed, torch_dtype, device, seed), None
+    elif parsed.kind == "head":
+        model, tokenizer = _build_random_head(parsed, torch_dtype, device, seed), None
     else:
         model, tokenizer = _load_pretrained(parsed, torch_dtype, device, trust_remote_code)
     model.eval()
@@ -221,8 +243,10 @@ def random_config(spec: str | ModelSpec):
     from transformers import AutoConfig
 
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    if spec.kind != "random":
+    if spec.kind not in ("random", "head"):
         raise ModelError(f"{spec.raw}: not a random: spec")
+    if spec.kind == "head":
+        return _random_head_config(spec)
     shape = {**SHAPES[spec.name]}
     config = AutoConfig.for_model(shape.pop("model_type"), **shape)
     unknown = [k for k in spec.overrides if not hasattr(config, k)]
@@ -245,6 +269,32 @@ def _build_random(spec: ModelSpec, torch_dtype, device: str, seed: int):
     model.tie_weights()  # skipped by no_init_weights; ties lm_head to the embedding where the config says so
     _fill_random(model, seed, device)
     return model
+
+
+def _random_head_config(spec: ModelSpec):
+    """The :class:`~sdlaws.measure.head.HeadConfig` of a ``head:random:NAME?layers=L&...`` spec."""
+    from sdlaws.measure.head import head_config
+
+    overrides = dict(spec.overrides)
+    layers = overrides.pop("layers", 1)
+    target = ModelSpec("random", spec.name, raw=f"random:{spec.name}")
+    try:
+        return head_config(random_config(target), layers=layers, target=target.raw, **overrides)
+    except ModelError as exc:
+        raise ModelError(f"{spec.raw}: {exc}") from None
+
+
+def _build_random_head(spec: ModelSpec, torch_dtype, device: str, seed: int):
+    """A random-weight draft head on ``device`` in ``torch_dtype`` (seeded like ``random:`` models)."""
+    import torch
+
+    from sdlaws.measure.head import FeatureHead
+
+    config = _random_head_config(spec)
+    with torch.device(device), _no_init_weights():
+        head = FeatureHead._from_config(config, dtype=torch_dtype)
+    _fill_random(head, seed, device)
+    return head
 
 
 def _no_init_weights():
@@ -306,6 +356,8 @@ def _load_pretrained(spec: ModelSpec, torch_dtype, device: str, trust_remote_cod
     """Model and tokenizer of a local directory or hub id (local files only when offline or local)."""
     from transformers import AutoModelForCausalLM
 
+    import sdlaws.measure.head  # noqa: F401 - registers draft heads with the Auto classes (head directories load)
+
     if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
         raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
     kwargs = dict(revision=spec.revision, trust_remote_code=trust_remote_code,
@@ -344,7 +396,7 @@ def _model_info(model, spec: ModelSpec) -> ModelInfo:
     return ModelInfo(name=spec.raw, params=int(meta.get("params", params)),
                      layers=int(meta.get("layers", config.num_hidden_layers)),
                      hidden_size=int(config.hidden_size), vocab_size=int(config.vocab_size),
-                     pretrain_tokens=meta.get("pretrain_tokens"))
+                     pretrain_tokens=meta.get("pretrain_tokens"), head=config.model_type == HEAD_MODEL_TYPE)
 
 
 def _train_metadata(spec: ModelSpec) -> dict[str, Any]:

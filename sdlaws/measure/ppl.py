@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sdlaws import io, rates
-from sdlaws.errors import ConfigError, InputError
+from sdlaws.errors import ConfigError, InputError, ModelError
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.models import ModelInfo, canonical_dtype, device_name, load_model, resolve_device
 from sdlaws.provenance import provenance
@@ -189,6 +189,9 @@ def measure_ppl(model_spec: str, eval_path: str | os.PathLike, out: str | os.Pat
         return None
     model, tokenizer, info = load_model(model_spec, dtype=dtype, device=device,
                                         trust_remote_code=trust_remote_code, seed=seed)
+    if info.head:
+        raise ModelError(f"{model_spec} is a draft head, which predicts from a target's hidden states; measure "
+                         "the perplexity of causal LMs")
     result = evaluate(model, tokenizer, info, eval_path, eval_set=eval_set, context_len=context_len,
                       stride=stride, max_tokens=max_tokens, progress=progress)
     if out is not None:

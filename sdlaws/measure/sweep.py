@@ -290,7 +290,8 @@ class _Sweep:
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:
-            row.update(draft_info.columns("draft"), draft_ppl=self._ppl(draft_info.name, "draft"))
+            row.update(draft_info.columns("draft"), draft_ppl=self._ppl(draft_info.name, "draft"),
+                       draft_kind="head" if draft_info.head else "")
         return row
 
     def _ppl(self, name: str, role: str) -> float | None:

@@ -81,12 +81,14 @@ def _bounds(centre: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gemms(shape: ModelShape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(K, N, count)`` of the GEMMs of one pass: 4 per layer and the LM head."""
+    """``(K, N, count)`` of the GEMMs of one pass: 4 per layer, the LM head, and a draft head's input projection
+    (``fc_in -> hidden``, count 0 for plain decoders)."""
     q_dim, kv_dim = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     inter = shape.intermediate or _intermediate(shape, q_dim, kv_dim)
-    k = np.array([shape.hidden, q_dim, shape.hidden, inter, shape.hidden], dtype=float)
-    n = np.array([q_dim + 2 * kv_dim, shape.hidden, 2 * inter, shape.hidden, max(shape.vocab, 1)], dtype=float)
-    count = np.array([shape.layers] * 4 + [1], dtype=float)
+    k = np.array([shape.hidden, q_dim, shape.hidden, inter, shape.hidden, max(shape.fc_in, 1)], dtype=float)
+    n = np.array([q_dim + 2 * kv_dim, shape.hidden, 2 * inter, shape.hidden, max(shape.vocab, 1), shape.hidden],
+                 dtype=float)
+    count = np.array([shape.layers] * 4 + [1, 1 if shape.fc_in else 0], dtype=float)
     return k, n, count
 
 
@@ -191,7 +193,7 @@ def trained_shape(layers: int, hidden: int, params: float, name: str) -> ModelSh
 def shape_key(shape: ModelShape) -> tuple:
     """The architecture of a shape, without its name: a measured table serves every name of the same shape."""
     return (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.vocab, shape.tied,
-            shape.intermediate)
+            shape.intermediate, shape.fc_in)
 
 
 def _ok_steps(step_df: pd.DataFrame) -> pd.DataFrame:

@@ -294,8 +294,6 @@ class FamilyTrainer:
     def _prepare(self, spec: ModelSpec) -> _Run:
         """Build (or reload from ``resume.pt`` + latest checkpoint) one model and its optimizer."""
         import torch
-        from transformers import LlamaForCausalLM
-
         directory = self.out / spec.name
         directory.mkdir(parents=True, exist_ok=True)
         tps = self.config.tokens_per_step
@@ -305,12 +303,10 @@ class FamilyTrainer:
             raise ConfigError(f"{directory} was trained with other settings (shape, budget, batch or corpus); "
                               "pass another --out or delete that directory")
         if state is not None:
-            model = LlamaForCausalLM.from_pretrained(directory / state["checkpoint"], dtype=torch.float32)
+            model = self._load_model(directory / state["checkpoint"])
         else:
             torch.manual_seed(spec.seed)
-            positions = self.config.max_positions or self.config.seq_len
-            config = spec.llama_config(self.corpus.vocab_size, positions, self.corpus.eos_id)
-            model = LlamaForCausalLM(config)
+            model = self._new_model(spec)
         model.to(self.device).train()
         optimizer = self._optimizer(model, spec)
         run = _Run(spec, directory, model, self._forward(model), optimizer, spec.total_steps(tps),
@@ -320,6 +316,20 @@ class FamilyTrainer:
             run.step, run.busy_s = int(state["step"]), float(state["busy_s"])
         run.loss_sum = torch.zeros((), device=self.device)
         return run
+
+    def _new_model(self, spec: ModelSpec):
+        """A freshly initialised fp32 model of ``spec`` (the seed is set by the caller)."""
+        from transformers import LlamaForCausalLM
+
+        positions = self.config.max_positions or self.config.seq_len
+        return LlamaForCausalLM(spec.llama_config(self.corpus.vocab_size, positions, self.corpus.eos_id))
+
+    def _load_model(self, path: Path):
+        """The fp32 model saved at checkpoint ``path`` (to resume from)."""
+        import torch
+        from transformers import LlamaForCausalLM
+
+        return LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
 
     def _optimizer(self, model, spec: ModelSpec):
         """AdamW with weight decay on matrices and the embedding only (fused on CUDA)."""
@@ -341,14 +351,22 @@ class FamilyTrainer:
         return model
 
     # ---------------------------------------------------------------- one step
+    def _batch_inputs(self, batch: "torch.Tensor") -> Any:
+        """What every model's step takes from one batch of ``(B, T+1)`` windows: here the windows themselves."""
+        return batch
+
+    def _set_lr(self, run: _Run) -> None:
+        """The learning rate of ``run``'s next step: its peak times :func:`lr_factor`."""
+        factor = lr_factor(run.step, run.total_steps, self.config.warmup_fraction, self.config.min_lr_ratio)
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.spec.peak_lr * factor
+
     def _step(self, run: _Run, batch: "torch.Tensor") -> None:
         """One optimizer step of ``run`` on ``batch`` (``(B, T+1)`` ids on the device)."""
         import torch
         import torch.nn.functional as F
 
-        factor = lr_factor(run.step, run.total_steps, self.config.warmup_fraction, self.config.min_lr_ratio)
-        for group in run.optimizer.param_groups:
-            group["lr"] = run.spec.peak_lr * factor
+        self._set_lr(run)
         start = self.clock.start()
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -368,7 +386,6 @@ class FamilyTrainer:
         """The ``sdlaws_train.json`` of ``run`` at its current step."""
         spec, vocab = run.spec, self.corpus.vocab_size
         tokens = run.step * self.config.tokens_per_step
-        loss = float(run.loss_sum.item()) / run.loss_steps if run.loss_steps else float("nan")
         return {
             "format": TRAIN_FORMAT, "name": spec.name, "architecture": "LlamaForCausalLM",
             "params": spec.params(vocab), "non_embedding_params": spec.non_embedding_params(),
@@ -378,7 +395,7 @@ class FamilyTrainer:
             "planned_tokens": run.total_steps * self.config.tokens_per_step, "peak_lr": spec.peak_lr,
             "seed": spec.seed, "data_seed": self.config.data_seed, "corpus_sha256": self.corpus.sha256,
             "corpus_manifest_sha256": self.corpus.manifest_sha256, "corpus_path": str(self.corpus.path),
-            "train_loss": loss, "train_loss_steps": run.loss_steps, "busy_time_s": run.busy_s,
+            **self._loss_fields(run), "busy_time_s": run.busy_s,
             "tokens_per_s": tokens / run.busy_s if run.busy_s > 0 else float("nan"),
             "flops_per_token": spec.train_flops_per_token(vocab, self.config.seq_len),
             "stopped_early": stopped_early, "device": device_name(str(self.device)),
@@ -387,6 +404,12 @@ class FamilyTrainer:
             "git_sha": git_sha(), "timestamp_utc": now_utc(),
             "versions": {p: version(p) for p in ("sdlaws", "torch", "transformers", "tokenizers")},
         }
+
+    @staticmethod
+    def _loss_fields(run: _Run) -> dict:
+        """``train_loss`` (mean since the last checkpoint, nats per token) and ``train_loss_steps``."""
+        loss = float(run.loss_sum.item()) / run.loss_steps if run.loss_steps else float("nan")
+        return {"train_loss": loss, "train_loss_steps": run.loss_steps}
 
     def _save(self, run: _Run, stopped_early: bool = False) -> Checkpoint:
         """Write ``step-<tokens>/`` atomically, then ``resume.pt`` pointing at it."""
@@ -457,10 +480,12 @@ class FamilyTrainer:
         step = min((r.step for r in pending), default=0)
         while pending and (deadline is None or time.monotonic() < deadline):
             batch = torch.from_numpy(self.windows.batch(step)).to(self.device, non_blocking=True)
+            inputs = None
             for run in pending:
                 if run.step != step:
                     continue            # resumed further than this step: waits for the loop to catch up
-                self._step(run, batch)
+                inputs = self._batch_inputs(batch) if inputs is None else inputs  # once per batch, if needed
+                self._step(run, inputs)
                 advance(run)
                 if run.step in run.checkpoint_steps:
                     self._log(console, self._save(run))
@@ -472,8 +497,9 @@ class FamilyTrainer:
         """One log line per saved checkpoint: loss and measured tokens/s."""
         m = ckpt.metadata
         note = " (stopped before the budget)" if m["stopped_early"] else ""
+        mfu = f", MFU {m['mfu']:.1%}" if m.get("mfu") is not None else ""
         log_line(console, f"saved {ckpt.path.parent.name}/{ckpt.path.name}: loss {m['train_loss']:.3f}, "
-                          f"{m['tokens_per_s']:.3g} tok/s{note}")
+                          f"{m['tokens_per_s']:.3g} tok/s{mfu}{note}")
 
 
 def log_console():
