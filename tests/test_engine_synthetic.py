@@ -20,7 +20,6 @@ from sdlaws.fit import fit_law
 from sdlaws.measure.config import MeasureConfig
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
 from sdlaws.measure.sweep import expand_grid, run_id, run_sweep
-from test_engine_greedy import greedy_reference
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -60,7 +59,7 @@ def test_certain_acceptance_accepts_every_draft(pair):
     assert [len(t) for t in tokens] == [40] * len(PROMPTS)
 
 
-def test_zero_acceptance_accepts_nothing_and_emits_the_target_tokens(pair):
+def test_zero_acceptance_accepts_nothing_and_emits_the_target_tokens(pair, greedy_reference):
     """Only bonus tokens are committed, and the bonus is the target's own argmax: the target's greedy output."""
     prompts = PROMPTS[:4]
     tokens, stats, _ = decode(pair, prompts, method="tree", num_spec_tokens=2, tree_topk=2, max_new_tokens=12,

@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from sdlaws import io
 from sdlaws.cli import app
 from sdlaws.experiments import EXPERIMENTS
-from sdlaws.train.corpus import CorpusConfig, build_corpus
-from test_train_corpus import SMALL_CONFIG, make_source_dir
 
 pytest.importorskip("sdlaws.measure.engine", reason="the measurement engine (issue 3) is not in this tree")
 
@@ -19,10 +17,9 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exp")
-    return build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **SMALL_CONFIG),
-                        progress=False).path
+def corpus_dir(small_corpus):
+    """The session's small corpus (conftest); the runner only reads it."""
+    return small_corpus.path
 
 
 def _suite(tmp_path, corpus_dir, *extra):
