@@ -80,7 +80,8 @@ def depth_law(df: pd.DataFrame, prefix: str) -> Analysis:
         out.plots[stem] = ({f"width {w}": fit for w, fit in ll.items()},
                            {f"width {w}": used_rows(sub, fit) for w, fit in ll.items()})
     out.data["verdict"] = verdicts.combine(g["verdict"] for g in out.data["groups"].values())
-    out.data["draft_pretrain_tokens"] = sorted(float(v) for v in rows["draft_pretrain_tokens"].unique())
+    for role in ("draft", "target"):
+        out.data[f"{role}_pretrain_tokens"] = sorted(float(v) for v in rows[f"{role}_pretrain_tokens"].unique())
     return out
 
 
@@ -142,8 +143,10 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"### Rerun: drafts at their full budget ({full['verdict']})", "",
             f"`sdlaws experiment run draft-depth` alone (`measurements/draft-depth-30M/`): the same drafts trained on "
             f"{listed(full['draft_pretrain_tokens'], tok)} tokens (above: {listed(t['draft_pretrain_tokens'], tok)}), "
-            f"target {full['setup']['target']} trained longer, so acceptance levels are not comparable with the "
-            "table above, only the slopes.", "",
+            f"target {full['setup']['target']} trained on {listed(full['target_pretrain_tokens'], tok)} (above: "
+            f"{listed(t['target_pretrain_tokens'], tok)})"
+            + ("" if full["target_pretrain_tokens"] == t["target_pretrain_tokens"] else
+               ", so acceptance levels are not comparable with the table above, only the slopes") + ".", "",
             *_md_table(full, doc),
             verdicts.rerun_slopes(signs, {k: g["slope_sign"] for k, g in full["groups"].items()}), "",
             f"**Verdict: {full['verdict']} at this scale.**", "",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from sdlaws import rates
 from sdlaws.experiments import ppl_plane, pretrain_tokens, verdicts
 from sdlaws.experiments.registry import Section
 from sdlaws.experiments.reporting import Analysis, Doc, Tables, listed, pct, tok
@@ -82,7 +83,7 @@ def ppl_sample(manifest: dict[str, Any], ppl: pd.DataFrame, run: dict[str, Any],
             "largest_file": largest["label"], "largest_share": min(1.0, largest["num_tokens"] / num_eval),
             "model": short_name(model_name),
             "train_loss_nats": float(run["train"]["checkpoints"][key][-1]["train_loss"]),
-            "heldout_nll_nats": float(row["nll_sum_nats"] / row["num_eval_tokens"])}
+            "heldout_nll_nats": float(rates.nll_per_token(row))}
 
 
 def summary(d: dict) -> list[list[str]]:
