@@ -26,7 +26,8 @@ from sdlaws.errors import InputError, SdlawsError
 from sdlaws.experiments import topk_batch, verdicts
 from sdlaws.experiments.context import Context
 from sdlaws.experiments.registry import Experiment, Section
-from sdlaws.experiments.reporting import Analysis, Doc, Tables, config_label, f, num, planner_check, table
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, num, planner_check, table
+from sdlaws.plan.validate import engine_config
 
 NAME = "collapse"
 FILES = {"collapse": ("throughput/collapse.csv", "spec"), **topk_batch.GRID, **topk_batch.STEPS}
@@ -100,7 +101,7 @@ def analyse(tables: Tables) -> Analysis:
         with warnings.catch_warnings():   # beyond the grid is the point of the experiment (flagged below)
             warnings.simplefilter("ignore")
             law_k = float(law.predict([float(batch)])["mean"].iloc[0])
-        rows.append({"batch_size": int(batch), "fixed": config_label(wide), "planned": config_label(planned),
+        rows.append({"batch_size": int(batch), "fixed": engine_config(wide).label, "planned": engine_config(planned).label,
                      "law_topk": law_k, "beyond_grid": bool(batch > grid["batch_size"].max()),
                      "measured_ratio": float(wide["tokens_per_s_meas"] / planned["tokens_per_s_meas"]),
                      "predicted_ratio": float(wide["tokens_per_s_pred"] / planned["tokens_per_s_pred"]),
@@ -113,7 +114,7 @@ def _contrast(grid: pd.DataFrame) -> dict[str, Any]:
     widest = grid[grid["method"].eq("tree") & grid["tree_topk"].eq(grid["tree_topk"].max())]
     first = widest[widest["batch_size"].eq(widest["batch_size"].min())].iloc[0]
     there = grid[grid["batch_size"].eq(first["batch_size"])]
-    return {"batch_size": int(first["batch_size"]), "config": config_label(first), "speedup": num(first["speedup"]),
+    return {"batch_size": int(first["batch_size"]), "config": engine_config(first).label, "speedup": num(first["speedup"]),
             "fastest": bool(there["tokens_per_s"].idxmax() == first.name)}
 
 

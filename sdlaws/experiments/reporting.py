@@ -154,15 +154,6 @@ def setup(df: pd.DataFrame) -> dict[str, Any]:
             "topks": sorted(int(v) for v in spec["tree_topk"].unique())}
 
 
-def config_label(row) -> str:
-    """Short label of a configuration: ``chain g=2``, ``tree k=3 d=3``, ``ar``."""
-    if row["method"] == "chain":
-        return f"chain g={int(row['num_spec_tokens'])}"
-    if row["method"] == "tree":
-        return f"tree k={int(row['tree_topk'])} d={int(row['num_spec_tokens'])}"
-    return "ar"
-
-
 # --------------------------------------------------------------------------------------------------- markdown
 
 def f(value: Any, sig: int = 3) -> str:

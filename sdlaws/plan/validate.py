@@ -132,7 +132,7 @@ def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None
     def loss(spread):
         err = 0.0
         for r in rows.itertuples():
-            cfg = _config(r)
+            cfg = engine_config(r)
             pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
             pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws)
             err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
@@ -162,8 +162,8 @@ def spread_from_sequences(rows: pd.DataFrame) -> float | None:
     return None if excess <= 0 else max(mu * (1 - mu) / excess - 1.0, 1e-3)
 
 
-def _config(row) -> EngineConfig:
-    """The engine configuration of a ``spec`` row."""
+def engine_config(row) -> EngineConfig:
+    """The engine configuration of a ``spec`` row (a row of a DataFrame or of ``itertuples``)."""
     if row.method == "ar":
         return EngineConfig("ar")
     depth = int(row.num_spec_tokens)
@@ -243,7 +243,7 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
     def forward_s(shape, b, n):
         return law.time_s(shape, np.asarray(b, float).ravel(), np.asarray(n, float).ravel(), kv)
 
-    step_s = float(step_time_s(_config(row), np.array([batch]), forward_s, target, draft)[0])
+    step_s = float(step_time_s(engine_config(row), np.array([batch]), forward_s, target, draft)[0])
     prefill = sum(float(law.time_s(m, [batch], [prompt], prompt / 2)[0]) for m in (target, draft) if m is not None)
     return {"step_forward_s": step_s, "prefill_forward_s": prefill}
 
@@ -251,7 +251,7 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
 def _predict_row(row, law: StepTimeFit, models: dict, spreads: dict, shapes: dict,
                  overheads: EngineOverheads) -> dict:
     """Predicted steps per batch, step and prefill seconds, tokens/s and TPOT of one held-out row."""
-    cfg = _config(row)
+    cfg = engine_config(row)
     pmfs = [np.array([1.0])]
     if cfg.method != "ar":
         key = (str(row.draft_name), float(row.temperature))
