@@ -199,6 +199,11 @@ def _speedup(out: pd.DataFrame, ok: pd.Series, rate: str) -> pd.Series:
     return pd.Series(out[rate].to_numpy() / merged["_ar_rate"].to_numpy(), index=out.index)
 
 
-def perplexity(df: pd.DataFrame) -> pd.Series:
+def nll_per_token(df: pd.DataFrame | pd.Series):
+    """Held-out negative log-likelihood per token of each ``ppl`` row, in nats: ``nll_sum_nats / num_eval_tokens``."""
+    return df["nll_sum_nats"] / df["num_eval_tokens"]
+
+
+def perplexity(df: pd.DataFrame | pd.Series):
     """Perplexity of each ``ppl`` row: ``exp(nll_sum_nats / num_eval_tokens)``."""
-    return np.exp(df["nll_sum_nats"] / df["num_eval_tokens"])
+    return np.exp(nll_per_token(df))

@@ -1,18 +1,35 @@
-"""Shared fixtures: tiny random Llama / GPT2 causal LMs built in memory (no download), and a quick trainer.
+"""Shared fixtures: tiny random Llama / GPT2 causal LMs built in memory (no download), a quick trainer, a small
+corpus of standard-library source, valid ``spec`` rows and the target's greedy reference decode.
 
 Each model fixture returns a factory, so a test picks the size and seed it needs::
 
     def test_x(tiny_llama):
         target = tiny_llama(vocab=32, layers=2, seed=0)
+
+Test modules never import each other: what several of them share lives here.
 """
 
 from __future__ import annotations
 
+import math
+
 import os
+import shutil
+import sysconfig
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: Small, stable standard-library modules: real Python source for a corpus that builds in about a second.
+STDLIB_MODULES = ["abc", "bisect", "colorsys", "copy", "fnmatch", "genericpath", "glob", "heapq", "keyword",
+                  "linecache", "numbers", "opcode", "operator", "posixpath", "queue", "reprlib", "sched",
+                  "shlex", "stat", "string", "textwrap", "this", "token", "tty", "types", "uu", "weakref",
+                  "contextlib", "dataclasses", "fractions", "functools", "graphlib", "gzip", "hmac", "ipaddress",
+                  "locale", "pprint", "random", "secrets", "statistics"]
+#: Corpus settings that keep the tokenizer and the split fast on that source.
+SMALL_CORPUS = dict(vocab_size=320, test_fraction=0.25, tokenizer_sample_bytes=300_000)
 
 
 def make_tiny_llama(vocab: int = 64, layers: int = 2, hidden: int = 32, heads: int = 4, kv_heads: int = 2,
@@ -124,3 +141,93 @@ def trained_pair():
     draft = train_lm(make_tiny_llama(vocab=32, layers=1, hidden=32, seed=2), torch.cat([stream, other]),
                      steps=40, seq_len=16, seed=2)
     return target, draft, stream
+
+
+def _make_source_dir(root: Path) -> Path:
+    """Copy the :data:`STDLIB_MODULES` that exist in this Python into ``root/src`` (plus one duplicate, one empty
+    file and one holding the EOS separator's text)."""
+    from sdlaws.train.tokenizer import EOS_TOKEN
+
+    src = root / "src"
+    (src / "pkg").mkdir(parents=True)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    copied = [shutil.copy(stdlib / f"{m}.py", src / f"{m}.py")
+              for m in STDLIB_MODULES if (stdlib / f"{m}.py").is_file()]
+    assert len(copied) >= 20
+    shutil.copy(src / "heapq.py", src / "pkg" / "heapq_copy.py")  # same content: must be deduplicated
+    (src / "empty.py").write_text("")
+    (src / "special.py").write_text(f"EOS = {EOS_TOKEN!r}  # the separator's text inside a file\n")
+    return src
+
+
+@pytest.fixture(scope="session")
+def make_source_dir():
+    """Factory: ``make_source_dir(root)`` copies standard-library source into ``root/src`` and returns it."""
+    return _make_source_dir
+
+
+@pytest.fixture(scope="session")
+def small_corpus_config():
+    """Keyword arguments of ``CorpusConfig`` for a corpus that builds in about a second (a fresh copy)."""
+    return dict(SMALL_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def source_dir(tmp_path_factory) -> Path:
+    """Standard-library source shared by the session's corpus tests (read-only)."""
+    return _make_source_dir(tmp_path_factory.mktemp("corpus_src"))
+
+
+@pytest.fixture(scope="session")
+def small_corpus(source_dir, tmp_path_factory):
+    """A corpus built once per session from :func:`source_dir` (read-only: copy it before changing it)."""
+    from sdlaws.train.corpus import CorpusConfig, build_corpus
+
+    config = CorpusConfig(sources=(str(source_dir),), **SMALL_CORPUS)
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "c", config, progress=False)
+
+
+def _spec_row(**values) -> dict:
+    """One valid ``spec`` row (chain draft, counts consistent); keyword arguments override columns."""
+    from sdlaws.provenance import provenance
+
+    row = {**provenance("cpu"), "run_id": "r", "status": "ok", "seed": 0, "target_name": "target-1b",
+           "target_params": 1e9, "draft_name": "draft-a", "draft_layers": 2, "method": "chain", "num_spec_tokens": 4,
+           "tree_topk": 1, "batch_size": 1, "temperature": 0.0, "prompt_set": "mt", "num_prompts": 8,
+           "max_new_tokens": 64, "num_batches": 8, "num_new_tokens": 512, "num_steps": 200, "num_drafts": 200,
+           "num_draft_tokens": 800, "num_accepted_tokens": 400, "prefill_time_s": 0.1, "total_time_s": 2.0}
+    return {**row, **values}
+
+
+@pytest.fixture(scope="session")
+def spec_row():
+    """Factory of one valid ``spec`` row: ``spec_row(method="tree", batch_size=8)``."""
+    return _spec_row
+
+
+def _greedy_reference(model, prompt: list[int], num_new: int) -> list[int]:
+    """Target's greedy continuation, one full uncached forward per token."""
+    import torch
+
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        for _ in range(num_new):
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids[0, len(prompt):].tolist()
+
+
+@pytest.fixture(scope="session")
+def greedy_reference():
+    """``greedy_reference(model, prompt, num_new)``: what a lossless decoder must emit at T = 0."""
+    return _greedy_reference
+
+
+def within_4_sigma(successes: float, trials: float, p: float) -> bool:
+    """``successes / trials`` is within 4 binomial standard deviations of ``p``."""
+    return abs(successes - trials * p) <= 4 * math.sqrt(trials * p * (1 - p)) + 1e-9
+
+
+def conditional_counts(stats) -> list[tuple[int, int]]:
+    """(accepted at depth d, reached depth d - 1) for every depth d of a decoder's stats."""
+    reached = [stats.num_drafts, *stats.num_accepted_per_pos[:-1]]
+    return list(zip(stats.num_accepted_per_pos, reached))

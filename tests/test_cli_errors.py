@@ -7,19 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sdlaws.cli import app
-from test_fit_cli import DATA, spec_row
 
 runner = CliRunner()
-NSTAR = str(DATA / "sdsl_nstar_table.csv")
-
-
-def _spec_csv(path: Path, rows: int = 3, drop: str | None = None, **values) -> str:
-    """A measurement CSV of ``rows`` valid spec rows; ``values`` overwrite the first row, ``drop`` removes a column."""
-    frame = pd.DataFrame([spec_row(run_id=f"r{i}", draft_layers=i + 1) for i in range(rows)])
-    for col, value in values.items():
-        frame.loc[0, col] = value
-    frame.drop(columns=[drop] if drop else []).to_csv(path, index=False)
-    return str(path)
+NSTAR = str(Path(__file__).resolve().parents[1] / "data" / "sdsl_nstar_table.csv")
 
 
 def _write(path: Path, text: str) -> str:
@@ -36,13 +26,7 @@ CASES = {
                     ["head.csv", "no data rows"]),
     "measurement without rows": (lambda d: [_write(d / "m.csv", "run_id,status\n"), "--law", "loglinear"],
                                  ["m.csv", "no data rows"]),
-    "missing schema column": (lambda d: [_spec_csv(d / "spec.csv", drop="num_drafts"), "--law", "loglinear"],
-                              ["spec.csv", "num_drafts"]),
     "missing default column": (lambda d: [NSTAR, "--law", "loglinear"], ["sdsl_nstar_table.csv", "draft_pretrain_tokens"]),
-    "NaN count": (lambda d: [_spec_csv(d / "nan.csv", num_draft_tokens=None), "--law", "loglinear", "--x",
-                             "draft_layers", "--y", "acceptance_rate"], ["nan.csv", "num_draft_tokens", "empty"]),
-    "negative count": (lambda d: [_spec_csv(d / "neg.csv", num_accepted_tokens=-5), "--law", "loglinear", "--x",
-                                  "draft_layers", "--y", "acceptance_rate"], ["neg.csv", "num_accepted_tokens", "negative"]),
     "negative weight": (lambda d: [_write(d / "w.csv", "x,y,n\n1,2,5\n2,3,-1\n3,5,4\n"), "--law", "linear", "--x", "x",
                                    "--y", "y", "--weight", "n"], ["w.csv line 3", "column n", "positive"]),
     "too few rows": (lambda d: [_write(d / "two.csv", "x,y\n1,2\n2,3\n"), "--law", "linear", "--x", "x", "--y", "y"],
@@ -65,10 +49,41 @@ CASES = {
 }
 
 
+#: Spec CSVs of three valid rows but for one change: (column dropped, or first-row values), extra args, fragments.
+SPEC_CASES = {
+    "missing schema column": (dict(drop="num_drafts"), [], ["num_drafts"]),
+    "NaN count": (dict(num_draft_tokens=None), ["--x", "draft_layers", "--y", "acceptance_rate"],
+                  ["num_draft_tokens", "empty"]),
+    "negative count": (dict(num_accepted_tokens=-5), ["--x", "draft_layers", "--y", "acceptance_rate"],
+                       ["num_accepted_tokens", "negative"]),
+}
+
+
+def _spec_csv(path: Path, spec_row, drop: str | None = None, **values) -> str:
+    """A measurement CSV of three valid spec rows; ``values`` overwrite the first row, ``drop`` removes a column."""
+    frame = pd.DataFrame([spec_row(run_id=f"r{i}", draft_layers=i + 1) for i in range(3)])
+    for col, value in values.items():
+        frame.loc[0, col] = value
+    frame.drop(columns=[drop] if drop else []).to_csv(path, index=False)
+    return str(path)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_error_with_exit_code_2(case, tmp_path):
     make_args, fragments = CASES[case]
-    result = runner.invoke(app, ["fit", *make_args(tmp_path), "--out", str(tmp_path / "out")])
+    _assert_one_line_error(make_args(tmp_path), fragments, tmp_path)
+
+
+@pytest.mark.parametrize("case", list(SPEC_CASES))
+def test_bad_spec_rows_are_one_line_errors_with_exit_code_2(case, spec_row, tmp_path):
+    change, extra, fragments = SPEC_CASES[case]
+    csv = _spec_csv(tmp_path / "spec.csv", spec_row, **change)
+    _assert_one_line_error([csv, "--law", "loglinear", *extra], ["spec.csv", *fragments], tmp_path)
+
+
+def _assert_one_line_error(args: list[str], fragments: list[str], tmp_path: Path) -> None:
+    """``sdlaws fit ARGS`` exits 2 with one ``error:`` line holding every fragment, and writes nothing."""
+    result = runner.invoke(app, ["fit", *args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()

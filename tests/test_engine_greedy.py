@@ -24,15 +24,6 @@ CONFIGS = {
 }
 
 
-def greedy_reference(model, prompt: list[int], num_new: int) -> list[int]:
-    """Target's greedy continuation, one full uncached forward per token."""
-    ids = torch.tensor([prompt])
-    with torch.no_grad():
-        for _ in range(num_new):
-            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return ids[0, len(prompt):].tolist()
-
-
 def models(family, attn, tiny_llama, tiny_gpt2):
     """A target and a smaller, differently seeded draft (init_std 0.2: clear argmax gaps, no near-ties)."""
     make = tiny_llama if family == "llama" else tiny_gpt2
@@ -42,7 +33,7 @@ def models(family, attn, tiny_llama, tiny_gpt2):
 
 @pytest.mark.parametrize("family,attn", [("llama", "sdpa"), ("llama", "eager"), ("gpt2", "sdpa")])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_greedy_equals_target_greedy(family, attn, name, tiny_llama, tiny_gpt2):
+def test_greedy_equals_target_greedy(family, attn, name, tiny_llama, tiny_gpt2, greedy_reference):
     target, draft = models(family, attn, tiny_llama, tiny_gpt2)
     expected = [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
     decoder = SpecDecoder(target, draft, CONFIGS[name], max_prompt_len=16)
@@ -54,7 +45,7 @@ def test_greedy_equals_target_greedy(family, attn, name, tiny_llama, tiny_gpt2):
 
 @pytest.mark.parametrize("cfg", [CONFIGS["chain"], CONFIGS["tree"],
                                  DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=3, max_new_tokens=MAX_NEW)])
-def test_self_draft_accepts_everything(cfg, tiny_llama):
+def test_self_draft_accepts_everything(cfg, tiny_llama, greedy_reference):
     """draft == target: every step accepts a full-depth path (chains: every drafted token), rank-1 children only."""
     target = tiny_llama(vocab=64, layers=2, seed=0)
     with torch.no_grad():  # sharpen the logits: the greedy path then outscores the other branches of the tree
@@ -72,7 +63,7 @@ def test_self_draft_accepts_everything(cfg, tiny_llama):
 
 
 @pytest.mark.parametrize("name", ["chain", "tree"])
-def test_trained_pair_partial_acceptance_stays_lossless(name, trained_pair):
+def test_trained_pair_partial_acceptance_stays_lossless(name, trained_pair, greedy_reference):
     target, draft, stream = trained_pair
     prompts = [stream[100 * i: 100 * i + 5 + 3 * i].tolist() for i in range(4)]
     cfg = DecodeConfig(method=name, num_spec_tokens=4, tree_topk=3 if name == "tree" else 1, max_new_tokens=32)
@@ -112,7 +103,7 @@ def test_counters_add_up(name, temperature, trained_pair):
     assert stats.peak_memory_bytes == 0  # CPU
 
 
-def test_batch_sizes_share_one_decoder(tiny_llama):
+def test_batch_sizes_share_one_decoder(tiny_llama, greedy_reference):
     """Several batch sizes through one decoder (workspaces are kept per batch size, the oldest evicted)."""
     target, draft = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2), tiny_llama(vocab=64, layers=1, seed=1)
     expected = [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]

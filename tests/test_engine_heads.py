@@ -18,7 +18,10 @@ from sdlaws.errors import ConfigError, ModelError
 from sdlaws.measure import engine
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
 from sdlaws.measure.head import FeatureHead, head_config, target_features
-from test_engine_greedy import PROMPTS, greedy_reference
+from conftest import conditional_counts, within_4_sigma
+
+PROMPTS = [[3, 1, 4, 1, 5, 9, 2], [6, 5], [3, 5, 8, 9, 7, 9, 3, 2, 3, 8, 4]]  # ragged on purpose
+BATCH = [[3, 1, 4, 1, 5], [9, 2, 6], [5, 3, 5, 8, 9, 7], [1]] * 2  # batch 8, ragged
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -58,7 +61,7 @@ def bigram_oracle(tiny_llama):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_oracle_head_accepts_every_draft(name, tiny_llama):
+def test_oracle_head_accepts_every_draft(name, tiny_llama, greedy_reference):
     target, head = bigram_oracle(tiny_llama)
     cfg = CONFIGS[name]
     tokens, stats = SpecDecoder(target, head, cfg, max_prompt_len=16).generate(PROMPTS)
@@ -105,7 +108,7 @@ def record_drafts(monkeypatch) -> list[dict]:
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_head_drafts_equal_an_uncached_reference_and_output_is_greedy(family, name, tiny_llama, tiny_gpt2,
-                                                                      monkeypatch):
+                                                                      greedy_reference, monkeypatch):
     make = tiny_llama if family == "llama" else tiny_gpt2
     target = make(vocab=64, layers=2, seed=0, init_std=0.2)
     head = random_head(target)
@@ -142,9 +145,7 @@ def test_head_samples_follow_the_target(case):
     assert min(pvals.values()) > P_MIN, pvals
 
 
-def test_synthetic_acceptance_with_a_head_follows_the_profile(tiny_llama):
-    from test_engine_synthetic import PROMPTS as BATCH, conditional_counts, within_4_sigma
-
+def test_synthetic_acceptance_with_a_head_follows_the_profile(tiny_llama, greedy_reference):
     target = tiny_llama(vocab=64, layers=1, seed=0)
     q = ((0.8,), (0.5,), (0.9,))
     cfg = DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=160, acceptance_profile=q)

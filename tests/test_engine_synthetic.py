@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import conditional_counts, within_4_sigma
 from typer.testing import CliRunner
 
 from sdlaws import io, rates, schema
@@ -20,7 +21,6 @@ from sdlaws.fit import fit_law
 from sdlaws.measure.config import MeasureConfig
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
 from sdlaws.measure.sweep import expand_grid, run_id, run_sweep
-from test_engine_greedy import greedy_reference
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -42,17 +42,6 @@ def decode(pair, prompts=PROMPTS, **config):
     return tokens, stats, decoder._workspaces[len(prompts)]
 
 
-def within_4_sigma(successes: float, trials: float, p: float) -> bool:
-    """``successes / trials`` is within 4 binomial standard deviations of ``p``."""
-    return abs(successes - trials * p) <= 4 * math.sqrt(trials * p * (1 - p)) + 1e-9
-
-
-def conditional_counts(stats) -> list[tuple[int, int]]:
-    """(accepted at depth d, reached depth d - 1) for every depth d."""
-    reached = [stats.num_drafts, *stats.num_accepted_per_pos[:-1]]
-    return list(zip(stats.num_accepted_per_pos, reached))
-
-
 def test_certain_acceptance_accepts_every_draft(pair):
     tokens, stats, _ = decode(pair, method="chain", num_spec_tokens=3, max_new_tokens=40,
                               acceptance_profile=[[1.0], [1.0], [1.0]])
@@ -60,7 +49,7 @@ def test_certain_acceptance_accepts_every_draft(pair):
     assert [len(t) for t in tokens] == [40] * len(PROMPTS)
 
 
-def test_zero_acceptance_accepts_nothing_and_emits_the_target_tokens(pair):
+def test_zero_acceptance_accepts_nothing_and_emits_the_target_tokens(pair, greedy_reference):
     """Only bonus tokens are committed, and the bonus is the target's own argmax: the target's greedy output."""
     prompts = PROMPTS[:4]
     tokens, stats, _ = decode(pair, prompts, method="tree", num_spec_tokens=2, tree_topk=2, max_new_tokens=12,

@@ -101,9 +101,11 @@ def replace_scale(**changes):
 
 
 def test_dry_run_lists_models_and_estimates():
-    result = CliRunner().invoke(app, ["experiment", "suite", "--only", "throughput", "--dry-run"])
+    result = CliRunner().invoke(app, ["experiment", "run", "suite", "--only", "throughput", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "L12-H768-T50M-s0" in result.stdout and "estimated training time" in result.stdout
     listing = CliRunner().invoke(app, ["experiment", "--list"])
     assert all(name in listing.stdout for name in ("pretrain-tokens", "collapse", "suite --only acceptance"))
+    bare = CliRunner().invoke(app, ["experiment"])
+    assert bare.exit_code == 0 and all(cmd in bare.stdout for cmd in ("run", "report", "cost-model"))
     assert set(SCALES) == {"h100", "quick"}

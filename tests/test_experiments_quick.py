@@ -1,4 +1,4 @@
-"""`sdlaws experiment ... --quick`: every experiment end to end on CPU with tiny models, valid rows, resumable."""
+"""`sdlaws experiment run ... --quick`: every experiment end to end on CPU with tiny models, valid rows, resumable."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from sdlaws import io
 from sdlaws.cli import app
 from sdlaws.experiments import EXPERIMENTS
-from sdlaws.train.corpus import CorpusConfig, build_corpus
-from test_train_corpus import SMALL_CONFIG, make_source_dir
 
 pytest.importorskip("sdlaws.measure.engine", reason="the measurement engine (issue 3) is not in this tree")
 
@@ -19,15 +17,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("exp")
-    return build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **SMALL_CONFIG),
-                        progress=False).path
+def corpus_dir(small_corpus):
+    """The session's small corpus (conftest); the runner only reads it."""
+    return small_corpus.path
 
 
 def _suite(tmp_path, corpus_dir, *extra):
-    args = ["experiment", "suite", "--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
-            "--corpus", str(corpus_dir), "--device", "cpu", *extra]
+    args = ["experiment", "run", "suite", "--quick", "--work", str(tmp_path / "work"), "--out",
+            str(tmp_path / "out"), "--corpus", str(corpus_dir), "--device", "cpu", *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return tmp_path / "out"
@@ -62,8 +59,8 @@ def test_suite_runs_every_experiment_and_resumes(tmp_path, corpus_dir):
 
 def test_single_experiment_writes_its_csv_and_shared_files_beside_it(tmp_path, corpus_dir):
     out = tmp_path / "m" / "heldout.csv"
-    result = runner.invoke(app, ["experiment", "heldout", "--quick", "--work", str(tmp_path / "w"), "--out",
-                                 str(out), "--corpus", str(corpus_dir), "--device", "cpu"])
+    result = runner.invoke(app, ["experiment", "run", "heldout", "--quick", "--work", str(tmp_path / "w"),
+                                 "--out", str(out), "--corpus", str(corpus_dir), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     df = io.read_measurements(out)
     assert set(df["method"]) == {"ar", "chain"} and df["status"].eq("ok").all()
@@ -71,7 +68,7 @@ def test_single_experiment_writes_its_csv_and_shared_files_beside_it(tmp_path, c
 
 
 def test_budget_too_small_to_train_is_reported_not_crashed(tmp_path, corpus_dir):
-    result = runner.invoke(app, ["experiment", "draft-depth", "--quick", "--budget-s", "0.01", "--work",
+    result = runner.invoke(app, ["experiment", "run", "draft-depth", "--quick", "--budget-s", "0.01", "--work",
                                  str(tmp_path / "w"), "--out", str(tmp_path / "d.csv"), "--corpus", str(corpus_dir),
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output

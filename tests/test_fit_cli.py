@@ -17,17 +17,7 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 runner = CliRunner()
 
 
-def spec_row(**values) -> dict:
-    """One valid ``spec`` row (chain draft, counts consistent); keyword arguments override columns."""
-    row = {**provenance("cpu"), "run_id": "r", "status": "ok", "seed": 0, "target_name": "target-1b",
-           "target_params": 1e9, "draft_name": "draft-a", "draft_layers": 2, "method": "chain", "num_spec_tokens": 4,
-           "tree_topk": 1, "batch_size": 1, "temperature": 0.0, "prompt_set": "mt", "num_prompts": 8,
-           "max_new_tokens": 64, "num_batches": 8, "num_new_tokens": 512, "num_steps": 200, "num_drafts": 200,
-           "num_draft_tokens": 800, "num_accepted_tokens": 400, "prefill_time_s": 0.1, "total_time_s": 2.0}
-    return {**row, **values}
-
-
-def write_layer_sweep(path: Path, *, seed: int = 0) -> Path:
+def write_layer_sweep(path: Path, spec_row, *, seed: int = 0) -> Path:
     """Spec rows whose acceptance rate follows 0.25*log10(layers) + 0.4, with varying draft-token counts."""
     rng = np.random.default_rng(seed)
     for i, layers in enumerate(np.repeat(np.arange(1, 11), 2)):
@@ -76,8 +66,8 @@ def test_json_flag_prints_the_saved_fit(tmp_path):
     assert json.loads(out) == json.loads((tmp_path / "linear.json").read_text())
 
 
-def test_measurement_table_gets_derived_rates_and_count_weights(tmp_path):
-    csv = write_layer_sweep(tmp_path / "sweep.csv")
+def test_measurement_table_gets_derived_rates_and_count_weights(spec_row, tmp_path):
+    csv = write_layer_sweep(tmp_path / "sweep.csv", spec_row)
     _fit_cli(str(csv), "--law", "loglinear", "--x", "draft_layers", "--y", "acceptance_rate", "--out", str(tmp_path))
     fit = load_fit(tmp_path / "loglinear.json")
     assert fit.method == "wls" and fit.meta["weight"] == "num_draft_tokens"
@@ -86,8 +76,8 @@ def test_measurement_table_gets_derived_rates_and_count_weights(tmp_path):
     assert fit.meta["inputs"] == [{"file": str(csv), "rows": "1-20"}]
 
 
-def test_unit_bootstrap_and_comparison(tmp_path):
-    csv = write_layer_sweep(tmp_path / "sweep.csv")
+def test_unit_bootstrap_and_comparison(spec_row, tmp_path):
+    csv = write_layer_sweep(tmp_path / "sweep.csv", spec_row)
     out = _fit_cli(str(csv), "--law", "loglinear", "--x", "draft_layers", "--y", "acceptance_rate",
                    "--unit", "draft_name", "--bootstrap", "200", "--seed", "1", "--compare", "saturating",
                    "--out", str(tmp_path)).output
@@ -97,7 +87,7 @@ def test_unit_bootstrap_and_comparison(tmp_path):
     assert set(table["name"]) == {"loglinear", "saturating"} and "akaike_weight" in out
 
 
-def test_ppl_plane_with_perplexities_joined_by_model_name(tmp_path):
+def test_ppl_plane_with_perplexities_joined_by_model_name(spec_row, tmp_path):
     rng = np.random.default_rng(3)
     spec, ppl = tmp_path / "spec.csv", tmp_path / "ppl.csv"
     draft_ppl = {f"d{i}": p for i, p in enumerate(rng.uniform(10, 40, 6))}
@@ -119,7 +109,7 @@ def test_ppl_plane_with_perplexities_joined_by_model_name(tmp_path):
     assert (tmp_path / "ppl_plane.png").exists()
 
 
-def test_topk_law_from_measurement_rows(tmp_path):
+def test_topk_law_from_measurement_rows(spec_row, tmp_path):
     csv = tmp_path / "tree.csv"
     for b in (1, 2, 4, 8, 16, 32):
         for k in (1, 2, 4, 8, 16):

@@ -7,12 +7,11 @@ import json
 from typer.testing import CliRunner
 
 from sdlaws.cli import app
-from test_train_corpus import make_source_dir
 
 runner = CliRunner()
 
 
-def test_corpus_then_model_then_resume(tmp_path):
+def test_corpus_then_model_then_resume(make_source_dir, tmp_path):
     src = make_source_dir(tmp_path)
     result = runner.invoke(app, ["train", "corpus", "--out", str(tmp_path / "c"), "--source", str(src),
                                  "--vocab", "300", "--test-fraction", "0.25", "--json"])

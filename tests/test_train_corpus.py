@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sysconfig
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,38 +13,10 @@ from sdlaws.errors import ConfigError, InputError
 from sdlaws.train.corpus import CorpusConfig, build_corpus, load_corpus
 from sdlaws.train.tokenizer import EOS_TOKEN, check_vocab_size, to_hf_tokenizer, train_tokenizer
 
-#: Small, stable standard-library modules: real Python source for a corpus that builds in about a second.
-STDLIB_MODULES = ["abc", "bisect", "colorsys", "copy", "fnmatch", "genericpath", "glob", "heapq", "keyword",
-                  "linecache", "numbers", "opcode", "operator", "posixpath", "queue", "reprlib", "sched",
-                  "shlex", "stat", "string", "textwrap", "this", "token", "tty", "types", "uu", "weakref",
-                  "contextlib", "dataclasses", "fractions", "functools", "graphlib", "gzip", "hmac", "ipaddress",
-                  "locale", "pprint", "random", "secrets", "statistics"]
-SMALL_CONFIG = dict(vocab_size=320, test_fraction=0.25, tokenizer_sample_bytes=300_000)
-
-
-def make_source_dir(root: Path) -> Path:
-    """Copy the :data:`STDLIB_MODULES` that exist in this Python into ``root/src`` (plus one duplicate)."""
-    src = root / "src"
-    (src / "pkg").mkdir(parents=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    copied = [shutil.copy(stdlib / f"{m}.py", src / f"{m}.py")
-              for m in STDLIB_MODULES if (stdlib / f"{m}.py").is_file()]
-    assert len(copied) >= 20
-    shutil.copy(src / "heapq.py", src / "pkg" / "heapq_copy.py")  # same content: must be deduplicated
-    (src / "empty.py").write_text("")
-    (src / "special.py").write_text(f"EOS = {EOS_TOKEN!r}  # the separator's text inside a file\n")
-    return src
-
-
 @pytest.fixture(scope="module")
-def source_dir(tmp_path_factory) -> Path:
-    return make_source_dir(tmp_path_factory.mktemp("corpus_src"))
-
-
-@pytest.fixture(scope="module")
-def corpus(source_dir, tmp_path_factory):
-    config = CorpusConfig(sources=(str(source_dir),), **SMALL_CONFIG)
-    return build_corpus(tmp_path_factory.mktemp("corpus") / "c", config, progress=False)
+def corpus(small_corpus):
+    """The session's small corpus (conftest), built from ``source_dir``."""
+    return small_corpus
 
 
 def _documents(corpus, split: str) -> list[list[int]]:
@@ -89,19 +59,19 @@ def test_manifest_hashes_and_dedup(corpus, source_dir):
     assert m["versions"]["tokenizers"] and m["created_utc"]
 
 
-def test_build_is_deterministic_and_reused(corpus, source_dir, tmp_path):
-    config = CorpusConfig(sources=(str(source_dir),), **SMALL_CONFIG)
+def test_build_is_deterministic_and_reused(corpus, source_dir, small_corpus_config, tmp_path):
+    config = CorpusConfig(sources=(str(source_dir),), **small_corpus_config)
     again = build_corpus(tmp_path / "again", config, progress=False)
     assert again.sha256 == corpus.sha256
     assert [f["split"] for f in again.manifest["files"]] == [f["split"] for f in corpus.manifest["files"]]
     assert build_corpus(corpus.path, config, progress=False).sha256 == corpus.sha256  # reused, not rebuilt
     with pytest.raises(ConfigError, match="other settings"):
-        build_corpus(corpus.path, CorpusConfig(sources=(str(source_dir),), **{**SMALL_CONFIG, "seed": 1}))
+        build_corpus(corpus.path, CorpusConfig(sources=(str(source_dir),), **{**small_corpus_config, "seed": 1}))
 
 
-def test_token_cap_keeps_a_prefix_of_the_seeded_order(corpus, source_dir, tmp_path):
+def test_token_cap_keeps_a_prefix_of_the_seeded_order(corpus, source_dir, small_corpus_config, tmp_path):
     capped = build_corpus(tmp_path / "capped", CorpusConfig(sources=(str(source_dir),), max_tokens=2_000,
-                                                            **SMALL_CONFIG), progress=False)
+                                                            **small_corpus_config), progress=False)
     assert 2_000 <= capped.num_tokens("train") < corpus.num_tokens("train")
     full = [f["sha256"] for f in corpus.manifest["files"]]
     kept = [f["sha256"] for f in capped.manifest["files"]]
@@ -133,13 +103,13 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
         CorpusConfig(test_fraction=1.5).check()
 
 
-def test_extra_text_files_are_read_whole(source_dir, tmp_path):
+def test_extra_text_files_are_read_whole(source_dir, small_corpus_config, tmp_path):
     import gzip
 
     prose = tmp_path / "prose.txt.gz"
     prose.write_bytes(gzip.compress(("A dictionary entry. " * 5000).encode()))
     c = build_corpus(tmp_path / "c", CorpusConfig(sources=(str(source_dir),), extra=(str(prose),),
-                                                  max_file_bytes=50_000, **SMALL_CONFIG), progress=False)
+                                                  max_file_bytes=50_000, **small_corpus_config), progress=False)
     entry = next(f for f in c.manifest["files"] if f["label"] == "extra:prose.txt.gz")
     assert entry["num_bytes"] == 100_000  # decompressed, and exempt from max_file_bytes
 

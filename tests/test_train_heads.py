@@ -16,8 +16,6 @@ from sdlaws.train.corpus import CorpusConfig, build_corpus
 from sdlaws.train.families import ModelSpec
 from sdlaws.train.heads import HeadTrainConfig, head_train_flops_per_token, train_heads
 from sdlaws.train.trainer import METADATA_FILE, TrainConfig, train_family
-from test_engine_greedy import greedy_reference
-from test_train_corpus import SMALL_CONFIG, make_source_dir
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -26,10 +24,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_source_dir, small_corpus_config):
     """(corpus, target checkpoint path): a 1-layer, 64-wide target trained for a few seconds."""
     root = tmp_path_factory.mktemp("heads")
-    corpus = build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **SMALL_CONFIG),
+    corpus = build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **small_corpus_config),
                           progress=False)
     spec = ModelSpec(layers=1, hidden_size=64, tokens=60 * 256, lr=1e-2)
     config = TrainConfig(seq_len=32, batch_size=8, device="cpu", max_positions=128)  # room to decode past 32
@@ -43,7 +41,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def test_head_learns_the_target_and_drafts_losslessly(setup, tmp_path):
+def test_head_learns_the_target_and_drafts_losslessly(setup, tmp_path, greedy_reference):
     corpus, target_path = setup
     result = train_heads(str(target_path), corpus, tmp_path, CONFIG, layers=[1], tokens=60 * 256, checkpoints=2,
                          first_checkpoint_tokens=3 * 256, lr=3e-3, progress=False)

@@ -10,20 +10,17 @@ import pytest
 import torch
 
 from sdlaws.errors import ConfigError, InputError
-from sdlaws.train.corpus import CorpusConfig, build_corpus
 from sdlaws.train.families import FAMILIES, ModelSpec, family_specs, format_tokens, parse_tokens
 from sdlaws.train.trainer import (METADATA_FILE, TokenWindows, TrainConfig, list_checkpoints, lr_factor,
                                   train_family)
-from test_train_corpus import SMALL_CONFIG, make_source_dir
 
 CONFIG = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.1)  # 128 tokens per step
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trainer")
-    return build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **SMALL_CONFIG),
-                        progress=False)
+def corpus(small_corpus):
+    """The session's small corpus (conftest); training only reads it."""
+    return small_corpus
 
 
 def _weights(path) -> dict[str, torch.Tensor]:

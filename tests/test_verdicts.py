@@ -53,3 +53,146 @@ def test_cost_model_document_is_what_the_committed_csvs_give(tmp_path):
 
     text = render(analyse(ROOT / "measurements"), tmp_path, root=ROOT / "measurements")
     assert text == (ROOT / "docs" / "cost-model.md").read_text()
+
+
+# ------------------------------------------------------------------------------------- the results document
+
+def test_combine_keeps_a_common_label_and_lets_one_failure_decide():
+    assert verdicts.combine(["holds", "holds"]) == "holds"
+    assert verdicts.combine(["not testable"]) == "not testable"
+    assert verdicts.combine(["holds", "partly", "not testable"]) == "partly"
+    assert verdicts.combine(["holds", "fails"]) == "fails"
+
+
+@pytest.mark.parametrize("sign,decades,curvature_p,aic_gap,expected", [
+    (1, 2.0, 0.5, 2.0, "holds"),            # slope above 0, straight, saturating not preferred
+    (1, 0.8, 0.5, 2.0, "not testable"),     # under one decade of tokens
+    (0, 2.0, 0.5, 2.0, "fails"),            # interval holds 0
+    (-1, 2.0, 0.5, 2.0, "fails"),           # significantly negative
+    (1, 2.0, 0.01, 2.0, "partly"),          # bends
+    (1, 2.0, 0.5, -3.0, "partly"),          # saturating law preferred by AIC
+    (1, 2.0, 0.5, -1.0, "holds"),           # an AIC difference under the margin does not choose
+])
+def test_loglinear_law_verdicts(sign, decades, curvature_p, aic_gap, expected):
+    assert verdicts.loglinear_law(sign, decades, min_decades=1.0, curvature_p=curvature_p, aic_gap=aic_gap) == expected
+
+
+def test_loglinear_law_without_shape_tests_decides_on_the_slope():
+    assert verdicts.loglinear_law(1, 0.9, min_decades=0.5) == "holds"
+    assert verdicts.loglinear_law(0, 0.9, min_decades=0.5) == "fails"
+    assert verdicts.loglinear_law(1, 0.3, min_decades=0.5) == "not testable"
+
+
+def test_slope_signs_names_each_group():
+    assert "positive in every group" in verdicts.slope_signs({"a": 1, "b": 1})
+    text = verdicts.slope_signs({"a": -1, "b": 0, "c": 0})
+    assert "significantly negative for a" in text and "not significant for b, c" in text and "never" in text
+    assert "never" not in verdicts.slope_signs({"a": 1, "b": 0})
+
+
+def test_curvature_says_convex_concave_or_straight():
+    assert "accelerates" in verdicts.curvature({"a": (0.2, 0.01), "b": (0.1, 0.001)})
+    assert "flattens" in verdicts.curvature({"a": (-0.2, 0.01), "b": (-0.1, 0.001)})
+    assert "not rejected" in verdicts.curvature({"a": (0.2, 0.2), "b": (-0.1, 0.5)})
+    assert "a (convex) only" in verdicts.curvature({"a": (0.2, 0.01), "b": (-0.1, 0.5)})
+
+
+def test_saturating_alternative_degenerate_preferred_or_not():
+    assert "does not converge" in verdicts.saturating_alternative({"a": 0.0005}, {"a": 2.0})
+    assert "prefers the saturating law for a" in verdicts.saturating_alternative({"a": 0.4}, {"a": -5.0})
+    assert "does not prefer" in verdicts.saturating_alternative({"a": 0.4}, {"a": 1.0})
+
+
+@pytest.mark.parametrize("label,expected", [("holds", "as Thm 1.1 states"), ("partly", "direction of Thm 1.1 holds"),
+                                            ("fails", "not found in 1 of 4"), ("not testable", "0.80 decades")])
+def test_thm11_conclusion_follows_the_label(label, expected):
+    assert expected in verdicts.thm11_conclusion(label, positive=3, bent=2, groups=4, decades=0.8, min_decades=1.0)
+
+
+def test_depth_perplexity_and_conclusion():
+    assert "higher perplexity than the shallowest in every width" in verdicts.depth_perplexity({"w": (30, 40)})
+    assert "lower perplexity" in verdicts.depth_perplexity({"w": (40, 30)})
+    assert "for v only" in verdicts.depth_perplexity({"v": (30, 40), "w": (40, 30)})
+    assert "fixed token budget" in verdicts.depth_conclusion("fails", deeper_worse=True)
+    assert "no worse language models" in verdicts.depth_conclusion("fails", deeper_worse=False)
+    assert "as Thm 1.2 states" in verdicts.depth_conclusion("holds", deeper_worse=True)
+
+
+def test_rerun_slopes():
+    assert verdicts.rerun_slopes({"a": -1}, {"a": 0}).startswith("With more training the negative slopes disappear")
+    assert "but no group shows" in verdicts.rerun_slopes({"a": -1}, {"a": 0})
+    assert verdicts.rerun_slopes({"a": -1}, {"a": -1}).startswith("Negative slopes remain")
+    assert "depth now helps for a" in verdicts.rerun_slopes({"a": 0}, {"a": 1})
+
+
+@pytest.mark.parametrize("sign,units,expected", [(1, 3, "holds"), (-1, 3, "fails"), (0, 3, "not testable"),
+                                                 (0, 8, "fails")])
+def test_coefficient_needs_its_sign_and_enough_units(sign, units, expected):
+    assert verdicts.coefficient(sign, 1, units) == expected
+
+
+def test_coefficient_sentence_names_the_test_and_its_interval():
+    text = verdicts.coefficient_sentence("B", "not testable", "the regression of the per-target means", 0.0079,
+                                         (-0.040, 0.056), 3, "targets")
+    assert "per-target means gives 0.0079 [-0.04, 0.056] over 3 targets" in text and "holds 0" in text
+    assert "not testable" in text
+    assert text.endswith("holds.") is False
+    assert verdicts.coefficient_sentence("A", "holds", "t", -0.005, (-0.006, -0.003), 8, "drafts").endswith("holds.")
+
+
+def test_shared_units_caveat_only_when_rows_share_units():
+    assert "share 3 target perplexities" in verdicts.shared_units("B", (0.004, 0.012), 24, 3, "target perplexities")
+    assert verdicts.shared_units("B", (0.004, 0.012), 24, 24, "targets") == ""
+
+
+def test_published_transfer():
+    assert "Every published coefficient" in verdicts.published_transfer([])
+    assert "outside their test intervals: A, B" in verdicts.published_transfer(["A", "B"])
+
+
+@pytest.mark.parametrize("lo,hi,batches,expected", [
+    (0.3, 0.7, 5, "holds"), (0.7, 1.1, 5, "partly"), (-0.1, 0.9, 8, "not testable"), (-0.2, 0.3, 8, "fails"),
+    (-0.9, -0.2, 8, "fails"), (0.3, 0.7, 2, "not testable")])
+def test_topk_label(lo, hi, batches, expected):
+    assert verdicts.topk_label((lo + hi) / 2, lo, hi, batches) == expected
+
+
+def test_topk_shrinkage_says_when_k_grows():
+    assert "grows with batch size" in verdicts.topk_shrinkage(-0.5, -0.9, -0.2, 8)
+
+
+def test_monotone():
+    assert "does not grow" in verdicts.monotone([1, 2, 4], [16, 8, 8])
+    assert "does not shrink" in verdicts.monotone([4, 1, 2], [8, 1, 4])
+    assert "not monotone" in verdicts.monotone([1, 2, 4], [16, 1, 4])
+
+
+def test_calibration_transfer_and_efficiency_shift():
+    assert "does not transfer" in verdicts.calibration_transfer(7.6, 113.0, 50.6)
+    assert "transfers: it does better" in verdicts.calibration_transfer(7.6, 20.0, 50.6)
+    assert "below" in verdicts.efficiency_shift({"a": 0.2, "b": 0.3})
+    assert "above" in verdicts.efficiency_shift({"a": 1.2})
+    assert "both ways" in verdicts.efficiency_shift({"a": 0.2, "b": 3.0})
+
+
+def test_verify_cost():
+    assert "not free" in verdicts.verify_cost(1.27, 1.0, 3, "At batch 1")
+    assert "as the calibrated roofline says" in verdicts.verify_cost(1.05, 1.0, 3, "At batch 1")
+
+
+def test_collapse_and_whether_speculation_pays():
+    assert verdicts.collapse({128: 0.7, 256: 0.5}).startswith("The collapse appears:")
+    assert verdicts.collapse({128: 1.1, 256: 1.2}).startswith("No collapse")
+    assert "at B=256 only" in verdicts.collapse({128: 1.1, 256: 0.5})
+    assert "not to speculate" in verdicts.speculation_pays([0.3, 0.4, 0.2])
+    assert "beats AR (1.2x)" in verdicts.speculation_pays([0.3, 1.2])
+    assert "the fastest configuration there" in verdicts.fastest_there(1.08, True)
+    assert "fastest" not in verdicts.fastest_there(0.9, True) and "fastest" not in verdicts.fastest_there(1.2, False)
+
+
+def test_not_predicted_and_heldout_loss():
+    assert "Every one of the 5" in verdicts.not_predicted([], 5)
+    text = verdicts.not_predicted([("chain g=3", "L4-H128", "no training acceptance")], 5)
+    assert "1 of 5 rows" in text and "chain g=3 <- L4-H128: no training acceptance" in text
+    assert "likely reason held-out NLL is below" in verdicts.heldout_loss(1.7, 3.5, "m")
+    assert "not below" in verdicts.heldout_loss(3.6, 3.5, "m")

@@ -1,8 +1,9 @@
 """The ``sdlaws`` command line: a thin shell over the library (parse, build config, call, print).
 
 Each job registers its commands from its own module (``cli/fit.py``, ``cli/measure.py``, ``cli/plan.py``,
-``cli/validate.py``, ``cli/train.py``, ``cli/ingest.py``). Any :class:`~sdlaws.errors.SdlawsError` raised below is
-printed as one line on stderr with exit code 2, never as a traceback.
+``cli/validate.py``, ``cli/train.py``, ``cli/experiment.py``, ``cli/ingest.py``). Any
+:class:`~sdlaws.errors.SdlawsError` raised below is printed as one line on stderr with exit code 2, never as a
+traceback.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from sdlaws.cli import fit, ingest, measure, plan, train, validate
+    from sdlaws.cli import experiment, fit, ingest, measure, plan, train, validate
 
-    for module in (measure, fit, plan, validate, train, ingest):
+    for module in (measure, fit, plan, validate, train, experiment, ingest):
         module.register(app)
 
 

@@ -1,5 +1,4 @@
-"""`sdlaws train corpus|model|head` and `sdlaws experiment NAME`: train small models and draft heads, run the
-experiments.
+"""`sdlaws train corpus|model|head`: build a corpus from local text, train small model families and draft heads.
 
 Heavy imports (torch, transformers, tokenizers) happen inside the commands so ``sdlaws --help`` stays fast.
 """
@@ -20,9 +19,8 @@ train_app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train corpus``, ``train model``, ``train head`` and ``experiment`` to the root app."""
+    """Add ``train corpus``, ``train model`` and ``train head`` to the root app."""
     app.add_typer(train_app, name="train")
-    app.command("experiment")(experiment)
 
 
 @train_app.command("corpus")
@@ -149,58 +147,3 @@ def head(
                          first_checkpoint_tokens=parse_tokens(first_checkpoint) if first_checkpoint else None,
                          until_tokens=parse_tokens(until_tokens) if until_tokens else None)
     typer.echo(json.dumps(describe_heads(result), indent=2) if json_ else result.summary())
-
-
-def experiment(
-    name: Annotated[str, typer.Argument(help="Experiment name, 'suite' for several sharing one training run "
-                                             "(`--list` shows them), 'report' to fit and report committed "
-                                             "measurements, or 'cost-model' for the step-time law and Thm 1.3 "
-                                             "document (docs/cost-model.md).", show_default=False)] = "",
-    work: Annotated[Path, typer.Option(help="Scratch directory for the corpus and models (reused on re-runs).")]
-    = Path("runs/experiments"),
-    out: Annotated[Optional[Path], typer.Option(
-        help="Spec CSV of one experiment (default: measurements/NAME.csv); for 'suite', a directory "
-             "(default: measurements/); for 'report', the results directory (default: docs/results; the "
-             "markdown report is written beside it, e.g. docs/results.md).")] = None,
-    only: Annotated[Optional[str], typer.Option(help="suite: comma-separated experiments or groups "
-                                                     "(acceptance, throughput); default: all.")] = None,
-    budget_s: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds (default: 480 at the H100 "
-                                                           "scale, none with --quick); training is cut to leave "
-                                                           "the measurements their reserved time.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU-sized models and workloads (a smoke test).")]
-    = False,
-    corpus_dir: Annotated[Optional[Path], typer.Option("--corpus", help="Use this corpus instead of building "
-                                                                        "one under --work.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the models, token budgets and time estimates; "
-                                                            "train and measure nothing.")] = False,
-    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
-    measurements: Annotated[Path, typer.Option(help="report: directory of suite outputs (acceptance/, "
-                                                    "throughput/, bench/).")] = Path("measurements"),
-) -> None:
-    """Run an experiment of issue 5 end to end (corpus, training, measurements, CSVs), or report on the results."""
-    from sdlaws import experiments
-
-    if list_:
-        typer.echo(experiments.describe())
-        return
-    if not name:
-        raise ConfigError("name an experiment (or 'suite'); `sdlaws experiment --list` shows them")
-    if name == "cost-model":
-        from sdlaws.experiments.costmodel import write
-
-        typer.echo(f"wrote {write(out or Path('docs/cost-model.md'), measurements)}")
-        return
-    if name == "report":
-        from sdlaws.experiments.report import write_report
-
-        typer.echo(write_report(measurements, out or Path("docs/results")).summary())
-        return
-    names = experiments.resolve_names(name, only)
-    plan = experiments.plan(names, scale="quick" if quick else "h100", work=work, out=out, budget_s=budget_s,
-                            corpus_dir=corpus_dir, device=device, suite=name == "suite")
-    if dry_run:
-        typer.echo(plan.summary())
-        return
-    result = experiments.run(plan)
-    typer.echo(result.summary())

@@ -1,7 +1,10 @@
-"""The controlled scaling experiments of issue 5, each one command: train what it needs, measure, write CSVs.
+"""The controlled scaling experiments, each one command: train what it needs, measure, write CSVs; and the
+documents written from their results.
 
-``sdlaws experiment NAME`` runs one experiment; ``sdlaws experiment suite --only GROUP`` runs several that
-share one training run (see :data:`sdlaws.experiments.registry.GROUPS` and ``docs/experiments.md``).
+``sdlaws experiment run NAME`` runs one experiment; ``sdlaws experiment run suite --only GROUP`` runs several that
+share one training run (see :data:`sdlaws.experiments.registry.GROUPS` and ``docs/experiments.md``);
+``sdlaws experiment report`` writes the results document from every experiment's section
+(:mod:`sdlaws.experiments.report`).
 """
 
 from sdlaws.experiments.registry import EXPERIMENTS, GROUPS, Experiment, describe, get, resolve_names

@@ -8,22 +8,29 @@ then measured against the fixed top-k 16 tree with fresh, larger workloads. Rows
 whether the fixed tree "collapses" below the planned one are derived from them (tokens_per_s).
 If the law cannot be fitted (for example the same k is best at every batch size), the planned width is the
 measured optimum at the largest grid batch size, labelled ``collapse:planned-empirical-k<k>``, with a note.
+
+Its section of the results document compares the fixed and the planned tree at each batch size, measured and as
+the planner predicts them from the grid (:func:`~sdlaws.experiments.reporting.planner_check`).
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sdlaws import io, rates
 from sdlaws.errors import InputError, SdlawsError
-from sdlaws.experiments import topk_batch
+from sdlaws.experiments import topk_batch, verdicts
 from sdlaws.experiments.context import Context
-from sdlaws.experiments.registry import Experiment
+from sdlaws.experiments.registry import Experiment, Section
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, num, planner_check, table
+from sdlaws.plan.validate import engine_config
 
 NAME = "collapse"
+FILES = {"collapse": ("throughput/collapse.csv", "spec"), **topk_batch.GRID, **topk_batch.STEPS}
 
 
 def grid_rows(ctx: Context) -> pd.DataFrame:
@@ -76,5 +83,69 @@ def measure(ctx: Context) -> None:
                       num_prompts=2 * batch, label=f"{NAME}:{label}")
 
 
+# ---------------------------------------------------------------------------------------------------- analysis
+
+def analyse(tables: Tables) -> Analysis:
+    """Fixed versus planned width at each collapse batch size: measured and predicted throughput ratios, the top-k
+    law of the grid there, and the fixed tree's speedup at the smallest grid batch for contrast."""
+    from sdlaws.fit import fit_law
+
+    grid = tables["topk"]
+    predicted = planner_check(tables, "topk", "step", tables["collapse"]).predicted()
+    spec = predicted[predicted["method"].ne("ar")]
+    fixed = spec["experiment"].str.contains("fixed")
+    law = fit_law(grid, "topk_batch")
+    rows = []
+    for batch, sub in spec.groupby("batch_size"):
+        wide, planned = sub[fixed[sub.index]].iloc[0], sub[~fixed[sub.index]].iloc[0]
+        with warnings.catch_warnings():   # beyond the grid is the point of the experiment (flagged below)
+            warnings.simplefilter("ignore")
+            law_k = float(law.predict([float(batch)])["mean"].iloc[0])
+        rows.append({"batch_size": int(batch), "fixed": engine_config(wide).label, "planned": engine_config(planned).label,
+                     "law_topk": law_k, "beyond_grid": bool(batch > grid["batch_size"].max()),
+                     "measured_ratio": float(wide["tokens_per_s_meas"] / planned["tokens_per_s_meas"]),
+                     "predicted_ratio": float(wide["tokens_per_s_pred"] / planned["tokens_per_s_pred"]),
+                     "fixed_speedup": num(wide["speedup_meas"]), "planned_speedup": num(planned["speedup_meas"])})
+    return Analysis({"rows": rows, "contrast": _contrast(grid)})
+
+
+def _contrast(grid: pd.DataFrame) -> dict[str, Any]:
+    """The widest tree of the grid at its smallest batch size: its speedup and whether it was the fastest there."""
+    widest = grid[grid["method"].eq("tree") & grid["tree_topk"].eq(grid["tree_topk"].max())]
+    first = widest[widest["batch_size"].eq(widest["batch_size"].min())].iloc[0]
+    there = grid[grid["batch_size"].eq(first["batch_size"])]
+    return {"batch_size": int(first["batch_size"]), "config": engine_config(first).label, "speedup": num(first["speedup"]),
+            "fastest": bool(there["tokens_per_s"].idxmax() == first.name)}
+
+
+# ---------------------------------------------------------------------------------------------------- markdown
+
+def summary(d: dict) -> list[list[str]]:
+    """The summary table's row: measured fixed / planned ratios."""
+    return [[f"Collapse: fixed {d['rows'][0]['fixed']} / batch-aware width", "",
+             ", ".join(f"{f(r['measured_ratio'])} at B={r['batch_size']}" for r in d["rows"])]]
+
+
+def render(d: dict, doc: Doc) -> list[str]:
+    """Fixed versus batch-aware width: table, collapse, and whether speculating pays at all there."""
+    rows = [[str(r["batch_size"]), r["fixed"], r["planned"], f(r["law_topk"]), f(r["measured_ratio"]),
+             f(r["predicted_ratio"]), f(r["fixed_speedup"]), f(r["planned_speedup"])] for r in d["rows"]]
+    k, beyond = d["contrast"], [str(r["batch_size"]) for r in d["rows"] if r["beyond_grid"]]
+    return ["## Collapse: a fixed wide tree versus the batch-aware width", "",
+            "At large batch the fixed tree is compared with the width planned in the same run from the top-k law "
+            "fitted on the grid; the law of the Thm 1.3 section gives k* = "
+            + ", ".join(f"{f(r['law_topk'])} at batch {r['batch_size']}" for r in d["rows"])
+            + (f" (batch {', '.join(beyond)} is beyond the grid: a prediction)" if beyond else "") + ". Predicted "
+            "ratios are the planner's, with acceptance and overheads fitted on the grid.", "",
+            *table(["batch", "fixed", "planned", "law k*", "fixed / planned tok/s, measured", "predicted",
+                    "fixed speedup", "planned speedup"], rows),
+            f"At batch {k['batch_size']} the same {k['config']} {verdicts.fastest_there(k['speedup'], k['fastest'])}. "
+            + verdicts.collapse({r["batch_size"]: r["measured_ratio"] for r in d["rows"]})
+            + " Planner: " + " and ".join(f(r["predicted_ratio"]) for r in d["rows"]) + ". "
+            + verdicts.speculation_pays([s for r in d["rows"] for s in (r["fixed_speedup"], r["planned_speedup"])]),
+            ""]
+
+
+SECTION = Section("collapse", FILES, analyse, render, summary)
 EXPERIMENT = Experiment(NAME, "fixed top-k 16 tree vs the law's batch-aware width at large batch (Scylla's collapse)",
-                        topk_batch.models, measure, needs=(topk_batch.NAME,))
+                        topk_batch.models, measure, needs=(topk_batch.NAME,), sections=(SECTION,))

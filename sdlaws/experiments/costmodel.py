@@ -1,6 +1,6 @@
 """The measured cost model and Scylla's Thm 1.3 at 8B scale: analysis and document section, from committed CSVs.
 
-``sdlaws experiment cost-model`` (:func:`write`) reads
+``sdlaws experiment cost-model`` (:func:`sdlaws.experiments.costmodel_doc.write`) reads
 
 - ``h200/steps.csv``: forward-pass step tables of six random-weight shapes on one H200
   (``benchmarks/gpu_step_tables.sh``);
@@ -8,9 +8,10 @@
 - ``h200/thm13.csv``: decode throughput of an 8B target with a 1B draft under synthetic acceptance
   (``benchmarks/gpu_thm13.sh``), and the profile it ran with (``h200/thm13-profile.json``);
 
-and writes ``docs/cost-model.md`` with its figures, plus ``sdlaws/plan/roofline_error.json`` (the datasheet
-roofline's measured error, which ``sdlaws plan`` quotes when it runs without step tables). Every number in the
-document is computed here; every conclusion sentence comes from a rule in :mod:`sdlaws.experiments.verdicts`.
+and :func:`analyse` computes every number of ``docs/cost-model.md``; :mod:`sdlaws.experiments.costmodel_doc`
+renders it (every conclusion sentence from a rule in :mod:`sdlaws.experiments.verdicts`) and writes
+``sdlaws/plan/roofline_error.json`` (the datasheet roofline's measured error, which ``sdlaws plan`` quotes when it
+runs without step tables).
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ H200_STEPS = "h200/steps.csv"
 H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "bench/steps-llama-3.2-1b.csv",
               "throughput/step.csv")
 THM13 = "h200/thm13.csv"
-#: The H100 pair's held-out check: training spec rows, held-out spec rows, that GPU's step tables.
-HELDOUT = dict(train=("throughput/topk-batch.csv",), heldout=("throughput/heldout.csv",), steps=("throughput/step.csv",))
 PROFILE = "h200/thm13-profile.json"
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
 #: Prompt lengths ``benchmarks/gpu_thm13.sh`` sweeps (a missing one is reported as not yet measured).
@@ -61,7 +60,6 @@ class Results:
     law: object                               # StepTimeFit on the H200 tables
     checks: dict[str, pd.DataFrame]           # name -> per-row errors (loo, lobo, loso, transfer)
     sweeps: list[Sweep]                       # one per prompt length of the Thm 1.3 sweep
-    heldout: object = None                    # Validation of the H100 pair's held-out rows
 
 
 def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
@@ -165,47 +163,5 @@ def analyse(root: str | Path = "measurements") -> Results:
         plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]))
         sweeps.append(Sweep(int(prompt_len), table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
-    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps,
-                   heldout=heldout_check(root))
+    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps)
 
-
-def heldout_check(root: Path):
-    """``sdlaws validate`` on the committed H100 pair: acceptance and overheads from the training rows, the
-    step-time law from that GPU's step tables, every held-out row predicted."""
-    from sdlaws.plan.cost import fit_steptime
-    from sdlaws.plan.validate import validate
-
-    law = fit_steptime(_read(root, *HELDOUT["steps"], table="step"), load_hardware("h100"))
-    return validate(_read(root, *HELDOUT["train"], table="spec"), _read(root, *HELDOUT["heldout"], table="spec"), law)
-
-
-def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measurements") -> Path:
-    """Analyse, draw the figures beside ``out`` and write the document and the roofline-error JSON."""
-    from sdlaws.experiments.costmodel_doc import render
-    from sdlaws.io import save_json
-    from sdlaws.plan.cost import ROOFLINE_ERROR_FILE
-
-    out = Path(out)
-    results = analyse(root)
-    figures = out.with_suffix("")
-    figures.mkdir(parents=True, exist_ok=True)
-    text = render(results, figures, root=Path(root), link=figures.name)
-    out.write_text(text)
-    r = results.roofline
-    save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(_datasheet_errors(results))),
-                                   max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
-                                   shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
-    return out
-
-
-def _datasheet_errors(results: Results) -> np.ndarray:
-    """Per-shape datasheet medians (the plan quotes their median across shapes)."""
-    return results.roofline["datasheet_median"].to_numpy()
-
-
-def main() -> None:  # pragma: no cover - thin wrapper
-    print(write())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,4 +1,5 @@
-"""The document section of :mod:`sdlaws.experiments.costmodel`: markdown and figures from its :class:`Results`."""
+"""``docs/cost-model.md``: markdown and figures from :func:`sdlaws.experiments.costmodel.analyse`, written by
+``sdlaws experiment cost-model`` (:func:`write`) with the roofline-error file the planner quotes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, HELDOUT, PROFILE, THM13, Results
+from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, PROFILE, THM13, Results, analyse
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -129,7 +130,8 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "",
         *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs)),
         *_missing_contexts(results),
-        *_heldout_section(results.heldout),
+        "Held-out predictions of the H100 pair (`sdlaws validate`) are in `docs/results.md`.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -208,37 +210,19 @@ def _sweep_section(sweep, figs: dict) -> list[str]:
     ]
 
 
-def _heldout_section(v) -> list[str]:
-    """``sdlaws validate`` on the H100 pair: per-row errors and the summary with bootstrap intervals."""
-    skipped = v.rows[v.rows["reason"].ne("")]
-    spec = v.summary_table("speculative")
-    tps = spec.set_index("quantity").loc["tokens_per_s"]
-    speed = spec.set_index("quantity").loc["speedup"]
-    rows = v.predicted()[["label", "tokens_per_s_pct", "speedup_pct", "tpot_s_pct", "steps_per_batch_pct"]]
-    cmd = ("sdlaws validate " + " ".join(f"--train measurements/{p}" for p in HELDOUT["train"])
-           + " " + " ".join(f"--heldout measurements/{p}" for p in HELDOUT["heldout"])
-           + " " + " ".join(f"--steps measurements/{p}" for p in HELDOUT["steps"]) + " --hardware h100")
-    return [
-        "## Held-out predictions (H100 pair)",
-        "",
-        f"`{cmd}` fits, on the training rows only, the acceptance profile of each (draft, temperature), its spread "
-        "across prompts (a Beta concentration chosen to reproduce the training rows' steps per batch) and the "
-        "engine's per-step and prefill overheads outside the forward passes; the step-time law comes from the same "
-        f"GPU's step tables. It then predicts every held-out row. Inputs: {v.inputs['train_rows']} training rows, "
-        f"{v.inputs['heldout_rows']} held-out rows; fitted overheads "
-        + ", ".join(f"{k} {val:.3g}" for k, val in v.inputs["overheads"].items())
-        + "; prompt spread " + ", ".join(f"{k.split('/')[-2] if '/' in k else k}: {val}"
-                                         for k, val in v.inputs["prompt_spread"].items()) + ".",
-        "",
-        _md(rows),
-        "",
-        f"- Speculative rows: tokens/s median |error| {tps['median_abs_pct']:.1f}% "
-        f"[{tps['median_lower']:.1f}, {tps['median_upper']:.1f}], speedup {speed['median_abs_pct']:.1f}% "
-        f"[{speed['median_lower']:.1f}, {speed['median_upper']:.1f}] (95% bootstrap over rows, "
-        f"{int(tps['rows'])} rows); "
-        + verdicts.goal(float(tps["median_abs_pct"]), 10.0, "the tokens/s median").split(": ", 1)[1] + ".",
-        f"- Not predicted ({len(skipped)} rows): " + "; ".join(f"{r.label}: {r.reason}" for r in skipped.itertuples())
-        + " (a draft without training rows, or a temperature the training rows do not cover, needs an "
-        "acceptance law such as the SDSL plane; none is assumed).",
-        "",
-    ]
+
+def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measurements") -> Path:
+    """Analyse, draw the figures beside ``out`` and write the document and the roofline-error JSON."""
+    from sdlaws.io import save_json
+    from sdlaws.plan.cost import ROOFLINE_ERROR_FILE
+
+    out = Path(out)
+    results = analyse(root)
+    figures = out.with_suffix("")
+    figures.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(results, figures, root=Path(root), link=figures.name))
+    r = results.roofline
+    save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(r["datasheet_median"].to_numpy())),
+                                   max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
+                                   shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
+    return out

@@ -4,15 +4,33 @@ One well-trained target and one draft architecture whose single training run is 
 token counts (Pythia-style, spanning three decades). Each checkpoint is measured as a chain draft of length
 gamma at T=0 and T=1, and its perplexity on the held-out split is recorded. Checkpoints come from one cosine
 schedule, so early ones are mid-schedule snapshots, not runs trained to completion with a smaller budget.
+
+Its section of the results document fits ``loglinear`` of ``alpha_mle`` and ``mean_acceptance_length`` on
+``log10(draft_pretrain_tokens)`` per temperature, against ``saturating`` (AIC) and a quadratic term in log tokens
+(curvature test, WLS with the same weights); the verdict comes from :func:`sdlaws.experiments.verdicts.loglinear_law`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdlaws.errors import InputError
+from sdlaws.experiments import verdicts
 from sdlaws.experiments.context import Context, spread
-from sdlaws.experiments.registry import Experiment
+from sdlaws.experiments.registry import Experiment, Section
+from sdlaws.experiments.reporting import (ALPHA, N_BOOT, SEED, Analysis, Doc, Tables, ci, f, fit_summary,
+                                          interval_sign, listed, num, setup, table, tkey, tok)
 from sdlaws.experiments.scale import Scale
 
 NAME = "pretrain-tokens"
+#: Decades of tokens below which a log-linear law in tokens is not testable.
+MIN_DECADES = 1.0
+RESPONSES = ("alpha_mle", "mean_acceptance_length")
+FILES = {"pretrain": ("acceptance/pretrain-tokens.csv", "spec"), "acceptance_run": ("acceptance/run.json", "json")}
 
 
 def models(scale: Scale):
@@ -30,5 +48,129 @@ def measure(ctx: Context) -> None:
               temperatures=ctx.scale.acceptance_temperatures)
 
 
+# ---------------------------------------------------------------------------------------------------- analysis
+
+def analyse(tables: Tables) -> Analysis:
+    """Thm 1.1 per response and temperature: fits, curvature, saturating alternative, verdicts."""
+    from sdlaws.fit import compare, fit_law, used_rows
+
+    rows = tables["pretrain"][tables["pretrain"]["method"].ne("ar")]
+    out = Analysis({"x": "draft_pretrain_tokens", "responses": {}, "setup": setup(rows)})
+    for y in RESPONSES:
+        common = dict(x="draft_pretrain_tokens", y=y, group="temperature")
+        ll, sat = fit_law(rows, "loglinear", **common), fit_law(rows, "saturating", **common)
+        boot = fit_law(rows, "loglinear", n_boot=N_BOOT, seed=SEED, **common)
+        out.data["responses"][y] = {
+            tkey(t): _group(used_rows(rows, ll[t]), ll[t], boot[t], sat[t], compare({"loglinear": ll[t],
+                                                                                     "saturating": sat[t]}))
+            for t in ll}
+        out.fits[f"thm11_loglinear_{y}"] = (ll, "temperature")
+        out.fits[f"thm11_saturating_{y}"] = (sat, "temperature")
+        out.plots[f"thm11_loglinear_{y}"] = ({tkey(t): fit for t, fit in ll.items()},
+                                             {tkey(t): used_rows(rows, fit) for t, fit in ll.items()})
+    groups = _groups(out.data)
+    out.data["verdict"] = verdicts.combine(g["verdict"] for g in groups.values())
+    out.data["training_run"] = training_run(tables["acceptance_run"], rows["draft_name"].iloc[0])
+    return out
+
+
+def _group(rows: pd.DataFrame, ll, boot, sat, comparison: pd.DataFrame) -> dict[str, Any]:
+    """Numbers and verdict of one (response, temperature)."""
+    ordered = rows.sort_values("draft_pretrain_tokens")
+    tokens = ordered["draft_pretrain_tokens"].to_numpy(dtype=float)
+    out = {"loglinear": fit_summary(ll, boot), "saturating": fit_summary(sat),
+           "delta_aic_saturating": float(comparison.loc["saturating", "delta_aic"]
+                                         - comparison.loc["loglinear", "delta_aic"]),
+           "curvature": curvature_test(rows, ll), "num_checkpoints": len(rows),
+           "tokens_range": [float(tokens[0]), float(tokens[-1])], "decades": float(np.log10(tokens[-1] / tokens[0])),
+           "y_range": [float(ordered[ll.y].iloc[0]), float(ordered[ll.y].iloc[-1])],
+           "draft_ppl_range": [num(ordered["draft_ppl"].iloc[0]), num(ordered["draft_ppl"].iloc[-1])]}
+    out["slope_sign"] = interval_sign(out["loglinear"], "a")
+    out["verdict"] = verdicts.loglinear_law(out["slope_sign"], out["decades"], min_decades=MIN_DECADES,
+                                            curvature_p=out["curvature"]["pvalue"],
+                                            aic_gap=out["delta_aic_saturating"], alpha=ALPHA)
+    return out
+
+
+def curvature_test(rows: pd.DataFrame, fit) -> dict[str, float]:
+    """Quadratic term of ``y`` in ``log10(x)`` (WLS with the fit's weights): coefficient and two-sided p-value.
+
+    A significant term says the curve bends: > 0 accelerates, < 0 flattens (what saturation would look like).
+    """
+    from statsmodels.regression.linear_model import WLS
+
+    u = np.log10(rows[fit.x[0]].to_numpy(dtype=float))
+    weight = fit.meta.get("weight")
+    w = rows[weight].to_numpy(dtype=float) if weight else np.ones(len(u))
+    res = WLS(rows[fit.y].to_numpy(dtype=float), np.column_stack([np.ones_like(u), u, u ** 2]), weights=w).fit()
+    return {"quadratic_coef": float(res.params[2]), "pvalue": float(res.pvalues[2])}
+
+
+def training_run(run: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """Schedule facts of the run that produced a checkpoint (from ``run.json``): planned and reached tokens,
+    warm-up tokens, checkpoints inside the warm-up, whether the run was stopped early."""
+    key = Path(str(model_name)).parent.name
+    checkpoints = run["train"]["checkpoints"].get(key)
+    if not checkpoints:
+        raise InputError(f"run.json has no training metadata for {key!r}; use the run.json of the same suite")
+    planned = float(checkpoints[-1]["planned_tokens"])
+    warmup = planned * float(checkpoints[-1]["train_config"]["warmup_fraction"])
+    return {"run": key, "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
+            "warmup_tokens": warmup, "num_in_warmup": sum(c["pretrain_tokens"] <= warmup for c in checkpoints),
+            "stopped_early": bool(checkpoints[-1].get("stopped_early"))}
+
+
+def _groups(d: dict) -> dict[str, dict]:
+    """Every (temperature, response) group: ``T=0 alpha_mle`` -> its numbers."""
+    return {f"{t} {y}": g for y, groups in d["responses"].items() for t, g in groups.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- markdown
+
+def summary(d: dict) -> list[list[str]]:
+    """The summary table's row: verdict and the T = 0 alpha slope."""
+    cold = next(iter(d["responses"]["alpha_mle"]))
+    ll = d["responses"]["alpha_mle"][cold]["loglinear"]
+    return [["Scylla Thm 1.1: acceptance vs log10 pretraining tokens", d["verdict"],
+             f"alpha slope a = {ci(ll['params']['a'], ll['ci']['a'])} per decade ({cold})"]]
+
+
+def render(d: dict, doc: Doc) -> list[str]:
+    """Fits per temperature and response, curvature, saturating alternative, verdict."""
+    setup_, groups, run = d["setup"], _groups(d), d["training_run"]
+    cold = next(iter(d["responses"]["alpha_mle"]))
+    first = d["responses"]["alpha_mle"][cold]
+    rows = [[key.split()[0], f"`{g['loglinear']['y']}`", ci(g["loglinear"]["params"]["a"], g["loglinear"]["ci"]["a"]),
+             listed(g["loglinear"]["boot_ci"]["a"], f), ci(g["loglinear"]["params"]["b"], g["loglinear"]["ci"]["b"]),
+             f(g["loglinear"]["r2"]), f"{f(g['curvature']['quadratic_coef'])} (p = {f(g['curvature']['pvalue'], 2)})",
+             f(g["delta_aic_saturating"]), g["verdict"]] for key, g in groups.items()]
+    positive = sum(g["slope_sign"] > 0 for g in groups.values())
+    bent = sum(g["verdict"] == "partly" for g in groups.values())
+    return [f"## Scylla Thm 1.1: acceptance versus draft pretraining tokens ({d['verdict']})", "",
+            f"One draft ({listed(setup_['drafts'])}) at {first['num_checkpoints']} checkpoints of one run, "
+            f"{tok(first['tokens_range'][0])} to {tok(first['tokens_range'][1])} tokens ({f(first['decades'])} "
+            f"decades), against target {setup_['target']}; chain gamma {listed(setup_['num_spec_tokens'])}, batch "
+            f"{listed(setup_['batch_sizes'])}, T = {listed(setup_['temperatures'], f)}. Law: "
+            "`y = a*log10(tokens) + b` (WLS, weighted by the counts behind each rate), against "
+            "`y = y_max - A*tokens^-p`.", "",
+            *table(["T", "y", f"slope a [{doc.pct} t]", "a boot", "b", "R2", "quadratic term in log10 tokens",
+                    "AIC(saturating) - AIC(loglinear)", "verdict"], rows),
+            f"At {cold}, alpha_mle goes from {f(first['y_range'][0])} to {f(first['y_range'][1])} while the draft's "
+            f"perplexity goes from {f(first['draft_ppl_range'][0])} to {f(first['draft_ppl_range'][1])}.",
+            verdicts.slope_signs({k: g["slope_sign"] for k, g in groups.items()}),
+            verdicts.curvature({k: (g["curvature"]["quadratic_coef"], g["curvature"]["pvalue"])
+                                for k, g in groups.items()}, 1 - doc.level),
+            verdicts.saturating_alternative({k: g["saturating"]["params"]["p"] for k, g in groups.items()},
+                                            {k: g["delta_aic_saturating"] for k, g in groups.items()}), "",
+            f"**Verdict: {d['verdict']}.** "
+            + verdicts.thm11_conclusion(d["verdict"], positive, bent, len(groups),
+                                        min(g["decades"] for g in groups.values()), MIN_DECADES)
+            + f" The checkpoints are snapshots of one cosine schedule planned for {tok(run['planned_tokens'])} "
+            "tokens" + (f" and stopped at {tok(run['reached_tokens'])}" if run["stopped_early"] else "")
+            + f"; the first {run['num_in_warmup']} lie in the warm-up (up to {tok(run['warmup_tokens'])} tokens).",
+            "", *[doc.fig(f"thm11_loglinear_{y}.png") for y in RESPONSES], ""]
+
+
+SECTION = Section("thm11", FILES, analyse, render, summary)
 EXPERIMENT = Experiment(NAME, "acceptance vs draft pretraining tokens, log-spaced checkpoints (Scylla Thm 1.1)",
-                        models, measure)
+                        models, measure, sections=(SECTION,))

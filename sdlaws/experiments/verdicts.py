@@ -23,16 +23,19 @@ def topk_shrinkage(p: float, lower: float, upper: float, batches: int, min_batch
     """Verdict on Thm 1.3 from the fitted exponent of ``k* = c B^-p`` and its interval.
 
     Not testable with fewer than ``min_batches`` batch sizes where a tree (top-k > 1) is optimal; otherwise:
-    no significant shrinkage (interval holds 0), shrinks like B^-1/2 (excludes 0, holds 1/2), or shrinks but not
-    like B^-1/2.
+    grows (interval below 0), no significant shrinkage (interval holds 0), shrinks like B^-1/2 (excludes 0, holds
+    1/2), or shrinks but not like B^-1/2.
     """
-    if batches < min_batches:
+    case = _topk_case(p, lower, upper, batches, min_batches)
+    if case == "few":
         return (f"not testable here: a tree (top-k > 1) is the fastest configuration at only {batches} batch "
                 f"size(s), fewer than the {min_batches} a slope needs")
     ci = f"p = {p:.2f} [{lower:.2f}, {upper:.2f}]"
-    if lower <= 0 <= upper:
+    if case == "grows":
+        return f"the optimal top-k grows with batch size ({ci}, interval below 0)"
+    if case.startswith("flat"):
         return f"no significant shrinkage of the optimal top-k with batch size ({ci}, interval holds 0)"
-    if lower <= 0.5 <= upper:
+    if case == "sqrt":
         return f"the optimal top-k shrinks with batch size, consistent with B^(-1/2) ({ci})"
     return f"the optimal top-k shrinks with batch size, but not like B^(-1/2) ({ci}, interval excludes 1/2)"
 
@@ -56,3 +59,278 @@ def censored_batches(optimum: pd.DataFrame) -> list[int]:
     edge = optimum.groupby("batch_size").apply(lambda g: bool((g["tree_topk"] >= g["topk_max"]).any()),
                                               include_groups=False)
     return [int(b) for b, hit in edge.items() if hit]
+
+
+# ------------------------------------------------------------------------------------- the results document
+
+#: Verdict labels, weakest first.
+LABELS = ("not testable", "fails", "partly", "holds")
+#: AIC difference from which a model is preferred (Burnham & Anderson: below 2 the data do not choose).
+AIC_MARGIN = 2.0
+
+
+def combine(labels) -> str:
+    """One label for several groups or coefficients: their common label; ``fails`` if any fails; else
+    ``partly`` (some parts hold, others are weaker)."""
+    labels = list(labels)
+    if len(set(labels)) == 1:
+        return labels[0]
+    return "fails" if "fails" in labels else "partly"
+
+
+def loglinear_law(sign: int, decades: float, *, min_decades: float, curvature_p: float | None = None,
+                  aic_gap: float | None = None, alpha: float = 0.05) -> str:
+    """Verdict on a law ``y = a log10(x) + b`` that predicts ``a > 0``, from one group's fit.
+
+    ``not testable`` when x spans fewer than ``min_decades`` decades; ``fails`` unless the slope is significantly
+    positive (``sign`` = +1: its t and bootstrap intervals lie above 0); ``partly`` when the curve bends
+    (quadratic term in log x with p-value ``curvature_p`` < ``alpha``) or the saturating alternative is preferred
+    (``aic_gap`` = AIC(saturating) - AIC(loglinear) < -:data:`AIC_MARGIN`); else ``holds``.
+    """
+    if decades < min_decades:
+        return "not testable"
+    if sign <= 0:
+        return "fails"
+    bends = curvature_p is not None and curvature_p < alpha
+    saturates = aic_gap is not None and aic_gap < -AIC_MARGIN
+    return "partly" if bends or saturates else "holds"
+
+
+def slope_signs(signs: dict[str, int]) -> str:
+    """Which groups have a significantly positive, negative or insignificant slope (``signs``: group -> +1/-1/0,
+    significant when its t and bootstrap intervals both exclude 0)."""
+    if all(s > 0 for s in signs.values()):
+        return "The slope is positive in every group (its t and bootstrap intervals exclude 0)."
+    kinds = (("significantly positive", 1), ("significantly negative", -1), ("not significant", 0))
+    parts = [f"{word} for {', '.join(g for g, s in signs.items() if s == value)}" for word, value in kinds
+             if any(s == value for s in signs.values())]
+    never = "" if any(s > 0 for s in signs.values()) else "; it is never significantly positive"
+    return f"The slope is {'; '.join(parts)}{never}."
+
+
+def curvature(terms: dict[str, tuple[float, float]], alpha: float = 0.05) -> str:
+    """What the quadratic term in log x says about the shape (``terms``: group -> (coefficient, p-value))."""
+    bent = {g: c for g, (c, p) in terms.items() if p < alpha}
+    if not bent:
+        return "The quadratic term in log tokens is not significant in any group: the log-linear shape is not rejected."
+    if len(bent) == len(terms) and all(c > 0 for c in bent.values()):
+        return ("The curve is not a straight line in log tokens: the quadratic term is positive and significant in "
+                "every group, so acceptance accelerates with tokens (convex in log tokens) instead of growing "
+                "linearly or saturating.")
+    if len(bent) == len(terms) and all(c < 0 for c in bent.values()):
+        return ("The curve is not a straight line in log tokens: the quadratic term is negative and significant in "
+                "every group, so acceptance flattens with tokens (concave in log tokens), as saturation would.")
+    shape = ", ".join(f"{g} ({'convex' if c > 0 else 'concave'})" for g, c in bent.items())
+    return f"The quadratic term in log tokens is significant for {shape} only."
+
+
+def saturating_alternative(exponents: dict[str, float], aic_gaps: dict[str, float],
+                           degenerate_below: float = 0.01) -> str:
+    """What the saturating law ``y_max - A x^-p`` adds (``exponents``: group -> fitted p; ``aic_gaps``: group ->
+    AIC(saturating) - AIC(loglinear)). An exponent near 0 is the log-linear limit: no ceiling is identified."""
+    gaps = " / ".join(f"{v:.2g}" for v in aic_gaps.values())
+    if all(p < degenerate_below for p in exponents.values()):
+        return (f"The saturating alternative does not converge: its exponent runs to p = "
+                f"{' / '.join(f'{p:.2g}' for p in exponents.values())}, the log-linear limit, so no ceiling is "
+                f"identifiable (AIC(saturating) - AIC(loglinear) = {gaps}, the penalty of its extra parameter).")
+    preferred = [g for g, gap in aic_gaps.items() if gap < -AIC_MARGIN]
+    if preferred:
+        return f"AIC prefers the saturating law for {', '.join(preferred)} (AIC(saturating) - AIC(loglinear) = {gaps})."
+    return f"AIC does not prefer the saturating law in any group (AIC(saturating) - AIC(loglinear) = {gaps})."
+
+
+def thm11_conclusion(label: str, positive: int, bent: int, groups: int, decades: float, min_decades: float) -> str:
+    """The sentence behind Thm 1.1's verdict: ``positive`` groups with a significantly positive slope and ``bent``
+    groups that bend or prefer saturation, of ``groups``."""
+    if label == "not testable":
+        return (f"The checkpoints span {decades:.2f} decades of tokens, fewer than the {min_decades:g} a log-linear "
+                "law in tokens needs: Thm 1.1 is not testable on them.")
+    if label == "holds":
+        return f"Acceptance grows linearly in log tokens in all {groups} groups, as Thm 1.1 states."
+    if label == "partly":
+        return (f"The direction of Thm 1.1 holds (a significantly positive slope in {positive} of {groups} groups); "
+                f"its log-linear shape does not describe these checkpoints ({bent} of {groups} groups bend or "
+                "prefer saturation).")
+    return f"Thm 1.1's rise of acceptance with tokens is not found in {groups - positive} of {groups} groups."
+
+
+def depth_perplexity(ppl: dict[str, tuple[float, float]]) -> str:
+    """Whether the deepest drafts are worse or better language models than the shallowest at equal tokens
+    (``ppl``: width label -> (perplexity of the shallowest, of the deepest))."""
+    worse = [w for w, (shallow, deep) in ppl.items() if deep > shallow]
+    if len(worse) == len(ppl):
+        return "At equal tokens the deepest drafts reach a higher perplexity than the shallowest in every width"
+    if not worse:
+        return "At equal tokens the deepest drafts reach a lower perplexity than the shallowest in every width"
+    return ("At equal tokens the deepest drafts reach a higher perplexity than the shallowest for "
+            f"{', '.join(worse)} only")
+
+
+def depth_conclusion(label: str, deeper_worse: bool) -> str:
+    """The sentence behind Thm 1.2's verdict, given whether the deepest drafts have the higher perplexity in every
+    width (then the experiment confounds depth with how far each draft got in its fixed token budget)."""
+    if label == "holds":
+        return "Deeper drafts are accepted more, as Thm 1.2 states."
+    if deeper_worse:
+        return ("A gain from depth presumes drafts trained to comparable quality; here every draft saw the same "
+                "token budget and the deepest are the worse language models, so the experiment tests depth at a "
+                "fixed token budget, not depth itself.")
+    return "Deeper drafts are no worse language models here, yet acceptance does not rise with depth as Thm 1.2 states."
+
+
+def rerun_slopes(before: dict[str, int], after: dict[str, int]) -> str:
+    """What longer training changed in the slope signs of Thm 1.2 (group -> +1/-1/0, before and after)."""
+    if any(s < 0 for s in after.values()):
+        first = "Negative slopes remain"
+    elif any(s < 0 for s in before.values()):
+        first = "With more training the negative slopes disappear"
+    else:
+        first = "No slope is negative, before or after more training"
+    positive = [g for g, s in after.items() if s > 0]
+    second = (f"and depth now helps for {', '.join(positive)}." if positive else
+              "but no group shows the significant positive slope Thm 1.2 predicts.")
+    return f"{first}, {second}"
+
+
+def coefficient(sign: int, expected: int, units: int, min_units: int = 5) -> str:
+    """Verdict on one published coefficient: ``holds`` when its test interval excludes 0 on the published side
+    (``sign`` = ``expected``), ``fails`` on the other side, and when the interval holds 0 ``not testable`` with
+    fewer than ``min_units`` independent units behind the test (e.g. 3 targets), else ``fails``."""
+    if sign == expected:
+        return "holds"
+    if sign == -expected or units >= min_units:
+        return "fails"
+    return "not testable"
+
+
+def coefficient_sentence(name: str, label: str, test: str, estimate: float, interval, units: int, unit: str) -> str:
+    """One coefficient's verdict with the named test and the number that decides it."""
+    where = "excludes" if interval[0] > 0 or interval[1] < 0 else "holds"
+    text = (f"{name}: {test} gives {estimate:.3g} [{interval[0]:.3g}, {interval[1]:.3g}] over {units} {unit}; the "
+            f"interval {where} 0")
+    return text + {"holds": ", with the published sign: holds.", "fails": ": fails.",
+                   "not testable": f", and {units} {unit} cannot decide it: not testable at this scale."}[label]
+
+
+def shared_units(name: str, interval, rows: int, units: int, what: str) -> str:
+    """Why a row-level interval overstates a coefficient's precision when ``rows`` share only ``units`` values of
+    its regressor (empty when every row has its own)."""
+    if units >= rows:
+        return ""
+    return (f"The row-level t interval of {name}, [{interval[0]:.3g}, {interval[1]:.3g}], treats the {rows} rows as "
+            f"independent although they share {units} {what}; the test above is the one that decides.")
+
+
+def published_transfer(outside: list[str]) -> str:
+    """Whether published coefficients (fitted on other models, scale and text) fall inside our test intervals."""
+    if not outside:
+        return "Every published coefficient lies inside its test interval here."
+    return (f"Published values outside their test intervals: {', '.join(outside)}; the published coefficients do "
+            "not transfer as numbers to these models.")
+
+
+def _topk_case(p: float, lower: float, upper: float, batches: int, min_batches: int) -> str:
+    """Which of the Thm 1.3 outcomes the exponent's interval shows (shared by the sentence and the label)."""
+    if batches < min_batches:
+        return "few"
+    if upper < 0:
+        return "grows"
+    if lower <= 0:
+        return "flat-half" if lower <= 0.5 <= upper else "flat"
+    return "sqrt" if lower <= 0.5 <= upper else "other"
+
+
+def topk_label(p: float, lower: float, upper: float, batches: int, min_batches: int = 3) -> str:
+    """Thm 1.3's verdict label (see :func:`topk_shrinkage`): ``holds`` for a shrinkage consistent with B^(-1/2),
+    ``partly`` for another shrinkage, ``not testable`` when the interval holds both 0 and 1/2 or too few batch
+    sizes qualify, ``fails`` when it holds 0 but not 1/2 or shows growth."""
+    case = _topk_case(p, lower, upper, batches, min_batches)
+    return {"few": "not testable", "flat-half": "not testable", "flat": "fails", "grows": "fails", "sqrt": "holds",
+            "other": "partly"}[case]
+
+
+def monotone(batches, values) -> str:
+    """Whether the measured optimum moves one way with batch size."""
+    order = np.argsort(batches)
+    v = np.asarray(values, dtype=float)[order]
+    steps = np.diff(v)
+    if (steps <= 0).all():
+        return "The measured optimum does not grow with the batch size"
+    if (steps >= 0).all():
+        return "The measured optimum does not shrink with the batch size"
+    return "The measured optimum is not monotone in the batch size"
+
+
+def calibration_transfer(fitted: float, heldout: float, heldout_profile: float) -> str:
+    """Whether the calibrated roofline carries over to models it was not fitted on (median |% error|: fitted
+    rows, held-out rows, held-out rows with the measured profile)."""
+    verdict = ("does not transfer: it does worse there than the uncalibrated measured profile"
+               if heldout > heldout_profile else "transfers: it does better there than the measured profile")
+    return (f"The calibration fits the models it saw ({fitted:.1f}% median error) and {verdict} "
+            f"({heldout:.1f}% against {heldout_profile:.1f}%).")
+
+
+def efficiency_shift(ratios: dict[str, float]) -> str:
+    """How far the fitted efficiencies moved from the measured profile's (name -> fitted / profile): far below,
+    they absorb costs the roofline does not model (latency of small passes)."""
+    text = ", ".join(f"{k} {v:.2g}x" for k, v in ratios.items())
+    if all(v < 1 for v in ratios.values()):
+        return (f"The fitted efficiencies are below the measured profile's ({text}): they absorb costs the roofline "
+                "does not model.")
+    if all(v > 1 for v in ratios.values()):
+        return f"The fitted efficiencies are above the measured profile's ({text})."
+    return f"The fitted efficiencies move both ways from the measured profile's ({text})."
+
+
+def verify_cost(measured: float, predicted: float, tokens: int, where: str, tolerance: float = 0.1) -> str:
+    """Whether verifying several tokens per row costs what the calibrated roofline says (ratios of the pass time
+    with ``tokens`` tokens per row to the one-token pass, ``where``: model and batch)."""
+    said = f"{where}, {tokens} tokens per row take {measured:.3g}x as long as one"
+    if measured > predicted * (1 + tolerance):
+        return f"{said}, the calibrated roofline says {predicted:.3g}x: verification is not free while memory-bound."
+    return f"{said}, as the calibrated roofline says ({predicted:.3g}x)."
+
+
+def collapse(ratios: dict[int, float]) -> str:
+    """Whether the fixed wide tree collapses below the batch-aware width (batch -> fixed / planned tokens/s)."""
+    shares = " and ".join(f"{r:.3g} (B={b})" for b, r in ratios.items())
+    below = [b for b, r in ratios.items() if r < 1]
+    if len(below) == len(ratios):
+        return (f"The collapse appears: at large batch the fixed wide tree delivers {shares} of the batch-aware "
+                "width's throughput.")
+    if not below:
+        return f"No collapse: the fixed wide tree delivers {shares} of the batch-aware width's throughput."
+    return f"The collapse appears at B={', '.join(map(str, below))} only: the fixed wide tree delivers {shares}."
+
+
+def speculation_pays(speedups: list[float]) -> str:
+    """Whether either width beats AR anywhere (speedups over the matching AR row, both widths, every batch)."""
+    if all(s < 1 for s in speedups):
+        return ("But both widths are slower than AR at every batch size here: at this scale the right batch-aware "
+                "choice is not to speculate.")
+    return f"The best of them beats AR ({max(speedups):.3g}x)."
+
+
+def fastest_there(speedup: float, fastest: bool) -> str:
+    """The contrast configuration at the smallest batch: its speedup, and whether it was the fastest there."""
+    if fastest and speedup > 1:
+        return f"had speedup {speedup:.3g}, the fastest configuration there, AR included"
+    return f"had speedup {speedup:.3g}"
+
+
+def not_predicted(rows: list[tuple[str, str, str]], total: int) -> str:
+    """The held-out rows the planner could not predict ((label, draft, reason) each), or that it predicted all."""
+    if not rows:
+        return f"- Every one of the {total} held-out rows was predicted."
+    listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}" for label, draft, reason in rows)
+    return (f"- Not predicted ({len(rows)} of {total} rows): {listed}. A draft or temperature without training rows "
+            "needs an acceptance law such as the SDSL plane; none is assumed.")
+
+
+def heldout_loss(heldout_nll: float, train_loss: float, model: str) -> str:
+    """Held-out NLL against the last training loss: far below it means the held-out sample is easier text."""
+    if heldout_nll < train_loss:
+        return (f"This is the likely reason held-out NLL is below the training loss ({model}: {heldout_nll:.3g} vs "
+                f"{train_loss:.3g} nats per token).")
+    return (f"Held-out NLL is not below the training loss ({model}: {heldout_nll:.3g} vs {train_loss:.3g} nats per "
+            "token).")

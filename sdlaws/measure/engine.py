@@ -51,7 +51,7 @@ from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
 from sdlaws.measure.head import is_head, target_features
 from sdlaws.measure.kvcache import SlotCache, block_mask
-from sdlaws.measure.models import cache_keyword
+from sdlaws.measure.hfcompat import cache_keyword
 
 #: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
 MAX_WORKSPACES = 2

@@ -38,7 +38,7 @@ from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPr
                                                       LlamaRotaryEmbedding)
 
 from sdlaws.errors import ModelError
-from sdlaws.measure.models import HEAD_MODEL_TYPE, cache_keyword
+from sdlaws.measure.hfcompat import HEAD_MODEL_TYPE, cache_keyword
 
 
 #: Names of the final norm in the decoders transformers builds (Llama/Mistral/Qwen2: ``norm``; GPT-2: ``ln_f``).
@@ -257,7 +257,7 @@ def target_features(target, cache=None, **inputs) -> torch.Tensor:
     ``target`` is a Hugging Face causal LM or the engine's fused wrapper of one
     (:class:`sdlaws.measure.fastpath.FastDecoderLM`, through its ``features`` method); ``inputs`` are the
     keyword arguments of a forward (``input_ids``, ``position_ids``, ``attention_mask``, ``use_cache``) and
-    ``cache`` its KV cache, passed by the keyword the model takes (:func:`sdlaws.measure.models.cache_keyword`).
+    ``cache`` its KV cache, passed by the keyword the model takes (:func:`sdlaws.measure.hfcompat.cache_keyword`).
     """
     if hasattr(target, "features"):
         return target.features(past_key_values=cache, **inputs)

@@ -25,7 +25,8 @@ from typing import Any, Callable
 from sdlaws import io
 from sdlaws.errors import error_cell
 from sdlaws.measure.config import stable_run_id
-from sdlaws.measure.models import (ModelInfo, cache_keyword, canonical_dtype, device_memory_bytes, device_name,
+from sdlaws.measure.hfcompat import cache_keyword
+from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name,
                                    load_model, resolve_device)
 from sdlaws.provenance import provenance
 

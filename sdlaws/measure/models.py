@@ -26,7 +26,6 @@ a draft: the decoder attaches it to the target it is given.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdlaws.errors import ModelError
+from sdlaws.measure.hfcompat import HEAD_MODEL_TYPE
 
 #: Name of the metadata file ``sdlaws train`` writes next to each checkpoint.
 TRAIN_METADATA = "sdlaws_train.json"
@@ -49,9 +49,6 @@ from sdlaws.shapes import SHAPES  # noqa: E402,F401 - the registry of random: sh
 #: Prefix of random-weight draft head specs (``head:random:NAME?layers=L``).
 HEAD_RANDOM_PREFIX = "head:random:"
 
-#: ``model_type`` of a draft head's ``config.json`` (:mod:`sdlaws.measure.head`; how a head directory is told
-#: from a causal LM's).
-HEAD_MODEL_TYPE = "sdlaws_feature_head"
 
 #: Std of the seeded normal used for random weight matrices (the ``initializer_range`` of the configs above).
 RANDOM_INIT_STD = 0.02
@@ -99,21 +96,6 @@ def canonical_dtype(dtype: str) -> str:
     if key not in DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(set(DTYPES)))}")
     return DTYPES[key]
-
-
-def cache_keyword(model) -> str:
-    """The keyword ``model``'s forward takes its KV cache by: ``cache`` where it has one (transformers 5 renamed
-    ``past_key_values``, which warns that it goes in 5.40), else ``past_key_values`` (older transformers, and
-    sdlaws's fused forward)."""
-    return _cache_keyword(type(model))
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_keyword(cls) -> str:
-    """:func:`cache_keyword` per model class (signatures are read once: decode steps call it every step)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -153,6 +153,12 @@ def law_time_s(params: pd.Series | dict, work: Workload) -> np.ndarray:
 _TRAINED = re.compile(r"L(\d+)-H(\d+)")
 
 
+def short_name(model_name) -> str:
+    """``L12-H768`` of an sdlaws-trained model's path (labels of tables and figures), else the name itself."""
+    match = _TRAINED.search(str(model_name))
+    return match[0] if match else str(model_name)
+
+
 def step_shape(model_name: str, params: float | None = None) -> ModelShape:
     """Shape of a row's model: a registered or named shape (``random:llama-3.1-8b``), or a model trained by
     ``sdlaws train`` (``.../L12-H768-T50M-s0/step-N``: heads and MLP width are the trainer's defaults, embeddings

@@ -1,6 +1,6 @@
 """Out-of-sample check of the planner: fit what it needs on training measurements, predict held-out rows.
 
-:func:`validate` fits
+:func:`validate` fits (:func:`fit_planner`)
 
 - an acceptance profile per (draft, temperature) from the training ``spec`` rows (:func:`acceptance_models`):
   per-depth conditional rates of rank 0 from chain rows (or tree rows without chains), split over ranks by the
@@ -11,9 +11,9 @@
 - the engine's overheads outside the forward passes (:func:`fit_overheads`);
 - the step-time law on ``step`` tables (:mod:`sdlaws.plan.cost`);
 
-then predicts every held-out row with the engine's own step structure (:mod:`sdlaws.plan.serving`), its tree
-policy (:func:`~sdlaws.plan.acceptance.engine_tree`), static batches (expected slowest row), the prefill of
-target and draft, and compares tokens/s, speedup, TPOT and decode steps with the measurement. A held-out row whose
+then predicts (:func:`predict`) every held-out row with the engine's own step structure
+(:mod:`sdlaws.plan.serving`), its tree policy (:func:`~sdlaws.plan.acceptance.engine_tree`), static batches
+(expected slowest row), the prefill of target and draft, and compares tokens/s, speedup, TPOT and decode steps with the measurement. A held-out row whose
 (draft, temperature) has no training acceptance is reported as not predicted, with the reason, never filled in.
 """
 
@@ -27,7 +27,7 @@ import pandas as pd
 
 from sdlaws import rates
 from sdlaws.plan.acceptance import batch_steps, prompt_profiles
-from sdlaws.plan.cost import StepTimeFit, step_shape
+from sdlaws.plan.cost import StepTimeFit, short_name, step_shape
 from sdlaws.plan.serving import EngineConfig, length_pmf, step_time_s
 
 QUANTITIES = ("tokens_per_s", "speedup", "tpot_s", "steps_per_batch")
@@ -132,7 +132,7 @@ def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None
     def loss(spread):
         err = 0.0
         for r in rows.itertuples():
-            cfg = _config(r)
+            cfg = engine_config(r)
             pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
             pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws)
             err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
@@ -162,8 +162,8 @@ def spread_from_sequences(rows: pd.DataFrame) -> float | None:
     return None if excess <= 0 else max(mu * (1 - mu) / excess - 1.0, 1e-3)
 
 
-def _config(row) -> EngineConfig:
-    """The engine configuration of a ``spec`` row."""
+def engine_config(row) -> EngineConfig:
+    """The engine configuration of a ``spec`` row (a row of a DataFrame or of ``itertuples``)."""
     if row.method == "ar":
         return EngineConfig("ar")
     depth = int(row.num_spec_tokens)
@@ -212,7 +212,7 @@ class Validation:
         lines = [f"{len(self.predicted())} held-out rows predicted, {len(skipped)} not predicted"]
         lines += [f"  not predicted: {r.label}: {r.reason}" for r in skipped.itertuples()]
         columns = ["label", "draft_name", *(f"{q}_pct" for q in QUANTITIES)]
-        table = self.predicted()[columns].assign(draft_name=lambda d: d["draft_name"].fillna("").map(_short))
+        table = self.predicted()[columns].assign(draft_name=lambda d: d["draft_name"].fillna("").map(short_name))
         lines += ["per row (% error, predicted vs measured):", table.to_string(index=False, float_format="{:+.1f}".format)]
         for kind in ("speculative", "ar"):
             lines += [f"{kind} rows (|% error|, 95% bootstrap intervals):",
@@ -223,14 +223,6 @@ class Validation:
         """JSON-ready: per-row table, summary table, inputs."""
         return dict(rows=self.rows.to_dict(orient="records"), inputs=self.inputs,
                     summary={k: self.summary_table(k).to_dict(orient="records") for k in ("speculative", "ar")})
-
-
-def _short(name: str) -> str:
-    """``L2-H256`` of an sdlaws-trained model's path, else the name."""
-    import re
-
-    match = re.search(r"L\d+-H\d+", str(name))
-    return match[0] if match else str(name)
 
 
 def _row_label(row) -> str:
@@ -251,7 +243,7 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
     def forward_s(shape, b, n):
         return law.time_s(shape, np.asarray(b, float).ravel(), np.asarray(n, float).ravel(), kv)
 
-    step_s = float(step_time_s(_config(row), np.array([batch]), forward_s, target, draft)[0])
+    step_s = float(step_time_s(engine_config(row), np.array([batch]), forward_s, target, draft)[0])
     prefill = sum(float(law.time_s(m, [batch], [prompt], prompt / 2)[0]) for m in (target, draft) if m is not None)
     return {"step_forward_s": step_s, "prefill_forward_s": prefill}
 
@@ -259,7 +251,7 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
 def _predict_row(row, law: StepTimeFit, models: dict, spreads: dict, shapes: dict,
                  overheads: EngineOverheads) -> dict:
     """Predicted steps per batch, step and prefill seconds, tokens/s and TPOT of one held-out row."""
-    cfg = _config(row)
+    cfg = engine_config(row)
     pmfs = [np.array([1.0])]
     if cfg.method != "ar":
         key = (str(row.draft_name), float(row.temperature))
@@ -290,13 +282,24 @@ def _shapes(*frames: pd.DataFrame) -> dict:
     return {n: step_shape(n, p) for n, p in params.items() if isinstance(n, str) and n}
 
 
-def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Validation:
-    """Predict every held-out ``spec`` row from what ``train`` (``spec`` rows) and the step-time law ``law``
-    give: acceptance profiles and their spread across prompts, and the engine's overheads outside the forward
-    passes. Nothing of ``heldout`` but its configuration and workload is used."""
+@dataclass(frozen=True)
+class FittedPlanner:
+    """What the planner learns from training ``spec`` rows: acceptance profiles per (draft, temperature), their
+    spread across prompts, the engine's overheads outside the forward passes, and the step-time law it times the
+    passes with (:func:`fit_planner`)."""
+
+    law: StepTimeFit
+    models: dict
+    spreads: dict
+    overheads: EngineOverheads
+    train_rows: int
+
+
+def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
+    """Fit acceptance profiles, their spread across prompts and the engine's overheads on ``train`` (``spec``
+    rows), with forward passes timed by ``law``."""
     fit_rows = rates.derive(train[train["status"].eq("ok")]).reset_index(drop=True)
-    held = rates.derive(heldout[heldout["status"].eq("ok")]).reset_index(drop=True)
-    shapes = _shapes(fit_rows, held)
+    shapes = _shapes(fit_rows)
     models = acceptance_models(fit_rows)
     parts = pd.DataFrame([_forward_parts(r, law, shapes) for r in fit_rows.itertuples()])
     overheads = fit_overheads(parts.assign(step_meas_s=_steps_meas(fit_rows).to_numpy(),
@@ -308,7 +311,16 @@ def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Va
     for key, model in models.items():
         rows = spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])]
         spreads[key] = spread_from_sequences(rows) if _has_sequences(rows) else fit_spread(rows, model)
-    preds = pd.DataFrame([_predict_row(r, law, models, spreads, shapes, overheads) for r in held.itertuples()])
+    return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)))
+
+
+def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
+    """Predict every ``heldout`` row with what ``planner`` learnt and compare with the measurement. Nothing of
+    ``heldout`` but its configuration and workload is used for the prediction."""
+    held = rates.derive(heldout[heldout["status"].eq("ok")]).reset_index(drop=True)
+    shapes = _shapes(held)
+    preds = pd.DataFrame([_predict_row(r, planner.law, planner.models, planner.spreads, shapes, planner.overheads)
+                          for r in held.itertuples()])
     out = pd.concat([held, preds], axis=1)
     out["label"] = [_row_label(r) for r in held.itertuples()]
     out["steps_per_batch_meas"] = out["num_steps"] / out["num_batches"]
@@ -319,8 +331,16 @@ def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Va
     out["speedup_pred"] = out["tokens_per_s_pred"] / np.array([ar.get(k, np.nan) for k in keys])
     for q in QUANTITIES:
         out[f"{q}_pct"] = 100.0 * (out[f"{q}_pred"] / out[f"{q}_meas"] - 1.0)
-    inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in models.items()},
-              "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in spreads.items()},
-              "overheads": overheads.__dict__, "cost_model": law.source, "gpu": law.gpu_name,
-              "train_rows": int(len(fit_rows)), "heldout_rows": int(len(held))}
+    law = planner.law
+    inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in planner.models.items()},
+              "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in planner.spreads.items()},
+              "overheads": planner.overheads.__dict__, "cost_model": law.source, "gpu": law.gpu_name,
+              "train_rows": planner.train_rows, "heldout_rows": int(len(held))}
     return Validation(rows=out, inputs=inputs)
+
+
+def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Validation:
+    """Predict every held-out ``spec`` row from what ``train`` (``spec`` rows) and the step-time law ``law``
+    give: acceptance profiles and their spread across prompts, and the engine's overheads outside the forward
+    passes (:func:`fit_planner`, then :func:`predict`)."""
+    return predict(fit_planner(train, law), heldout)
