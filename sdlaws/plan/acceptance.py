@@ -114,7 +114,7 @@ def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *,
     ``length_pmf``: accepted-drafts distribution of a step, ``(depth + 1,)``, or ``(P, depth + 1)`` for ``P``
     equally likely kinds of prompt (each row of the batch draws its kind once, :func:`prompt_profiles`).
     ``batching="static"``: the batch runs until its slowest row is done (expected maximum over ``batch_size``
-    rows, ``draws`` seeded simulations); ``"continuous"``: a finished row is refilled, so the batch advances at
+    rows, up to ``draws`` seeded simulations, fewer for large batches); ``"continuous"``: a finished row is refilled, so the batch advances at
     one row's expected pace.
     """
     need = max_new_tokens - 1
@@ -122,7 +122,9 @@ def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *,
         return 0.0
     rng = np.random.default_rng(seed)
     rows = batch_size if batching == "static" else 1
-    sims = draws if batching == "static" else max(draws, 1000)
+    # The maximum over many rows varies little between simulated batches: keep ~draws x 32 simulated rows in
+    # all (at least 16 batches), so that large batches cost no more than small ones.
+    sims = max(16, min(draws, -(-draws * 32 // rows))) if batching == "static" else max(draws, 1000)
     pmfs = np.atleast_2d(np.asarray(length_pmf, dtype=float))
     cdf = np.cumsum(pmfs / pmfs.sum(axis=1, keepdims=True), axis=1)  # (P, D + 1)
     kind = rng.integers(0, len(pmfs), size=(sims, rows))

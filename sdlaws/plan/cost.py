@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -228,20 +229,26 @@ class Surface:
         """Coordinates that take more than one value (a constant one carries no interpolation)."""
         return np.ptp(self.coords, axis=0) > 0
 
-    def __call__(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residual at ``coords`` ``(Q, 3)`` and whether each query lies outside the measured box."""
+    @cached_property
+    def _spline(self):
+        """The thin-plate spline over the varying coordinates (built once: plans query it for every pass), or
+        None when there is nothing to interpolate."""
         from scipy.interpolate import RBFInterpolator
 
-        lo, hi = self.coords.min(axis=0), self.coords.max(axis=0)
-        outside = ((coords < lo - 1e-9) | (coords > hi + 1e-9)).any(axis=1)
         dims = self.varying
         if not dims.any() or len(self.residual) < 3:
-            return np.full(len(coords), float(np.mean(self.residual))), outside
-        clamped = np.clip(coords, lo, hi)[:, dims]
+            return None
         degree = 1 if len(self.residual) > dims.sum() + 1 else 0
-        spline = RBFInterpolator(self.coords[:, dims], self.residual, kernel="thin_plate_spline",
-                                 smoothing=_SURFACE_SMOOTHING * len(self.residual), degree=degree)
-        return spline(clamped), outside
+        return RBFInterpolator(self.coords[:, dims], self.residual, kernel="thin_plate_spline",
+                               smoothing=_SURFACE_SMOOTHING * len(self.residual), degree=degree)
+
+    def __call__(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residual at ``coords`` ``(Q, 3)`` and whether each query lies outside the measured box."""
+        lo, hi = self.coords.min(axis=0), self.coords.max(axis=0)
+        outside = ((coords < lo - 1e-9) | (coords > hi + 1e-9)).any(axis=1)
+        if self._spline is None:
+            return np.full(len(coords), float(np.mean(self.residual))), outside
+        return self._spline(np.clip(coords, lo, hi)[:, self.varying]), outside
 
 
 # ----------------------------------------------------------------------------------------------- fit
