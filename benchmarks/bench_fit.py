@@ -1,4 +1,4 @@
-"""Time `fit_law` on 10,000 rows with 1,000 bootstrap resamples (issue 2 target: under 5 s on 2 cores).
+"""Time `fit_law` on 10,000 rows with 1,000 bootstrap resamples (target: under 5 s on 2 cores).
 
 Run: ``python benchmarks/bench_fit.py [--rows N] [--boot R] [--repeats K]``. Prints the median wall time of
 ``K`` repeats of one full fit (OLS/WLS + vectorised bootstrap), resampling rows and resampling 100 units.

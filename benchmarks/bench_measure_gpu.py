@@ -1,4 +1,4 @@
-"""One-command GPU benchmark of ``sdlaws measure`` (issue 3, "Done when").
+"""One-command GPU benchmark of ``sdlaws measure`` (targets in ``docs/benchmarks.md``).
 
 Reports, for a target/draft pair sharing a tokenizer (``--target``/``--draft``, or ``--train-quick`` to train a
 small pair from scratch with ``sdlaws train`` first):
@@ -42,7 +42,7 @@ from sdlaws.measure.sweep import run_sweep
 EXPERIMENT = "bench_measure_gpu"
 #: Bytes per parameter of the dtypes the benchmark can run in.
 BYTES_PER_PARAM = {"bfloat16": 2, "float16": 2, "float32": 4}
-#: Issue 3 goals, quoted in the summary: sdlaws vs HF assisted generation, prediction error, bandwidth share.
+#: The benchmark's targets (docs/benchmarks.md), quoted in the summary: sdlaws vs HF assisted generation, prediction error, bandwidth share.
 GOALS = {"min_speedup_vs_hf": 3.0, "max_prediction_error": 0.10, "min_bandwidth_fraction": 0.80}
 
 

@@ -2,15 +2,15 @@
 
 A :class:`Hardware` holds vendor peak numbers (dense, i.e. *without* 2:4 structured sparsity) and the
 efficiency factors (achieved / peak) that turn peaks into realistic rates. Presets cite the vendor datasheet;
-peer tools disagree on several of these numbers (``../shared/reference/peers.md`` §3.6, e.g. H100-SXM HBM is
+peer tools disagree on several of these numbers (``docs/peers.md#hardware-numbers-across-tools``, e.g. H100-SXM HBM is
 3072, 3350 or 3400 GB/s depending on the tool), so the vendor figure is used and the disagreement noted.
 
 Default efficiencies are typical published values, replaced by a measured profile when one is given:
 
 - HBM 0.82 on H100: inference-sim issue #415 ("bwEfficiencyFactor=0.82" cut TPOT MAPE from 47.7% to 36.1%);
-  the same issue says InferSim uses 0.80 for A100, H800, H200 and GB200 (peers.md §3.5). 0.80 is used for
-  every non-H100 preset.
-- FLOP/s 0.7: the llm-analysis README suggests ~0.7 FLOPs efficiency for inference (peers.md §3.2).
+  the same issue says InferSim uses 0.80 for A100, H800, H200 and GB200 (docs/peers.md#inference-sim-calibration).
+  0.80 is used for every non-H100 preset.
+- FLOP/s 0.7: the llm-analysis README suggests ~0.7 FLOPs efficiency for inference (docs/peers.md#roofline-tools).
 - Kernel launch cost 4 us: "about 4-6 us" per kernel launch measured on an RTX 5070 Ti
   (https://susun-blog.com/blog/pegainfer-3-cuda-graph, secondary). CUDA graphs lower it; calibrate against
   measured step times (:func:`sdlaws.roofline.calibrate`) or pass a profile from ``sdlaws measure hardware``.
@@ -30,9 +30,9 @@ from sdlaws.errors import ConfigError, InputError
 
 GIB = 2**30  # bytes
 
-DEFAULT_FLOPS_EFFICIENCY = 0.7    # llm-analysis README, ~0.7 for inference (peers.md §3.2)
-DEFAULT_HBM_EFFICIENCY = 0.80     # InferSim for A100/H800/H200/GB200 (inference-sim issue #415, peers.md §3.5)
-H100_HBM_EFFICIENCY = 0.82        # inference-sim issue #415, fitted on H100 TPOT (peers.md §3.5)
+DEFAULT_FLOPS_EFFICIENCY = 0.7    # llm-analysis README, ~0.7 for inference (docs/peers.md)
+DEFAULT_HBM_EFFICIENCY = 0.80     # InferSim for A100/H800/H200/GB200 (inference-sim issue #415, docs/peers.md)
+H100_HBM_EFFICIENCY = 0.82        # inference-sim issue #415, fitted on H100 TPOT (docs/peers.md)
 DEFAULT_LAUNCH_OVERHEAD_S = 4e-6  # per kernel, un-graphed launch, 4-6 us measured (susun-blog, secondary)
 
 
@@ -85,7 +85,7 @@ class Hardware:
 
     @property
     def machine_balance_flops_per_byte(self) -> float:
-        """Achieved BF16 FLOP/s per achieved byte/s: the roofline ridge point I_crit (formulas.md §6.9)."""
+        """Achieved BF16 FLOP/s per achieved byte/s: the roofline ridge point I_crit (docs/formulas.md#roofline)."""
         return (self.peak_bf16_flops_per_s * self.flops_efficiency) / (self.hbm_bytes_per_s * self.hbm_efficiency)
 
     def with_efficiency(self, *, flops_efficiency: float | None = None, hbm_efficiency: float | None = None,
@@ -127,12 +127,12 @@ PRESETS: dict[str, Hardware] = {h.name: h for h in [
     # Same datasheet, 80GB SXM4: HBM2e 2,039 GB/s.
     _preset("A100-80GB", 312e12, None, 2.039e12, 80, 600e9, "NVIDIA A100 datasheet (SXM4 80GB)"),
     # NVIDIA H100 Tensor Core GPU datasheet, SXM: BF16 1,979 / FP8 3,958 TFLOPS "with sparsity" -> 989 / 1,979
-    # dense; 3.35 TB/s; 80GB; NVLink 900 GB/s. (LLM-Viewer uses 3,072 GB/s, GenZ 3,400: peers.md §3.6.)
+    # dense; 3.35 TB/s; 80GB; NVLink 900 GB/s. (LLM-Viewer uses 3,072 GB/s, GenZ 3,400: docs/peers.md.)
     _preset("H100-SXM", 989e12, 1979e12, 3.35e12, 80, 900e9, "NVIDIA H100 datasheet (SXM)", H100_HBM_EFFICIENCY),
     # Same datasheet, PCIe: BF16 1,513 / FP8 3,026 sparse -> 756 / 1,513 dense; 2 TB/s; NVLink bridge 600 GB/s.
     _preset("H100-PCIe", 756e12, 1513e12, 2.0e12, 80, 600e9, "NVIDIA H100 datasheet (PCIe)", H100_HBM_EFFICIENCY),
     # NVIDIA H200 Tensor Core GPU datasheet, SXM: BF16 1,979 / FP8 3,958 sparse -> 989 / 1,979 dense;
-    # 141GB HBM3e at 4.8 TB/s; NVLink 900 GB/s (inference-sim PR #1710 uses the same: peers.md §3.5).
+    # 141GB HBM3e at 4.8 TB/s; NVLink 900 GB/s (inference-sim PR #1710 uses the same: docs/peers.md).
     _preset("H200", 989e12, 1979e12, 4.8e12, 141, 900e9, "NVIDIA H200 datasheet (SXM)"),
     # NVIDIA DGX/HGX B200 datasheets, per GPU = system / 8: FP16/BF16 36 PFLOPS and FP8 72 PFLOPS "with sparsity"
     # -> 2.25 / 4.5 PFLOPS dense; 1,440GB and 64 TB/s -> 180GB and 8 TB/s; NVLink 5 1.8 TB/s.

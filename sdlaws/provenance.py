@@ -1,4 +1,4 @@
-"""Provenance recorded on every measurement row and result (style.md rule 3)."""
+"""Provenance recorded on every measurement row and result: the code, versions, hardware and time behind it."""
 
 from __future__ import annotations
 

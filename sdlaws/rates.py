@@ -1,14 +1,14 @@
 """The one place where rates are derived from the raw counts and timings of :mod:`sdlaws.schema`.
 
 Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py``) and Leviathan et al. 2023
-(arXiv 2211.17192); see ``../shared/reference/formulas.md`` §0 and §6.1:
+(arXiv 2211.17192); see ``docs/formulas.md#acceptance-rates``:
 
 - ``acceptance_rate`` = num_accepted_tokens / num_draft_tokens (vLLM "draft acceptance rate").
 - ``mean_acceptance_length`` tau = 1 + num_accepted_tokens / num_drafts (includes the bonus token).
 - ``pos_acceptance_rate_i`` = num_accepted_per_pos[i] / num_drafts: unconditional, P(first i+1 accepted).
 - ``cond_acceptance_rate_i`` = per_pos[i] / per_pos[i-1] (per_pos[-1] := num_drafts): EAGLE's n-alpha.
 - ``alpha_mle``: Leviathan's per-token alpha under the i.i.d. model, censored-geometric MLE
-  S / (S + F), S = accepted draft tokens, F = drafts with a rejection (formulas.md §6.10, chain drafts).
+  S / (S + F), S = accepted draft tokens, F = drafts with a rejection (chain drafts; docs/formulas.md#alpha-mle).
 - ``alpha_from_tau``: the inversion of tau(alpha, gamma) = (1 - alpha^(gamma+1)) / (1 - alpha) (Leviathan Eq. 1).
 - ``prompt_tokens_per_seq`` = num_prompt_tokens / num_prompts (the context a workload decodes over);
 - ``tokens_per_s`` = num_new_tokens / total_time_s; ``ttft_s`` = prefill_time_s / num_batches;
@@ -54,7 +54,8 @@ def expected_tokens_chain(alpha, gamma):
 def alpha_from_tau(tau: float, gamma: int) -> float:
     """Invert tau(alpha, gamma) = tau for alpha in [0, 1] (tau is strictly increasing in alpha).
 
-    Returns NaN outside [1, gamma + 1]. Example (formulas.md §0): tau = 3.0 at gamma = 5 gives alpha ~ 0.709.
+    Returns NaN outside [1, gamma + 1]. Example (docs/formulas.md#chain-tau): tau = 3.0 at gamma = 5 gives
+    alpha ~ 0.709.
     """
     if not np.isfinite(tau) or gamma < 1 or tau < 1.0 or tau > gamma + 1.0:
         return float("nan")
@@ -68,7 +69,7 @@ def alpha_from_tau(tau: float, gamma: int) -> float:
 
 
 def expected_tokens_positions(cond_rates) -> float:
-    """tau from per-position conditional rates alpha_1..alpha_gamma: ``1 + sum_i prod_{j<=i} alpha_j`` (formulas.md §6.1)."""
+    """tau from per-position conditional rates alpha_1..alpha_gamma: ``1 + sum_i prod_{j<=i} alpha_j`` ([R])."""
     return 1.0 + float(np.sum(np.cumprod(np.asarray(cond_rates, dtype=float))))
 
 
@@ -180,7 +181,7 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: float, method: str) -> float:
-    """Censored-geometric MLE of alpha for chain drafts: S / (S + F) (formulas.md §6.10)."""
+    """Censored-geometric MLE of alpha for chain drafts: S / (S + F) (docs/formulas.md#alpha-mle)."""
     if method != "chain" or not per_pos or num_drafts <= 0:
         return float("nan")
     full = per_pos[int(gamma) - 1] if len(per_pos) >= gamma else 0.0  # drafts with all gamma tokens accepted

@@ -1,7 +1,8 @@
 """Roofline cost model of dense decoder-only transformer forward passes (pure functions, units in names).
 
 One forward pass of ``batch_size`` sequences, each feeding ``tokens_per_row`` new tokens on top of ``kv_len``
-cached tokens, takes (formulas.md §6.9; LLM-Viewer / llm-analysis convention, peers.md §3.1-3.2)::
+cached tokens, takes (docs/formulas.md#roofline; the LLM-Viewer / llm-analysis convention,
+docs/peers.md#roofline-tools)::
 
     time_s = max(FLOPs / (peak * flops_efficiency), bytes / (hbm * hbm_efficiency)) + overhead_s + allreduce_s
 
@@ -11,9 +12,9 @@ cached tokens, takes (formulas.md §6.9; LLM-Viewer / llm-analysis convention, p
 - overhead_s = per-kernel launch cost x kernels in the pass (:data:`KERNELS_PER_LAYER` per layer).
 - allreduce_s = two ring all-reduces per layer of the activations when the target is split over ``tp`` GPUs.
 
-This reproduces the regime change of Scylla's Thm 1.3 (formulas.md §1.3, §6.9): while the pass is memory-bound
-the weight bytes dominate and verifying more tokens per row is nearly free; once B * n passes the machine
-balance (``Hardware.machine_balance_flops_per_byte``), time grows linearly in the verified tokens.
+This reproduces the regime change of Scylla's Thm 1.3 (docs/formulas.md#top-k-versus-batch-size): while the
+pass is memory-bound the weight bytes dominate and verifying more tokens per row is nearly free; once B * n
+passes the machine balance (``Hardware.machine_balance_flops_per_byte``), time grows linearly in the verified tokens.
 
 :func:`calibrate` fits the efficiencies and the launch cost to measured ``step`` rows
 (:data:`sdlaws.schema.STEP_TIMING`) and reports the residual error.

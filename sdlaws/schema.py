@@ -13,7 +13,7 @@ Three tables, each a list of :class:`Column`:
     One row per (model, evaluation text set): summed negative log-likelihood and token count; perplexity is
     derived as ``exp(nll_sum_nats / num_eval_tokens)``.
 
-Conventions (``../shared/reference/style.md``): units in names (``_s``, ``_bytes``), ``num_`` on counts,
+Conventions: units in names (``_s``, ``_bytes``), ``num_`` on counts,
 provenance on every row. A row whose ``status`` is ``"failed"`` keeps its configuration and ``error`` and may
 leave counts and timings empty; it is never dropped. ``acceptance_source`` tells measured acceptance
 (``"target"``) from synthetic-acceptance timing runs (``"synthetic"``: accept/reject drawn from

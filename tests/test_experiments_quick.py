@@ -11,7 +11,7 @@ from sdlaws import io
 from sdlaws.cli import app
 from sdlaws.experiments import EXPERIMENTS
 
-pytest.importorskip("sdlaws.measure.engine", reason="the measurement engine (issue 3) is not in this tree")
+pytest.importorskip("sdlaws.measure.engine", reason="the measurement engine is not in this tree")
 
 runner = CliRunner()
 

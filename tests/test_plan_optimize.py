@@ -22,7 +22,7 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 def test_sdsl_draft_size_for_70b_is_near_the_reconstruction():
-    """formulas.md §2.7: D = D' = 2T, M = 70B gives N* ~ 2.73e8 (gamma ~ 10).
+    """docs/formulas.md#optimal-draft-size: D = D' = 2T, M = 70B gives N* ~ 2.73e8 (gamma ~ 10).
 
     Loose bounds on purpose: the plane coefficients are secondary [S] and the throughput form is a
     reconstruction [R]; this checks the pipeline, not the paper.
@@ -40,7 +40,7 @@ def test_sdsl_draft_size_for_70b_is_near_the_reconstruction():
 def test_draft_size_grows_with_target_and_tracks_sdsl_shortcut():
     table = draft_size_table([13e9, 30e9, 70e9, 110e9], samples=20)
     assert table["draft_params"].is_monotonic_increasing
-    # Within ~20% of mu*M + M0 for 13-110B, as in formulas.md §2.7 (again [S] coefficients: loose).
+    # Within ~20% of mu*M + M0 for 13-110B, as in docs/formulas.md#optimal-draft-size (again [S] coefficients: loose).
     ratio = table["draft_params"] / table["sdsl_shortcut_params"]
     assert ratio.between(0.8, 1.2).all()
 

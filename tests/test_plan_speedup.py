@@ -23,7 +23,8 @@ def test_corollary_3_9_lower_bound_holds_and_is_attained_at_gamma_1():
             assert best >= bound - 1e-12 and bound > 1.0
 
 
-# formulas.md §6.4 table: (alpha, c) -> continuous gamma* from the closed form (brute force agrees to ~0.01).
+# Table of docs/formulas.md#optimal-gamma: (alpha, c) -> continuous gamma* from the closed form (brute force agrees
+# to ~0.01).
 CLOSED_FORM_TABLE = [((0.7, 0.005), 11.153), ((0.8, 0.05), 7.857), ((0.6, 0.01), 6.866), ((0.9, 0.1), 9.646),
                      ((0.5, 1e-4), 11.761)]
 

@@ -3,10 +3,10 @@
 Every law takes its regressors first and its parameters after, as keyword-compatible arguments, so that
 ``law(**{x_arg: column}, **{param: value})`` evaluates it and numpy broadcasting evaluates it over many
 parameter draws at once (parameters of shape ``(R, 1)`` against regressors of shape ``(n,)`` give ``(R, n)``).
-Symbols follow the papers (see ``../shared/reference/formulas.md``); provenance tags [P]/[S]/[R] are those of
-formulas.md.
+Symbols follow the papers; the equations, their sources and the provenance tags [P]/[S]/[R]/[NF] are in
+``docs/formulas.md``.
 
-Each :class:`LawSpec` states the space in which the law is fitted (style.md rule 6):
+Each :class:`LawSpec` states the space in which the law is fitted (where possible, one in which it is linear):
 
 - ``fitter="ols"``: the law is *linear in its coefficients* ``beta`` in the fit space (``y`` or ``log y``),
   where ``beta`` equals the parameters except that those in ``log_params`` enter as ``log(param)``. The design
@@ -26,7 +26,8 @@ import numpy as np
 from sdlaws.errors import ConfigError
 from sdlaws.rates import expected_tokens_chain
 
-#: Exponent of the inverse-square-root top-k law, k* ~ B^(-1/2) (formulas.md §6.9 [R], Scylla Thm 1.3 as summarised).
+#: Exponent of the inverse-square-root top-k law, k* ~ B^(-1/2): Scylla Thm 1.3 as reconstructed from a roofline
+#: (docs/formulas.md#top-k-versus-batch-size) [R].
 SQRT_EXPONENT = 0.5
 
 
@@ -34,8 +35,9 @@ def loglinear(x, a, b):
     """Log-linear law ``y = a*log10(x) + b``.
 
     Scylla (arXiv 2505.07858) Theorem 1.1 with ``x`` = draft pretraining tokens and Theorem 1.2 with ``x`` =
-    draft decoder layers or parameters; ``y`` is the acceptance (most likely tau). The form is [S] (paper
-    summary and an author's GitHub comment, formulas.md §1.3, §6.8); the theorem text and coefficients are [NF].
+    draft decoder layers or parameters; ``y`` is the acceptance (most likely tau). The form is [S] (a summary of
+    the paper and an author's GitHub comment, docs/formulas.md#log-linear-laws); the theorem text and coefficients
+    are [NF].
     """
     return a * np.log10(x) + b
 
@@ -43,7 +45,7 @@ def loglinear(x, a, b):
 def saturating(x, y_max, A, p):
     """Power law toward a ceiling, ``y = y_max - A*x**(-p)`` (the alternative to :func:`loglinear`).
 
-    Not from the papers: the issue asks to test the log-linear laws against a saturating alternative [R].
+    Not from the papers: the alternative the log-linear laws are tested against [R] (docs/formulas.md#log-linear-laws).
     For ``p -> 0`` it approaches a log-linear curve; a finite ``y_max`` means acceptance plateaus.
     """
     return y_max - A * np.power(x, -p)
@@ -52,14 +54,14 @@ def saturating(x, y_max, A, p):
 def ppl_plane(ppl_draft, ppl_target, A, B, C):
     """SDSL acceptance plane ``alpha = A*ppl_draft + B*ppl_target + C``.
 
-    SDSL (arXiv 2603.11053) equation E1 [S] (formulas.md §2.4); the digests report A = -0.0067,
+    SDSL (arXiv 2603.11053) equation E1 [S] (docs/formulas.md#acceptance-plane); the digests report A = -0.0067,
     B = 0.01297, C = 0.642, R2 = 0.602 (see ``data/sdsl_plane_coefficients.csv``).
     """
     return A * ppl_draft + B * ppl_target + C
 
 
 def linear(x, a, b):
-    """Straight line ``y = a*x + b`` (e.g. SDSL's N* = mu*M + M0, formulas.md §2.4 E4 [S])."""
+    """Straight line ``y = a*x + b`` (e.g. SDSL's N* = mu*M + M0, docs/formulas.md#optimal-draft-size [S])."""
     return a * x + b
 
 
@@ -71,8 +73,9 @@ def power(x, c, p):
 def topk_batch(batch_size, c, p):
     """Optimal tree top-k versus batch size, ``k* = c*B**(-p)``, exponent free.
 
-    Scylla (arXiv 2505.07858) Theorem 1.3 as reconstructed from a roofline in formulas.md §6.9 [R]: the
-    statement in the paper is [NF]; the reconstruction gives p = 1/2 when the verified tokens grow as k**2.
+    Scylla (arXiv 2505.07858) Theorem 1.3 as reconstructed from a roofline [R]
+    (docs/formulas.md#top-k-versus-batch-size): the statement in the paper is [NF]; the reconstruction gives
+    p = 1/2 when the verified tokens grow as k**2.
     """
     return power(batch_size, c, -p)
 
@@ -80,8 +83,9 @@ def topk_batch(batch_size, c, p):
 def topk_batch_sqrt(batch_size, c):
     """Optimal tree top-k versus batch size with the exponent fixed, ``k* = c*B**(-1/2)``.
 
-    The restricted form of :func:`topk_batch` (formulas.md §6.9 [R]); compare the two with a likelihood-ratio
-    test (:func:`sdlaws.fit.estimators.compare`) or the Wald test reported by a ``topk_batch`` fit.
+    The restricted form of :func:`topk_batch` ([R], docs/formulas.md#top-k-versus-batch-size); compare the two
+    with a likelihood-ratio test (:func:`sdlaws.fit.estimators.compare`) or the Wald test reported by a
+    ``topk_batch`` fit.
     """
     return topk_batch(batch_size, c, SQRT_EXPONENT)
 
@@ -262,10 +266,10 @@ LAWS: dict[str, LawSpec] = _registry(
             "alpha = A*ppl_draft + B*ppl_target + C", "SDSL E1 [S]", "A, B, C (OLS)",
             x_args=("ppl_draft", "ppl_target")),
     LawSpec("topk_batch", topk_batch, ("batch_size",), "tree_topk",
-            "k* = c*B^(-p)", "Scylla Thm 1.3, roofline reconstruction formulas.md §6.9 [R]",
+            "k* = c*B^(-p)", "Scylla Thm 1.3, roofline reconstruction [R]",
             "log c, p (OLS on log k*, log B)", space="log", log_params=("c",), log_x=True, x_args=("batch_size",)),
     LawSpec("topk_batch_sqrt", topk_batch_sqrt, ("batch_size",), "tree_topk",
-            "k* = c*B^(-1/2)", "Scylla Thm 1.3 with p = 1/2, formulas.md §6.9 [R]",
+            "k* = c*B^(-1/2)", "Scylla Thm 1.3 with p = 1/2, roofline reconstruction [R]",
             "log c (OLS on log k* + log(B)/2)", space="log", log_params=("c",), log_x=True,
             restricts=("topk_batch", "p", SQRT_EXPONENT), x_args=("batch_size",)),
     LawSpec("linear", linear, (), None, "y = a*x + b", "straight line, e.g. SDSL N* = mu*M + M0 [S]",

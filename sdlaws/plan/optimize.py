@@ -22,9 +22,9 @@ from sdlaws.plan.speedup import (RANK_DECAY, ar_tokens_per_s, chain_tokens_per_s
 from sdlaws.roofline import ModelShape, ServingSetup, draft_like, min_draft_params
 
 LEVEL = 0.95
-GAMMA_MAX_DRAFT = 20       # chain lengths searched when sizing the draft (formulas.md §2.7 optima are 8-12)
+GAMMA_MAX_DRAFT = 20       # chain lengths searched when sizing the draft (optima 8-12: docs/formulas.md)
 GAMMA_MAX_SERVING = 16     # chain lengths searched per batch size
-TOPKS = (1, 2, 4, 8)       # tree branching searched (SGLang default topk 4, EAGLE code 10: peers.md §1.5, §5)
+TOPKS = (1, 2, 4, 8)       # tree branching searched (SGLang default topk 4, EAGLE code 10: docs/peers.md)
 DEPTH_MAX = 10             # tree depths searched (EAGLE default depth 7, SGLang steps 5)
 # Training FLOP utilisation to turn 6*N*D into GPU-seconds: Llama 3 405B reports 38-43% BF16 MFU on H100
 # ("The Llama 3 Herd of Models", Table 4).
@@ -70,7 +70,7 @@ def sdsl_alpha(draft_params, target_params: float, *, plane=priors.SDSL_PLANE, l
                draft_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS,
                target_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS, samples: int = 200,
                seed: int = 0) -> Acceptance:
-    """alpha of each draft size from the SDSL pipeline (formulas.md §6.6).
+    """alpha of each draft size from the SDSL pipeline (docs/formulas.md#acceptance-plane).
 
     Perplexities from the Chinchilla-form loss law at the given pretraining tokens, then the acceptance plane
     ``alpha = A ppl_draft + B ppl_target + C`` clipped to [0, 1). Draws: ``plane.sample(samples, seed)``.
@@ -150,8 +150,9 @@ def optimal_draft_size(target: ModelShape, *, plane=priors.SDSL_PLANE, loss=prio
     """SDSL optimal draft size N*: maximise tokens/FLOP ``tau / (2 N gamma + 2 M)`` over N and gamma.
 
     alpha(N) comes from :func:`sdsl_alpha`; N on a log grid (:func:`draft_grid`), gamma = 1..gamma_max. With the
-    published plane and D = D' = 2T the reconstruction gives N* ~ 2.7e8 for M = 70B (formulas.md §2.7, [R] on
-    [S] coefficients). The interval re-optimises N for every plane draw.
+    published plane and D = D' = 2T the reconstruction gives N* ~ 2.7e8 for M = 70B
+    (docs/formulas.md#optimal-draft-size, [R] on [S] coefficients). The interval re-optimises N for every plane
+    draw.
     """
     grid, gammas = draft_grid(target.params, grid_points), np.arange(1, gamma_max + 1)
     acc = sdsl_alpha(grid, target.params, plane=plane, loss=loss, draft_tokens=draft_tokens,
@@ -246,10 +247,10 @@ def optimal_pretraining_tokens(law, setup: ServingSetup, *, serve_tokens: float,
     """Draft pretraining tokens D* minimising training + serving GPU-seconds on ``setup.hardware``.
 
     ``cost(D) = 6 N D / (peak_bf16 * train_mfu) + serve_tokens * s_per_token(acc(D))`` with the fitted
-    log-linear law ``acc = a log10(D) + b`` (Scylla Thm 1.1 form; no published coefficients exist, formulas.md
-    §1.3 [NF], so a fitted law is required). The optimum is where one more decade of tokens saves less serving
-    time than it costs to train. ``kind`` says whether acc is tau (served with the chain length ``gamma`` it was
-    measured at) or alpha (gamma re-optimised at each D).
+    log-linear law ``acc = a log10(D) + b`` (Scylla Thm 1.1 form; no published coefficients exist,
+    docs/formulas.md#log-linear-laws [NF], so a fitted law is required). The optimum is where one more decade of
+    tokens saves less serving time than it costs to train. ``kind`` says whether acc is tau (served with the
+    chain length ``gamma`` it was measured at) or alpha (gamma re-optimised at each D).
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """Published default laws the planner uses when no fitted law is given, and access to law parameters.
 
-Every constant carries its provenance tag from ``../shared/reference/formulas.md``: [P] primary source,
+Every constant carries its provenance tag (``docs/formulas.md#provenance-tags``): [P] primary source,
 [S] secondary (digests, not checked against the paper), [R] reconstruction.
 
 A *law* here is anything with ``.law`` (name), ``.params`` (pandas Series) and ``.sample(n, seed)``
@@ -53,7 +53,7 @@ class PublishedLaw:
         return draws
 
 
-# SDSL acceptance plane alpha = A * ppl_draft + B * ppl_target + C (formulas.md §2.4 E1, §6.6) [S]: both
+# SDSL acceptance plane alpha = A * ppl_draft + B * ppl_target + C (docs/formulas.md#acceptance-plane) [S]: both
 # qwen-long digests agree on A, B, C; R^2 0.602, MSE 0.00128 (first digest only). No parameter covariance was
 # published, so the draws shift C by the plane's residual sd sqrt(MSE) = 0.0358: the scatter of a new
 # draft/target pair around the plane, which is what a planner for a new pair faces. It is not a parameter CI.
@@ -61,30 +61,33 @@ SDSL_PLANE_MSE = 0.00128
 SDSL_PLANE = PublishedLaw(
     law="ppl_plane",
     params=pd.Series({"A": -0.0067, "B": 0.01297, "C": 0.642}),
-    source="SDSL arXiv 2603.11053 acceptance plane, coefficients from secondary digests [S] (formulas.md §2.4)",
+    source="SDSL arXiv 2603.11053 acceptance plane, coefficients from secondary digests [S] "
+           "(docs/formulas.md#acceptance-plane)",
     sd={"C": float(np.sqrt(SDSL_PLANE_MSE))},
     uncertainty="alpha offset ~ N(0, 0.036): residual sd sqrt(MSE 0.00128) of the SDSL plane [S], "
                 "not a parameter interval",
 )
 
 # Chinchilla loss L(N, D) = E + A / N^alpha + B / D^beta in nats/token; Hoffmann et al. 2022 published fit
-# (formulas.md §2.4 E3, §6.6) [P constants]. No interval was published with these constants.
+# (docs/formulas.md#chinchilla-loss) [P constants]. No interval was published with these constants.
 CHINCHILLA_LOSS = PublishedLaw(
     law="chinchilla_loss",
     params=pd.Series({"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}),
-    source="Hoffmann et al. 2022 (Chinchilla) loss law [P constants] (formulas.md §2.4 E3)",
+    source="Hoffmann et al. 2022 (Chinchilla) loss law [P constants] (docs/formulas.md#chinchilla-loss)",
 )
 
-# SDSL pooled regression N* = mu * M + M0 (formulas.md §2.4 E4, "Table 9" of a digest) [S]; shown next to the
-# planner's own N* as a cross-check, never used to choose.
+# SDSL pooled regression N* = mu * M + M0 ("Table 9" of a digest, docs/formulas.md#optimal-draft-size) [S]; shown
+# next to the planner's own N* as a cross-check, never used to choose.
 SDSL_NSTAR_MU = 2.71e-3
 SDSL_NSTAR_M0 = 8.71e7
 
 # Pretraining tokens assumed for draft and target perplexities when the user gives none: 2T, the middle column
-# of the reconstruction check in formulas.md §2.7 (N* depends weakly on D there: 2.94e8 at 300B, 2.61e8 at 15T).
+# of the reconstruction check in docs/formulas.md#optimal-draft-size (N* depends weakly on D there: 2.94e8 at
+# 300B, 2.61e8 at 15T).
 DEFAULT_PRETRAIN_TOKENS = 2e12
 
-# Scylla (arXiv 2505.07858) reports acceptance saturating around 50-100B draft pretraining tokens [S, issue 4].
+# Scylla (arXiv 2505.07858) reports acceptance saturating around 50-100B draft pretraining tokens [S]
+# (from a summary of the paper, not its text: docs/formulas.md#log-linear-laws).
 SCYLLA_SATURATION_TOKENS = (5e10, 1e11)
 
 
@@ -96,7 +99,7 @@ def chinchilla_ppl(params, tokens, law: PublishedLaw | pd.Series = CHINCHILLA_LO
 
 
 def plane_alpha(ppl_draft, ppl_target, A, B, C, eps: float = 1e-6):
-    """SDSL plane (:func:`sdlaws.fit.laws.ppl_plane`) clipped to a probability in [0, 1 - eps] (formulas.md §6.6)."""
+    """SDSL plane (:func:`sdlaws.fit.laws.ppl_plane`) clipped to a probability in [0, 1 - eps] ([R])."""
     return np.clip(fit_laws.ppl_plane(np.asarray(ppl_draft), np.asarray(ppl_target), np.asarray(A), np.asarray(B),
                                       np.asarray(C)), 0.0, 1.0 - eps)
 

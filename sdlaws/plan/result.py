@@ -188,9 +188,9 @@ def engine_flags(serving: pd.DataFrame, draft_model: str, *, sglang_algorithm: s
 
     Notes
     -----
-    vLLM ``--speculative-config`` takes a chain length ``num_speculative_tokens`` (peers.md §1.4); SGLang takes
+    vLLM ``--speculative-config`` takes a chain length ``num_speculative_tokens`` (docs/peers.md#vllm); SGLang takes
     ``--speculative-num-steps`` (depth), ``--speculative-eagle-topk`` (branching) and
-    ``--speculative-num-draft-tokens`` (tokens verified per step, root included; peers.md §1.5). Where the
+    ``--speculative-num-draft-tokens`` (tokens verified per step, root included; docs/peers.md#sglang). Where the
     predicted speedup is below 1 the flag is "speculation off".
     """
     rows = []

@@ -3,7 +3,7 @@
 Chain tau comes from :mod:`sdlaws.rates` (``expected_tokens_chain``: Leviathan Eq. 1; ``expected_tokens_positions``:
 from per-position conditional rates) and the batch-1 speedup from :mod:`sdlaws.fit.laws` (``speedup_chain``, Leviathan
 Thm 3.8, here ``walltime_speedup_chain``); all are re-exported. Symbols follow the papers (alpha, gamma, c, tau;
-formulas.md §0, §6). Chain formulas are Leviathan et al. 2023
+docs/formulas.md). Chain formulas are Leviathan et al. 2023
 (arXiv 2211.17192) [P]; the Lambert-W closed form, the tokens-per-FLOP form and the tree model are [R].
 
 Tree model (documented assumption, [R]): a tree of ``depth`` levels keeps ``topk`` candidates for the next token
@@ -41,7 +41,7 @@ def optimal_gamma_chain(alpha: float, c: float, gamma_max: int = 64) -> int:
 
 
 def gamma_star_closed_form(alpha: float, c: float) -> float:
-    """Continuous maximiser of Thm 3.8 via Lambert W (formulas.md §6.4) [R].
+    """Continuous maximiser of Thm 3.8 via Lambert W (docs/formulas.md#optimal-gamma) [R].
 
     ``L = ln(1/alpha)``, ``s = L - 1 - L/c``; ``gamma* = (-1 - W_{-1}(-e^s)) / L - 1/c``, clamped at 0. For tiny c,
     ``-e^s`` underflows, so ``W_{-1}`` is then found from its log form ``w + ln(-w) = s`` (w < -1) by Newton.
@@ -72,7 +72,7 @@ def _lambert_wm1_log(s: float, iterations: int = 50) -> float:
 
 
 def tokens_per_flop(alpha, gamma, draft_params, target_params):
-    """SDSL-style throughput ``Theta = tau / (2 N gamma + 2 M)`` tokens/FLOP (formulas.md §6.5) [R].
+    """SDSL-style throughput ``Theta = tau / (2 N gamma + 2 M)`` tokens/FLOP (docs/formulas.md#tokens-per-flop) [R].
 
     Charges ``2N`` FLOPs per drafted token and one target pass ``2M`` per step (the memory-bound "parallel
     verification is free" regime); ``Theta / Theta_AR`` equals Thm 3.8 with ``c = N / M``.

@@ -1,10 +1,11 @@
 """A pre-training corpus that needs no network: the Python source already installed on the machine.
 
-The GPU machines hold about 25,000 ``.py`` files (388 MB) in the site-packages of the Python that has torch,
-plus the standard library (offline-assets.md, "Text already on the GPU machines"); ``sysconfig.get_paths()``
-finds them. :func:`build_corpus` reads them (and optional extra text), drops duplicates by content hash,
-splits train/test **by file** with a seeded hash of the content (so the split does not depend on where Python
-is installed), trains a byte-level BPE tokenizer on a sample of the train split and writes::
+A Python environment with torch and the usual scientific stack holds tens of thousands of ``.py`` files (about
+25,000 files, 388 MB, on the GPU machines the shipped experiments ran on) in its site-packages, plus the
+standard library; ``sysconfig.get_paths()`` finds them. :func:`build_corpus` reads them (and optional extra
+text), drops duplicates by content hash, splits train/test **by file** with a seeded hash of the content (so
+the split does not depend on where Python is installed), trains a byte-level BPE tokenizer on a sample of the
+train split and writes::
 
     <dir>/train.bin, <dir>/test.bin   little-endian uint16 token ids, EOS after every file
     <dir>/tokenizer.json             the tokenizer (tokenizers library format)
