@@ -53,12 +53,19 @@ HEAD_DIM = 128
 KV_HEADS = 8
 
 
-def dtype_bytes(dtype: str) -> float:
-    """Bytes per element of ``dtype`` (``bfloat16``, ``bf16``, ``fp8``, ``int4`` ...)."""
-    key = _DTYPE_ALIASES.get(str(dtype).lower().replace("torch.", ""), str(dtype).lower().replace("torch.", ""))
+def dtype_name(dtype: str) -> str:
+    """The one spelling sdlaws prints for a dtype (torch's: ``bf16`` -> ``bfloat16``); :class:`ConfigError` if
+    unknown."""
+    key = str(dtype).lower().replace("torch.", "")
+    key = _DTYPE_ALIASES.get(key, key)
     if key not in DTYPE_BYTES:
         raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPE_BYTES)}")
-    return DTYPE_BYTES[key]
+    return key
+
+
+def dtype_bytes(dtype: str) -> float:
+    """Bytes per element of ``dtype`` (``bfloat16``, ``bf16``, ``fp8``, ``int4`` ...)."""
+    return DTYPE_BYTES[dtype_name(dtype)]
 
 
 def peak_flops_per_s(hw: Hardware, dtype: str) -> float:
@@ -459,7 +466,11 @@ class ServingSetup:
     forward: Any = None  # a fitted step-time law (sdlaws.plan.cost.StepTimeFit) replacing the roofline
 
     def __post_init__(self) -> None:
-        """A measured step-time law times unsplit forwards only."""
+        """Dtypes spelled one way in every plan (``bf16`` is printed as ``bfloat16``); a measured step-time law
+        times unsplit forwards only."""
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.kv_dtype is not None:
+            object.__setattr__(self, "kv_dtype", dtype_name(self.kv_dtype))
         if self.forward is not None and self.tp != 1:
             raise ConfigError("measured step tables (--steps) time one GPU; tensor parallelism needs the roofline")
 

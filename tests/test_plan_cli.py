@@ -166,3 +166,21 @@ def test_plan_without_steps_says_it_runs_on_the_datasheet_roofline():
                   "--hardware", "h200")
     assert result.exit_code == 0, result.output
     assert "datasheet roofline of H200" in " ".join(result.stdout.split())
+
+
+def test_full_plan_says_which_draft_size_it_serves_and_spells_dtype_one_way():
+    result = _run("--target", "llama-3.1-70b", "--hardware", "h200", "--batch", "1,8", "--samples", "20",
+                  "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    for text in ("SDSL N* versus target size M (objective: tokens per FLOP", "Roofline N* per batch size (objective: "
+                 "tokens/s)", "Two draft-size optima", "Draft served: the SDSL N*", "bfloat16, context"):
+        assert text in out, text
+    assert "bf16," not in out
+
+
+def test_draft_size_subcommand_states_both_objectives():
+    result = _run("draft-size", "--target", "llama-3-8b", "--batch", "1", "--samples", "20", "--json")
+    assert result.exit_code == 0, result.output
+    objectives = json.loads(result.stdout)["inputs"]["draft_size_objectives"]
+    assert "tokens per FLOP" in objectives and "tokens/s" in objectives and "serve the SDSL N*" in objectives

@@ -148,3 +148,11 @@ def test_calibrate_input_errors():
     mixed = steps.assign(gpu_name=["a", "b"] * (len(steps) // 2))
     with pytest.raises(InputError, match="several devices"):
         calibrate(mixed, get_preset("h100"))
+
+
+def test_serving_setup_spells_dtypes_as_torch_does():
+    target, hw = named_shape("llama-3-8b"), get_preset("h100")
+    setup = ServingSetup(target=target, hardware=hw, dtype="bf16", kv_dtype="FP16")
+    assert (setup.dtype, setup.kv_dtype, setup.to_dict()["dtype"]) == ("bfloat16", "float16", "bfloat16")
+    with pytest.raises(ConfigError, match="unknown dtype 'bf17'"):
+        ServingSetup(target=target, hardware=hw, dtype="bf17")

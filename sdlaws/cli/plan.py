@@ -32,7 +32,8 @@ HardwareOpt = Annotated[str, typer.Option("--hardware", help="Preset (h100, h200
                                                              "(full profile or `sdlaws measure hardware` output).")]
 Batch = Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")]
 KvLen = Annotated[int, typer.Option("--kv-len", help="Mean cached context per sequence while decoding, tokens.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="Weight/compute dtype: bfloat16, float16, fp8, int8, int4.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="Weight/compute dtype: bfloat16 (or bf16), float16 (fp16), "
+                                                    "fp8, int8, int4.")]
 Tp = Annotated[int, typer.Option("--tp", help="GPUs the target is split over (tensor parallel).")]
 Fits = Annotated[Optional[list[Path]], typer.Option("--fit", help="Fitted law JSON from `sdlaws fit` (ppl_plane, "
                                                                   "topk_batch, loglinear); repeatable.")]
@@ -48,6 +49,9 @@ PositionAcceptance = Annotated[Optional[str], typer.Option("--position-acceptanc
 AcceptanceKind = Annotated[Optional[str], typer.Option("--acceptance", help="What the loglinear law predicts: tau or "
                                                        "alpha (default: from the fit's response column).")]
 Gamma = Annotated[Optional[int], typer.Option("--gamma", help="Chain length a tau law was measured at.")]
+PairName = Annotated[Optional[str], typer.Option("--pair", help="Published draft/target pair (a name in "
+                                                "data/published_pairs.csv, e.g. llama-3.1-8b-eagle3-vllm): its "
+                                                "acceptance, and its target and draft shapes unless given.")]
 TrainMfu = Annotated[float, typer.Option("--train-mfu", help="Training FLOP utilisation (Llama 3 reports 0.38-0.43).")]
 Samples = Annotated[int, typer.Option("--samples", help="Law parameter draws for the intervals.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed of the draws.")]
@@ -95,6 +99,7 @@ class PlanOptions:
     position_acceptance: Optional[str] = None
     acceptance: Optional[str] = None
     gamma: Optional[int] = None
+    pair: Optional[str] = None
     train_mfu: float = 0.4
     samples: int = 200
     seed: int = 0
@@ -105,9 +110,11 @@ class PlanOptions:
     steps: Optional[list[Path]] = None
     profile: Optional[Path] = None
     max_new_tokens: int = 128
-    # Resolved from the options above by ``of``: the Hardware and the step-time law (None without --steps).
+    # Resolved from the options above by ``of``: the Hardware, the step-time law (None without --steps) and the
+    # published pair of --pair (None without it).
     resolved_hardware: Any = None
     step_law: Any = None
+    resolved_pair: Any = None
 
     @classmethod
     def of(cls, values: dict) -> "PlanOptions":
@@ -125,10 +132,31 @@ class PlanOptions:
             from sdlaws.plan.cost import fit_steptime
 
             law = fit_steptime(read_measurements(opts.steps, table="step", ok_only=True), hardware)
-        return replace(opts, resolved_hardware=hardware, step_law=law)
+        return _with_pair(replace(opts, resolved_hardware=hardware, step_law=law))
 
 
 # ----------------------------------------------------------------------------------------------- resolving
+
+def _with_pair(opts: PlanOptions) -> PlanOptions:
+    """The --pair row's target and draft shapes where the command line names none (its acceptance: _acceptance)."""
+    if opts.pair is None:
+        return opts
+    if any(v is not None for v in (opts.alpha, opts.rank_acceptance, opts.position_acceptance, opts.profile)):
+        raise ConfigError("--pair brings its own acceptance; drop --alpha, --rank-acceptance, --position-acceptance "
+                          "and --profile, or drop --pair")
+    from sdlaws.plan.pairs import lookup
+
+    pair = lookup(opts.pair)
+    shapes = {}
+    for role, shape, given in (("target", pair.target_shape, (opts.target, opts.target_params, opts.target_config)),
+                               ("draft", pair.draft_shape, (opts.draft, opts.draft_params, opts.draft_config))):
+        if all(v is None for v in given):
+            if shape is None:  # a guessed shape would plan a different pair than the one whose acceptance is used
+                raise ConfigError(f"pair {pair.name!r} has no {role} shape sdlaws can cost ({getattr(pair, role)}); "
+                                  f"give --{role} NAME, --{role}-params N or --{role}-config config.json")
+            shapes[role] = shape
+    return replace(opts, resolved_pair=pair, **shapes)
+
 
 def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
     """Comma-separated numbers of an option, or None when it was not given."""
@@ -198,10 +226,15 @@ def _setup(opts: PlanOptions, draft=None):
 
 
 def _acceptance(opts: PlanOptions):
-    """ServingAcceptance from --alpha / --rank-acceptance / --position-acceptance (None: predict from SDSL)."""
+    """ServingAcceptance from --pair, or --alpha / --rank-acceptance / --position-acceptance (None: predict from
+    SDSL)."""
     from sdlaws.plan.optimize import ServingAcceptance
     from sdlaws.plan.speedup import rank_rates_from_shares
 
+    if opts.resolved_pair is not None:
+        from sdlaws.plan.pairs import acceptance
+
+        return acceptance(opts.resolved_pair)
     shares = _floats(opts.rank_acceptance, "--rank-acceptance")
     positions = _floats(opts.position_acceptance, "--position-acceptance")
     if opts.alpha is None:
@@ -291,7 +324,11 @@ def _draft_size(opts: PlanOptions, laws: dict, batches):
 # ------------------------------------------------------------------------------------------------ output
 
 def _draft_name(plan_set, opts: PlanOptions) -> str:
-    """Draft id for the engine flags: the named draft, its config directory, or a placeholder with its size."""
+    """Draft id for the engine flags: the published draft of --pair, the named draft, its config directory, or a
+    placeholder with its size."""
+    pair = opts.resolved_pair
+    if pair is not None and opts.draft == pair.draft_shape and " " not in pair.draft:  # a hub id, not a description
+        return pair.draft
     if opts.draft is not None:
         return opts.draft
     if opts.draft_config is not None:
@@ -338,20 +375,25 @@ def _render(plan_set, flags, out_dir, fmt: str) -> None:
     out = Output(fmt)
     out.text(plan_set.title, style="bold")
     out.text(plan_set.inputs["cost_model"]["statement"])
+    if plan_set.inputs.get("acceptance_source"):
+        out.text(f"Acceptance: {plan_set.inputs['acceptance_source']}")
     if "serving" in plan_set.inputs and plan_set.inputs["cost_model"]["kind"] == "roofline":
         out.text(_roofline_line(plan_set.inputs["serving"]))
+    for key in ("draft_size_objectives", "served_draft"):  # which of the two draft-size optima is served
+        if plan_set.inputs.get(key):
+            out.text(plan_set.inputs[key])
     for plan in (p for p in plan_set.select("draft_params") if "SDSL" in p.objective):
         for line in plan.summary().splitlines():
             out.text(line)
     t = plan_set.tables
     if "draft_size_vs_target" in t:
-        out.table("Optimal draft size N* versus target size M (SDSL tokens/FLOP, 95% interval)",
+        out.table("SDSL N* versus target size M (objective: tokens per FLOP; 95% interval)",
                   ["target M", "N*", "N*/M", "gamma", "alpha", "speedup", "mu*M+M0 [S]"],
                   [[num(r.target_params), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
                     num(r.draft_to_target), num(r.gamma), num(r.alpha), num(r.speedup), num(r.sdsl_shortcut_params)]
                    for r in t["draft_size_vs_target"].itertuples()])
     if "draft_size_by_batch" in t:
-        out.table("Draft size maximising roofline tokens/s per batch size", ["batch", "N*", "gamma", "speedup"],
+        out.table("Roofline N* per batch size (objective: tokens/s)", ["batch", "N*", "gamma", "speedup"],
                   [[num(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
                     num(r.gamma), num(r.speedup)] for r in t["draft_size_by_batch"].itertuples()])
     if "serving" in t:
@@ -512,7 +554,7 @@ def plan_all(ctx: typer.Context, target: Target = None, target_params: TargetPar
              position_acceptance: PositionAcceptance = None, acceptance: AcceptanceKind = None, gamma: Gamma = None,
              train_mfu: TrainMfu = 0.4, samples: Samples = 200, seed: Seed = 0, json_: Json = False,
              table_format: Format = "table", out: Out = None, sglang_algorithm: Sglang = "EAGLE",
-             steps: Steps = None) -> None:
+             steps: Steps = None, pair: PairName = None) -> None:
     """Full plan: optimal draft size (SDSL and roofline), N* vs target size, and serving settings per batch."""
     if ctx.invoked_subcommand is not None:
         return
@@ -568,7 +610,7 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
             target_tokens: TargetTokens = 2e12, alpha: Alpha = None, rank_acceptance: RankAcceptance = None,
             position_acceptance: PositionAcceptance = None, samples: Samples = 200, seed: Seed = 0,
             json_: Json = False, table_format: Format = "table", out: Out = None, sglang_algorithm: Sglang = "EAGLE",
-            steps: Steps = None, profile: Profile = None, max_new_tokens: MaxNew = 128) -> None:
+            steps: Steps = None, profile: Profile = None, max_new_tokens: MaxNew = 128, pair: PairName = None) -> None:
     """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags; with
     --profile, the best of sdlaws's engine configurations by predicted decode tokens/s."""
     opts = PlanOptions.of(locals())

@@ -258,6 +258,8 @@ def _acceptance_line(plan: dict) -> str:
         first = ", ".join(f"{row[0]:.3f}" for row in profile)
         return (f"Acceptance: profile of {len(profile)} depths (rank-0 rates {first}); "
                 f"{inputs['engine']['batching']} batches of {inputs['engine']['max_new_tokens']} new tokens.")
+    if inputs.get("acceptance_source"):
+        return f"Acceptance: {inputs['acceptance_source']}."
     alpha = inputs.get("alpha")
     return f"Acceptance: alpha = {alpha:.4f} per token (Leviathan's i.i.d. model)." if alpha is not None else \
         "Acceptance: not recorded."

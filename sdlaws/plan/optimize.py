@@ -7,7 +7,7 @@ the point estimates. Laws are fitted ``FitResult`` objects or the published defa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -336,6 +336,7 @@ class ServingAcceptance:
     ci_kind: str = "no interval (acceptance given as a number)"
     rank_rates: np.ndarray | None = None       # conditional rank rates c_r (fixed), overrides the alpha decay
     position_rates: np.ndarray | None = None   # chain per-position conditional rates alpha_1..alpha_gamma
+    source: str | None = None                  # where it comes from (a published pair), echoed in the plan
 
     def alphas(self) -> np.ndarray:
         """Point first, then the draws: shape (1 + S,)."""
@@ -413,7 +414,7 @@ def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, to
                         f"memory ({setup.hardware.memory_bytes / 2**30:.0f} GiB per GPU); use --tp, fp8 or a "
                         "shorter context (those rows assume they fit)")
     inputs = dict(serving=setup.to_dict(), alpha=acc.alpha, rank_rates=_list(acc.rank_rates),
-                  position_rates=_list(acc.position_rates),
+                  position_rates=_list(acc.position_rates), acceptance_source=acc.source,
                   rank_decay=None if acc.rank_rates is not None else RANK_DECAY,
                   topk_law=_law_echo(topk_law) if topk_law is not None else None, gamma_max=gamma_max,
                   topks=list(map(int, topks)), depth_max=depth_max, samples=samples, seed=seed)
@@ -524,10 +525,13 @@ def draft_size_report(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLA
                                      draft_params_lower=(p.ci or (np.nan, np.nan))[0],
                                      draft_params_upper=(p.ci or (np.nan, np.nan))[1], gamma=p.settings["gamma"],
                                      speedup=p.speedup) for p in by_batch])
+    objectives = (f"Two draft-size optima: the SDSL N* maximises tokens per FLOP (one target pass per step; no "
+                  f"hardware), the roofline N* maximises tokens/s at each batch size on {setup.hardware.name}. "
+                  "`sdlaws plan` and `sdlaws plan serving` serve the SDSL N* unless a draft is given.")
     return PlanSet(title=f"Draft size for {setup.target.name} ({setup.target.params:.3g} params)",
                    plans=(sdsl, *by_batch), tables={"draft_size_vs_target": table, "draft_size_by_batch": batch_table},
                    inputs=dict(_draft_inputs(setup.target, plane, loss, draft_tokens, target_tokens, samples, seed),
-                               serving=setup.to_dict()),
+                               serving=setup.to_dict(), draft_size_objectives=objectives),
                    warnings=tuple(dict.fromkeys(w for p in (sdsl, *by_batch) for w in p.warnings)))
 
 
@@ -552,5 +556,16 @@ def full_plan(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLANE, loss
     served = setup if setup.draft is not None else setup.with_draft(
         draft_like(setup.target, report.plans[0].value))
     acceptance = acceptance or sdsl_acceptance(served.draft.params, setup.target.params, **common)
-    return report + serving_plan(served, batch_sizes, acceptance, topk_law=topk_law, samples=samples, seed=seed,
-                                 level=level)
+    serving = serving_plan(served, batch_sizes, acceptance, topk_law=topk_law, samples=samples, seed=seed,
+                           level=level)
+    return report + replace(serving, inputs={**serving.inputs, "served_draft": _served_draft(
+        report.plans[0], served.draft, given=setup.draft is not None)})
+
+
+def _served_draft(sdsl: Plan, draft: ModelShape, *, given: bool) -> str:
+    """Which draft the serving plan serves: the given one, or the SDSL N* built as a real architecture."""
+    if given:
+        return (f"Draft served: the given {draft.name} ({draft.params:.3g} params); the draft-size tables show what "
+                "the laws would choose instead.")
+    return (f"Draft served: the SDSL N* ({sdsl.value:.3g} params), built as a {draft.params:.3g}-parameter "
+            "architecture with the target's vocabulary; the roofline N* table is for comparison.")
