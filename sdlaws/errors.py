@@ -1,7 +1,8 @@
-"""User-facing errors.
+"""User-facing errors and warnings.
 
-Every ``SdlawsError`` message is shown to the user as-is, on one line, by the CLI (exit code 2, no traceback).
-A message says what is wrong (naming the file, column or option) and how to fix it.
+Every ``SdlawsError`` message is shown to the user as-is, on one line, by the CLI (exit code 2 for bad input,
+1 for a run that produced nothing, no traceback). A message says what is wrong (naming the file, column or
+option) and how to fix it. A :class:`DataWarning` is shown as one ``warning: ...`` line.
 """
 
 
@@ -38,3 +39,13 @@ class ConfigError(SdlawsError):
 
 class ModelError(SdlawsError):
     """A model path, hub id or ``random:`` spec cannot be loaded."""
+
+
+class RunFailed(SdlawsError):
+    """The input was valid but the work produced no result (every configuration of a sweep failed)."""
+
+    exit_code = 1
+
+
+class DataWarning(UserWarning):
+    """Data were repaired or rows left out on reading (a torn last line, a repeated configuration)."""
