@@ -86,6 +86,12 @@ def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(_io.StringIO(text), keep_default_na=True)
 
 
+def csv_header(path: str | os.PathLike) -> list[str]:
+    """The column names of a CSV's first line ([] for an empty file), without reading the rest."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
 def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
     """(line number, cells) of each CSV record of ``text``; blank lines are skipped, as pandas does."""
     reader = csv.reader(_io.StringIO(text, newline=""))
@@ -414,6 +420,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG, atomically (:func:`atomic_write`); returns the path."""
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
+    return path
+
+
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj.to_dict()`` (or a plain dict) as indented JSON, atomically (:func:`atomic_write`); returns the path."""
     data = obj.to_dict() if hasattr(obj, "to_dict") else obj
@@ -429,6 +443,8 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: is a directory; expected a JSON file")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:

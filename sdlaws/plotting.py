@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sdlaws import io
 from sdlaws.fit.estimators import COUNT_WEIGHTS
 from sdlaws.fit.result import FitResult
 
@@ -65,10 +66,7 @@ def plot_fits(fits: Mapping[Any, FitResult], rows: Mapping[Any, pd.DataFrame], p
     ax.set_title(f"{first.law}: {first.spec.equation}\n{1 - alpha:.0%} bands: shaded mean, dashed new observation",
                  fontsize=9)
     ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return io.save_figure(fig, path)
 
 
 def _label(group: Any, fit: FitResult) -> str:
@@ -119,9 +117,7 @@ def predicted_vs_measured(measured, predicted, groups, path: str | Path, *, quan
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel=f"measured {quantity}",
            ylabel=f"predicted {quantity}", title=title)
     ax.legend(fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return io.save_figure(fig, path)
 
 
 def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
@@ -141,6 +137,4 @@ def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
     ax.set(xscale="log", xlabel="batch size (sequences)", ylabel="decode speedup over AR",
            title="8B target + 1B draft, H200, synthetic acceptance")
     ax.legend(fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return io.save_figure(fig, path)

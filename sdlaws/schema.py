@@ -233,10 +233,10 @@ def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -
 def _numeric(series: pd.Series, col: Column, ok: pd.Series, source: str) -> pd.Series:
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna() & series.astype(str).str.strip().ne("")
-    _reject(bad, source, f"column {col.name}", lambda row: f"{series.iloc[row]!r} is not a number; fix or delete "
+    _reject(bad, source, f"column {col.name}", lambda row: f"'{series.iloc[row]}' is not a number; fix or delete "
                                                            "that row")
     _reject(values.isin([np.inf, -np.inf]), source, f"column {col.name}",
-            lambda row: f"{series.iloc[row]!r} is not finite; fix or delete that row")
+            lambda row: f"'{series.iloc[row]}' is not finite; fix or delete that row")
     if col.kind in ("count", "timing") or col.required:
         check = ok & (values.isna() if col.required else pd.Series(False, index=values.index))
         _reject(check, source, f"column {col.name}", lambda row: "is empty in an ok row; re-measure it or mark it "

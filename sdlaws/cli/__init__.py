@@ -10,33 +10,47 @@ operating-system error (disk full, permission denied) is one line with exit code
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from functools import partial
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from sdlaws.errors import DataWarning, SdlawsError
 
+# The parser's usage error (click's, or the copy of click that typer >= 0.26 vendors): BadParameter's base.
+_USAGE_ERROR = typer.BadParameter.__bases__[0]
+
 
 class _Group(TyperGroup):
-    """Root group that turns library errors into a one-line message and exit code 2."""
+    """Root group that turns library errors, parser errors and data warnings into one-line messages."""
+
+    def parse_args(self, ctx, args):
+        with _one_line_errors(ctx):  # the root's own options (sub-commands parse theirs inside invoke)
+            return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         with warnings.catch_warnings():
             warnings.simplefilter("always", DataWarning)
             warnings.showwarning = partial(_show_warning, fallback=warnings.showwarning)
-            try:
+            with _one_line_errors(ctx):
                 return super().invoke(ctx)
-            except click.exceptions.NoArgsIsHelpError:
-                raise
-            except click.UsageError as exc:  # a sub-command's option the parser rejected
-                _fail(ctx, exc.format_message(), exc.exit_code)
-            except SdlawsError as exc:
-                _fail(ctx, str(exc), exc.exit_code)
-            except OSError as exc:
-                where = f"{exc.filename}: " if exc.filename else ""
-                _fail(ctx, f"{where}{exc.strerror or exc}", 1)
+
+
+@contextmanager
+def _one_line_errors(ctx):
+    """Print ``error: ...`` on one line of stderr and exit with the error's code for a parser error, a
+    :class:`SdlawsError` (2 for bad input) or an operating-system error (1)."""
+    try:
+        yield
+    except _USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: show its help, as asked
+            raise
+        _fail(ctx, exc.format_message(), exc.exit_code)
+    except SdlawsError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(ctx, f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), 1)
 
 
 def _fail(ctx, message: str, code: int) -> None:

@@ -66,6 +66,17 @@ Sglang = Annotated[str, typer.Option("--sglang-algorithm", help="SGLang --specul
 
 DEFAULT_HARDWARE = "H100-SXM"
 DEFAULT_BATCH = "1,2,4,8,16,32,64,128,256"
+#: Accepted ranges of the numeric options, checked before any planning: field -> (option, low, high, integer).
+#: Parameter counts span a toy model to 100x the largest dense LLM; token counts up to 1e18.
+RANGES: dict[str, tuple[str, float, float, bool]] = {
+    "target_params": ("--target-params", 1e3, 1e14, False), "draft_params": ("--draft-params", 1e3, 1e14, False),
+    "draft_tokens": ("--draft-tokens", 1.0, 1e18, False), "target_tokens": ("--target-tokens", 1.0, 1e18, False),
+    "serve_tokens": ("--serve-tokens", 1.0, 1e18, False), "kv_len": ("--kv-len", 0, 10_000_000, True),
+    "tp": ("--tp", 1, 1024, True), "gamma": ("--gamma", 1, 64, True), "train_mfu": ("--train-mfu", 1e-3, 1.0, False),
+    "samples": ("--samples", 1, 100_000, True), "seed": ("--seed", 0, 2**63 - 1, True),
+    "max_new_tokens": ("--max-new-tokens", 1, 10_000_000, True),
+}
+MAX_BATCH = 1_000_000
 LAW_ROLES = {"ppl_plane": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk", "loglinear": "loglinear"}
 
 
@@ -109,11 +120,21 @@ class PlanOptions:
     @classmethod
     def of(cls, values: dict) -> "PlanOptions":
         """Build from a command's ``locals()`` (keys that are not options are ignored) and resolve the hardware."""
+        from sdlaws import checks
         from sdlaws.hardware import load_hardware
+        from sdlaws.roofline import dtype_bytes
 
         opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
-        if opts.samples < 1 or opts.kv_len < 0:
-            raise ConfigError(f"--samples must be >= 1 and --kv-len >= 0 (got {opts.samples}, {opts.kv_len})")
+        for name, (option, lo, hi, integer) in RANGES.items():
+            if getattr(opts, name) is not None:
+                checks.number(option, getattr(opts, name), lo, hi, integer=integer)
+        _batches(opts.batch)
+        try:
+            dtype_bytes(opts.dtype)
+        except ConfigError as exc:
+            raise ConfigError(f"--dtype: {exc}") from None
+        if opts.out is not None:
+            checks.output_dir("--out", opts.out)
         hardware, law = load_hardware(opts.hardware), None
         if opts.steps:
             from sdlaws.io import read_measurements
@@ -136,10 +157,11 @@ def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
 
 
 def _batches(text: str) -> list[int]:
-    """Batch sizes of --batch (positive integers)."""
+    """Batch sizes of --batch (integers in [1, MAX_BATCH])."""
+    from sdlaws import checks
+
     values = _floats(text, "--batch") or []
-    if not values or any(v < 1 or v != int(v) for v in values):
-        raise ConfigError(f"--batch {text!r}: expected comma-separated positive integers, e.g. 1,8,64")
+    checks.numbers("--batch", values, 1, MAX_BATCH, integer=True)
     return [int(v) for v in values]
 
 
@@ -197,8 +219,13 @@ def _acceptance(opts: PlanOptions):
     from sdlaws.plan.optimize import ServingAcceptance
     from sdlaws.plan.speedup import rank_rates_from_shares
 
+    from sdlaws import checks
+
     shares = _floats(opts.rank_acceptance, "--rank-acceptance")
     positions = _floats(opts.position_acceptance, "--position-acceptance")
+    for option, rates in (("--rank-acceptance", shares), ("--position-acceptance", positions)):
+        if rates is not None:
+            checks.numbers(option, rates, 0.0, 1.0, note="acceptance rates")
     if opts.alpha is None:
         if shares or positions:
             raise ConfigError("--rank-acceptance / --position-acceptance need --alpha (the measured per-token rate)")
@@ -307,11 +334,11 @@ def _emit(opts: PlanOptions, plan_set) -> None:
     if flags is not None:
         data["engine_flags"] = flags.to_dict(orient="records")
     if opts.out is not None:
-        from sdlaws.io import save_json
+        from sdlaws import io
 
-        opts.out.mkdir(parents=True, exist_ok=True)
-        save_json(data, opts.out / "plan.json")
-        _figures(plan_set, opts.out)
+        with io.output_group():  # plan.json and the figures replace the previous ones together, or not at all
+            io.save_json(data, opts.out / "plan.json")
+            _figures(plan_set, opts.out)
     if opts.json_:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -460,6 +487,8 @@ def _figures(plan_set, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sdlaws.io import save_figure
+
     drafts = plan_set.select("draft_params")
     if drafts:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -470,7 +499,7 @@ def _figures(plan_set, out: Path) -> None:
         ax.set_title("Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "draft_size.png", dpi=120)
+        save_figure(fig, out / "draft_size.png")
         plt.close(fig)
     if "serving" in plan_set.tables:
         _serving_figure(plan_set.tables["serving"], out / "serving.png", plt)
@@ -481,12 +510,14 @@ def _figures(plan_set, out: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "pretraining.png", dpi=120)
+        save_figure(fig, out / "pretraining.png")
         plt.close(fig)
 
 
 def _serving_figure(serving, path: Path, plt) -> None:
     """serving.png: optimal top-k and gamma versus batch size, with the fitted law when given."""
+    from sdlaws.io import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     b = serving["batch_size"]
     k = serving["tree_topk"]
@@ -502,7 +533,7 @@ def _serving_figure(serving, path: Path, plt) -> None:
     ax.set_title("Optimal speculation settings versus batch size\n(bars: 95% interval)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
