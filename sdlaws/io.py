@@ -428,14 +428,23 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     return path
 
 
-def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj.to_dict()`` (or a plain dict) as indented JSON, atomically (:func:`atomic_write`); returns the path."""
-    data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+def save_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`); returns the path."""
     path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
     with atomic_write(path) as fh:
         fh.write(text)
     return path
+
+
+def save_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj.to_dict()`` (or a plain dict) as indented JSON, atomically (:func:`atomic_write`); returns the path."""
+    return save_text(json_text(obj), path)
+
+
+def json_text(obj: Any) -> str:
+    """The text :func:`save_json` writes: ``obj.to_dict()`` (or a plain dict) as indented JSON."""
+    data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
 
 
 def load_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -157,20 +157,19 @@ def analyse(root: str | Path = "measurements") -> Results:
 
 def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measurements") -> Path:
     """Analyse, draw the figures beside ``out`` and write the document and the roofline-error JSON."""
+    from sdlaws import io
     from sdlaws.experiments.costmodel_doc import render
-    from sdlaws.io import save_json
     from sdlaws.plan.cost import ROOFLINE_ERROR_FILE
 
     out = Path(out)
     results = analyse(root)
     figures = out.with_suffix("")
-    figures.mkdir(parents=True, exist_ok=True)
-    text = render(results, figures, root=Path(root), link=figures.name)
-    out.write_text(text)
-    r = results.roofline
-    save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(_datasheet_errors(results))),
-                                   max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
-                                   shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
+    with io.output_group():  # the document, its figures and the error JSON replace the old ones together
+        io.save_text(render(results, figures, root=Path(root), link=figures.name), out)
+        r = results.roofline
+        io.save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(_datasheet_errors(results))),
+                                          max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
+                                          shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
     return out
 
 

@@ -864,12 +864,13 @@ def write_report(measurements: str | Path, out: str | Path, *, markdown: str | P
     """
     out, report = Path(out), build_report(measurements, n_boot=n_boot, seed=seed)
     markdown = Path(markdown) if markdown is not None else out.with_suffix(".md")
-    out.mkdir(parents=True, exist_ok=True)
-    written = [*_write_fits(report.sections, out), *_write_figures(report, out)]
-    report.data["files"] = sorted(p.name for p in written)
-    report.data["figures_link"] = Path(os.path.relpath(out.resolve(), markdown.parent.resolve())).as_posix()
-    json_path = io.save_json(report.data, out / "report.json")
-    markdown.write_text(render_markdown(io.load_json(json_path)))
+    with io.output_group():  # the fits, figures, JSON and markdown replace the previous ones together
+        written = [*_write_fits(report.sections, out), *_write_figures(report, out)]
+        report.data["files"] = sorted(p.name for p in written)
+        report.data["figures_link"] = Path(os.path.relpath(out.resolve(), markdown.parent.resolve())).as_posix()
+        text = io.json_text(report.data)
+        io.save_text(text, out / "report.json")
+        io.save_text(render_markdown(json.loads(text)), markdown)  # rendered from the JSON, as a reader sees it
     return report
 
 
@@ -916,8 +917,7 @@ def _scatter(path: Path, panels) -> Path:
             ax.set_yscale("log")
         ax.set(title=title, xlabel="measured", ylabel="predicted")
         ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    return path
+    return io.save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ markdown
