@@ -37,10 +37,9 @@ def numbers(option: str, values: Iterable, lo: float, hi: float, *, integer: boo
 
 def _show(value) -> str:
     """A number as the user would type it: integers without a decimal point, others in %g."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, Real) and math.isfinite(value):
-        return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
+    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
+        exact = isinstance(value, int) or float(value).is_integer()
+        return str(int(value)) if exact and abs(value) < 1e16 else f"{value:.3g}"
     return repr(value) if isinstance(value, str) else str(value)
 
 

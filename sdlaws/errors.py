@@ -7,6 +7,7 @@ option) and how to fix it. A :class:`DataWarning` is shown as one ``warning: ...
 
 
 import sys
+from contextlib import contextmanager
 
 #: Longest ``error`` cell written for a failed measurement row.
 MAX_ERROR_CHARS = 500
@@ -27,6 +28,16 @@ class SdlawsError(Exception):
     """Base class: an error whose message is written for the user."""
 
     exit_code = 2
+
+
+@contextmanager
+def naming(option: str):
+    """Re-raise an :class:`SdlawsError` from the block with ``option`` in front of its message, so that the
+    one-line error says which option gave the bad value (``--draft random:nope: unknown random shape ...``)."""
+    try:
+        yield
+    except SdlawsError as exc:
+        raise type(exc)(f"{option} {exc}") from None
 
 
 class InputError(SdlawsError):

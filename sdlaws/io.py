@@ -276,7 +276,8 @@ def _check_header(path: Path, header: list[str], cols: list[schema.Column], row:
     missing = [c for c in cols if c.name not in header]
     lossy = [c.name for c in missing if c.default is None or row.get(c.name) not in (None, c.default)]
     if set(header) - {c.name for c in cols} or lossy:
-        extra = f" (it has no column {', '.join(lossy)})" if lossy else ""
+        more = f" and {len(lossy) - 5} more" if len(lossy) > 5 else ""
+        extra = f" (it has no column {', '.join(lossy[:5])}{more})" if lossy else ""
         raise InputError(f"{path}: header does not match the {table!r} schema{extra}; write to a new file")
 
 
@@ -288,6 +289,17 @@ def _cell(value: Any) -> Any:
     if isinstance(value, str):
         return " ".join(value.splitlines())
     return value
+
+
+def check_appendable(path: str | os.PathLike, table: str) -> None:
+    """:class:`InputError` unless rows of ``table`` can be appended to ``path``: it is absent, empty, or a CSV
+    whose header is that table's (checked before a sweep, so that a wrong file fails before any measurement)."""
+    path = Path(path)
+    header = csv_header(path) if path.is_file() else []
+    if header:
+        if not {"run_id", "status"} <= set(header):
+            raise InputError(f"{path}: not an sdlaws measurement CSV (no run_id/status column); choose another --out")
+        _check_header(path, header, schema.columns(table), {}, table)
 
 
 def run_status(path: str | os.PathLike) -> pd.DataFrame:

@@ -84,7 +84,7 @@ def measure(
         return
     from sdlaws.measure import profile
     from sdlaws.measure.config import MeasureConfig
-    from sdlaws.measure.sweep import expand_grid, run_sweep
+    from sdlaws.measure.sweep import prepare_sweep
 
     if not target:
         raise ConfigError("pass --target MODEL (a local dir, hub id[@revision] or random:NAME)")
@@ -97,9 +97,10 @@ def measure(
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
         fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
+    sweep = prepare_sweep(config, out)
     typer.echo(config.summary())
-    typer.echo(f"{len(expand_grid(config))} configurations -> {out}")
-    result = run_sweep(config, out)
+    typer.echo(f"{sweep.result.num_runs} configurations -> {out}")
+    result = sweep.run()
     typer.echo(result.summary())
     if result.failures and not result.num_ok:
         label, error = result.failures[0]

@@ -146,21 +146,21 @@ class PlanOptions:
 
 # ----------------------------------------------------------------------------------------------- resolving
 
-def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
+def _floats(text: Optional[str], option: str, example: str = "0.8,0.7") -> Optional[list[float]]:
     """Comma-separated numbers of an option, or None when it was not given."""
     if text is None:
         return None
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.8,0.7") from None
+        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {example}") from None
 
 
 def _batches(text: str) -> list[int]:
     """Batch sizes of --batch (integers in [1, MAX_BATCH])."""
     from sdlaws import checks
 
-    values = _floats(text, "--batch") or []
+    values = _floats(text, "--batch", "1,8,64") or []
     checks.numbers("--batch", values, 1, MAX_BATCH, integer=True)
     return [int(v) for v in values]
 

@@ -27,7 +27,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 from statsmodels.regression.linear_model import OLS, WLS
 
-from sdlaws import __version__, rates, schema
+from sdlaws import __version__, checks, rates, schema
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.fit.bootstrap import bootstrap_linear, bootstrap_refit
 from sdlaws.fit.laws import LAWS, LawSpec, get_law
@@ -125,9 +125,9 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     of acceptance fits, with a note in each result saying how many.
     """
     spec = get_law(law)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or not 0 <= n_boot <= MAX_BOOTSTRAP:
-        raise ConfigError(f"--bootstrap {n_boot!r} is out of range; expected an integer in [0, {MAX_BOOTSTRAP}] "
-                          "(0 = analytic intervals)")
+    checks.number("--bootstrap", n_boot, 0, MAX_BOOTSTRAP, integer=True, note="0 = analytic intervals")
+    checks.number("--seed", seed, 0, 2**63 - 1, integer=True)
+    n_boot = int(n_boot)
     xcols, ycol = _columns(spec, x, y)
     df, notes = _measured_acceptance(df, spec, [*xcols, ycol])
     options = dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed, progress=progress, notes=notes)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdlaws import checks, io
-from sdlaws.errors import ConfigError, error_cell
+from sdlaws.errors import ConfigError, error_cell, naming
 from sdlaws.measure import memory
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name, inspect_model,
@@ -304,7 +304,8 @@ def check_steps(model_spec: str, out: str | Path, sweep: StepSweep, *, dtype: st
     checks.output_file("--timing-out", out)
     io.repair_tail(out)
     io.run_status(out)  # refuses a file that is not a measurement CSV
-    model = inspect_model(model_spec, trust_remote_code=trust_remote_code)
+    with naming("--model"):
+        model = inspect_model(model_spec, trust_remote_code=trust_remote_code)
     batch, tokens = max(sweep.batch_sizes), max(sweep.tokens_per_row)
     if model.context_len is not None and sweep.kv_len + tokens > model.context_len:
         raise ConfigError(f"--kv {sweep.kv_len} + --tokens {tokens} = {sweep.kv_len + tokens} positions exceed the "

@@ -124,7 +124,7 @@ def canonical_dtype(dtype: str) -> str:
     """Canonical torch dtype name for an alias (``bf16`` -> ``bfloat16``); :class:`ModelError` if unknown."""
     key = str(dtype).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(set(DTYPES)))}")
+        raise ModelError(f"--dtype {dtype}: unknown dtype; use one of {', '.join(sorted(set(DTYPES)))}")
     return DTYPES[key]
 
 

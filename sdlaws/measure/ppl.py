@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sdlaws import checks, io, rates
-from sdlaws.errors import ConfigError, InputError
+from sdlaws.errors import ConfigError, InputError, naming
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.models import ModelInfo, canonical_dtype, device_name, inspect_model, load_model, resolve_device
 from sdlaws.provenance import provenance
@@ -190,9 +190,11 @@ def measure_ppl(model_spec: str, eval_path: str | os.PathLike, out: str | os.Pat
         checks.output_file("--out", out)
         io.repair_tail(out)
     if max_tokens is not None:
-        checks.number("--max-tokens", max_tokens, 2, 2**62, integer=True)
+        checks.number("--max-tokens", max_tokens, 2, 2**53, integer=True)
     _existing(eval_path)
-    context = context_length(inspect_model(model_spec, trust_remote_code=trust_remote_code).config, context_len)
+    with naming("--model"):
+        config = inspect_model(model_spec, trust_remote_code=trust_remote_code).config
+    context = context_length(config, context_len)
     if stride is not None:
         checks.number("--stride", stride, 1, context, integer=True, note="at most the context length")
     device = resolve_device(device)

@@ -1,6 +1,6 @@
 """Run a grid of speculative-decoding configurations and append one ``spec`` row per configuration.
 
-Before anything is loaded or written, the sweep checks what it can from configs alone (:meth:`_Sweep.preflight`):
+Before anything is loaded or written, the sweep checks what it can from configs alone (:meth:`Sweep.preflight`):
 the output is a spec CSV (a torn last line is cut off), every model spec and config reads, text prompts have a
 tokenizer, drafts share the target's vocabulary, prompts plus new tokens fit each model's context, and the
 largest configuration fits in memory (:mod:`sdlaws.measure.memory`). Bad input is a one-line error; nothing is
@@ -24,7 +24,7 @@ import os
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import reduce
+from functools import partial, reduce
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Protocol
@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 from filelock import FileLock, Timeout
 
 from sdlaws import checks, io, rates
-from sdlaws.errors import ConfigError, SdlawsError, error_cell
+from sdlaws.errors import ConfigError, error_cell, naming
 from sdlaws.measure import memory, profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
 from sdlaws.measure.models import (ModelConfig, ModelInfo, device_name, free_device_memory, inspect_model,
@@ -163,7 +163,14 @@ class SweepResult:
 
 def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
               loader: Callable = load_model, inspect: Callable = inspect_model, progress: bool = True) -> SweepResult:
-    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each.
+    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each: checked
+    first by :func:`prepare_sweep` (see it for the parameters), then :meth:`Sweep.run`."""
+    return prepare_sweep(config, out, decoder_factory=decoder_factory, loader=loader, inspect=inspect).run(progress)
+
+
+def prepare_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
+                  loader: Callable = load_model, inspect: Callable = inspect_model) -> "Sweep":
+    """A sweep checked and ready to :meth:`~Sweep.run`; nothing is loaded or written yet.
 
     Parameters
     ----------
@@ -178,25 +185,23 @@ def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory:
         ``inspect(spec, trust_remote_code=, tokenizer=) -> ModelConfig``: a model's config (and tokenizer)
         without its weights, for the checks made before loading (default:
         :func:`~sdlaws.measure.models.inspect_model`).
-    progress : bool
-        Show a rich progress bar over configurations.
 
     Returns
     -------
-    SweepResult
+    Sweep
 
     Raises
     ------
     ConfigError, ModelError, InputError
-        Before any model loads or any row is written (:meth:`_Sweep.preflight`).
+        Bad input (:meth:`Sweep.preflight`).
     """
     device = resolve_device(config.device)
-    sweep = _Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
+    sweep = Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
     sweep.preflight(inspect)
-    return sweep.run(progress)
+    return sweep
 
 
-class _Sweep:
+class Sweep:
     """State of one sweep: loaded models, prompts, perplexities, output path."""
 
     def __init__(self, config: MeasureConfig, out: Path, device: str, gpu_name: str,
@@ -204,8 +209,9 @@ class _Sweep:
         self.config, self.out, self.device, self.gpu_name = config, out, device, gpu_name
         self.factory, self.loader = factory, loader
         checks.output_file("--out", out)
+        io.check_appendable(out, "spec")
         io.repair_tail(out)
-        start = io.run_status(out)  # also refuses a file that is not a measurement CSV
+        start = io.run_status(out)
         self.rows_before = Counter(start["run_id"])
         self.ok_before = set(start.loc[start["status"].eq("ok"), "run_id"])
         # Read a JSONL prompt file (or build a text set) once, before any model loads: bad input fails fast.
@@ -228,8 +234,9 @@ class _Sweep:
         for option, specs in (("--target", c.targets), ("--draft", c.drafts)):
             for spec in specs:
                 if spec not in models:
-                    models[spec] = _inspect(inspect, option, spec, trust_remote_code=c.trust_remote_code,
-                                            tokenizer=option == "--target" and self.texts is not None)
+                    with naming(option):
+                        models[spec] = inspect(spec, trust_remote_code=c.trust_remote_code,
+                                               tokenizer=option == "--target" and self.texts is not None)
         for target in c.targets:
             self.prompts[target] = self._prompt_set(target, models[target])
             for draft in c.drafts:
@@ -268,7 +275,7 @@ class _Sweep:
                      for spec, shape in shapes.items() if shape is not None]
             memory.check_fits(loads, memory.host_available_bytes(), "the host")
 
-    def run(self, progress: bool) -> SweepResult:
+    def run(self, progress: bool = True) -> SweepResult:
         """Measure the configurations not yet ``ok`` in the output, grouped by target."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -283,17 +290,15 @@ class _Sweep:
         """Load one target (and each of its drafts once) and measure its configurations."""
         loaded = self._load(spec)
         if isinstance(loaded, str):
-            return self._each_point(runs, bar, task, lambda pending: self._fail(pending, loaded, None))
+            return self._each_point(runs, bar, task, partial(self._fail, reason=loaded, target_info=None))
         target, _, info = loaded
-        prompts = self.prompts[spec]
         for draft_spec, group in groupby(runs, key=operator.attrgetter("draft")):
             draft = self._load(draft_spec) if draft_spec else (None, None, None)
-            if isinstance(draft, str):
-                self._each_point(list(group), bar, task, lambda pending: self._fail(pending, draft, info))
-                continue
-            self._each_point(list(group), bar, task,
-                             lambda pending: self._measure(pending, target, info, draft[0], draft[2], prompts))
-            del draft
+            work = (partial(self._fail, reason=draft, target_info=info) if isinstance(draft, str) else
+                    partial(self._measure, target=target, target_info=info, draft=draft[0], draft_info=draft[2],
+                            prompts=self.prompts[spec]))
+            self._each_point(list(group), bar, task, work)
+            del draft, work
             free_device_memory(self.device)
         del target
         free_device_memory(self.device)
@@ -409,14 +414,6 @@ class _Sweep:
             row = {**self._base_row(run, target_info, None), **columns, "status": "failed", "error": reason}
             io.append_row(self.out, row, "spec")
             self.result.failures.append((run.label, reason))
-
-
-def _inspect(inspect: Callable, option: str, spec: str, **kwargs) -> ModelConfig:
-    """``inspect(spec, **kwargs)``, its one-line errors prefixed with the option that named the model."""
-    try:
-        return inspect(spec, **kwargs)
-    except SdlawsError as exc:
-        raise type(exc)(f"{option} {exc}") from None
 
 
 def _check_vocab(target: str, target_model: ModelConfig, draft: str, draft_model: ModelConfig) -> None:

@@ -86,7 +86,8 @@ class CorpusConfig:
         """Return self, or raise :class:`ConfigError` naming the impossible option."""
         tok.check_vocab_size(self.vocab_size)
         if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"test fraction {self.test_fraction} must be in (0, 1), e.g. 0.02")
+            raise ConfigError(f"--test-fraction {self.test_fraction:g} is out of range; expected a number in (0, 1), "
+                              "e.g. 0.02")
         for name in ("max_bytes", "max_tokens", "max_file_bytes", "tokenizer_sample_bytes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -265,12 +266,12 @@ def _score(sha256: str, seed: int, purpose: str) -> float:
     return int.from_bytes(digest[:8], "little") / 2.0**64
 
 
-def read_sources(config: CorpusConfig, progress) -> tuple[list[SourceFile], _Skipped]:
-    """Read, hash, dedupe, score and split the candidate files; apply ``max_bytes``.
+def read_sources(config: CorpusConfig, candidates: list[tuple[str, Path, bool]], progress
+                 ) -> tuple[list[SourceFile], _Skipped]:
+    """Read, hash, dedupe, score and split the candidate files (:func:`discover`); apply ``max_bytes``.
 
     Returns the kept files in seeded order (train and test interleaved) and the skip counts.
     """
-    candidates = discover(config)
     skipped = _Skipped()
     task = progress.add_task("reading sources", total=len(candidates))
 
@@ -431,8 +432,9 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, prog
         if corpus.manifest["config"] != _config_dict(config):
             raise ConfigError(f"{out} holds a corpus built with other settings; pass another --out or delete it")
         return corpus
+    candidates = discover(config)  # a missing source fails before the progress bar starts
     with io.output_group(), Progress(console=Console(stderr=True), disable=not progress) as bar:
-        files, skipped = read_sources(config, bar)
+        files, skipped = read_sources(config, candidates, bar)
         sample = _tokenizer_sample(files, config.tokenizer_sample_bytes)
         task = bar.add_task(f"training tokenizer ({sum(map(len, sample)) / 1e6:.1f} MB)", total=1)
         tokenizer = tok.train_tokenizer(sample, vocab_size=config.vocab_size, length=len(sample))
