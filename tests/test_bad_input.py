@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from sdlaws import io
 from sdlaws.cli import app
 from sdlaws.provenance import provenance
+from measure_helpers import tiny_model_dir
 from test_fit_cli import spec_row
 from test_train_corpus import make_source_dir
 
@@ -118,6 +119,7 @@ def ws(tmp_path_factory) -> Path:
     io.append_row(ws / "ppl.csv", {**provenance("cpu"), "run_id": "p", "status": "ok", "model_name": TINY,
                                    "eval_set": "e", "num_eval_tokens": 10, "nll_sum_nats": 60.0}, "ppl")
     shutil.copy(ROOT / "measurements" / "bench" / "hw-h100.json", ws / "hw.json")
+    tiny_model_dir(ws / "model", spec="random:tiny?num_hidden_layers=1&vocab_size=300")  # with a tokenizer
     _ok("train", "corpus", "--source", str(make_source_dir(ws)), "--vocab", "300", "--test-fraction", "0.25",
         "--out", str(ws / "corpus"))
     return ws
@@ -254,8 +256,10 @@ MEASURE = [
     Case("measure --target {tiny} --dtype int4 --out {ws}/spec.csv", "--dtype int4: unknown dtype"),
     Case("measure --target {tiny} --gamma 1,x --out {ws}/spec.csv", "--gamma '1,x': expected comma-separated"),
     Case("measure --target {tiny} --prompts {ws}/in/missing.jsonl --out {ws}/spec.csv", "neither a built-in set"),
-    Case("measure --target {tiny} --prompts {ws}/in/prompts_bad.jsonl --out {ws}/spec.csv",
+    Case("measure --target {ws}/model --prompts {ws}/in/prompts_bad.jsonl --out {ws}/spec.csv",
          "prompts_bad.jsonl line 2: not valid JSON"),
+    Case("measure --target {ws}/model --draft {tiny} --prompts code --max-new-tokens 1 --out {ws}/spec.csv",
+         "its vocabulary has 512 tokens, the target {ws}/model's 300"),
     Case("measure --target {tiny} --out {ws}/spec.csv",
          "--prompts humaneval is a text set, but --target random:tiny?num_hidden_layers=1 has no tokenizer", "#22"),
     Case("measure --target {ws}/in/missing_model --prompts random --out {ws}/spec.csv",

@@ -36,7 +36,7 @@ from sdlaws.errors import ConfigError, error_cell, naming
 from sdlaws.measure import memory, profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
 from sdlaws.measure.models import (ModelConfig, ModelInfo, device_name, free_device_memory, inspect_model,
-                                   load_model, resolve_device)
+                                   load_model, parse_spec, resolve_device)
 from sdlaws.measure.prompts import PromptSet, load_prompts, select_texts, tokenize_prompts
 from sdlaws.provenance import provenance
 
@@ -214,6 +214,12 @@ class Sweep:
         start = io.run_status(out)
         self.rows_before = Counter(start["run_id"])
         self.ok_before = set(start.loc[start["status"].eq("ok"), "run_id"])
+        if config.prompts != "random":  # random: models never have a tokenizer: say so before reading any text
+            for target in config.targets:
+                with naming("--target"):
+                    kind = parse_spec(target).kind
+                if kind == "random":
+                    raise ConfigError(_no_tokenizer(config.prompts, target))
         # Read a JSONL prompt file (or build a text set) once, before any model loads: bad input fails fast.
         self.texts = None if config.prompts == "random" else select_texts(config.prompts, config.num_prompts,
                                                                              seed=config.seed)
@@ -253,9 +259,7 @@ class Sweep:
             return load_prompts("random", num_prompts=c.num_prompts, seed=c.seed, max_prompt_len=c.max_prompt_len,
                                 vocab_size=model.vocab_size)
         if model.tokenizer is None:
-            raise ConfigError(f"--prompts {c.prompts} is a text set, but --target {spec} has no tokenizer "
-                              "(random: models and directories without tokenizer files have none); use --prompts "
-                              "random for random token ids")
+            raise ConfigError(_no_tokenizer(c.prompts, spec))
         return tokenize_prompts(c.prompts, self.texts, model.tokenizer, max_prompt_len=c.max_prompt_len,
                                 chat_template=c.chat_template)
 
@@ -414,6 +418,12 @@ class Sweep:
             row = {**self._base_row(run, target_info, None), **columns, "status": "failed", "error": reason}
             io.append_row(self.out, row, "spec")
             self.result.failures.append((run.label, reason))
+
+
+def _no_tokenizer(prompts: str, target: str) -> str:
+    """The error of a text prompt set for a target without a tokenizer, with the fix."""
+    return (f"--prompts {prompts} is a text set, but --target {target} has no tokenizer (random: models and "
+            "directories without tokenizer files have none); use --prompts random for random token ids")
 
 
 def _check_vocab(target: str, target_model: ModelConfig, draft: str, draft_model: ModelConfig) -> None:
