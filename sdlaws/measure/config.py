@@ -17,7 +17,7 @@ from sdlaws.measure import profile
 #: then bound the sizes further.
 INT_RANGES: dict[str, tuple[str, int, int]] = {
     "gammas": ("--gamma", 1, 64), "topks": ("--topk", 1, 1024), "batch_sizes": ("--batch", 1, 2**20),
-    "num_prompts": ("--num-prompts", 1, 1_000_000), "max_new_tokens": ("--max-new-tokens", 1, 2**24),
+    "num_prompts": ("--num-prompts", 1, 100_000), "max_new_tokens": ("--max-new-tokens", 1, 2**24),
     "max_prompt_len": ("--max-prompt-len", 1, 2**24), "repeats": ("--repeats", 1, 1000),
     "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1),
 }

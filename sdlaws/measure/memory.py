@@ -28,8 +28,9 @@ from sdlaws.roofline import ModelShape
 
 #: Memory a CUDA process holds besides tensors (context, graphs, allocator pools), bytes; a low figure.
 CUDA_RESERVE_BYTES = 256 * 2**20
-#: Host bytes per token of a tokenised prompt held as a Python list of ints (8-byte slot + 28-byte int).
-PROMPT_TOKEN_BYTES = 36
+#: Host bytes per token while the random prompt set is drawn: the int64 array, then the Python lists made from
+#: it (an 8-byte slot and a 28-byte int per token).
+PROMPT_TOKEN_BYTES = 44
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
