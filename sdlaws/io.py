@@ -75,10 +75,11 @@ def read_csv(path: Path) -> pd.DataFrame:
     torn = len(records) > 1 and not text.endswith(("\n", "\r")) and (
         len(records[-1][1]) < len(header) or {"run_id", "status"} <= set(header))
     if torn:
-        warnings.warn(f"{path} line {records[-1][0]}: left out a torn last line ({_preview(text[text.rfind(chr(10)) + 1:])}), a row "
+        complete = text.rfind("\n") + 1
+        warnings.warn(f"{path} line {records[-1][0]}: left out a torn last line ({_preview(text[complete:])}), a row "
                       "cut short by a writer that was killed; resuming the sweep repairs the file", DataWarning,
                       stacklevel=2)
-        records, text = records[:-1], text[:text.rfind("\n") + 1]
+        records, text = records[:-1], text[:complete]
     for line, cells in records[1:]:
         if len(cells) != len(header):
             raise InputError(f"{path}: not a valid CSV (line {line} has {len(cells)} cells, the header "
@@ -164,7 +165,7 @@ def _first_of_each_run(df: pd.DataFrame) -> pd.DataFrame:
     earlier = first.loc[row["run_id"]]
     warnings.warn(f"{row['source_file']} line {row['source_row'] + 1}: {int(repeat.sum())} ok row(s) repeat a "
                   f"configuration of an earlier row (same run_id, e.g. {row['run_id']} first at line "
-                  f"{earlier['source_row'] + 1}), written by two sweeps at once; kept the first of each, so no "
+                  f"{earlier['source_row'] + 1}: two sweeps measured it); kept the first of each, so no "
                   "measurement counts twice", DataWarning, stacklevel=3)
     return df[~repeat].reset_index(drop=True)
 
@@ -449,7 +450,8 @@ def save_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj.to_dict()`` (or a plain dict) as indented JSON, atomically (:func:`atomic_write`); returns the path."""
+    """Write ``obj.to_dict()`` (or a plain dict) as indented JSON, atomically (:func:`atomic_write`); returns the
+    path."""
     return save_text(json_text(obj), path)
 
 

@@ -67,7 +67,8 @@ def _inputs(d: Path) -> None:
     """Every bad (and good) input file the cases read, in ``d``."""
     d.mkdir()
     files = {
-        "xy.csv": _xy(), "three.csv": _xy(3), "inf.csv": _xy(y=[1, 2, "inf", 4, 5, 6]), "big.csv": _xy(y=[1, 2, 1e308, 4, 5, 6]),
+        "xy.csv": _xy(), "three.csv": _xy(3), "inf.csv": _xy(y=[1, 2, "inf", 4, 5, 6]),
+        "big.csv": _xy(y=[1, 2, 1e308, 4, 5, 6]),
         "huge_x.csv": _xy(x=[1, 2, 3, 4, 5, 1e200]), "const.csv": _xy(x=[5] * 6),
         "two_x.csv": _xy(x=[1, 1, 1, 2, 2, 2]), "dup.csv": _xy(header="x,x"),
         "short.csv": "x,y\n1,2\n2\n3,4\n4,5\n", "empty.csv": "", "header.csv": "x,y\n",
@@ -126,8 +127,10 @@ def ws(tmp_path_factory) -> Path:
 
 
 FIT = [
-    Case("fit {ws}/in/inf.csv --law linear --x x --y y --out {ws}/fit", "inf.csv line 4: column y must be finite", "#1"),
-    Case("fit {ws}/in/big.csv --law linear --x x --y y --out {ws}/fit", "big.csv line 4: column y must be finite", "#2"),
+    Case("fit {ws}/in/inf.csv --law linear --x x --y y --out {ws}/fit", "inf.csv line 4: column y must be finite",
+         "#1"),
+    Case("fit {ws}/in/big.csv --law linear --x x --y y --out {ws}/fit", "big.csv line 4: column y must be finite",
+         "#2"),
     Case("fit {ws}/in/spec_inf.csv --law loglinear --x draft_layers --y acceptance_rate --out {ws}/fit",
          "spec_inf.csv line 2: column total_time_s 'inf' is not finite"),
     Case("fit {ws}/in/spec_big.csv --law loglinear --x draft_layers --y acceptance_rate --out {ws}/fit",
@@ -136,7 +139,8 @@ FIT = [
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --bootstrap -5 --out {ws}/fit",
          "--bootstrap -5 is out of range; expected an integer in [0, 100000]", "#4"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --bootstrap 1000000 --out {ws}/fit", "--bootstrap 1000000"),
-    Case("fit {ws}/in/xy.csv --law linear --x x --y y --bootstrap abc --out {ws}/fit", "Invalid value for '--bootstrap'"),
+    Case("fit {ws}/in/xy.csv --law linear --x x --y y --bootstrap abc --out {ws}/fit",
+         "Invalid value for '--bootstrap'"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --bootstrap 10 --seed -1 --out {ws}/fit", "--seed -1"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --out {ws}/in/afile", "--out {ws}/in/afile: is a file", "#5"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --out {ws}/in/afile/sub", "afile is a file, not a directory",
@@ -159,7 +163,8 @@ FIT = [
     Case("fit {ws}/in/latin1.csv --law linear --x x --y y --out {ws}/fit", "not UTF-8 text"),
     Case("fit {ws}/in/empty.csv --law linear --x x --y y --out {ws}/fit", "empty.csv: file is empty"),
     Case("fit {ws}/in/header.csv --law linear --x x --y y --out {ws}/fit", "no data rows"),
-    Case("fit {ws}/in/huge_x.csv --law linear --x x --y y --out {ws}/fit", "column x must be finite and at most 1e+150"),
+    Case("fit {ws}/in/huge_x.csv --law linear --x x --y y --out {ws}/fit",
+         "column x must be finite and at most 1e+150"),
     Case("fit {ws}/in/neg_y.csv --law power --x x --y y --out {ws}/fit", "column y must be > 0"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --group nope --out {ws}/fit", "no column 'nope'"),
     Case("fit {ws}/in/xy.csv --law linear --x x --y y --unit nope --out {ws}/fit", "no column 'nope'"),
@@ -204,7 +209,8 @@ PLAN = [
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_bool.json --out {ws}/plan", "memory_bytes: input should be"),
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_nan.json --out {ws}/plan", "should be a finite number"),
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_neg.json --out {ws}/plan", "hbm_bytes_per_s must be > 0"),
-    Case("plan --target llama-3-8b --hardware {ws}/in/hw_missing.json --out {ws}/plan", "lacks key(s) ['memory_bytes']"),
+    Case("plan --target llama-3-8b --hardware {ws}/in/hw_missing.json --out {ws}/plan",
+         "lacks key(s) ['memory_bytes']"),
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_extra.json --out {ws}/plan", "unknown key(s) ['bandwidth']"),
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_list.json --out {ws}/plan", "expected a JSON object"),
     Case("plan --target llama-3-8b --hardware {ws}/in/hw_profile_str.json --out {ws}/plan",

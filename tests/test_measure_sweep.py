@@ -35,7 +35,8 @@ def test_grid_expansion():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"), (dict(batch_sizes=(2, -1)), "--batch -1 is out of range"),
+    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"),
+    (dict(batch_sizes=(2, -1)), "--batch -1 is out of range"),
     (dict(temperatures=(-1.0,)), "temperature"), (dict(prompts="nope.jsonl"), "neither a built-in set"),
     (dict(dtype="int4"), "unknown dtype")])
 def test_bad_config(kw, message):

@@ -52,7 +52,8 @@ def spec_rows(draw, min_rows: int = 1) -> list[dict]:
         accepted = draw(st.integers(0, drafted))
         total = draw(st.floats(0, 1e4, allow_nan=False))
         rows.append(spec_row(run_id=f"r{i}", num_draft_tokens=drafted, num_accepted_tokens=accepted,
-                             num_drafts=draw(st.integers(0, drafted)), num_new_tokens=accepted + draw(st.integers(0, 10**6)),
+                             num_drafts=draw(st.integers(0, drafted)),
+                             num_new_tokens=accepted + draw(st.integers(0, 10**6)),
                              total_time_s=total, prefill_time_s=draw(st.floats(0, total)),
                              experiment=draw(st.text(alphabet='ab ,"\n\r', max_size=8))))
     return rows
@@ -113,7 +114,7 @@ def test_a_torn_last_line_is_skipped_on_read_and_cut_on_repair(rows, data):
         with pytest.warns(DataWarning, match="torn last line"):
             df = io.read_measurements(path, table="spec")
         assert df["run_id"].tolist() == [r["run_id"] for r in rows[:-1]]
-        with pytest.warns(DataWarning, match=f"cut off a torn last line"):
+        with pytest.warns(DataWarning, match="cut off a torn last line"):
             assert io.repair_tail(path)
         assert path.read_bytes() == whole[:start]  # the complete rows, byte for byte
         assert not io.repair_tail(path)
@@ -234,14 +235,15 @@ def test_a_fit_failing_while_plotting_keeps_the_previous_fit(tmp_path, monkeypat
     data = tmp_path / "xy.csv"
     data.write_text("x,y\n1,3\n2,5\n3,7.5\n4,9\n")
     out = tmp_path / "fit"
-    assert runner.invoke(app, ["fit", str(data), "--law", "linear", "--x", "x", "--y", "y", "--out", str(out)]).exit_code == 0
+    args = ["--x", "x", "--y", "y", "--out", str(out)]
+    assert runner.invoke(app, ["fit", str(data), "--law", "linear", *args]).exit_code == 0
     before = _hashes(out)
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("sdlaws.plotting.plot_fits", broken)
-    result = runner.invoke(app, ["fit", str(data), "--law", "power", "--x", "x", "--y", "y", "--out", str(out)])
+    result = runner.invoke(app, ["fit", str(data), "--law", "power", *args])
     assert result.exit_code == 1 and "No space left on device" in result.stderr and _hashes(out) == before
 
 

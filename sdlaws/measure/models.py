@@ -110,8 +110,6 @@ def inspect_model(spec: str, *, trust_remote_code: bool = False, tokenizer: bool
         return ModelConfig(parsed, random_config(parsed).get_text_config())
     from transformers import AutoConfig
 
-    if parsed.kind == "local" and not (Path(parsed.name) / "config.json").is_file():
-        raise ModelError(f"{parsed.raw}: not a Hugging Face model directory (no config.json)")
     kwargs = _from_pretrained_kwargs(parsed, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(parsed.name, **kwargs)
@@ -335,8 +333,6 @@ def _load_pretrained(spec: ModelSpec, torch_dtype, device: str, trust_remote_cod
     """Model and tokenizer of a local directory or hub id (local files only when offline or local)."""
     from transformers import AutoModelForCausalLM
 
-    if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
-        raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
     kwargs = _from_pretrained_kwargs(spec, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=torch_dtype, **kwargs)
@@ -346,8 +342,10 @@ def _load_pretrained(spec: ModelSpec, torch_dtype, device: str, trust_remote_cod
 
 
 def _from_pretrained_kwargs(spec: ModelSpec, trust_remote_code: bool) -> dict[str, Any]:
-    """Keyword arguments of the ``from_pretrained`` calls: revision, remote code, local files only when offline
-    or local."""
+    """Keyword arguments of the ``from_pretrained`` calls (revision, remote code, local files only when offline or
+    local); :class:`ModelError` for a local directory without config.json, which they cannot load."""
+    if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
+        raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
     return dict(revision=spec.revision, trust_remote_code=trust_remote_code,
                 local_files_only=spec.kind == "local" or hub_offline())
 

@@ -376,7 +376,7 @@ class Sweep:
                 self.result.num_ok += 1
                 pending.pop(0)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
-            self._fail(pending, error_cell(exc), target_info, forward_impl=impl)
+            self._fail(pending, error_cell(exc), target_info, draft_info, forward_impl=impl)
         free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
 
     def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
@@ -412,10 +412,11 @@ class Sweep:
             self.result.notes.append(note)
         return value
 
-    def _fail(self, runs: list[RunConfig], reason: str, target_info: ModelInfo | None, **columns) -> None:
+    def _fail(self, runs: list[RunConfig], reason: str, target_info: ModelInfo | None,
+              draft_info: ModelInfo | None = None, **columns) -> None:
         """Append a failed row with ``reason`` for each run (a model that does not load, a failed decode)."""
         for run in runs:
-            row = {**self._base_row(run, target_info, None), **columns, "status": "failed", "error": reason}
+            row = {**self._base_row(run, target_info, draft_info), **columns, "status": "failed", "error": reason}
             io.append_row(self.out, row, "spec")
             self.result.failures.append((run.label, reason))
 
