@@ -369,6 +369,22 @@ def test_memory_estimate_of_a_known_shape():
         memory.check_fits([need], 24e9, "cuda:0")
 
 
+def test_the_memory_estimate_is_below_every_measured_peak():
+    """The guard refuses only what cannot run: on the 621 H200 configurations of measurements/h200/thm13.csv
+    (8B target, 1B draft, batch 1-256, chains and trees) the estimate stays below the measured peak memory."""
+    from sdlaws.measure.models import inspect_model
+
+    df = pd.read_csv(TESTS.parent / "measurements" / "h200" / "thm13.csv").query("status == 'ok'")
+    shapes = {name: memory.model_shape(inspect_model(name).config, name)
+              for name in pd.unique(df[["target_name", "draft_name"]].stack().dropna())}
+    ratios = [memory.need("x", shapes[r.target_name], shapes.get(r.draft_name), dtype=r.dtype, batch_size=r.batch_size,
+                          longest_prompt=r.num_prompt_tokens // r.num_prompts, max_new_tokens=r.max_new_tokens,
+                          depth=r.num_spec_tokens, topk=r.tree_topk,
+                          budget=0 if r.method == "ar" else int(r.tree_budget), cuda=True).total / r.peak_memory_bytes
+              for r in df.itertuples()]
+    assert len(ratios) == 621 and 0.3 < min(ratios) and max(ratios) < 0.75
+
+
 def test_the_memory_guard_refuses_a_sweep_before_loading(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "free_bytes", lambda device: 1e4)  # a 10 kB device
     loads = []
