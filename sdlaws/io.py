@@ -61,7 +61,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     :class:`DataWarning` (resuming the sweep cuts it off the file).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")  # line ends as written: a torn row lacks its "\n"
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a valid CSV (not UTF-8 text); fix the file or re-run the measurement") from None
     records = _records(path, text)
@@ -72,7 +72,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     if repeated:
         raise InputError(f"{path} line 1: column name(s) {', '.join(map(repr, repeated))} appear more than once; "
                          "rename or delete the repeats")
-    torn = len(records) > 1 and not text.endswith(("\n", "\r")) and (
+    torn = len(records) > 1 and not text.endswith("\n") and (
         len(records[-1][1]) < len(header) or {"run_id", "status"} <= set(header))
     if torn:
         complete = text.rfind("\n") + 1
@@ -104,9 +104,10 @@ def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
 
 
 def _line(cells: list[Any]) -> str:
-    """One CSV record as a ``\\n``-terminated line (quoted as needed)."""
+    """One CSV record as a line, quoted as needed and ended by ``\\r\\n`` (the csv module's default, as in every
+    measurement CSV written so far)."""
     buffer = _io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    csv.writer(buffer).writerow(cells)
     return buffer.getvalue()
 
 
@@ -250,7 +251,8 @@ def _cut_torn_tail(fh: IO[bytes], path: Path) -> bool:
     fh.truncate(cut)
     fh.flush()
     os.fsync(fh.fileno())
-    warnings.warn(f"{path}: cut off a torn last line ({_preview(last.rstrip(chr(10)))}), a row cut short by a "
+    dropped = _preview(last.rstrip("\r\n"))
+    warnings.warn(f"{path}: cut off a torn last line ({dropped}), a row cut short by a "
                   "writer that was killed; its configuration counts as not measured", DataWarning, stacklevel=3)
     return True
 
