@@ -21,12 +21,19 @@ Units: FLOP/s, bytes/s, bytes, seconds. Memory sizes: NVIDIA and AMD datasheet "
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 from sdlaws.errors import ConfigError, InputError
+
+#: Hardware JSON is read strictly: a number must be a finite JSON number (not a string, boolean, NaN or infinity).
+_JSON_FIELDS = ConfigDict(allow_inf_nan=False)
+_T = TypeVar("_T")
 
 GIB = 2**30  # bytes
 
@@ -36,6 +43,7 @@ H100_HBM_EFFICIENCY = 0.82        # inference-sim issue #415, fitted on H100 TPO
 DEFAULT_LAUNCH_OVERHEAD_S = 4e-6  # per kernel, un-graphed launch, 4-6 us measured (susun-blog, secondary)
 
 
+@with_config(_JSON_FIELDS)
 @dataclass(frozen=True)
 class Hardware:
     """One accelerator: dense peak rates, memory, interconnect and achieved/peak efficiency factors.
@@ -101,16 +109,51 @@ class Hardware:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Hardware":
-        """Inverse of :meth:`to_dict`; unknown keys are rejected so typos do not pass silently."""
+    def from_dict(cls, data: dict[str, Any], source: str = "hardware dict") -> "Hardware":
+        """Inverse of :meth:`to_dict`, every value checked against its field's type (:func:`typed`); unknown
+        keys are rejected so typos do not pass silently."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise InputError(f"hardware dict has unknown key(s) {unknown}; allowed: {sorted(names)}")
+            raise InputError(f"{source} has unknown key(s) {unknown}; allowed: {sorted(names)}")
         missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
         if missing:
-            raise InputError(f"hardware dict lacks key(s) {missing}")
-        return cls(**data)
+            raise InputError(f"{source} lacks key(s) {missing}")
+        return typed(cls, data, source)
+
+
+@with_config(_JSON_FIELDS)
+@dataclass(frozen=True)
+class MeasuredProfile:
+    """The fields of a ``sdlaws measure hardware`` profile that the planner reads (other keys are ignored)."""
+
+    gpu_name: str
+    memory_bytes: float
+    matmul_flops_per_s: float
+    hbm_bytes_per_s: float
+    launch_overhead_s: float
+    graph_launch_overhead_s: float | None = None
+    interconnect_bytes_per_s: float = 0.0
+    dtype: str = "bfloat16"
+
+
+def typed(cls: type[_T], data: dict[str, Any], source: str) -> _T:
+    """The dataclass ``cls`` built from a JSON object, each value validated against its field's annotation by
+    pydantic in strict JSON mode (``"989e12"``, ``true`` or ``NaN`` for a number are refused).
+
+    Raises
+    ------
+    InputError
+        One line naming ``source``, the first bad field, what it should be and what it is.
+    """
+    try:
+        return TypeAdapter(cls).validate_json(json.dumps(data), strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(map(str, error["loc"])) or "the object"
+        got = f", got {error['input']!r}" if error["loc"] else ""
+        raise InputError(f"{source}: {field}: {error['msg'].lower()}{got}; fix the JSON (see "
+                         f"sdlaws.hardware.{cls.__name__})") from None
 
 
 def _preset(name, bf16, fp8, hbm, mem_gib, link, source, hbm_eff=DEFAULT_HBM_EFFICIENCY) -> Hardware:
@@ -223,23 +266,23 @@ def from_measured_profile(profile: dict[str, Any], source: str = "measured profi
     if missing:
         raise InputError(f"{source}: hardware profile lacks {missing}; re-run `sdlaws measure hardware` "
                          "or write a full Hardware dict (see sdlaws.hardware.Hardware)")
-    dtype = str(profile.get("dtype", "bfloat16")).replace("torch.", "")
+    measured = typed(MeasuredProfile, profile, source)
+    dtype = measured.dtype.replace("torch.", "")
     if dtype not in ("bfloat16", "float16", "bf16", "fp16"):
         raise InputError(f"{source}: matmul was measured in {dtype}; the planner compares it with the BF16 peak, "
                          "so measure with --dtype bfloat16")
-    flops, hbm = float(profile["matmul_flops_per_s"]), float(profile["hbm_bytes_per_s"])
-    launch_s = profile.get("graph_launch_overhead_s")
-    launch_s = float(profile["launch_overhead_s"] if launch_s is None else launch_s)
-    preset = match_preset(str(profile["gpu_name"]), float(profile["memory_bytes"]))
+    launch_s = measured.launch_overhead_s if measured.graph_launch_overhead_s is None \
+        else measured.graph_launch_overhead_s
+    preset = match_preset(measured.gpu_name, measured.memory_bytes)
     if preset is None:
-        return Hardware(name=str(profile["gpu_name"]), peak_bf16_flops_per_s=flops, peak_fp8_flops_per_s=None,
-                        hbm_bytes_per_s=hbm, memory_bytes=float(profile["memory_bytes"]),
-                        interconnect_bytes_per_s=float(profile.get("interconnect_bytes_per_s", 0.0)),
+        return Hardware(name=measured.gpu_name, peak_bf16_flops_per_s=measured.matmul_flops_per_s,
+                        peak_fp8_flops_per_s=None, hbm_bytes_per_s=measured.hbm_bytes_per_s,
+                        memory_bytes=measured.memory_bytes, interconnect_bytes_per_s=measured.interconnect_bytes_per_s,
                         flops_efficiency=1.0, hbm_efficiency=1.0, launch_overhead_s=launch_s,
                         source=f"{source} (no preset matched: measured rates used as peaks)")
-    return replace(preset, memory_bytes=float(profile["memory_bytes"]),
-                   flops_efficiency=flops / preset.peak_bf16_flops_per_s,
-                   hbm_efficiency=hbm / preset.hbm_bytes_per_s, launch_overhead_s=launch_s,
+    return replace(preset, memory_bytes=measured.memory_bytes,
+                   flops_efficiency=measured.matmul_flops_per_s / preset.peak_bf16_flops_per_s,
+                   hbm_efficiency=measured.hbm_bytes_per_s / preset.hbm_bytes_per_s, launch_overhead_s=launch_s,
                    source=f"{source}, peaks from {preset.name} preset ({preset.source})")
 
 
@@ -265,7 +308,7 @@ def load_hardware(spec: str | Path | Hardware) -> Hardware:
         if not isinstance(data, dict):
             raise InputError(f"{path}: expected a JSON object with hardware keys")
         if "peak_bf16_flops_per_s" in data:
-            return Hardware.from_dict(data)
+            return Hardware.from_dict(data, source=str(path))
         return from_measured_profile(data, source=str(path))
     return get_preset(str(spec))
 

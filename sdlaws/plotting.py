@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sdlaws import io
 from sdlaws.fit.estimators import COUNT_WEIGHTS
 from sdlaws.fit.result import FitResult
 
@@ -70,12 +71,10 @@ def styled(draw):
 
 
 def save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as PNG at ``path`` and as SVG next to it; returns the PNG path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    fig.savefig(path.with_suffix(".svg"))
-    return path
+    """Write ``fig`` as PNG at ``path`` and as SVG next to it, each atomically (:func:`sdlaws.io.save_figure`);
+    returns the PNG path."""
+    io.save_figure(fig, Path(path).with_suffix(".svg"))
+    return io.save_figure(fig, path)
 
 
 def error_bars(rows: pd.DataFrame, fit: FitResult) -> pd.DataFrame:

@@ -150,7 +150,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         out["mean_acceptance_length"] = 1.0 + out["num_accepted_tokens"] / drafts
         out["tokens_per_s"] = (out["num_new_tokens"] / out["total_time_s"]).where(ok)
         # mean prompt length: the same prompt set cut to another length (a longer context) is another workload
-        out["prompt_tokens_per_seq"] = (out["num_prompt_tokens"] / out["num_prompts"]).where(ok)
+        if {"num_prompt_tokens", "num_prompts"} <= set(out.columns):
+            out["prompt_tokens_per_seq"] = (out["num_prompt_tokens"] / out["num_prompts"]).where(ok)
         out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
         decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
         out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)

@@ -191,6 +191,19 @@ PPL: list[Column] = [
 
 TABLES: dict[str, list[Column]] = {"spec": SPEC_RUN, "step": STEP_TIMING, "ppl": PPL}
 
+#: Largest count a row may hold: 2**53, beyond which float64 (pandas' numbers) cannot represent every integer;
+#: no measurement counts that many tokens or bytes.
+MAX_COUNT = 2.0**53
+#: Longest time a row may hold, seconds (about 32 years).
+MAX_SECONDS = 1e9
+#: Inequalities every ``ok`` row of a table satisfies: (column, column it cannot exceed, why).
+ORDERED: dict[str, list[tuple[str, str, str]]] = {
+    "spec": [("num_accepted_tokens", "num_draft_tokens", "accepted draft tokens are among the drafted ones"),
+             ("num_drafts", "num_draft_tokens", "every draft proposes at least one token"),
+             ("num_accepted_tokens", "num_new_tokens", "accepted tokens are among the generated ones"),
+             ("prefill_time_s", "total_time_s", "the total time includes the prefill")],
+}
+
 
 def columns(table: str) -> list[Column]:
     """Return the column list of ``table`` (``"spec"``, ``"step"`` or ``"ppl"``)."""
@@ -242,8 +255,10 @@ def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -
     Raises
     ------
     InputError
-        Empty table, missing required column, non-numeric value, or NaN / negative count or time in an
-        ``ok`` row. The message names the file, column and first bad row, and the fix.
+        Empty table, missing required column, non-numeric or non-finite value, NaN / negative count or time in
+        an ``ok`` row, a count above :data:`MAX_COUNT` or a time above :data:`MAX_SECONDS`, or an ``ok`` row
+        breaking an inequality of :data:`ORDERED` (e.g. more accepted than drafted tokens). The message names
+        the file, line and column, and the fix.
     """
     cols = columns(table)
     if df.empty:
@@ -262,6 +277,7 @@ def validate(df: pd.DataFrame, table: str = "spec", *, source: str = "<data>") -
         elif c.dtype == "str":
             # object first: an all-empty column reads as float, and filling a float column with "" is deprecated
             out[c.name] = out[c.name].astype(object).fillna("").astype(str)
+    _check_order(out, table, ok, source)
     return out
 
 
@@ -269,16 +285,38 @@ def _numeric(series: pd.Series, col: Column, ok: pd.Series, source: str, *, fill
     """Numbers of one column; ``filled`` marks the rows where a required column may not be empty."""
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna() & series.astype(str).str.strip().ne("")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"{source}: column {col.name} row {row + 2}: {series.iloc[row]!r} is not a number; fix or delete that row")
+    _reject(bad, source, f"column {col.name}", lambda row: f"'{series.iloc[row]}' is not a number; fix or delete "
+                                                           "that row")
+    _reject(values.isin([np.inf, -np.inf]), source, f"column {col.name}",
+            lambda row: f"'{series.iloc[row]}' is not finite; fix or delete that row")
     if col.kind in ("count", "timing") or col.required:
         check = filled & (values.isna() if col.required else pd.Series(False, index=values.index))
-        if check.any():
-            row = int(np.flatnonzero(check.to_numpy())[0])
-            raise InputError(f"{source}: column {col.name} row {row + 2} is empty in an ok row; re-measure it or mark it status=failed")
-        neg = ok & values.lt(0)
-        if neg.any():
-            row = int(np.flatnonzero(neg.to_numpy())[0])
-            raise InputError(f"{source}: column {col.name} row {row + 2} is negative ({values.iloc[row]}); counts and times must be >= 0")
+        _reject(check, source, f"column {col.name}", lambda row: "is empty in an ok row; re-measure it or mark it "
+                                                                 "status=failed")
+        _reject(ok & values.lt(0), source, f"column {col.name}",
+                lambda row: f"is negative ({values.iloc[row]}); counts and times must be >= 0")
+    limit = {"count": MAX_COUNT, "timing": MAX_SECONDS}.get(col.kind)
+    if limit is not None:
+        _reject(ok & values.gt(limit), source, f"column {col.name}",
+                lambda row: f"is {values.iloc[row]:g}, above the {limit:g} a {col.kind} can physically be; fix or "
+                            "delete that row")
     return values
+
+
+def _check_order(df: pd.DataFrame, table: str, ok: pd.Series, source: str) -> None:
+    """:class:`InputError` for an ``ok`` row breaking an inequality of :data:`ORDERED` (when both columns exist)."""
+    for small, large, why in ORDERED.get(table, []):
+        if small in df.columns and large in df.columns:
+            _reject(ok & df[small].gt(df[large]), source, f"{small} > {large}",
+                    lambda row: f"({df[small].iloc[row]:g} > {df[large].iloc[row]:g}) is impossible: {why}; "
+                                "fix or delete that row")
+
+
+def _reject(mask: pd.Series, source: str, what: str, reason) -> None:
+    """:class:`InputError` at the first row where ``mask`` holds: '<source> line N: <what> <reason(row)>'.
+
+    Line N counts the header as line 1 (the row's line in a CSV without blank or multi-line records).
+    """
+    if mask.any():
+        row = int(np.flatnonzero(mask.to_numpy())[0])
+        raise InputError(f"{source} line {row + 2}: {what} {reason(row)}")

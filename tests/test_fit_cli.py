@@ -23,8 +23,10 @@ def write_layer_sweep(path: Path, spec_row, *, seed: int = 0) -> Path:
     for i, layers in enumerate(np.repeat(np.arange(1, 11), 2)):
         drafted = int(rng.integers(400, 4000))
         accepted = int(round(drafted * (0.25 * np.log10(layers) + 0.4 + rng.normal(0, 0.01))))
+        steps = drafted // 4  # batch 1: one draft per step, each step emits its accepted tokens and one more
         io.append_row(path, spec_row(run_id=f"r{i}", draft_name=f"draft-{layers}", draft_layers=layers,
-                                     num_draft_tokens=drafted, num_drafts=drafted // 4, num_accepted_tokens=accepted,
+                                     num_draft_tokens=drafted, num_drafts=steps, num_steps=steps,
+                                     num_accepted_tokens=accepted, num_new_tokens=accepted + steps,
                                      prompt_set=["mt", "code"][i % 2]))
     return path
 
@@ -100,6 +102,7 @@ def test_ppl_plane_with_perplexities_joined_by_model_name(spec_row, tmp_path):
         alpha = -0.0067 * draft_ppl[d] + 0.013 * target_ppl[t] + 0.642 + rng.normal(0, 0.005)
         drafted = 4000
         io.append_row(spec, spec_row(run_id=f"s{i}", draft_name=d, target_name=t, num_drafts=1000,
+                                     num_steps=1000, num_new_tokens=1000 + int(alpha * drafted),
                                      num_draft_tokens=drafted, num_accepted_tokens=int(alpha * drafted),
                                      num_accepted_per_pos=json.dumps([int(1000 * alpha ** j) for j in range(1, 5)])))
     _fit_cli(str(spec), "--law", "ppl_plane", "--y", "acceptance_rate", "--ppl", str(ppl), "--out", str(tmp_path))

@@ -33,9 +33,9 @@ def test_sweep_happy_path_and_resume(tmp_path):
     (["measure", "--target", TINY, "--gamma", "1,x"], "--gamma '1,x': expected comma-separated numbers"),
     (["measure", "--target", TINY, "--prompts", "missing.jsonl"], "neither a built-in set"),
     (["measure", "--draft", TINY], "pass --target"),
-    (["measure", "--target", TINY, "--temperature", "-1"], "temperature must be"),
+    (["measure", "--target", TINY, "--temperature", "-1"], "--temperature -1 is out of range"),
     (["measure", "ppl", "--eval", "x.bin"], "pass --model"),
-    (["measure", "ppl", "--model", "/no/such/dir", "--eval", "x.bin", "--device", "cpu"], "no such model directory"),
+    (["measure", "ppl", "--model", "/no/such/dir", "--eval", __file__, "--device", "cpu"], "no such model directory"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     result = runner.invoke(app, args)

@@ -6,8 +6,9 @@ import pytest
 
 from measure_helpers import fake_factory, tiny_model_dir
 from sdlaws import io, rates
-from sdlaws.errors import ConfigError
+from sdlaws.errors import ConfigError, ModelError
 from sdlaws.measure.config import MeasureConfig
+from sdlaws.measure.models import load_model
 from sdlaws.measure.sweep import expand_grid, full_batches, run_sweep
 
 TARGET = "random:tiny?num_hidden_layers=1"
@@ -34,7 +35,8 @@ def test_grid_expansion():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"), (dict(batch_sizes=(2, -1)), "batch size"),
+    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"),
+    (dict(batch_sizes=(2, -1)), "--batch -1 is out of range"),
     (dict(temperatures=(-1.0,)), "temperature"), (dict(prompts="nope.jsonl"), "neither a built-in set"),
     (dict(dtype="int4"), "unknown dtype")])
 def test_bad_config(kw, message):
@@ -83,13 +85,29 @@ def test_failed_configuration_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(io.read_measurements(out, table="spec", ok_only=True)) == 6
 
 
-def test_model_that_does_not_load_fails_its_rows_only(tmp_path):
+def test_missing_model_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "x.csv"
     config = _config(drafts=(str(tmp_path / "missing_model"),), gammas=(2,), batch_sizes=(1,))
-    result = run_sweep(config, out, decoder_factory=fake_factory()[0], progress=False)
+    with pytest.raises(ModelError, match="--draft .*missing_model: no such model directory"):
+        run_sweep(config, out, decoder_factory=fake_factory()[0], progress=False)
+    assert not out.exists()
+
+
+def test_weights_that_do_not_load_fail_their_rows_only(tmp_path):
+    """A model whose config reads but whose weights do not load (corrupt file, out of memory) fails its rows."""
+    out = tmp_path / "x.csv"
+    draft = "random:tiny?num_hidden_layers=2"
+
+    def loader(spec, **kwargs):
+        if spec == draft:
+            raise OSError("weights file is truncated")
+        return load_model(spec, **kwargs)
+
+    config = _config(drafts=(draft,), gammas=(2,), batch_sizes=(1,))
+    result = run_sweep(config, out, decoder_factory=fake_factory()[0], loader=loader, progress=False)
     df = io.read_measurements(out, table="spec")
     assert list(df["method"]) == ["ar", "chain"] and list(df["status"]) == ["ok", "failed"]
-    assert "no such model directory" in df["error"].iloc[1] and len(result.failures) == 1
+    assert "weights file is truncated" in df["error"].iloc[1] and len(result.failures) == 1
 
 
 def test_rows_carry_model_metadata_and_perplexities(tmp_path):

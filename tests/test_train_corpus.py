@@ -99,7 +99,7 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
         build_corpus(tmp_path / "y", CorpusConfig(sources=(str(tmp_path / "only"),)))
     with pytest.raises(ConfigError, match="vocab"):
         check_vocab_size(70_000)
-    with pytest.raises(ConfigError, match="test fraction"):
+    with pytest.raises(ConfigError, match="--test-fraction"):
         CorpusConfig(test_fraction=1.5).check()
 
 

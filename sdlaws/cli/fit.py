@@ -6,6 +6,9 @@ used), read with :func:`sdlaws.io.read_measurements` and extended with the deriv
 paper-derived ``data/*.csv``, read as they are. For ``ppl_plane`` on spec tables whose ``draft_ppl`` /
 ``target_ppl`` are empty, ``--ppl PPL_CSV`` fills them by model name from a ``sdlaws measure ppl`` table.
 Heavy imports (pandas, statsmodels, matplotlib) happen inside the command so ``sdlaws --help`` stays fast.
+Options are checked before any CSV is read; every fit and comparison is computed before anything is written,
+and the JSON, PNG and comparison CSV are installed together (:func:`sdlaws.io.output_group`), so a failing fit
+leaves earlier outputs as they were.
 """
 
 from __future__ import annotations
@@ -57,20 +60,25 @@ def fit(
     if not csv or law is None:
         raise ConfigError("pass CSV file(s) and --law NAME, e.g. `sdlaws fit data/sdsl_nstar_table.csv --law linear "
                           "--x target_params --y nstar_params`; `sdlaws fit --list` shows the laws")
+    from sdlaws import checks, io
     from sdlaws.fit import fit_law, get_law
 
-    get_law(law)
+    rivals = compare.split(",") if compare else []
+    for name in (law, *rivals):
+        get_law(name)
+    checks.output_dir("--out", out)
     df = _read_inputs(csv, ppl)
     fits = fit_law(df, law, x=None if x is None else x.split(","), y=y, weight=weight, group=group, unit=unit,
                    n_boot=bootstrap, seed=seed, progress=True)
     fits = fits if group else {None: fits}
+    tables = _compare(df, fits, rivals, group) if rivals else {}
     stem = out / (law if group is None else f"{law}_{group}")
-    written = _write(fits, df, group, stem)
-    tables = _compare(df, fits, compare.split(","), group, stem) if compare else {}
+    with io.output_group():
+        written = _write(fits, df, group, stem, tables)
     if json_:
         typer.echo(written[0].read_text(), nl=False)
     else:
-        _print_fits(out_, fits, tables, written + ([_compare_path(stem)] if compare else []))
+        _print_fits(out_, fits, tables, written)
 
 
 def _read_inputs(paths: list[Path], ppl: Path | None):
@@ -80,16 +88,19 @@ def _read_inputs(paths: list[Path], ppl: Path | None):
     from sdlaws import io, rates, schema
     from sdlaws.fit import fill_perplexities
 
-    frames: dict[str, list] = {"spec": [], "ppl": [], "step": [], "plain": []}
+    measured: dict[str, list] = {"spec": [], "ppl": [], "step": []}
+    frames: dict[str, list] = {kind: [] for kind in [*measured, "plain"]}
     for path in io.expand_paths(paths):
+        header = io.csv_header(path)
+        if {"run_id", "status"} <= set(header):
+            measured[schema.detect_table(pd.DataFrame(columns=header))].append(path)
+            continue
         raw = io.read_csv(path)
-        if {"run_id", "status"} <= set(raw.columns):
-            kind = schema.detect_table(raw)
-            frames[kind].append(io.read_measurements([path], table=kind, ok_only=True))
-        elif raw.empty:
+        if raw.empty:
             raise InputError(f"{path}: no data rows; add rows under the header or pass another CSV")
-        else:
-            frames["plain"].append(raw.assign(source_file=str(path), source_row=range(1, len(raw) + 1)))
+        frames["plain"].append(raw.assign(source_file=str(path), source_row=range(1, len(raw) + 1)))
+    for kind, files in measured.items():  # read together: a configuration repeated in a file counts once
+        frames[kind] += [io.read_measurements(files, table=kind, ok_only=True)] if files else []
     if ppl is not None and not frames["spec"]:
         raise ConfigError("--ppl fills draft_ppl/target_ppl of spec measurement tables; pass a spec CSV too")
     parts = frames["step"] + frames["plain"]
@@ -102,8 +113,12 @@ def _read_inputs(paths: list[Path], ppl: Path | None):
     return pd.concat(parts, ignore_index=True)
 
 
-def _write(fits: dict[Any, Any], df, group: str | None, stem: Path) -> list[Path]:
-    """Write the fit JSON (one file for all groups) and the PNG; returns their paths."""
+def _write(fits: dict[Any, Any], df, group: str | None, stem: Path, tables: dict[Any, Any]) -> list[Path]:
+    """Write the fit JSON (one file for all groups), the PNG and, with comparisons, <stem>_compare.csv; returns
+    their paths."""
+    import pandas as pd
+
+    from sdlaws import io
     from sdlaws.fit import save_fits, used_rows
     from sdlaws.plotting import plot_fits
 
@@ -113,28 +128,23 @@ def _write(fits: dict[Any, Any], df, group: str | None, stem: Path) -> list[Path
     else:
         save_fits(fits, group, json_path)
     png_path = plot_fits(fits, {g: used_rows(df, f) for g, f in fits.items()}, stem.with_suffix(".png"))
-    return [json_path, png_path]
+    if not tables:
+        return [json_path, png_path]
+    compare_path = stem.parent / f"{stem.name}_compare.csv"
+    with io.atomic_write(compare_path, newline="") as fh:
+        pd.concat({str(g): t for g, t in tables.items()}, names=[group or "group", "name"]).to_csv(fh)
+    return [json_path, png_path, compare_path]
 
 
-def _compare(df, fits: dict[Any, Any], others: list[str], group: str | None, stem: Path) -> dict[Any, Any]:
-    """Fit ``others`` to the same rows as each fit, compare, and write <stem>_compare.csv."""
-    import pandas as pd
-
+def _compare(df, fits: dict[Any, Any], others: list[str], group: str | None) -> dict[Any, Any]:
+    """Fit ``others`` to the same rows as each fit; the comparison table of each group."""
     from sdlaws.fit import compare, fit_law
 
     first = next(iter(fits.values()))
     rivals = {name: fit_law(df, name, x=first.x, y=first.y, weight=first.meta["weight"] or "none", group=group,
                             unit=first.meta["unit"]) for name in others}
     pick = (lambda fitted, g: fitted) if group is None else (lambda fitted, g: fitted[g])
-    tables = {g: compare({f.law: f, **{name: pick(r, g) for name, r in rivals.items()}}) for g, f in fits.items()}
-    frame = pd.concat({str(g): t for g, t in tables.items()}, names=[group or "group", "name"])
-    frame.to_csv(_compare_path(stem))
-    return tables
-
-
-def _compare_path(stem: Path) -> Path:
-    """Where the comparison table of ``stem`` is written."""
-    return stem.parent / f"{stem.name}_compare.csv"
+    return {g: compare({f.law: f, **{name: pick(r, g) for name, r in rivals.items()}}) for g, f in fits.items()}
 
 
 def _print_fits(out, fits: dict[Any, Any], tables: dict[Any, Any], written: list[Path]) -> None:

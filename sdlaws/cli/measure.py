@@ -2,6 +2,8 @@
 
 ``sdlaws measure --target T --draft D ...`` runs a sweep (the group's own callback, so the ``ppl`` and
 ``hardware`` subcommands coexist with it). torch and transformers are imported inside the commands only.
+Every command checks its options, model configs and output paths before it loads weights (bad input: one
+``error:`` line, exit 2, nothing written); a sweep whose every configuration failed exits with code 1.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from sdlaws.errors import ConfigError
+from sdlaws.errors import ConfigError, RunFailed
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +31,16 @@ def _parse_list(option: str, text: str, convert: Callable) -> tuple:
         return tuple(convert(item) for item in text.split(",") if item.strip())
     except ValueError:
         raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {option} 1,2,4") from None
+
+
+def _integer(text: str) -> int | float:
+    """An integer list item; ``1e3`` counts as 1000 (a value that is not a whole number is returned as a float,
+    for the range check to refuse by name)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        return int(value) if value.is_integer() else value
 
 
 def measure(
@@ -72,22 +84,28 @@ def measure(
         return
     from sdlaws.measure import profile
     from sdlaws.measure.config import MeasureConfig
-    from sdlaws.measure.sweep import expand_grid, run_sweep
+    from sdlaws.measure.sweep import prepare_sweep
 
     if not target:
         raise ConfigError("pass --target MODEL (a local dir, hub id[@revision] or random:NAME)")
     config = MeasureConfig(
-        targets=tuple(target), drafts=tuple(draft or ()), gammas=_parse_list("--gamma", gamma, int),
-        topks=_parse_list("--topk", topk, int), batch_sizes=_parse_list("--batch", batch, int),
+        targets=tuple(target), drafts=tuple(draft or ()), gammas=_parse_list("--gamma", gamma, _integer),
+        topks=_parse_list("--topk", topk, _integer), batch_sizes=_parse_list("--batch", batch, _integer),
         temperatures=_parse_list("--temperature", temperature, float), prompts=prompts, num_prompts=num_prompts,
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
         fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
+    sweep = prepare_sweep(config, out)
     typer.echo(config.summary())
-    typer.echo(f"{len(expand_grid(config))} configurations -> {out}")
-    typer.echo(run_sweep(config, out).summary())
+    typer.echo(f"{sweep.result.num_runs} configurations -> {out}")
+    result = sweep.run()
+    typer.echo(result.summary())
+    if result.failures and not result.num_ok:
+        label, error = result.failures[0]
+        raise RunFailed(f"all {len(result.failures)} configuration(s) measured by this run failed (first: {label}: "
+                        f"{error}); the failed rows are in {out}")
 
 
 def ppl(
@@ -112,6 +130,7 @@ def ppl(
 
     if model is None or eval_ is None:
         raise ConfigError("pass --model MODEL and --eval PATH (a .bin of token ids, a text file or a folder)")
+    _check_seed(seed)
     result = measure_ppl(model, eval_, out, eval_set=eval_set, dtype=dtype, device=device, context_len=context,
                          stride=stride, max_tokens=max_tokens, seed=seed, experiment=experiment,
                          trust_remote_code=trust_remote_code)
@@ -138,17 +157,28 @@ def hardware(
     """Micro-benchmark the device (matmul FLOP/s, memory bandwidth, launch overhead) and optionally a model."""
     import json
 
+    from sdlaws import checks
     from sdlaws.io import save_json
-    from sdlaws.measure.hwbench import StepSweep, measure_hardware, measure_steps
+    from sdlaws.measure.hwbench import StepSweep, check_steps, measure_hardware, measure_steps
 
-    sweep = StepSweep(batch_sizes=_parse_list("--batch", batch, int), tokens_per_row=_parse_list("--tokens", tokens, int),
-                      kv_len=kv, num_repeats=repeats, cuda_graphs=cuda_graphs, seed=seed)
-    if min(sweep.batch_sizes + sweep.tokens_per_row, default=0) < 1 or kv < 1 or repeats < 1:
-        raise ConfigError("--batch, --tokens, --kv and --repeats need positive integers")
+    sweep = StepSweep(batch_sizes=_parse_list("--batch", batch, _integer),
+                      tokens_per_row=_parse_list("--tokens", tokens, _integer), kv_len=kv, num_repeats=repeats,
+                      cuda_graphs=cuda_graphs, seed=seed)
+    _check_seed(seed)
+    checks.output_file("--out", out)
+    if model is not None:
+        check_steps(model, timing_out, sweep, dtype=dtype, device=device)
     profile = measure_hardware(device, dtype=dtype)
-    save_json(profile, out)
-    typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
     if model is not None:
         rows = measure_steps(model, timing_out, sweep, dtype=dtype, device=device)
         failed = sum(r["status"] != "ok" for r in rows)
         typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")
+    save_json(profile, out)
+    typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
+
+
+def _check_seed(seed: int) -> None:
+    """:class:`ConfigError` for a seed the random generators refuse (negative or above 2**63 - 1)."""
+    from sdlaws import checks
+
+    checks.number("--seed", seed, 0, 2**63 - 1, integer=True)

@@ -72,6 +72,17 @@ Sglang = Annotated[str, typer.Option("--sglang-algorithm", help="SGLang --specul
 
 DEFAULT_HARDWARE = "H100-SXM"
 DEFAULT_BATCH = "1,2,4,8,16,32,64,128,256"
+#: Accepted ranges of the numeric options, checked before any planning: field -> (option, low, high, integer).
+#: Parameter counts span a toy model to 100x the largest dense LLM; token counts up to 1e18.
+RANGES: dict[str, tuple[str, float, float, bool]] = {
+    "target_params": ("--target-params", 1e3, 1e14, False), "draft_params": ("--draft-params", 1e3, 1e14, False),
+    "draft_tokens": ("--draft-tokens", 1.0, 1e18, False), "target_tokens": ("--target-tokens", 1.0, 1e18, False),
+    "serve_tokens": ("--serve-tokens", 1.0, 1e18, False), "kv_len": ("--kv-len", 0, 10_000_000, True),
+    "tp": ("--tp", 1, 1024, True), "gamma": ("--gamma", 1, 64, True), "train_mfu": ("--train-mfu", 1e-3, 1.0, False),
+    "samples": ("--samples", 1, 100_000, True), "seed": ("--seed", 0, 2**63 - 1, True),
+    "max_new_tokens": ("--max-new-tokens", 1, 10_000_000, True),
+}
+MAX_BATCH = 1_000_000
 LAW_ROLES = {"ppl_plane": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk", "loglinear": "loglinear"}
 
 
@@ -120,11 +131,21 @@ class PlanOptions:
     def of(cls, values: dict) -> "PlanOptions":
         """Build from a command's ``locals()`` (keys that are not options are ignored) and resolve the hardware."""
         from sdlaws.cli.output import Output
+        from sdlaws import checks
         from sdlaws.hardware import load_hardware
+        from sdlaws.roofline import dtype_bytes
 
         opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
-        if opts.samples < 1 or opts.kv_len < 0:
-            raise ConfigError(f"--samples must be >= 1 and --kv-len >= 0 (got {opts.samples}, {opts.kv_len})")
+        for name, (option, lo, hi, integer) in RANGES.items():
+            if getattr(opts, name) is not None:
+                checks.number(option, getattr(opts, name), lo, hi, integer=integer)
+        _batches(opts.batch)
+        try:
+            dtype_bytes(opts.dtype)
+        except ConfigError as exc:
+            raise ConfigError(f"--dtype: {exc}") from None
+        if opts.out is not None:
+            checks.output_dir("--out", opts.out)
         Output(opts.table_format)  # an unknown --format stops here, before any work
         hardware, law = load_hardware(opts.hardware), None
         if opts.steps:
@@ -158,21 +179,22 @@ def _with_pair(opts: PlanOptions) -> PlanOptions:
     return replace(opts, resolved_pair=pair, **shapes)
 
 
-def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
+def _floats(text: Optional[str], option: str, example: str = "0.8,0.7") -> Optional[list[float]]:
     """Comma-separated numbers of an option, or None when it was not given."""
     if text is None:
         return None
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. 0.8,0.7") from None
+        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {example}") from None
 
 
 def _batches(text: str) -> list[int]:
-    """Batch sizes of --batch (positive integers)."""
-    values = _floats(text, "--batch") or []
-    if not values or any(v < 1 or v != int(v) for v in values):
-        raise ConfigError(f"--batch {text!r}: expected comma-separated positive integers, e.g. 1,8,64")
+    """Batch sizes of --batch (integers in [1, MAX_BATCH])."""
+    from sdlaws import checks
+
+    values = _floats(text, "--batch", "1,8,64") or []
+    checks.numbers("--batch", values, 1, MAX_BATCH, integer=True)
     return [int(v) for v in values]
 
 
@@ -235,8 +257,14 @@ def _acceptance(opts: PlanOptions):
         from sdlaws.plan.pairs import acceptance
 
         return acceptance(opts.resolved_pair)
+
+    from sdlaws import checks
+
     shares = _floats(opts.rank_acceptance, "--rank-acceptance")
     positions = _floats(opts.position_acceptance, "--position-acceptance")
+    for option, rates in (("--rank-acceptance", shares), ("--position-acceptance", positions)):
+        if rates is not None:
+            checks.numbers(option, rates, 0.0, 1.0, note="acceptance rates")
     if opts.alpha is None:
         if shares or positions:
             raise ConfigError("--rank-acceptance / --position-acceptance need --alpha (the measured per-token rate)")
@@ -349,11 +377,11 @@ def _emit(opts: PlanOptions, plan_set) -> None:
     if flags is not None:
         data["engine_flags"] = flags.to_dict(orient="records")
     if opts.out is not None:
-        from sdlaws.io import save_json
+        from sdlaws import io
 
-        opts.out.mkdir(parents=True, exist_ok=True)
-        save_json(data, opts.out / "plan.json")
-        _figures(plan_set, opts.out)
+        with io.output_group():  # plan.json and the figures replace the previous ones together, or not at all
+            io.save_json(data, opts.out / "plan.json")
+            _figures(plan_set, opts.out)
     if opts.json_:
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -40,13 +40,16 @@ def corpus(
     json_: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
 ) -> None:
     """Build a tokenized corpus from local Python source (no network) with a train/test split by file."""
+    from sdlaws import checks
     from sdlaws.train.corpus import CorpusConfig, build_corpus
     from sdlaws.train.families import parse_tokens
 
+    checks.output_dir("--out", out)
+    checks.number("--seed", seed, 0, 2**63 - 1, integer=True)
     config = CorpusConfig(sources=tuple(map(str, source or ())), extra=tuple(map(str, extra or ())),
                           vocab_size=vocab, test_fraction=test_fraction, seed=seed,
-                          max_tokens=parse_tokens(max_tokens) if max_tokens else None,
-                          max_bytes=parse_tokens(max_bytes) if max_bytes else None)
+                          max_tokens=parse_tokens(max_tokens, "--max-tokens") if max_tokens else None,
+                          max_bytes=parse_tokens(max_bytes, "--max-bytes") if max_bytes else None).check()
     result = build_corpus(out, config)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
 
@@ -79,12 +82,15 @@ def model(
     json_: Annotated[bool, typer.Option("--json", help="Print the checkpoints as JSON.")] = False,
 ) -> None:
     """Train one model (--layers/--hidden) or a named --family concurrently; re-running resumes."""
+    from sdlaws import checks
     from sdlaws.train.corpus import load_corpus
     from sdlaws.train.families import ModelSpec, family_specs, parse_tokens
     from sdlaws.train.trainer import TrainConfig, train_family
 
-    budget = parse_tokens(tokens)
-    first = parse_tokens(first_checkpoint) if first_checkpoint else None
+    checks.input_dir("--corpus", corpus)
+    checks.output_dir("--out", out)
+    budget = parse_tokens(tokens, "--tokens")
+    first = parse_tokens(first_checkpoint, "--first-checkpoint") if first_checkpoint else None
     if family is not None and any(v is not None for v in (layers, hidden, heads, lr)):
         raise ConfigError("--layers, --hidden, --heads and --lr describe a single model; drop them with --family "
                           "(family members use the default heads and learning rate)")
@@ -97,9 +103,9 @@ def model(
     else:
         raise ConfigError("say which model to train: --family NAME, or --layers L and --hidden H")
     config = TrainConfig(seq_len=seq_len, batch_size=batch_size, device=device, compile=compile_,
-                         data_seed=data_seed, time_limit_s=time_limit_s)
+                         data_seed=data_seed, time_limit_s=time_limit_s).check()
     result = train_family(specs, load_corpus(corpus), out, config,
-                          until_tokens=parse_tokens(until_tokens) if until_tokens else None)
+                          until_tokens=parse_tokens(until_tokens, "--until-tokens") if until_tokens else None)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sdlaws import io
 from sdlaws.errors import InputError
 from sdlaws.experiments.scale import Scale
 from sdlaws.train.corpus import Corpus
@@ -182,6 +183,4 @@ def write_prompts(corpus: Corpus, path: Path, *, num_prompts: int, prompt_tokens
     if len(texts) < num_prompts:
         raise InputError(f"{corpus.path}: the test split has too few files of {prompt_tokens} tokens for "
                          f"{num_prompts} prompts; build a larger corpus")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
-    return path
+    return io.save_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts), path)

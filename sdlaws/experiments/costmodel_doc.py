@@ -213,16 +213,16 @@ def _sweep_section(sweep, figs: dict) -> list[str]:
 
 def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measurements") -> Path:
     """Analyse, draw the figures beside ``out`` and write the document and the roofline-error JSON."""
-    from sdlaws.io import save_json
+    from sdlaws import io
     from sdlaws.plan.cost import ROOFLINE_ERROR_FILE
 
     out = Path(out)
     results = analyse(root)
     figures = out.with_suffix("")
-    figures.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, figures, root=Path(root), link=figures.name))
-    r = results.roofline
-    save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(r["datasheet_median"].to_numpy())),
-                                   max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
-                                   shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
+    with io.output_group():  # the document, its figures and the error JSON replace the old ones together
+        io.save_text(render(results, figures, root=Path(root), link=figures.name), out)
+        r = results.roofline
+        io.save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(r["datasheet_median"].to_numpy())),
+                                          max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
+                                          shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)
     return out

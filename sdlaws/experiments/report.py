@@ -9,6 +9,7 @@ runs on CPU without torch.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,12 @@ def write_report(measurements: str | Path, out: str | Path, *, markdown: str | P
     out = Path(out)
     data, analyses = build_report(measurements)
     markdown = Path(markdown) if markdown is not None else out.with_suffix(".md")
-    out.mkdir(parents=True, exist_ok=True)
-    data["files"] = sorted(p.name for a in analyses.values() for p in _write(a, out))
-    data["figures_link"] = Path(os.path.relpath(out.resolve(), markdown.parent.resolve())).as_posix()
-    json_path = io.save_json(data, out / "report.json")
-    markdown.write_text(render_markdown(io.load_json(json_path)))
+    with io.output_group():  # the fits, figures, JSON and markdown replace the previous ones together
+        data["files"] = sorted(p.name for a in analyses.values() for p in _write(a, out))
+        data["figures_link"] = Path(os.path.relpath(out.resolve(), markdown.parent.resolve())).as_posix()
+        text = io.json_text(data)
+        io.save_text(text, out / "report.json")
+        io.save_text(render_markdown(json.loads(text)), markdown)  # rendered from the JSON, as a reader sees it
     return data
 
 

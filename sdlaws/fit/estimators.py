@@ -27,7 +27,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 from statsmodels.regression.linear_model import OLS, WLS
 
-from sdlaws import __version__, rates, schema
+from sdlaws import __version__, checks, rates, schema
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.fit.bootstrap import bootstrap_linear, bootstrap_refit
 from sdlaws.fit.laws import LAWS, LawSpec, get_law
@@ -43,6 +43,10 @@ POSITION_RATE_PREFIXES = ("pos_acceptance_rate_", "cond_acceptance_rate_")
 MAX_STARTS = 3
 #: Throughput column maximised to find the optimal top-k per batch size in measurement rows.
 SCORE = "tokens_per_s"
+#: Most bootstrap resamples a fit accepts (each one is a refit).
+MAX_BOOTSTRAP = 100_000
+#: Largest |x|, |y| or weight a fit takes: squares of larger values overflow float64 (about 1.8e308).
+MAX_FIT_VALUE = 1e150
 
 
 @dataclass
@@ -111,8 +115,9 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     ConfigError
         Unknown law or wrong number of x columns.
     InputError
-        Missing or non-numeric column, bad weight, x or y outside the law's domain, too few rows, or an
-        acceptance fit whose rows are all synthetic-acceptance runs.
+        Missing or non-numeric column, bad weight, x or y outside the law's domain or not finite, too few rows,
+        a degenerate design (fewer distinct x than parameters, or collinear x columns), or an acceptance fit
+        whose rows are all synthetic-acceptance runs.
 
     Notes
     -----
@@ -120,6 +125,9 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     of acceptance fits, with a note in each result saying how many.
     """
     spec = get_law(law)
+    checks.number("--bootstrap", n_boot, 0, MAX_BOOTSTRAP, integer=True, note="0 = analytic intervals")
+    checks.number("--seed", seed, 0, 2**63 - 1, integer=True)
+    n_boot = int(n_boot)
     xcols, ycol = _columns(spec, x, y)
     df, notes = _measured_acceptance(df, spec, [*xcols, ycol])
     options = dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed, progress=progress, notes=notes)
@@ -251,6 +259,7 @@ def _select(df, spec: LawSpec, xcols, ycol, weight, unit, group) -> _Data:
     usable = frame[[*xcols, ycol]].notna().all(axis=1)
     frame, dropped = frame[usable], int((~usable).sum())
     _check_domain(frame, spec, xcols, ycol, wcol, group)
+    _check_design(frame, spec, xcols, group)
     units = pd.factorize(frame[unit])[0] if unit else np.arange(len(frame))
     w = frame[wcol].to_numpy(dtype=float) if wcol else np.ones(len(frame))
     return _Data(X=frame[list(xcols)].to_numpy(dtype=float), y=frame[ycol].to_numpy(dtype=float), w=w / w.mean(),
@@ -272,7 +281,10 @@ def _numeric(frame: pd.DataFrame, col: str) -> pd.Series:
 def _check_domain(frame, spec: LawSpec, xcols, ycol, wcol, group) -> None:
     """Raise :class:`InputError` for x or y outside the law's domain, bad weights, or too few rows."""
     where = "" if group is None else f" ({group[0]} = {group[1]})"
-    checks = [(c, frame[c] <= 0, "> 0 (the law takes its log or power)") for c in xcols if spec.log_x]
+    used = [*xcols, ycol, *([wcol] if wcol else [])]
+    checks = [(c, ~frame[c].abs().le(MAX_FIT_VALUE) & frame[c].notna(), f"finite and at most {MAX_FIT_VALUE:g} in "
+               "size (larger values overflow the least-squares sums)") for c in used]
+    checks += [(c, frame[c] <= 0, "> 0 (the law takes its log or power)") for c in xcols if spec.log_x]
     checks += [(ycol, frame[ycol] <= 0, "> 0 (the law is fitted on log y)")] if spec.space == "log" else []
     checks += [(wcol, frame[wcol].isna() | (frame[wcol] <= 0), "a positive count")] if wcol else []
     for col, bad, need in checks:
@@ -283,6 +295,26 @@ def _check_domain(frame, spec: LawSpec, xcols, ycol, wcol, group) -> None:
     if len(frame) <= k:
         raise InputError(f"{_sources(frame)}{where}: law {spec.name} has {k} parameters but only {len(frame)} usable "
                          f"row(s) with numeric {', '.join([*xcols, ycol])}; add rows (at least {k + 1})")
+
+
+def _check_design(frame: pd.DataFrame, spec: LawSpec, xcols, group) -> None:
+    """:class:`InputError` when the x values cannot identify the law's parameters: fewer distinct x (rows of the
+    x columns) than parameters, or, for laws linear in their coefficients, a design matrix of lower rank (x
+    columns that move together)."""
+    where = "" if group is None else f" ({group[0]} = {group[1]})"
+    k, names = len(spec.params), ", ".join(xcols)
+    distinct = frame[list(xcols)].drop_duplicates()
+    if len(distinct) < k:
+        shown = ", ".join(" / ".join(f"{v:g}" for v in row) for row in distinct.to_numpy(dtype=float)[:5])
+        raise InputError(f"{_sources(frame)}{where}: law {spec.name} has {k} parameters but {names} takes only "
+                         f"{len(distinct)} distinct value(s) ({shown}); the fit is undetermined, measure at least "
+                         f"{k} different x")
+    if spec.fitter == "ols":
+        _, design = spec.design(frame[list(xcols)].to_numpy(dtype=float))
+        if np.linalg.matrix_rank(design) < design.shape[1]:
+            raise InputError(f"{_sources(frame)}{where}: the columns {names} move together (the design matrix of "
+                             f"law {spec.name} has rank {np.linalg.matrix_rank(design)} < {design.shape[1]}); "
+                             "their effects cannot be told apart, vary them independently")
 
 
 def _ols(spec: LawSpec, data: _Data) -> _Estimate:

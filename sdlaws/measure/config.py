@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sdlaws import checks
 from sdlaws.errors import ConfigError
 from sdlaws.measure import profile
+
+#: Accepted ranges of the numeric settings, checked before any model loads: field -> (option, low, high).
+#: Generous for any real sweep; the context length of the models and the memory guard (sdlaws.measure.memory)
+#: then bound the sizes further.
+INT_RANGES: dict[str, tuple[str, int, int]] = {
+    "gammas": ("--gamma", 1, 64), "topks": ("--topk", 1, 1024), "batch_sizes": ("--batch", 1, 2**20),
+    "num_prompts": ("--num-prompts", 1, 100_000), "max_new_tokens": ("--max-new-tokens", 1, 2**24),
+    "max_prompt_len": ("--max-prompt-len", 1, 2**24), "repeats": ("--repeats", 1, 1000),
+    "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1),
+}
+MAX_TEMPERATURE = 100.0
 
 
 def stable_run_id(fields_: dict[str, Any]) -> str:
@@ -65,18 +76,12 @@ class MeasureConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.targets:
             raise ConfigError("no target model; pass --target PATH|HUB_ID|random:NAME")
-        _check_ints("gamma", self.gammas, 1)
-        _check_ints("topk", self.topks, 1)
-        _check_ints("batch size", self.batch_sizes, 1)
-        _check_ints("num_prompts", (self.num_prompts,), 1)
-        _check_ints("max_new_tokens", (self.max_new_tokens,), 1)
-        _check_ints("repeats", (self.repeats,), 1)
-        if self.tree_budget is not None:
-            _check_ints("tree budget", (self.tree_budget,), 1)
-        _check_ints("max_prompt_len", (self.max_prompt_len,), 1)
-        bad = [t for t in self.temperatures if not (math.isfinite(t) and t >= 0)]
-        if bad or not self.temperatures:
-            raise ConfigError(f"temperature must be finite and >= 0, got {list(self.temperatures)}")
+        for name, (option, lo, hi) in INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None:  # checked, then stored as int (4.0 and 4 must give the same run id)
+                checks.numbers(option, value if isinstance(value, tuple) else (value,), lo, hi, integer=True)
+                object.__setattr__(self, name, tuple(map(int, value)) if isinstance(value, tuple) else int(value))
+        checks.numbers("--temperature", self.temperatures, 0.0, MAX_TEMPERATURE, note="0 = greedy")
         if self.prompts not in BUILTIN_SETS and not Path(self.prompts).is_file():
             raise ConfigError(f"--prompts {self.prompts!r} is neither a built-in set ({', '.join(BUILTIN_SETS)}) "
                               "nor an existing JSONL file")
@@ -110,9 +115,3 @@ class MeasureConfig:
 def _fmt(value: Any) -> str:
     """Lists as comma-separated values, anything else with ``str``."""
     return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def _check_ints(what: str, values: tuple, minimum: int) -> None:
-    """:class:`ConfigError` unless ``values`` is a non-empty tuple of integers >= ``minimum``."""
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in values):
-        raise ConfigError(f"{what} must be integer(s) >= {minimum}, got {list(values)}")

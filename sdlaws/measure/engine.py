@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -321,10 +321,16 @@ def _validate(target, draft, cfg: DecodeConfig, max_prompt_len: int) -> None:
             raise ConfigError(f"attention implementation {attn!r} cannot take sdlaws's 4D tree/padding mask; "
                               "load the models with attn_implementation='sdpa' (or 'eager')")
     limit = getattr(target.config.get_text_config(), "max_position_embeddings", None)
-    furthest = max_prompt_len + cfg.max_new_tokens + 2 * cfg.depth  # positions a just-finished row may reach
+    furthest = furthest_position(max_prompt_len, cfg.max_new_tokens, cfg.depth)
     if limit is not None and furthest > limit:
         raise ConfigError(f"max_prompt_len + max_new_tokens (+ draft slack) = {furthest} positions exceed the "
                           f"model's max_position_embeddings={limit}; shorten prompts or max_new_tokens")
+
+
+def furthest_position(max_prompt_len: int, max_new_tokens: int, depth: int) -> int:
+    """Positions a row may reach: the longest prompt, its new tokens, and a just-finished row's speculation (a
+    tree of ``depth`` drafted past the end and verified)."""
+    return max_prompt_len + max_new_tokens + 2 * depth
 
 
 def _validate_draft(target, draft, cfg: DecodeConfig) -> None:
@@ -399,6 +405,34 @@ def _forward_head(head, cache: SlotCache, ids: torch.Tensor, features: torch.Ten
     return head(ids, features, positions, attention_mask=mask, past_key_values=cache)
 
 
+class CacheLayout(NamedTuple):
+    """Static sizes of a workspace: they fix its KV caches and buffers (and the memory guard's estimate)."""
+
+    num_refeed: int    # draft tokens the draft re-reads each step
+    prompt_width: int  # W: slots of the left-padded prompts
+    tree_cols: int     # draft slots of a tree's frontier nodes
+    num_verify: int    # tokens of the verify block: root + budget
+    num_slots: int     # S: slots per row of every KV cache
+
+
+def cache_layout(max_prompt_len: int, max_new_tokens: int, depth: int, topk: int, budget: int,
+                 head: bool = False) -> CacheLayout:
+    """The :class:`CacheLayout` of a decoder: longest prompt, new tokens, tree depth (0 for ar), top-k (1 for
+    chains and ar), drafted tokens verified per step (0 for ar) and whether the draft is a feature-level head."""
+    # With k = 1 an LM draft's cache already holds the accepted chain (pending: the last draft token and the
+    # bonus); a tree path was written at tree slots, so it is re-read whole. A head re-reads the root and the
+    # accepted path with the target's features instead of its own.
+    num_refeed = 2 if (topk == 1 and not head) else depth + 1
+    prompt_width = _round_up(max(max_prompt_len, num_refeed), SLOT_ALIGN)
+    tree_cols = (depth - 1) * topk if depth else 0
+    num_verify = 1 + budget
+    # Largest slot a step can touch: a just-frozen row has length <= W + max_new + depth, then writes up to
+    # max(verify block, commit of depth + 1 tokens, draft tree block) slots beyond it.
+    slack = depth + max(num_verify, tree_cols + 1, depth + 1) + 1
+    num_slots = _round_up(prompt_width + max_new_tokens + slack, SLOT_ALIGN)
+    return CacheLayout(num_refeed, prompt_width, tree_cols, num_verify, num_slots)
+
+
 class _Workspace:
     """Caches, buffers and phase runners of one decoder for one batch size (reused across calls)."""
 
@@ -410,20 +444,11 @@ class _Workspace:
         self.chain_sampling = cfg.method == "chain" and cfg.temperature > 0
         self.synthetic = cfg.acceptance_profile is not None and cfg.method != "ar"
         self.head = dec.head
-        # Draft tokens the draft re-reads each step: with k = 1 an LM draft's cache already holds the accepted
-        # chain (pending: the last draft token and the bonus); a tree path was written at tree slots, so re-read
-        # it. A head re-reads the root and the accepted path with the target's features instead of its own.
-        self.num_refeed = 2 if (self.topk == 1 and not self.head) else self.depth + 1
+        layout = cache_layout(dec.max_prompt_len, cfg.max_new_tokens, self.depth, self.topk, self.budget, self.head)
+        self.num_refeed, self.prompt_width, self.tree_cols, self.num_verify, self.num_slots = layout
         # A head's pair (feature at i, token at i + 1) sits at token i's slot and position, one before the token
         # an LM draft is fed to predict the same next token: a head's draft blocks start one slot earlier.
         self.shift = int(self.head)
-        self.prompt_width = _round_up(max(dec.max_prompt_len, self.num_refeed), SLOT_ALIGN)  # W
-        self.tree_cols = (self.depth - 1) * self.topk if self.depth else 0  # draft slots of frontier nodes
-        self.num_verify = 1 + self.budget
-        # Largest slot a step can touch: a just-frozen row has length <= W + max_new + depth, then writes up to
-        # max(verify block, commit of depth + 1 tokens, draft tree block) slots beyond it.
-        slack = self.depth + max(self.num_verify, self.tree_cols + 1, self.depth + 1) + 1
-        self.num_slots = _round_up(self.prompt_width + cfg.max_new_tokens + slack, SLOT_ALIGN)  # S
         self.target_cache = SlotCache(_num_layers(dec.target), self.num_slots)
         self.draft_cache = SlotCache(_num_layers(dec.draft), self.num_slots) if dec.draft is not None else None
         self.shape = tree.TreeShape(self.topk, self.depth, self.budget) if self.depth else None

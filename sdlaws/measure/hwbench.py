@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sdlaws import io
-from sdlaws.errors import error_cell
+from sdlaws import checks, io
+from sdlaws.errors import ConfigError, error_cell, naming
+from sdlaws.measure import memory
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.hfcompat import cache_keyword
-from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name,
+from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name, inspect_model,
                                    load_model, resolve_device)
 from sdlaws.provenance import provenance
 
@@ -265,6 +266,13 @@ def forward_time_s(model, cache, cache_len: int, batch: int, tokens: int, kv_len
     return _wall_median_s(fn, device, repeats, warmup)
 
 
+#: Accepted ranges of a forward-timing sweep: field -> (option, low, high).
+STEP_RANGES: dict[str, tuple[str, int, int]] = {
+    "batch_sizes": ("--batch", 1, 2**20), "tokens_per_row": ("--tokens", 1, 65536), "kv_len": ("--kv", 1, 2**24),
+    "num_repeats": ("--repeats", 1, 100_000), "num_warmup": ("warm-up repeats", 0, 1000),
+}
+
+
 @dataclass(frozen=True)
 class StepSweep:
     """A forward-timing sweep: batch sizes x tokens per row at one KV length."""
@@ -276,6 +284,39 @@ class StepSweep:
     num_warmup: int = 3
     cuda_graphs: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """:class:`ConfigError` naming the option of a value outside :data:`STEP_RANGES`."""
+        for name, (option, lo, hi) in STEP_RANGES.items():
+            value = getattr(self, name)
+            checks.numbers(option, value if isinstance(value, tuple) else (value,), lo, hi, integer=True)
+
+
+def check_steps(model_spec: str, out: str | Path, sweep: StepSweep, *, dtype: str = "bfloat16", device: str = "auto",
+                trust_remote_code: bool = False) -> None:
+    """Check a forward-timing sweep before anything is measured: the step CSV (a torn last line is cut off), the
+    model's config, its context length and the memory of the largest point (:mod:`sdlaws.measure.memory`).
+
+    Raises
+    ------
+    ConfigError, ModelError, InputError
+        One line naming the option.
+    """
+    checks.output_file("--timing-out", out)
+    io.repair_tail(out)
+    io.run_status(out)  # refuses a file that is not a measurement CSV
+    with naming("--model"):
+        model = inspect_model(model_spec, trust_remote_code=trust_remote_code)
+    batch, tokens = max(sweep.batch_sizes), max(sweep.tokens_per_row)
+    if model.context_len is not None and sweep.kv_len + tokens > model.context_len:
+        raise ConfigError(f"--kv {sweep.kv_len} + --tokens {tokens} = {sweep.kv_len + tokens} positions exceed the "
+                          f"{model.context_len}-token context of {model_spec}; lower --kv")
+    device = resolve_device(device)
+    need = memory.need(f"{model_spec}, batch {batch}, {tokens} tokens per row after {sweep.kv_len}",
+                       memory.model_shape(model.config, model_spec), None, dtype=canonical_dtype(dtype),
+                       batch_size=batch, longest_prompt=sweep.kv_len, max_new_tokens=tokens, depth=0, topk=1,
+                       budget=0, cuda=device.startswith("cuda"))
+    memory.check_fits([need], memory.free_bytes(device), device)
 
 
 def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, done: set[str] = frozenset(),

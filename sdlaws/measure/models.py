@@ -90,11 +90,54 @@ class ModelInfo:
                 f"{prefix}_pretrain_tokens": self.pretrain_tokens}
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """What can be known of a model before its weights load: its parsed spec, transformers (text) config and
+    tokenizer (None for ``random:`` specs and directories without tokenizer files, or when not asked for)."""
+
+    spec: ModelSpec
+    config: Any
+    tokenizer: Any = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the LM head (the logits per position)."""
+        return int(self.config.vocab_size)
+
+    @property
+    def context_len(self) -> int | None:
+        """Positions the model was built for (``max_position_embeddings``), None when the config has none."""
+        value = getattr(self.config, "max_position_embeddings", None)
+        return None if value is None else int(value)
+
+
+def inspect_model(spec: str, *, trust_remote_code: bool = False, tokenizer: bool = False) -> ModelConfig:
+    """Parse a spec and read its config (and tokenizer if asked), without loading weights: cheap checks first.
+
+    Raises
+    ------
+    ModelError
+        Malformed spec, missing or unreadable directory, a config.json that is not a model config, a hub id not
+        cached while offline, an unknown ``random:`` override.
+    """
+    parsed = parse_spec(spec)
+    if parsed.kind in ("random", "head"):
+        return ModelConfig(parsed, random_config(parsed).get_text_config())
+    from transformers import AutoConfig
+
+    kwargs = _from_pretrained_kwargs(parsed, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(parsed.name, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(_load_error(parsed, exc)) from None
+    return ModelConfig(parsed, config.get_text_config(), _load_tokenizer(parsed, kwargs) if tokenizer else None)
+
+
 def canonical_dtype(dtype: str) -> str:
     """Canonical torch dtype name for an alias (``bf16`` -> ``bfloat16``); :class:`ModelError` if unknown."""
     key = str(dtype).lower().removeprefix("torch.")
     if key not in DTYPES:
-        raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(set(DTYPES)))}")
+        raise ModelError(f"--dtype {dtype}: unknown dtype; use one of {', '.join(sorted(set(DTYPES)))}")
     return DTYPES[key]
 
 
@@ -340,15 +383,21 @@ def _load_pretrained(spec: ModelSpec, torch_dtype, device: str, trust_remote_cod
 
     import sdlaws.measure.head  # noqa: F401 - registers draft heads with the Auto classes (head directories load)
 
-    if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
-        raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
-    kwargs = dict(revision=spec.revision, trust_remote_code=trust_remote_code,
-                  local_files_only=spec.kind == "local" or hub_offline())
+    kwargs = _from_pretrained_kwargs(spec, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelError(_load_error(spec, exc)) from None
     return model.to(device), _load_tokenizer(spec, kwargs)
+
+
+def _from_pretrained_kwargs(spec: ModelSpec, trust_remote_code: bool) -> dict[str, Any]:
+    """Keyword arguments of the ``from_pretrained`` calls (revision, remote code, local files only when offline or
+    local); :class:`ModelError` for a local directory without config.json, which they cannot load."""
+    if spec.kind == "local" and not (Path(spec.name) / "config.json").is_file():
+        raise ModelError(f"{spec.raw}: not a Hugging Face model directory (no config.json)")
+    return dict(revision=spec.revision, trust_remote_code=trust_remote_code,
+                local_files_only=spec.kind == "local" or hub_offline())
 
 
 def _load_error(spec: ModelSpec, exc: Exception) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from sdlaws import io, rates
-from sdlaws.errors import ConfigError, InputError, ModelError
+from sdlaws import checks, io, rates
+from sdlaws.errors import ConfigError, InputError, ModelError, naming
 from sdlaws.measure.config import stable_run_id
-from sdlaws.measure.models import ModelInfo, canonical_dtype, device_name, load_model, resolve_device
+from sdlaws.measure.models import ModelInfo, canonical_dtype, device_name, inspect_model, load_model, resolve_device
 from sdlaws.provenance import provenance
 
 #: Longest window used when the model's own context (``max_position_embeddings``) is larger (tokens).
@@ -74,9 +74,7 @@ def eval_token_ids(path: str | os.PathLike, tokenizer=None, *, vocab_size: int |
     -------
     ndarray of int64, shape (num_tokens,)
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder; pass a .bin of token ids, a text file or a folder")
+    path = _existing(path)
     if path.suffix == ".bin":
         ids = _read_bin(path, vocab_size)
     else:
@@ -87,6 +85,14 @@ def eval_token_ids(path: str | os.PathLike, tokenizer=None, *, vocab_size: int |
     if len(ids) < 2:
         raise InputError(f"{path}: fewer than 2 tokens to evaluate; pass more text")
     return ids
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    """``path`` if it exists, else :class:`InputError` saying what ``--eval`` takes."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"--eval {path}: no such file or folder; pass a .bin of token ids, a text file or a folder")
+    return path
 
 
 def _read_bin(path: Path, vocab_size: int | None) -> np.ndarray:
@@ -146,14 +152,13 @@ def nll_sum(model, ids: np.ndarray, *, context_len: int, stride: int, progress: 
     return total, count
 
 
-def context_length(model, requested: int | None = None) -> int:
-    """``requested``, else the model's ``max_position_embeddings`` capped at :data:`MAX_DEFAULT_CONTEXT`."""
-    config = model.config.get_text_config()
+def context_length(config, requested: int | None = None) -> int:
+    """``requested``, else the ``max_position_embeddings`` of a model's (text) config capped at
+    :data:`MAX_DEFAULT_CONTEXT`."""
     limit = getattr(config, "max_position_embeddings", None) or MAX_DEFAULT_CONTEXT
     if requested is None:
         return min(limit, MAX_DEFAULT_CONTEXT)
-    if not 2 <= requested <= limit:
-        raise ConfigError(f"context length {requested} must be between 2 and the model's limit {limit}")
+    checks.number("--context", requested, 2, limit, integer=True, note="the model's context length is the most")
     return requested
 
 
@@ -165,7 +170,7 @@ def evaluate(model, tokenizer, info: ModelInfo, eval_path: str | os.PathLike, *,
     ``stride`` defaults to half the context length.
     """
     ids = eval_token_ids(eval_path, tokenizer, vocab_size=info.vocab_size, max_tokens=max_tokens)
-    context = context_length(model, context_len)
+    context = context_length(model.config.get_text_config(), context_len)
     stride = stride or max(1, context // 2)
     total, count = nll_sum(model, ids, context_len=context, stride=stride, progress=progress)
     return PplResult(info, eval_set or str(eval_path), count, total, context, stride)
@@ -178,8 +183,20 @@ def measure_ppl(model_spec: str, eval_path: str | os.PathLike, out: str | os.Pat
                 progress: bool = True) -> PplResult | None:
     """Load a model, evaluate it and append a ``ppl`` row to ``out`` (if given).
 
-    Returns None (and measures nothing) when ``out`` already holds an ``ok`` row with the same run id.
+    Returns None (and measures nothing) when ``out`` already holds an ``ok`` row with the same run id. The
+    options, the output CSV, the held-out path and the model's config are checked before the weights load.
     """
+    if out is not None:
+        checks.output_file("--out", out)
+        io.repair_tail(out)
+    if max_tokens is not None:
+        checks.number("--max-tokens", max_tokens, 2, 2**53, integer=True)
+    _existing(eval_path)
+    with naming("--model"):
+        config = inspect_model(model_spec, trust_remote_code=trust_remote_code).config
+    context = context_length(config, context_len)
+    if stride is not None:
+        checks.number("--stride", stride, 1, context, integer=True, note="at most the context length")
     device = resolve_device(device)
     gpu = device_name(device)
     key = stable_run_id({"model": model_spec, "eval_path": str(eval_path), "eval_set": eval_set,

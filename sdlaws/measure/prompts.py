@@ -67,6 +67,11 @@ class PromptSet:
         """Prompt tokens summed over prompts."""
         return sum(len(ids) for ids in self.token_ids)
 
+    @property
+    def longest(self) -> int:
+        """Tokens of the longest prompt (it sizes the decoder's caches)."""
+        return max(map(len, self.token_ids))
+
 
 def load_prompts(name: str, tokenizer=None, *, num_prompts: int, seed: int = 0, max_prompt_len: int = 512,
                  chat_template: bool = True, vocab_size: int | None = None) -> PromptSet:

@@ -1,9 +1,19 @@
 """Run a grid of speculative-decoding configurations and append one ``spec`` row per configuration.
 
+Before anything is loaded or written, the sweep checks what it can from configs alone (:meth:`Sweep.preflight`):
+the output is a spec CSV (a torn last line is cut off), every model spec and config reads, text prompts have a
+tokenizer, drafts share the target's vocabulary, prompts plus new tokens fit each model's context, and the
+largest configuration fits in memory (:mod:`sdlaws.measure.memory`). Bad input is a one-line error; nothing is
+written.
+
 The sweep is resumable: each configuration has a stable ``run_id`` (:func:`run_id`), rows are appended as
 soon as a configuration finishes (:func:`sdlaws.io.append_row`, fsync'ed), and configurations whose ``run_id``
-is already ``ok`` in the output CSV are skipped. A configuration that fails (out of memory, an impossible
-setting, a model that does not load) becomes a ``status=failed`` row with the reason, and the sweep goes on.
+is already ``ok`` in the output CSV are skipped. A configuration that fails (out of memory, weights that do not
+load) becomes a ``status=failed`` row with the reason, and the sweep goes on.
+
+Sweeps may share an output CSV: each grid point is claimed with a lock file (``filelock``, in
+``.<csv name>.claims/`` next to the CSV) while it is measured, and re-checked against the CSV once claimed, so two
+processes never measure the same configuration; a claim dies with its process.
 """
 
 from __future__ import annotations
@@ -11,17 +21,22 @@ from __future__ import annotations
 import math
 import operator
 import os
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import reduce
+from functools import partial, reduce
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, Iterator, Literal, Protocol
 
-from sdlaws import io, rates
-from sdlaws.errors import ConfigError, error_cell
-from sdlaws.measure import profile
+from filelock import FileLock, Timeout
+
+from sdlaws import checks, io, rates
+from sdlaws.errors import ConfigError, error_cell, naming
+from sdlaws.measure import memory, profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
-from sdlaws.measure.models import ModelInfo, device_name, free_device_memory, load_model, resolve_device
+from sdlaws.measure.models import (ModelConfig, ModelInfo, device_name, free_device_memory, inspect_model,
+                                   load_model, parse_spec, resolve_device)
 from sdlaws.measure.prompts import PromptSet, load_prompts, select_texts, tokenize_prompts
 from sdlaws.provenance import provenance
 
@@ -133,20 +148,29 @@ class SweepResult:
     num_runs: int
     num_skipped: int = 0
     num_ok: int = 0
+    num_elsewhere: int = 0  # measured (or being measured) by another sweep on the same CSV meanwhile
     failures: list[tuple[str, str]] = field(default_factory=list)  # (configuration label, error)
     notes: list[str] = field(default_factory=list)                 # e.g. models without a perplexity
 
     def summary(self) -> str:
         """One line of counts, then one line per failure and note."""
+        elsewhere = f", {self.num_elsewhere} by another sweep" if self.num_elsewhere else ""
         head = (f"{self.num_runs} configurations: {self.num_ok} measured, {len(self.failures)} failed, "
-                f"{self.num_skipped} already in {self.out}")
+                f"{self.num_skipped} already in {self.out}{elsewhere}")
         return "\n".join([head, *(f"failed: {label}: {err}" for label, err in self.failures),
                           *(f"note: {note}" for note in self.notes)])
 
 
 def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
-              loader: Callable = load_model, progress: bool = True) -> SweepResult:
-    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each.
+              loader: Callable = load_model, inspect: Callable = inspect_model, progress: bool = True) -> SweepResult:
+    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each: checked
+    first by :func:`prepare_sweep` (see it for the parameters), then :meth:`Sweep.run`."""
+    return prepare_sweep(config, out, decoder_factory=decoder_factory, loader=loader, inspect=inspect).run(progress)
+
+
+def prepare_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
+                  loader: Callable = load_model, inspect: Callable = inspect_model) -> "Sweep":
+    """A sweep checked and ready to :meth:`~Sweep.run`; nothing is loaded or written yet.
 
     Parameters
     ----------
@@ -157,43 +181,112 @@ def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory:
         Builds the decoder of one configuration (default: :func:`engine_decoder`).
     loader : callable
         ``loader(spec, dtype=, device=, trust_remote_code=, seed=) -> (model, tokenizer, ModelInfo)``.
-    progress : bool
-        Show a rich progress bar over configurations.
+    inspect : callable
+        ``inspect(spec, trust_remote_code=, tokenizer=) -> ModelConfig``: a model's config (and tokenizer)
+        without its weights, for the checks made before loading (default:
+        :func:`~sdlaws.measure.models.inspect_model`).
 
     Returns
     -------
-    SweepResult
+    Sweep
+
+    Raises
+    ------
+    ConfigError, ModelError, InputError
+        Bad input (:meth:`Sweep.preflight`).
     """
     device = resolve_device(config.device)
-    sweep = _Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
-    return sweep.run(progress)
+    sweep = Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
+    sweep.preflight(inspect)
+    return sweep
 
 
-class _Sweep:
+class Sweep:
     """State of one sweep: loaded models, prompts, perplexities, output path."""
 
     def __init__(self, config: MeasureConfig, out: Path, device: str, gpu_name: str,
                  factory: DecoderFactory, loader: Callable):
         self.config, self.out, self.device, self.gpu_name = config, out, device, gpu_name
         self.factory, self.loader = factory, loader
+        checks.output_file("--out", out)
+        io.check_appendable(out, "spec")
+        io.repair_tail(out)
+        start = io.run_status(out)
+        self.rows_before = Counter(start["run_id"])
+        self.ok_before = set(start.loc[start["status"].eq("ok"), "run_id"])
+        if config.prompts != "random":  # random: models never have a tokenizer: say so before reading any text
+            for target in config.targets:
+                with naming("--target"):
+                    kind = parse_spec(target).kind
+                if kind == "random":
+                    raise ConfigError(_no_tokenizer(config.prompts, target))
         # Read a JSONL prompt file (or build a text set) once, before any model loads: bad input fails fast.
         self.texts = None if config.prompts == "random" else select_texts(config.prompts, config.num_prompts,
                                                                              seed=config.seed)
         self.perplexities = load_perplexities(config.ppl_file, config.ppl_eval_set) if config.ppl_file else {}
         self.result = SweepResult(out=out, num_runs=0)
+        self.todo: list[RunConfig] = []
+        self.prompts: dict[str, PromptSet] = {}
 
-    def run(self, progress: bool) -> SweepResult:
+    def preflight(self, inspect: Callable) -> None:
+        """Check the models, prompts, context lengths and memory of the configurations to measure, from configs
+        and tokenizers only: a one-line error (naming the option) before any weights load or any row is written.
+        """
+        c = self.config
+        runs = expand_grid(c)
+        self.todo = [r for r in runs if run_id(r, c, self.gpu_name) not in self.ok_before]
+        self.result.num_runs, self.result.num_skipped = len(runs), len(runs) - len(self.todo)
+        models: dict[str, ModelConfig] = {}
+        for option, specs in (("--target", c.targets), ("--draft", c.drafts)):
+            for spec in specs:
+                if spec not in models:
+                    with naming(option):
+                        models[spec] = inspect(spec, trust_remote_code=c.trust_remote_code,
+                                               tokenizer=option == "--target" and self.texts is not None)
+        for target in c.targets:
+            self.prompts[target] = self._prompt_set(target, models[target])
+            for draft in c.drafts:
+                _check_vocab(target, models[target], draft, models[draft])
+            _check_context(c, self.prompts[target], [(s, models[s]) for s in (target, *c.drafts)],
+                           depth=max(c.gammas) if c.drafts else 0)
+        self._check_memory(models)
+
+    def _prompt_set(self, spec: str, model: ModelConfig) -> PromptSet:
+        """The prompts tokenised for one target (random ids drawn from its vocabulary for ``random``)."""
+        c = self.config
+        if self.texts is None:
+            memory.check_random_prompts(c.num_prompts, c.max_prompt_len)
+            return load_prompts("random", num_prompts=c.num_prompts, seed=c.seed, max_prompt_len=c.max_prompt_len,
+                                vocab_size=model.vocab_size)
+        if model.tokenizer is None:
+            raise ConfigError(_no_tokenizer(c.prompts, spec))
+        return tokenize_prompts(c.prompts, self.texts, model.tokenizer, max_prompt_len=c.max_prompt_len,
+                                chat_template=c.chat_template)
+
+    def _check_memory(self, models: dict[str, ModelConfig]) -> None:
+        """:class:`ConfigError` when the largest configuration to measure cannot fit (:mod:`sdlaws.measure.memory`):
+        device memory, and on a GPU host memory for the largest model's weights while it loads."""
+        c, cuda = self.config, self.device.startswith("cuda")
+        shapes = {spec: memory.model_shape(m.config, spec) for spec, m in models.items()}
+        needs = [memory.need(run.label, shapes[run.target], shapes[run.draft] if run.draft else None, dtype=c.dtype,
+                             batch_size=run.batch_size, longest_prompt=self.prompts[run.target].longest,
+                             max_new_tokens=c.max_new_tokens, depth=run.num_spec_tokens, topk=run.tree_topk,
+                             budget=run.tree_budget or 0, cuda=cuda)
+                 for run in dict.fromkeys(r.first() for r in self.todo)]
+        memory.check_fits(needs, memory.free_bytes(self.device), self.device)
+        if cuda:
+            loads = [memory.Need(f"loading {spec}", shape.params * memory.dtype_bytes(c.dtype), 0, 0, 0)
+                     for spec, shape in shapes.items() if shape is not None]
+            memory.check_fits(loads, memory.host_available_bytes(), "the host")
+
+    def run(self, progress: bool = True) -> SweepResult:
         """Measure the configurations not yet ``ok`` in the output, grouped by target."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        runs = expand_grid(self.config)
-        done = io.done_run_ids(self.out)
-        todo = [r for r in runs if run_id(r, self.config, self.gpu_name) not in done]
-        self.result.num_runs, self.result.num_skipped = len(runs), len(runs) - len(todo)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("measure", total=len(todo))
-            for target_spec, group in groupby(todo, key=operator.attrgetter("target")):
+            task = bar.add_task("measure", total=len(self.todo))
+            for target_spec, group in groupby(self.todo, key=operator.attrgetter("target")):
                 self._target_group(target_spec, list(group), bar, task)
         return self.result
 
@@ -201,27 +294,57 @@ class _Sweep:
         """Load one target (and each of its drafts once) and measure its configurations."""
         loaded = self._load(spec)
         if isinstance(loaded, str):
-            return self._fail_all(runs, loaded, None, bar, task)
-        target, tokenizer, info = loaded
-        try:
-            prompts = self._prompts(tokenizer, info)
-        except ConfigError as exc:
-            return self._fail_all(runs, str(exc), info, bar, task)
+            return self._each_point(runs, bar, task, partial(self._fail, reason=loaded, target_info=None))
+        target, _, info = loaded
         for draft_spec, group in groupby(runs, key=operator.attrgetter("draft")):
-            group = list(group)
             draft = self._load(draft_spec) if draft_spec else (None, None, None)
-            if isinstance(draft, str):
-                self._fail_all(group, draft, info, bar, task)
-                continue
-            for _, repeats in groupby(group, key=RunConfig.first):
-                repeats = list(repeats)
-                bar.update(task, description=repeats[0].label)
-                self._measure(repeats, target, info, draft[0], draft[2], prompts)
-                bar.advance(task, len(repeats))
-            del draft
+            work = (partial(self._fail, reason=draft, target_info=info) if isinstance(draft, str) else
+                    partial(self._measure, target=target, target_info=info, draft=draft[0], draft_info=draft[2],
+                            prompts=self.prompts[spec]))
+            self._each_point(list(group), bar, task, work)
+            del draft, work
             free_device_memory(self.device)
         del target
         free_device_memory(self.device)
+
+    def _each_point(self, runs: list[RunConfig], bar, task, work: Callable[[list[RunConfig]], None]) -> None:
+        """Call ``work`` with the repeats of each grid point that are still to measure once the point is claimed
+        (:meth:`_claim`)."""
+        for _, repeats in groupby(runs, key=RunConfig.first):
+            repeats = list(repeats)
+            bar.update(task, description=repeats[0].label)
+            with self._claim(repeats) as pending:
+                if pending:
+                    work(pending)
+            bar.advance(task, len(repeats))
+
+    @contextmanager
+    def _claim(self, runs: list[RunConfig]) -> Iterator[list[RunConfig]]:
+        """Claim one grid point against other sweeps writing the same CSV, and yield its runs still to measure.
+
+        The claim is an exclusive lock file per grid point; a point another process holds is being measured
+        there (nothing to do here). Once claimed, the CSV is read again: a run that became ``ok``, or that got a
+        row of any status since this sweep started, was measured by another sweep. The claim is released after
+        the rows are appended (and dies with its process).
+        """
+        claims = self.out.parent / f".{self.out.name}.claims"
+        claims.mkdir(exist_ok=True)
+        lock = FileLock(claims / f"{run_id(runs[0].first(), self.config, self.gpu_name)}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.result.num_elsewhere += len(runs)
+            yield []
+            return
+        try:
+            now = io.run_status(self.out)
+            rows, ok = Counter(now["run_id"]), set(now.loc[now["status"].eq("ok"), "run_id"])
+            ids = {run: run_id(run, self.config, self.gpu_name) for run in runs}
+            pending = [run for run in runs if ids[run] not in ok and rows[ids[run]] == self.rows_before[ids[run]]]
+            self.result.num_elsewhere += len(runs) - len(pending)
+            yield pending
+        finally:
+            lock.release()
 
     def _load(self, spec: str):
         """(model, tokenizer, info), or the one-line reason it failed to load."""
@@ -232,15 +355,6 @@ class _Sweep:
             reason = f"cannot load {spec}: {error_cell(exc)}"
         free_device_memory(self.device)
         return reason
-
-    def _prompts(self, tokenizer, info: ModelInfo) -> PromptSet:
-        """The prompts tokenised for one target (random ids drawn from its vocabulary for ``random``)."""
-        c = self.config
-        if self.texts is None:
-            return load_prompts("random", num_prompts=c.num_prompts, seed=c.seed, max_prompt_len=c.max_prompt_len,
-                                vocab_size=info.vocab_size)
-        return tokenize_prompts(c.prompts, self.texts, tokenizer, max_prompt_len=c.max_prompt_len,
-                                chat_template=c.chat_template)
 
     def _measure(self, runs: list[RunConfig], target, target_info: ModelInfo, draft, draft_info: ModelInfo | None,
                  prompts: PromptSet) -> None:
@@ -262,12 +376,7 @@ class _Sweep:
                 self.result.num_ok += 1
                 pending.pop(0)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
-            error = error_cell(exc)
-            for run in pending:
-                row = {**self._base_row(run, target_info, draft_info), "forward_impl": impl, "status": "failed",
-                       "error": error}
-                io.append_row(self.out, row, "spec")
-                self.result.failures.append((run.label, error))
+            self._fail(pending, error_cell(exc), target_info, draft_info, forward_impl=impl)
         free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
 
     def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
@@ -304,14 +413,45 @@ class _Sweep:
             self.result.notes.append(note)
         return value
 
-    def _fail_all(self, runs: list[RunConfig], reason: str, target_info: ModelInfo | None, bar, task) -> None:
-        """Write a failed row for each run (used when a model or its prompts cannot be prepared)."""
+    def _fail(self, runs: list[RunConfig], reason: str, target_info: ModelInfo | None,
+              draft_info: ModelInfo | None = None, **columns) -> None:
+        """Append a failed row with ``reason`` for each run (a model that does not load, a failed decode)."""
         for run in runs:
-            row = self._base_row(run, target_info, None)
-            row.update(status="failed", error=reason)
+            row = {**self._base_row(run, target_info, draft_info), **columns, "status": "failed", "error": reason}
             io.append_row(self.out, row, "spec")
             self.result.failures.append((run.label, reason))
-            bar.advance(task)
+
+
+def _no_tokenizer(prompts: str, target: str) -> str:
+    """The error of a text prompt set for a target without a tokenizer, with the fix."""
+    return (f"--prompts {prompts} is a text set, but --target {target} has no tokenizer (random: models and "
+            "directories without tokenizer files have none); use --prompts random for random token ids")
+
+
+def _check_vocab(target: str, target_model: ModelConfig, draft: str, draft_model: ModelConfig) -> None:
+    """:class:`ConfigError` when the draft's logits do not index the target's vocabulary."""
+    if draft_model.vocab_size != target_model.vocab_size:
+        raise ConfigError(f"--draft {draft}: its vocabulary has {draft_model.vocab_size} tokens, the target "
+                          f"{target}'s {target_model.vocab_size}; a draft must share the target's tokenizer")
+
+
+def _check_context(config: MeasureConfig, prompts: PromptSet, models: list[tuple[str, ModelConfig]],
+                   depth: int) -> None:
+    """:class:`ConfigError` when the longest prompt plus the new tokens (and the speculation slack of a tree of
+    ``depth``) exceed a model's context length."""
+    from sdlaws.measure.engine import furthest_position
+
+    furthest = furthest_position(prompts.longest, config.max_new_tokens, depth)
+    slack = furthest - prompts.longest - config.max_new_tokens
+    for spec, model in models:
+        limit = model.context_len
+        if limit is not None and furthest > limit:
+            room = limit - prompts.longest - slack
+            fix = f"use --max-new-tokens <= {room}" if room >= 1 else "lower --max-prompt-len"
+            extra = f" + {slack} of speculation slack" if slack else ""
+            raise ConfigError(f"--max-new-tokens {config.max_new_tokens}: prompts of up to {prompts.longest} tokens "
+                              f"+ {config.max_new_tokens} new tokens{extra} = {furthest} positions exceed the "
+                              f"{limit}-token context of {spec}; {fix}")
 
 
 def acceptance_columns(run: RunConfig, config: MeasureConfig) -> dict[str, str]:

@@ -99,7 +99,8 @@ def rank_rates_from_shares(shares) -> np.ndarray:
     """
     shares = np.asarray(shares, dtype=float)
     if shares.ndim != 1 or (shares < 0).any() or shares.sum() > 1.0 + 1e-9:
-        raise ConfigError("rank acceptance shares must be >= 0 and sum to <= 1 (share of levels won by each rank)")
+        raise ConfigError(f"rank acceptance shares (--rank-acceptance) must be >= 0 and sum to <= 1 (share of "
+                          f"levels won by each rank), got {shares.tolist()}")
     before = 1.0 - np.concatenate([[0.0], np.cumsum(shares)[:-1]])
     return np.divide(shares, before, out=np.zeros_like(shares), where=before > 0)
 

@@ -23,12 +23,14 @@ import os
 import platform
 import sysconfig
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from sdlaws import io
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.provenance import git_sha, now_utc, version
 from sdlaws.train import tokenizer as tok
@@ -85,7 +87,8 @@ class CorpusConfig:
         """Return self, or raise :class:`ConfigError` naming the impossible option."""
         tok.check_vocab_size(self.vocab_size)
         if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"test fraction {self.test_fraction} must be in (0, 1), e.g. 0.02")
+            raise ConfigError(f"--test-fraction {self.test_fraction:g} is out of range; expected a number in (0, 1), "
+                              "e.g. 0.02")
         for name in ("max_bytes", "max_tokens", "max_file_bytes", "tokenizer_sample_bytes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -264,12 +267,12 @@ def _score(sha256: str, seed: int, purpose: str) -> float:
     return int.from_bytes(digest[:8], "little") / 2.0**64
 
 
-def read_sources(config: CorpusConfig, progress) -> tuple[list[SourceFile], _Skipped]:
-    """Read, hash, dedupe, score and split the candidate files; apply ``max_bytes``.
+def read_sources(config: CorpusConfig, candidates: list[tuple[str, Path, bool]], progress
+                 ) -> tuple[list[SourceFile], _Skipped]:
+    """Read, hash, dedupe, score and split the candidate files (:func:`discover`); apply ``max_bytes``.
 
     Returns the kept files in seeded order (train and test interleaved) and the skip counts.
     """
-    candidates = discover(config)
     skipped = _Skipped()
     task = progress.add_task("reading sources", total=len(candidates))
 
@@ -339,12 +342,10 @@ def _tokenizer_sample(files: list[SourceFile], sample_bytes: int) -> list[str]:
 
 
 class _ShardWriter:
-    """Appends uint16 token arrays of one split to ``<split>.bin.tmp`` and hashes what it writes."""
+    """Appends uint16 token arrays of one split to an open file and hashes what it writes."""
 
-    def __init__(self, directory: Path, split: str, eos_id: int):
-        self.final = directory / f"{split}.bin"
-        self.tmp = directory / f"{split}.bin.tmp"
-        self.handle = open(self.tmp, "wb")
+    def __init__(self, handle, eos_id: int):
+        self.handle = handle
         self.hash = hashlib.sha256()
         self.eos = np.array([eos_id], dtype=TOKEN_DTYPE)
         self.num_tokens = self.num_files = self.num_bytes = 0
@@ -359,10 +360,8 @@ class _ShardWriter:
         self.num_files += 1
         self.num_bytes += num_bytes
 
-    def close(self) -> dict:
-        """Move the shard into place; return its files, bytes, tokens and sha256."""
-        self.handle.close()
-        os.replace(self.tmp, self.final)
+    def summary(self) -> dict:
+        """The shard's files, bytes, tokens and sha256."""
         return {"num_files": self.num_files, "num_bytes": self.num_bytes, "num_tokens": self.num_tokens,
                 "sha256": self.hash.hexdigest()}
 
@@ -371,27 +370,30 @@ def encode_files(files: list[SourceFile], tokenizer: "Tokenizer", directory: Pat
                  progress) -> tuple[list[SourceFile], dict]:
     """Tokenize ``files`` in batches (multi-threaded in the library) and write the two shards.
 
-    Stops after the train split reaches ``max_tokens``; returns the files written and the split summaries.
+    Stops after the train split reaches ``max_tokens``; returns the files written and the split summaries. Each
+    shard is written atomically (:func:`sdlaws.io.atomic_write`).
     """
     # A file that contains the text "<|endoftext|>" (tokenizer code does) must not get an EOS id inside it:
     # EOS ids in the shards are exactly the file separators.
     tokenizer.encode_special_tokens = True
-    writers = {s: _ShardWriter(directory, s, tok.eos_id(tokenizer)) for s in SPLITS}
-    task = progress.add_task("tokenizing", total=sum(f.num_bytes for f in files))
-    written: list[SourceFile] = []
-    for start in range(0, len(files), ENCODE_CHUNK_FILES):
-        if max_tokens is not None and writers["train"].num_tokens >= max_tokens:
-            break
-        chunk = files[start:start + ENCODE_CHUNK_FILES]
-        for f, enc in zip(chunk, tokenizer.encode_batch_fast([f.text for f in chunk])):
+    with ExitStack() as shards:
+        writers = {s: _ShardWriter(shards.enter_context(io.atomic_write(directory / f"{s}.bin", "wb")),
+                                   tok.eos_id(tokenizer)) for s in SPLITS}
+        task = progress.add_task("tokenizing", total=sum(f.num_bytes for f in files))
+        written: list[SourceFile] = []
+        for start in range(0, len(files), ENCODE_CHUNK_FILES):
             if max_tokens is not None and writers["train"].num_tokens >= max_tokens:
                 break
-            ids = np.asarray(enc.ids, dtype=TOKEN_DTYPE)
-            f.num_tokens = int(ids.size) + 1
-            writers[f.split].write(ids, f.num_bytes)
-            written.append(f)
-            progress.advance(task, f.num_bytes)
-    return written, {s: w.close() for s, w in writers.items()}
+            chunk = files[start:start + ENCODE_CHUNK_FILES]
+            for f, enc in zip(chunk, tokenizer.encode_batch_fast([f.text for f in chunk])):
+                if max_tokens is not None and writers["train"].num_tokens >= max_tokens:
+                    break
+                ids = np.asarray(enc.ids, dtype=TOKEN_DTYPE)
+                f.num_tokens = int(ids.size) + 1
+                writers[f.split].write(ids, f.num_bytes)
+                written.append(f)
+                progress.advance(task, f.num_bytes)
+    return written, {s: w.summary() for s, w in writers.items()}
 
 
 def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, progress: bool = True) -> Corpus:
@@ -416,6 +418,9 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, prog
         ``out`` holds a corpus built with a different config.
     InputError
         A source path does not exist or fewer than two usable files were found.
+
+    The tokenizer, the shards and the manifest are installed together once all are written
+    (:func:`sdlaws.io.output_group`): a build that fails leaves ``out`` as it was.
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -428,20 +433,18 @@ def build_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), *, prog
         if corpus.manifest["config"] != _config_dict(config):
             raise ConfigError(f"{out} holds a corpus built with other settings; pass another --out or delete it")
         return corpus
-    out.mkdir(parents=True, exist_ok=True)
-    with Progress(console=Console(stderr=True), disable=not progress) as bar:
-        files, skipped = read_sources(config, bar)
+    candidates = discover(config)  # a missing source fails before the progress bar starts
+    with io.output_group(), Progress(console=Console(stderr=True), disable=not progress) as bar:
+        files, skipped = read_sources(config, candidates, bar)
         sample = _tokenizer_sample(files, config.tokenizer_sample_bytes)
         task = bar.add_task(f"training tokenizer ({sum(map(len, sample)) / 1e6:.1f} MB)", total=1)
         tokenizer = tok.train_tokenizer(sample, vocab_size=config.vocab_size, length=len(sample))
         bar.advance(task)
         tokenizer_sha = tok.save_tokenizer(tokenizer, out / "tokenizer.json")
         written, splits = encode_files(files, tokenizer, out, config.max_tokens, bar)
-    skipped.over_cap += len(files) - len(written)
-    manifest = _manifest(config, written, splits, skipped, tokenizer, tokenizer_sha, len(sample))
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, existing)
+        skipped.over_cap += len(files) - len(written)
+        manifest = _manifest(config, written, splits, skipped, tokenizer, tokenizer_sha, len(sample))
+        io.save_text(json.dumps(manifest, indent=1) + "\n", existing)
     return Corpus(out, manifest)
 
 

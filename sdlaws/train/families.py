@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sdlaws import checks
 from sdlaws.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,6 +31,17 @@ LR_AT_512 = 1e-3
 LR_CAP = 3e-3
 #: Default first checkpoint: this fraction of the budget, so one run spans three decades of tokens.
 FIRST_CHECKPOINT_FRACTION = 1e-3
+#: Most tokens a count option takes (a quadrillion: far beyond any run on one GPU).
+MAX_TOKENS = 10**15
+#: Accepted ranges of a spec's settings: field -> (option, low, high, integer). Wide enough for any model one
+#: GPU trains; the memory check of the trainer bounds the sizes further.
+SPEC_RANGES: dict[str, tuple[str, float, float, bool]] = {
+    "layers": ("--layers", 1, 1024, True), "hidden_size": ("--hidden", 1, 65536, True),
+    "tokens": ("--tokens", 1, MAX_TOKENS, True), "checkpoints": ("--checkpoints", 1, 1000, True),
+    "first_checkpoint_tokens": ("--first-checkpoint", 1, MAX_TOKENS, True), "heads": ("--heads", 1, 65536, True),
+    "intermediate_size": ("intermediate size", 1, 2**20, True), "lr": ("--lr", 1e-12, 1.0, False),
+    "seed": ("--seed", 0, 2**63 - 1, True),
+}
 
 
 @dataclass(frozen=True)
@@ -68,11 +80,10 @@ class ModelSpec:
     name: str = field(default="")
 
     def __post_init__(self):
-        """Check the shape and fill the default name."""
-        if self.layers < 1 or self.hidden_size < 1:
-            raise ConfigError(f"layers ({self.layers}) and hidden size ({self.hidden_size}) must be >= 1")
-        if self.tokens < 1 or self.checkpoints < 1:
-            raise ConfigError(f"tokens ({self.tokens}) and checkpoints ({self.checkpoints}) must be >= 1")
+        """Check the settings (:data:`SPEC_RANGES`) and the shape, and fill the default name."""
+        for name, (option, lo, hi, integer) in SPEC_RANGES.items():
+            if getattr(self, name) is not None:
+                checks.number(option, getattr(self, name), lo, hi, integer=integer)
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads; "
                               "choose a multiple of 64 or pass --heads")
@@ -151,16 +162,16 @@ def format_tokens(tokens: float) -> str:
     return str(int(tokens))
 
 
-def parse_tokens(text: str) -> int:
-    """Inverse of :func:`format_tokens` for CLI options: '80M', '1.5k', '2e6', '1000' -> int."""
+def parse_tokens(text: str, option: str = "token count") -> int:
+    """Inverse of :func:`format_tokens` for CLI options: '80M', '1.5k', '2e6', '1000' -> int, in
+    ``[1, MAX_TOKENS]``; :class:`ConfigError` naming ``option`` otherwise."""
     text = str(text).strip()
     scale = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}.get(text[-1:], 1.0)
     try:
         value = float(text[:-1] if scale != 1.0 else text) * scale
     except ValueError:
-        raise ConfigError(f"cannot read token count {text!r}; write e.g. 80M, 1.5k or 2000000") from None
-    if value < 1:
-        raise ConfigError(f"token count {text!r} must be >= 1")
+        raise ConfigError(f"{option} {text!r}: cannot read a token count; write e.g. 80M, 1.5k or 2000000") from None
+    checks.number(option, round(value) if math.isfinite(value) else value, 1, MAX_TOKENS, integer=True)
     return int(round(value))
 
 

@@ -84,10 +84,13 @@ def load_tokenizer(path: str | Path) -> "Tokenizer":
 
 
 def save_tokenizer(tokenizer: "Tokenizer", path: str | Path) -> str:
-    """Write ``tokenizer`` as JSON to ``path``; return the file's sha256 (recorded in the corpus manifest)."""
-    path = Path(path)
-    tokenizer.save(str(path))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Write ``tokenizer`` as JSON to ``path`` (atomically); return the file's sha256 (recorded in the corpus
+    manifest)."""
+    from sdlaws.io import save_text
+
+    text = tokenizer.to_str(pretty=True)  # the bytes Tokenizer.save writes
+    save_text(text, path)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def to_hf_tokenizer(tokenizer: "Tokenizer") -> "PreTrainedTokenizerFast":

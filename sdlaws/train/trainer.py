@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sdlaws import checks, io
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.measure.models import device_name, resolve_device
 from sdlaws.provenance import git_sha, now_utc, version
@@ -95,8 +96,11 @@ class TrainConfig:
 
     def check(self) -> "TrainConfig":
         """Return self, or raise :class:`ConfigError` for an impossible setting."""
-        if self.seq_len < 2 or self.batch_size < 1:
-            raise ConfigError(f"seq-len ({self.seq_len}) must be >= 2 and batch-size ({self.batch_size}) >= 1")
+        checks.number("--seq-len", self.seq_len, 2, 2**20, integer=True)
+        checks.number("--batch-size", self.batch_size, 1, 2**20, integer=True)
+        checks.number("--data-seed", self.data_seed, 0, 2**63 - 1, integer=True)
+        if self.time_limit_s is not None:
+            checks.number("--time-limit-s", self.time_limit_s, 0, 1e9)
         if self.max_positions is not None and self.max_positions < self.seq_len:
             raise ConfigError(f"max positions ({self.max_positions}) must be >= seq-len ({self.seq_len})")
         if not 0 <= self.warmup_fraction < 1 or not 0 <= self.min_lr_ratio <= 1:
@@ -278,6 +282,7 @@ class FamilyTrainer:
             raise ConfigError(f"model names must be unique and at least one model given, got {names}")
         self.specs, self.corpus, self.out, self.config = specs, corpus, Path(out), config.check()
         self.device = torch.device(resolve_device(config.device))
+        check_memory(specs, corpus.vocab_size, config, str(self.device))
         self.autocast_dtype = torch.bfloat16 if (self.device.type == "cuda" and config.bf16) else None
         self.windows = TokenWindows(corpus.tokens("train"), config.seq_len, config.batch_size, config.data_seed)
         self.hf_tokenizer = corpus.hf_tokenizer()
@@ -428,8 +433,8 @@ class FamilyTrainer:
         os.replace(tmp, final)
         state = {"key": self._resume_key(run.spec), "checkpoint": final.name, "step": run.step,
                  "busy_s": run.busy_s, "optimizer": run.optimizer.state_dict()}
-        torch.save(state, run.directory / f"{RESUME_FILE}.tmp")
-        os.replace(run.directory / f"{RESUME_FILE}.tmp", run.directory / RESUME_FILE)
+        with io.atomic_write(run.directory / RESUME_FILE, "wb") as fh:
+            torch.save(state, fh)
         run.loss_sum.zero_()
         run.loss_steps = 0
         return Checkpoint(final, meta)
@@ -531,6 +536,26 @@ def _quiet_hf_progress():
 def _normalised(value: dict) -> dict:
     """JSON round trip, so that tuples and lists (and int and float keys) compare equal."""
     return json.loads(json.dumps(value))
+
+
+#: Bytes per parameter while training: float32 weights, gradients and the two AdamW moments.
+TRAIN_BYTES_PER_PARAM = 16
+
+
+def check_memory(specs: list[ModelSpec], vocab_size: int, config: TrainConfig, device: str) -> None:
+    """:class:`ConfigError` when the models trained together cannot fit in the device's free memory, before any
+    is built: a lower bound of their weights, gradients and AdamW states (:data:`TRAIN_BYTES_PER_PARAM`) and the
+    float32 logits of one batch."""
+    from sdlaws.measure import memory
+
+    params = sum(spec.params(vocab_size) for spec in specs)
+    needed = params * TRAIN_BYTES_PER_PARAM + 4.0 * config.batch_size * config.seq_len * vocab_size
+    limit = memory.free_bytes(device)
+    if needed > limit:
+        raise ConfigError(f"training {len(specs)} model(s) of {params:.3g} parameters in all needs at least "
+                          f"{memory.gb(needed)} (weights, gradients and AdamW states in float32, and one batch's "
+                          f"logits) but {device} has {memory.gb(limit)} free; train smaller models (--layers, "
+                          "--hidden) or lower --batch-size")
 
 
 def train_family(specs: list[ModelSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig(),
