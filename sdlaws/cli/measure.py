@@ -2,10 +2,14 @@
 
 ``sdlaws measure --target T --draft D ...`` runs a sweep (the group's own callback, so the ``ppl`` and
 ``hardware`` subcommands coexist with it). torch and transformers are imported inside the commands only.
+
+``--tp N`` (sweeps and ``hardware``) re-runs the same command line in N torchrun processes that split each
+target between them (:mod:`sdlaws.measure.tp`); rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -29,6 +33,30 @@ def _parse_list(option: str, text: str, convert: Callable) -> tuple:
         return tuple(convert(item) for item in text.split(",") if item.strip())
     except ValueError:
         raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {option} 1,2,4") from None
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> ``(1, 4)`` (the range is checked by :func:`sdlaws.measure.sweep.shard_runs`)."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise ConfigError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4 to --shard 3/4")
+    return int(index), int(count)
+
+
+def _split_launch(tp: int, device: str, models: tuple[str, ...], trust_remote_code: bool) -> bool:
+    """Whether this process prints (rank 0). With ``--tp`` > 1 outside torchrun, first check that the ``models``
+    can be split, then re-run this command line in ``tp`` torchrun processes and exit with their exit code;
+    inside one, join the launch (each rank takes its GPU before any other CUDA work)."""
+    from sdlaws.measure import tp as tensor_parallel
+    from sdlaws.measure.models import resolve_device
+
+    if not tensor_parallel.launched():
+        tensor_parallel.check_launch(tp, device, models, trust_remote_code=trust_remote_code)
+        if tp > 1:
+            raise typer.Exit(tensor_parallel.relaunch(tp, sys.argv[1:]))
+    elif tp > 1:
+        tensor_parallel.join(tp, resolve_device(device))
+    return tensor_parallel.rank() == 0
 
 
 def measure(
@@ -64,6 +92,12 @@ def measure(
              "--temperature 0): rows q[d-1][r] = P(accept the draft's rank-r child at depth d | path so far), "
              "inline '0.8,0.1;0.7,0.1;0.6' (';' between depths) or a JSON file [[0.8, 0.1], ...] or "
              "{\"profile\": [[...]], \"source\": \"...\"}.")] = None,
+    tp: Annotated[int, typer.Option("--tp", help="GPUs each target is split over (tensor parallel): re-runs this "
+                                                 "command in that many torchrun processes; drafts run whole on "
+                                                 "each.")] = 1,
+    shard: Annotated[Optional[str], typer.Option(
+        help="i/n: measure every n-th configuration from the i-th, so n processes (one per GPU) share one grid "
+             "and one --out.")] = None,
     out: Annotated[Path, typer.Option(help="spec CSV to append to (resumes: ok run ids are skipped).")]
     = Path("measurements/spec.csv"),
 ) -> None:
@@ -72,7 +106,7 @@ def measure(
         return
     from sdlaws.measure import profile
     from sdlaws.measure.config import MeasureConfig
-    from sdlaws.measure.sweep import expand_grid, run_sweep
+    from sdlaws.measure.sweep import expand_grid, run_sweep, shard_runs
 
     if not target:
         raise ConfigError("pass --target MODEL (a local dir, hub id[@revision] or random:NAME)")
@@ -83,11 +117,17 @@ def measure(
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
-        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats,
+        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats, tp_size=tp,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
-    typer.echo(config.summary())
-    typer.echo(f"{len(expand_grid(config))} configurations -> {out}")
-    typer.echo(run_sweep(config, out).summary())
+    share = None if shard is None else _parse_shard(shard)
+    runs = expand_grid(config) if share is None else shard_runs(expand_grid(config), *share)
+    prints = _split_launch(tp, device, config.targets, trust_remote_code)
+    if prints:
+        typer.echo(config.summary())
+        typer.echo(f"{len(runs)} configurations{'' if share is None else f' (shard {shard})'} -> {out}")
+    result = run_sweep(config, out, shard=share)
+    if prints:
+        typer.echo(result.summary())
 
 
 def ppl(
@@ -133,6 +173,9 @@ def hardware(
     device: Annotated[str, typer.Option(help="cuda, cuda:N, cpu or auto.")] = "auto",
     cuda_graphs: Annotated[bool, typer.Option(help="Time forwards as CUDA graph replays.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of random: weights and input tokens.")] = 0,
+    tp: Annotated[int, typer.Option("--tp", help="GPUs the --model is split over (tensor parallel): re-runs this "
+                                                 "command in that many torchrun processes; rows get tp_size and "
+                                                 "allreduce_time_s.")] = 1,
     json_: Annotated[bool, typer.Option("--json", help="Print the profile JSON instead of a summary.")] = False,
 ) -> None:
     """Micro-benchmark the device (matmul FLOP/s, memory bandwidth, launch overhead) and optionally a model."""
@@ -142,13 +185,16 @@ def hardware(
     from sdlaws.measure.hwbench import StepSweep, measure_hardware, measure_steps
 
     sweep = StepSweep(batch_sizes=_parse_list("--batch", batch, int), tokens_per_row=_parse_list("--tokens", tokens, int),
-                      kv_len=kv, num_repeats=repeats, cuda_graphs=cuda_graphs, seed=seed)
+                      kv_len=kv, num_repeats=repeats, cuda_graphs=cuda_graphs, seed=seed, tp_size=tp)
     if min(sweep.batch_sizes + sweep.tokens_per_row, default=0) < 1 or kv < 1 or repeats < 1:
         raise ConfigError("--batch, --tokens, --kv and --repeats need positive integers")
-    profile = measure_hardware(device, dtype=dtype)
-    save_json(profile, out)
-    typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
+    prints = _split_launch(tp, device, () if model is None else (model,), False)
+    profile = measure_hardware(device, dtype=dtype)  # each rank benchmarks its own GPU
+    if prints:
+        save_json(profile, out)
+        typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
     if model is not None:
         rows = measure_steps(model, timing_out, sweep, dtype=dtype, device=device)
         failed = sum(r["status"] != "ok" for r in rows)
-        typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")
+        if prints:
+            typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")

@@ -55,6 +55,8 @@ class MeasureConfig:
         "help": "rows per configuration: each repeat decodes the prompts again after the one warm-up"})
     acceptance_profile: profile.Profile | None = field(default=None, metadata={
         "help": "synthetic acceptance: q[d-1][r] per depth and sibling rank (sdlaws.measure.profile); None = real"})
+    tp_size: int = field(default=1, metadata={
+        "help": "GPUs each target is split over (tensor parallel, one torchrun process each); drafts are replicated"})
 
     def __post_init__(self) -> None:
         """Normalise lists to tuples and the dtype name; :class:`ConfigError` for impossible values."""
@@ -71,6 +73,7 @@ class MeasureConfig:
         _check_ints("num_prompts", (self.num_prompts,), 1)
         _check_ints("max_new_tokens", (self.max_new_tokens,), 1)
         _check_ints("repeats", (self.repeats,), 1)
+        _check_ints("tp size", (self.tp_size,), 1)
         if self.tree_budget is not None:
             _check_ints("tree budget", (self.tree_budget,), 1)
         _check_ints("max_prompt_len", (self.max_prompt_len,), 1)

@@ -4,6 +4,10 @@ The sweep is resumable: each configuration has a stable ``run_id`` (:func:`run_i
 soon as a configuration finishes (:func:`sdlaws.io.append_row`, fsync'ed), and configurations whose ``run_id``
 is already ``ok`` in the output CSV are skipped. A configuration that fails (out of memory, an impossible
 setting, a model that does not load) becomes a ``status=failed`` row with the reason, and the sweep goes on.
+
+A grid can be spread over several processes (one per GPU) appending to one CSV: ``shard=(i, n)`` measures
+every n-th grid point starting at the i-th (:func:`shard_runs`). With ``tp_size > 1`` every target is split over
+the processes of one torchrun launch (:mod:`sdlaws.measure.tp`): they decode together and rank 0 writes the rows.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import math
 import operator
 import os
 from dataclasses import asdict, dataclass, field, replace
-from functools import reduce
+from functools import partial, reduce
 from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
@@ -119,10 +123,24 @@ def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
                                                  "fused_forward")}
     q = synthetic_profile(run, config)
     synthetic = {} if q is None else {"acceptance_profile": profile.to_json(q)}
+    split = {"tp_size": config.tp_size} if config.tp_size > 1 else {}  # one-GPU rows keep their ids
     point = asdict(run)
     if not run.repeat:
         del point["repeat"]  # single measurements keep the ids they had before repeats existed
-    return stable_run_id({**point, **workload, **synthetic, "gpu_name": gpu_name})
+    return stable_run_id({**point, **workload, **synthetic, **split, "gpu_name": gpu_name})
+
+
+def shard_runs(runs: list[RunConfig], index: int, count: int) -> list[RunConfig]:
+    """The runs of every ``count``-th grid point from the ``index``-th (repeats of a point stay together).
+
+    The split depends on the grid alone, not on what is already measured, so each of ``count`` processes keeps
+    its share across restarts and together they cover the grid once.
+    """
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {index}/{count}: expected i/n with 0 <= i < n, e.g. --shard 0/4 to --shard 3/4")
+    points = list(dict.fromkeys(run.first() for run in runs))
+    mine = set(points[index::count])
+    return [run for run in runs if run.first() in mine]
 
 
 @dataclass
@@ -145,8 +163,9 @@ class SweepResult:
 
 
 def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
-              loader: Callable = load_model, progress: bool = True) -> SweepResult:
-    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each.
+              loader: Callable = load_model, shard: tuple[int, int] | None = None,
+              progress: bool = True) -> SweepResult:
+    """Measure every configuration of ``config`` (of its ``shard``) not yet ``ok`` in ``out``, appending one row each.
 
     Parameters
     ----------
@@ -156,7 +175,10 @@ def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory:
     decoder_factory : DecoderFactory
         Builds the decoder of one configuration (default: :func:`engine_decoder`).
     loader : callable
-        ``loader(spec, dtype=, device=, trust_remote_code=, seed=) -> (model, tokenizer, ModelInfo)``.
+        ``loader(spec, dtype=, device=, trust_remote_code=, seed=) -> (model, tokenizer, ModelInfo)``; with
+        ``config.tp_size > 1`` targets are loaded with ``mesh=`` too (split over this torchrun launch).
+    shard : (i, n), optional
+        Measure only the i-th of n interleaved shares of the grid (:func:`shard_runs`).
     progress : bool
         Show a rich progress bar over configurations.
 
@@ -166,7 +188,9 @@ def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory:
     """
     device = resolve_device(config.device)
     sweep = _Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
-    return sweep.run(progress)
+    if config.tp_size > 1:
+        sweep.split_targets()
+    return sweep.run(progress and sweep.writes, shard)
 
 
 class _Sweep:
@@ -181,12 +205,28 @@ class _Sweep:
                                                                              seed=config.seed)
         self.perplexities = load_perplexities(config.ppl_file, config.ppl_eval_set) if config.ppl_file else {}
         self.result = SweepResult(out=out, num_runs=0)
+        self.target_loader, self.writes = loader, True
 
-    def run(self, progress: bool) -> SweepResult:
-        """Measure the configurations not yet ``ok`` in the output, grouped by target."""
+    def split_targets(self) -> None:
+        """Tensor parallel: targets split over this torchrun launch (drafts whole on every rank), decoders checked
+        to agree across ranks, rows written by rank 0 only.
+
+        Every rank reads the same ``ok`` set when it starts: an ok row needs every rank's collectives, so rank 0
+        appends its first one only after all ranks have read the file.
+        """
+        from sdlaws.measure import tp  # torch.distributed: imported only for split targets
+
+        self.target_loader = partial(self.loader, mesh=tp.join(self.config.tp_size, self.device))
+        self.factory = tp.checked(self.factory)
+        self.writes = tp.rank() == 0
+
+    def run(self, progress: bool, shard: tuple[int, int] | None = None) -> SweepResult:
+        """Measure the configurations (of ``shard``) not yet ``ok`` in the output, grouped by target."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         runs = expand_grid(self.config)
+        if shard is not None:
+            runs = shard_runs(runs, *shard)
         done = io.done_run_ids(self.out)
         todo = [r for r in runs if run_id(r, self.config, self.gpu_name) not in done]
         self.result.num_runs, self.result.num_skipped = len(runs), len(runs) - len(todo)
@@ -199,7 +239,7 @@ class _Sweep:
 
     def _target_group(self, spec: str, runs: list[RunConfig], bar, task) -> None:
         """Load one target (and each of its drafts once) and measure its configurations."""
-        loaded = self._load(spec)
+        loaded = self._load(spec, self.target_loader)
         if isinstance(loaded, str):
             return self._fail_all(runs, loaded, None, bar, task)
         target, tokenizer, info = loaded
@@ -209,7 +249,7 @@ class _Sweep:
             return self._fail_all(runs, str(exc), info, bar, task)
         for draft_spec, group in groupby(runs, key=operator.attrgetter("draft")):
             group = list(group)
-            draft = self._load(draft_spec) if draft_spec else (None, None, None)
+            draft = self._load(draft_spec, self.loader) if draft_spec else (None, None, None)
             if isinstance(draft, str):
                 self._fail_all(group, draft, info, bar, task)
                 continue
@@ -223,11 +263,11 @@ class _Sweep:
         del target
         free_device_memory(self.device)
 
-    def _load(self, spec: str):
-        """(model, tokenizer, info), or the one-line reason it failed to load."""
+    def _load(self, spec: str, loader: Callable):
+        """(model, tokenizer, info) from ``loader``, or the one-line reason it failed to load."""
         try:
-            return self.loader(spec, dtype=self.config.dtype, device=self.device,
-                               trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
+            return loader(spec, dtype=self.config.dtype, device=self.device,
+                          trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
         except Exception as exc:  # noqa: BLE001 - any load failure becomes failed rows, the sweep goes on
             reason = f"cannot load {spec}: {error_cell(exc)}"
         free_device_memory(self.device)
@@ -258,7 +298,7 @@ class _Sweep:
                 row = self._base_row(pending[0], target_info, draft_info)
                 row.update(stats.to_row(), forward_impl=impl, status="ok", error="",
                            num_prompts=sum(map(len, batches)))
-                io.append_row(self.out, row, "spec")
+                self._append(row)
                 self.result.num_ok += 1
                 pending.pop(0)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
@@ -266,9 +306,14 @@ class _Sweep:
             for run in pending:
                 row = {**self._base_row(run, target_info, draft_info), "forward_impl": impl, "status": "failed",
                        "error": error}
-                io.append_row(self.out, row, "spec")
+                self._append(row)
                 self.result.failures.append((run.label, error))
         free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
+
+    def _append(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to the output, from the one writing process of a tensor-parallel launch."""
+        if self.writes:
+            io.append_row(self.out, row, "spec")
 
     def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
         """The configuration's decoder, warmed up once on the first batch."""
@@ -286,7 +331,7 @@ class _Sweep:
                "method": run.method, "num_spec_tokens": run.num_spec_tokens, "tree_topk": run.tree_topk,
                "tree_budget": run.tree_budget, "batch_size": run.batch_size, "temperature": run.temperature,
                "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, "repeat": run.repeat,
-               **acceptance_columns(run, c)}
+               "tp_size": c.tp_size, **acceptance_columns(run, c)}
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:
@@ -308,7 +353,7 @@ class _Sweep:
         for run in runs:
             row = self._base_row(run, target_info, None)
             row.update(status="failed", error=reason)
-            io.append_row(self.out, row, "spec")
+            self._append(row)
             self.result.failures.append((run.label, reason))
             bar.advance(task)
 
