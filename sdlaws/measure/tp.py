@@ -11,6 +11,11 @@ Every rank runs the same engine on the same inputs: the all-reduced activations 
 identical on every rank and sampling is seeded alike, so every decision is the same everywhere
 (:class:`CheckedDecoder` verifies it after each batch) and rank 0 alone writes rows. The processes are started
 by ``torchrun`` (:func:`relaunch`), one per GPU with NCCL, or one per CPU process with gloo (tests).
+
+References: PyTorch, "Tensor Parallelism - torch.distributed.tensor.parallel" (parallelize_module, ColwiseParallel,
+RowwiseParallel; https://docs.pytorch.org/docs/2.13/distributed.tensor.parallel.html); Hugging Face transformers,
+"Tensor parallelism" (``base_model_tp_plan``, ``tp_plan="auto"``;
+https://huggingface.co/docs/transformers/tensor_parallelism).
 """
 
 from __future__ import annotations
