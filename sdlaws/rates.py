@@ -31,11 +31,12 @@ import json
 import numpy as np
 import pandas as pd
 
+from sdlaws import schema
 from sdlaws.errors import InputError
 
 #: Columns that identify the AR baseline of a speculative row (same workload, same machine).
 BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "prompt_tokens_per_seq", "max_new_tokens",
-                 "gpu_name"]
+                 "gpu_name", "tp_size"]
 
 
 def expected_tokens_chain(alpha, gamma):
@@ -192,6 +193,7 @@ def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: 
 
 def _speedup(out: pd.DataFrame, ok: pd.Series, rate: str) -> pd.Series:
     """``rate`` of each row over the median ``rate`` of its ``ar`` baseline rows (:data:`BASELINE_KEYS`)."""
+    out = out.assign(tp_size=schema.tp_sizes(out))  # files written before the column are one-GPU rows
     keys = [k for k in BASELINE_KEYS if k in out.columns]
     base = out[ok & out["method"].eq("ar")]
     if base.empty:

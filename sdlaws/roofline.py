@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sdlaws import schema
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.hardware import Hardware
 from sdlaws.shapes import SHAPES
@@ -689,11 +690,16 @@ def calibrate(step_df: pd.DataFrame, hw: Hardware, *, shapes: dict[str, ModelSha
 
 
 def ok_step_rows(step_df: pd.DataFrame, min_rows: int, what: str) -> pd.DataFrame:
-    """Ok ``step`` rows of one device, at least ``min_rows`` of them (``what`` names the fit in messages)."""
+    """Ok ``step`` rows of one device and one tensor-parallel size, at least ``min_rows`` of them (``what`` names
+    the fit in messages)."""
     step = step_df[step_df["status"].astype(str).eq("ok")] if "status" in step_df else step_df
     if "gpu_name" in step and step["gpu_name"].nunique() > 1:
         raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; fit one "
                          "device at a time (filter on gpu_name)")
+    tp = sorted(int(size) for size in schema.tp_sizes(step).unique())
+    if len(tp) > 1:
+        raise InputError(f"step rows mix tensor-parallel sizes {tp}; fit one GPU configuration at a time "
+                         "(filter on tp_size)")
     if len(step) < min_rows:
         raise InputError(f"{what} needs at least {min_rows} ok step rows (got {len(step)}); measure more batch "
                          "sizes / tokens per row")

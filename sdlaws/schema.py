@@ -137,6 +137,8 @@ SPEC_RUN: list[Column] = [
     Column("repeat", "int", "variable", "repeat index of a configuration measured several times after one warm-up "
            "(--repeats; each repeat decodes the same prompts with fresh sampling draws); absent = 0",
            required=False, default="0"),
+    Column("tp_size", "int", "variable", "GPUs the target was split over (tensor parallel; the draft ran whole on "
+           "each); absent = 1", required=False, default="1"),
     Column("prompt_set", "str", "variable", "prompt set name or file"),
     Column("num_prompts", "int", "count", "prompts decoded"),
     Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),
@@ -179,6 +181,11 @@ STEP_TIMING: list[Column] = [
     Column("kv_len", "int", "variable", "cached tokens per sequence before the pass", unit="tokens"),
     Column("num_repeats", "int", "count", "timed repeats after warm-up"),
     Column("median_time_s", "float", "timing", "median wall time of one forward pass", unit="s"),
+    Column("tp_size", "int", "variable", "GPUs the model was split over (tensor parallel); absent = 1",
+           required=False, default="1"),
+    Column("allreduce_time_s", "float", "timing", "tp > 1: median wall time of the pass's all-reduces alone (two per "
+           "layer of the batch x tokens x hidden activations), timed separately; empty for tp 1",
+           required=False, unit="s", default=""),
 ]
 
 PPL: list[Column] = [
@@ -210,6 +217,13 @@ def columns(table: str) -> list[Column]:
     if table not in TABLES:
         raise InputError(f"unknown table {table!r}; use one of {sorted(TABLES)}")
     return TABLES[table]
+
+
+def tp_sizes(df: pd.DataFrame) -> pd.Series:
+    """``tp_size`` of each row of a ``spec`` or ``step`` frame (absent or empty = 1: one GPU)."""
+    if "tp_size" not in df.columns:
+        return pd.Series(1, index=df.index)
+    return pd.to_numeric(df["tp_size"], errors="coerce").fillna(1).astype(int)
 
 
 def synthetic_acceptance(df: pd.DataFrame) -> pd.Series:

@@ -4,10 +4,14 @@
 ``hardware`` subcommands coexist with it). torch and transformers are imported inside the commands only.
 Every command checks its options, model configs and output paths before it loads weights (bad input: one
 ``error:`` line, exit 2, nothing written); a sweep whose every configuration failed exits with code 1.
+
+``--tp N`` (sweeps and ``hardware``) checks the command, then re-runs the same command line in N torchrun
+processes that split each target between them (:mod:`sdlaws.measure.tp`); rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -43,6 +47,44 @@ def _integer(text: str) -> int | float:
         return int(value) if value.is_integer() else value
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> ``(1, 4)`` (the range is checked by :func:`sdlaws.measure.sweep.check_shard`)."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise ConfigError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. --shard 0/4 to --shard 3/4")
+    return int(index), int(count)
+
+
+def _launcher(tp: int, device: str, models: tuple[str, ...], trust_remote_code: bool) -> bool:
+    """True in the process that is to start a torchrun launch (``--tp`` > 1 outside torchrun), once it has checked
+    that the ``models`` can be split; inside a launch, join it (each rank takes its GPU before any other CUDA
+    work) and return False. The caller checks the rest of the command, then calls :func:`_relaunch`."""
+    from sdlaws.measure import tp as tensor_parallel
+    from sdlaws.measure.models import model_config, resolve_device
+
+    if tensor_parallel.launched():
+        if tp > 1:
+            tensor_parallel.join(tp, resolve_device(device))
+        return False
+    configs = (model_config(spec, trust_remote_code=trust_remote_code) for spec in models)
+    tensor_parallel.check_launch(tp, device, configs if tp > 1 else ())
+    return tp > 1
+
+
+def _relaunch(tp: int) -> None:
+    """Re-run this command line in ``tp`` torchrun processes and exit with their exit code."""
+    from sdlaws.measure import tp as tensor_parallel
+
+    raise typer.Exit(tensor_parallel.relaunch(tp, sys.argv[1:]))
+
+
+def _prints() -> bool:
+    """Whether this process prints: rank 0 of a torchrun launch, or a process outside one."""
+    from sdlaws.measure import tp as tensor_parallel
+
+    return tensor_parallel.rank() == 0
+
+
 def measure(
     ctx: typer.Context,
     target: Annotated[Optional[list[str]], typer.Option(
@@ -76,6 +118,12 @@ def measure(
              "--temperature 0): rows q[d-1][r] = P(accept the draft's rank-r child at depth d | path so far), "
              "inline '0.8,0.1;0.7,0.1;0.6' (';' between depths) or a JSON file [[0.8, 0.1], ...] or "
              "{\"profile\": [[...]], \"source\": \"...\"}.")] = None,
+    tp: Annotated[int, typer.Option("--tp", help="GPUs each target is split over (tensor parallel): re-runs this "
+                                                 "command in that many torchrun processes; drafts run whole on "
+                                                 "each.")] = 1,
+    shard: Annotated[Optional[str], typer.Option(
+        help="i/n: measure every n-th configuration from the i-th, so n processes (one per GPU) share one grid "
+             "and one --out.")] = None,
     out: Annotated[Path, typer.Option(help="spec CSV to append to (resumes: ok run ids are skipped).")]
     = Path("measurements/spec.csv"),
 ) -> None:
@@ -95,14 +143,23 @@ def measure(
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
-        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats,
+        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats, tp_size=tp,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
-    sweep = prepare_sweep(config, out)
-    typer.echo(config.summary())
-    typer.echo(f"{sweep.result.num_runs} configurations -> {out}")
+    share = None if shard is None else _parse_shard(shard)
+    launcher = _launcher(tp, device, config.targets, trust_remote_code)
+    sweep = prepare_sweep(config, out, shard=share, launching=launcher)
+    if launcher:
+        _relaunch(tp)
+    prints = _prints()
+    if prints:
+        typer.echo(config.summary())
+        typer.echo(f"{sweep.result.num_runs} configurations{'' if share is None else f' (shard {shard})'} -> {out}")
     result = sweep.run()
-    typer.echo(result.summary())
+    if prints:
+        typer.echo(result.summary())
     if result.failures and not result.num_ok:
+        if not prints:  # the other ranks of a launch failed alike; rank 0 says so
+            raise typer.Exit(RunFailed.exit_code)
         label, error = result.failures[0]
         raise RunFailed(f"all {len(result.failures)} configuration(s) measured by this run failed (first: {label}: "
                         f"{error}); the failed rows are in {out}")
@@ -152,6 +209,9 @@ def hardware(
     device: Annotated[str, typer.Option(help="cuda, cuda:N, cpu or auto.")] = "auto",
     cuda_graphs: Annotated[bool, typer.Option(help="Time forwards as CUDA graph replays.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of random: weights and input tokens.")] = 0,
+    tp: Annotated[int, typer.Option("--tp", help="GPUs the --model is split over (tensor parallel): re-runs this "
+                                                 "command in that many torchrun processes; rows get tp_size and "
+                                                 "allreduce_time_s.")] = 1,
     json_: Annotated[bool, typer.Option("--json", help="Print the profile JSON instead of a summary.")] = False,
 ) -> None:
     """Micro-benchmark the device (matmul FLOP/s, memory bandwidth, launch overhead) and optionally a model."""
@@ -163,18 +223,24 @@ def hardware(
 
     sweep = StepSweep(batch_sizes=_parse_list("--batch", batch, _integer),
                       tokens_per_row=_parse_list("--tokens", tokens, _integer), kv_len=kv, num_repeats=repeats,
-                      cuda_graphs=cuda_graphs, seed=seed)
+                      cuda_graphs=cuda_graphs, seed=seed, tp_size=tp)
     _check_seed(seed)
     checks.output_file("--out", out)
+    launcher = _launcher(tp, device, () if model is None else (model,), False)
     if model is not None:
-        check_steps(model, timing_out, sweep, dtype=dtype, device=device)
-    profile = measure_hardware(device, dtype=dtype)
+        check_steps(model, timing_out, sweep, dtype=dtype, device=device, device_memory=not launcher)
+    if launcher:
+        _relaunch(tp)
+    prints = _prints()
+    profile = measure_hardware(device, dtype=dtype)  # each rank benchmarks its own GPU
     if model is not None:
         rows = measure_steps(model, timing_out, sweep, dtype=dtype, device=device)
         failed = sum(r["status"] != "ok" for r in rows)
-        typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")
-    save_json(profile, out)
-    typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
+        if prints:
+            typer.echo(f"{len(rows)} forward timings ({failed} failed) -> {timing_out}")
+    if prints:
+        save_json(profile, out)
+        typer.echo(json.dumps(profile.to_dict(), indent=2) if json_ else f"{profile.summary()}\n-> {out}")
 
 
 def _check_seed(seed: int) -> None:

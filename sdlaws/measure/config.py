@@ -19,7 +19,7 @@ INT_RANGES: dict[str, tuple[str, int, int]] = {
     "gammas": ("--gamma", 1, 64), "topks": ("--topk", 1, 1024), "batch_sizes": ("--batch", 1, 2**20),
     "num_prompts": ("--num-prompts", 1, 100_000), "max_new_tokens": ("--max-new-tokens", 1, 2**24),
     "max_prompt_len": ("--max-prompt-len", 1, 2**24), "repeats": ("--repeats", 1, 1000),
-    "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1),
+    "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1), "tp_size": ("--tp", 1, 1024),
 }
 MAX_TEMPERATURE = 100.0
 
@@ -66,6 +66,8 @@ class MeasureConfig:
         "help": "rows per configuration: each repeat decodes the prompts again after the one warm-up"})
     acceptance_profile: profile.Profile | None = field(default=None, metadata={
         "help": "synthetic acceptance: q[d-1][r] per depth and sibling rank (sdlaws.measure.profile); None = real"})
+    tp_size: int = field(default=1, metadata={
+        "help": "GPUs each target is split over (tensor parallel, one torchrun process each); drafts are replicated"})
 
     def __post_init__(self) -> None:
         """Normalise lists to tuples and the dtype name; :class:`ConfigError` for impossible values."""

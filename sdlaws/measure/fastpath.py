@@ -11,6 +11,11 @@ It is a drop-in for the call the engine makes: ``model(input_ids=..., position_i
 n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. Keys and values go through the
 cache's own per-layer ``update`` (``cache.layers[i].update(k, v)`` returns the whole ``(B, kv_heads, S, D)``
 tensors), so the engine's :class:`~sdlaws.measure.kvcache.SlotCache` keeps owning the KV and its slot logic.
+
+A model split by tensor parallelism (:mod:`sdlaws.measure.tp`, DTensor weights) runs the same function on each
+rank's shards: its ``heads / tp`` query and KV heads and ``intermediate / tp`` MLP columns, the o and down
+projections' partial sums all-reduced and a vocabulary-split LM head's logits all-gathered, with plain
+``torch.distributed`` collectives on local tensors (no DTensor dispatch per op, and capturable in CUDA graphs).
 """
 
 from __future__ import annotations
@@ -19,10 +24,15 @@ import functools
 from types import SimpleNamespace
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+# torch 2.13 renamed all_gather_into_tensor (the old name warns there); older releases have only the old one
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 def supports(model, max_cache_len: int = 0) -> bool:
@@ -51,19 +61,26 @@ class FastDecoderLM(torch.nn.Module):
     Parameters
     ----------
     model : transformers.PreTrainedModel
-        A ``LlamaForCausalLM``/``MistralForCausalLM``/``Qwen2ForCausalLM`` on its final device and dtype.
-        Its q/k/v and gate/up weights are concatenated once (one extra copy of those weights in memory).
+        A ``LlamaForCausalLM``/``MistralForCausalLM``/``Qwen2ForCausalLM`` on its final device and dtype, whole
+        or split by :func:`sdlaws.measure.tp.shard`. Its q/k/v and gate/up weights (this rank's shards) are
+        concatenated once (one extra copy of those weights in memory).
     """
 
     def __init__(self, model):
         super().__init__()
         cfg = model.config
         self.config, self.hf_model = cfg, model
-        self.num_heads = cfg.num_attention_heads
-        self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
-        self.eps = cfg.rms_norm_eps
         base = model.model
+        q_weight = base.layers[0].self_attn.q_proj.weight
+        # tensor parallel: collectives over the weights' group, on this rank's heads (None: the whole model)
+        self.group = q_weight.device_mesh.get_group() if isinstance(q_weight, DTensor) else None
+        ranks = 1 if self.group is None else q_weight.device_mesh.size()
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.num_heads = cfg.num_attention_heads // ranks
+        self.num_kv_heads = (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads) // ranks
+        self.eps = cfg.rms_norm_eps
+        self.lm_head_w = _local(model.lm_head.weight).detach()  # a plain tensor: not registered on this module
+        self.lm_head_split = isinstance(model.lm_head.weight, DTensor)
         # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
         self.kernels = element_kernels(next(model.parameters()).device.type == "cuda")
         self.layers = [self._fuse(layer) for layer in base.layers]
@@ -87,13 +104,14 @@ class FastDecoderLM(torch.nn.Module):
     @staticmethod
     def _fuse(layer) -> SimpleNamespace:
         att, mlp = layer.self_attn, layer.mlp
-        qkv_w = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach()
-        qkv_b = (torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias]).detach()
+        qkv_w = torch.cat([_local(att.q_proj.weight), _local(att.k_proj.weight), _local(att.v_proj.weight)]).detach()
+        qkv_b = (torch.cat([_local(att.q_proj.bias), _local(att.k_proj.bias), _local(att.v_proj.bias)]).detach()
                  if att.q_proj.bias is not None else None)
         return SimpleNamespace(
             ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-            qkv_w=qkv_w, qkv_b=qkv_b, o_w=att.o_proj.weight, o_b=att.o_proj.bias,
-            gate_up_w=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(), down_w=mlp.down_proj.weight)
+            qkv_w=qkv_w, qkv_b=qkv_b, o_w=_local(att.o_proj.weight), o_b=_local(att.o_proj.bias),
+            gate_up_w=torch.cat([_local(mlp.gate_proj.weight), _local(mlp.up_proj.weight)]).detach(),
+            down_w=_local(mlp.down_proj.weight))
 
     @torch.no_grad()
     def forward(self, input_ids, position_ids, attention_mask, past_key_values, logits_to_keep: int = 0, **_ignored):
@@ -106,13 +124,13 @@ class FastDecoderLM(torch.nn.Module):
         h = self.features(input_ids, position_ids, attention_mask, past_key_values)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
-        logits = self.hf_model.lm_head(h)
-        return CausalLMOutputWithPast(logits=logits)  # the same output type as the HF forward it replaces
+        return CausalLMOutputWithPast(logits=self._logits(h))  # the same output type as the HF forward it replaces
 
     @torch.no_grad()
     def features(self, input_ids, position_ids, attention_mask, past_key_values, **_ignored):
         """The LM head's input ``(B, n, hidden)``: the last hidden state after the final norm (same arguments as
-        :meth:`forward`); feature-level draft heads read it (:mod:`sdlaws.measure.head`)."""
+        :meth:`forward`; whole on every rank of a split model); feature-level draft heads read it
+        (:mod:`sdlaws.measure.head`)."""
         bsz, n = input_ids.shape
         hf = self.hf_model.model
         x = hf.embed_tokens(input_ids)
@@ -128,9 +146,28 @@ class FastDecoderLM(torch.nn.Module):
         for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
             x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
                                   self.eps)
-            mlp = F.linear(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w)
+            mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
             x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
         return h
+
+    def _rowwise(self, x, weight, bias):
+        """``F.linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial
+        products are all-reduced, then the (replicated) bias is added once."""
+        if self.group is None:
+            return F.linear(x, weight, bias)
+        out = F.linear(x, weight)
+        dist.all_reduce(out, group=self.group)
+        return out if bias is None else out + bias
+
+    def _logits(self, h):
+        """LM head logits ``(B, n, vocab)``; a vocabulary-split head's slices are all-gathered in rank order."""
+        logits = F.linear(h, self.lm_head_w)
+        if not self.lm_head_split:
+            return logits
+        ranks, (bsz, n, part) = dist.get_world_size(self.group), logits.shape
+        parts = logits.new_empty((ranks * bsz, n, part))  # rank-major along the batch (the form gloo takes too)
+        _all_gather(parts, logits.contiguous(), group=self.group)
+        return parts.view(ranks, bsz, n, part).permute(1, 2, 0, 3).reshape(bsz, n, ranks * part)
 
     def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
         bsz, n, _ = h.shape
@@ -144,7 +181,12 @@ class FastDecoderLM(torch.nn.Module):
         q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.view(bsz, kv_heads, groups, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, heads * dim)
-        return F.linear(out, layer.o_w, layer.o_b)
+        return self._rowwise(out, layer.o_w, layer.o_b)
+
+
+def _local(weight):
+    """This rank's shard of a split (DTensor) weight; a whole weight (or None) as it is."""
+    return weight.to_local() if isinstance(weight, DTensor) else weight
 
 
 def _rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

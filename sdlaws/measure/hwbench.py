@@ -11,7 +11,9 @@ GPU timings use CUDA events around many back-to-back launches; on CPU the same c
 ``time.perf_counter`` (for tests; the device is labelled ``"cpu"``).
 
 :func:`time_forward` times one forward pass of a model for each (batch size, tokens per row) at a fixed KV
-length, with a pre-filled static KV cache, replaying a captured CUDA graph on GPU: the ``step`` table.
+length, with a pre-filled static KV cache, replaying a captured CUDA graph on GPU: the ``step`` table. A model
+split over ``tp`` GPUs (:mod:`sdlaws.measure.tp`) is timed the same way on every rank (rank 0 writes), and each
+point also gets the time of the pass's all-reduces alone (:func:`allreduce_time_s`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 from sdlaws import checks, io
 from sdlaws.errors import ConfigError, error_cell, naming
-from sdlaws.measure import memory
+from sdlaws.measure import memory, tp
 from sdlaws.measure.config import stable_run_id
 from sdlaws.measure.hfcompat import cache_keyword
 from sdlaws.measure.models import (ModelInfo, canonical_dtype, device_memory_bytes, device_name, inspect_model,
@@ -266,10 +268,35 @@ def forward_time_s(model, cache, cache_len: int, batch: int, tokens: int, kv_len
     return _wall_median_s(fn, device, repeats, warmup)
 
 
+def allreduce_time_s(model, group, batch: int, tokens: int, *, repeats: int, warmup: int, cuda_graphs: bool) -> float:
+    """Median seconds of the all-reduces of one tensor-parallel forward of ``(batch, tokens)``, run alone.
+
+    Two per layer (after the o and the down projection) of the ``(batch x tokens, hidden)`` activations in the
+    model's dtype, over ``group``, launched like the forward (one CUDA graph on GPU): the term the planner
+    models as ``sdlaws.roofline.allreduce_time_s``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from sdlaws.measure.graphs import PhaseRunner
+
+    config = model.config.get_text_config()
+    device = str(next(model.parameters()).device)
+    activations = torch.zeros(batch * tokens, config.hidden_size, dtype=model.dtype, device=device)
+
+    def reduces():
+        for _ in range(2 * config.num_hidden_layers):
+            dist.all_reduce(activations, group=group)
+    fn = PhaseRunner(reduces, [], use_graph=cuda_graphs and device.startswith("cuda"), name="timed all-reduces")
+    fn.prepare()
+    return _wall_median_s(fn, device, repeats, warmup)
+
+
 #: Accepted ranges of a forward-timing sweep: field -> (option, low, high).
 STEP_RANGES: dict[str, tuple[str, int, int]] = {
     "batch_sizes": ("--batch", 1, 2**20), "tokens_per_row": ("--tokens", 1, 65536), "kv_len": ("--kv", 1, 2**24),
     "num_repeats": ("--repeats", 1, 100_000), "num_warmup": ("warm-up repeats", 0, 1000),
+    "tp_size": ("--tp", 1, 1024),
 }
 
 
@@ -284,6 +311,7 @@ class StepSweep:
     num_warmup: int = 3
     cuda_graphs: bool = True
     seed: int = 0
+    tp_size: int = 1    # GPUs the model is split over (tensor parallel)
 
     def __post_init__(self) -> None:
         """:class:`ConfigError` naming the option of a value outside :data:`STEP_RANGES`."""
@@ -293,9 +321,11 @@ class StepSweep:
 
 
 def check_steps(model_spec: str, out: str | Path, sweep: StepSweep, *, dtype: str = "bfloat16", device: str = "auto",
-                trust_remote_code: bool = False) -> None:
+                trust_remote_code: bool = False, device_memory: bool = True) -> None:
     """Check a forward-timing sweep before anything is measured: the step CSV (a torn last line is cut off), the
-    model's config, its context length and the memory of the largest point (:mod:`sdlaws.measure.memory`).
+    model's config, its context length and the memory of the largest point (:mod:`sdlaws.measure.memory`; a
+    model split over ``sweep.tp_size`` devices counts its share on one; ``device_memory=False``, in the process
+    that starts a torchrun launch, leaves the device alone).
 
     Raises
     ------
@@ -315,8 +345,9 @@ def check_steps(model_spec: str, out: str | Path, sweep: StepSweep, *, dtype: st
     need = memory.need(f"{model_spec}, batch {batch}, {tokens} tokens per row after {sweep.kv_len}",
                        memory.model_shape(model.config, model_spec), None, dtype=canonical_dtype(dtype),
                        batch_size=batch, longest_prompt=sweep.kv_len, max_new_tokens=tokens, depth=0, topk=1,
-                       budget=0, cuda=device.startswith("cuda"))
-    memory.check_fits([need], memory.free_bytes(device), device)
+                       budget=0, cuda=device.startswith("cuda"), tp_size=sweep.tp_size)
+    if device_memory:
+        memory.check_fits([need], memory.free_bytes(device), device)
 
 
 def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, done: set[str] = frozenset(),
@@ -324,7 +355,7 @@ def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, don
     """Time every (batch size, tokens per row) of ``sweep``; returns ``step`` rows (also passed to ``on_row``).
 
     Rows whose ``run_id`` is in ``done`` are skipped; an out-of-memory or other error of one point becomes a
-    ``status=failed`` row and the sweep goes on.
+    ``status=failed`` row and the sweep goes on. A split model's points also time their all-reduces alone.
     """
     import torch
     from rich.progress import Progress
@@ -354,6 +385,8 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
     rows, cache = [], None
     device = str(next(model.parameters()).device)
     cache_len = sweep.kv_len + max(tokens_list)
+    group = tp.group_of(model)
+    timing = dict(repeats=sweep.num_repeats, warmup=sweep.num_warmup, cuda_graphs=sweep.cuda_graphs)
     with torch.inference_mode():
         for tokens in tokens_list:
             row = _step_row(info, batch, tokens, sweep, dtype, gpu_name)
@@ -362,8 +395,9 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
                     gen = torch.Generator(device=device).manual_seed(sweep.seed)
                     cache = _prefilled_cache(model, batch, sweep.kv_len, cache_len, gen)
                 row.update(status="ok", error="", median_time_s=forward_time_s(
-                    model, cache, cache_len, batch, tokens, sweep.kv_len, repeats=sweep.num_repeats, warmup=sweep.num_warmup,
-                    cuda_graphs=sweep.cuda_graphs, seed=sweep.seed))
+                    model, cache, cache_len, batch, tokens, sweep.kv_len, seed=sweep.seed, **timing))
+                if group is not None:
+                    row["allreduce_time_s"] = allreduce_time_s(model, group, batch, tokens, **timing)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory at a large batch; record and go on
                 row.update(status="failed", error=error_cell(exc))
             on_row(row)
@@ -373,9 +407,10 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
 
 def _step_id(info: ModelInfo, batch: int, tokens: int, sweep: StepSweep, dtype: str, gpu_name: str) -> str:
     """Resume key of one forward-timing point."""
+    split = {"tp_size": sweep.tp_size} if sweep.tp_size > 1 else {}  # one-GPU points keep their ids
     return stable_run_id({"model": info.name, "batch_size": batch, "tokens_per_row": tokens, "kv_len": sweep.kv_len,
                           "num_repeats": sweep.num_repeats, "cuda_graphs": sweep.cuda_graphs, "seed": sweep.seed,
-                          "dtype": dtype, "gpu_name": gpu_name})
+                          "dtype": dtype, "gpu_name": gpu_name, **split})
 
 
 def _step_row(info: ModelInfo, batch: int, tokens: int, sweep: StepSweep, dtype: str, gpu_name: str) -> dict:
@@ -383,7 +418,7 @@ def _step_row(info: ModelInfo, batch: int, tokens: int, sweep: StepSweep, dtype:
     return {**provenance(gpu_name), "run_id": _step_id(info, batch, tokens, sweep, dtype, gpu_name), "dtype": dtype,
             "seed": sweep.seed, "model_name": info.name, "model_params": info.params, "model_layers": info.layers,
             "hidden_size": info.hidden_size, "batch_size": batch, "tokens_per_row": tokens, "kv_len": sweep.kv_len,
-            "num_repeats": sweep.num_repeats}
+            "num_repeats": sweep.num_repeats, "tp_size": sweep.tp_size}
 
 
 def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep(), *, dtype: str = "bfloat16",
@@ -392,17 +427,22 @@ def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep
 
     The forward timed is the one the decoding engine runs by default (the fused fast path where supported). A
     draft head (``head:random:NAME?layers=L`` or a head directory) is timed as one draft step: its layers, then
-    its target's final norm and LM head (random stand-ins of the target's shape).
+    its target's final norm and LM head (random stand-ins of the target's shape). With ``sweep.tp_size > 1`` this
+    process is one rank of a torchrun launch: the model is split over the launch and rank 0 appends the rows
+    (every rank reads ``out`` before the first timed pass, which needs them all).
     """
     from sdlaws.measure import fastpath
 
     device = resolve_device(device)
+    mesh = tp.join(sweep.tp_size, device) if sweep.tp_size > 1 else None
     model, _, info = load_model(model_spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-                                seed=sweep.seed)
+                                seed=sweep.seed, mesh=mesh)
     if info.head:
         from sdlaws.measure.head import HeadStep, stand_in_modules
 
         model.share(*stand_in_modules(model.config, device=device, dtype=model.dtype, seed=sweep.seed))
         model = HeadStep(model)
+    writes = tp.rank() == 0
     return time_forward(fastpath.wrap(model), info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
-                        on_row=lambda row: io.append_row(out, row, "step"), progress=progress)
+                        on_row=lambda row: io.append_row(out, row, "step") if writes else None,
+                        progress=progress and writes)

@@ -3,7 +3,7 @@
 A configuration (target, draft, batch ``B``, speculation shape) needs at least, in bytes:
 
 - **weights**: every parameter of the target and the draft (counted from their configs, :class:`ModelShape`)
-  times the dtype size;
+  times the dtype size (a target split over ``tp`` devices: a ``1/tp`` share on each);
 - **KV caches**: per model ``2 x layers x B x kv_heads x S x head_dim x dtype size``, where ``S`` is the static
   cache length of the engine (:func:`sdlaws.measure.engine.cache_layout`: longest prompt + new tokens +
   speculation slack, rounded up);
@@ -74,16 +74,19 @@ def model_shape(config, name: str) -> ModelShape | None:
 
 
 def need(label: str, target: ModelShape | None, draft: ModelShape | None, *, dtype: str, batch_size: int,
-         longest_prompt: int, max_new_tokens: int, depth: int, topk: int, budget: int, cuda: bool) -> Need:
-    """Lower-bound :class:`Need` of one configuration (``draft`` None for ``ar``; ``depth``/``budget`` 0 there)."""
+         longest_prompt: int, max_new_tokens: int, depth: int, topk: int, budget: int, cuda: bool,
+         tp_size: int = 1) -> Need:
+    """Lower-bound :class:`Need` of one configuration (``draft`` None for ``ar``; ``depth``/``budget`` 0 there) on
+    one device; a target split over ``tp_size`` devices counts its share of weights, KV heads and MLP columns."""
     from sdlaws.measure.engine import cache_layout
 
     size = dtype_bytes(dtype)
     layout = cache_layout(longest_prompt, max_new_tokens, depth, topk, budget)
-    models = [m for m in (target, draft) if m is not None]
-    weights = sum(m.params for m in models) * size
-    kv = sum(2 * m.layers * m.kv_heads * m.head_dim for m in models) * batch_size * layout.num_slots * size
-    widest = max((m.hidden + m.intermediate for m in models), default=0)
+    models = [(m, ways) for m, ways in ((target, tp_size), (draft, 1)) if m is not None]  # the draft runs whole
+    weights = sum(m.params / ways for m, ways in models) * size
+    kv = sum(2 * m.layers * m.kv_heads * m.head_dim / ways for m, ways in models) * batch_size * layout.num_slots
+    kv *= size
+    widest = max((m.hidden + m.intermediate / ways for m, ways in models), default=0)
     prefill = batch_size * layout.prompt_width * (widest + layout.num_slots) * size
     logits = batch_size * layout.num_verify * (target.vocab if target is not None else 0) * 4  # float32
     return Need(label, weights, kv, prefill + logits, CUDA_RESERVE_BYTES if cuda else 0)

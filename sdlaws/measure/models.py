@@ -220,8 +220,8 @@ def _parse_value(text: str) -> Any:
 
 
 def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trust_remote_code: bool = False,
-               seed: int = 0):
-    """Load a causal LM from a spec, in eval mode on ``device`` in ``dtype``.
+               seed: int = 0, mesh=None):
+    """Load a causal LM from a spec, in eval mode on ``device`` in ``dtype`` (split over ``mesh`` when given).
 
     Parameters
     ----------
@@ -235,6 +235,9 @@ def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trus
         Allow model code from the hub repository (off by default).
     seed : int
         Seed of the random weights of ``random:`` specs (ignored otherwise).
+    mesh : torch.distributed.device_mesh.DeviceMesh, optional
+        Split the model over this 1-D mesh (tensor parallelism, :mod:`sdlaws.measure.tp`): each rank allocates
+        only its shards, and ``random:`` weights equal the unsplit model's for the same seed.
 
     Returns
     -------
@@ -253,7 +256,9 @@ def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trus
     parsed = parse_spec(spec)
     torch_dtype = getattr(torch, canonical_dtype(dtype))
     device = resolve_device(device)
-    if parsed.kind == "random":
+    if mesh is not None:
+        model, tokenizer = _build_sharded(parsed, torch_dtype, device, seed, trust_remote_code, mesh)
+    elif parsed.kind == "random":
         model, tokenizer = _build_random(parsed, torch_dtype, device, seed), None
     elif parsed.kind == "head":
         model, tokenizer = _build_random_head(parsed, torch_dtype, device, seed), None
@@ -261,6 +266,20 @@ def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trus
         model, tokenizer = _load_pretrained(parsed, torch_dtype, device, trust_remote_code)
     model.eval()
     return model, tokenizer, _model_info(model, parsed)
+
+
+def model_config(spec: str, *, trust_remote_code: bool = False):
+    """The transformers config of a model spec, read without its weights; :class:`ModelError` if unreadable."""
+    from transformers import AutoConfig
+
+    parsed = parse_spec(spec)
+    if parsed.kind == "random":
+        return random_config(parsed)
+    try:
+        return AutoConfig.from_pretrained(parsed.name, revision=parsed.revision, trust_remote_code=trust_remote_code,
+                                          local_files_only=parsed.kind == "local" or hub_offline())
+    except (OSError, ValueError) as exc:
+        raise ModelError(_load_error(parsed, exc)) from None
 
 
 def random_config(spec: str | ModelSpec):
@@ -332,34 +351,91 @@ def _no_init_weights():
 
 
 def _fill_random(model, seed: int, device: str) -> None:
-    """Seeded fill: matrices ~ N(0, RANDOM_INIT_STD), 1-D weights (norm gains) = 1, biases = 0."""
+    """Seeded fill of every parameter, in ``named_parameters`` order (:func:`_random_fill_`)."""
     import torch
 
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():  # tied parameters are listed once
-            if param.dim() >= 2:
-                param.normal_(0.0, RANDOM_INIT_STD, generator=generator)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                param.fill_(1.0)
+            _random_fill_(name, param, generator)
 
 
-def _check_fits(raw: str, config, torch_dtype, device: str) -> None:
-    """Refuse random weights larger than device memory; warn above half of it (KV cache needs room too)."""
+def _random_fill_(name: str, tensor, generator):
+    """Fill one weight in place: matrices ~ N(0, RANDOM_INIT_STD), 1-D weights (norm gains) = 1, biases = 0."""
+    if tensor.dim() >= 2:
+        tensor.normal_(0.0, RANDOM_INIT_STD, generator=generator)
+    elif name.endswith("bias"):
+        tensor.zero_()
+    else:
+        tensor.fill_(1.0)
+    return tensor
+
+
+def _build_sharded(spec: ModelSpec, torch_dtype, device: str, seed: int, trust_remote_code: bool, mesh):
+    """The model split over ``mesh``, built on the meta device and given only this rank's shards on ``device``.
+
+    ``random:`` weights are drawn whole, parameter by parameter in the unsplit model's order and with its
+    generator, then cut: the same values as :func:`_build_random`. A checkpoint is read whole into CPU memory by
+    every rank (host memory for ``tp`` copies), then cut.
+    """
+    import torch
+
+    from sdlaws.measure import tp
+
+    if spec.kind == "random":
+        config, tokenizer = random_config(spec), None
+        _check_fits(spec.raw, config, torch_dtype, device, shards=mesh.size())
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        def source(name, param):
+            return _random_fill_(name, torch.empty(param.shape, dtype=param.dtype, device=device), generator)
+    else:
+        whole, tokenizer = _load_pretrained(spec, torch_dtype, "cpu", trust_remote_code)
+        config, weights = whole.config, dict(whole.named_parameters())
+
+        def source(name, param):
+            return weights[name].to(device)
+    model = _sharded_skeleton(config, torch_dtype, device, mesh, trust_remote_code)
+    tp.fill_shards(model, source)
+    return model, tokenizer
+
+
+def _sharded_skeleton(config, torch_dtype, device: str, mesh, trust_remote_code: bool):
+    """An uninitialised model of ``config`` split over ``mesh``, holding this rank's shards on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sdlaws.measure import tp
+
+    with torch.device("meta"), _no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    tp.shard(model, mesh)
+    model.to_empty(device=device)
+    model.tie_weights()  # to_empty gives each use of a tied weight its own tensor; tie them again
+    for module in model.modules():  # buffers (rotary frequencies) were meta: transformers' init recomputes them
+        if next(module.buffers(recurse=False), None) is not None:
+            model._init_weights(module)
+    return model
+
+
+def _check_fits(raw: str, config, torch_dtype, device: str, shards: int = 1) -> None:
+    """Refuse random weights larger than device memory; warn above half of it (KV cache needs room too).
+
+    ``shards``: the weights are split over that many devices (tensor parallelism), each holding about a share.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    weight_bytes = params * torch.tensor([], dtype=torch_dtype).element_size()
+    weight_bytes = params * torch.tensor([], dtype=torch_dtype).element_size() / shards
     memory_bytes = device_memory_bytes(device)
+    share = f" (1/{shards} of them)" if shards > 1 else ""
     if weight_bytes > memory_bytes:
-        raise ModelError(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights exceed the {memory_bytes / 1e9:.1f} GB of "
-                         f"{device}; add ?num_hidden_layers=N to time fewer layers")
+        raise ModelError(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights{share} exceed the {memory_bytes / 1e9:.1f} GB "
+                         f"of {device}; add ?num_hidden_layers=N to time fewer layers")
     if weight_bytes > memory_bytes / 2:
-        warnings.warn(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights use over half of the "
+        warnings.warn(f"{raw}: {weight_bytes / 1e9:.1f} GB of weights{share} use over half of the "
                       f"{memory_bytes / 1e9:.1f} GB of {device}; large batches may run out of memory", stacklevel=3)
 
 

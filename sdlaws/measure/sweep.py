@@ -14,6 +14,11 @@ load) becomes a ``status=failed`` row with the reason, and the sweep goes on.
 Sweeps may share an output CSV: each grid point is claimed with a lock file (``filelock``, in
 ``.<csv name>.claims/`` next to the CSV) while it is measured, and re-checked against the CSV once claimed, so two
 processes never measure the same configuration; a claim dies with its process.
+
+A grid can be spread over several processes (one per GPU) appending to one CSV: ``shard=(i, n)`` measures
+every n-th grid point starting at the i-th (:func:`shard_runs`). With ``tp_size > 1`` every target is split over
+the processes of one torchrun launch (:mod:`sdlaws.measure.tp`): they decode together, rank 0 claims grid points
+for all of them and writes the rows.
 """
 
 from __future__ import annotations
@@ -134,10 +139,29 @@ def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
                                                  "fused_forward")}
     q = synthetic_profile(run, config)
     synthetic = {} if q is None else {"acceptance_profile": profile.to_json(q)}
+    split = {"tp_size": config.tp_size} if config.tp_size > 1 else {}  # one-GPU rows keep their ids
     point = asdict(run)
     if not run.repeat:
         del point["repeat"]  # single measurements keep the ids they had before repeats existed
-    return stable_run_id({**point, **workload, **synthetic, "gpu_name": gpu_name})
+    return stable_run_id({**point, **workload, **synthetic, **split, "gpu_name": gpu_name})
+
+
+def shard_runs(runs: list[RunConfig], index: int, count: int) -> list[RunConfig]:
+    """The runs of every ``count``-th grid point from the ``index``-th (repeats of a point stay together).
+
+    The split depends on the grid alone, not on what is already measured, so each of ``count`` processes keeps
+    its share across restarts and together they cover the grid once.
+    """
+    check_shard(index, count)
+    points = list(dict.fromkeys(run.first() for run in runs))
+    mine = set(points[index::count])
+    return [run for run in runs if run.first() in mine]
+
+
+def check_shard(index: int, count: int) -> None:
+    """:class:`ConfigError` unless ``0 <= index < count`` (``--shard index/count``)."""
+    if not 0 <= index < count:
+        raise ConfigError(f"--shard {index}/{count}: expected i/n with 0 <= i < n, e.g. --shard 0/4 to --shard 3/4")
 
 
 @dataclass
@@ -162,14 +186,17 @@ class SweepResult:
 
 
 def run_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
-              loader: Callable = load_model, inspect: Callable = inspect_model, progress: bool = True) -> SweepResult:
-    """Measure every configuration of ``config`` not yet ``ok`` in ``out``, appending one row each: checked
-    first by :func:`prepare_sweep` (see it for the parameters), then :meth:`Sweep.run`."""
-    return prepare_sweep(config, out, decoder_factory=decoder_factory, loader=loader, inspect=inspect).run(progress)
+              loader: Callable = load_model, inspect: Callable = inspect_model, shard: tuple[int, int] | None = None,
+              progress: bool = True) -> SweepResult:
+    """Measure every configuration of ``config`` (of its ``shard``) not yet ``ok`` in ``out``, appending one row
+    each: checked first by :func:`prepare_sweep` (see it for the parameters), then :meth:`Sweep.run`."""
+    return prepare_sweep(config, out, decoder_factory=decoder_factory, loader=loader, inspect=inspect,
+                         shard=shard).run(progress)
 
 
 def prepare_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_factory: DecoderFactory = engine_decoder,
-                  loader: Callable = load_model, inspect: Callable = inspect_model) -> "Sweep":
+                  loader: Callable = load_model, inspect: Callable = inspect_model,
+                  shard: tuple[int, int] | None = None, launching: bool = False) -> "Sweep":
     """A sweep checked and ready to :meth:`~Sweep.run`; nothing is loaded or written yet.
 
     Parameters
@@ -180,11 +207,17 @@ def prepare_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_fact
     decoder_factory : DecoderFactory
         Builds the decoder of one configuration (default: :func:`engine_decoder`).
     loader : callable
-        ``loader(spec, dtype=, device=, trust_remote_code=, seed=) -> (model, tokenizer, ModelInfo)``.
+        ``loader(spec, dtype=, device=, trust_remote_code=, seed=) -> (model, tokenizer, ModelInfo)``; with
+        ``config.tp_size > 1`` targets are loaded with ``mesh=`` too (split over this torchrun launch).
     inspect : callable
         ``inspect(spec, trust_remote_code=, tokenizer=) -> ModelConfig``: a model's config (and tokenizer)
         without its weights, for the checks made before loading (default:
         :func:`~sdlaws.measure.models.inspect_model`).
+    shard : (i, n), optional
+        Measure only the i-th of n interleaved shares of the grid (:func:`shard_runs`).
+    launching : bool
+        Only check, in the process that is about to start the torchrun launch of a ``tp_size > 1`` sweep: the
+        targets are not split and no device is touched (each rank checks its own device memory once launched).
 
     Returns
     -------
@@ -195,9 +228,14 @@ def prepare_sweep(config: MeasureConfig, out: str | os.PathLike, *, decoder_fact
     ConfigError, ModelError, InputError
         Bad input (:meth:`Sweep.preflight`).
     """
+    if shard is not None:
+        check_shard(*shard)
     device = resolve_device(config.device)
-    sweep = Sweep(config, Path(out), device, device_name(device), decoder_factory, loader)
-    sweep.preflight(inspect)
+    gpu_name = "" if launching else device_name(device)  # (a name asks the driver; the launcher needs none)
+    sweep = Sweep(config, Path(out), device, gpu_name, decoder_factory, loader, shard=shard)
+    if config.tp_size > 1 and not launching:
+        sweep.split_targets()
+    sweep.preflight(inspect, device_memory=not launching)
     return sweep
 
 
@@ -205,9 +243,10 @@ class Sweep:
     """State of one sweep: loaded models, prompts, perplexities, output path."""
 
     def __init__(self, config: MeasureConfig, out: Path, device: str, gpu_name: str,
-                 factory: DecoderFactory, loader: Callable):
-        self.config, self.out, self.device, self.gpu_name = config, out, device, gpu_name
-        self.factory, self.loader = factory, loader
+                 factory: DecoderFactory, loader: Callable, shard: tuple[int, int] | None = None):
+        self.config, self.out, self.device, self.gpu_name, self.shard = config, out, device, gpu_name, shard
+        self.factory, self.loader, self.target_loader = factory, loader, loader
+        self.group, self.writes = None, True  # a tensor-parallel launch's process group; whether this rank writes
         checks.output_file("--out", out)
         io.check_appendable(out, "spec")
         io.repair_tail(out)
@@ -228,12 +267,29 @@ class Sweep:
         self.todo: list[RunConfig] = []
         self.prompts: dict[str, PromptSet] = {}
 
-    def preflight(self, inspect: Callable) -> None:
+    def split_targets(self) -> None:
+        """Tensor parallel: targets split over this torchrun launch (drafts whole on every rank), decoders checked
+        to agree across ranks, grid points claimed and rows written by rank 0 only.
+
+        Every rank starts from rank 0's reading of the output and device name (the run ids): rank 0 read the file
+        before this collective, and an ok row needs every rank's collectives, so none was appended since.
+        """
+        from sdlaws.measure import tp  # torch.distributed: imported only for split targets
+
+        mesh = tp.join(self.config.tp_size, self.device)
+        self.target_loader = partial(self.loader, mesh=mesh)
+        self.factory = tp.checked(self.factory)
+        self.group, self.writes = mesh.get_group(), tp.rank() == 0
+        self.rows_before, self.ok_before, self.gpu_name = tp.from_rank0(
+            (self.rows_before, self.ok_before, self.gpu_name), self.group)
+
+    def preflight(self, inspect: Callable, device_memory: bool = True) -> None:
         """Check the models, prompts, context lengths and memory of the configurations to measure, from configs
         and tokenizers only: a one-line error (naming the option) before any weights load or any row is written.
+        ``device_memory=False`` leaves the device alone (host memory is still checked).
         """
         c = self.config
-        runs = expand_grid(c)
+        runs = expand_grid(c) if self.shard is None else shard_runs(expand_grid(c), *self.shard)
         self.todo = [r for r in runs if run_id(r, c, self.gpu_name) not in self.ok_before]
         self.result.num_runs, self.result.num_skipped = len(runs), len(runs) - len(self.todo)
         models: dict[str, ModelConfig] = {}
@@ -249,7 +305,7 @@ class Sweep:
                 _check_vocab(target, models[target], draft, models[draft])
             _check_context(c, self.prompts[target], [(s, models[s]) for s in (target, *c.drafts)],
                            depth=max(c.gammas) if c.drafts else 0)
-        self._check_memory(models)
+        self._check_memory(models, device_memory)
 
     def _prompt_set(self, spec: str, model: ModelConfig) -> PromptSet:
         """The prompts tokenised for one target (random ids drawn from its vocabulary for ``random``)."""
@@ -263,28 +319,39 @@ class Sweep:
         return tokenize_prompts(c.prompts, self.texts, model.tokenizer, max_prompt_len=c.max_prompt_len,
                                 chat_template=c.chat_template)
 
-    def _check_memory(self, models: dict[str, ModelConfig]) -> None:
+    def _check_memory(self, models: dict[str, ModelConfig], device_memory: bool = True) -> None:
         """:class:`ConfigError` when the largest configuration to measure cannot fit (:mod:`sdlaws.measure.memory`):
-        device memory, and on a GPU host memory for the largest model's weights while it loads."""
+        device memory (a split target's share on each device), and on a GPU host memory for the largest model's
+        weights while it loads (``tp_size`` copies of a split checkpoint target)."""
         c, cuda = self.config, self.device.startswith("cuda")
         shapes = {spec: memory.model_shape(m.config, spec) for spec, m in models.items()}
         needs = [memory.need(run.label, shapes[run.target], shapes[run.draft] if run.draft else None, dtype=c.dtype,
                              batch_size=run.batch_size, longest_prompt=self.prompts[run.target].longest,
                              max_new_tokens=c.max_new_tokens, depth=run.num_spec_tokens, topk=run.tree_topk,
-                             budget=run.tree_budget or 0, cuda=cuda)
+                             budget=run.tree_budget or 0, cuda=cuda, tp_size=c.tp_size)
                  for run in dict.fromkeys(r.first() for r in self.todo)]
-        memory.check_fits(needs, memory.free_bytes(self.device), self.device)
+        if device_memory:
+            memory.check_fits(needs, memory.free_bytes(self.device), self.device)
         if cuda:
-            loads = [memory.Need(f"loading {spec}", shape.params * memory.dtype_bytes(c.dtype), 0, 0, 0)
+            copies = {spec: self._host_copies(spec) for spec in shapes}
+            loads = [memory.Need(f"loading {spec}" + (f" on {copies[spec]} ranks" if copies[spec] > 1 else ""),
+                                 shape.params * memory.dtype_bytes(c.dtype) * copies[spec], 0, 0, 0)
                      for spec, shape in shapes.items() if shape is not None]
             memory.check_fits(loads, memory.host_available_bytes(), "the host")
 
+    def _host_copies(self, spec: str) -> int:
+        """Whole copies of a model's weights in host memory while it loads: each rank of a tensor-parallel launch
+        reads a checkpoint target whole before cutting its shard (``random:`` weights are drawn on the device)."""
+        c = self.config
+        return c.tp_size if spec in c.targets and parse_spec(spec).kind not in ("random", "head") else 1
+
     def run(self, progress: bool = True) -> SweepResult:
-        """Measure the configurations not yet ``ok`` in the output, grouped by target."""
+        """Measure the configurations (of the shard) not yet ``ok`` in the output, grouped by target; the progress
+        bar only where rows are written."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, disable=not progress) as bar:
+        with Progress(*columns, disable=not (progress and self.writes)) as bar:
             task = bar.add_task("measure", total=len(self.todo))
             for target_spec, group in groupby(self.todo, key=operator.attrgetter("target")):
                 self._target_group(target_spec, list(group), bar, task)
@@ -292,12 +359,12 @@ class Sweep:
 
     def _target_group(self, spec: str, runs: list[RunConfig], bar, task) -> None:
         """Load one target (and each of its drafts once) and measure its configurations."""
-        loaded = self._load(spec)
+        loaded = self._load(spec, self.target_loader)
         if isinstance(loaded, str):
             return self._each_point(runs, bar, task, partial(self._fail, reason=loaded, target_info=None))
         target, _, info = loaded
         for draft_spec, group in groupby(runs, key=operator.attrgetter("draft")):
-            draft = self._load(draft_spec) if draft_spec else (None, None, None)
+            draft = self._load(draft_spec, self.loader) if draft_spec else (None, None, None)
             work = (partial(self._fail, reason=draft, target_info=info) if isinstance(draft, str) else
                     partial(self._measure, target=target, target_info=info, draft=draft[0], draft_info=draft[2],
                             prompts=self.prompts[spec]))
@@ -325,32 +392,40 @@ class Sweep:
         The claim is an exclusive lock file per grid point; a point another process holds is being measured
         there (nothing to do here). Once claimed, the CSV is read again: a run that became ``ok``, or that got a
         row of any status since this sweep started, was measured by another sweep. The claim is released after
-        the rows are appended (and dies with its process).
+        the rows are appended (and dies with its process). In a tensor-parallel launch rank 0 claims for every
+        rank and sends them the runs it found to measure, so all ranks decode the same configurations.
         """
-        claims = self.out.parent / f".{self.out.name}.claims"
-        claims.mkdir(exist_ok=True)
-        lock = FileLock(claims / f"{run_id(runs[0].first(), self.config, self.gpu_name)}.lock")
+        lock, pending = None, []
+        if self.writes:
+            claims = self.out.parent / f".{self.out.name}.claims"
+            claims.mkdir(exist_ok=True)
+            lock = FileLock(claims / f"{run_id(runs[0].first(), self.config, self.gpu_name)}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                lock = None
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            self.result.num_elsewhere += len(runs)
-            yield []
-            return
-        try:
-            now = io.run_status(self.out)
-            rows, ok = Counter(now["run_id"]), set(now.loc[now["status"].eq("ok"), "run_id"])
-            ids = {run: run_id(run, self.config, self.gpu_name) for run in runs}
-            pending = [run for run in runs if ids[run] not in ok and rows[ids[run]] == self.rows_before[ids[run]]]
+            if lock is not None:
+                now = io.run_status(self.out)
+                rows, ok = Counter(now["run_id"]), set(now.loc[now["status"].eq("ok"), "run_id"])
+                ids = {run: run_id(run, self.config, self.gpu_name) for run in runs}
+                pending = [run for run in runs
+                           if ids[run] not in ok and rows[ids[run]] == self.rows_before[ids[run]]]
+            if self.group is not None:
+                from sdlaws.measure import tp
+
+                pending = tp.from_rank0(pending, self.group)
             self.result.num_elsewhere += len(runs) - len(pending)
             yield pending
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
-    def _load(self, spec: str):
-        """(model, tokenizer, info), or the one-line reason it failed to load."""
+    def _load(self, spec: str, loader: Callable):
+        """(model, tokenizer, info) from ``loader``, or the one-line reason it failed to load."""
         try:
-            return self.loader(spec, dtype=self.config.dtype, device=self.device,
-                               trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
+            return loader(spec, dtype=self.config.dtype, device=self.device,
+                          trust_remote_code=self.config.trust_remote_code, seed=self.config.seed)
         except Exception as exc:  # noqa: BLE001 - any load failure becomes failed rows, the sweep goes on
             reason = f"cannot load {spec}: {error_cell(exc)}"
         free_device_memory(self.device)
@@ -372,12 +447,17 @@ class Sweep:
                 row = self._base_row(pending[0], target_info, draft_info)
                 row.update(stats.to_row(), forward_impl=impl, status="ok", error="",
                            num_prompts=sum(map(len, batches)))
-                io.append_row(self.out, row, "spec")
+                self._append(row)
                 self.result.num_ok += 1
                 pending.pop(0)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the sweep
             self._fail(pending, error_cell(exc), target_info, draft_info, forward_impl=impl)
         free_device_memory(self.device)  # after the except block, so the traceback no longer pins tensors
+
+    def _append(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to the output, from the one writing process of a tensor-parallel launch."""
+        if self.writes:
+            io.append_row(self.out, row, "spec")
 
     def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
         """The configuration's decoder, warmed up once on the first batch."""
@@ -395,7 +475,7 @@ class Sweep:
                "method": run.method, "num_spec_tokens": run.num_spec_tokens, "tree_topk": run.tree_topk,
                "tree_budget": run.tree_budget, "batch_size": run.batch_size, "temperature": run.temperature,
                "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, "repeat": run.repeat,
-               **acceptance_columns(run, c)}
+               "tp_size": c.tp_size, **acceptance_columns(run, c)}
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:
@@ -418,7 +498,7 @@ class Sweep:
         """Append a failed row with ``reason`` for each run (a model that does not load, a failed decode)."""
         for run in runs:
             row = {**self._base_row(run, target_info, draft_info), **columns, "status": "failed", "error": reason}
-            io.append_row(self.out, row, "spec")
+            self._append(row)
             self.result.failures.append((run.label, reason))
 
 
