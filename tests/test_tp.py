@@ -90,21 +90,29 @@ def _forward_worker(rank):
 
 def _greedy_worker(rank, model_dir):
     """Greedy tokens of decoding with a split target (fused forward; the tree also through the DTensor HF
-    forward), and whether the ranks agree."""
+    forward; chain and tree also with a feature-level head drafting from the split target's features), and whether
+    the ranks agree."""
+    import torch
+
     from sdlaws.measure import tp
     from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+    from sdlaws.measure.head import FeatureHead, head_config
     from sdlaws.measure.models import load_model
 
     mesh = tp.join(RANKS, "cpu")
     target, _, _ = load_model(str(model_dir / "target"), dtype="float32", device="cpu", mesh=mesh)
     draft, _, _ = load_model(str(model_dir / "draft"), dtype="float32", device="cpu")
+    torch.manual_seed(3)  # the same head on both ranks
+    head = FeatureHead(head_config(target.config, layers=1, initializer_range=0.2)).eval()
     configs = {"ar": DecodeConfig(method="ar", max_new_tokens=MAX_NEW),
                "chain": DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=MAX_NEW),
                "tree": DecodeConfig(method="tree", num_spec_tokens=3, tree_topk=2, max_new_tokens=MAX_NEW)}
     configs["tree-hf"] = replace(configs["tree"], fused_forward=False)
+    drafts = {**dict.fromkeys(configs, draft), "chain-head": head, "tree-head": head}
+    configs.update({"chain-head": configs["chain"], "tree-head": configs["tree"]})
     out = {}
     for name, config in configs.items():
-        tokens, stats = SpecDecoder(target, draft, config, max_prompt_len=16).generate(PROMPTS)
+        tokens, stats = SpecDecoder(target, drafts[name], config, max_prompt_len=16).generate(PROMPTS)
         out[name] = dict(tokens=tokens, same=tp.same_on_ranks(tokens, "cpu"), accepted=stats.num_accepted_tokens)
     return out
 
@@ -185,6 +193,8 @@ def test_measure_hardware_tp_writes_step_rows_with_allreduce_times(tmp_path):
     (["measure", "hardware", "--tp", "2", "--model", "random:tiny?num_key_value_heads=1", "--device", "cpu"],
      "--tp 2 must divide num_key_value_heads=1"),
     (["measure", "--target", "/no/such/model", "--tp", "2", "--device", "cpu"], "no such model directory"),
+    (["measure", "--target", "random:tiny", "--tp", "2", "--device", "cpu"], "has no tokenizer"),  # before launch
+    (["measure", "hardware", "--tp", "2", "--model", "head:random:tiny", "--device", "cpu"], "head is not split"),
 ])
 def test_bad_split_options_exit_2_with_one_line(args, message):
     from typer.testing import CliRunner
@@ -195,6 +205,21 @@ def test_bad_split_options_exit_2_with_one_line(args, message):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_memory_guard_counts_a_split_targets_share_and_a_whole_draft():
+    from sdlaws.measure import memory
+    from sdlaws.roofline import ModelShape
+    from sdlaws.shapes import SHAPES
+
+    target, draft = (ModelShape.from_hf_config(SHAPES[name]) for name in ("llama-3.1-70b", "llama-3.2-1b"))
+    kw = dict(dtype="bfloat16", batch_size=8, longest_prompt=512, max_new_tokens=128, depth=4, topk=1, budget=4,
+              cuda=True)
+    one, four = memory.need("x", target, draft, **kw), memory.need("x", target, draft, tp_size=4, **kw)
+    alone = memory.need("x", None, draft, **kw)  # the draft's part
+    assert four.weights - alone.weights == pytest.approx((one.weights - alone.weights) / 4)
+    assert four.kv_cache - alone.kv_cache == pytest.approx((one.kv_cache - alone.kv_cache) / 4)
+    assert memory.need("x", target, None, **kw) == memory.need("x", target, None, tp_size=1, **kw)
 
 
 def test_plan_refuses_sizes_the_split_cannot_divide():

@@ -273,7 +273,7 @@ def model_config(spec: str, *, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     parsed = parse_spec(spec)
-    if parsed.kind == "random":
+    if parsed.kind in ("random", "head"):
         return random_config(parsed)
     try:
         return AutoConfig.from_pretrained(parsed.name, revision=parsed.revision, trust_remote_code=trust_remote_code,

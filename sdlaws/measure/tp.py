@@ -28,6 +28,7 @@ import sys
 from typing import Iterable
 
 from sdlaws.errors import ConfigError
+from sdlaws.measure.hfcompat import HEAD_MODEL_TYPE
 
 #: Set in the environment of every launched process: NVLink multicast (NVLS) stays off in NCCL, PyTorch's symmetric
 #: memory and NVSHMEM. sdlaws's collectives do not need it, and on a host whose GPUs are shared a program that uses
@@ -119,6 +120,9 @@ def plan(config, tp_size: int) -> dict:
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
     text = config.get_text_config()
+    if text.model_type == HEAD_MODEL_TYPE:  # a Llama config underneath, but a head drafts whole on every rank
+        raise ConfigError("a feature-level draft head is not split: --tp splits targets (llama, mistral, qwen2); "
+                          "heads run whole on every GPU as drafts")
     entries = getattr(text, "base_model_tp_plan", None) or {}
     if not entries or set(entries.values()) - set(STYLE_NAMES):
         raise ConfigError(f"model type {text.model_type!r} has no column/row-wise tensor-parallel plan; "
