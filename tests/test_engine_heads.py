@@ -135,7 +135,7 @@ def test_head_drafts_equal_an_uncached_reference_and_output_is_greedy(family, na
 @pytest.mark.parametrize("case", ["chain-T1", "tree-T1"])
 def test_head_samples_follow_the_target(case):
     from conftest import make_tiny_llama
-    from test_engine_sampling import CASES, P_MIN, VOCAB, draw, exact_prefix_probs, p_values
+    from sampling_helpers import CASES, P_MIN, VOCAB, draw, exact_prefix_probs, p_values
 
     target = make_tiny_llama(vocab=VOCAB, layers=2, hidden=32, seed=0, init_std=0.3)
     head = random_head(target, layers=1, seed=5)
