@@ -303,25 +303,30 @@ class StepTimeFit:
             ``batch_size``, ``tokens_per_row``, ``kv_len``, ``time_s``, ``lower_s``, ``upper_s``, ``measured_shape``
             (the shape has a table on this GPU), ``extrapolated`` (outside that table's box, or no table).
         """
-        shape = step_shape(shape) if isinstance(shape, str) else shape
         coords = _coords(batch_size, tokens_per_row, kv_len)
-        base = np.log(self.law_s(shape, *(2.0 ** coords.T)))
-        table = self.surfaces.get(shape_key(shape)) if surface else None
-        if table is None:
-            correction, outside = np.zeros(len(coords)), np.ones(len(coords), dtype=bool)
-        else:
-            correction, outside = table(coords)
-        spread = _Z95 * self.log_sd(measured=table is not None)
-        log_t = base + correction
+        log_t, outside, measured = self._log_time(shape, coords, surface)
+        spread = _Z95 * self.log_sd(measured=measured)
         b, n, c = (2.0 ** coords).T
         return pd.DataFrame({"batch_size": np.rint(b).astype(int), "tokens_per_row": np.rint(n).astype(int),
                              "kv_len": np.rint(c).astype(int), "time_s": np.exp(log_t),
                              "lower_s": np.exp(log_t - spread), "upper_s": np.exp(log_t + spread),
-                             "measured_shape": table is not None, "extrapolated": outside})
+                             "measured_shape": measured, "extrapolated": outside})
 
     def time_s(self, shape: ModelShape | str, batch_size, tokens_per_row, kv_len) -> np.ndarray:
-        """Predicted seconds (law + the shape's residual surface when it has one)."""
-        return self.predict(shape, batch_size, tokens_per_row, kv_len)["time_s"].to_numpy()
+        """Predicted seconds (law + the shape's residual surface when it has one); the planner's hot path, so no
+        interval or table is built."""
+        return np.exp(self._log_time(shape, _coords(batch_size, tokens_per_row, kv_len), True)[0])
+
+    def _log_time(self, shape: ModelShape | str, coords: np.ndarray, surface: bool):
+        """Log seconds at ``coords`` ``(Q, 3)``, whether each lies outside the measured box, whether the shape
+        has a table."""
+        shape = step_shape(shape) if isinstance(shape, str) else shape
+        base = np.log(self.law_s(shape, *(2.0 ** coords.T)))
+        table = self.surfaces.get(shape_key(shape)) if surface else None
+        if table is None:
+            return base, np.ones(len(coords), dtype=bool), False
+        correction, outside = table(coords)
+        return base + correction, outside, True
 
     def log_sd(self, *, measured: bool) -> float:
         """Spread of log time for prediction intervals: the surface's smoothing residual for measured shapes,

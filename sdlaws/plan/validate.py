@@ -226,7 +226,7 @@ class Validation:
 
 
 def _row_label(row) -> str:
-    """``chain g=2 b=8 T=0 <- L2-H256`` for messages and figures."""
+    """``chain g=2 b=8 T=0`` (configuration, batch size, temperature) for messages and figures."""
     shape = {"ar": "ar", "chain": f"chain g={row.num_spec_tokens}",
              "tree": f"tree d={row.num_spec_tokens} k={row.tree_topk}"}[row.method]
     return f"{shape} b={row.batch_size} T={row.temperature:g}"
