@@ -108,4 +108,4 @@ def test_dry_run_lists_models_and_estimates():
     assert all(name in listing.stdout for name in ("pretrain-tokens", "collapse", "suite --only acceptance"))
     bare = CliRunner().invoke(app, ["experiment"])
     assert bare.exit_code == 0 and all(cmd in bare.stdout for cmd in ("run", "report", "cost-model"))
-    assert set(SCALES) == {"h100", "quick"}
+    assert set(SCALES) == {"h100", "h200", "quick"}

@@ -49,8 +49,11 @@ def run(
     budget_s: Annotated[Optional[float], typer.Option(help="Wall-clock budget in seconds (default: 480 at the H100 "
                                                            "scale, none with --quick); training is cut to leave "
                                                            "the measurements their reserved time.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU-sized models and workloads (a smoke test).")]
-    = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU-sized models and workloads (a smoke test); "
+                                                        "the same as --scale quick.")] = False,
+    scale: Annotated[str, typer.Option(help="Sizes and workloads: h100 (one H100 command), h200 (the throughput "
+                                            "experiments as the planner's held-out test on one H200) or quick.")]
+    = "h100",
     corpus_dir: Annotated[Optional[Path], typer.Option("--corpus", help="Use this corpus instead of building "
                                                                         "one under --work.")] = None,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
@@ -61,7 +64,7 @@ def run(
     from sdlaws import experiments
 
     names = experiments.resolve_names(name, only)
-    plan = experiments.plan(names, scale="quick" if quick else "h100", work=work, out=out, budget_s=budget_s,
+    plan = experiments.plan(names, scale="quick" if quick else scale, work=work, out=out, budget_s=budget_s,
                             corpus_dir=corpus_dir, device=device, suite=name == "suite")
     typer.echo(plan.summary() if dry_run else experiments.run(plan).summary())
 

@@ -19,6 +19,8 @@ from sdlaws.experiments.reporting import GPU, Analysis, Doc, Tables, f, pct, pla
 from sdlaws.experiments.scale import Scale
 
 NAME = "heldout"
+#: The scale's calibration configurations: training rows of the planner beside the top-k grid.
+TRAIN = "heldout-train"
 FILES = {"heldout": ("throughput/heldout.csv", "spec"), **topk_batch.GRID, **topk_batch.STEPS}
 #: Median |% error| of predicted tokens/s and speedup the planner is held to.
 GOAL_PCT = 10.0
@@ -32,14 +34,15 @@ def models(scale: Scale):
 
 
 def measure(ctx: Context) -> None:
-    """Perplexities, then each held-out case."""
+    """Perplexities, the calibration configurations (training rows), then each held-out case."""
     target_spec, *draft_specs = models(ctx.scale)
     target, drafts = ctx.final(target_spec), [ctx.final(spec) for spec in draft_specs]
     ctx.measure_ppl([target, *drafts])
-    for case in ctx.scale.heldout:
-        ctx.sweep(NAME, target, [drafts[case.draft]], gammas=(case.gamma,), topks=(case.topk,),
-                  batch_sizes=case.batch_sizes, temperatures=(case.temperature,),
-                  num_prompts=max(*case.batch_sizes, ctx.scale.min_timed_prompts))
+    for experiment, cases in ((TRAIN, ctx.scale.calibration), (NAME, ctx.scale.heldout)):
+        for case in cases:
+            ctx.sweep(experiment, target, [drafts[case.draft]], gammas=(case.gamma,), topks=(case.topk,),
+                      batch_sizes=case.batch_sizes, temperatures=(case.temperature,),
+                      num_prompts=max(*case.batch_sizes, ctx.scale.min_timed_prompts))
 
 
 # ---------------------------------------------------------------------------------------------------- analysis

@@ -1,13 +1,14 @@
 """Sizes, token budgets and workloads of the experiments, and the arithmetic that makes them fit a GPU command.
 
-Two scales: ``h100`` (the default: one NVIDIA H100, one command of at most 10 minutes, bf16) and ``quick``
-(CPU-sized smoke test). Every number of the ``h100`` scale is justified in ``docs/experiments.md``; the time
+Three scales: ``h100`` (the default: one NVIDIA H100, one command of at most 10 minutes, bf16), ``h200`` (the
+throughput experiments re-run on one H200 as the planner's held-out test, a command run in the background for up to
+15 minutes) and ``quick`` (CPU-sized smoke test). Every number of the ``h100`` scale is justified in ``docs/experiments.md``; the time
 model :func:`estimate_train_s` is the same arithmetic, used by ``--dry-run`` and to reserve measurement time.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sdlaws.errors import ConfigError
@@ -95,12 +96,16 @@ class Scale:
     #: Wall-clock budget of one command when none is given (None: no limit).
     default_budget_s: float | None = None
     seed: int = 0
+    #: Configurations the planner is fitted on besides the top-k grid (acceptance of every training draft at
+    #: every temperature, deep chains, trees): the ``heldout`` experiment's training rows, never predicted.
+    calibration: tuple[HeldoutCase, ...] = ()
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
         # Prompt, generation and one step's drafted tokens must stay within the positions the models were
         # trained on (RoPE beyond seq_len is out of distribution).
-        drafted = max([self.gamma, self.tree_depth * max(self.topks), *(c.gamma * c.topk for c in self.heldout)])
+        drafted = max([self.gamma, self.tree_depth * max(self.topks),
+                       *(c.gamma * c.topk for c in (*self.heldout, *self.calibration))])
         needed = self.prompt_tokens + self.max_new_tokens + drafted + 1
         if needed > self.seq_len:
             raise ConfigError(f"scale {self.name}: prompts + generation + drafts need {needed} positions, more "
@@ -177,9 +182,34 @@ QUICK = Scale(
     ppl_eval_tokens=256,
     tree_depth=2, topks=(1, 2), topk_batch_sizes=(1, 2), min_timed_prompts=2,
     collapse_batch_sizes=(4,), collapse_fixed_topk=2,
-    heldout=(HeldoutCase(1, 3, 1, (1,)),),
+    heldout=(HeldoutCase(1, 3, 1, (1,)),), calibration=(HeldoutCase(0, 3, 1, (1,)),),
     step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),
     step_random_batch_sizes=(1,), step_random_tokens_per_row=(1,),
 )
 
-SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK)}
+def _cases(drafts, temperatures, depth_topk_batches) -> tuple[HeldoutCase, ...]:
+    """Every (draft, temperature) with every ``(depth, topk, batch sizes)``."""
+    return tuple(HeldoutCase(d, depth, topk, batches, t) for d in drafts for t in temperatures
+                 for depth, topk, batches in depth_topk_batches)
+
+
+#: The H100 suite's pair on one H200, as the planner's out-of-sample test: three training drafts whose acceptance
+#: (chains of 8, top-4 trees, T = 0 and 1, batch 8) and perplexity the planner is fitted on, beside the top-k
+#: grid of the first; a fourth draft (index 3) is never measured for training, so its rows test the acceptance
+#: law across drafts. Held out: 35 configurations over chain gamma 1-8, trees of depth 2-5 and top-k 2-6,
+#: T = 0 and 1, batch 1-128, none of which the grid or the calibration measures.
+H200 = replace(
+    H100, name="h200", pair_drafts=((2, 256), (1, 128), (4, 256), (2, 128)),
+    # 36M tokens: where the H100 suite's time limit stopped its pair, here as finished schedules (~3 minutes)
+    pair_target_tokens=36_000_000, pair_draft_tokens=36_000_000,
+    calibration=_cases((0, 1, 2), (0.0, 1.0), ((8, 1, (8,)), (4, 4, (8,)))),
+    heldout=(_cases((0,), (0.0,), ((1, 1, (1, 24, 96)), (2, 1, (2, 48)), (3, 1, (1, 12, 128)), (5, 1, (4, 64)),
+                                   (6, 1, (3, 24)), (8, 1, (1, 32, 96)), (3, 3, (4, 48)), (5, 2, (12, 96)),
+                                   (2, 6, (1, 24))))
+             + _cases((0,), (1.0,), ((2, 1, (2, 32)), (4, 1, (1, 24)), (6, 1, (12,)), (4, 3, (16,))))
+             + _cases((1,), (0.0,), ((3, 1, (4, 48)),)) + _cases((2,), (1.0,), ((3, 1, (16,)),))
+             + _cases((3,), (0.0,), ((2, 1, (1, 16)), (4, 1, (8,)), (4, 4, (24,))))
+             + _cases((3,), (1.0,), ((3, 1, (8,)),))),
+    reserve_s={"topk-batch": 160, "heldout": 240}, default_budget_s=900)
+
+SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK, H200)}

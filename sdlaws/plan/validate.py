@@ -10,15 +10,22 @@
   batch (:func:`fit_spread`);
 - the engine's overheads outside the forward passes (:func:`fit_overheads`);
 - the step-time law on ``step`` tables (:mod:`sdlaws.plan.cost`);
+- for drafts it never saw, an acceptance law across drafts (:class:`DraftLaw`): per temperature and depth, the
+  rank-0 conditional rate linear in the draft's perplexity over the training drafts (the SDSL plane at one
+  target), their rank shares and prompt spread pooled;
 
 then predicts (:func:`predict`) every held-out row with the engine's own step structure
 (:mod:`sdlaws.plan.serving`), its tree policy (:func:`~sdlaws.plan.acceptance.engine_tree`), static batches
-(expected slowest row), the prefill of target and draft, and compares tokens/s, speedup, TPOT and decode steps with the measurement. A held-out row whose
-(draft, temperature) has no training acceptance is reported as not predicted, with the reason, never filled in.
+(expected slowest row), the prefill of target and draft, and compares tokens/s, speedup, TPOT and decode steps
+with the measurement. A held-out row whose draft was not trained on is predicted from its perplexity by the
+:class:`DraftLaw`; one the law cannot reach (no perplexity, fewer than two training drafts at its temperature) is
+reported as not predicted, with the reason, never filled in. A synthetic-acceptance row (``acceptance_source`` =
+``synthetic``) is predicted with the profile it was run with, a setting of the run like its batch size.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +85,70 @@ def _profile_for(model, depth: int) -> tuple[tuple[float, ...], ...]:
     """The profile extended to ``depth`` rows by repeating its deepest row."""
     rows = list(model)
     return tuple(rows + [rows[-1]] * max(0, depth - len(rows)))
+
+
+@dataclass(frozen=True)
+class DraftLaw:
+    """Acceptance profiles of drafts the planner was not fitted on, from their perplexity on the held-out text.
+
+    Per temperature: the rank-0 conditional acceptance of each depth is ``a_d + b_d * ppl_draft``, least squares
+    over the training drafts (SDSL: acceptance is linear in the draft's perplexity at a fixed target), clipped
+    to [0.001, 0.999]; sibling ranks take the training drafts' mean rank ratios; the prompt spread is the median
+    of theirs. ``ppl_range`` is the perplexity span the lines were fitted on (beyond it they extrapolate).
+    """
+
+    lines: dict[float, np.ndarray]            # temperature -> (depth, 2): intercept, slope per unit perplexity
+    ratios: dict[float, np.ndarray]           # temperature -> rank ratios to rank 0
+    spreads: dict[float, float | None]
+    ppl_range: dict[float, tuple[float, float]]
+
+    def profile(self, ppl: float, temperature: float) -> tuple[tuple[float, ...], ...] | None:
+        """The predicted profile of a draft of perplexity ``ppl`` at ``temperature`` (None: no law there)."""
+        if temperature not in self.lines or not np.isfinite(ppl):
+            return None
+        ratios = self.ratios[temperature]
+        rank0 = np.clip(self.lines[temperature] @ np.array([1.0, ppl]), 1e-3, 0.999 / ratios.sum())
+        return tuple(tuple(a * ratios) for a in rank0)
+
+    def to_dict(self) -> dict:
+        """JSON-ready lines, ratios, spreads and ranges per temperature."""
+        return {f"T={t:g}": {"intercept_slope_per_depth": self.lines[t].tolist(), "rank_ratios": self.ratios[t].tolist(),
+                             "prompt_spread": self.spreads[t], "ppl_range": list(self.ppl_range[t])}
+                for t in self.lines}
+
+
+def fit_draft_law(models: dict, spreads: dict, ppl: dict[str, float]) -> DraftLaw:
+    """The :class:`DraftLaw` of the fitted ``models`` (``(draft, temperature) -> profile``) and their ``spreads``,
+    with each draft's perplexity from ``ppl`` (draft name -> perplexity); temperatures with fewer than two
+    drafts of distinct perplexity get no law."""
+    lines, ratios, law_spreads, ranges = {}, {}, {}, {}
+    for t in sorted({t for _, t in models}):
+        drafts = [d for d, tt in models if tt == t and np.isfinite(ppl.get(d, np.nan))]
+        x = np.array([ppl[d] for d in drafts])
+        if len(set(x.round(9))) < 2:
+            continue
+        depth = max(len(models[(d, t)]) for d in drafts)
+        profiles = [_profile_for(models[(d, t)], depth) for d in drafts]
+        rank0 = np.array([[row[0] for row in p] for p in profiles])            # (drafts, depth)
+        X = np.column_stack([np.ones(len(x)), x])
+        lines[t] = np.linalg.lstsq(X, rank0, rcond=None)[0].T                   # (depth, 2)
+        width = max(len(p[0]) for p in profiles)
+        ratio = np.zeros((len(profiles), width))
+        for i, p in enumerate(profiles):
+            ratio[i, :len(p[0])] = np.asarray(p[0]) / p[0][0] if p[0][0] > 0 else np.eye(1, width)[0]
+        ratios[t] = ratio.mean(axis=0)
+        known = [spreads[(d, t)] for d in drafts if spreads.get((d, t)) is not None]
+        law_spreads[t] = float(np.median(known)) if known else None
+        ranges[t] = (float(x.min()), float(x.max()))
+    return DraftLaw(lines, ratios, law_spreads, ranges)
+
+
+def _synthetic_profile(row) -> tuple[tuple[float, ...], ...] | None:
+    """The profile a synthetic-acceptance row was run with (None for measured acceptance)."""
+    if getattr(row, "acceptance_source", None) != "synthetic":
+        return None
+    value = row.acceptance_profile
+    return tuple(tuple(r) for r in (json.loads(value) if isinstance(value, str) else value))
 
 
 @dataclass(frozen=True)
@@ -206,6 +277,33 @@ class Validation:
                             mean_upper=float(np.percentile(mean, 97.5))))
         return pd.DataFrame(out)
 
+    def best_configs(self, tolerance_pct: float = 5.0) -> pd.DataFrame:
+        """Per (draft, temperature, batch size, prompt length) with at least two speculative configurations
+        predicted: the predicted and the measured best configuration by tokens/s (the AR row competes), repeats
+        pooled by their median; ``exact`` when they are the same, ``within`` when the predicted best measures
+        within ``tolerance_pct`` of the measured best, ``in_noise`` when its best repeat reaches the measured
+        best's worst repeat (None without repeats)."""
+        pred = self.predicted().assign(prompt_len=lambda d: (d["num_prompt_tokens"] / d["num_prompts"]).round())
+        keys = ["target_name", "temperature", "batch_size", "prompt_len"]
+        ar = pred[pred["method"].eq("ar")]
+        out = []
+        for (draft, *key), spec in pred[pred["method"].ne("ar")].groupby(["draft_name", *keys]):
+            if spec["label"].nunique() < 2:
+                continue
+            base = ar[np.logical_and.reduce([ar[k].eq(v) for k, v in zip(keys, key)])]
+            per = pd.concat([spec, base]).groupby("label").agg(
+                meas=("tokens_per_s_meas", "median"), lo=("tokens_per_s_meas", "min"),
+                hi=("tokens_per_s_meas", "max"), pred=("tokens_per_s_pred", "mean"), repeats=("label", "size"))
+            best, chosen = per["meas"].idxmax(), per["pred"].idxmax()
+            noise = bool(per.at[chosen, "hi"] >= per.at[best, "lo"]) if per["repeats"].min() > 1 else None
+            out.append(dict(zip(["draft_name", *keys], [draft, *key]), measured_best=best,
+                            predicted_best=chosen, candidates=len(per),
+                            shortfall_pct=100 * (1 - per.at[chosen, "meas"] / per.at[best, "meas"]),
+                            exact=best == chosen,
+                            within=bool(per.at[chosen, "meas"] >= per.at[best, "meas"] * (1 - tolerance_pct / 100)),
+                            in_noise=noise))
+        return pd.DataFrame(out)
+
     def summary(self) -> str:
         """Counts and the error table."""
         skipped = self.rows[self.rows["reason"].ne("")]
@@ -217,12 +315,20 @@ class Validation:
         for kind in ("speculative", "ar"):
             lines += [f"{kind} rows (|% error|, 95% bootstrap intervals):",
                       self.summary_table(kind).to_string(index=False, float_format=lambda v: f"{v:.1f}")]
+        best = self.best_configs()
+        if not best.empty:
+            lines += [f"best configuration per (draft, T, batch, prompt length): predicted = measured at "
+                      f"{int(best['exact'].sum())} of {len(best)}, within 5% of the measured best at "
+                      f"{int(best['within'].sum())}",
+                      best.assign(draft_name=best["draft_name"].map(short_name)).drop(columns="target_name")
+                      .to_string(index=False, float_format="{:.1f}".format)]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: per-row table, summary table, inputs."""
         return dict(rows=self.rows.to_dict(orient="records"), inputs=self.inputs,
-                    summary={k: self.summary_table(k).to_dict(orient="records") for k in ("speculative", "ar")})
+                    summary={k: self.summary_table(k).to_dict(orient="records") for k in ("speculative", "ar")},
+                    best_configs=self.best_configs().to_dict(orient="records"))
 
 
 def _row_label(row) -> str:
@@ -248,23 +354,40 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
     return {"step_forward_s": step_s, "prefill_forward_s": prefill}
 
 
-def _predict_row(row, law: StepTimeFit, models: dict, spreads: dict, shapes: dict,
-                 overheads: EngineOverheads) -> dict:
+def _acceptance(row, planner: "FittedPlanner") -> tuple[Any, float | None, str]:
+    """``(profile, prompt spread, source)`` of a speculative row, or ``(None, None, reason)``: the profile a
+    synthetic row ran with, the draft's fitted profile, or the draft law's from its perplexity."""
+    synthetic = _synthetic_profile(row)
+    if synthetic is not None:
+        return synthetic, None, "synthetic"
+    key = (str(row.draft_name), float(row.temperature))
+    if key in planner.models:
+        return planner.models[key], planner.spreads[key], "fitted"
+    profile = planner.draft_law.profile(float(row.draft_ppl), key[1])
+    if profile is None:
+        why = "no perplexity" if not np.isfinite(float(row.draft_ppl)) else "fewer than two training drafts"
+        return None, None, f"draft not trained on at T={row.temperature:g} and {why} for the draft law"
+    return profile, planner.draft_law.spreads[key[1]], "draft law"
+
+
+def _predict_row(row, planner: "FittedPlanner", shapes: dict) -> dict:
     """Predicted steps per batch, step and prefill seconds, tokens/s and TPOT of one held-out row."""
+    law, overheads = planner.law, planner.overheads
     cfg = engine_config(row)
-    pmfs = [np.array([1.0])]
+    pmfs, source = [np.array([1.0])], "ar"
     if cfg.method != "ar":
-        key = (str(row.draft_name), float(row.temperature))
-        if key not in models:
-            return {"reason": f"no training acceptance for this draft at T={row.temperature:g}"}
-        pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(models[key], spreads[key])]
+        profile, spread, source = _acceptance(row, planner)
+        if profile is None:
+            return {"reason": source}
+        pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
     max_new = int(row.max_new_tokens)
     steps = batch_steps(np.array(pmfs), max_new, int(row.batch_size))
     parts = _forward_parts(row, law, shapes)
     step_s = parts["step_forward_s"] + overheads.step_s(cfg)
     prefill_s = overheads.prefill_s(parts["prefill_forward_s"])
     total_s = float(row.num_batches) * (prefill_s + steps * step_s)
-    return {"reason": "", "steps_per_batch_pred": steps, "step_s_pred": step_s, "prefill_s_pred": prefill_s,
+    return {"reason": "", "acceptance_from": source, "steps_per_batch_pred": steps, "step_s_pred": step_s,
+            "prefill_s_pred": prefill_s,
             "tokens_per_s_pred": float(row.num_new_tokens) / total_s, "tpot_s_pred": steps * step_s / (max_new - 1)}
 
 
@@ -293,6 +416,7 @@ class FittedPlanner:
     spreads: dict
     overheads: EngineOverheads
     train_rows: int
+    draft_law: DraftLaw
 
 
 def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
@@ -311,7 +435,8 @@ def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
     for key, model in models.items():
         rows = spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])]
         spreads[key] = spread_from_sequences(rows) if _has_sequences(rows) else fit_spread(rows, model)
-    return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)))
+    ppl = spec.dropna(subset=["draft_ppl"]).groupby("draft_name")["draft_ppl"].median().to_dict()
+    return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)), fit_draft_law(models, spreads, ppl))
 
 
 def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
@@ -319,8 +444,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     ``heldout`` but its configuration and workload is used for the prediction."""
     held = rates.derive(heldout[heldout["status"].eq("ok")]).reset_index(drop=True)
     shapes = _shapes(held)
-    preds = pd.DataFrame([_predict_row(r, planner.law, planner.models, planner.spreads, shapes, planner.overheads)
-                          for r in held.itertuples()])
+    preds = pd.DataFrame([_predict_row(r, planner, shapes) for r in held.itertuples()])
     out = pd.concat([held, preds], axis=1)
     out["label"] = [_row_label(r) for r in held.itertuples()]
     out["steps_per_batch_meas"] = out["num_steps"] / out["num_batches"]
@@ -334,6 +458,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     law = planner.law
     inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in planner.models.items()},
               "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in planner.spreads.items()},
+              "draft_law": planner.draft_law.to_dict(),
               "overheads": planner.overheads.__dict__, "cost_model": law.source, "gpu": law.gpu_name,
               "train_rows": planner.train_rows, "heldout_rows": int(len(held))}
     return Validation(rows=out, inputs=inputs)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The planner's two held-out suites on one H200, and the Thm 1.3 sweep completed, as one background job.
+#
+#   WORK=/root/heldout bash benchmarks/gpu_heldout.sh     (start it with setsid; ~20 minutes; resumes)
+#
+# 1. Real acceptance: the throughput pair (L12-H768 target; L2-H256, L1-H128, L4-H256 drafts and the unseen
+#    L2-H128) trained on the H200, its top-k x batch grid and step tables (``topk-batch``), then the calibration
+#    configurations and 35 held-out ones (``heldout`` at scale h200) -> $WORK/pairs/.
+# 2. The acceptance profile of that pair, by the recipe of the 512-token sweep (benchmarks/gpu_thm13.sh: the
+#    top-16 depth-4 tree at batch 128, T = 0; depths 5-8 repeat depth 4) -> $WORK/heldout-profile.json.
+# 3. Thm 1.3 at 512-token prompts, depth-1 trees (top-k 2-16 at batch 1-32: the measured optimum sat at the
+#    grid's shallowest depth, 2), with the committed sweep's profile -> $WORK/thm13.csv.
+# 4. Thm 1.3 at 2048-token prompts with the profile of 2.: chains gamma 1-8, trees of depth 1-3 (top-k 2-16 to
+#    batch 16, 2-8 at 64, 2 at 256), batch 1, 4, 16, 64, 256 -> $WORK/thm13.csv.
+# 5. An EAGLE-sized head (head:random:llama-3.1-8b?layers=1) as the draft, profile of 2., 512- and 2048-token
+#    prompts -> $WORK/heads.csv.
+# Every step appends to its CSV and skips rows already there, so a re-run resumes. 3-5 are timing runs under
+# synthetic acceptance (every forward pass real, accept/reject drawn from the profile), 3 repeats after a warm-up.
+set -uo pipefail
+work=${WORK:?set WORK to a scratch folder}
+mkdir -p "$work/pairs"
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+log "1. pairs: train, grid, step tables, calibration and held-out configurations"
+python3 -m sdlaws experiment run suite --only topk-batch,heldout --scale h200 --work "$work/runs" \
+  --out "$work/pairs" --budget-s 900 2>&1 | grep -v "━"
+
+log "2. acceptance profile of the pair"
+h100_profile=$work/thm13-profile.json
+cp measurements/h200/thm13-profile.json "$h100_profile"
+profile=$work/heldout-profile.json
+python3 - "$work/pairs/topk-batch.csv" "$profile" <<'PY' || cp "$h100_profile" "$profile"
+import json, sys
+from sdlaws import rates
+from sdlaws.io import read_measurements
+rows = read_measurements(sys.argv[1], table="spec")
+pair = rows[(rows.method == "tree") & (rows.tree_topk == 16) & (rows.batch_size == 128) & (rows.temperature == 0)]
+q = [list(r) for r in rates.acceptance_profile(pair, depth=4, topk=16)]
+json.dump({"profile": q + [q[-1]] * 4, "source": "the H200 held-out suite's topk-batch grid (measurements/h200/"
+           "pairs/topk-batch.csv): L12-H768 target, L2-H256 draft, tree top-16 depth 4, batch 128, T=0; depths "
+           "5-8 repeat depth 4"}, open(sys.argv[2], "w"))
+PY
+
+sweep() {  # csv profile draft kv batches gammas topks repeats
+  python3 -m sdlaws measure --target random:llama-3.1-8b --draft "$3" --prompts random \
+    --num-prompts 1 --max-prompt-len "$4" --max-new-tokens 32 --temperature 0 --repeats "$8" --tree-budget 64 \
+    --acceptance-profile "$2" --experiment thm13-synthetic --batch "$5" --gamma "$6" --topk "$7" \
+    --out "$1" 2>&1 | grep -v "━" | tail -n 2
+}
+thm=$work/thm13.csv
+[ -f "$thm" ] || cp measurements/h200/thm13.csv "$thm"
+log "3. Thm 1.3, 512-token prompts: depth-1 trees"
+sweep "$thm" "$h100_profile" random:llama-3.2-1b 512 1,2,4,8,16,32 1 2,4,8,16 3
+log "4. Thm 1.3, 2048-token prompts"
+sweep "$thm" "$profile" random:llama-3.2-1b 2048 1,4,16,64 1,2,3,4,6,8 1 3
+sweep "$thm" "$profile" random:llama-3.2-1b 2048 256 1,2,4 1 3
+sweep "$thm" "$profile" random:llama-3.2-1b 2048 1,4,16 1,2,3 2,4,8,16 3
+sweep "$thm" "$profile" random:llama-3.2-1b 2048 64 1,2,3 2,4,8 3
+sweep "$thm" "$profile" random:llama-3.2-1b 2048 256 1,2,3 2 3
+log "5. EAGLE-sized head"
+for kv in 512 2048; do
+  sweep "$work/heads.csv" "$profile" "head:random:llama-3.1-8b?layers=1" $kv 1,16,64,256 1,2,4,6 1 2
+  sweep "$work/heads.csv" "$profile" "head:random:llama-3.1-8b?layers=1" $kv 1,16,64,256 2 4,8 2
+done
+log "done"
