@@ -133,7 +133,7 @@ class PlanOptions:
         from sdlaws.cli.output import Output
         from sdlaws import checks
         from sdlaws.hardware import load_hardware
-        from sdlaws.roofline import dtype_bytes
+        from sdlaws.dtypes import dtype_bytes
 
         opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
         for name, (option, lo, hi, integer) in RANGES.items():
@@ -240,7 +240,7 @@ def _laws(paths: Optional[list[Path]]) -> dict:
 
 def _setup(opts: PlanOptions, draft=None):
     """Serving setup of the target on the resolved hardware."""
-    from sdlaws.roofline import ServingSetup
+    from sdlaws.plan.setup import ServingSetup
 
     target = _shape(opts.target, opts.target_params, opts.target_config, "target", required=True)
     return ServingSetup(target=target, hardware=opts.resolved_hardware, draft=draft, kv_len=opts.kv_len,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.roofline import ModelShape
 
@@ -31,7 +32,6 @@ CUDA_RESERVE_BYTES = 256 * 2**20
 #: Host bytes per token while the random prompt set is drawn: the int64 array, then the Python lists made from
 #: it (an 8-byte slot and a 28-byte int per token).
 PROMPT_TOKEN_BYTES = 44
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,6 @@ def check_random_prompts(num_prompts: int, max_prompt_len: int) -> None:
     if needed > limit:
         raise ConfigError(f"--num-prompts {num_prompts} random prompts of --max-prompt-len {max_prompt_len} tokens "
                           f"need {gb(needed)} of host memory but the host has {gb(limit)} available; lower them")
-
-
-def dtype_bytes(dtype: str) -> int:
-    """Bytes per element of a canonical torch dtype name (``bfloat16``, ``float16``, ``float32``)."""
-    return _DTYPE_BYTES[dtype]
 
 
 def free_bytes(device: str) -> float:

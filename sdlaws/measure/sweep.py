@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 from filelock import FileLock, Timeout
 
 from sdlaws import checks, io, rates
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, error_cell, naming
 from sdlaws.measure import memory, profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
@@ -335,7 +336,7 @@ class Sweep:
         if cuda:
             copies = {spec: self._host_copies(spec) for spec in shapes}
             loads = [memory.Need(f"loading {spec}" + (f" on {copies[spec]} ranks" if copies[spec] > 1 else ""),
-                                 shape.params * memory.dtype_bytes(c.dtype) * copies[spec], 0, 0, 0)
+                                 shape.params * dtype_bytes(c.dtype) * copies[spec], 0, 0, 0)
                      for spec, shape in shapes.items() if shape is not None]
             memory.check_fits(loads, memory.host_available_bytes(), "the host")
 
