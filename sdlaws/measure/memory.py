@@ -5,7 +5,7 @@ A configuration (target, draft, batch ``B``, speculation shape) needs at least, 
 - **weights**: every parameter of the target and the draft (counted from their configs, :class:`ModelShape`)
   times the dtype size (a target split over ``tp`` devices: a ``1/tp`` share on each);
 - **KV caches**: per model ``2 x layers x B x kv_heads x S x head_dim x dtype size``, where ``S`` is the static
-  cache length of the engine (:func:`sdlaws.measure.engine.cache_layout`: longest prompt + new tokens +
+  cache length of the engine (:func:`sdlaws.measure.layout.cache_layout`: longest prompt + new tokens +
   speculation slack, rounded up);
 - **activations**: the prefill of ``B`` prompts of width ``W`` (residual stream, MLP intermediate, the additive
   ``(B, W, S)`` attention mask) and the verify block's logits;
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, InputError
+from sdlaws.measure.layout import cache_layout
 from sdlaws.roofline import ModelShape
 
 #: Memory a CUDA process holds besides tensors (context, graphs, allocator pools), bytes; a low figure.
@@ -78,8 +79,6 @@ def need(label: str, target: ModelShape | None, draft: ModelShape | None, *, dty
          tp_size: int = 1) -> Need:
     """Lower-bound :class:`Need` of one configuration (``draft`` None for ``ar``; ``depth``/``budget`` 0 there) on
     one device; a target split over ``tp_size`` devices counts its share of weights, KV heads and MLP columns."""
-    from sdlaws.measure.engine import cache_layout
-
     size = dtype_bytes(dtype)
     layout = cache_layout(longest_prompt, max_new_tokens, depth, topk, budget)
     models = [(m, ways) for m, ways in ((target, tp_size), (draft, 1)) if m is not None]  # the draft runs whole

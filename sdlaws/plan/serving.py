@@ -25,6 +25,7 @@ import pandas as pd
 from sdlaws.plan.acceptance import batch_steps, engine_tree
 from sdlaws.plan.setup import speculative_step_s
 from sdlaws.roofline import ModelShape
+from sdlaws.schema import config_label
 
 #: ``forward_s(shape, batch_size, tokens_per_row) -> seconds`` at the serving context (e.g.
 #: :meth:`sdlaws.plan.setup.ServingSetup.forward_time_s`: a step-time law or the roofline).
@@ -42,11 +43,8 @@ class EngineConfig:
 
     @property
     def label(self) -> str:
-        """``ar``, ``chain g=4`` or ``tree d=3 k=8 b=24``."""
-        if self.method == "ar":
-            return "ar"
-        return f"chain g={self.depth}" if self.method == "chain" else \
-            f"tree d={self.depth} k={self.topk} b={self.budget}"
+        """``ar``, ``chain g=4`` or ``tree d=3 k=8 b=24`` (:func:`sdlaws.schema.config_label`)."""
+        return config_label(self.method, self.depth, self.topk, self.budget)
 
 
 def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(2, 3, 4, 6), topks=(2, 4, 8, 16, 32),
