@@ -35,6 +35,11 @@ runs of models whose weights cannot produce it (random weights at realistic scal
 Each step every unfinished row commits its accepted draft tokens plus one target token; a row that has its
 ``max_new_tokens`` is frozen (its counters stop) while the others finish. Timings use ``time.perf_counter`` with
 ``torch.cuda.synchronize()`` at every region boundary on CUDA.
+
+This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
+verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
+apart lives in its own module (cache and masks: ``kvcache``, static sizes: ``layout``, tree bookkeeping: ``tree``,
+sampling rules: ``sampling``).
 """
 
 from __future__ import annotations
