@@ -20,6 +20,7 @@ _API = {
     "FitResult": "sdlaws.fit.result:FitResult",
     "load_fit": "sdlaws.fit.result:load_fit",
     "fit_law": "sdlaws.fit.estimators:fit_law",
+    "fit_law_by": "sdlaws.fit.estimators:fit_law_by",
     "fit_loglinear": "sdlaws.fit.estimators:fit_loglinear",
     "fit_saturating": "sdlaws.fit.estimators:fit_saturating",
     "fit_ppl_plane": "sdlaws.fit.estimators:fit_ppl_plane",

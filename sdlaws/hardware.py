@@ -13,7 +13,7 @@ Default efficiencies are typical published values, replaced by a measured profil
 - FLOP/s 0.7: the llm-analysis README suggests ~0.7 FLOPs efficiency for inference (docs/peers.md#roofline-tools).
 - Kernel launch cost 4 us: "about 4-6 us" per kernel launch measured on an RTX 5070 Ti
   (https://susun-blog.com/blog/pegainfer-3-cuda-graph, secondary). CUDA graphs lower it; calibrate against
-  measured step times (:func:`sdlaws.roofline.calibrate`) or pass a profile from ``sdlaws measure hardware``.
+  measured step times (:func:`sdlaws.calibration.calibrate`) or pass a profile from ``sdlaws measure hardware``.
 
 Units: FLOP/s, bytes/s, bytes, seconds. Memory sizes: NVIDIA and AMD datasheet "GB" for HBM parts are GiB-sized
 (``nvidia-smi`` reports 81559 MiB on an H100 80GB), so presets use ``GB x 2**30``.

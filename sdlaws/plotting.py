@@ -199,3 +199,52 @@ def speedup_by_batch(table: pd.DataFrame, path: str | Path) -> Path:
            title="8B target + 1B draft, H200, synthetic acceptance")
     ax.legend()
     return save(fig, path)
+
+
+def plan_figures(plan_set, out: Path) -> None:
+    """draft_size, serving and pretraining figures (PNG and SVG) of a plan set
+    (:class:`sdlaws.plan.result.PlanSet`) for the parts it holds."""
+    styled(_draw_plan_figures)(plan_set, Path(out))
+
+
+def _draw_plan_figures(plan_set, out: Path) -> None:
+    """The figures of :func:`plan_figures`, under the style sheet."""
+    drafts = plan_set.select("draft_params")
+    if drafts:
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
+        for plan in drafts[:2]:  # SDSL tokens/FLOP and the roofline at the first batch size
+            plan.plot(ax, label=plan.objective)
+        ax.set(xlabel="draft parameters", ylabel="predicted speedup over autoregressive (×)",
+               title="Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)")
+        ax.legend()
+        save(fig, out / "draft_size.png")
+    if "serving" in plan_set.tables:
+        _serving_figure(plan_set.tables["serving"], out / "serving.png")
+    pre = plan_set.select("draft_pretrain_tokens")
+    if pre:
+        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        ax = fig.subplots()
+        pre[0].plot(ax, y="objective", label="training + serving GPU-hours")
+        ax.set(yscale="log", xlabel="draft pretraining tokens", ylabel="training + serving cost (GPU-hours)")
+        ax.legend()
+        save(fig, out / "pretraining.png")
+
+
+def _serving_figure(serving, path: Path) -> None:
+    """serving: optimal chain gamma and tree shape (depth, top-k) versus batch size, with the fitted law."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    b, k = serving["batch_size"], serving["tree_topk"]
+    ax.plot(b, serving["chain_gamma"], marker="s", label="chain: draft length γ")
+    ax.plot(b, serving["tree_steps"], marker="^", label="tree: depth (steps)")
+    ax.errorbar(b, k, yerr=[k - serving["tree_topk_lower"].fillna(k), serving["tree_topk_upper"].fillna(k) - k],
+                marker="o", capsize=3, label="tree: top-k (candidates per depth)")
+    if "law_topk" in serving:
+        ax.plot(b, serving["law_topk"], "k--", label="fitted k* = c B^-p")
+        ax.fill_between(b, serving["law_topk_lower"], serving["law_topk_upper"], color="k", alpha=0.1)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="batch size (sequences)", ylabel="tokens per step (γ, depth) or candidates (top-k)",
+           title="Optimal speculation settings versus batch size (roofline)\n(bars: 95% interval of top-k)")
+    ax.legend()
+    save(fig, path)

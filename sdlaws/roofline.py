@@ -16,29 +16,25 @@ This reproduces the regime change of Scylla's Thm 1.3 (docs/formulas.md#top-k-ve
 pass is memory-bound the weight bytes dominate and verifying more tokens per row is nearly free; once B * n
 passes the machine balance (``Hardware.machine_balance_flops_per_byte``), time grows linearly in the verified tokens.
 
-:func:`calibrate` fits the efficiencies and the launch cost to measured ``step`` rows
-(:data:`sdlaws.schema.STEP_TIMING`) and reports the residual error.
+:mod:`sdlaws.calibration` fits the efficiencies and the launch cost to measured ``step`` rows; a target and
+draft served together, and the step times of speculative decoding built from these passes, are
+:mod:`sdlaws.plan.setup`'s.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from sdlaws import schema
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.hardware import Hardware
-from sdlaws.shapes import SHAPES
+from sdlaws.shapes import SHAPES, find_shape, parse_overrides
 
-#: Bytes per element of weight / KV dtypes.
-DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
-                  "float8": "fp8", "float8_e4m3fn": "fp8", "e4m3": "fp8"}
 ACTIVATION_BYTES = 2.0  # bf16/fp16 activations in all-reduces, also with fp8 or int4 weights
 
 # Kernels per decoder layer of a fused implementation [R, counted on a Llama layer]: input norm, QKV projection,
@@ -48,25 +44,10 @@ KERNELS_PER_LAYER = 10
 KERNELS_PER_PASS = 5  # embedding lookup, final norm, LM head, sampling (2)
 
 # Shapes synthesised from a bare parameter count (ModelShape.from_params) follow Llama-3: hidden / layers ~ 128
-# (4096/32 for 8B, 16384/126 for 405B), head_dim 128, 8 KV heads (config.json values in NAMED_CONFIGS).
+# (4096/32 for 8B, 16384/126 for 405B), head_dim 128, 8 KV heads (config.json values in sdlaws.shapes.SHAPES).
 ASPECT_RATIO = 128
 HEAD_DIM = 128
 KV_HEADS = 8
-
-
-def dtype_name(dtype: str) -> str:
-    """The one spelling sdlaws prints for a dtype (torch's: ``bf16`` -> ``bfloat16``); :class:`ConfigError` if
-    unknown."""
-    key = str(dtype).lower().replace("torch.", "")
-    key = _DTYPE_ALIASES.get(key, key)
-    if key not in DTYPE_BYTES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPE_BYTES)}")
-    return key
-
-
-def dtype_bytes(dtype: str) -> float:
-    """Bytes per element of ``dtype`` (``bfloat16``, ``bf16``, ``fp8``, ``int4`` ...)."""
-    return DTYPE_BYTES[dtype_name(dtype)]
 
 
 def peak_flops_per_s(hw: Hardware, dtype: str) -> float:
@@ -206,14 +187,6 @@ def draft_like(target: ModelShape, params: float, name: str | None = None) -> Mo
     return replace(best, name=name or f"draft-{best.params:.3g}")
 
 
-def _config_value(text: str):
-    """A ``random:`` override value: JSON where it parses (``4``, ``1e-5``, ``true``), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _read_config(config: str | Path | dict) -> tuple[dict, str]:
     """Config dict and a source name for messages, from a dict, a config.json or its directory."""
     if isinstance(config, dict):
@@ -296,71 +269,33 @@ def _llama_cfg(hidden, layers, heads, kv_heads, inter, vocab, tied=False, model_
     return cfg
 
 
-#: config.json values of common targets and drafts (Hugging Face model repos named in the comments).
-NAMED_CONFIGS: dict[str, dict] = {
-    # meta-llama/Meta-Llama-3-8B
-    "Llama-3-8B": _llama_cfg(4096, 32, 32, 8, 14336, 128256),
-    # meta-llama/Meta-Llama-3-70B
-    "Llama-3-70B": _llama_cfg(8192, 80, 64, 8, 28672, 128256),
-    # meta-llama/Llama-3.1-405B
-    "Llama-3.1-405B": _llama_cfg(16384, 126, 128, 8, 53248, 128256),
-    # meta-llama/Llama-3.2-1B and -3B (tied embeddings)
-    "Llama-3.2-1B": _llama_cfg(2048, 16, 32, 8, 8192, 128256, tied=True, head_dim=64),
-    "Llama-3.2-3B": _llama_cfg(3072, 28, 24, 8, 8192, 128256, tied=True, head_dim=128),
-    # meta-llama/Llama-2-7b-hf, -13b-hf, -70b-hf
-    "Llama-2-7B": _llama_cfg(4096, 32, 32, 32, 11008, 32000),
-    "Llama-2-13B": _llama_cfg(5120, 40, 40, 40, 13824, 32000),
-    "Llama-2-70B": _llama_cfg(8192, 80, 64, 8, 28672, 32000),
-    # mistralai/Mistral-7B-v0.1
-    "Mistral-7B": _llama_cfg(4096, 32, 32, 8, 14336, 32000, model_type="mistral"),
-    # Qwen/Qwen2.5-0.5B, -7B, -72B (qkv biases)
-    "Qwen2.5-0.5B": _llama_cfg(896, 24, 14, 2, 4864, 151936, tied=True, model_type="qwen2"),
-    "Qwen2.5-7B": _llama_cfg(3584, 28, 28, 4, 18944, 152064, model_type="qwen2"),
-    "Qwen2.5-72B": _llama_cfg(8192, 80, 64, 8, 29568, 152064, model_type="qwen2"),
-    # openai-community/gpt2
-    "GPT-2": dict(model_type="gpt2", n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
-}
-NAMED_CONFIGS["Llama-3.1-8B"] = NAMED_CONFIGS["Llama-3-8B"]    # same shapes as Llama 3 (rope scaling differs)
-NAMED_CONFIGS["Llama-3.1-70B"] = NAMED_CONFIGS["Llama-3-70B"]
-_SHAPE_ALIASES = {"llama3405b": "Llama-3.1-405B", "mistral7bv01": "Mistral-7B", "gpt2small": "GPT-2"}
-
-
-def _shape_key(name: str) -> str:
-    """Model name reduced to alphanumerics, without org, -hf/-instruct/-chat and random: prefix."""
-    key = str(name).lower().split("/")[-1]
-    for junk in ("meta-", "-hf", "-instruct", "-chat", "random:"):
-        key = key.replace(junk, "")
-    return "".join(ch for ch in key if ch.isalnum())
-
-
 def named_shape(name: str) -> ModelShape:
     """Shape of a named model (``llama-3.1-70b``, ``Qwen/Qwen2.5-7B-Instruct``, ``random:llama-3-8b`` ...).
 
-    ``random:NAME[?key=value]`` specs resolve through the shape registry (:data:`sdlaws.shapes.SHAPES`, with
-    their overrides), so a step table's model and the planner's shape are the same architecture; so do draft
-    heads, ``head:random:NAME[?layers=L&key=value]`` (:func:`head_shape`).
+    Every name resolves through the shape registry (:data:`sdlaws.shapes.SHAPES`), so a step table's model and
+    the planner's shape are the same architecture: ``random:NAME[?key=value]`` specs with their overrides, draft
+    heads ``head:random:NAME[?layers=L&key=value]`` (:func:`head_shape`), other spellings by
+    :func:`sdlaws.shapes.find_shape`.
 
     Raises
     ------
     ConfigError
-        Unknown name; the message lists the known names.
+        Unknown name (the message lists the known names) or a malformed override.
     """
     head = str(name).startswith(HEAD_PREFIX)
     spec = str(name).removeprefix(HEAD_PREFIX if head else "random:")
     base, _, query = spec.partition("?")
     if base in SHAPES:
-        overrides = {k: _config_value(v) for k, v in (item.split("=", 1) for item in query.split("&") if "=" in item)}
-        if head:
-            return head_shape({**SHAPES[base], **overrides}, name=str(name))
-        return ModelShape.from_hf_config({**SHAPES[base], **overrides}, name=str(name))
-    keys = {_shape_key(n): n for n in NAMED_CONFIGS}
-    keys.update(_SHAPE_ALIASES)
-    key = _shape_key(name)
-    if key not in keys:
-        raise ConfigError(f"unknown model shape {name!r}; use one of {', '.join(NAMED_CONFIGS)}, "
+        try:
+            config = {**SHAPES[base], **parse_overrides(query)}
+        except ValueError as exc:
+            raise ConfigError(f"{name}: override {exc} is not key=value") from None
+        return head_shape(config, name=str(name)) if head else ModelShape.from_hf_config(config, name=str(name))
+    canonical = find_shape(name)
+    if canonical is None:
+        raise ConfigError(f"unknown model shape {name!r}; use one of {', '.join(SHAPES)}, "
                           "or give a parameter count or a config.json")
-    canonical = keys[key]
-    return ModelShape.from_hf_config(NAMED_CONFIGS[canonical], name=canonical)
+    return ModelShape.from_hf_config(SHAPES[canonical], name=canonical)
 
 
 def param_bytes(params: float, dtype: str = "bfloat16") -> float:
@@ -447,267 +382,3 @@ def forward_time_s(shape: ModelShape, batch_size, tokens_per_row, kv_len, hw: Ha
     """Seconds of one forward pass (see the module docstring); broadcasts over array arguments."""
     return forward_breakdown(shape, batch_size, tokens_per_row, kv_len, hw, dtype=dtype, kv_dtype=kv_dtype,
                              tp=tp)["time_s"]
-
-
-@dataclass(frozen=True)
-class ServingSetup:
-    """A target (and optionally a draft) served on one hardware type: what the step-time functions need.
-
-    The target is split over ``tp`` GPUs (tensor parallel); the draft runs unsplit (replicated), as small drafts
-    usually are. ``kv_len`` is the mean cached context per sequence during decode.
-    """
-
-    target: ModelShape
-    hardware: Hardware
-    draft: ModelShape | None = None
-    kv_len: int = 1024
-    dtype: str = "bfloat16"
-    kv_dtype: str | None = None
-    tp: int = 1
-    forward: Any = None  # a fitted step-time law (sdlaws.plan.cost.StepTimeFit) replacing the roofline
-
-    def __post_init__(self) -> None:
-        """Dtypes spelled one way in every plan (``bf16`` is printed as ``bfloat16``); a measured step-time law
-        times unsplit forwards only."""
-        object.__setattr__(self, "dtype", dtype_name(self.dtype))
-        if self.kv_dtype is not None:
-            object.__setattr__(self, "kv_dtype", dtype_name(self.kv_dtype))
-        if self.forward is not None and self.tp != 1:
-            raise ConfigError("measured step tables (--steps) time one GPU; tensor parallelism needs the roofline")
-
-    def forward_time_s(self, shape: ModelShape, batch_size, tokens_per_row, tp: int = 1):
-        """One pass of ``shape``: the step-time law when one is set, else the roofline."""
-        if self.forward is not None:
-            b, n = np.broadcast_arrays(np.asarray(batch_size, dtype=float), np.asarray(tokens_per_row, dtype=float))
-            return self.forward.time_s(shape, b.ravel(), n.ravel(), float(self.kv_len)).reshape(b.shape)
-        return forward_time_s(shape, batch_size, tokens_per_row, self.kv_len, self.hardware, dtype=self.dtype,
-                              kv_dtype=self.kv_dtype, tp=tp)
-
-    def with_draft(self, draft: ModelShape) -> "ServingSetup":
-        """Copy with another draft."""
-        return replace(self, draft=draft)
-
-    def target_time_s(self, batch_size, tokens_per_row):
-        """One target pass (decode: 1 token per row; verification: the verified tokens per row)."""
-        return self.forward_time_s(self.target, batch_size, tokens_per_row, tp=self.tp)
-
-    def draft_time_s(self, batch_size, tokens_per_row=1):
-        """One draft pass (chain: 1 token per row; tree: top-k candidate tokens per row)."""
-        if self.draft is None:
-            raise ConfigError("no draft model in this serving setup; give a draft size or shape")
-        return self.forward_time_s(self.draft, batch_size, tokens_per_row)
-
-    def chain_step_time_s(self, batch_size, gamma):
-        """One chain step: ``gamma`` draft passes + one target pass verifying ``gamma + 1`` tokens per row."""
-        gamma = np.asarray(gamma, dtype=float)
-        return gamma * self.draft_time_s(batch_size, 1) + self.target_time_s(batch_size, gamma + 1)
-
-    def tree_step_time_s(self, batch_size, topk, depth):
-        """One tree step: ``depth`` draft passes of ``topk`` tokens per row + verifying ``topk * depth + 1``."""
-        topk, depth = np.asarray(topk, dtype=float), np.asarray(depth, dtype=float)
-        return depth * self.draft_time_s(batch_size, topk) + self.target_time_s(batch_size, topk * depth + 1)
-
-    def memory_bytes_per_gpu(self, batch_size, tokens_per_row=1) -> np.ndarray:
-        """Weights + KV cache per GPU (target split over tp, draft replicated)."""
-        cached = self.kv_len + np.asarray(tokens_per_row, dtype=float)
-        kv_dtype = self.kv_dtype or self.dtype
-        need = (param_bytes(self.target.params, self.dtype) + kv_cache_bytes(self.target, batch_size, cached,
-                                                                              kv_dtype)) / self.tp
-        if self.draft is not None:
-            need = need + param_bytes(self.draft.params, self.dtype) + kv_cache_bytes(self.draft, batch_size,
-                                                                                       cached, kv_dtype)
-        return need
-
-    def fits(self, batch_size, tokens_per_row=1) -> np.ndarray:
-        """Whether weights + KV fit in device memory (activations and fragmentation not counted)."""
-        return self.memory_bytes_per_gpu(batch_size, tokens_per_row) <= self.hardware.memory_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type dict echoing every input."""
-        return dict(target=self.target.to_dict(), draft=self.draft.to_dict() if self.draft else None,
-                    hardware=self.hardware.to_dict(), kv_len=self.kv_len, dtype=self.dtype,
-                    kv_dtype=self.kv_dtype or self.dtype, tp=self.tp)
-
-
-# ----------------------------------------------------------------------------------------------- calibration
-
-_CAL_PARAMS = ("flops_efficiency", "hbm_efficiency", "launch_overhead_s")
-_CAL_BOUNDS = {"flops_efficiency": (1e-3, 1.0), "hbm_efficiency": (1e-3, 1.0), "launch_overhead_s": (1e-9, 1e-2)}
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Roofline factors fitted to measured step times.
-
-    Attributes
-    ----------
-    hardware : Hardware
-        The input hardware with the fitted factors.
-    params : pandas.Series
-        Fitted ``flops_efficiency``, ``hbm_efficiency``, ``launch_overhead_s``.
-    identified : dict
-        Per parameter, whether the data constrain it (e.g. FLOP efficiency needs compute-bound rows); an
-        unidentified parameter keeps the input hardware's value.
-    residuals : pandas.DataFrame
-        One row per step measurement: inputs, ``measured_s``, ``predicted_s``, ``pct_error``, ``memory_bound``.
-    """
-
-    hardware: Hardware
-    params: pd.Series
-    identified: dict[str, bool]
-    residuals: pd.DataFrame = field(repr=False)
-
-    @property
-    def median_abs_pct_error(self) -> float:
-        """Median of |predicted / measured - 1| x 100 over the rows."""
-        return float(self.residuals["pct_error"].abs().median())
-
-    @property
-    def max_abs_pct_error(self) -> float:
-        """Largest |predicted / measured - 1| x 100."""
-        return float(self.residuals["pct_error"].abs().max())
-
-    def summary(self) -> str:
-        """Text report: fitted factors, which are identified, residual error."""
-        lines = [f"Roofline calibration on {self.hardware.name} ({len(self.residuals)} step timings)"]
-        for name, value in self.params.items():
-            note = "" if self.identified[name] else "  (not identified by these rows: kept input value)"
-            lines.append(f"  {name:<18} {value:.4g}{note}")
-        lines.append(f"  median |error| {self.median_abs_pct_error:.1f}%   max |error| {self.max_abs_pct_error:.1f}%")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type dict (JSON-ready)."""
-        return dict(hardware=self.hardware.to_dict(), params=self.params.to_dict(), identified=self.identified,
-                    median_abs_pct_error=self.median_abs_pct_error, max_abs_pct_error=self.max_abs_pct_error,
-                    residuals=self.residuals.to_dict(orient="records"))
-
-
-def _row_shape(row: pd.Series, shapes: dict[str, ModelShape]) -> ModelShape:
-    """Shape of a step row: given shapes, else a named shape, else from params/layers/hidden."""
-    name = str(row["model_name"])
-    if name in shapes:
-        return shapes[name]
-    try:
-        return named_shape(name)
-    except ConfigError:
-        layers = row.get("model_layers")
-        hidden = row.get("hidden_size")
-        return ModelShape.from_params(float(row["model_params"]), name=name,
-                                      layers=int(layers) if pd.notna(layers) else None,
-                                      hidden=int(hidden) if pd.notna(hidden) else None)
-
-
-def _group_rows(step: pd.DataFrame, row_shapes: list[ModelShape]) -> list[tuple[ModelShape, np.ndarray]]:
-    """Row indices per distinct shape, so each shape's rows are timed in one vectorised call."""
-    groups: dict[ModelShape, list[int]] = {}
-    for i, shape in enumerate(row_shapes):
-        groups.setdefault(shape, []).append(i)
-    return [(shape, np.array(idx)) for shape, idx in groups.items()]
-
-
-def _breakdown(step: pd.DataFrame, groups, hw: Hardware, dtype: str) -> dict[str, np.ndarray]:
-    """forward_breakdown of every step row (arrays in row order)."""
-    out = {k: np.empty(len(step)) for k in ("time_s", "overhead_s", "memory_bound")}
-    for shape, idx in groups:
-        rows = step.iloc[idx]
-        parts = forward_breakdown(shape, rows["batch_size"].to_numpy(float), rows["tokens_per_row"].to_numpy(float),
-                                  rows["kv_len"].to_numpy(float), hw, dtype=dtype)
-        for key in out:
-            out[key][idx] = parts[key]
-    return out
-
-
-def calibrate(step_df: pd.DataFrame, hw: Hardware, *, shapes: dict[str, ModelShape] | None = None,
-              dtype: str | None = None) -> Calibration:
-    """Fit ``flops_efficiency``, ``hbm_efficiency`` and ``launch_overhead_s`` to measured forward-pass times.
-
-    Least squares on log time (``scipy.optimize.least_squares``, bounded, from several starts), so every row
-    weighs by its relative error. A factor that no row is sensitive to (no compute-bound rows for the FLOP
-    efficiency, no memory-bound rows for the bandwidth) is held at the input value and reported unidentified;
-    the per-kernel launch cost is always fitted.
-
-    Parameters
-    ----------
-    step_df : DataFrame
-        Rows of the ``step`` table (:data:`sdlaws.schema.STEP_TIMING`) from one device; failed rows are dropped.
-    hw : Hardware
-        Peaks to calibrate (the preset of the measured device).
-    shapes : dict, optional
-        ``model_name -> ModelShape``; otherwise a named shape matching ``model_name`` (``random:llama-3-8b``),
-        else a shape from ``model_params``/``model_layers``/``hidden_size``.
-    dtype : str, optional
-        Compute dtype; default: the rows' ``dtype`` column if uniform, else ``bfloat16``.
-
-    Returns
-    -------
-    Calibration
-
-    Raises
-    ------
-    InputError
-        No ok rows, rows from several devices, or fewer rows than the 3 parameters.
-    """
-    from scipy.optimize import least_squares
-
-    step = ok_step_rows(step_df, len(_CAL_PARAMS), "calibration")
-    dtype = dtype or _uniform(step, "dtype") or "bfloat16"
-    groups = _group_rows(step, [_row_shape(r, shapes or {}) for _, r in step.iterrows()])
-    log_measured = np.log(step["median_time_s"].to_numpy(dtype=float))
-
-    def hardware_at(theta: np.ndarray, names: list[str]) -> Hardware:
-        """Hardware with the named factors set to exp(theta)."""
-        return hw.with_efficiency(**dict(zip(names, np.exp(theta))))
-
-    def fit(names: list[str]) -> Hardware:
-        """Best of several bounded least-squares fits of the named factors (log space)."""
-        lo = np.log([_CAL_BOUNDS[n][0] for n in names])
-        hi = np.log([_CAL_BOUNDS[n][1] for n in names])
-
-        def resid(theta):
-            """Log predicted minus log measured time, per row."""
-            return np.log(_breakdown(step, groups, hardware_at(theta, names), dtype)["time_s"]) - log_measured
-
-        # Several starts over the log box guard against the kink of max(compute, memory).
-        runs = [least_squares(resid, lo + f * (hi - lo), bounds=(lo, hi)) for f in (0.25, 0.5, 0.75)]
-        return hardware_at(min(runs, key=lambda r: r.cost).x, names)
-
-    fitted = fit(list(_CAL_PARAMS))
-    memory_bound = _breakdown(step, groups, fitted, dtype)["memory_bound"].astype(bool)
-    identified = {"flops_efficiency": bool((~memory_bound).any()), "hbm_efficiency": bool(memory_bound.any()),
-                  "launch_overhead_s": True}
-    if not all(identified.values()):
-        fitted = fit([n for n in _CAL_PARAMS if identified[n]])
-    parts = _breakdown(step, groups, fitted, dtype)
-    measured = np.exp(log_measured)
-    residuals = step[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(
-        measured_s=measured, predicted_s=parts["time_s"], pct_error=100.0 * (parts["time_s"] / measured - 1.0),
-        memory_bound=parts["memory_bound"].astype(bool))
-    params = pd.Series({n: getattr(fitted, n) for n in _CAL_PARAMS})
-    source = f"{hw.source}; calibrated on {len(step)} step timings"
-    return Calibration(hardware=fitted.with_efficiency(source=source), params=params, identified=identified,
-                       residuals=residuals)
-
-
-def ok_step_rows(step_df: pd.DataFrame, min_rows: int, what: str) -> pd.DataFrame:
-    """Ok ``step`` rows of one device and one tensor-parallel size, at least ``min_rows`` of them (``what`` names
-    the fit in messages)."""
-    step = step_df[step_df["status"].astype(str).eq("ok")] if "status" in step_df else step_df
-    if "gpu_name" in step and step["gpu_name"].nunique() > 1:
-        raise InputError(f"step rows come from several devices {sorted(step['gpu_name'].unique())}; fit one "
-                         "device at a time (filter on gpu_name)")
-    tp = sorted(int(size) for size in schema.tp_sizes(step).unique())
-    if len(tp) > 1:
-        raise InputError(f"step rows mix tensor-parallel sizes {tp}; fit one GPU configuration at a time "
-                         "(filter on tp_size)")
-    if len(step) < min_rows:
-        raise InputError(f"{what} needs at least {min_rows} ok step rows (got {len(step)}); measure more batch "
-                         "sizes / tokens per row")
-    return step.reset_index(drop=True)
-
-
-def _uniform(df: pd.DataFrame, column: str) -> str | None:
-    """The single value of a column, or None when it varies or is absent."""
-    if column in df and df[column].nunique() == 1 and str(df[column].iloc[0]).strip():
-        return str(df[column].iloc[0])
-    return None

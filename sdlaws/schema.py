@@ -219,6 +219,18 @@ def columns(table: str) -> list[Column]:
     return TABLES[table]
 
 
+def config_label(method: str, num_spec_tokens: int = 0, tree_topk: int = 1, tree_budget: int | None = None) -> str:
+    """The one short name of a decoding configuration (the ``method`` / ``num_spec_tokens`` / ``tree_topk`` /
+    ``tree_budget`` columns) in progress bars, messages and tables: ``ar``, ``chain g=4``, ``tree d=3 k=8``, or
+    ``tree d=3 k=8 b=24`` when the budget is given."""
+    if method == "ar":
+        return "ar"
+    if method == "chain":
+        return f"chain g={num_spec_tokens}"
+    budget = f" b={tree_budget}" if tree_budget is not None else ""
+    return f"tree d={num_spec_tokens} k={tree_topk}{budget}"
+
+
 def tp_sizes(df: pd.DataFrame) -> pd.Series:
     """``tp_size`` of each row of a ``spec`` or ``step`` frame (absent or empty = 1: one GPU)."""
     if "tp_size" not in df.columns:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from sdlaws import io, load_fit
 from sdlaws.cli import app
-from sdlaws.fit import LAWS, fit_law
+from sdlaws.fit import LAWS, fit_law_by
 from sdlaws.provenance import provenance
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -50,7 +50,7 @@ def test_quick_start_on_shipped_nstar_table(tmp_path):
     assert set(fits) == {"SDSL digest 1", "SDSL digest 2"}
     assert (tmp_path / "linear_source.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(DATA / "sdsl_nstar_table.csv")
-    again = fit_law(table, "linear", x="target_params", y="nstar_params", group="source")
+    again = fit_law_by(table, "linear", "source", x="target_params", y="nstar_params")
     for name, fit in fits.items():
         pd.testing.assert_frame_equal(fit.predict([2e10, 1e11]), again[name].predict([2e10, 1e11]))
         assert fit.meta["inputs"][0]["file"].endswith("sdsl_nstar_table.csv")

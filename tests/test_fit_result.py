@@ -8,7 +8,7 @@ import pytest
 
 from sdlaws import load_fit
 from sdlaws.errors import InputError
-from sdlaws.fit import FitResult, fit_law, save_fits
+from sdlaws.fit import FitResult, fit_law, fit_law_by, save_fits
 from sdlaws.fit.laws import saturating
 
 
@@ -43,7 +43,7 @@ def test_json_round_trip_gives_identical_predictions(rows, kind, tmp_path):
 
 
 def test_grouped_file_loads_as_dict_by_group(rows, tmp_path):
-    fits = fit_law(rows, "loglinear", x="draft_layers", group="prompt_set")
+    fits = fit_law_by(rows, "loglinear", "prompt_set", x="draft_layers")
     back = load_fit(save_fits(fits, "prompt_set", tmp_path / "fits.json"))
     assert set(back) == {"mt", "code", "math"}
     for name, fit in fits.items():

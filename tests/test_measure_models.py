@@ -7,7 +7,8 @@ import torch
 
 from measure_helpers import tiny_model_dir
 from sdlaws.errors import ModelError
-from sdlaws.measure.models import SHAPES, load_model, parse_spec, random_config
+from sdlaws.measure.models import load_model, parse_spec, random_config
+from sdlaws.shapes import SHAPES
 
 
 def test_parse_spec_forms(tmp_path):

@@ -16,7 +16,8 @@ from sdlaws.plan.optimize import (ServingAcceptance, draft_size_table, full_plan
                                   optimal_pretraining_tokens, serving_plan)
 from sdlaws.plan.priors import PublishedLaw
 from sdlaws.rates import expected_tokens_chain
-from sdlaws.roofline import ModelShape, ServingSetup, draft_like, named_shape
+from sdlaws.plan.setup import ServingSetup
+from sdlaws.roofline import ModelShape, draft_like, named_shape
 
 BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 

@@ -225,7 +225,7 @@ def test_a_plan_failing_while_drawing_keeps_the_previous_plan(tmp_path, monkeypa
     def broken(plan_set, out):
         raise OSError(28, "No space left on device", str(out / "draft_size.png"))
 
-    monkeypatch.setattr("sdlaws.cli.plan._figures", broken)
+    monkeypatch.setattr("sdlaws.plotting.plan_figures", broken)
     result = runner.invoke(app, [*args[:-3], "30", "--out", str(tmp_path)])  # another plan, which fails
     assert result.exit_code == 1 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert "No space left on device" in result.stderr and _hashes(tmp_path) == before

@@ -8,8 +8,10 @@ import pytest
 
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.hardware import Hardware, get_preset
-from sdlaws.roofline import (KERNELS_PER_LAYER, KERNELS_PER_PASS, ModelShape, ServingSetup, calibrate,
-                             forward_breakdown, forward_time_s, kv_bytes_per_token, named_shape)
+from sdlaws.calibration import calibrate
+from sdlaws.plan.setup import ServingSetup
+from sdlaws.roofline import (KERNELS_PER_LAYER, KERNELS_PER_PASS, ModelShape, forward_breakdown, forward_time_s,
+                             kv_bytes_per_token, named_shape)
 
 # A round-number machine and model so every term can be computed by hand.
 HW = Hardware(name="toy", peak_bf16_flops_per_s=1e15, peak_fp8_flops_per_s=2e15, hbm_bytes_per_s=1e12,
@@ -28,7 +30,7 @@ def test_named_shapes_match_published_parameter_counts(name, published):
 
 
 def test_unknown_shape_lists_names():
-    with pytest.raises(ConfigError, match="Llama-3-70B"):
+    with pytest.raises(ConfigError, match="llama-3-70b"):
         named_shape("gpt-17")
 
 

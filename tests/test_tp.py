@@ -292,7 +292,7 @@ def test_two_process_sharded_sweep_equals_one_process_sweep(tmp_path):
 
 
 def test_step_fits_refuse_mixed_tensor_parallel_sizes():
-    from sdlaws.roofline import ok_step_rows
+    from sdlaws.calibration import ok_step_rows
 
     rows = pd.DataFrame({"status": ["ok"] * 4, "gpu_name": ["h200"] * 4, "tp_size": [1, 1, 2, 2]})
     with pytest.raises(InputError, match=r"step rows mix tensor-parallel sizes \[1, 2\]"):

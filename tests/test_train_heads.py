@@ -13,7 +13,7 @@ from sdlaws.errors import ConfigError
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
 from sdlaws.measure.models import load_model
 from sdlaws.train.corpus import CorpusConfig, build_corpus
-from sdlaws.train.families import ModelSpec
+from sdlaws.train.families import TrainSpec
 from sdlaws.train.heads import HeadTrainConfig, head_train_flops_per_token, train_heads
 from sdlaws.train.trainer import METADATA_FILE, TrainConfig, train_family
 
@@ -29,7 +29,7 @@ def setup(tmp_path_factory, make_source_dir, small_corpus_config):
     root = tmp_path_factory.mktemp("heads")
     corpus = build_corpus(root / "c", CorpusConfig(sources=(str(make_source_dir(root)),), **small_corpus_config),
                           progress=False)
-    spec = ModelSpec(layers=1, hidden_size=64, tokens=60 * 256, lr=1e-2)
+    spec = TrainSpec(layers=1, hidden_size=64, tokens=60 * 256, lr=1e-2)
     config = TrainConfig(seq_len=32, batch_size=8, device="cpu", max_positions=128)  # room to decode past 32
     target = train_family([spec], corpus, root / "m", config, progress=False).final(spec.name)
     return corpus, target.path

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sdlaws.errors import ConfigError, InputError
-from sdlaws.train.families import FAMILIES, ModelSpec, family_specs, format_tokens, parse_tokens
+from sdlaws.train.families import FAMILIES, TrainSpec, family_specs, format_tokens, parse_tokens
 from sdlaws.train.trainer import (METADATA_FILE, TokenWindows, TrainConfig, list_checkpoints, lr_factor,
                                   train_family)
 
@@ -30,7 +30,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
 
 
 def test_loss_falls_and_checkpoints_land_at_log_spaced_tokens(corpus, tmp_path):
-    spec = ModelSpec(layers=1, hidden_size=32, tokens=60 * 128, checkpoints=4, first_checkpoint_tokens=128, lr=1e-2)
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=60 * 128, checkpoints=4, first_checkpoint_tokens=128, lr=1e-2)
     result = train_family([spec], corpus, tmp_path, CONFIG, progress=False)
     ckpts = result.checkpoints[spec.name]
     assert [c.tokens for c in ckpts] == [s * 128 for s in spec.checkpoint_steps(128)] == [128, 512, 1920, 7680]
@@ -48,7 +48,7 @@ def test_loss_falls_and_checkpoints_land_at_log_spaced_tokens(corpus, tmp_path):
 
 
 def test_resume_continues_exactly(corpus, tmp_path):
-    spec = ModelSpec(layers=1, hidden_size=32, tokens=12 * 128, checkpoints=2, first_checkpoint_tokens=3 * 128)
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=12 * 128, checkpoints=2, first_checkpoint_tokens=3 * 128)
     straight = train_family([spec], corpus, tmp_path / "a", CONFIG, progress=False).final(spec.name)
     first = train_family([spec], corpus, tmp_path / "b", CONFIG, until_tokens=6 * 128, progress=False)
     assert first.stopped_early and [c.tokens for c in first.checkpoints[spec.name]] == [384, 768]
@@ -64,8 +64,8 @@ def test_resume_continues_exactly(corpus, tmp_path):
 
 
 def test_concurrent_models_see_the_same_tokens_as_alone(corpus, tmp_path):
-    small = ModelSpec(layers=1, hidden_size=32, tokens=5 * 128)
-    other = ModelSpec(layers=2, hidden_size=32, tokens=8 * 128, seed=1)
+    small = TrainSpec(layers=1, hidden_size=32, tokens=5 * 128)
+    other = TrainSpec(layers=2, hidden_size=32, tokens=8 * 128, seed=1)
     together = train_family([small, other], corpus, tmp_path / "both", CONFIG, progress=False)
     alone = train_family([small], corpus, tmp_path / "alone", CONFIG, progress=False)
     a, b = _weights(together.final(small.name).path), _weights(alone.final(small.name).path)
@@ -74,7 +74,7 @@ def test_concurrent_models_see_the_same_tokens_as_alone(corpus, tmp_path):
 
 
 def test_time_limit_saves_what_was_reached(corpus, tmp_path):
-    spec = ModelSpec(layers=1, hidden_size=32, tokens=50 * 128)
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=50 * 128)
     result = train_family([spec], corpus, tmp_path, TrainConfig(seq_len=32, batch_size=4, device="cpu",
                                                                 time_limit_s=0.0), progress=False)
     assert result.stopped_early and result.checkpoints[spec.name] == []
@@ -85,7 +85,7 @@ def test_time_limit_saves_what_was_reached(corpus, tmp_path):
 def test_checkpoint_loads_as_a_hugging_face_model(corpus, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = ModelSpec(layers=1, hidden_size=32, tokens=2 * 128)
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=2 * 128)
     path = train_family([spec], corpus, tmp_path, CONFIG, progress=False).final(spec.name).path
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     ids = tok("def f(x):\n    return", return_tensors="pt").input_ids
@@ -108,20 +108,20 @@ def test_schedule_and_checkpoint_spacing():
     factors = [lr_factor(s, 100, 0.1, 0.1) for s in range(100)]
     assert factors[9] == 1.0 and factors[0] == pytest.approx(0.1) and factors[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
-    steps = ModelSpec(4, 256, tokens=80_000_000, checkpoints=8).checkpoint_steps(65_536)
+    steps = TrainSpec(4, 256, tokens=80_000_000, checkpoints=8).checkpoint_steps(65_536)
     assert steps[-1] == round(80_000_000 / 65_536) and steps == sorted(set(steps)) and len(steps) == 8
     ratios = np.diff(np.log(steps[1:]))
     assert np.allclose(ratios, ratios.mean(), rtol=0.2)  # log-spaced (first steps are rounded)
 
 
 def test_specs_families_and_token_parsing():
-    assert ModelSpec(2, 128, tokens=30_000_000).name == "L2-H128-T30M-s0"
+    assert TrainSpec(2, 128, tokens=30_000_000).name == "L2-H128-T30M-s0"
     assert {(s.layers, s.hidden_size) for s in family_specs("depth", tokens=1000)} == set(FAMILIES["depth"])
     assert parse_tokens("1.5k") == 1500 and parse_tokens("80M") == 80_000_000 and parse_tokens("2e6") == 2_000_000
     assert format_tokens(150_000_000) == "150M"
     with pytest.raises(ConfigError, match="unknown family"):
         family_specs("nope", tokens=1)
     with pytest.raises(ConfigError, match="divisible"):
-        ModelSpec(2, 100, tokens=1, heads=3)
+        TrainSpec(2, 100, tokens=1, heads=3)
     with pytest.raises(ConfigError, match="cannot read"):
         parse_tokens("lots")

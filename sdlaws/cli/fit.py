@@ -61,16 +61,15 @@ def fit(
         raise ConfigError("pass CSV file(s) and --law NAME, e.g. `sdlaws fit data/sdsl_nstar_table.csv --law linear "
                           "--x target_params --y nstar_params`; `sdlaws fit --list` shows the laws")
     from sdlaws import checks, io
-    from sdlaws.fit import fit_law, get_law
+    from sdlaws.fit import get_law
 
     rivals = compare.split(",") if compare else []
     for name in (law, *rivals):
         get_law(name)
     checks.output_dir("--out", out)
     df = _read_inputs(csv, ppl)
-    fits = fit_law(df, law, x=None if x is None else x.split(","), y=y, weight=weight, group=group, unit=unit,
-                   n_boot=bootstrap, seed=seed, progress=True)
-    fits = fits if group else {None: fits}
+    fits = _fit(df, law, group, x=None if x is None else x.split(","), y=y, weight=weight, unit=unit, n_boot=bootstrap,
+                seed=seed, progress=True)
     tables = _compare(df, fits, rivals, group) if rivals else {}
     stem = out / (law if group is None else f"{law}_{group}")
     with io.output_group():
@@ -136,15 +135,21 @@ def _write(fits: dict[Any, Any], df, group: str | None, stem: Path, tables: dict
     return [json_path, png_path, compare_path]
 
 
+def _fit(df, law: str, group: str | None, **options) -> dict[Any, Any]:
+    """Fits of ``law`` by group value (the key None when there is no group)."""
+    from sdlaws.fit import fit_law, fit_law_by
+
+    return fit_law_by(df, law, group, **options) if group else {None: fit_law(df, law, **options)}
+
+
 def _compare(df, fits: dict[Any, Any], others: list[str], group: str | None) -> dict[Any, Any]:
     """Fit ``others`` to the same rows as each fit; the comparison table of each group."""
-    from sdlaws.fit import compare, fit_law
+    from sdlaws.fit import compare
 
     first = next(iter(fits.values()))
-    rivals = {name: fit_law(df, name, x=first.x, y=first.y, weight=first.meta["weight"] or "none", group=group,
-                            unit=first.meta["unit"]) for name in others}
-    pick = (lambda fitted, g: fitted) if group is None else (lambda fitted, g: fitted[g])
-    return {g: compare({f.law: f, **{name: pick(r, g) for name, r in rivals.items()}}) for g, f in fits.items()}
+    rivals = {name: _fit(df, name, group, x=first.x, y=first.y, weight=first.meta["weight"] or "none",
+                         unit=first.meta["unit"]) for name in others}
+    return {g: compare({f.law: f, **{name: r[g] for name, r in rivals.items()}}) for g, f in fits.items()}
 
 
 def _print_fits(out, fits: dict[Any, Any], tables: dict[Any, Any], written: list[Path]) -> None:

@@ -1,202 +1,33 @@
 """`sdlaws plan`: draft size, pretraining budget and serving settings from laws and a hardware profile.
 
 ``sdlaws plan`` (no sub-command) prints the full plan: draft size and the per-batch serving table.
-``sdlaws plan draft-size | pretraining | serving`` print one part. Heavy imports (matplotlib) happen only when
-``--out`` asks for figures.
+``sdlaws plan draft-size | pretraining | serving`` print one part. Parse (:mod:`sdlaws.cli.plan_options`), call
+:mod:`sdlaws.plan`, print (:mod:`sdlaws.cli.plan_render`; figures: :func:`sdlaws.plotting.plan_figures`). Heavy
+imports (matplotlib) happen only when ``--out`` asks for figures.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from sdlaws.cli.plan_options import (DEFAULT_BATCH, DEFAULT_HARDWARE, AcceptanceKind, Alpha, Batch, Draft,
+                                     DraftConfig, DraftParams, DraftTokens, Dtype, Fits, Format, Gamma, HardwareOpt,
+                                     Json, KvLen, MaxNew, Out, PairName, PlanOptions, PositionAcceptance, Profile,
+                                     RankAcceptance, Samples, Seed, ServeTokens, Sglang, Steps, Target, TargetConfig,
+                                     TargetParams, TargetTokens, Tp, TrainMfu, parse_batches, parse_floats)
 from sdlaws.errors import ConfigError
 from sdlaws.plan.cost import cost_model_set
+
+#: The role each fitted law plays in a plan (``--fit``).
+LAW_ROLES = {"ppl_plane": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk", "loglinear": "loglinear"}
 
 plan_app = typer.Typer(help="Plan the draft size, its pretraining budget and serving settings (gamma, tree "
                             "top-k per batch) from fitted laws and a hardware profile. Without a sub-command: "
                             "the full plan (draft size + serving).")
-
-# Shared options (each command lists the ones it uses).
-Target = Annotated[Optional[str], typer.Option("--target", help="Named target shape, e.g. llama-3.1-70b, qwen2.5-72b.")]
-TargetParams = Annotated[Optional[float], typer.Option("--target-params", help="Target parameter count, e.g. 70e9.")]
-TargetConfig = Annotated[Optional[Path], typer.Option("--target-config", help="HF config.json of the target.")]
-Draft = Annotated[Optional[str], typer.Option("--draft", help="Named draft shape (default: a draft of the SDSL N*).")]
-DraftParams = Annotated[Optional[float], typer.Option("--draft-params", help="Draft parameter count, e.g. 2.7e8.")]
-DraftConfig = Annotated[Optional[Path], typer.Option("--draft-config", help="HF config.json of the draft.")]
-HardwareOpt = Annotated[str, typer.Option("--hardware", help="Preset (h100, h200, b200, mi300x, ...) or hardware JSON "
-                                                             "(full profile or `sdlaws measure hardware` output).")]
-Batch = Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes.")]
-KvLen = Annotated[int, typer.Option("--kv-len", help="Mean cached context per sequence while decoding, tokens.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="Weight/compute dtype: bfloat16 (or bf16), float16 (fp16), "
-                                                    "fp8, int8, int4.")]
-Tp = Annotated[int, typer.Option("--tp", help="GPUs the target is split over (tensor parallel).")]
-Fits = Annotated[Optional[list[Path]], typer.Option("--fit", help="Fitted law JSON from `sdlaws fit` (ppl_plane, "
-                                                                  "topk_batch, loglinear); repeatable.")]
-DraftTokens = Annotated[float, typer.Option("--draft-tokens", help="Draft pretraining tokens for its perplexity.")]
-TargetTokens = Annotated[float, typer.Option("--target-tokens", help="Target pretraining tokens for its perplexity.")]
-ServeTokens = Annotated[Optional[float], typer.Option("--serve-tokens", help="Tokens to be served (pretraining plan).")]
-Alpha = Annotated[Optional[float], typer.Option("--alpha", help="Measured per-token acceptance of the draft "
-                                                                "(replaces the SDSL prediction; no interval).")]
-RankAcceptance = Annotated[Optional[str], typer.Option("--rank-acceptance", help="Measured share of tree levels won "
-                                                       "by each candidate rank, e.g. 0.6,0.12,0.05,0.03.")]
-PositionAcceptance = Annotated[Optional[str], typer.Option("--position-acceptance", help="Measured conditional "
-                                                           "acceptance per chain position, e.g. 0.8,0.75,0.7.")]
-AcceptanceKind = Annotated[Optional[str], typer.Option("--acceptance", help="What the loglinear law predicts: tau or "
-                                                       "alpha (default: from the fit's response column).")]
-Gamma = Annotated[Optional[int], typer.Option("--gamma", help="Chain length a tau law was measured at.")]
-PairName = Annotated[Optional[str], typer.Option("--pair", help="Published draft/target pair (a name in "
-                                                "data/published_pairs.csv, e.g. llama-3.1-8b-eagle3-vllm): its "
-                                                "acceptance, and its target and draft shapes unless given.")]
-TrainMfu = Annotated[float, typer.Option("--train-mfu", help="Training FLOP utilisation (Llama 3 reports 0.38-0.43).")]
-Samples = Annotated[int, typer.Option("--samples", help="Law parameter draws for the intervals.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed of the draws.")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-Format = Annotated[str, typer.Option("--format", help="Tables as table (rich; full width when piped), csv or "
-                                                      "markdown.")]
-Out = Annotated[Optional[Path], typer.Option("--out", help="Write plan.json and PNG figures to this directory.")]
-Steps = Annotated[Optional[list[Path]], typer.Option("--steps", help="Measured step-time CSVs (`step` tables of one "
-                                                                    "GPU): forward times come from the step-time law "
-                                                                    "fitted to them instead of the datasheet roofline.")]
-Profile = Annotated[Optional[Path], typer.Option("--profile", help="Acceptance profile JSON (q per depth and rank, as "
-                                                 "`sdlaws measure --acceptance-profile` takes): search sdlaws's engine "
-                                                 "configurations (AR, chains, trees with budgets) by decode tokens/s.")]
-MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per sequence (static batches "
-                                     "decode until their slowest row has them).")]
-Sglang = Annotated[str, typer.Option("--sglang-algorithm", help="SGLang --speculative-algorithm: EAGLE, EAGLE3 or "
-                                                                "STANDALONE (a separate small LM).")]
-
-DEFAULT_HARDWARE = "H100-SXM"
-DEFAULT_BATCH = "1,2,4,8,16,32,64,128,256"
-#: Accepted ranges of the numeric options, checked before any planning: field -> (option, low, high, integer).
-#: Parameter counts span a toy model to 100x the largest dense LLM; token counts up to 1e18.
-RANGES: dict[str, tuple[str, float, float, bool]] = {
-    "target_params": ("--target-params", 1e3, 1e14, False), "draft_params": ("--draft-params", 1e3, 1e14, False),
-    "draft_tokens": ("--draft-tokens", 1.0, 1e18, False), "target_tokens": ("--target-tokens", 1.0, 1e18, False),
-    "serve_tokens": ("--serve-tokens", 1.0, 1e18, False), "kv_len": ("--kv-len", 0, 10_000_000, True),
-    "tp": ("--tp", 1, 1024, True), "gamma": ("--gamma", 1, 64, True), "train_mfu": ("--train-mfu", 1e-3, 1.0, False),
-    "samples": ("--samples", 1, 100_000, True), "seed": ("--seed", 0, 2**63 - 1, True),
-    "max_new_tokens": ("--max-new-tokens", 1, 10_000_000, True),
-}
-MAX_BATCH = 1_000_000
-LAW_ROLES = {"ppl_plane": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk", "loglinear": "loglinear"}
-
-
-@dataclass(frozen=True)
-class PlanOptions:
-    """Everything a plan command was given (each command fills the fields it has)."""
-
-    target: Optional[str] = None
-    target_params: Optional[float] = None
-    target_config: Optional[Path] = None
-    draft: Optional[str] = None
-    draft_params: Optional[float] = None
-    draft_config: Optional[Path] = None
-    hardware: str = DEFAULT_HARDWARE
-    batch: str = DEFAULT_BATCH
-    kv_len: int = 1024
-    dtype: str = "bfloat16"
-    tp: int = 1
-    fit: Optional[list[Path]] = None
-    draft_tokens: float = 2e12
-    target_tokens: float = 2e12
-    serve_tokens: Optional[float] = None
-    alpha: Optional[float] = None
-    rank_acceptance: Optional[str] = None
-    position_acceptance: Optional[str] = None
-    acceptance: Optional[str] = None
-    gamma: Optional[int] = None
-    pair: Optional[str] = None
-    train_mfu: float = 0.4
-    samples: int = 200
-    seed: int = 0
-    json_: bool = False
-    table_format: str = "table"
-    out: Optional[Path] = None
-    sglang_algorithm: str = "EAGLE"
-    steps: Optional[list[Path]] = None
-    profile: Optional[Path] = None
-    max_new_tokens: int = 128
-    # Resolved from the options above by ``of``: the Hardware, the step-time law (None without --steps) and the
-    # published pair of --pair (None without it).
-    resolved_hardware: Any = None
-    step_law: Any = None
-    resolved_pair: Any = None
-
-    @classmethod
-    def of(cls, values: dict) -> "PlanOptions":
-        """Build from a command's ``locals()`` (keys that are not options are ignored) and resolve the hardware."""
-        from sdlaws.cli.output import Output
-        from sdlaws import checks
-        from sdlaws.hardware import load_hardware
-        from sdlaws.roofline import dtype_bytes
-
-        opts = cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
-        for name, (option, lo, hi, integer) in RANGES.items():
-            if getattr(opts, name) is not None:
-                checks.number(option, getattr(opts, name), lo, hi, integer=integer)
-        _batches(opts.batch)
-        try:
-            dtype_bytes(opts.dtype)
-        except ConfigError as exc:
-            raise ConfigError(f"--dtype: {exc}") from None
-        if opts.out is not None:
-            checks.output_dir("--out", opts.out)
-        Output(opts.table_format)  # an unknown --format stops here, before any work
-        hardware, law = load_hardware(opts.hardware), None
-        if opts.steps:
-            from sdlaws.io import read_measurements
-            from sdlaws.plan.cost import fit_steptime
-
-            law = fit_steptime(read_measurements(opts.steps, table="step", ok_only=True), hardware)
-        return _with_pair(replace(opts, resolved_hardware=hardware, step_law=law))
-
-
-# ----------------------------------------------------------------------------------------------- resolving
-
-def _with_pair(opts: PlanOptions) -> PlanOptions:
-    """The --pair row's target and draft shapes where the command line names none (its acceptance: _acceptance)."""
-    if opts.pair is None:
-        return opts
-    if any(v is not None for v in (opts.alpha, opts.rank_acceptance, opts.position_acceptance, opts.profile)):
-        raise ConfigError("--pair brings its own acceptance; drop --alpha, --rank-acceptance, --position-acceptance "
-                          "and --profile, or drop --pair")
-    from sdlaws.plan.pairs import lookup
-
-    pair = lookup(opts.pair)
-    shapes = {}
-    for role, shape, given in (("target", pair.target_shape, (opts.target, opts.target_params, opts.target_config)),
-                               ("draft", pair.draft_shape, (opts.draft, opts.draft_params, opts.draft_config))):
-        if all(v is None for v in given):
-            if shape is None:  # a guessed shape would plan a different pair than the one whose acceptance is used
-                raise ConfigError(f"pair {pair.name!r} has no {role} shape sdlaws can cost ({getattr(pair, role)}); "
-                                  f"give --{role} NAME, --{role}-params N or --{role}-config config.json")
-            shapes[role] = shape
-    return replace(opts, resolved_pair=pair, **shapes)
-
-
-def _floats(text: Optional[str], option: str, example: str = "0.8,0.7") -> Optional[list[float]]:
-    """Comma-separated numbers of an option, or None when it was not given."""
-    if text is None:
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: expected comma-separated numbers, e.g. {example}") from None
-
-
-def _batches(text: str) -> list[int]:
-    """Batch sizes of --batch (integers in [1, MAX_BATCH])."""
-    from sdlaws import checks
-
-    values = _floats(text, "--batch", "1,8,64") or []
-    checks.numbers("--batch", values, 1, MAX_BATCH, integer=True)
-    return [int(v) for v in values]
-
 
 def _shape(name, params, config, what: str, required: bool):
     """Model shape from exactly one of --X, --X-params, --X-config (None if optional and absent)."""
@@ -240,7 +71,7 @@ def _laws(paths: Optional[list[Path]]) -> dict:
 
 def _setup(opts: PlanOptions, draft=None):
     """Serving setup of the target on the resolved hardware."""
-    from sdlaws.roofline import ServingSetup
+    from sdlaws.plan.setup import ServingSetup
 
     target = _shape(opts.target, opts.target_params, opts.target_config, "target", required=True)
     return ServingSetup(target=target, hardware=opts.resolved_hardware, draft=draft, kv_len=opts.kv_len,
@@ -260,8 +91,8 @@ def _acceptance(opts: PlanOptions):
 
     from sdlaws import checks
 
-    shares = _floats(opts.rank_acceptance, "--rank-acceptance")
-    positions = _floats(opts.position_acceptance, "--position-acceptance")
+    shares = parse_floats(opts.rank_acceptance, "--rank-acceptance")
+    positions = parse_floats(opts.position_acceptance, "--position-acceptance")
     for option, rates in (("--rank-acceptance", shares), ("--position-acceptance", positions)):
         if rates is not None:
             checks.numbers(option, rates, 0.0, 1.0, note="acceptance rates")
@@ -378,196 +209,17 @@ def _emit(opts: PlanOptions, plan_set) -> None:
         data["engine_flags"] = flags.to_dict(orient="records")
     if opts.out is not None:
         from sdlaws import io
+        from sdlaws.plotting import plan_figures
 
         with io.output_group():  # plan.json and the figures replace the previous ones together, or not at all
             io.save_json(data, opts.out / "plan.json")
-            _figures(plan_set, opts.out)
+            plan_figures(plan_set, opts.out)
     if opts.json_:
         typer.echo(json.dumps(data, indent=2))
     else:
-        _render(plan_set, flags, opts.out, opts.table_format)
+        from sdlaws.cli.plan_render import render
 
-
-def _ci(value, lo=None, hi=None) -> str:
-    """'value [lo, hi]', or just the value when there is no interval."""
-    from sdlaws.plan.result import fmt
-
-    return fmt(value) if lo is None or lo != lo else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
-
-
-def _render(plan_set, flags, out_dir, fmt: str) -> None:
-    """Every part present in the plan set (tables, engine flags), then interval notes and warnings."""
-    from sdlaws.cli.output import Output
-    from sdlaws.plan.result import fmt as num
-
-    out = Output(fmt)
-    out.text(plan_set.title, style="bold")
-    out.text(plan_set.inputs["cost_model"]["statement"])
-    if plan_set.inputs.get("acceptance_source"):
-        out.text(f"Acceptance: {plan_set.inputs['acceptance_source']}")
-    if "serving" in plan_set.inputs and plan_set.inputs["cost_model"]["kind"] == "roofline":
-        out.text(_roofline_line(plan_set.inputs["serving"]))
-    for key in ("draft_size_objectives", "served_draft"):  # which of the two draft-size optima is served
-        if plan_set.inputs.get(key):
-            out.text(plan_set.inputs[key])
-    for plan in (p for p in plan_set.select("draft_params") if "SDSL" in p.objective):
-        for line in plan.summary().splitlines():
-            out.text(line)
-    t = plan_set.tables
-    if "draft_size_vs_target" in t:
-        out.table("SDSL N* versus target size M (objective: tokens per FLOP; 95% interval)",
-                  ["target M", "N*", "N*/M", "gamma", "alpha", "speedup", "mu*M+M0 [S]"],
-                  [[num(r.target_params), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                    num(r.draft_to_target), num(r.gamma), num(r.alpha), num(r.speedup), num(r.sdsl_shortcut_params)]
-                   for r in t["draft_size_vs_target"].itertuples()])
-    if "draft_size_by_batch" in t:
-        out.table("Roofline N* per batch size (objective: tokens/s)", ["batch", "N*", "gamma", "speedup"],
-                  [[num(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                    num(r.gamma), num(r.speedup)] for r in t["draft_size_by_batch"].itertuples()])
-    if "serving" in t:
-        cost = "step-time law" if plan_set.inputs["cost_model"]["kind"] == "steptime" else "roofline"
-        out.table(*_serving_table(t["serving"], cost))
-    if "engine_serving" in t:
-        out.table(*_engine_table(t["engine_serving"]))
-    if flags is not None:
-        for engine, column in (("vLLM (chain draft)", "vllm"), ("SGLang (tree draft)", "sglang")):
-            out.text(f"{engine} flags by batch size", style="bold")
-            for batches, flag in _grouped(flags, column):
-                out.text(f"  batch {batches}: {flag}")
-    pre = plan_set.select("draft_pretrain_tokens")
-    if pre:
-        out.table(*_pretraining_table(pre))
-    for kind in dict.fromkeys(p.ci_kind for p in plan_set.plans):
-        out.text(f"interval: {kind}")
-    for warning in plan_set.warnings:
-        out.text(f"warning: {warning}", style="yellow")
-    if out_dir is not None:
-        out.text(f"wrote {out_dir / 'plan.json'} and figures to {out_dir}")
-
-
-def _roofline_line(serving: dict) -> str:
-    """One line stating the roofline's assumptions: hardware, efficiencies, launch cost, ridge point, context."""
-    from sdlaws.hardware import Hardware
-
-    hw = Hardware.from_dict(serving["hardware"])
-    return (f"Roofline: {hw.name} ({hw.source}); efficiency FLOP/s {hw.flops_efficiency:.2f}, HBM "
-            f"{hw.hbm_efficiency:.2f}; {hw.launch_overhead_s * 1e6:.1f} us per kernel; ridge point "
-            f"{hw.machine_balance_flops_per_byte:.0f} FLOP/byte; {serving['dtype']}, context {serving['kv_len']} "
-            f"tokens, tp={serving['tp']}")
-
-
-def _grouped(flags, column: str) -> list[tuple[str, str]]:
-    """Consecutive batch sizes sharing a flag string, as ("1-16", flag) pairs."""
-    groups: list[list] = []
-    for r in flags.itertuples():
-        flag = getattr(r, column)
-        if groups and groups[-1][1] == flag:
-            groups[-1][0].append(r.batch_size)
-        else:
-            groups.append([[r.batch_size], flag])
-    return [(f"{b[0]}-{b[-1]}" if len(b) > 1 else f"{b[0]}", flag) for b, flag in groups]
-
-
-def _engine_table(best):
-    """Title, header and rows of the best engine configuration per batch size."""
-    from sdlaws.plan.result import fmt
-
-    header = ["batch", "best configuration", "tokens/step", "steps/batch", "step ms", "decode tok/s",
-              "AR decode tok/s", "speedup"]
-    rows = [[fmt(r.batch_size), r.label, f"{r.tau:.3f}", f"{r.steps:.1f}", f"{r.step_s * 1e3:.3f}",
-             fmt(r.decode_tokens_per_s), fmt(r.ar_decode_tokens_per_s), f"{r.decode_speedup:.3f}"]
-            for r in best.itertuples()]
-    return "Engine configuration per batch size (predicted decode throughput)", header, rows
-
-
-def _serving_table(serving, cost: str):
-    """Title, header and rows of the per-batch serving plan (``cost`` names the cost model)."""
-    from sdlaws.plan.result import fmt
-
-    law = "law_topk" in serving
-    header = ["batch", "AR tok/s", "chain gamma", "Leviathan gamma", "chain speedup", "tree steps/topk/tokens",
-              "tree top-k", "tree speedup", "verify", "fits"] + (["law k*"] if law else [])
-    rows = []
-    for r in serving.itertuples():
-        row = [fmt(r.batch_size), fmt(r.ar_tokens_per_s), _ci(r.chain_gamma, r.chain_gamma_lower, r.chain_gamma_upper),
-               fmt(r.gamma_leviathan),
-               _ci(r.chain_speedup, r.chain_speedup_lower, r.chain_speedup_upper),
-               f"{r.tree_steps}/{r.tree_topk}/{r.tree_num_draft_tokens}",
-               _ci(r.tree_topk, r.tree_topk_lower, r.tree_topk_upper),
-               _ci(r.tree_speedup, r.tree_speedup_lower, r.tree_speedup_upper),
-               "memory-bound" if r.verify_memory_bound else "compute-bound", "yes" if r.fits_memory else "NO"]
-        rows.append(row + ([_ci(r.law_topk, r.law_topk_lower, r.law_topk_upper)] if law else []))
-    return f"Serving settings per batch size ({cost}, 95% interval)", header, rows
-
-
-def _pretraining_table(plans):
-    """Title, header and rows of the pretraining plans."""
-    from sdlaws.plan.result import fmt
-
-    rows = [[fmt(p.inputs["batch_size"]), _ci(p.value, *(p.ci or (None, None))), fmt(p.settings["acceptance"]),
-             _ci(p.speedup, *(p.speedup_ci or (None, None))), fmt(p.settings["train_gpu_hours"]),
-             fmt(p.settings["serve_gpu_hours"]), fmt(p.settings["next_decade_serve_saving_gpu_hours"]),
-             fmt(p.settings["next_decade_train_gpu_hours"])] for p in plans]
-    return ("Optimal draft pretraining tokens D* (training + serving GPU-hours)",
-            ["batch", "D*", "acceptance", "speedup", "train GPU-h", "serve GPU-h", "next decade saves",
-             "next decade costs"], rows)
-
-
-def _figures(plan_set, out: Path) -> None:
-    """draft_size, serving and pretraining figures (PNG and SVG) for the parts present."""
-    from sdlaws.plotting import styled
-
-    styled(_draw_figures)(plan_set, out)
-
-
-def _draw_figures(plan_set, out: Path) -> None:
-    from matplotlib.figure import Figure
-
-    from sdlaws.plotting import save
-
-    drafts = plan_set.select("draft_params")
-    if drafts:
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
-        ax = fig.subplots()
-        for plan in drafts[:2]:  # SDSL tokens/FLOP and the roofline at the first batch size
-            plan.plot(ax, label=plan.objective)
-        ax.set(xlabel="draft parameters", ylabel="predicted speedup over autoregressive (×)",
-               title="Throughput versus draft size\n(dashed: optimum; shaded: 95% interval)")
-        ax.legend()
-        save(fig, out / "draft_size.png")
-    if "serving" in plan_set.tables:
-        _serving_figure(plan_set.tables["serving"], out / "serving.png")
-    pre = plan_set.select("draft_pretrain_tokens")
-    if pre:
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
-        ax = fig.subplots()
-        pre[0].plot(ax, y="objective", label="training + serving GPU-hours")
-        ax.set(yscale="log", xlabel="draft pretraining tokens", ylabel="training + serving cost (GPU-hours)")
-        ax.legend()
-        save(fig, out / "pretraining.png")
-
-
-def _serving_figure(serving, path: Path) -> None:
-    """serving: optimal chain gamma and tree shape (depth, top-k) versus batch size, with the fitted law."""
-    from matplotlib.figure import Figure
-
-    from sdlaws.plotting import save
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    b, k = serving["batch_size"], serving["tree_topk"]
-    ax.plot(b, serving["chain_gamma"], marker="s", label="chain: draft length γ")
-    ax.plot(b, serving["tree_steps"], marker="^", label="tree: depth (steps)")
-    ax.errorbar(b, k, yerr=[k - serving["tree_topk_lower"].fillna(k), serving["tree_topk_upper"].fillna(k) - k],
-                marker="o", capsize=3, label="tree: top-k (candidates per depth)")
-    if "law_topk" in serving:
-        ax.plot(b, serving["law_topk"], "k--", label="fitted k* = c B^-p")
-        ax.fill_between(b, serving["law_topk_lower"], serving["law_topk_upper"], color="k", alpha=0.1)
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="batch size (sequences)", ylabel="tokens per step (γ, depth) or candidates (top-k)",
-           title="Optimal speculation settings versus batch size (roofline)\n(bars: 95% interval of top-k)")
-    ax.legend()
-    save(fig, path)
+        render(plan_set, flags, opts.out, opts.table_format)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -587,7 +239,7 @@ def plan_all(ctx: typer.Context, target: Target = None, target_params: TargetPar
     if ctx.invoked_subcommand is not None:
         return
     opts = PlanOptions.of(locals())
-    laws, batches = _laws(opts.fit), _batches(opts.batch)
+    laws, batches = _laws(opts.fit), parse_batches(opts.batch)
     from sdlaws.plan.optimize import full_plan
     from sdlaws.roofline import ModelShape
 
@@ -610,7 +262,7 @@ def draft_size(target: Target = None, target_params: TargetParams = None, target
                table_format: Format = "table", out: Out = None, steps: Steps = None) -> None:
     """Optimal draft size N*: SDSL tokens/FLOP, roofline tokens/s per batch, and N* versus target size."""
     opts = PlanOptions.of(locals())
-    _emit(opts, _draft_size(opts, _laws(opts.fit), _batches(opts.batch)))
+    _emit(opts, _draft_size(opts, _laws(opts.fit), parse_batches(opts.batch)))
 
 
 @plan_app.command("pretraining")
@@ -624,7 +276,7 @@ def pretraining(target: Target = None, target_params: TargetParams = None, targe
                 out: Out = None, steps: Steps = None) -> None:
     """Optimal draft pretraining tokens D* from a fitted log-linear acceptance law and a serving volume."""
     opts = PlanOptions.of(locals())
-    laws, batches = _laws(opts.fit), _batches(opts.batch)
+    laws, batches = _laws(opts.fit), parse_batches(opts.batch)
     law = _loglinear_law(opts, laws)
     setup, _ = _served_setup(opts, laws)
     _emit(opts, _pretraining(opts, law, setup, batches))
@@ -642,7 +294,7 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
     """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags; with
     --profile, the best of sdlaws's engine configurations by predicted decode tokens/s."""
     opts = PlanOptions.of(locals())
-    laws, batches = _laws(opts.fit), _batches(opts.batch)
+    laws, batches = _laws(opts.fit), parse_batches(opts.batch)
     setup, nstar = _served_setup(opts, laws)
     if opts.profile is not None:
         from sdlaws.plan.serving import engine_plan

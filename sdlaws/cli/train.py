@@ -84,7 +84,7 @@ def model(
     """Train one model (--layers/--hidden) or a named --family concurrently; re-running resumes."""
     from sdlaws import checks
     from sdlaws.train.corpus import load_corpus
-    from sdlaws.train.families import ModelSpec, family_specs, parse_tokens
+    from sdlaws.train.families import TrainSpec, family_specs, parse_tokens
     from sdlaws.train.trainer import TrainConfig, train_family
 
     checks.input_dir("--corpus", corpus)
@@ -98,7 +98,7 @@ def model(
         specs = family_specs(family, tokens=budget, checkpoints=checkpoints, first_checkpoint_tokens=first,
                              seed=seed)
     elif layers is not None and hidden is not None:
-        specs = [ModelSpec(layers=layers, hidden_size=hidden, tokens=budget, checkpoints=checkpoints,
+        specs = [TrainSpec(layers=layers, hidden_size=hidden, tokens=budget, checkpoints=checkpoints,
                            first_checkpoint_tokens=first, heads=heads, lr=lr, seed=seed)]
     else:
         raise ConfigError("say which model to train: --family NAME, or --layers L and --hidden H")

@@ -17,7 +17,7 @@ from sdlaws import io
 from sdlaws.errors import InputError
 from sdlaws.experiments.scale import Scale
 from sdlaws.train.corpus import Corpus
-from sdlaws.train.families import ModelSpec
+from sdlaws.train.families import TrainSpec
 from sdlaws.train.trainer import Checkpoint
 
 #: Drafts measured per ``run_sweep`` call: fewer target reloads, yet the deadline is still checked often.
@@ -92,14 +92,14 @@ class Context:
     results: dict[str, Any] = field(default_factory=dict)   # per-experiment outcomes for run.json
 
     # ---------------------------------------------------------------- models
-    def checkpoints(self, spec: ModelSpec) -> list[Checkpoint]:
+    def checkpoints(self, spec: TrainSpec) -> list[Checkpoint]:
         """Every checkpoint of ``spec`` (raises :class:`InputError` if it was not trained)."""
         found = self.trained.get(spec.name)
         if not found:
             raise InputError(f"model {spec.name} has no checkpoint; it was not trained in this run")
         return found
 
-    def final(self, spec: ModelSpec) -> Checkpoint:
+    def final(self, spec: TrainSpec) -> Checkpoint:
         """The last checkpoint of ``spec``."""
         return self.checkpoints(spec)[-1]
 

@@ -70,7 +70,8 @@ def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
 
 def roofline_errors(steps: pd.DataFrame, hw) -> pd.DataFrame:
     """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's in-sample error."""
-    from sdlaws.roofline import calibrate, forward_time_s, named_shape
+    from sdlaws.calibration import calibrate
+    from sdlaws.roofline import forward_time_s, named_shape
 
     cal = calibrate(steps, hw).residuals.assign(model_name=steps["model_name"].to_numpy())
     rows = []
@@ -118,7 +119,8 @@ def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int,
     the measured configurations) against the measured best; and every configuration's predicted rate."""
     from sdlaws.measure.profile import parse
     from sdlaws.plan.serving import EngineConfig, predict_decode
-    from sdlaws.roofline import ServingSetup, named_shape
+    from sdlaws.plan.setup import ServingSetup
+    from sdlaws.roofline import named_shape
 
     setup = ServingSetup(named_shape(TARGET), load_hardware("h200"), draft=named_shape(DRAFT),
                          kv_len=int(prompt_len + max_new / 2), forward=law)

@@ -64,15 +64,16 @@ def analyse(tables: Tables) -> Analysis:
 def depth_law(df: pd.DataFrame, prefix: str) -> Analysis:
     """Mean acceptance length versus log10(draft layers), per draft width and temperature; fit files and figures
     are named ``<prefix>_loglinear_T<t>``."""
-    from sdlaws.fit import fit_law, used_rows
+    from sdlaws.fit import fit_law_by, used_rows
     from sdlaws.plan.cost import step_shape
 
     rows = df[df["method"].ne("ar")].copy()
     rows["draft_width"] = [step_shape(n, p).hidden for n, p in zip(rows["draft_name"], rows["draft_params"])]
     out = Analysis({"x": "draft_layers", "y": "mean_acceptance_length", "groups": {}, "setup": setup(rows)})
     for t, sub in rows.groupby("temperature"):
-        common = dict(x="draft_layers", y="mean_acceptance_length", group="draft_width")
-        ll, boot = fit_law(sub, "loglinear", **common), fit_law(sub, "loglinear", n_boot=N_BOOT, seed=SEED, **common)
+        common = dict(group="draft_width", x="draft_layers", y="mean_acceptance_length")
+        ll, boot = fit_law_by(sub, "loglinear", **common), fit_law_by(sub, "loglinear", n_boot=N_BOOT, seed=SEED,
+                                                                    **common)
         for width, fit in ll.items():
             out.data["groups"][f"{tkey(t)} width {width}"] = _group(used_rows(sub, fit), fit, boot[width], width)
         stem = f"{prefix}_loglinear_{tkey(t).replace('=', '')}"

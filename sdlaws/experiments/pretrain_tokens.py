@@ -52,14 +52,14 @@ def measure(ctx: Context) -> None:
 
 def analyse(tables: Tables) -> Analysis:
     """Thm 1.1 per response and temperature: fits, curvature, saturating alternative, verdicts."""
-    from sdlaws.fit import compare, fit_law, used_rows
+    from sdlaws.fit import compare, fit_law_by, used_rows
 
     rows = tables["pretrain"][tables["pretrain"]["method"].ne("ar")]
     out = Analysis({"x": "draft_pretrain_tokens", "responses": {}, "setup": setup(rows)})
     for y in RESPONSES:
-        common = dict(x="draft_pretrain_tokens", y=y, group="temperature")
-        ll, sat = fit_law(rows, "loglinear", **common), fit_law(rows, "saturating", **common)
-        boot = fit_law(rows, "loglinear", n_boot=N_BOOT, seed=SEED, **common)
+        common = dict(group="temperature", x="draft_pretrain_tokens", y=y)
+        ll, sat = fit_law_by(rows, "loglinear", **common), fit_law_by(rows, "saturating", **common)
+        boot = fit_law_by(rows, "loglinear", n_boot=N_BOOT, seed=SEED, **common)
         out.data["responses"][y] = {
             tkey(t): _group(used_rows(rows, ll[t]), ll[t], boot[t], sat[t], compare({"loglinear": ll[t],
                                                                                      "saturating": sat[t]}))

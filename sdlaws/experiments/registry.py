@@ -15,7 +15,7 @@ from sdlaws.errors import ConfigError
 from sdlaws.experiments.context import Context
 from sdlaws.experiments.reporting import Analysis, Doc, Tables
 from sdlaws.experiments.scale import Scale
-from sdlaws.train.families import ModelSpec
+from sdlaws.train.families import TrainSpec
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Experiment:
 
     name: str
     claim: str
-    models: Callable[[Scale], list[ModelSpec]]
+    models: Callable[[Scale], list[TrainSpec]]
     measure: Callable[[Context], None]
     #: Experiments whose measurements this one reuses (and runs itself when they are not in the same run).
     needs: tuple[str, ...] = ()

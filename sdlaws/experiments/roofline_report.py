@@ -2,7 +2,7 @@
 forward-pass timings (its ``step`` table), starting from the GPU profile measured in the same session, and test it
 on timings of other models and another context length.
 
-:func:`sdlaws.roofline.calibrate` fits three factors (matmul and bandwidth efficiency, launch overhead); the
+:func:`sdlaws.calibration.calibrate` fits three factors (matmul and bandwidth efficiency, launch overhead); the
 errors are reported with the measured profile and calibrated, on the fitted rows and on the held-out ones. The
 section reads the ``step`` table that :mod:`sdlaws.experiments.topk_batch` declares, plus :data:`FILES`; that
 module registers it as the experiment's second section.
@@ -53,7 +53,7 @@ def _errors(errors: pd.DataFrame) -> dict[str, Any]:
 def analyse(tables: Tables) -> Analysis:
     """Calibrate on ``step`` from the measured profile; errors before and after, on fitted and held-out rows."""
     from sdlaws.plan.cost import step_shape
-    from sdlaws.roofline import calibrate
+    from sdlaws.calibration import calibrate
 
     step, held, hw = tables["step"], tables["bench_steps"], tables["hardware"]
     shapes = {n: step_shape(n, p) for n, p in step.groupby("model_name")["model_params"].first().items()}
@@ -115,7 +115,7 @@ def render(d: dict, doc: Doc) -> list[str]:
     v, fitted, held = d["verify_cost"], d["fit_rows"], d["heldout_rows"]
     factors = ", ".join(f"{k} {f(d['calibrated'][k])} (profile {f(d['profile'][k])})" for k in d["calibrated"])
     return ["## Roofline calibration", "",
-            f"`sdlaws.roofline.calibrate` on {fitted['num_rows']} forward-pass timings (`throughput/step.csv`: "
+            f"`sdlaws.calibration.calibrate` on {fitted['num_rows']} forward-pass timings (`throughput/step.csv`: "
             f"{listed(fitted['per_model'])}, cached context {listed(d['kv_len'])}), starting from the measured "
             f"profile `bench/hw-h100.json`. Fitted: {factors}. Timings at context {listed(d['heldout_kv_len'])} "
             f"(`bench/steps-*.csv`: {listed(held['per_model'])}) are held out.", "",

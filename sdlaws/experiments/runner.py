@@ -20,7 +20,7 @@ from sdlaws.experiments.context import Context, Layout, write_prompts
 from sdlaws.experiments.scale import SCALES, Scale, estimate_train_s
 from sdlaws.provenance import git_sha, now_utc, version
 from sdlaws.train.corpus import Corpus, CorpusConfig, build_corpus, load_corpus, python_source_roots
-from sdlaws.train.families import ModelSpec, format_tokens
+from sdlaws.train.families import TrainSpec, format_tokens
 from sdlaws.train.trainer import TrainConfig, TrainResult, log_console, log_line, train_family
 
 #: Seconds kept free at the end of a budget: writing run.json, copying the manifest, process exit.
@@ -43,9 +43,9 @@ class Plan:
     device: str
 
     @property
-    def models(self) -> list[ModelSpec]:
+    def models(self) -> list[TrainSpec]:
         """Every model the experiments need, each once (shared by name), in experiment order."""
-        specs: dict[str, ModelSpec] = {}
+        specs: dict[str, TrainSpec] = {}
         for name in self.names:
             for spec in registry.get(name).models(self.scale):
                 specs.setdefault(spec.name, spec)

@@ -76,9 +76,9 @@ class _Data:
 
 
 def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None, y: str | None = None,
-            weight: str | None = "auto", group: str | None = None, unit: str | None = None, n_boot: int = 0,
-            seed: int = 0, progress: bool = False) -> FitResult | dict[Any, FitResult]:
-    """Fit the law ``law`` to the rows of ``df``.
+            weight: str | None = "auto", unit: str | None = None, n_boot: int = 0, seed: int = 0,
+            progress: bool = False) -> FitResult:
+    """Fit the law ``law`` to the rows of ``df`` (one fit; :func:`fit_law_by` fits once per group).
 
     Parameters
     ----------
@@ -95,8 +95,6 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     weight : str or None
         Weight column, ``"auto"`` (the count behind a derived rate, see :data:`COUNT_WEIGHTS`) or None/"none"
         (ordinary least squares).
-    group : str, optional
-        Fit once per value of this column.
     unit : str, optional
         Column whose values are resampled as whole units by the bootstrap (default: rows).
     n_boot : int
@@ -108,7 +106,7 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
 
     Returns
     -------
-    FitResult, or dict {group value: FitResult} when ``group`` is given.
+    FitResult
 
     Raises
     ------
@@ -124,36 +122,49 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
     Rows with ``acceptance_source == "synthetic"`` (acceptance drawn from a profile, not measured) are left out
     of acceptance fits, with a note in each result saying how many.
     """
-    spec = get_law(law)
-    checks.number("--bootstrap", n_boot, 0, MAX_BOOTSTRAP, integer=True, note="0 = analytic intervals")
-    checks.number("--seed", seed, 0, 2**63 - 1, integer=True)
-    n_boot = int(n_boot)
-    xcols, ycol = _columns(spec, x, y)
-    df, notes = _measured_acceptance(df, spec, [*xcols, ycol])
-    options = dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed, progress=progress, notes=notes)
-    if group is None:
-        return _fit_one(df, spec, xcols, ycol, **options)
+    df, spec, xcols, ycol, options = _prepare(df, law, x, y, dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed,
+                                                                  progress=progress))
+    return _fit_one(df, spec, xcols, ycol, **options)
+
+
+def fit_law_by(df: pd.DataFrame, law: str, group: str, *, x: str | Sequence[str] | None = None,
+               y: str | None = None, weight: str | None = "auto", unit: str | None = None, n_boot: int = 0,
+               seed: int = 0, progress: bool = False) -> dict[Any, FitResult]:
+    """Fit the law once per value of the column ``group``: ``{group value: FitResult}`` in sorted order (the
+    options are :func:`fit_law`'s)."""
+    df, spec, xcols, ycol, options = _prepare(df, law, x, y, dict(weight=weight, unit=unit, n_boot=n_boot, seed=seed,
+                                                                  progress=progress))
     _require(df, [group])
     return {_plain(value): _fit_one(sub, spec, xcols, ycol, group=(group, _plain(value)), **options)
             for value, sub in df.groupby(group, sort=True)}
 
 
-def fit_loglinear(df: pd.DataFrame, **kwargs) -> FitResult | dict[Any, FitResult]:
+def _prepare(df: pd.DataFrame, law: str, x, y, options: dict[str, Any]):
+    """Checked options, the law, its columns and the rows it may use (synthetic acceptance left out, noted)."""
+    spec = get_law(law)
+    checks.number("--bootstrap", options["n_boot"], 0, MAX_BOOTSTRAP, integer=True, note="0 = analytic intervals")
+    checks.number("--seed", options["seed"], 0, 2**63 - 1, integer=True)
+    xcols, ycol = _columns(spec, x, y)
+    df, notes = _measured_acceptance(df, spec, [*xcols, ycol])
+    return df, spec, xcols, ycol, {**options, "n_boot": int(options["n_boot"]), "notes": notes}
+
+
+def fit_loglinear(df: pd.DataFrame, **kwargs) -> FitResult:
     """Fit Scylla's log-linear law ``y = a*log10(x) + b`` (see :func:`fit_law` for the options)."""
     return fit_law(df, "loglinear", **kwargs)
 
 
-def fit_saturating(df: pd.DataFrame, **kwargs) -> FitResult | dict[Any, FitResult]:
+def fit_saturating(df: pd.DataFrame, **kwargs) -> FitResult:
     """Fit the saturating alternative ``y = y_max - A*x^(-p)`` (see :func:`fit_law` for the options)."""
     return fit_law(df, "saturating", **kwargs)
 
 
-def fit_ppl_plane(df: pd.DataFrame, **kwargs) -> FitResult | dict[Any, FitResult]:
+def fit_ppl_plane(df: pd.DataFrame, **kwargs) -> FitResult:
     """Fit SDSL's plane ``alpha = A*ppl_draft + B*ppl_target + C`` (see :func:`fit_law` for the options)."""
     return fit_law(df, "ppl_plane", **kwargs)
 
 
-def fit_topk_batch(df: pd.DataFrame, *, p_free: bool = True, **kwargs) -> FitResult | dict[Any, FitResult]:
+def fit_topk_batch(df: pd.DataFrame, *, p_free: bool = True, **kwargs) -> FitResult:
     """Fit ``k* = c*B^(-p)`` (``p_free``) or ``k* = c*B^(-1/2)`` to optimal top-k rows or to measurement rows.
 
     Rows with a ``tokens_per_s`` column are measurements: the optimum per batch size is found first with

@@ -35,6 +35,11 @@ runs of models whose weights cannot produce it (random weights at realistic scal
 Each step every unfinished row commits its accepted draft tokens plus one target token; a row that has its
 ``max_new_tokens`` is frozen (its counters stop) while the others finish. Timings use ``time.perf_counter`` with
 ``torch.cuda.synchronize()`` at every region boundary on CUDA.
+
+This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
+verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
+apart lives in its own module (cache and masks: ``kvcache``, static sizes: ``layout``, tree bookkeeping: ``tree``,
+sampling rules: ``sampling``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 
@@ -51,6 +56,7 @@ from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
 from sdlaws.measure.head import is_head, target_features
 from sdlaws.measure.kvcache import SlotCache, block_mask
+from sdlaws.measure.layout import SLOT_ALIGN, cache_layout, furthest_position, round_up
 from sdlaws.measure.hfcompat import cache_keyword
 
 #: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
@@ -58,10 +64,6 @@ MAX_WORKSPACES = 2
 
 #: Attention implementations that apply an arbitrary additive 4D mask (flash-attention ones do not).
 MASKED_ATTENTION = ("sdpa", "eager")
-
-#: Slot counts are rounded up to a multiple of this (aligned rows for the attention kernels).
-SLOT_ALIGN = 8
-
 
 @dataclass(frozen=True)
 class DecodeConfig:
@@ -327,12 +329,6 @@ def _validate(target, draft, cfg: DecodeConfig, max_prompt_len: int) -> None:
                           f"model's max_position_embeddings={limit}; shorten prompts or max_new_tokens")
 
 
-def furthest_position(max_prompt_len: int, max_new_tokens: int, depth: int) -> int:
-    """Positions a row may reach: the longest prompt, its new tokens, and a just-finished row's speculation (a
-    tree of ``depth`` drafted past the end and verified)."""
-    return max_prompt_len + max_new_tokens + 2 * depth
-
-
 def _validate_draft(target, draft, cfg: DecodeConfig) -> None:
     """Checks that need the draft model: presence, draft shape, vocabulary, device."""
     if draft is None:
@@ -382,11 +378,6 @@ def _num_layers(model) -> int:
     return int(model.config.get_text_config().num_hidden_layers)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    """Smallest multiple of ``multiple`` that is >= ``value``."""
-    return -(-value // multiple) * multiple
-
-
 def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
              mask: torch.Tensor, keep_last: int = 0) -> torch.Tensor:
     """One forward pass writing ``ids`` ``(B, n)`` to cache ``slots`` ``(B, n)``; returns logits ``(B, n', V)``."""
@@ -403,34 +394,6 @@ def _forward_head(head, cache: SlotCache, ids: torch.Tensor, features: torch.Ten
     returns the last layer's output ``(B, n, h)`` (:meth:`FeatureHead.predict` turns it into features, logits)."""
     cache.write_slots = slots
     return head(ids, features, positions, attention_mask=mask, past_key_values=cache)
-
-
-class CacheLayout(NamedTuple):
-    """Static sizes of a workspace: they fix its KV caches and buffers (and the memory guard's estimate)."""
-
-    num_refeed: int    # draft tokens the draft re-reads each step
-    prompt_width: int  # W: slots of the left-padded prompts
-    tree_cols: int     # draft slots of a tree's frontier nodes
-    num_verify: int    # tokens of the verify block: root + budget
-    num_slots: int     # S: slots per row of every KV cache
-
-
-def cache_layout(max_prompt_len: int, max_new_tokens: int, depth: int, topk: int, budget: int,
-                 head: bool = False) -> CacheLayout:
-    """The :class:`CacheLayout` of a decoder: longest prompt, new tokens, tree depth (0 for ar), top-k (1 for
-    chains and ar), drafted tokens verified per step (0 for ar) and whether the draft is a feature-level head."""
-    # With k = 1 an LM draft's cache already holds the accepted chain (pending: the last draft token and the
-    # bonus); a tree path was written at tree slots, so it is re-read whole. A head re-reads the root and the
-    # accepted path with the target's features instead of its own.
-    num_refeed = 2 if (topk == 1 and not head) else depth + 1
-    prompt_width = _round_up(max(max_prompt_len, num_refeed), SLOT_ALIGN)
-    tree_cols = (depth - 1) * topk if depth else 0
-    num_verify = 1 + budget
-    # Largest slot a step can touch: a just-frozen row has length <= W + max_new + depth, then writes up to
-    # max(verify block, commit of depth + 1 tokens, draft tree block) slots beyond it.
-    slack = depth + max(num_verify, tree_cols + 1, depth + 1) + 1
-    num_slots = _round_up(prompt_width + max_new_tokens + slack, SLOT_ALIGN)
-    return CacheLayout(num_refeed, prompt_width, tree_cols, num_verify, num_slots)
 
 
 class _Workspace:
@@ -533,7 +496,7 @@ class _Workspace:
         """
         width, device = self.prompt_width, self.seq.device
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-        used = min(width, _round_up(int(lengths.max()), SLOT_ALIGN))
+        used = min(width, round_up(int(lengths.max()), SLOT_ALIGN))
         ids = torch.zeros(len(prompts), used, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)

@@ -5,7 +5,7 @@ A configuration (target, draft, batch ``B``, speculation shape) needs at least, 
 - **weights**: every parameter of the target and the draft (counted from their configs, :class:`ModelShape`)
   times the dtype size (a target split over ``tp`` devices: a ``1/tp`` share on each);
 - **KV caches**: per model ``2 x layers x B x kv_heads x S x head_dim x dtype size``, where ``S`` is the static
-  cache length of the engine (:func:`sdlaws.measure.engine.cache_layout`: longest prompt + new tokens +
+  cache length of the engine (:func:`sdlaws.measure.layout.cache_layout`: longest prompt + new tokens +
   speculation slack, rounded up);
 - **activations**: the prefill of ``B`` prompts of width ``W`` (residual stream, MLP intermediate, the additive
   ``(B, W, S)`` attention mask) and the verify block's logits;
@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, InputError
+from sdlaws.measure.layout import cache_layout
 from sdlaws.roofline import ModelShape
 
 #: Memory a CUDA process holds besides tensors (context, graphs, allocator pools), bytes; a low figure.
@@ -31,7 +33,6 @@ CUDA_RESERVE_BYTES = 256 * 2**20
 #: Host bytes per token while the random prompt set is drawn: the int64 array, then the Python lists made from
 #: it (an 8-byte slot and a 28-byte int per token).
 PROMPT_TOKEN_BYTES = 44
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,6 @@ def need(label: str, target: ModelShape | None, draft: ModelShape | None, *, dty
          tp_size: int = 1) -> Need:
     """Lower-bound :class:`Need` of one configuration (``draft`` None for ``ar``; ``depth``/``budget`` 0 there) on
     one device; a target split over ``tp_size`` devices counts its share of weights, KV heads and MLP columns."""
-    from sdlaws.measure.engine import cache_layout
-
     size = dtype_bytes(dtype)
     layout = cache_layout(longest_prompt, max_new_tokens, depth, topk, budget)
     models = [(m, ways) for m, ways in ((target, tp_size), (draft, 1)) if m is not None]  # the draft runs whole
@@ -110,11 +109,6 @@ def check_random_prompts(num_prompts: int, max_prompt_len: int) -> None:
     if needed > limit:
         raise ConfigError(f"--num-prompts {num_prompts} random prompts of --max-prompt-len {max_prompt_len} tokens "
                           f"need {gb(needed)} of host memory but the host has {gb(limit)} available; lower them")
-
-
-def dtype_bytes(dtype: str) -> int:
-    """Bytes per element of a canonical torch dtype name (``bfloat16``, ``float16``, ``float32``)."""
-    return _DTYPE_BYTES[dtype]
 
 
 def free_bytes(device: str) -> float:

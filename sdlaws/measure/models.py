@@ -34,17 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sdlaws.errors import ModelError
+from sdlaws.dtypes import ALIASES, LOADABLE, dtype_name
+from sdlaws.errors import ConfigError, ModelError
 from sdlaws.measure.hfcompat import HEAD_MODEL_TYPE
+from sdlaws.shapes import SHAPES, parse_overrides
 
 #: Name of the metadata file ``sdlaws train`` writes next to each checkpoint.
 TRAIN_METADATA = "sdlaws_train.json"
-
-#: Aliases accepted for ``dtype`` -> canonical torch dtype name (the name written to CSVs).
-DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-          "fp32": "float32", "float32": "float32", "float": "float32"}
-
-from sdlaws.shapes import SHAPES  # noqa: E402,F401 - the registry of random: shapes (re-exported)
 
 #: Prefix of random-weight draft head specs (``head:random:NAME?layers=L``).
 HEAD_RANDOM_PREFIX = "head:random:"
@@ -134,11 +130,16 @@ def inspect_model(spec: str, *, trust_remote_code: bool = False, tokenizer: bool
 
 
 def canonical_dtype(dtype: str) -> str:
-    """Canonical torch dtype name for an alias (``bf16`` -> ``bfloat16``); :class:`ModelError` if unknown."""
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in DTYPES:
-        raise ModelError(f"--dtype {dtype}: unknown dtype; use one of {', '.join(sorted(set(DTYPES)))}")
-    return DTYPES[key]
+    """Canonical torch dtype name for an alias (``bf16`` -> ``bfloat16``); :class:`ModelError` unless a model
+    loads in it (:data:`sdlaws.dtypes.LOADABLE`)."""
+    try:
+        name = dtype_name(dtype)
+    except ConfigError:
+        name = None
+    if name not in LOADABLE:
+        spellings = sorted({*LOADABLE, *(alias for alias, name in ALIASES.items() if name in LOADABLE)})
+        raise ModelError(f"--dtype {dtype}: unknown dtype; use one of {', '.join(spellings)}")
+    return name
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -201,22 +202,12 @@ def _parse_random(raw: str, prefix: str, kind: Literal["random", "head"]) -> Mod
     name, _, query = raw.removeprefix(prefix).partition("?")
     if name not in SHAPES:
         raise ModelError(f"{raw}: unknown random shape {name!r}; use one of {', '.join(SHAPES)}")
-    overrides: dict[str, Any] = {}
     example = "layers=2" if kind == "head" else "num_hidden_layers=4"
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ModelError(f"{raw}: override {item!r} is not key=value (e.g. {prefix}{name}?{example})")
-        overrides[key] = _parse_value(value)
-    return ModelSpec(kind, name, overrides=overrides, raw=raw)
-
-
-def _parse_value(text: str) -> Any:
-    """``"4"`` -> 4, ``"1e-5"`` -> 1e-05, ``"true"`` -> True; anything else stays a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        overrides = parse_overrides(query)
+    except ValueError as exc:
+        raise ModelError(f"{raw}: override {str(exc)!r} is not key=value (e.g. {prefix}{name}?{example})") from None
+    return ModelSpec(kind, name, overrides=overrides, raw=raw)
 
 
 def load_model(spec: str, *, dtype: str = "bfloat16", device: str = "cuda", trust_remote_code: bool = False,

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 
 from filelock import FileLock, Timeout
 
-from sdlaws import checks, io, rates
+from sdlaws import checks, io, rates, schema
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, error_cell, naming
 from sdlaws.measure import memory, profile
 from sdlaws.measure.config import MeasureConfig, stable_run_id
@@ -63,8 +64,7 @@ class RunConfig:
     @property
     def label(self) -> str:
         """Short human-readable description for the progress bar and failure lists."""
-        shape = {"ar": "ar", "chain": f"chain g={self.num_spec_tokens}",
-                 "tree": f"tree d={self.num_spec_tokens} k={self.tree_topk}"}[self.method]
+        shape = schema.config_label(self.method, self.num_spec_tokens, self.tree_topk)
         draft = f" <- {self.draft}" if self.draft else ""
         again = f" #{self.repeat}" if self.repeat else ""
         return f"{self.target}{draft} {shape} b={self.batch_size} T={self.temperature:g}{again}"
@@ -335,7 +335,7 @@ class Sweep:
         if cuda:
             copies = {spec: self._host_copies(spec) for spec in shapes}
             loads = [memory.Need(f"loading {spec}" + (f" on {copies[spec]} ranks" if copies[spec] > 1 else ""),
-                                 shape.params * memory.dtype_bytes(c.dtype) * copies[spec], 0, 0, 0)
+                                 shape.params * dtype_bytes(c.dtype) * copies[spec], 0, 0, 0)
                      for spec, shape in shapes.items() if shape is not None]
             memory.check_fits(loads, memory.host_available_bytes(), "the host")
 
@@ -519,7 +519,7 @@ def _check_context(config: MeasureConfig, prompts: PromptSet, models: list[tuple
                    depth: int) -> None:
     """:class:`ConfigError` when the longest prompt plus the new tokens (and the speculation slack of a tree of
     ``depth``) exceed a model's context length."""
-    from sdlaws.measure.engine import furthest_position
+    from sdlaws.measure.layout import furthest_position
 
     furthest = furthest_position(prompts.longest, config.max_new_tokens, depth)
     slack = furthest - prompts.longest - config.max_new_tokens

@@ -41,10 +41,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import InputError
 from sdlaws.hardware import Hardware
-from sdlaws.roofline import (ModelShape, dtype_bytes, kv_bytes_per_token, named_shape, ok_step_rows,
-                             peak_flops_per_s)
+from sdlaws.calibration import ok_step_rows
+from sdlaws.roofline import ModelShape, kv_bytes_per_token, named_shape, peak_flops_per_s
 
 #: Parameter names, units in the names; all positive, fitted on the log scale.
 PARAMS = ("hbm_bytes_per_s", "matmul_flops_per_s", "gemm_half_rows", "smooth_p", "attention_bytes_factor",
@@ -184,7 +185,7 @@ def step_shape(model_name: str, params: float | None = None) -> ModelShape:
 
 
 def trained_shape(layers: int, hidden: int, params: float, name: str) -> ModelShape:
-    """Shape of an ``sdlaws train`` model (:class:`sdlaws.train.families.ModelSpec` defaults: heads of 64, SwiGLU
+    """Shape of an ``sdlaws train`` model (:class:`sdlaws.train.families.TrainSpec` defaults: heads of 64, SwiGLU
     8/3 hidden rounded up to 32, tied embeddings) whose vocabulary makes up the rest of ``params``."""
     heads = max(1, hidden // 64)
     inter = -(-int(8 * hidden / 3) // 32) * 32

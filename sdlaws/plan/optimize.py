@@ -19,7 +19,8 @@ from sdlaws.plan.result import Plan, PlanSet
 from sdlaws.plan.speedup import (RANK_DECAY, ar_tokens_per_s, chain_tokens_per_s, expected_tokens_chain,
                                  expected_tokens_positions, level_acceptance, optimal_gamma_chain,
                                  rank_rates_from_alpha, tokens_per_flop, tree_tokens_per_s)
-from sdlaws.roofline import ModelShape, ServingSetup, draft_like, min_draft_params
+from sdlaws.plan.setup import ServingSetup
+from sdlaws.roofline import ModelShape, draft_like, min_draft_params
 
 LEVEL = 0.95
 GAMMA_MAX_DRAFT = 20       # chain lengths searched when sizing the draft (optima 8-12: docs/formulas.md)
@@ -377,7 +378,7 @@ def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, to
     """Optimal chain gamma and top-k tree (depth, top-k, verified tokens) per batch size on the roofline.
 
     For each batch B: tokens/s of every chain length 1..gamma_max and every tree (k in ``topks``, depth
-    1..depth_max, ``k * depth + 1`` tokens verified) from :class:`~sdlaws.roofline.ServingSetup` step times;
+    1..depth_max, ``k * depth + 1`` tokens verified) from :class:`~sdlaws.plan.setup.ServingSetup` step times;
     the best is recommended; intervals re-optimise for every acceptance draw. The fitted ``k* = c B^-p`` law
     (``topk_law``, a ``topk_batch`` FitResult) is shown alongside, with its own interval.
 

@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.plan.acceptance import batch_steps, engine_tree
+from sdlaws.plan.setup import speculative_step_s
 from sdlaws.roofline import ModelShape
+from sdlaws.schema import config_label
 
 #: ``forward_s(shape, batch_size, tokens_per_row) -> seconds`` at the serving context (e.g.
-#: :meth:`sdlaws.roofline.ServingSetup.forward_time_s`: a step-time law or the roofline).
+#: :meth:`sdlaws.plan.setup.ServingSetup.forward_time_s`: a step-time law or the roofline).
 ForwardTime = Callable[[ModelShape, np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -41,11 +43,8 @@ class EngineConfig:
 
     @property
     def label(self) -> str:
-        """``ar``, ``chain g=4`` or ``tree d=3 k=8 b=24``."""
-        if self.method == "ar":
-            return "ar"
-        return f"chain g={self.depth}" if self.method == "chain" else \
-            f"tree d={self.depth} k={self.topk} b={self.budget}"
+        """``ar``, ``chain g=4`` or ``tree d=3 k=8 b=24`` (:func:`sdlaws.schema.config_label`)."""
+        return config_label(self.method, self.depth, self.topk, self.budget)
 
 
 def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(2, 3, 4, 6), topks=(2, 4, 8, 16, 32),
@@ -55,17 +54,24 @@ def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(2, 3, 4, 6), topks=(2, 4, 
     return [EngineConfig("ar"), *(EngineConfig("chain", g, 1, g) for g in gammas), *trees]
 
 
+def draft_passes(cfg: EngineConfig) -> list[tuple[int, int]]:
+    """The draft passes of one engine step of ``cfg`` as ``(tokens per row, how many)`` (see the module
+    docstring)."""
+    if cfg.method == "ar":
+        return []
+    refeed = 2 if cfg.topk == 1 else cfg.depth + 1
+    return [(refeed, 1)] + ([(cfg.topk, cfg.depth - 1)] if cfg.depth > 1 else [])
+
+
 def step_time_s(cfg: EngineConfig, batch_size, forward_s: ForwardTime, target: ModelShape,
                 draft: ModelShape | None) -> np.ndarray:
-    """Seconds of the forward passes of one engine step of ``cfg`` at each batch size."""
+    """Seconds of the forward passes of one engine step of ``cfg`` at each batch size
+    (:func:`sdlaws.plan.setup.speculative_step_s` of :func:`draft_passes`)."""
+    def pass_s(shape):
+        return lambda b, tokens: forward_s(shape, b, np.full_like(b, tokens))
+
     b = np.asarray(batch_size, dtype=float)
-    if cfg.method == "ar":
-        return forward_s(target, b, np.ones_like(b))
-    refeed = 2 if cfg.topk == 1 else cfg.depth + 1
-    drafting = forward_s(draft, b, np.full_like(b, refeed))
-    if cfg.depth > 1:
-        drafting = drafting + (cfg.depth - 1) * forward_s(draft, b, np.full_like(b, cfg.topk))
-    return drafting + forward_s(target, b, np.full_like(b, 1 + cfg.budget))
+    return speculative_step_s(pass_s(draft), pass_s(target), b, draft_passes(cfg), 1 + cfg.budget)
 
 
 def length_pmf(cfg: EngineConfig, profile) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from sdlaws.errors import ConfigError
 from sdlaws.fit.laws import speedup_chain as walltime_speedup_chain  # Leviathan Thm 3.8 (batch 1, free verification)
 from sdlaws.rates import expected_tokens_chain, expected_tokens_positions
-from sdlaws.roofline import ServingSetup
+from sdlaws.plan.setup import ServingSetup
 
 __all__ = ["RANK_DECAY", "ar_tokens_per_s", "chain_tokens_per_s", "expected_tokens_chain",
            "expected_tokens_positions", "expected_tokens_tree", "gamma_star_closed_form", "level_acceptance",

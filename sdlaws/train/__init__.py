@@ -3,7 +3,7 @@
 - :mod:`.corpus`: a tokenized corpus from the Python source already on the machine (train/test split by file,
   uint16 shards, a manifest with hashes as provenance);
 - :mod:`.tokenizer`: byte-level BPE trained with the ``tokenizers`` library, wrapped for ``transformers``;
-- :mod:`.families`: model shapes (``ModelSpec``) and named families;
+- :mod:`.families`: training recipes (``TrainSpec``) and named families;
 - :mod:`.trainer`: several ``LlamaForCausalLM`` trained concurrently on one token stream, with log-spaced
   checkpoints (``step-<tokens>/``, each with ``sdlaws_train.json``) and exact resume.
 
@@ -11,8 +11,8 @@ Nothing here imports torch until training starts.
 """
 
 from sdlaws.train.corpus import Corpus, CorpusConfig, build_corpus, load_corpus
-from sdlaws.train.families import FAMILIES, ModelSpec, family_specs
+from sdlaws.train.families import FAMILIES, TrainSpec, family_specs
 from sdlaws.train.trainer import Checkpoint, TrainConfig, TrainResult, list_checkpoints, train_family
 
-__all__ = ["Checkpoint", "Corpus", "CorpusConfig", "FAMILIES", "ModelSpec", "TrainConfig", "TrainResult",
+__all__ = ["Checkpoint", "Corpus", "CorpusConfig", "FAMILIES", "TrainSpec", "TrainConfig", "TrainResult",
            "build_corpus", "family_specs", "list_checkpoints", "load_corpus", "train_family"]

@@ -1,6 +1,6 @@
-"""Model specifications and named families of small decoder-only (``LlamaForCausalLM``) models.
+"""Training recipes and named families of small decoder-only (``LlamaForCausalLM``) models.
 
-A :class:`ModelSpec` fixes one model's shape (layers, width) and its training run (token budget, log-spaced
+A :class:`TrainSpec` fixes one model's shape (layers, width) and its training run (token budget, log-spaced
 checkpoints, learning rate, seed). A family is a named tuple of shapes trained on the same token stream, e.g. the
 draft-depth grid of Scylla Thm 1.2. Shapes follow LLaMA (pre-norm, SwiGLU MLP of width ~8/3 d, RoPE,
 no biases) with tied input/output embeddings, as in small open models (SmolLM2, Gemma).
@@ -45,8 +45,9 @@ SPEC_RANGES: dict[str, tuple[str, float, float, bool]] = {
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One model to train.
+class TrainSpec:
+    """One model to train: its shape and its training run (a recipe; the parsed spec of a model to load is
+    :class:`sdlaws.measure.models.ModelSpec`).
 
     Parameters
     ----------
@@ -190,11 +191,16 @@ FAMILIES: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
+#: The former name, still imported by the draft-head trainer and the scale estimates; remove once they say
+#: TrainSpec.
+ModelSpec = TrainSpec
+
+
 def family_specs(name: str, *, tokens: int, checkpoints: int = 1, first_checkpoint_tokens: int | None = None,
-                 seed: int = 0) -> list[ModelSpec]:
-    """The :class:`ModelSpec` list of family ``name`` with one shared training budget."""
+                 seed: int = 0) -> list[TrainSpec]:
+    """The :class:`TrainSpec` list of family ``name`` with one shared training budget."""
     if name not in FAMILIES:
         raise ConfigError(f"unknown family {name!r}; choose one of {', '.join(FAMILIES)}")
-    return [ModelSpec(layers=layers, hidden_size=width, tokens=tokens, checkpoints=checkpoints,
+    return [TrainSpec(layers=layers, hidden_size=width, tokens=tokens, checkpoints=checkpoints,
                       first_checkpoint_tokens=first_checkpoint_tokens, seed=seed)
             for layers, width in FAMILIES[name]]

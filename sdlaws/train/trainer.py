@@ -31,7 +31,7 @@ from sdlaws.errors import ConfigError, InputError
 from sdlaws.measure.models import device_name, resolve_device
 from sdlaws.provenance import git_sha, now_utc, version
 from sdlaws.train.corpus import Corpus
-from sdlaws.train.families import ModelSpec
+from sdlaws.train.families import TrainSpec
 
 if TYPE_CHECKING:
     import torch
@@ -207,7 +207,7 @@ class TrainResult:
 class _Run:
     """Training state of one model inside a family run."""
 
-    spec: ModelSpec
+    spec: TrainSpec
     directory: Path
     model: Any
     forward: Any                    # the model or its torch.compile wrapper
@@ -261,11 +261,11 @@ class _Clock:
 
 
 class FamilyTrainer:
-    """Trains a list of :class:`ModelSpec` concurrently on one corpus; see the module docstring.
+    """Trains a list of :class:`TrainSpec` concurrently on one corpus; see the module docstring.
 
     Parameters
     ----------
-    specs : list of ModelSpec
+    specs : list of TrainSpec
         Models to train (names must be unique); each gets ``out / spec.name``.
     corpus : Corpus
         Token shards and tokenizer.
@@ -274,7 +274,7 @@ class FamilyTrainer:
     config : TrainConfig
     """
 
-    def __init__(self, specs: list[ModelSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig()):
+    def __init__(self, specs: list[TrainSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig()):
         import torch
 
         names = [s.name for s in specs]
@@ -292,11 +292,11 @@ class FamilyTrainer:
             torch.backends.cudnn.allow_tf32 = True
 
     # ---------------------------------------------------------------- setup and resume
-    def _resume_key(self, spec: ModelSpec) -> dict:
+    def _resume_key(self, spec: TrainSpec) -> dict:
         """What must match for ``resume.pt`` to be continued: the spec, the run settings, the corpus."""
         return {"spec": spec.to_dict(), "train": self.config.resume_key(), "corpus_sha256": self.corpus.sha256}
 
-    def _prepare(self, spec: ModelSpec) -> _Run:
+    def _prepare(self, spec: TrainSpec) -> _Run:
         """Build (or reload from ``resume.pt`` + latest checkpoint) one model and its optimizer."""
         import torch
         directory = self.out / spec.name
@@ -322,7 +322,7 @@ class FamilyTrainer:
         run.loss_sum = torch.zeros((), device=self.device)
         return run
 
-    def _new_model(self, spec: ModelSpec):
+    def _new_model(self, spec: TrainSpec):
         """A freshly initialised fp32 model of ``spec`` (the seed is set by the caller)."""
         from transformers import LlamaForCausalLM
 
@@ -336,7 +336,7 @@ class FamilyTrainer:
 
         return LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
 
-    def _optimizer(self, model, spec: ModelSpec):
+    def _optimizer(self, model, spec: TrainSpec):
         """AdamW with weight decay on matrices and the embedding only (fused on CUDA)."""
         import torch
 
@@ -542,7 +542,7 @@ def _normalised(value: dict) -> dict:
 TRAIN_BYTES_PER_PARAM = 16
 
 
-def check_memory(specs: list[ModelSpec], vocab_size: int, config: TrainConfig, device: str) -> None:
+def check_memory(specs: list[TrainSpec], vocab_size: int, config: TrainConfig, device: str) -> None:
     """:class:`ConfigError` when the models trained together cannot fit in the device's free memory, before any
     is built: a lower bound of their weights, gradients and AdamW states (:data:`TRAIN_BYTES_PER_PARAM`) and the
     float32 logits of one batch."""
@@ -558,7 +558,7 @@ def check_memory(specs: list[ModelSpec], vocab_size: int, config: TrainConfig, d
                           "--hidden) or lower --batch-size")
 
 
-def train_family(specs: list[ModelSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig(),
+def train_family(specs: list[TrainSpec], corpus: Corpus, out: str | Path, config: TrainConfig = TrainConfig(),
                  *, until_tokens: int | None = None, progress: bool = True) -> TrainResult:
     """Train ``specs`` concurrently on ``corpus`` into ``out/<spec.name>/``; see :meth:`FamilyTrainer.train`."""
     return FamilyTrainer(specs, corpus, out, config).train(until_tokens=until_tokens, progress=progress)
