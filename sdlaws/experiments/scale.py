@@ -95,6 +95,11 @@ class Scale:
     #: Wall-clock budget of one command when none is given (None: no limit).
     default_budget_s: float | None = None
     seed: int = 0
+    #: head-depth: feature-level heads of these depths on the pair target, one per (depth, initialisation
+    #: seed), each trained on ``head_tokens`` (all in one run that shares the target pass).
+    head_layers: tuple[int, ...] = ()
+    head_seeds: tuple[int, ...] = (0,)
+    head_tokens: int = 0
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
@@ -160,8 +165,10 @@ H100 = Scale(
     step_random_models=("random:llama-3.2-1b",), step_random_batch_sizes=(1, 8, 64),
     step_random_tokens_per_row=(1, 5, 17, 65),
     reserve_s={"pretrain-tokens": 50, "draft-depth": 40, "ppl-plane": 45, "topk-batch": 140, "collapse": 40,
-               "heldout": 50},
+               "heldout": 50,
+               "head-depth": 300},
     default_budget_s=480,
+    head_layers=(1, 2, 3, 4, 6, 8), head_seeds=(0, 1), head_tokens=20_000_000,
 )
 
 QUICK = Scale(
@@ -180,6 +187,7 @@ QUICK = Scale(
     heldout=(HeldoutCase(1, 3, 1, (1,)),),
     step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),
     step_random_batch_sizes=(1,), step_random_tokens_per_row=(1,),
+    head_layers=(1, 2), head_seeds=(0,), head_tokens=640,
 )
 
 SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK)}

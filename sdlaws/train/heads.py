@@ -21,6 +21,7 @@ adds the head's losses, its top-1 agreement with the target on the training wind
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +41,8 @@ TOKEN_WEIGHT = 0.1
 
 #: What a head's step adds up between checkpoints (metadata: their means).
 LOSS_FIELDS = ("train_loss", "train_feature_loss", "train_token_loss", "train_top1")
+#: Windows per forward of the held-out top-1 measurement (bounds its activation memory).
+HELDOUT_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -266,15 +269,59 @@ def load_target(spec: str, corpus: Corpus, device: str):
 
 def train_heads(target: str, corpus: Corpus, out: str | Path, config: HeadTrainConfig = HeadTrainConfig(), *,
                 layers: list[int], tokens: int, checkpoints: int = 1, first_checkpoint_tokens: int | None = None,
-                lr: float | None = None, seed: int = 0, until_tokens: int | None = None,
+                lr: float | None = None, seed: int | Sequence[int] = 0, until_tokens: int | None = None,
                 progress: bool = True) -> TrainResult:
-    """Train a head of each depth in ``layers`` for ``target`` on ``corpus`` into ``out/<name>/`` (names from
-    :func:`head_specs`); see :class:`HeadTrainer` and, for ``until_tokens``, ``FamilyTrainer.train``."""
+    """Train a head of each depth in ``layers`` (for each initialisation seed when ``seed`` lists several) for
+    ``target`` on ``corpus`` into ``out/<name>/`` (names from :func:`head_specs`); all of them share one target
+    pass per step, so seeds differ in initialisation only. See :class:`HeadTrainer` and, for ``until_tokens``,
+    ``FamilyTrainer.train``."""
     model = load_target(target, corpus, config.check().device)  # settings checked before the target loads
-    specs = head_specs(layers, model.config, tokens=tokens, checkpoints=checkpoints,
-                       first_checkpoint_tokens=first_checkpoint_tokens, lr=lr, seed=seed)
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    specs = [spec for s in seeds for spec in head_specs(layers, model.config, tokens=tokens, checkpoints=checkpoints,
+                                                        first_checkpoint_tokens=first_checkpoint_tokens, lr=lr,
+                                                        seed=s)]
     trainer = HeadTrainer(specs, model, target, corpus, out, config)
     return trainer.train(until_tokens=until_tokens, progress=progress)
+
+
+def heldout_top1(head_paths: list[str | Path], target, tokens, *, seq_len: int,
+                 max_tokens: int) -> list[dict[str, float]]:
+    """Top-1 agreement of trained heads with ``target`` on held-out ``tokens`` (e.g. the corpus test split):
+    non-overlapping windows of ``seq_len + 1`` tokens, about ``max_tokens`` predictions, teacher-forced on the
+    target's features as in training but without noise; the share of positions where a head's argmax is the
+    target's. One drafted step, so it measures draft quality apart from how errors compound along a chain.
+
+    ``target`` is the frozen model of :func:`load_target`; its pass over each batch is shared by every head (as
+    in training). Returns, per head, ``heldout_top1`` and ``heldout_positions``.
+    """
+    import numpy as np
+    import torch
+
+    from sdlaws.measure.head import FeatureHead
+
+    device = next(target.parameters()).device
+    heads = [FeatureHead.from_pretrained(p, dtype=torch.float32).to(device).attach(target).eval() for p in head_paths]
+    windows = max(1, min(len(tokens) // (seq_len + 1), max_tokens // seq_len))
+    ids = torch.as_tensor(np.asarray(tokens[:windows * (seq_len + 1)], dtype=np.int64), device=device)
+    agree, positions = np.zeros(len(heads)), 0
+    with torch.no_grad():
+        for batch in ids.view(-1, seq_len + 1).split(HELDOUT_BATCH):
+            counts, positions = _top1_batch(heads, target, batch), positions + batch.shape[0] * seq_len
+            agree += counts
+    return [{"heldout_top1": float(a / positions), "heldout_positions": positions} for a in agree]
+
+
+def _top1_batch(heads: list, target, batch: "torch.Tensor") -> list[int]:
+    """Per head, the positions of one batch of windows where its argmax is the target's."""
+    import torch
+
+    from sdlaws.measure.head import target_features
+
+    features = target_features(target, input_ids=batch, use_cache=False)
+    wanted = target.get_output_embeddings()(features[:, 1:]).argmax(-1)
+    positions = torch.arange(batch.shape[1] - 1, device=batch.device)[None]
+    return [int((head.predict(head(batch[:, 1:], features[:, :-1], positions))[1].argmax(-1) == wanted).sum())
+            for head in heads]
 
 
 def describe_heads(result: TrainResult) -> dict[str, Any]:
