@@ -50,7 +50,7 @@ RESPONSES = {"mean_acceptance_length": "tau", "alpha_mle": "alpha"}
 REGRESSORS = {"draft_layers": "layers", "draft_params": "params"}
 SIGN_WORDS = {1: "positive", -1: "negative", 0: "not significant"}
 HEAD_NAME = re.compile(r"head-L(\d+)-T[^/]+?-s(\d+)")
-COMMAND = "sdlaws experiment run head-depth --scale h100 --out measurements/heads/head-depth.csv"
+COMMAND = "sdlaws experiment run head-depth --budget-s 580 --work /tmp/sdw --out measurements/heads/head-depth.csv"
 
 
 def models(scale: Scale):
