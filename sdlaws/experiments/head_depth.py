@@ -95,7 +95,8 @@ def analyse(tables: Tables) -> Analysis:
     rows = draft_rows(tables["heads"])
     heads = rows[rows["draft_kind"].eq("head")]
     out = depth_law(heads)
-    out.data.update(measured=True, top1=top1_law(pd.DataFrame(tables["heads_run"]["results"][NAME]["heads"].values())),
+    measured_top1 = tables["heads_run"]["results"].get(NAME, {}).get("heads", {})   # absent if the deadline hit
+    out.data.update(measured=True, top1=top1_law(pd.DataFrame(measured_top1.values())),
                     seeds=seed_spread(heads), cost=cost_frontier(rows))
     out.data["quality"] = {t: verdicts.depth_or_quality(g["sign"], out.data["top1"]["sign"])
                            for t, g in out.data["groups"].items() if g["y"] == "tau" and g["x"] == "layers"}
@@ -174,6 +175,8 @@ def top1_law(heads: pd.DataFrame) -> dict[str, Any]:
     head-bootstrap intervals); sign 0 when it cannot be fitted."""
     from sdlaws.fit import fit_law
 
+    if heads.empty:
+        return {"layers": [], "top1": [], "sign": 0, "loglinear": None, "positions": 0}
     by_depth = heads.groupby("layers")["heldout_top1"].mean()
     out = {"layers": [int(v) for v in by_depth.index], "top1": [float(v) for v in by_depth], "sign": 0,
            "loglinear": None, "positions": int(heads["heldout_positions"].min())}
