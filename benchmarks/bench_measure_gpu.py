@@ -76,15 +76,15 @@ def train_quick_pair(work: Path, seconds: float) -> tuple[str, str]:
     """Build a Python-source corpus and train a 8x512 target and a 2x256 draft on it (``sdlaws train``)."""
     try:
         from sdlaws.train.corpus import CorpusConfig, build_corpus
-        from sdlaws.train.families import ModelSpec
+        from sdlaws.train.families import TrainSpec
         from sdlaws.train.trainer import TrainConfig, train_family
     except ImportError as exc:
         raise SystemExit(f"--train-quick needs sdlaws.train ({exc}); pass --target and --draft instead")
     # 20M train tokens and an 8M-byte tokenizer sample keep the corpus build to about a minute.
     corpus = build_corpus(work / "corpus", CorpusConfig(vocab_size=8192, max_tokens=20_000_000,
                                                         tokenizer_sample_bytes=8_000_000))
-    specs = [ModelSpec(layers=8, hidden_size=512, tokens=200_000_000, name="target"),
-             ModelSpec(layers=2, hidden_size=256, tokens=200_000_000, name="draft")]
+    specs = [TrainSpec(layers=8, hidden_size=512, tokens=200_000_000, name="target"),
+             TrainSpec(layers=2, hidden_size=256, tokens=200_000_000, name="draft")]
     result = train_family(specs, corpus, work / "models", TrainConfig(seq_len=512, batch_size=64,
                                                                       time_limit_s=seconds))
     return str(result.final("target").path), str(result.final("draft").path)

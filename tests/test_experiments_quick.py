@@ -75,3 +75,26 @@ def test_budget_too_small_to_train_is_reported_not_crashed(tmp_path, corpus_dir)
     assert "note: draft-depth: model L2-H64-T1.28k-s0 has no checkpoint" in result.stdout
     assert not (tmp_path / "d.csv").exists()
     assert json.loads((tmp_path / "d-run.json").read_text())["train"]["stopped_early"] is True
+
+
+def test_head_depth_trains_heads_and_measures_them_beside_the_lm_drafts(tmp_path, corpus_dir):
+    out = tmp_path / "m" / "head-depth.csv"
+    args = ["experiment", "run", "head-depth", "--quick", "--work", str(tmp_path / "w"), "--out", str(out),
+            "--corpus", str(corpus_dir), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    df = io.read_measurements(out)
+    assert df["status"].eq("ok").all()
+    chains = df[df["method"].eq("chain")]
+    heads = chains[chains["draft_kind"].eq("head")]
+    assert sorted(heads["draft_layers"]) == [1, 2] and chains["draft_kind"].eq("").sum() == 2   # + 2 LM drafts
+    assert heads["num_accepted_per_seq"].ne("").all() and heads["draft_time_s"].gt(0).all()
+    run = json.loads((tmp_path / "m" / "head-depth-run.json").read_text())
+    assert run["notes"] == []   # nothing failed or was skipped
+    top1 = run["results"]["head-depth"]["heads"]
+    assert sorted(h["layers"] for h in top1.values()) == [1, 2]
+    assert all(0 <= h["heldout_top1"] <= 1 and h["heldout_positions"] > 0 for h in top1.values())
+    heads_dir = next((tmp_path / "w" / "quick").glob("models-*/heads-*"))
+    assert sorted(p.name for p in heads_dir.iterdir() if p.is_dir()) == ["head-L1-T640-s0", "head-L2-T640-s0"]
+    assert runner.invoke(app, args).exit_code == 0   # re-run: heads resumed (finished), rows already measured
+    assert len(io.read_measurements(out)) == len(df)

@@ -185,3 +185,86 @@ def test_curvature_test_finds_a_bend_and_not_a_line():
         rows = pd.DataFrame({"draft_pretrain_tokens": tokens, "alpha_mle": y})
         fit = fit_law(rows, "loglinear", x="draft_pretrain_tokens", y="alpha_mle", weight=None)
         assert (curvature_test(rows, fit)["pvalue"] < 0.05) == bends
+
+
+# ------------------------------------------------------------------------------------ head-depth, known truth
+
+def _head_rows(tau, seeds: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Derived chain rows of heads of 1-8 layers x ``seeds`` seeds at T=0 with tau = ``tau(layers)`` plus seed
+    noise, and two LM drafts (cheap, slow and expensive, fast)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for layers in (1, 2, 3, 4, 6, 8):
+        for s in range(seeds):
+            t = tau(layers) + rng.normal(0, 0.01)
+            rows.append({"draft_name": f"/w/heads-L12-H768/head-L{layers}-T20M-s{s}/step-1", "draft_kind": "head",
+                         "draft_layers": layers, "draft_params": 1.2e6 + 7.1e6 * layers, "mean_acceptance_length": t,
+                         "alpha_mle": (t - 1) / 4, "draft_time_s": 0.5 + 0.1 * layers, "tokens_per_s": 500 * t})
+    rows += [{"draft_name": f"/w/models/{n}-T50M-s0/step-1", "draft_kind": "", "draft_layers": layers,
+              "draft_params": p, "mean_acceptance_length": t, "alpha_mle": (t - 1) / 4, "draft_time_s": c,
+              "tokens_per_s": tps} for n, layers, p, t, c, tps in (("L2-H256", 2, 2.7e6, 1.8, 0.3, 700.0),
+                                                                   ("L4-H128", 4, 1.5e6, 1.6, 0.9, 2000.0))]
+    df = pd.DataFrame(rows)
+    return df.assign(method="chain", temperature=0.0, num_spec_tokens=4, num_steps=1000, num_drafts=50_000,
+                     num_draft_tokens=200_000, draft_pretrain_tokens=20e6)
+
+
+def test_head_depth_recovers_a_loglinear_slope_and_flips_on_saturating_data():
+    from sdlaws.experiments import head_depth
+
+    rows = head_depth.draft_rows(_head_rows(lambda n: 1.5 + 0.8 * np.log10(n)))
+    law = head_depth.depth_law(rows[rows["draft_kind"].eq("head")])
+    group = law.data["groups"]["T=0 tau vs layers"]
+    assert group["loglinear"]["params"]["a"] == pytest.approx(0.8, abs=0.03)
+    assert group["loglinear"]["boot_unit"] == "draft_label" and group["sign"] == 1
+    assert group["shape"] == "log-linear" and law.data["verdict"] == "holds" and "log-linearly" in law.data["sentence"]
+
+    rows = head_depth.draft_rows(_head_rows(lambda n: 2.6 - 1.2 * n ** -1.5))
+    law = head_depth.depth_law(rows[rows["draft_kind"].eq("head")])
+    group = law.data["groups"]["T=0 tau vs layers"]
+    assert group["shape"] == "saturating" and group["saturating_aic_gap"] < -2
+    assert law.data["verdict"] == "partly" and "saturates" in law.data["sentence"]
+
+
+def test_head_depth_compares_heads_and_lm_drafts_at_equal_draft_cost():
+    from sdlaws.experiments import head_depth
+
+    rows = head_depth.draft_rows(_head_rows(lambda n: 1.5 + 0.8 * np.log10(n)))
+    assert set(rows["draft_label"]) >= {"L1-s0", "L8-s1", "L2-H256", "L4-H128"}
+    cost = head_depth.cost_frontier(rows)["T=0"]
+    # at 0.9 ms/step the L4-H128 draft (2000 tokens/s) beats every head no more expensive (at most ~1000)
+    assert cost["frontier"][0][2] == 700.0 and any(lm == 2000.0 for _, _, lm in cost["frontier"])
+    assert "Heads give more tokens/s" in cost["sentence"]
+
+
+def test_head_depth_section_says_not_run_without_its_measurements(tmp_path):
+    from sdlaws.experiments import head_depth
+    from sdlaws.experiments.reporting import Doc, load_tables
+
+    tables = load_tables(tmp_path, head_depth.FILES, optional=set(head_depth.FILES))
+    data = head_depth.analyse(tables).data
+    text = "\n".join(head_depth.render(data, Doc(0.95, "results")))
+    assert data == {"measured": False} and "has not been run" in text and head_depth.COMMAND in text
+    assert head_depth.summary(data)[0][1] == "not run"
+
+
+def test_head_depth_section_renders_fits_top1_and_cost_from_its_numbers():
+    from sdlaws.experiments import head_depth
+    from sdlaws.experiments.reporting import Doc, Tables
+
+    top1 = {f"head-L{n}-T20M-s{s}": {"layers": n, "seed": s, "heldout_top1": 0.5 + 0.2 * np.log10(n) + 0.01 * s,
+                                     "heldout_positions": 131_072} for n in (1, 2, 3, 4, 6, 8) for s in (0, 1)}
+    tables = Tables({"heads": _head_rows(lambda n: 1.5 + 0.8 * np.log10(n)),
+                     "heads_run": {"results": {"head-depth": {"heads": top1}}}}, {}, {})
+    analysis = head_depth.analyse(tables)
+    data = analysis.data
+    assert data["top1"]["sign"] == 1 and data["top1"]["layers"] == [1, 2, 3, 4, 6, 8]
+    assert "better one-step drafters" in data["quality"]["T=0 tau vs layers"]
+    assert data["seeds"]["T=0"]["seeds"] == 2 and set(analysis.plots) == {"heads_tau_layers_T0"}
+    text = "\n".join(head_depth.render(_as_json(data), Doc(0.95, "results")))
+    assert "(holds)" in text and "heads_tau_layers_T0.png" in text and data["cost"]["T=0"]["sentence"] in text
+
+
+def _as_json(data):
+    """``data`` as report.json holds it (tuples become lists)."""
+    return json.loads(json.dumps(data))

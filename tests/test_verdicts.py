@@ -196,3 +196,39 @@ def test_not_predicted_and_heldout_loss():
     assert "1 of 5 rows" in text and "chain g=3 <- L4-H128: no training acceptance" in text
     assert "likely reason held-out NLL is below" in verdicts.heldout_loss(1.7, 3.5, "m")
     assert "not below" in verdicts.heldout_loss(3.6, 3.5, "m")
+
+
+@pytest.mark.parametrize("sign, aic_gap, decades, expected", [
+    (1, -1.0, 0.9, "log-linear"),          # AIC gap under the margin: no preference for a ceiling
+    (1, None, 0.9, "log-linear"),          # saturating law did not fit
+    (1, -5.0, 0.9, "saturating"),
+    (0, -5.0, 0.9, "flat"),                # no significant rise: the ceiling does not matter
+    (-1, None, 0.9, "flat"),
+    (1, -5.0, 0.3, "not testable"),        # 1-2 layers span 0.3 decades
+])
+def test_head_depth_shape(sign, aic_gap, decades, expected):
+    assert verdicts.head_depth_shape(sign, aic_gap, decades, min_decades=0.5) == expected
+
+
+def test_head_depth_sentence_and_labels_follow_the_shapes():
+    assert "log-linearly" in verdicts.head_depth_sentence({"T=0": "log-linear", "T=1": "log-linear"})
+    assert "saturates" in verdicts.head_depth_sentence({"T=0": "saturating", "T=1": "saturating"})
+    assert "not found" in verdicts.head_depth_sentence({"T=0": "flat"})
+    mixed = verdicts.head_depth_sentence({"T=0": "log-linear", "T=1": "flat"})
+    assert "T=0: log-linear" in mixed and "T=1: flat" in mixed
+    assert [verdicts.HEAD_SHAPE_LABELS[s] for s in ("log-linear", "saturating", "flat")] == ["holds", "partly", "fails"]
+
+
+def test_depth_or_quality_flips_with_the_two_slopes():
+    assert "better one-step drafters" in verdicts.depth_or_quality(1, 1)
+    assert "beyond one-step agreement" in verdicts.depth_or_quality(1, 0)
+    assert "do not carry over" in verdicts.depth_or_quality(0, 1)
+    assert "Neither" in verdicts.depth_or_quality(-1, 0)
+
+
+def test_heads_vs_drafts_at_equal_cost():
+    assert "the best head gives more" in verdicts.heads_vs_drafts([(1e-3, 900.0, 800.0), (2e-3, 950.0, 800.0)])
+    assert "the best LM draft gives" in verdicts.heads_vs_drafts([(1e-3, 700.0, 800.0), (2e-3, 800.0, 800.0)])
+    mixed = verdicts.heads_vs_drafts([(1e-3, 700.0, 800.0), (2e-3, 950.0, 800.0)])
+    assert "at 1 of 2 cost levels" in mixed and "2 ms" in mixed
+    assert "cannot be compared" in verdicts.heads_vs_drafts([])

@@ -90,6 +90,8 @@ class Context:
     deadline: float | None = None
     notes: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)   # per-experiment outcomes for run.json
+    #: Where the run's models are trained; heads trained by an experiment go under it too (and resume there).
+    models_dir: Path | None = None
 
     # ---------------------------------------------------------------- models
     def checkpoints(self, spec: TrainSpec) -> list[Checkpoint]:
@@ -102,6 +104,22 @@ class Context:
     def final(self, spec: TrainSpec) -> Checkpoint:
         """The last checkpoint of ``spec``."""
         return self.checkpoints(spec)[-1]
+
+    def train_heads(self, target: Checkpoint, *, layers: tuple[int, ...], seeds: tuple[int, ...], tokens: int,
+                    keep_s: float = 0.0) -> list[Checkpoint]:
+        """Train draft heads of every depth x seed on ``target`` with the head trainer (one shared target pass
+        per step) under ``<models_dir>/heads-<target>/``, where a re-run resumes them; training stops early (with
+        checkpoints) to leave ``keep_s`` seconds before the deadline. Returns each head's last checkpoint."""
+        from sdlaws.train.heads import HeadTrainConfig, train_heads
+
+        s = self.scale
+        limit = None if self.deadline is None else max(0.0, self.time_left_s() - keep_s)
+        config = HeadTrainConfig(seq_len=s.seq_len, batch_size=s.batch_size, device=self.device, data_seed=s.seed,
+                                 time_limit_s=limit)
+        out = (self.models_dir or self.layout.directory) / f"heads-{target.metadata['name']}"
+        result = train_heads(str(target.path), self.corpus, out, config, layers=list(layers), tokens=tokens,
+                             seed=seeds, progress=False)
+        return [found[-1] for found in result.checkpoints.values() if found]
 
     # ---------------------------------------------------------------- time
     def time_left_s(self) -> float:

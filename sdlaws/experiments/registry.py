@@ -30,6 +30,8 @@ class Section:
     analyse: Callable[[Tables], Analysis]
     render: Callable[[dict, Doc], list[str]]
     summary: Callable[[dict], list[list[str]]]
+    #: Its files may be absent (an experiment not run yet): ``analyse`` then gets the tables without them.
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ EXPERIMENTS: dict[str, str] = {
     "topk-batch": "sdlaws.experiments.topk_batch",
     "collapse": "sdlaws.experiments.collapse",
     "heldout": "sdlaws.experiments.heldout",
+    "head-depth": "sdlaws.experiments.head_depth",
 }
 
 #: Sections of the results document that belong to no one experiment (module defining ``SECTION``), after theirs.

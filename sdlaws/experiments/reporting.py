@@ -9,6 +9,7 @@ number of the document is one of the report's numbers.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import json
@@ -77,10 +78,10 @@ class Tables(dict):
         return [value for key, value in self.items() if self.kinds[key] == kind]
 
 
-def load_tables(root: str | Path, files: dict[str, tuple[str, str]]) -> Tables:
+def load_tables(root: str | Path, files: dict[str, tuple[str, str]], *, optional=frozenset()) -> Tables:
     """Read ``files`` (key -> (path or glob under ``root``, kind)); kinds ``spec`` (ok rows with their rates,
     :func:`sdlaws.rates.derive`), ``ppl`` and ``step`` (ok rows), ``json`` (``.json`` or ``.json.gz``) and
-    ``hardware`` (a measured GPU profile)."""
+    ``hardware`` (a measured GPU profile). Keys in ``optional`` whose path matches no file are left out."""
     from sdlaws.hardware import load_hardware
 
     root = Path(root)
@@ -88,6 +89,8 @@ def load_tables(root: str | Path, files: dict[str, tuple[str, str]]) -> Tables:
         raise InputError(f"{root}: no such measurements directory; pass --measurements DIR (e.g. measurements)")
     values, kinds, hashes = {}, {}, {}
     for key, (rel, kind) in files.items():
+        if key in optional and not glob.glob(str(root / rel)):
+            continue
         paths = io.expand_paths([root / rel])
         hashes.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths})
         kinds[key] = kind

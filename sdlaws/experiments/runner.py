@@ -181,7 +181,7 @@ def run(plan: Plan, *, progress: bool = True) -> RunResult:
     prompts = _prompts(plan, corpus)
     result.train = _train(plan, corpus, device, deadline, result, console, progress)
     result.context = Context(plan.scale, corpus, plan.layout, result.train.checkpoints, device, dtype, prompts,
-                             deadline)
+                             deadline, models_dir=_models_dir(plan, corpus))
     plan.layout.directory.mkdir(parents=True, exist_ok=True)
     result.save()
     for name in plan.names:
@@ -199,6 +199,11 @@ def _prompts(plan: Plan, corpus: Corpus) -> Path:
                          prompt_tokens=s.prompt_tokens, seed=s.seed)
 
 
+def _models_dir(plan: Plan, corpus: Corpus) -> Path:
+    """Where the plan's models are trained: one directory per scale and corpus, shared by every run on them."""
+    return plan.work / plan.scale.name / f"models-{corpus.sha256[:8]}"
+
+
 def _train(plan: Plan, corpus: Corpus, device: str, deadline: float | None, result: RunResult, console,
            progress: bool) -> TrainResult:
     """Train every model of the plan, cut to leave the measurements their reserved time."""
@@ -211,8 +216,7 @@ def _train(plan: Plan, corpus: Corpus, device: str, deadline: float | None, resu
     started = time.monotonic()
     log_line(console, f"training {len(plan.models)} models concurrently"
              + ("" if limit is None else f", time limit {limit:.0f} s"))
-    trained = train_family(plan.models, corpus, plan.work / s.name / f"models-{corpus.sha256[:8]}", config,
-                           progress=progress)
+    trained = train_family(plan.models, corpus, _models_dir(plan, corpus), config, progress=progress)
     result.timings_s["train"] = time.monotonic() - started
     free_device_memory(device)  # training's cached blocks back before timing memory-sensitive kernels
     log_line(console, f"training done in {result.timings_s['train']:.0f} s"

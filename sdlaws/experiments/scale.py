@@ -13,7 +13,7 @@ from typing import Any
 
 from sdlaws.errors import ConfigError
 from sdlaws.hardware import get_preset
-from sdlaws.train.families import ModelSpec
+from sdlaws.train.families import TrainSpec
 
 Shape = tuple[int, int]  # (decoder layers, hidden size)
 
@@ -99,6 +99,11 @@ class Scale:
     #: Configurations the planner is fitted on besides the top-k grid (acceptance of every training draft at
     #: every temperature, deep chains, trees): the ``heldout`` experiment's training rows, never predicted.
     calibration: tuple[HeldoutCase, ...] = ()
+    #: head-depth: feature-level heads of these depths on the pair target, one per (depth, initialisation
+    #: seed), each trained on ``head_tokens`` (all in one run that shares the target pass).
+    head_layers: tuple[int, ...] = ()
+    head_seeds: tuple[int, ...] = (0,)
+    head_tokens: int = 0
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
@@ -116,9 +121,9 @@ class Scale:
         """Training tokens per optimizer step."""
         return self.batch_size * self.seq_len
 
-    def spec(self, shape: Shape, tokens: int, checkpoints: int = 1) -> ModelSpec:
-        """The :class:`ModelSpec` of ``shape`` trained for ``tokens`` (same name -> same model across experiments)."""
-        return ModelSpec(layers=shape[0], hidden_size=shape[1], tokens=tokens, checkpoints=checkpoints,
+    def spec(self, shape: Shape, tokens: int, checkpoints: int = 1) -> TrainSpec:
+        """The :class:`TrainSpec` of ``shape`` trained for ``tokens`` (same name -> same model across experiments)."""
+        return TrainSpec(layers=shape[0], hidden_size=shape[1], tokens=tokens, checkpoints=checkpoints,
                          seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +131,7 @@ class Scale:
         return asdict(self)
 
 
-def estimate_step_s(spec: ModelSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
+def estimate_step_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
     """Estimated seconds of one optimizer step of ``spec``: the largest of compute, logit traffic and overhead."""
     hw = get_preset(hardware)
     tokens = scale.tokens_per_step
@@ -137,7 +142,7 @@ def estimate_step_s(spec: ModelSpec, scale: Scale, hardware: str = "H100-SXM") -
     return max(compute_s + logits_s, overhead_s)
 
 
-def estimate_train_s(spec: ModelSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
+def estimate_train_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
     """Estimated training seconds of ``spec`` on ``hardware`` (see :func:`estimate_step_s`)."""
     return spec.total_steps(scale.tokens_per_step) * estimate_step_s(spec, scale, hardware)
 
@@ -165,8 +170,10 @@ H100 = Scale(
     step_random_models=("random:llama-3.2-1b",), step_random_batch_sizes=(1, 8, 64),
     step_random_tokens_per_row=(1, 5, 17, 65),
     reserve_s={"pretrain-tokens": 50, "draft-depth": 40, "ppl-plane": 45, "topk-batch": 140, "collapse": 40,
-               "heldout": 50},
+               "heldout": 50,
+               "head-depth": 300},
     default_budget_s=480,
+    head_layers=(1, 2, 3, 4, 6, 8), head_seeds=(0, 1), head_tokens=20_000_000,
 )
 
 QUICK = Scale(
@@ -185,6 +192,7 @@ QUICK = Scale(
     heldout=(HeldoutCase(1, 3, 1, (1,)),), calibration=(HeldoutCase(0, 3, 1, (1,)),),
     step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),
     step_random_batch_sizes=(1,), step_random_tokens_per_row=(1,),
+    head_layers=(1, 2), head_seeds=(0,), head_tokens=640,
 )
 
 def _cases(drafts, temperatures, depth_topk_batches) -> tuple[HeldoutCase, ...]:

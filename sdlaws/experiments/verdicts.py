@@ -334,3 +334,71 @@ def heldout_loss(heldout_nll: float, train_loss: float, model: str) -> str:
                 f"{train_loss:.3g} nats per token).")
     return (f"Held-out NLL is not below the training loss ({model}: {heldout_nll:.3g} vs {train_loss:.3g} nats per "
             "token).")
+
+
+# ------------------------------------------------------------------------------ Thm 1.2 on feature-level heads
+
+#: Verdict label of each shape of acceptance in head depth (Thm 1.2 states the log-linear one).
+HEAD_SHAPE_LABELS = {"log-linear": "holds", "saturating": "partly", "flat": "fails", "not testable": "not testable"}
+
+
+def head_depth_shape(sign: int, aic_gap: float | None, decades: float, *, min_decades: float) -> str:
+    """Shape of acceptance in head depth from one group's fits: ``not testable`` when depth spans fewer than
+    ``min_decades`` decades; ``flat`` unless the log-linear slope is significantly positive (``sign`` = +1: its
+    t and seed-bootstrap intervals lie above 0); ``saturating`` when AIC prefers ``y_max - A x^-p`` by more than
+    :data:`AIC_MARGIN` (``aic_gap`` = AIC(saturating) - AIC(loglinear), None when it did not fit); else
+    ``log-linear``."""
+    if decades < min_decades:
+        return "not testable"
+    if sign <= 0:
+        return "flat"
+    return "saturating" if aic_gap is not None and aic_gap < -AIC_MARGIN else "log-linear"
+
+
+def head_depth_sentence(shapes: dict[str, str]) -> str:
+    """The verdict sentence of Thm 1.2 on heads from the shape of each group (group -> shape)."""
+    kinds = sorted(set(shapes.values()))
+    if kinds == ["log-linear"]:
+        return "Acceptance grows log-linearly with head depth in every group, as Thm 1.2 states."
+    if kinds == ["saturating"]:
+        return ("Acceptance grows with head depth but saturates in every group: AIC prefers a ceiling to the "
+                "log-linear law of Thm 1.2.")
+    if kinds == ["flat"]:
+        return "Acceptance does not rise significantly with head depth in any group: Thm 1.2 is not found."
+    if kinds == ["not testable"]:
+        return "The head depths span too few decades to test Thm 1.2."
+    return "The shape differs between groups: " + "; ".join(f"{g}: {s}" for g, s in shapes.items()) + "."
+
+
+def depth_or_quality(acceptance_sign: int, top1_sign: int) -> str:
+    """Whether depth acts through one-step draft quality: the signs (+1/-1/0, significant by t and bootstrap
+    intervals) of the log-linear slopes in depth of chain acceptance and of held-out top-1 agreement."""
+    if acceptance_sign > 0 and top1_sign > 0:
+        return ("Held-out top-1 agreement rises with depth too: deeper heads are better one-step drafters, and the "
+                "acceptance gain is at least partly that gain in draft quality.")
+    if acceptance_sign > 0:
+        return ("Held-out top-1 agreement does not rise significantly with depth while chain acceptance does: depth "
+                "helps beyond one-step agreement (drafting on from its own predicted features).")
+    if top1_sign > 0:
+        return ("Held-out top-1 agreement rises with depth but chain acceptance does not: the better one-step "
+                "drafts do not carry over along the chain.")
+    return "Neither chain acceptance nor held-out top-1 agreement rises significantly with depth."
+
+
+def heads_vs_drafts(frontier: list[tuple[float, float, float]]) -> str:
+    """Heads against independent LM drafts at equal draft cost: ``frontier`` holds (draft seconds per step, best
+    head tokens/s, best LM-draft tokens/s), each the best of its kind that costs at most that much per step,
+    at every cost where both kinds have a draft."""
+    if not frontier:
+        return ("No cost level has both kinds of draft (every head costs more per step than every LM draft, or "
+                "the reverse), so they cannot be compared at equal draft cost.")
+    head_wins = [head > lm for _, head, lm in frontier]
+    if all(head_wins):
+        return (f"At every shared draft cost ({len(frontier)} levels) the best head gives more tokens/s than the "
+                "best LM draft that costs no more per step.")
+    if not any(head_wins):
+        return (f"At every shared draft cost ({len(frontier)} levels) the best LM draft gives at least as many "
+                "tokens/s as the best head that costs no more per step.")
+    won = [f"{cost * 1e3:.3g} ms" for (cost, _, _), win in zip(frontier, head_wins) if win]
+    return (f"Heads give more tokens/s than LM drafts of no greater draft cost at {len(won)} of {len(frontier)} "
+            f"cost levels (draft time per step {', '.join(won)}), LM drafts at the others.")

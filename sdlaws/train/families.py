@@ -191,10 +191,6 @@ FAMILIES: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
-#: The former name, still imported by the draft-head trainer and the scale estimates; remove once they say
-#: TrainSpec.
-ModelSpec = TrainSpec
-
 
 def family_specs(name: str, *, tokens: int, checkpoints: int = 1, first_checkpoint_tokens: int | None = None,
                  seed: int = 0) -> list[TrainSpec]:

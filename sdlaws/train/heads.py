@@ -21,6 +21,7 @@ adds the head's losses, its top-1 agreement with the target on the training wind
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdlaws.errors import ConfigError
 from sdlaws.train.corpus import Corpus
-from sdlaws.train.families import ModelSpec, format_tokens
+from sdlaws.train.families import TrainSpec, format_tokens
 from sdlaws.train.trainer import FamilyTrainer, TrainConfig, TrainResult, _Run
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ TOKEN_WEIGHT = 0.1
 
 #: What a head's step adds up between checkpoints (metadata: their means).
 LOSS_FIELDS = ("train_loss", "train_feature_loss", "train_token_loss", "train_top1")
+#: Windows per forward of the held-out top-1 measurement (bounds its activation memory).
+HELDOUT_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,14 @@ class HeadTrainConfig(TrainConfig):
 
 
 def head_specs(layers: list[int], target_config, *, tokens: int, checkpoints: int = 1,
-               first_checkpoint_tokens: int | None = None, lr: float | None = None, seed: int = 0) -> list[ModelSpec]:
-    """One :class:`ModelSpec` per head depth, named ``head-L<layers>-T<tokens>-s<seed>``.
+               first_checkpoint_tokens: int | None = None, lr: float | None = None, seed: int = 0) -> list[TrainSpec]:
+    """One :class:`TrainSpec` per head depth, named ``head-L<layers>-T<tokens>-s<seed>``.
 
     The width, heads and MLP width are the target's (a head's layers have the target's shape); the default
     learning rate follows the trainer's width rule at the target's width.
     """
     text = target_config.get_text_config()
-    return [ModelSpec(layers=n, hidden_size=text.hidden_size, tokens=tokens, checkpoints=checkpoints,
+    return [TrainSpec(layers=n, hidden_size=text.hidden_size, tokens=tokens, checkpoints=checkpoints,
                       first_checkpoint_tokens=first_checkpoint_tokens, heads=text.num_attention_heads, lr=lr,
                       seed=seed, name=f"head-L{n}-T{format_tokens(tokens)}-s{seed}") for n in layers]
 
@@ -85,7 +88,7 @@ class HeadTrainer(FamilyTrainer):
 
     Parameters
     ----------
-    specs : list of ModelSpec
+    specs : list of TrainSpec
         From :func:`head_specs`.
     target : transformers.PreTrainedModel
         The frozen target on the training device (:func:`load_target`).
@@ -95,18 +98,18 @@ class HeadTrainer(FamilyTrainer):
         As for :class:`~sdlaws.train.trainer.FamilyTrainer`.
     """
 
-    def __init__(self, specs: list[ModelSpec], target, target_spec: str, corpus: Corpus, out: str | Path,
+    def __init__(self, specs: list[TrainSpec], target, target_spec: str, corpus: Corpus, out: str | Path,
                  config: HeadTrainConfig = HeadTrainConfig()):
         super().__init__(specs, corpus, out, config)
         self.target, self.target_spec = target, target_spec
         self.features_clock = SimpleNamespace(timer=[], busy_s=0.0)  # the target's passes, this process
         self.feature_tokens = 0
 
-    def _resume_key(self, spec: ModelSpec) -> dict:
+    def _resume_key(self, spec: TrainSpec) -> dict:
         """The trainer's key plus the target (a head resumes only on the target it started with)."""
         return {**super()._resume_key(spec), "target": str(Path(self.target_spec).resolve())}
 
-    def _prepare(self, spec: ModelSpec) -> _Run:
+    def _prepare(self, spec: TrainSpec) -> _Run:
         """The trainer's run, summing every entry of :data:`LOSS_FIELDS` on the device."""
         import torch
 
@@ -114,7 +117,7 @@ class HeadTrainer(FamilyTrainer):
         run.loss_sum = torch.zeros(len(LOSS_FIELDS), device=self.device)
         return run
 
-    def _new_model(self, spec: ModelSpec):
+    def _new_model(self, spec: TrainSpec):
         """A freshly initialised head of ``spec.layers`` layers for the target."""
         from sdlaws.measure.head import FeatureHead, head_config
 
@@ -266,15 +269,59 @@ def load_target(spec: str, corpus: Corpus, device: str):
 
 def train_heads(target: str, corpus: Corpus, out: str | Path, config: HeadTrainConfig = HeadTrainConfig(), *,
                 layers: list[int], tokens: int, checkpoints: int = 1, first_checkpoint_tokens: int | None = None,
-                lr: float | None = None, seed: int = 0, until_tokens: int | None = None,
+                lr: float | None = None, seed: int | Sequence[int] = 0, until_tokens: int | None = None,
                 progress: bool = True) -> TrainResult:
-    """Train a head of each depth in ``layers`` for ``target`` on ``corpus`` into ``out/<name>/`` (names from
-    :func:`head_specs`); see :class:`HeadTrainer` and, for ``until_tokens``, ``FamilyTrainer.train``."""
+    """Train a head of each depth in ``layers`` (for each initialisation seed when ``seed`` lists several) for
+    ``target`` on ``corpus`` into ``out/<name>/`` (names from :func:`head_specs`); all of them share one target
+    pass per step, so seeds differ in initialisation only. See :class:`HeadTrainer` and, for ``until_tokens``,
+    ``FamilyTrainer.train``."""
     model = load_target(target, corpus, config.check().device)  # settings checked before the target loads
-    specs = head_specs(layers, model.config, tokens=tokens, checkpoints=checkpoints,
-                       first_checkpoint_tokens=first_checkpoint_tokens, lr=lr, seed=seed)
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    specs = [spec for s in seeds for spec in head_specs(layers, model.config, tokens=tokens, checkpoints=checkpoints,
+                                                        first_checkpoint_tokens=first_checkpoint_tokens, lr=lr,
+                                                        seed=s)]
     trainer = HeadTrainer(specs, model, target, corpus, out, config)
     return trainer.train(until_tokens=until_tokens, progress=progress)
+
+
+def heldout_top1(head_paths: list[str | Path], target, tokens, *, seq_len: int,
+                 max_tokens: int) -> list[dict[str, float]]:
+    """Top-1 agreement of trained heads with ``target`` on held-out ``tokens`` (e.g. the corpus test split):
+    non-overlapping windows of ``seq_len + 1`` tokens, about ``max_tokens`` predictions, teacher-forced on the
+    target's features as in training but without noise; the share of positions where a head's argmax is the
+    target's. One drafted step, so it measures draft quality apart from how errors compound along a chain.
+
+    ``target`` is the frozen model of :func:`load_target`; its pass over each batch is shared by every head (as
+    in training). Returns, per head, ``heldout_top1`` and ``heldout_positions``.
+    """
+    import numpy as np
+    import torch
+
+    from sdlaws.measure.head import FeatureHead
+
+    device = next(target.parameters()).device
+    heads = [FeatureHead.from_pretrained(p, dtype=torch.float32).to(device).attach(target).eval() for p in head_paths]
+    windows = max(1, min(len(tokens) // (seq_len + 1), max_tokens // seq_len))
+    ids = torch.as_tensor(np.asarray(tokens[:windows * (seq_len + 1)], dtype=np.int64), device=device)
+    agree, positions = np.zeros(len(heads)), 0
+    with torch.no_grad():
+        for batch in ids.view(-1, seq_len + 1).split(HELDOUT_BATCH):
+            counts, positions = _top1_batch(heads, target, batch), positions + batch.shape[0] * seq_len
+            agree += counts
+    return [{"heldout_top1": float(a / positions), "heldout_positions": positions} for a in agree]
+
+
+def _top1_batch(heads: list, target, batch: "torch.Tensor") -> list[int]:
+    """Per head, the positions of one batch of windows where its argmax is the target's."""
+    import torch
+
+    from sdlaws.measure.head import target_features
+
+    features = target_features(target, input_ids=batch, use_cache=False)
+    wanted = target.get_output_embeddings()(features[:, 1:]).argmax(-1)
+    positions = torch.arange(batch.shape[1] - 1, device=batch.device)[None]
+    return [int((head.predict(head(batch[:, 1:], features[:, :-1], positions))[1].argmax(-1) == wanted).sum())
+            for head in heads]
 
 
 def describe_heads(result: TrainResult) -> dict[str, Any]:
