@@ -19,6 +19,7 @@ _API = {
     "expected_tokens_chain": "sdlaws.rates:expected_tokens_chain",
     "FitResult": "sdlaws.fit.result:FitResult",
     "load_fit": "sdlaws.fit.result:load_fit",
+    "load_fits": "sdlaws.fit.result:load_fits",
     "fit_law": "sdlaws.fit.estimators:fit_law",
     "fit_law_by": "sdlaws.fit.estimators:fit_law_by",
     "fit_loglinear": "sdlaws.fit.estimators:fit_loglinear",

@@ -11,6 +11,9 @@
 - **Reading** rejects what cannot be a measurement: duplicate column names, short rows, non-finite or
   impossible values (:func:`sdlaws.schema.validate`); rows repeating a configuration (same ``run_id``) are
   counted once, with a warning.
+
+One module (about 520 lines) because every write path shares the same guarantees (atomic replace, locks, migration,
+torn-line repair) and their helpers.
 """
 
 from __future__ import annotations

@@ -118,6 +118,20 @@ def acceptance_profile(rows: pd.DataFrame | pd.Series | dict, depth: int,
     return tuple(tuple(a * share for share in shares) for a in accept)
 
 
+def depth_acceptance(rows: pd.DataFrame) -> list[float]:
+    """Conditional acceptance per depth pooled over ``spec`` rows of different depths: at depth ``d``, tokens
+    accepted there over drafts that reached depth ``d - 1``, both summed over the rows that drafted ``d`` deep
+    (a chain of 4 says nothing about depth 6). Rows weigh by their counts, so many prompts outweigh few; in
+    trees a depth counts a node of any rank. 0 where no draft reached the depth above."""
+    depth = int(rows["num_spec_tokens"].max())
+    accepted, reached = np.zeros(depth), np.zeros(depth)
+    for drafts, cell, width in zip(rows["num_drafts"], rows["num_accepted_per_pos"], rows["num_spec_tokens"]):
+        per_pos = np.asarray(count_list(cell)[: int(width)], float)
+        accepted[: len(per_pos)] += per_pos
+        reached[: len(per_pos)] += np.concatenate([[float(drafts)], per_pos[:-1]])
+    return [float(a / n) if n > 0 else 0.0 for a, n in zip(accepted, reached)]
+
+
 def summed_lists(cells: pd.Series) -> list[float]:
     """Element-wise sum of JSON/list cells (shorter lists zero-padded)."""
     lists = [count_list(c) for c in cells]

@@ -60,3 +60,19 @@ def test_masked_hole_is_ignored():
     allowed = (torch.arange(S) <= torch.arange(6)[:, None]) & valid
     out = _step(fast, cache, seq, torch.arange(6)[None], torch.tensor([[0, 1, 2, 3, 4, 4]]), allowed[None])
     torch.testing.assert_close(out[:, -1], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_fused_kernels_allow_a_sweep_of_specialisations():
+    """Compiling the fused element-wise kernels raises dynamo's per-function recompile limit, so a sweep over
+    several model widths does not hit FailOnRecompileLimitHit (compiling itself is lazy: nothing runs here)."""
+    import torch
+
+    from sdlaws.measure.fastpath import RECOMPILE_LIMIT, element_kernels
+
+    element_kernels.cache_clear()
+    torch._dynamo.config.recompile_limit = 8
+    try:
+        element_kernels(True)
+        assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
+    finally:
+        element_kernels.cache_clear()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from sdlaws import io, load_fit
+from sdlaws import io, load_fit, load_fits
 from sdlaws.cli import app
 from sdlaws.fit import LAWS, fit_law_by
 from sdlaws.provenance import provenance
@@ -46,7 +46,7 @@ def test_quick_start_on_shipped_nstar_table(tmp_path):
     out = _fit_cli(str(DATA / "sdsl_nstar_table.csv"), "--law", "linear", "--x", "target_params", "--y",
                    "nstar_params", "--group", "source", "--out", str(tmp_path)).output
     assert "SDSL digest 1" in out and "[0.025" in out and "0.975]" in out
-    fits = load_fit(tmp_path / "linear_source.json")
+    fits = load_fits(tmp_path / "linear_source.json")
     assert set(fits) == {"SDSL digest 1", "SDSL digest 2"}
     assert (tmp_path / "linear_source.png").read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(DATA / "sdsl_nstar_table.csv")

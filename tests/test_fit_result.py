@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdlaws import load_fit
+from sdlaws import load_fit, load_fits
 from sdlaws.errors import InputError
 from sdlaws.fit import FitResult, fit_law, fit_law_by, save_fits
 from sdlaws.fit.laws import saturating
@@ -44,7 +44,7 @@ def test_json_round_trip_gives_identical_predictions(rows, kind, tmp_path):
 
 def test_grouped_file_loads_as_dict_by_group(rows, tmp_path):
     fits = fit_law_by(rows, "loglinear", "prompt_set", x="draft_layers")
-    back = load_fit(save_fits(fits, "prompt_set", tmp_path / "fits.json"))
+    back = load_fits(save_fits(fits, "prompt_set", tmp_path / "fits.json"))
     assert set(back) == {"mt", "code", "math"}
     for name, fit in fits.items():
         pd.testing.assert_frame_equal(back[name].predict([2.0, 5.0]), fit.predict([2.0, 5.0]), check_exact=True)
@@ -112,3 +112,13 @@ def test_from_dict_restores_nan_written_as_null(rows):
     data = json.loads(json.dumps(fit.to_dict()))
     assert data["gof"]["extra"] is None
     assert np.isnan(FitResult.from_dict(data).gof["extra"])
+
+
+def test_load_fit_is_one_fit_and_load_fits_every_group(rows, tmp_path):
+    fits = fit_law_by(rows, "loglinear", "prompt_set", x="draft_layers")
+    path = save_fits(fits, "prompt_set", tmp_path / "fits.json")
+    with pytest.raises(InputError, match="load_fits"):
+        load_fit(path)
+    one = fit_law(rows, "loglinear", x="draft_layers")
+    assert list(load_fits(one.save(tmp_path / "one.json"))) == [None]
+    assert isinstance(load_fit(tmp_path / "one.json"), FitResult)

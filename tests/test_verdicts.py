@@ -232,3 +232,10 @@ def test_heads_vs_drafts_at_equal_cost():
     mixed = verdicts.heads_vs_drafts([(1e-3, 700.0, 800.0), (2e-3, 950.0, 800.0)])
     assert "at 1 of 2 cost levels" in mixed and "2 ms" in mixed
     assert "cannot be compared" in verdicts.heads_vs_drafts([])
+
+
+def test_failed_configurations_lists_what_did_not_run():
+    assert verdicts.failed_configurations([], "x.csv") == "Every configuration of `x.csv` ran."
+    text = verdicts.failed_configurations([(256, "ar", "out of memory"), (256, "chain g=1", "out of memory"),
+                                           (64, "tree d=2 k=8", "timeout")], "x.csv")
+    assert "batch 256: ar, chain g=1 (out of memory)" in text and "batch 64: tree d=2 k=8 (timeout)" in text

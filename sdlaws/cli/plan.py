@@ -55,11 +55,6 @@ def _laws(paths: Optional[list[Path]]) -> dict:
         from sdlaws.fit.result import load_fit
 
         law = load_fit(path)
-        if isinstance(law, dict):  # a grouped fit file: one fit per group value
-            if len(law) != 1:
-                raise ConfigError(f"{path}: holds fits for groups {sorted(map(str, law))}; fit the group you plan "
-                                  "for into its own file")
-            law = next(iter(law.values()))
         role = LAW_ROLES.get(law.law)
         if role is None:
             raise ConfigError(f"{path}: law {law.law!r} is not used by the planner; give {', '.join(LAW_ROLES)} fits")

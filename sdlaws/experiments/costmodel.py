@@ -6,7 +6,8 @@
   (``benchmarks/gpu_step_tables.sh``);
 - the committed H100 step tables of random shapes (``bench/``, ``throughput/step.csv``);
 - ``h200/thm13.csv``: decode throughput of an 8B target with a 1B draft under synthetic acceptance
-  (``benchmarks/gpu_thm13.sh``), and the profile it ran with (``h200/thm13-profile.json``);
+  (``benchmarks/gpu_thm13.sh``, ``benchmarks/gpu_heldout.sh``), and the profiles it ran with (:data:`PROFILES`:
+  512-token prompts with the H100 pair's, 2048-token prompts with the H200 pair's);
 
 and :func:`analyse` computes every number of ``docs/cost-model.md``; :mod:`sdlaws.experiments.costmodel_doc`
 renders it (every conclusion sentence from a rule in :mod:`sdlaws.experiments.verdicts`) and writes
@@ -16,6 +17,7 @@ runs without step tables).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +31,11 @@ H200_STEPS = "h200/steps.csv"
 H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "bench/steps-llama-3.2-1b.csv",
               "throughput/step.csv")
 THM13 = "h200/thm13.csv"
-PROFILE = "h200/thm13-profile.json"
+#: The H200 pair suite's training rows and step tables: the engine's per-step overheads outside the forward
+#: passes are fitted there (``sdlaws validate``) and added to the plan's step times of the 8B sweep.
+PAIRS, PAIR_STEPS = ("h200/pairs/topk-batch.csv", "h200/pairs/heldout-train.csv"), "h200/pairs/step.csv"
+#: The acceptance profiles the sweep ran with; each prompt length's rows name theirs (``acceptance_profile``).
+PROFILES = ("h200/thm13-profile.json", "h200/heldout-profile.json")
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
 #: Prompt lengths ``benchmarks/gpu_thm13.sh`` sweeps (a missing one is reported as not yet measured).
 CONTEXTS = (512, 2048)
@@ -44,6 +50,7 @@ class Sweep:
     """The Thm 1.3 sweep at one prompt length (context)."""
 
     prompt_len: int
+    profile: str                              # the file of the acceptance profile the rows ran with
     thm13: pd.DataFrame                       # measured decode rate per (batch, configuration), over repeats
     optimum: pd.DataFrame                     # best top-k per (batch, repeat)
     topk_fits: dict = field(default_factory=dict)
@@ -60,6 +67,8 @@ class Results:
     law: object                               # StepTimeFit on the H200 tables
     checks: dict[str, pd.DataFrame]           # name -> per-row errors (loo, lobo, loso, transfer)
     sweeps: list[Sweep]                       # one per prompt length of the Thm 1.3 sweep
+    failed: list = field(default_factory=list)  # (batch size, configuration, error) of sweep rows that did not run
+    overheads: object = None                  # EngineOverheads fitted on the H200 pair suite
 
 
 def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
@@ -113,10 +122,33 @@ def best_topk(spec: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int,
-               max_new: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The planner's choice per batch size (step-time law of the H200 tables, the sweep's profile, searched over
-    the measured configurations) against the measured best; and every configuration's predicted rate."""
+def sweep_profile(part: pd.DataFrame, root: Path) -> str:
+    """The file of :data:`PROFILES` whose profile every speculative row of ``part`` ran with.
+
+    Raises
+    ------
+    InputError
+        The rows ran with several profiles, or with none of the committed ones.
+    """
+    from sdlaws.errors import InputError
+    from sdlaws.measure.profile import normalize, parse
+
+    used = {json.dumps(json.loads(v)) for v in part.loc[part["method"].ne("ar"), "acceptance_profile"]}
+    rows = [list(r) for r in normalize(json.loads(next(iter(used))))] if len(used) == 1 else None
+    for rel in PROFILES:
+        known = [list(r) for r in parse(str(root / rel))]
+        if rows is not None and [len(r) for r in rows] == [len(r) for r in known] and np.allclose(
+                np.concatenate(rows), np.concatenate(known)):
+            return rel
+    raise InputError(f"{THM13}: rows of {int(part['num_prompt_tokens'].iloc[0] / part['num_prompts'].iloc[0])}-token "
+                     f"prompts ran with {len(used)} profile(s), not exactly one of {', '.join(PROFILES)}")
+
+
+def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int, max_new: int, profile: str,
+               overheads) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The planner's choice per batch size (step-time law of the H200 tables plus the engine's ``overheads``
+    per step, the sweep's profile, searched over the measured configurations) against the measured best; and
+    every configuration's predicted rate."""
     from sdlaws.measure.profile import parse
     from sdlaws.plan.serving import EngineConfig, predict_decode
     from sdlaws.plan.setup import ServingSetup
@@ -127,8 +159,8 @@ def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int,
     configs = [EngineConfig(m, int(d), int(k), int(b)) for m, d, k, b in
                table[["method", "num_spec_tokens", "tree_topk", "tree_budget"]].drop_duplicates().itertuples(index=False)]
     predicted = predict_decode(configs, sorted(table["batch_size"].unique()), forward_s=setup.forward_time_s,
-                               target=setup.target, draft=setup.draft, profile=parse(str(root / PROFILE)),
-                               max_new_tokens=max_new)
+                               target=setup.target, draft=setup.draft, profile=parse(str(root / profile)),
+                               max_new_tokens=max_new, overhead_s=overheads.step_s)
     keys = ["batch_size", "method", "num_spec_tokens", "tree_topk", "tree_budget"]
     joined = table.merge(predicted, on=keys)
     joined["pct_error"] = 100 * (joined["decode_tokens_per_s"] / joined["measured"] - 1)
@@ -156,14 +188,27 @@ def analyse(root: str | Path = "measurements") -> Results:
     checks = {"loo": costcheck.leave_one_point_out(steps, h200), "lobo": costcheck.leave_one_batch_out(steps, h200),
               "loso": costcheck.leave_one_shape_out(steps, h200),
               "transfer": costcheck.transfer_error(old, h100, steps, h200)}
-    spec = _read(root, THM13, table="spec")
+    from sdlaws.io import read_measurements
+    from sdlaws.plan.validate import fit_planner
+    from sdlaws.schema import config_label
+
+    pair_law = fit_steptime(pd.concat([steps, _read(root, PAIR_STEPS, table="step")], ignore_index=True), h200)
+    overheads = fit_planner(_read(root, *PAIRS, table="spec"), pair_law).overheads
+
+    every = read_measurements(root / THM13, table="spec")
+    spec = every[every["status"].eq("ok")]
     context = (spec["num_prompt_tokens"] / spec["num_prompts"]).round().astype(int)
+    lost = every[every["status"].ne("ok")].drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
+    failed = [(int(r.batch_size), config_label(r.method, r.num_spec_tokens, r.tree_topk), str(r.error).split(":")[0])
+              for r in lost.itertuples()]
     sweeps = []
     for prompt_len in sorted(context.unique()):
         part = spec[context == prompt_len]
-        table, optimum = decode_table(part), best_topk(part)
-        plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]))
-        sweeps.append(Sweep(int(prompt_len), table, optimum, fit_topk_law(optimum), plan, predicted,
+        table, optimum, profile = decode_table(part), best_topk(part), sweep_profile(part, root)
+        plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile,
+                                     overheads)
+        sweeps.append(Sweep(int(prompt_len), profile, table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
-    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps)
+    return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps, failed=failed,
+                   overheads=overheads)
 

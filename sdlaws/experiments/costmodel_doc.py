@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, PROFILE, THM13, Results, analyse
+from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, PAIRS, THM13, Results, analyse
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -128,9 +128,10 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         f"![leave-one-point-out]({figs['loo']}) ![leave-one-shape-out]({figs['loso']}) "
         f"![transfer]({figs['transfer']})",
         "",
-        *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs)),
+        *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs, _overheads(results.overheads))),
         *_missing_contexts(results),
-        "Held-out predictions of the H100 pair (`sdlaws validate`) are in `docs/results.md`.",
+        verdicts.failed_configurations(results.failed, THM13), "",
+        "Held-out predictions of the pairs and of this sweep (`sdlaws validate`) are in `docs/results.md`.",
         "",
     ]
     return "\n".join(lines)
@@ -145,7 +146,12 @@ def _missing_contexts(results: Results) -> list[str]:
             f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
 
 
-def _sweep_section(sweep, figs: dict) -> list[str]:
+def _overheads(overheads) -> str:
+    """``ar_step_s 0.15 ms, ...`` of the fitted engine overheads."""
+    return ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in overheads.__dict__.items())
+
+
+def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
     """Thm 1.3 and the planner's choices at one prompt length."""
     tag = f"-{sweep.prompt_len}"
     plan, pred, fits = sweep.plan, sweep.predicted, sweep.topk_fits
@@ -172,7 +178,7 @@ def _sweep_section(sweep, figs: dict) -> list[str]:
         f"## Thm 1.3 at 8B scale, {sweep.prompt_len}-token prompts",
         "",
         "Random Llama-3.1-8B target, random Llama-3.2-1B draft, every forward pass real, accept/reject drawn from "
-        f"the profile in `{PROFILE}` (taken from the committed real pair, see its `source`); "
+        f"the profile in `measurements/{sweep.profile}` (taken from a measured real pair, see its `source`); "
         f"{sweep.prompt_len}-token prompts, static batches, 3 repeats after one warm-up. Rate: decode tokens/s "
         "(prefill excluded, `sdlaws.rates`). Fastest speculative configuration per batch size and repeat "
         "(top-k 1 = chain):",
@@ -189,9 +195,11 @@ def _sweep_section(sweep, figs: dict) -> list[str]:
         "",
         f"### The planner against the measured sweep, {sweep.prompt_len}-token prompts",
         "",
-        "`sdlaws plan serving --steps measurements/h200/steps.csv --profile measurements/h200/thm13-profile.json` "
+        f"`sdlaws plan serving --steps measurements/h200/steps.csv --profile measurements/{sweep.profile}` "
         "predicts every measured configuration's decode rate from the step-time law (fitted on the step tables "
-        "only, not on this sweep) and the profile under the engine's own tree policy and static batching. Per "
+        "only, not on this sweep), the engine's per-step overheads outside the forward passes (fitted on the "
+        f"H200 pair suite, `{PAIRS[0]}` and `{PAIRS[1]}`: {overheads}) and the profile under the engine's own "
+        "tree policy and static batching. Per "
         "batch size, its choice among the measured configurations against the measured best (median of repeats):",
         "",
         _md(plan),
@@ -201,9 +209,7 @@ def _sweep_section(sweep, figs: dict) -> list[str]:
         f"{pred['pct_error'].abs().median():.1f}%, max {pred['pct_error'].abs().max():.1f}% (AR "
         f"{pred.loc[pred['method'] == 'ar', 'pct_error'].abs().median():.1f}%, chains "
         f"{pred.loc[pred['method'] == 'chain', 'pct_error'].abs().median():.1f}%, trees "
-        f"{pred.loc[pred['method'] == 'tree', 'pct_error'].abs().median():.1f}%): the law times forward passes "
-        "only, so the per-step work outside them (sampling, tree building, commit, phase synchronisation) is the "
-        "remaining gap.",
+        f"{pred.loc[pred['method'] == 'tree', 'pct_error'].abs().median():.1f}%).",
         "",
         f"![planner vs measured]({figs['decode' + tag]})",
         "",

@@ -323,8 +323,9 @@ def not_predicted(rows: list[tuple[str, str, str]], total: int) -> str:
     if not rows:
         return f"- Every one of the {total} held-out rows was predicted."
     listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}" for label, draft, reason in rows)
-    return (f"- Not predicted ({len(rows)} of {total} rows): {listed}. A draft or temperature without training rows "
-            "needs an acceptance law such as the SDSL plane; none is assumed.")
+    return (f"- Not predicted ({len(rows)} of {total} rows): {listed}. A draft is predicted from its perplexity "
+            "only where at least two training drafts of that temperature fit the draft law; nothing else is "
+            "assumed.")
 
 
 def heldout_loss(heldout_nll: float, train_loss: float, model: str) -> str:
@@ -402,3 +403,16 @@ def heads_vs_drafts(frontier: list[tuple[float, float, float]]) -> str:
     won = [f"{cost * 1e3:.3g} ms" for (cost, _, _), win in zip(frontier, head_wins) if win]
     return (f"Heads give more tokens/s than LM drafts of no greater draft cost at {len(won)} of {len(frontier)} "
             f"cost levels (draft time per step {', '.join(won)}), LM drafts at the others.")
+
+
+def failed_configurations(failed: list[tuple[int, str, str]], source: str) -> str:
+    """The configurations of a sweep that did not run ((batch size, configuration, error kind) each), grouped
+    by error and batch size, or that every one ran."""
+    if not failed:
+        return f"Every configuration of `{source}` ran."
+    groups: dict[tuple[str, int], list[str]] = {}
+    for batch, config, error in failed:
+        groups.setdefault((error, batch), []).append(config)
+    parts = [f"batch {batch}: {', '.join(configs)} ({error})" for (error, batch), configs in sorted(groups.items())]
+    return (f"Configurations of `{source}` that did not run, so their batch sizes are not compared there: "
+            + "; ".join(parts) + ".")

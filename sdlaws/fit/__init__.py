@@ -14,12 +14,12 @@ Example
 from importlib import import_module
 
 from sdlaws.fit.laws import LAWS, LawSpec, get_law
-from sdlaws.fit.result import FitResult, load_fit, save_fits
+from sdlaws.fit.result import FitResult, load_fit, load_fits, save_fits
 
 _ESTIMATORS = ("compare", "fill_perplexities", "fit_law", "fit_law_by", "fit_loglinear", "fit_ppl_plane", "fit_saturating",
                "fit_topk_batch", "optimal_topk", "used_rows")
 
-__all__ = ["LAWS", "FitResult", "LawSpec", "get_law", "load_fit", "save_fits", *_ESTIMATORS]
+__all__ = ["LAWS", "FitResult", "LawSpec", "get_law", "load_fit", "load_fits", "save_fits", *_ESTIMATORS]
 
 
 def __getattr__(name: str):

@@ -221,13 +221,29 @@ def save_fits(fits: Mapping[Any, FitResult], group: str, path: str | Path) -> Pa
     return io.save_json({"format": GROUP_FORMAT, "group": group, "fits": [f.to_dict() for f in fits.values()]}, path)
 
 
-def load_fit(path: str | Path) -> FitResult | dict[Any, FitResult]:
-    """Load a fit JSON: a :class:`FitResult`, or ``{group value: FitResult}`` for a grouped fit file."""
+def load_fits(path: str | Path) -> dict[Any, FitResult]:
+    """Load a fit JSON as ``{group value: FitResult}``: every group of a grouped fit file (``sdlaws fit
+    --group``, :func:`save_fits`), or ``{None: fit}`` for a file of one fit."""
     data = io.load_json(path)
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt == FIT_FORMAT:
-        return FitResult.from_dict(data)
+        return {None: FitResult.from_dict(data)}
     if fmt == GROUP_FORMAT:
         fits = [FitResult.from_dict(d) for d in data["fits"]]
         return {f.group: f for f in fits}
     raise InputError(f"{path}: not an sdlaws fit JSON (format {fmt!r}); write one with `sdlaws fit ... --out DIR`")
+
+
+def load_fit(path: str | Path) -> FitResult:
+    """Load a fit JSON holding one fit (a grouped file of one group too); :func:`load_fits` reads every group.
+
+    Raises
+    ------
+    InputError
+        Not a fit file, or a grouped file of several groups.
+    """
+    fits = load_fits(path)
+    if len(fits) != 1:
+        raise InputError(f"{path}: holds fits for groups {sorted(map(str, fits))}; load them with load_fits, or fit "
+                         "the group you need into its own file")
+    return next(iter(fits.values()))

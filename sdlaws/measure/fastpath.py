@@ -207,6 +207,10 @@ def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+#: Compiled specialisations allowed per element-wise function (model widths x dtypes x phases in one process).
+RECOMPILE_LIMIT = 64
+
+
 @functools.lru_cache(maxsize=2)
 def element_kernels(fused: bool) -> SimpleNamespace:
     """The element-wise pieces of a layer, eager or each compiled into one fused kernel.
@@ -218,5 +222,10 @@ def element_kernels(fused: bool) -> SimpleNamespace:
     """
     fns = {"rotary": _rotary, "add_rms_norm": _add_rms_norm, "silu_mul": _silu_mul}
     if fused:
+        # A sweep runs models of several widths and head sizes through these three functions, and each
+        # specialisation is one compiled entry: torch's default of 8 per function was hit on an H200 after a few
+        # drafts of one suite (FailOnRecompileLimitHit, every later configuration failed).
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
         fns = {name: torch.compile(fn, dynamic=True, fullgraph=True) for name, fn in fns.items()}
     return SimpleNamespace(**fns)

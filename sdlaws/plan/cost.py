@@ -27,6 +27,9 @@ interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-pl
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
 measured get the law alone. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
 leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
+
+One module (about 530 lines) because the law's terms, its fit, its residual surface and its result object are one
+model; the checks on it live in :mod:`sdlaws.plan.costcheck`.
 """
 
 from __future__ import annotations

@@ -83,9 +83,11 @@ def length_pmf(cfg: EngineConfig, profile) -> np.ndarray:
 
 def predict_decode(configs: list[EngineConfig], batch_sizes, *, forward_s: ForwardTime, target: ModelShape,
                    draft: ModelShape | None, profile, max_new_tokens: int,
-                   batching: str = "static") -> pd.DataFrame:
+                   batching: str = "static", overhead_s: Callable[[EngineConfig], float] | None = None
+                   ) -> pd.DataFrame:
     """Predicted decode throughput of every configuration at every batch size (``forward_s`` times passes at
-    the mean context of the decode, e.g. prompt length + max_new_tokens / 2).
+    the mean context of the decode, e.g. prompt length + max_new_tokens / 2; ``overhead_s`` adds the engine's
+    seconds per step outside them, e.g. :meth:`sdlaws.plan.validate.EngineOverheads.step_s`).
 
     Returns
     -------
@@ -99,7 +101,7 @@ def predict_decode(configs: list[EngineConfig], batch_sizes, *, forward_s: Forwa
     for cfg in configs:
         pmf = length_pmf(cfg, profile)
         tau = float(np.dot(np.arange(1, len(pmf) + 1), pmf))
-        step_s = step_time_s(cfg, batches, forward_s, target, draft)
+        step_s = step_time_s(cfg, batches, forward_s, target, draft) + (overhead_s(cfg) if overhead_s else 0.0)
         for b, s in zip(batches, step_s):
             steps = batch_steps(pmf, max_new_tokens, int(b), batching=batching)
             rows.append(dict(batch_size=int(b), method=cfg.method, num_spec_tokens=cfg.depth, tree_topk=cfg.topk,

@@ -21,6 +21,9 @@ with the measurement. A held-out row whose draft was not trained on is predicted
 :class:`DraftLaw`; one the law cannot reach (no perplexity, fewer than two training drafts at its temperature) is
 reported as not predicted, with the reason, never filled in. A synthetic-acceptance row (``acceptance_source`` =
 ``synthetic``) is predicted with the profile it was run with, a setting of the run like its batch size.
+
+One module (about 500 lines) because the planner's fitted inputs (acceptance, draft law, spread, overheads) and the
+prediction of a held-out row are one model, checked together.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdlaws import rates
+from sdlaws import rates, schema
 from sdlaws.plan.acceptance import batch_steps, prompt_profiles
 from sdlaws.plan.cost import StepTimeFit, short_name, step_shape
 from sdlaws.plan.serving import EngineConfig, length_pmf, step_time_s
+from sdlaws.rates import BASELINE_KEYS
+from sdlaws.schema import config_label
 
 QUANTITIES = ("tokens_per_s", "speedup", "tpot_s", "steps_per_batch")
 
@@ -54,22 +59,17 @@ def _rank_shares(rows: pd.DataFrame) -> np.ndarray | None:
 
 
 def _depth_rates(rows: pd.DataFrame) -> list[float]:
-    """Conditional acceptance per depth: from chain rows when present (rank 0 only), else from tree rows (all
-    ranks, divided by the rank-0 share later)."""
+    """Conditional acceptance per depth (:func:`~sdlaws.rates.depth_acceptance`): from chain rows when present
+    (rank 0 only), else from tree rows (all ranks, divided by the rank-0 share later)."""
     chains = rows[rows["method"].eq("chain")]
-    source = chains if not chains.empty else rows[rows["method"].eq("tree")]
-    depth = int(source["num_spec_tokens"].max())
-    deepest = source[source["num_spec_tokens"].eq(depth)]
-    return [row[0] for row in rates.acceptance_profile(deepest, depth=depth, topk=1)]
+    return rates.depth_acceptance(chains if not chains.empty else rows[rows["method"].eq("tree")])
 
 
 def acceptance_models(train: pd.DataFrame) -> dict[tuple[str, float], tuple[tuple[float, ...], ...]]:
-    """``(draft_name, temperature) -> profile`` from training ``spec`` rows with real acceptance."""
-    spec = train[train["method"].ne("ar") & train["status"].eq("ok")]
-    if "acceptance_source" in spec:
-        spec = spec[spec["acceptance_source"].fillna("target").ne("synthetic")]
+    """``(draft_name, temperature) -> profile`` from training ``spec`` rows with real acceptance: per depth the
+    rank-0 rate of chains, siblings in proportion to the tree rows' accepted nodes per rank."""
     models = {}
-    for (draft, temperature), rows in spec.groupby(["draft_name", "temperature"]):
+    for (draft, temperature), rows in _real_spec(train).groupby(["draft_name", "temperature"]):
         depth_rates = _depth_rates(rows)
         shares = _rank_shares(rows)
         if shares is None:
@@ -79,6 +79,27 @@ def acceptance_models(train: pd.DataFrame) -> dict[tuple[str, float], tuple[tupl
         rank0 = np.asarray(depth_rates) if chains else np.asarray(depth_rates) * shares[0]
         models[(str(draft), float(temperature))] = tuple(tuple(a * shares / shares[0]) for a in rank0)
     return models
+
+
+def sampled_tree_models(train: pd.DataFrame) -> dict[tuple[str, float], tuple[tuple[float, ...], ...]]:
+    """``(draft_name, temperature) -> profile`` of trees at T > 0 from tree rows alone: per depth the tree's own
+    conditional acceptance (any rank), split over ranks by its shares of accepted nodes.
+
+    At T = 0 a tree's first-ranked child is the chain's token and accepts as often; when sampling, verifying
+    several fixed top-k candidates accepts less per depth than a chain of sampled tokens (measured on an H200:
+    0.51 at depth 1 for top-4 trees against 0.58 for chains, L2-H256 at T = 1), so chains cannot stand in."""
+    spec = _real_spec(train)
+    trees = spec[spec["method"].eq("tree") & spec["temperature"].gt(0)]
+    return {(str(draft), float(t)): tuple(tuple(a * _rank_shares(rows)) for a in rates.depth_acceptance(rows))
+            for (draft, t), rows in trees.groupby(["draft_name", "temperature"])}
+
+
+def _real_spec(train: pd.DataFrame) -> pd.DataFrame:
+    """Speculative ok rows whose acceptance was measured (not drawn from a profile)."""
+    spec = train[train["method"].ne("ar") & train["status"].eq("ok")]
+    if "acceptance_source" in spec:
+        spec = spec[spec["acceptance_source"].fillna("target").ne("synthetic")]
+    return spec
 
 
 def _profile_for(model, depth: int) -> tuple[tuple[float, ...], ...]:
@@ -157,15 +178,16 @@ class EngineOverheads:
 
     Per decode step: ``ar_step_s`` (AR: sampling, commit, one phase synchronisation) or ``spec_step_s`` plus
     ``tree_level_s`` per tree level beyond the first (top-k, tree growth and selection, cache moves). Per batch:
-    prefill = ``prefill_fixed_s`` + ``prefill_scale`` x the law's prefill forwards (an eager pass, masks built
-    on the host).
+    prefill = ``prefill_fixed_s`` (an eager pass, masks built on the host) + the law's prefill forwards of
+    target and draft. The law's forwards are not scaled: a scale
+    fitted on small models (prefills of a few ms, fixed costs dominating) does not transfer (fitted 0.2 on the
+    H200 pair suite, it put an 8B prefill of 256 x 512 tokens at a fifth of its measured 3.4 s).
     """
 
     ar_step_s: float
     spec_step_s: float
     tree_level_s: float
     prefill_fixed_s: float
-    prefill_scale: float
 
     def step_s(self, cfg: EngineConfig) -> float:
         """Overhead of one step of ``cfg``."""
@@ -175,7 +197,7 @@ class EngineOverheads:
 
     def prefill_s(self, forward_s: float) -> float:
         """Prefill seconds of one batch whose forwards the law puts at ``forward_s``."""
-        return self.prefill_fixed_s + self.prefill_scale * forward_s
+        return self.prefill_fixed_s + forward_s
 
 
 def _steps_meas(rows: pd.DataFrame) -> pd.Series:
@@ -191,9 +213,8 @@ def fit_overheads(parts: pd.DataFrame) -> EngineOverheads:
     X = np.column_stack([parts["method"].eq("ar"), parts["method"].ne("ar"),
                          parts["method"].eq("tree") * (parts["num_spec_tokens"] - 1)]).astype(float)
     step = np.linalg.lstsq(X, parts["step_meas_s"] - parts["step_forward_s"], rcond=None)[0]
-    P = np.column_stack([np.ones(len(parts)), parts["prefill_forward_s"]])
-    prefill = np.linalg.lstsq(P, parts["prefill_meas_s"], rcond=None)[0]
-    return EngineOverheads(*map(float, step), *map(float, prefill))
+    fixed = float(np.mean(parts["prefill_meas_s"] - parts["prefill_forward_s"]))
+    return EngineOverheads(*map(float, step), fixed)
 
 
 def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None:
@@ -288,12 +309,12 @@ class Validation:
         ar = pred[pred["method"].eq("ar")]
         out = []
         for (draft, *key), spec in pred[pred["method"].ne("ar")].groupby(["draft_name", *keys]):
-            if spec["label"].nunique() < 2:
+            if spec["config"].nunique() < 2:
                 continue
             base = ar[np.logical_and.reduce([ar[k].eq(v) for k, v in zip(keys, key)])]
-            per = pd.concat([spec, base]).groupby("label").agg(
+            per = pd.concat([spec, base]).groupby("config").agg(
                 meas=("tokens_per_s_meas", "median"), lo=("tokens_per_s_meas", "min"),
-                hi=("tokens_per_s_meas", "max"), pred=("tokens_per_s_pred", "mean"), repeats=("label", "size"))
+                hi=("tokens_per_s_meas", "max"), pred=("tokens_per_s_pred", "mean"), repeats=("config", "size"))
             best, chosen = per["meas"].idxmax(), per["pred"].idxmax()
             noise = bool(per.at[chosen, "hi"] >= per.at[best, "lo"]) if per["repeats"].min() > 1 else None
             out.append(dict(zip(["draft_name", *keys], [draft, *key]), measured_best=best,
@@ -331,11 +352,9 @@ class Validation:
                     best_configs=self.best_configs().to_dict(orient="records"))
 
 
-def _row_label(row) -> str:
-    """``chain g=2 b=8 T=0`` (configuration, batch size, temperature) for messages and figures."""
-    shape = {"ar": "ar", "chain": f"chain g={row.num_spec_tokens}",
-             "tree": f"tree d={row.num_spec_tokens} k={row.tree_topk}"}[row.method]
-    return f"{shape} b={row.batch_size} T={row.temperature:g}"
+def _config(row) -> str:
+    """``chain g=2`` / ``tree d=3 k=8`` / ``ar`` of a row (:func:`sdlaws.schema.config_label`)."""
+    return config_label(row.method, row.num_spec_tokens, row.tree_topk)
 
 
 def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
@@ -361,6 +380,8 @@ def _acceptance(row, planner: "FittedPlanner") -> tuple[Any, float | None, str]:
     if synthetic is not None:
         return synthetic, None, "synthetic"
     key = (str(row.draft_name), float(row.temperature))
+    if row.method == "tree" and key in planner.tree_models:
+        return planner.tree_models[key], planner.spreads[key], "fitted"
     if key in planner.models:
         return planner.models[key], planner.spreads[key], "fitted"
     profile = planner.draft_law.profile(float(row.draft_ppl), key[1])
@@ -417,6 +438,7 @@ class FittedPlanner:
     overheads: EngineOverheads
     train_rows: int
     draft_law: DraftLaw
+    tree_models: dict
 
 
 def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
@@ -436,7 +458,8 @@ def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
         rows = spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])]
         spreads[key] = spread_from_sequences(rows) if _has_sequences(rows) else fit_spread(rows, model)
     ppl = spec.dropna(subset=["draft_ppl"]).groupby("draft_name")["draft_ppl"].median().to_dict()
-    return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)), fit_draft_law(models, spreads, ppl))
+    return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)), fit_draft_law(models, spreads, ppl),
+                         sampled_tree_models(fit_rows))
 
 
 def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
@@ -446,13 +469,13 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     shapes = _shapes(held)
     preds = pd.DataFrame([_predict_row(r, planner, shapes) for r in held.itertuples()])
     out = pd.concat([held, preds], axis=1)
-    out["label"] = [_row_label(r) for r in held.itertuples()]
+    # configuration, then ``chain g=2 b=8 T=0`` (batch size and temperature) for messages and figures
+    out["config"] = [_config(r) for r in held.itertuples()]
+    out["label"] = [f"{c} b={r.batch_size} T={r.temperature:g}" for c, r in zip(out["config"], held.itertuples())]
     out["steps_per_batch_meas"] = out["num_steps"] / out["num_batches"]
     out["tokens_per_s_meas"], out["tpot_s_meas"] = out["tokens_per_s"], out["tpot_s"]
     out["speedup_meas"] = out["speedup"]
-    ar = out[out["method"].eq("ar")].groupby(["batch_size", "temperature"])["tokens_per_s_pred"].median()
-    keys = list(zip(out["batch_size"], out["temperature"]))
-    out["speedup_pred"] = out["tokens_per_s_pred"] / np.array([ar.get(k, np.nan) for k in keys])
+    out["speedup_pred"] = _over_ar(out, "tokens_per_s_pred")
     for q in QUANTITIES:
         out[f"{q}_pct"] = 100.0 * (out[f"{q}_pred"] / out[f"{q}_meas"] - 1.0)
     law = planner.law
@@ -462,6 +485,15 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
               "overheads": planner.overheads.__dict__, "cost_model": law.source, "gpu": law.gpu_name,
               "train_rows": planner.train_rows, "heldout_rows": int(len(held))}
     return Validation(rows=out, inputs=inputs)
+
+
+def _over_ar(out: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` of each row over the median ``column`` of the AR rows it is measured against (the baseline keys
+    of :func:`sdlaws.rates.derive`: target, batch, temperature, prompts, lengths, GPU)."""
+    keyed = out.assign(tp_size=schema.tp_sizes(out))
+    keys = [k for k in BASELINE_KEYS if k in keyed.columns]
+    ar = keyed[keyed["method"].eq("ar")].groupby(keys, dropna=False)[column].median().rename("_ar").reset_index()
+    return out[column].to_numpy() / keyed[keys].merge(ar, on=keys, how="left")["_ar"].to_numpy()
 
 
 def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Validation:

@@ -12,6 +12,9 @@ train split and writes::
     <dir>/manifest.json              provenance: every file with sha256, bytes, tokens, split; versions; hashes
 
 The manifest is written last, so a directory with a manifest is complete.
+
+One module (about 500 lines) because discovery, filtering, de-duplication, tokenisation and the manifest are one
+pipeline over one file list.
 """
 
 from __future__ import annotations

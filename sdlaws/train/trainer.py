@@ -10,6 +10,9 @@ budget sees a prefix of a larger one's stream). The batch of step ``s`` is a pur
 Each model directory holds ``step-<tokens>/`` checkpoints (Hugging Face ``save_pretrained`` + tokenizer +
 ``sdlaws_train.json``) at log-spaced token counts, like the Pythia suite, and ``resume.pt`` (optimizer state
 and step of the latest checkpoint). Re-running the same command continues from there.
+
+One module (about 560 lines) because the family trainer's loop, checkpoints, resume and metadata share one run
+state; the head trainer subclasses it.
 """
 
 from __future__ import annotations
