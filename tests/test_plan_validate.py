@@ -78,3 +78,33 @@ def test_spread_from_sequences_recovers_the_beta_concentration():
     alike = spread_from_sequences(rows.assign(num_accepted_per_seq=str(list(map(int, same)))))
     assert alike is None or alike > 100
 
+
+
+def test_plan_serving_adds_the_overheads_validate_wrote(tmp_path):
+    """`sdlaws plan serving --overheads DIR/validation.json` adds the engine's seconds per step: every predicted
+    decode rate drops by exactly the added time, and the option needs --profile (exit 2, one line)."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from sdlaws.cli import app
+    from sdlaws.plan.validate import load_overheads
+
+    h200 = Path(__file__).resolve().parent.parent / "measurements" / "h200"
+    (tmp_path / "validation.json").write_text(json.dumps({"inputs": {"overheads": dict(
+        ar_step_s=1e-3, spec_step_s=2e-3, tree_level_s=5e-4, prefill_fixed_s=0.01)}}))
+    assert load_overheads(tmp_path / "validation.json").spec_step_s == 2e-3
+    base = ["plan", "serving", "--target", "random:llama-3.1-8b", "--draft", "random:llama-3.2-1b", "--hardware",
+            "h200", "--steps", str(h200 / "steps.csv"), "--profile", str(h200 / "thm13-profile.json"),
+            "--kv-len", "528", "--max-new-tokens", "32", "--batch", "1,64", "--json"]
+    runner = CliRunner()
+    plain, extra = (json.loads(runner.invoke(app, base + args).stdout)["tables"]["engine_candidates"]
+                    for args in ([], ["--overheads", str(tmp_path / "validation.json")]))
+    for p, e in zip(plain, extra, strict=True):
+        added = {"ar": 1e-3, "chain": 2e-3, "tree": 2e-3 + 5e-4 * (p["num_spec_tokens"] - 1)}[p["method"]]
+        assert e["step_s"] == pytest.approx(p["step_s"] + added)
+        assert e["decode_tokens_per_s"] < p["decode_tokens_per_s"]
+    refused = runner.invoke(app, ["plan", "serving", "--target", "random:llama-3.1-8b", "--overheads",
+                                  str(tmp_path / "validation.json")])
+    assert refused.exit_code == 2 and "--profile" in refused.output

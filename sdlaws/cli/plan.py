@@ -16,8 +16,8 @@ import typer
 
 from sdlaws.cli.plan_options import (DEFAULT_BATCH, DEFAULT_HARDWARE, AcceptanceKind, Alpha, Batch, Draft,
                                      DraftConfig, DraftParams, DraftTokens, Dtype, Fits, Format, Gamma, HardwareOpt,
-                                     Json, KvLen, MaxNew, Out, PairName, PlanOptions, PositionAcceptance, Profile,
-                                     RankAcceptance, Samples, Seed, ServeTokens, Sglang, Steps, Target, TargetConfig,
+                                     Json, KvLen, MaxNew, Out, Overheads, PairName, PlanOptions, PositionAcceptance,
+                                     Profile, RankAcceptance, Samples, Seed, ServeTokens, Sglang, Steps, Target, TargetConfig,
                                      TargetParams, TargetTokens, Tp, TrainMfu, parse_batches, parse_floats)
 from sdlaws.errors import ConfigError
 from sdlaws.plan.cost import cost_model_set
@@ -285,7 +285,8 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
             target_tokens: TargetTokens = 2e12, alpha: Alpha = None, rank_acceptance: RankAcceptance = None,
             position_acceptance: PositionAcceptance = None, samples: Samples = 200, seed: Seed = 0,
             json_: Json = False, table_format: Format = "table", out: Out = None, sglang_algorithm: Sglang = "EAGLE",
-            steps: Steps = None, profile: Profile = None, max_new_tokens: MaxNew = 128, pair: PairName = None) -> None:
+            steps: Steps = None, profile: Profile = None, overheads: Overheads = None, max_new_tokens: MaxNew = 128,
+            pair: PairName = None) -> None:
     """Optimal chain gamma and tree (steps, top-k, draft tokens) per batch size, with vLLM/SGLang flags; with
     --profile, the best of sdlaws's engine configurations by predicted decode tokens/s."""
     opts = PlanOptions.of(locals())
@@ -293,8 +294,11 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
     setup, nstar = _served_setup(opts, laws)
     if opts.profile is not None:
         from sdlaws.plan.serving import engine_plan
+        from sdlaws.plan.validate import load_overheads
 
-        return _emit(opts, engine_plan(setup, batches, _profile(opts.profile), max_new_tokens=opts.max_new_tokens))
+        extra = load_overheads(opts.overheads).step_s if opts.overheads else None
+        return _emit(opts, engine_plan(setup, batches, _profile(opts.profile), max_new_tokens=opts.max_new_tokens,
+                                       overhead_s=extra))
     _emit(opts, _serving(opts, laws, setup, batches, nstar))
 
 

@@ -57,6 +57,9 @@ Steps = Annotated[Optional[list[Path]], typer.Option("--steps", help="Measured s
 Profile = Annotated[Optional[Path], typer.Option("--profile", help="Acceptance profile JSON (q per depth and rank, as "
                                                  "`sdlaws measure --acceptance-profile` takes): search sdlaws's engine "
                                                  "configurations (AR, chains, trees with budgets) by decode tokens/s.")]
+Overheads = Annotated[Optional[Path], typer.Option("--overheads", help="With --profile: the engine's seconds per "
+                                                   "step outside the forward passes, from `sdlaws validate --out DIR` "
+                                                   "(DIR/validation.json) on the same GPU; added to every step.")]
 MaxNew = Annotated[int, typer.Option("--max-new-tokens", help="Tokens generated per sequence (static batches "
                                      "decode until their slowest row has them).")]
 Sglang = Annotated[str, typer.Option("--sglang-algorithm", help="SGLang --speculative-algorithm: EAGLE, EAGLE3 or "
@@ -111,6 +114,7 @@ class PlanOptions:
     sglang_algorithm: str = "EAGLE"
     steps: Optional[list[Path]] = None
     profile: Optional[Path] = None
+    overheads: Optional[Path] = None
     max_new_tokens: int = 128
     # Resolved from the options above by ``of``: the Hardware, the step-time law (None without --steps) and the
     # published pair of --pair (None without it).
@@ -137,6 +141,8 @@ class PlanOptions:
             raise ConfigError(f"--dtype: {exc}") from None
         if opts.out is not None:
             checks.output_dir("--out", opts.out)
+        if opts.overheads is not None and opts.profile is None:
+            raise ConfigError("--overheads adds the engine's per-step costs to the engine plan; give --profile too")
         Output(opts.table_format)  # an unknown --format stops here, before any work
         hardware, law = load_hardware(opts.hardware), None
         if opts.steps:

@@ -34,6 +34,8 @@ THM13 = "h200/thm13.csv"
 #: The H200 pair suite's training rows and step tables: the engine's per-step overheads outside the forward
 #: passes are fitted there (``sdlaws validate``) and added to the plan's step times of the 8B sweep.
 PAIRS, PAIR_STEPS = ("h200/pairs/topk-batch.csv", "h200/pairs/heldout-train.csv"), "h200/pairs/step.csv"
+#: Its held-out file: not read for the overheads, only named in the `sdlaws validate` command that writes them.
+PAIR_HELDOUT = "h200/pairs/heldout.csv"
 #: The acceptance profiles the sweep ran with; each prompt length's rows name theirs (``acceptance_profile``).
 PROFILES = ("h200/thm13-profile.json", "h200/heldout-profile.json")
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
@@ -50,6 +52,7 @@ class Sweep:
     """The Thm 1.3 sweep at one prompt length (context)."""
 
     prompt_len: int
+    max_new: int                              # new tokens per sequence
     profile: str                              # the file of the acceptance profile the rows ran with
     thm13: pd.DataFrame                       # measured decode rate per (batch, configuration), over repeats
     optimum: pd.DataFrame                     # best top-k per (batch, repeat)
@@ -150,27 +153,34 @@ def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int, max_new: i
     per step, the sweep's profile, searched over the measured configurations) against the measured best; and
     every configuration's predicted rate."""
     from sdlaws.measure.profile import parse
-    from sdlaws.plan.serving import EngineConfig, predict_decode
+    from sdlaws.plan.serving import EngineConfig, engine_grid, predict_decode
     from sdlaws.plan.setup import ServingSetup
     from sdlaws.roofline import named_shape
 
     setup = ServingSetup(named_shape(TARGET), load_hardware("h200"), draft=named_shape(DRAFT),
                          kv_len=int(prompt_len + max_new / 2), forward=law)
-    configs = [EngineConfig(m, int(d), int(k), int(b)) for m, d, k, b in
-               table[["method", "num_spec_tokens", "tree_topk", "tree_budget"]].drop_duplicates().itertuples(index=False)]
+    # what `sdlaws plan serving` searches (its engine grid), among the measured configurations; the measured best
+    # is taken over every measured configuration, so a better one outside the grid counts against the plan
+    searched = set(engine_grid())
+    configs = [c for c in (EngineConfig(m, int(d), int(k), int(b)) for m, d, k, b in table[
+        ["method", "num_spec_tokens", "tree_topk", "tree_budget"]].drop_duplicates().itertuples(index=False))
+        if c in searched]
     predicted = predict_decode(configs, sorted(table["batch_size"].unique()), forward_s=setup.forward_time_s,
                                target=setup.target, draft=setup.draft, profile=parse(str(root / profile)),
                                max_new_tokens=max_new, overhead_s=overheads.step_s)
     keys = ["batch_size", "method", "num_spec_tokens", "tree_topk", "tree_budget"]
-    joined = table.merge(predicted, on=keys)
+    joined = table.merge(predicted.drop(columns="label"), on=keys, how="left")
+    joined["label"] = [EngineConfig(m, int(d), int(k), int(b)).label for m, d, k, b in
+                       joined[["method", "num_spec_tokens", "tree_topk", "tree_budget"]].itertuples(index=False)]
     joined["pct_error"] = 100 * (joined["decode_tokens_per_s"] / joined["measured"] - 1)
     rows = []
     for b, g in joined.groupby("batch_size"):
         best, chosen = g.loc[g["measured"].idxmax()], g.loc[g["decode_tokens_per_s"].idxmax()]
         rows.append(dict(batch_size=int(b), measured_best=best["label"], measured_best_rate=best["measured"],
                          best_lower=best["lower"], planned=chosen["label"], planned_rate=chosen["measured"],
-                         shortfall_pct=100 * (1 - chosen["measured"] / best["measured"]), candidates=len(g)))
-    return pd.DataFrame(rows), joined
+                         shortfall_pct=100 * (1 - chosen["measured"] / best["measured"]),
+                         candidates=int(g["decode_tokens_per_s"].notna().sum()), measured=len(g)))
+    return pd.DataFrame(rows), joined.dropna(subset=["decode_tokens_per_s"])
 
 
 def analyse(root: str | Path = "measurements") -> Results:
@@ -207,7 +217,7 @@ def analyse(root: str | Path = "measurements") -> Results:
         table, optimum, profile = decode_table(part), best_topk(part), sweep_profile(part, root)
         plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile,
                                      overheads)
-        sweeps.append(Sweep(int(prompt_len), profile, table, optimum, fit_topk_law(optimum), plan, predicted,
+        sweeps.append(Sweep(int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile, table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
     return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps, failed=failed,
                    overheads=overheads)

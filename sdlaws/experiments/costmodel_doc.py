@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import CONTEXTS, GOALS, H100_STEPS, H200_STEPS, PAIRS, THM13, Results, analyse
+from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, PAIR_HELDOUT, PAIR_STEPS,
+                                         PAIRS, TARGET, THM13, Results, analyse)
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -195,12 +196,16 @@ def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
         "",
         f"### The planner against the measured sweep, {sweep.prompt_len}-token prompts",
         "",
-        f"`sdlaws plan serving --steps measurements/h200/steps.csv --profile measurements/{sweep.profile}` "
-        "predicts every measured configuration's decode rate from the step-time law (fitted on the step tables "
-        "only, not on this sweep), the engine's per-step overheads outside the forward passes (fitted on the "
-        f"H200 pair suite, `{PAIRS[0]}` and `{PAIRS[1]}`: {overheads}) and the profile under the engine's own "
-        "tree policy and static batching. Per "
-        "batch size, its choice among the measured configurations against the measured best (median of repeats):",
+        f"`sdlaws validate --train measurements/{PAIRS[0]} --train measurements/{PAIRS[1]} --heldout "
+        f"measurements/{PAIR_HELDOUT} --steps measurements/{H200_STEPS} --steps measurements/{PAIR_STEPS} "
+        "--hardware h200 --out OV` fits the engine's seconds per step outside the forward passes on the H200 pair "
+        f"suite ({overheads}); then `sdlaws plan serving --target {TARGET} --draft {DRAFT} --hardware h200 "
+        f"--steps measurements/{H200_STEPS} --profile measurements/{sweep.profile} --overheads OV/validation.json "
+        f"--kv-len {sweep.prompt_len + sweep.max_new // 2} --max-new-tokens {sweep.max_new}` predicts every configuration it searches (AR, "
+        "chains gamma 1-8, trees of depth 2-6) from the step-time law (fitted on the step tables only, not on "
+        "this sweep), those overheads and the profile under the engine's own tree policy and static batching. "
+        "Per batch size, its choice among the measured configurations it searches (`candidates`) against the "
+        "measured best of every measured configuration (`measured`; median of repeats):",
         "",
         _md(plan),
         "",

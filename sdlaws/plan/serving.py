@@ -116,22 +116,25 @@ def best_per_batch(table: pd.DataFrame, rate: str = "decode_tokens_per_s") -> pd
 
 
 def engine_plan(setup, batch_sizes, profile, *, max_new_tokens: int, configs: list[EngineConfig] | None = None,
-                batching: str = "static"):
+                batching: str = "static", overhead_s: Callable[[EngineConfig], float] | None = None):
     """The best engine configuration per batch size for ``setup`` (target, draft, cost model, context) under an
     acceptance profile, as a :class:`~sdlaws.plan.result.PlanSet` with the ``engine_serving`` table (best per
-    batch, with the AR decode rate and the speedup over it) and ``engine_candidates`` (every configuration)."""
+    batch, with the AR decode rate and the speedup over it) and ``engine_candidates`` (every configuration);
+    ``overhead_s`` adds the engine's seconds per step outside the forward passes (:func:`predict_decode`)."""
     from sdlaws.errors import ConfigError
     from sdlaws.plan.result import PlanSet
 
     if setup.draft is None:
         raise ConfigError("the engine plan needs a draft shape: give --draft NAME, --draft-params or --draft-config")
     table = predict_decode(configs or engine_grid(), batch_sizes, forward_s=setup.forward_time_s, target=setup.target,
-                           draft=setup.draft, profile=profile, max_new_tokens=max_new_tokens, batching=batching)
+                           draft=setup.draft, profile=profile, max_new_tokens=max_new_tokens, batching=batching,
+                           overhead_s=overhead_s)
     ar = table[table["method"].eq("ar")].set_index("batch_size")["decode_tokens_per_s"]
     best = best_per_batch(table)
     best = best.assign(ar_decode_tokens_per_s=best["batch_size"].map(ar).to_numpy(),
                        decode_speedup=lambda t: t["decode_tokens_per_s"] / t["ar_decode_tokens_per_s"])
     cost = "step-time law" if setup.forward is not None else f"datasheet roofline ({setup.hardware.name})"
+    cost += " + engine overheads" if overhead_s is not None else ""
     return PlanSet(title=f"Engine configuration per batch size: {setup.target.name} with {setup.draft.name}, "
                          f"{batching} batches of {max_new_tokens} new tokens, context {setup.kv_len} ({cost})",
                    plans=(), tables={"engine_serving": best, "engine_candidates": table},

@@ -200,6 +200,27 @@ class EngineOverheads:
         return self.prefill_fixed_s + forward_s
 
 
+def load_overheads(path) -> EngineOverheads:
+    """The :class:`EngineOverheads` of a ``validation.json`` (``sdlaws validate --out``) or of a JSON object of
+    its fields.
+
+    Raises
+    ------
+    InputError
+        The file holds no overheads (the message names the fields it needs).
+    """
+    from sdlaws import io
+    from sdlaws.errors import InputError
+
+    data = io.load_json(path)
+    fields = data.get("inputs", {}).get("overheads", data) if isinstance(data, dict) else {}
+    names = list(EngineOverheads.__dataclass_fields__)
+    if not isinstance(fields, dict) or set(names) - set(fields):
+        raise InputError(f"{path}: no engine overheads ({', '.join(names)}); write them with `sdlaws validate "
+                         "--out DIR` (DIR/validation.json)")
+    return EngineOverheads(**{k: float(fields[k]) for k in names})
+
+
 def _steps_meas(rows: pd.DataFrame) -> pd.Series:
     """Measured seconds of one decode step (forward passes + everything else the step does)."""
     decode = np.where(rows["method"].eq("ar"), rows["total_time_s"] - rows["prefill_time_s"],
