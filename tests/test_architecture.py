@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdlaws"
 #: Layers, lowest first (prefixes of module names); docs/architecture.md draws them.
 LAYERS = (
     ("sdlaws", "sdlaws.errors", "sdlaws.schema", "sdlaws.shapes", "sdlaws.dtypes",        # words and facts
-     "sdlaws.provenance"),
+     "sdlaws.provenance", "sdlaws.formatting"),
     ("sdlaws.rates", "sdlaws.io", "sdlaws.hardware"),                                     # tables and GPU profiles
     ("sdlaws.fit", "sdlaws.roofline", "sdlaws.calibration", "sdlaws.plotting"),           # laws and the roofline
     ("sdlaws.measure", "sdlaws.plan", "sdlaws.ingest"),                                   # measuring, importing, planning

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def _ci(value, lo=None, hi=None) -> str:
     """'value [lo, hi]', or just the value when there is no interval."""
-    from sdlaws.plan.result import fmt
+    from sdlaws.formatting import fmt
 
     return fmt(value) if lo is None or lo != lo else f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
 
@@ -13,7 +13,7 @@ def _ci(value, lo=None, hi=None) -> str:
 def render(plan_set, flags, out_dir, fmt: str) -> None:
     """Every part present in the plan set (tables, engine flags), then interval notes and warnings."""
     from sdlaws.cli.output import Output
-    from sdlaws.plan.result import fmt as num
+    from sdlaws.formatting import fmt as num
 
     out = Output(fmt)
     out.text(plan_set.title, style="bold")
@@ -85,7 +85,7 @@ def _grouped(flags, column: str) -> list[tuple[str, str]]:
 
 def _engine_table(best):
     """Title, header and rows of the best engine configuration per batch size."""
-    from sdlaws.plan.result import fmt
+    from sdlaws.formatting import fmt
 
     header = ["batch", "best configuration", "tokens/step", "steps/batch", "step ms", "decode tok/s",
               "AR decode tok/s", "speedup"]
@@ -97,7 +97,7 @@ def _engine_table(best):
 
 def _serving_table(serving, cost: str):
     """Title, header and rows of the per-batch serving plan (``cost`` names the cost model)."""
-    from sdlaws.plan.result import fmt
+    from sdlaws.formatting import fmt
 
     law = "law_topk" in serving
     header = ["batch", "AR tok/s", "chain gamma", "Leviathan gamma", "chain speedup", "tree steps/topk/tokens",
@@ -117,7 +117,7 @@ def _serving_table(serving, cost: str):
 
 def _pretraining_table(plans):
     """Title, header and rows of the pretraining plans."""
-    from sdlaws.plan.result import fmt
+    from sdlaws.formatting import fmt
 
     rows = [[fmt(p.inputs["batch_size"]), _ci(p.value, *(p.ci or (None, None))), fmt(p.settings["acceptance"]),
              _ci(p.speedup, *(p.speedup_ci or (None, None))), fmt(p.settings["train_gpu_hours"]),

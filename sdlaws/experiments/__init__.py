@@ -8,8 +8,8 @@ share one training run (see :data:`sdlaws.experiments.registry.GROUPS` and ``doc
 """
 
 from sdlaws.experiments.registry import EXPERIMENTS, GROUPS, Experiment, describe, get, resolve_names
-from sdlaws.experiments.runner import Plan, RunResult, plan, run
+from sdlaws.experiments.runner import RunPlan, RunResult, plan, run
 from sdlaws.experiments.scale import SCALES, Scale
 
-__all__ = ["EXPERIMENTS", "GROUPS", "Experiment", "Plan", "RunResult", "SCALES", "Scale", "describe", "get",
+__all__ = ["EXPERIMENTS", "GROUPS", "Experiment", "RunPlan", "RunResult", "SCALES", "Scale", "describe", "get",
            "plan", "resolve_names", "run"]

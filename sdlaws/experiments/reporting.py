@@ -22,6 +22,8 @@ import pandas as pd
 
 from sdlaws import io, rates
 from sdlaws.errors import InputError
+from sdlaws.formatting import pct
+from sdlaws.formatting import sig as f  # the documents' number format, short because every template uses it
 from sdlaws.plan.cost import short_name
 
 #: 1 - coverage of every interval (95%), and the significance level of every test.
@@ -158,22 +160,6 @@ def setup(df: pd.DataFrame) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------- markdown
-
-def f(value: Any, sig: int = 3) -> str:
-    """A number with ``sig`` significant digits (``1.59e7`` style for very large or small), ``n/a`` for None."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    text = f"{float(value):.{sig}g}"
-    return text.replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-
-
-def pct(value: float | None) -> str:
-    """A percentage with one decimal."""
-    return "n/a" if value is None else f"{value:.1f}%"
 
 
 def ci(value: float, interval) -> str:

@@ -31,7 +31,7 @@ SHARED_FILES = ("ppl.csv", "run.json", "corpus-manifest.json")
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunPlan:
     """What a run will do: experiments, scale, directories, budget."""
 
     names: tuple[str, ...]
@@ -80,8 +80,8 @@ class Plan:
 
 def plan(names: list[str], *, scale: str = "h100", work: Path = Path("runs/experiments"), out: Path | None = None,
          budget_s: float | None = None, corpus_dir: Path | None = None, device: str = "auto",
-         suite: bool = False) -> Plan:
-    """Build the :class:`Plan` of ``names`` (see ``sdlaws experiment --help`` for the options)."""
+         suite: bool = False) -> RunPlan:
+    """Build the :class:`RunPlan` of ``names`` (see ``sdlaws experiment --help`` for the options)."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     chosen = SCALES[scale]
@@ -91,7 +91,7 @@ def plan(names: list[str], *, scale: str = "h100", work: Path = Path("runs/exper
         layout = Layout.for_single(names[0], out or Path("measurements") / f"{names[0]}.csv")
     if budget_s is not None and budget_s <= 0:
         raise ConfigError(f"--budget-s must be positive, got {budget_s}")
-    return Plan(tuple(names), chosen, Path(work), layout, budget_s if budget_s is not None else chosen.default_budget_s,
+    return RunPlan(tuple(names), chosen, Path(work), layout, budget_s if budget_s is not None else chosen.default_budget_s,
                 corpus_dir, device)
 
 
@@ -99,7 +99,7 @@ def plan(names: list[str], *, scale: str = "h100", work: Path = Path("runs/exper
 class RunResult:
     """Everything a run did, for the summary and ``run.json``."""
 
-    plan: Plan
+    plan: RunPlan
     corpus: Corpus
     started_utc: str
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -137,7 +137,7 @@ class RunResult:
         shutil.copyfile(self.corpus.path / "manifest.json", self.plan.layout.file("corpus-manifest.json"))
 
 
-def _corpus(plan: Plan, progress: bool) -> Corpus:
+def _corpus(plan: RunPlan, progress: bool) -> Corpus:
     """The given corpus, or the scale's corpus built (or reused) under the work directory."""
     if plan.corpus_dir is not None:
         return load_corpus(plan.corpus_dir)
@@ -157,7 +157,7 @@ def _device(name: str) -> tuple[str, str]:
     return device, "bfloat16" if device.startswith("cuda") else "float32"
 
 
-def run(plan: Plan, *, progress: bool = True) -> RunResult:
+def run(plan: RunPlan, *, progress: bool = True) -> RunResult:
     """Build the corpus, train every model of the plan concurrently, run each experiment's measurements.
 
     Returns
@@ -190,7 +190,7 @@ def run(plan: Plan, *, progress: bool = True) -> RunResult:
     return result
 
 
-def _prompts(plan: Plan, corpus: Corpus) -> Path:
+def _prompts(plan: RunPlan, corpus: Corpus) -> Path:
     """The held-out prompt file, with enough prompts for the largest batch of the scale."""
     s = plan.scale
     num_prompts = max(s.num_prompts, *s.topk_batch_sizes, *s.collapse_batch_sizes)
@@ -199,12 +199,12 @@ def _prompts(plan: Plan, corpus: Corpus) -> Path:
                          prompt_tokens=s.prompt_tokens, seed=s.seed)
 
 
-def _models_dir(plan: Plan, corpus: Corpus) -> Path:
+def _models_dir(plan: RunPlan, corpus: Corpus) -> Path:
     """Where the plan's models are trained: one directory per scale and corpus, shared by every run on them."""
     return plan.work / plan.scale.name / f"models-{corpus.sha256[:8]}"
 
 
-def _train(plan: Plan, corpus: Corpus, device: str, deadline: float | None, result: RunResult, console,
+def _train(plan: RunPlan, corpus: Corpus, device: str, deadline: float | None, result: RunResult, console,
            progress: bool) -> TrainResult:
     """Train every model of the plan, cut to leave the measurements their reserved time."""
     from sdlaws.measure.models import free_device_memory

@@ -8,7 +8,6 @@ serialise to plain JSON types (``to_dict()``) and tabulate (``to_frame()``), lik
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,19 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws import io
-
-
-def fmt(value: Any) -> str:
-    """Short human format: integers and 100..1e5 without decimals, others with 3 significant digits (``2.73e+08``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, (bool, np.bool_, str)):
-        return str(value)
-    if isinstance(value, (int, np.integer)) or (float(value).is_integer() and abs(value) < 1e5):
-        return str(int(value))
-    if 100 <= abs(value) < 1e5:
-        return f"{float(value):.0f}"
-    return f"{float(value):.3g}"
+from sdlaws.formatting import fmt
 
 
 @dataclass(frozen=True)
