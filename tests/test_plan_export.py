@@ -91,7 +91,7 @@ def test_all_engines_from_the_engine_search(engine_plan, tmp_path):
 def _plan(ks, speedups=None):
     """A minimal roofline plan with chain lengths ``ks`` at batch sizes 1, 8, 64."""
     speedups = speedups or [1.5] * len(ks)
-    rows = [dict(batch_size=b, chain_gamma=k, chain_speedup=s, tree_steps=k, tree_topk=1, tree_num_draft_tokens=k + 1,
+    rows = [dict(batch_size=b, chain_gamma=k, chain_speedup=s, tree_steps=k, tree_topk=1, tree_verify_tokens=k + 1,
                  tree_speedup=s) for b, k, s in zip((1, 8, 64), ks, speedups)]
     setup = dict(target=dict(name="t", params=8e9), draft=dict(name="d", params=1e9), hardware=dict(name="H200"),
                  dtype="bfloat16", tp=1, kv_len=1024)

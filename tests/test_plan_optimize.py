@@ -70,7 +70,7 @@ def test_serving_settings_shrink_with_batch_size():
     table = plans.tables["serving"]
     assert (np.diff(table["tree_topk"]) <= 0).all() and table["tree_topk"].iloc[0] > table["tree_topk"].iloc[-1]
     assert (np.diff(table["chain_gamma"]) <= 0).all() and table["chain_gamma"].iloc[0] > table["chain_gamma"].iloc[-1]
-    assert (np.diff(table["tree_num_draft_tokens"]) <= 0).all()
+    assert (np.diff(table["tree_verify_tokens"]) <= 0).all()
     assert table["verify_memory_bound"].iloc[0]
     # Speedup from the recommended chain matches the speedup recomputed from the roofline pieces.
     row, setup = table.iloc[0], _setup()

@@ -107,7 +107,7 @@ def _serving_table(serving, cost: str):
         row = [fmt(r.batch_size), fmt(r.ar_tokens_per_s), _ci(r.chain_gamma, r.chain_gamma_lower, r.chain_gamma_upper),
                fmt(r.gamma_leviathan),
                _ci(r.chain_speedup, r.chain_speedup_lower, r.chain_speedup_upper),
-               f"{r.tree_steps}/{r.tree_topk}/{r.tree_num_draft_tokens}",
+               f"{r.tree_steps}/{r.tree_topk}/{r.tree_verify_tokens}",
                _ci(r.tree_topk, r.tree_topk_lower, r.tree_topk_upper),
                _ci(r.tree_speedup, r.tree_speedup_lower, r.tree_speedup_upper),
                "memory-bound" if r.verify_memory_bound else "compute-bound", "yes" if r.fits_memory else "NO"]

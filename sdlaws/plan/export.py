@@ -99,7 +99,7 @@ def choices(plan: dict, source: str) -> tuple[list[int], list[Choice]]:
 def _from_serving(rows: list[dict]) -> tuple[list[int], list[Choice]]:
     """Roofline plan: the optimal chain and tree per batch size, off where the predicted speedup is below 1."""
     picks = [Choice(chain_k=int(r["chain_gamma"]) if r["chain_speedup"] >= 1 else 0, chain_speedup=r["chain_speedup"],
-                    tree=(int(r["tree_steps"]), int(r["tree_topk"]), int(r["tree_num_draft_tokens"]))
+                    tree=(int(r["tree_steps"]), int(r["tree_topk"]), int(r["tree_verify_tokens"]))
                     if r["tree_speedup"] >= 1 else None, tree_speedup=r["tree_speedup"]) for r in rows]
     return [int(r["batch_size"]) for r in rows], picks
 

@@ -469,11 +469,11 @@ def _tree_at(setup, batch, topks, depths, tau, acc, ar, level) -> tuple[Plan, di
     plan = Plan(quantity="tree_topk", value=topk, unit="candidates/level",
                 objective=f"tokens/s (roofline, {setup.hardware.name}, batch {batch}, top-k tree)", ci=ci,
                 ci_kind=acc.ci_kind if ci else "no interval", speedup=float(speedup[0, k, d]), speedup_ci=speedup_ci,
-                settings={"batch_size": int(batch), "steps": depth, "topk": topk, "num_draft_tokens": verify,
+                settings={"batch_size": int(batch), "steps": depth, "topk": topk, "verify_tokens": verify,
                           "verify_memory_bound": memory_bound},
                 inputs=_serving_inputs(setup, batch, acc), level=level)
     row = dict(tree_steps=depth, tree_topk=topk, tree_topk_lower=ci[0] if ci else np.nan,
-               tree_topk_upper=ci[1] if ci else np.nan, tree_num_draft_tokens=verify,
+               tree_topk_upper=ci[1] if ci else np.nan, tree_verify_tokens=verify,
                tree_tokens_per_s=float(speedup[0, k, d] * ar), tree_speedup=float(speedup[0, k, d]),
                tree_speedup_lower=speedup_ci[0] if speedup_ci else np.nan,
                tree_speedup_upper=speedup_ci[1] if speedup_ci else np.nan, verify_memory_bound=memory_bound,

@@ -39,7 +39,8 @@ class Plan:
     speedup, speedup_ci : float, (float, float)
         Predicted speedup over autoregressive decoding at the recommended value, with its interval.
     settings : dict
-        The full chosen configuration (e.g. ``{"steps": 4, "topk": 2, "num_draft_tokens": 9}``).
+        The full chosen configuration (e.g. ``{"steps": 4, "topk": 2, "verify_tokens": 9}``; ``verify_tokens``
+        counts the root among the tokens verified per step, as SGLang's ``--speculative-num-draft-tokens``).
     inputs : dict
         Every input (target, draft, hardware, laws, grids), plain types.
     curve : DataFrame, optional
@@ -167,7 +168,7 @@ def engine_flags(serving: pd.DataFrame, draft_model: str, *, sglang_algorithm: s
     ----------
     serving : DataFrame
         The per-batch serving table (columns ``batch_size``, ``chain_gamma``, ``chain_speedup``, ``tree_steps``,
-        ``tree_topk``, ``tree_num_draft_tokens``, ``tree_speedup``).
+        ``tree_topk``, ``tree_verify_tokens``, ``tree_speedup``).
     draft_model : str
         Draft model id or path to put in the flags.
     sglang_algorithm : str
@@ -187,6 +188,6 @@ def engine_flags(serving: pd.DataFrame, draft_model: str, *, sglang_algorithm: s
         sglang = ("speculation off (predicted speedup < 1)" if r.tree_speedup < 1 else
                   f"--speculative-algorithm {sglang_algorithm} --speculative-draft-model-path {draft_model} "
                   f"--speculative-num-steps {int(r.tree_steps)} --speculative-eagle-topk {int(r.tree_topk)} "
-                  f"--speculative-num-draft-tokens {int(r.tree_num_draft_tokens)}")
+                  f"--speculative-num-draft-tokens {int(r.tree_verify_tokens)}")
         rows.append(dict(batch_size=int(r.batch_size), vllm=vllm, sglang=sglang))
     return pd.DataFrame(rows)
