@@ -19,6 +19,24 @@ leave counts and timings empty; it is never dropped. ``acceptance_source`` tells
 (``"target"``) from synthetic-acceptance timing runs (``"synthetic"``: accept/reject drawn from
 ``acceptance_profile``), which never enter acceptance-law fits. Rows imported from a serving engine's metrics
 (``sdlaws import``) carry ``source_engine`` and may leave the columns of :data:`IMPORT_UNKNOWN` empty.
+
+Glossary: one quantity, its name in each place (the CSV column is the reference)
+
+============================  ======================  =====================  =========================  ==================================
+quantity                      CSV column              ``sdlaws measure``     engine / planner (Python)  plan tables and engine flags
+============================  ======================  =====================  =========================  ==================================
+draft tokens per step (chain  ``num_spec_tokens``     ``--gamma``            ``DecodeConfig`` same;     ``chain_gamma``; vLLM
+gamma; tree depth)                                                           ``EngineConfig.depth``     ``num_speculative_tokens``;
+                                                                                                        ``tree_steps`` (SGLang
+                                                                                                        ``--speculative-num-steps``)
+candidates per tree node      ``tree_topk``           ``--topk``             ``DecodeConfig`` same;     ``tree_topk`` (SGLang
+                                                                             ``EngineConfig.topk``      ``--speculative-eagle-topk``)
+drafted tokens verified per   ``tree_budget``         ``--tree-budget``      ``DecodeConfig`` same;     ``tree_verify_tokens`` = budget + 1
+step                                                                         ``EngineConfig.budget``    (SGLang
+                                                                                                        ``--speculative-num-draft-tokens``)
+drafted tokens over a run     ``num_draft_tokens``    (counted)              ``DecodeStats``            vLLM ``num_draft_tokens``
+sequences decoded together    ``batch_size``          ``--batch``            ``batch_size``             ``batch_size``
+============================  ======================  =====================  =========================  ==================================
 """
 
 from __future__ import annotations
