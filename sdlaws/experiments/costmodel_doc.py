@@ -190,7 +190,7 @@ def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
         f"where a tree wins): {shrink}.",
         f"- {pays[0].upper() + pays[1:]}.",
         f"- Censored: {censored}; where the table's top-k column stops short of 32 the tree grid was not measured "
-        "further at that batch size (`benchmarks/gpu_thm13.sh` resumes it).",
+        "further at that batch size (`benchmarks/gpu_thm13.sh` and `benchmarks/gpu_heldout.sh` resume it).",
         "",
         f"![Thm 1.3]({figs['thm13' + tag]})",
         "",
