@@ -345,7 +345,7 @@ class SpecDecoder:
 
     def warmup(self, prompts: list[list[int]], batch_size: int | None = None) -> None:
         """Run one untimed ``generate`` (allocates the batch's caches and captures its CUDA graphs); with
-        ``batch_size``, one untimed ``serve`` instead (pass more prompts than rows so a refill runs too)."""
+        ``batch_size``, one untimed ``serve`` (more prompts than rows also warm a refill up)."""
         if batch_size is None:
             self.generate(prompts)
         else:
