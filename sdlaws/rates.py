@@ -16,9 +16,12 @@ Definitions follow vLLM ``SpecDecodingStats`` (``vllm/v1/spec_decode/metrics.py`
   ``decode_tokens_per_s`` = batch_size / tpot_s (throughput of the decode phase, prefill excluded).
   Rows imported from a serving engine have no batches: their ``ttft_s`` and ``tpot_s`` are the means of the
   engine's own histograms (``ttft_sum_s / num_ttft``, ``tpot_sum_s / num_tpot``, the engine's definitions).
+  Continuous-batching rows count as ``num_batches`` the static batches their prompts fill, so these per-batch
+  rates compare with static rows (``decode_tokens_per_s``: decode tokens over decode time of the whole run).
 - ``speedup`` = tokens_per_s / tokens_per_s of the ``ar`` row with the same target, batch size, temperature,
-  prompt set, prompt length, max_new_tokens and gpu (NaN when no such baseline was measured); ``decode_speedup`` the same
-  ratio of ``decode_tokens_per_s`` (the quantity Scylla's Thm 1.3 is about: verification cost per step).
+  prompt set, prompt length, max_new_tokens, gpu, tensor-parallel size and batching (NaN when no such baseline was
+  measured); ``decode_speedup`` the same ratio of ``decode_tokens_per_s`` (the quantity Scylla's Thm 1.3 is about:
+  verification cost per step).
 
 Synthetic-acceptance rows (``acceptance_source == "synthetic"``) get the same rates; their acceptance is the
 profile they were run with. :func:`acceptance_profile` derives such a profile from measured counts.
@@ -36,7 +39,7 @@ from sdlaws.errors import InputError
 
 #: Columns that identify the AR baseline of a speculative row (same workload, same machine).
 BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "prompt_tokens_per_seq", "max_new_tokens",
-                 "gpu_name", "tp_size"]
+                 "gpu_name", "tp_size", "batching"]
 
 
 def expected_tokens_chain(alpha, gamma):
@@ -207,7 +210,8 @@ def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: 
 
 def _speedup(out: pd.DataFrame, ok: pd.Series, rate: str) -> pd.Series:
     """``rate`` of each row over the median ``rate`` of its ``ar`` baseline rows (:data:`BASELINE_KEYS`)."""
-    out = out.assign(tp_size=schema.tp_sizes(out))  # files written before the column are one-GPU rows
+    # files written before these columns are one-GPU, static-batching rows
+    out = out.assign(tp_size=schema.tp_sizes(out), batching=schema.batching_modes(out))
     keys = [k for k in BASELINE_KEYS if k in out.columns]
     base = out[ok & out["method"].eq("ar")]
     if base.empty:

@@ -157,13 +157,20 @@ SPEC_RUN: list[Column] = [
            required=False, default="0"),
     Column("tp_size", "int", "variable", "GPUs the target was split over (tensor parallel; the draft ran whole on "
            "each); absent = 1", required=False, default="1"),
+    Column("batching", "str", "variable",
+           '"static": each batch of batch_size prompts decoded until its slowest row was done; "continuous": a '
+           "row that was done got the next waiting prompt (serving engines' continuous batching), so the batch stayed "
+           "full until the prompts ran out; absent or empty = static", required=False, default="static"),
     Column("prompt_set", "str", "variable", "prompt set name or file"),
-    Column("num_prompts", "int", "count", "prompts decoded"),
+    Column("num_prompts", "int", "count", "prompts decoded (static: the last batch filled with repeated prompts; "
+           "continuous: each prompt once)"),
     Column("max_new_tokens", "int", "variable", "new tokens generated per prompt (EOS ignored)", unit="tokens"),
     Column("num_prompt_tokens", "int", "count", "prompt tokens summed over prompts", required=False, unit="tokens"),
-    Column("num_batches", "int", "count", "generate calls (ceil(num_prompts / batch_size))"),
+    Column("num_batches", "int", "count", "static: batches decoded; continuous: the batches the same prompts fill, "
+           "ceil(num_prompts / batch_size), so that TTFT and TPOT per batch compare with static rows"),
     Column("num_new_tokens", "int", "count", "tokens generated, summed over sequences", unit="tokens"),
-    Column("num_steps", "int", "count", "decode iterations (target forward passes after prefill)"),
+    Column("num_steps", "int", "count", "decode iterations (target forward passes after prefill), summed over "
+           "batches (continuous: of the one run)"),
     Column("num_drafts", "int", "count", "(sequence, step) pairs that were drafted for (vLLM num_drafts)"),
     Column("num_draft_tokens", "int", "count", "drafted tokens verified (vLLM num_draft_tokens)"),
     Column("num_accepted_tokens", "int", "count", "accepted draft tokens, bonus token excluded"),
@@ -179,8 +186,9 @@ SPEC_RUN: list[Column] = [
            "accepted draft tokens of each sequence, in prompt order (JSON list)", required=False, default=""),
     Column("num_steps_per_seq", "json", "count",
            "decode steps each sequence took to finish, in prompt order (JSON list; a static batch runs until its "
-           "largest)", required=False, default=""),
-    Column("prefill_time_s", "float", "timing", "prefill + first token, summed over batches", unit="s"),
+           "largest, a continuous one refills the row)", required=False, default=""),
+    Column("prefill_time_s", "float", "timing", "prefill + first token, summed over batches (continuous: and "
+           "over the one-row prefills of refilled rows)", unit="s"),
     Column("draft_time_s", "float", "timing", "draft forward passes, summed", required=False, unit="s"),
     Column("verify_time_s", "float", "timing", "target forward passes in decode, summed", required=False, unit="s"),
     Column("total_time_s", "float", "timing", "wall time of all batches, prefill included", unit="s"),
@@ -254,6 +262,13 @@ def tp_sizes(df: pd.DataFrame) -> pd.Series:
     if "tp_size" not in df.columns:
         return pd.Series(1, index=df.index)
     return pd.to_numeric(df["tp_size"], errors="coerce").fillna(1).astype(int)
+
+
+def batching_modes(df: pd.DataFrame) -> pd.Series:
+    """``batching`` of each row of a ``spec`` frame (absent or empty = ``"static"``, as before the column)."""
+    if "batching" not in df.columns:
+        return pd.Series("static", index=df.index)
+    return df["batching"].astype(object).fillna("").astype(str).replace("", "static")
 
 
 def synthetic_acceptance(df: pd.DataFrame) -> pd.Series:

@@ -59,8 +59,14 @@ class FakeDecoder:
     def __init__(self, run, config, fail_gammas):
         self.run, self.config, self.fail_gammas = run, config, fail_gammas
 
-    def warmup(self, prompts):
+    def warmup(self, prompts, batch_size=None):
         self.generate(prompts)
+
+    def serve(self, prompts, batch_size):
+        """Continuous batching: the same counts as one batch of every prompt, ``ceil(n / batch_size)`` batches."""
+        tokens, stats = self.generate(prompts)
+        stats.num_batches = -(-len(prompts) // batch_size)
+        return tokens, stats
 
     def generate(self, prompts):
         from sdlaws.measure.engine import DecodeStats

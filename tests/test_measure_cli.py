@@ -34,6 +34,7 @@ def test_sweep_happy_path_and_resume(tmp_path):
     (["measure", "--target", TINY, "--prompts", "missing.jsonl"], "neither a built-in set"),
     (["measure", "--draft", TINY], "pass --target"),
     (["measure", "--target", TINY, "--temperature", "-1"], "--temperature -1 is out of range"),
+    (["measure", "--target", TINY, "--batching", "dynamic"], "--batching 'dynamic': use one of static, continuous"),
     (["measure", "ppl", "--eval", "x.bin"], "pass --model"),
     (["measure", "ppl", "--model", "/no/such/dir", "--eval", __file__, "--device", "cpu"], "no such model directory"),
 ])

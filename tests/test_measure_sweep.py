@@ -4,12 +4,14 @@ import math
 
 import pytest
 
+import csv
+
 from measure_helpers import fake_factory, tiny_model_dir
-from sdlaws import io, rates
+from sdlaws import io, rates, schema
 from sdlaws.errors import ConfigError, ModelError
 from sdlaws.measure.config import MeasureConfig
 from sdlaws.measure.models import load_model
-from sdlaws.measure.sweep import expand_grid, full_batches, run_sweep
+from sdlaws.measure.sweep import expand_grid, full_batches, run_id, run_sweep
 
 TARGET = "random:tiny?num_hidden_layers=1"
 
@@ -137,3 +139,53 @@ def test_real_engine_self_draft_accepts_everything(tmp_path):
     chain = spec[spec["method"] == "chain"].iloc[0]
     assert chain["acceptance_rate"] == 1.0 and chain["mean_acceptance_length"] == 3.0
     assert (df["num_new_tokens"] == 2 * 6).all() and (df["total_time_s"] > 0).all()
+
+
+def test_continuous_rows_get_their_own_ids_and_baselines(tmp_path):
+    """Static and continuous rows of one grid share a CSV without colliding; each compares with its own AR rows;
+    static rows keep the ids they had before the option existed."""
+    out = tmp_path / "x.csv"
+    factory, _ = fake_factory()
+    static, continuous = _config(), _config(batching="continuous")
+    run = expand_grid(static)[0]
+    assert run_id(run, static, "cpu") != run_id(run, continuous, "cpu")
+    assert run_id(run, static, "cpu") == "9115b55f2dcac5ab"  # the id it had before --batching existed
+    run_sweep(static, out, decoder_factory=factory, progress=False)
+    result = run_sweep(continuous, out, decoder_factory=factory, progress=False)
+    assert (result.num_ok, result.num_skipped) == (6, 0)
+    df = rates.derive(io.read_measurements(out, table="spec"))
+    assert df["run_id"].is_unique and list(df["batching"]) == ["static"] * 6 + ["continuous"] * 6
+    cont = df[df["batching"].eq("continuous")]
+    assert (cont["num_prompts"] == 3).all() and sorted(cont["num_batches"]) == [2, 2, 2, 3, 3, 3]  # no repeats
+    # the fake's continuous timings equal its static ones per batch, so only a same-mode baseline gives 1.0 for ar
+    assert (df.loc[df["method"].eq("ar"), "speedup"] == 1.0).all()
+    again = run_sweep(continuous, out, decoder_factory=factory, progress=False)
+    assert (again.num_ok, again.num_skipped) == (0, 6)
+
+
+def test_real_engine_continuous_sweep(tmp_path):
+    """End to end with SpecDecoder.serve: 5 prompts over 2 rows, each prompt decoded once (no repeats)."""
+    out = tmp_path / "x.csv"
+    config = _config(gammas=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=5, max_new_tokens=6,
+                     batching="continuous")
+    result = run_sweep(config, out, progress=False)
+    assert result.num_ok == 3, result.summary()
+    df = rates.derive(io.read_measurements(out, table="spec"))
+    assert (df["num_prompts"] == 5).all() and (df["num_new_tokens"] == 5 * 6).all() and (df["num_batches"] == 3).all()
+    assert df["num_steps_per_seq"].map(lambda cell: len(rates.count_list(cell))).eq(5).all()
+    chain = df[df["method"] == "chain"].iloc[0]
+    assert chain["acceptance_rate"] == 1.0 and chain["speedup"] > 0  # self draft; AR baseline of the same mode
+
+
+def test_old_csv_without_batching_takes_static_rows_as_is_and_migrates_for_continuous(tmp_path, spec_row):
+    old = tmp_path / "old.csv"
+    names = [c.name for c in schema.SPEC_RUN if c.name != "batching"]
+    with open(old, "w", newline="") as fh:
+        csv.writer(fh).writerow(names)
+    row = {k: v for k, v in spec_row().items() if k in names}
+    io.append_row(old, {**row, "batching": "static"})
+    assert "batching" not in io.csv_header(old)  # nothing to record: absent = static
+    assert schema.batching_modes(io.read_measurements(old, table="spec")).tolist() == ["static"]
+    io.append_row(old, {**row, "run_id": "c", "batching": "continuous"})
+    df = io.read_measurements(old, table="spec")
+    assert df["batching"].tolist() == ["static", "continuous"]

@@ -96,7 +96,8 @@ def measure(
     temperature: Annotated[str, typer.Option(help="Temperatures, comma-separated (0 = greedy).")] = "0",
     prompts: Annotated[str, typer.Option(
         help="humaneval, code, math, summarize, random, or a JSONL file with a prompt/text field.")] = "humaneval",
-    num_prompts: Annotated[int, typer.Option(help="Prompts per configuration (rounded up to full batches).")] = 16,
+    num_prompts: Annotated[int, typer.Option(
+        help="Prompts per configuration (static batching: rounded up to full batches).")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt (EOS ignored).")] = 128,
     max_prompt_len: Annotated[int, typer.Option(help="Prompt tokens kept (the last ones).")] = 512,
     chat_template: Annotated[bool, typer.Option(help="Wrap prompts in the tokenizer's chat template.")] = True,
@@ -121,6 +122,11 @@ def measure(
     tp: Annotated[int, typer.Option("--tp", help="GPUs each target is split over (tensor parallel): re-runs this "
                                                  "command in that many torchrun processes; drafts run whole on "
                                                  "each.")] = 1,
+    batching: Annotated[str, typer.Option(
+        help="static: each batch of --batch prompts decodes until its slowest row is done (comparable with rows "
+             "measured so far); continuous: a row that is done takes the next prompt at once, as serving engines "
+             "(vLLM, SGLang, TensorRT-LLM) batch, so the batch stays full until the prompts run out. Rows record it "
+             "(batching column) and compare only with AR rows of the same batching.")] = "static",
     shard: Annotated[Optional[str], typer.Option(
         help="i/n: measure every n-th configuration from the i-th, so n processes (one per GPU) share one grid "
              "and one --out.")] = None,
@@ -143,7 +149,7 @@ def measure(
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,
         device=device, seed=seed, experiment=experiment, ppl_file=None if ppl is None else str(ppl),
         ppl_eval_set=ppl_eval_set, trust_remote_code=trust_remote_code, cuda_graphs=cuda_graphs,
-        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats, tp_size=tp,
+        fused_forward=fused_forward, tree_budget=tree_budget, repeats=repeats, tp_size=tp, batching=batching,
         acceptance_profile=None if acceptance_profile is None else profile.parse(acceptance_profile))
     share = None if shard is None else _parse_shard(shard)
     launcher = _launcher(tp, device, config.targets, trust_remote_code)

@@ -22,6 +22,8 @@ INT_RANGES: dict[str, tuple[str, int, int]] = {
     "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1), "tp_size": ("--tp", 1, 1024),
 }
 MAX_TEMPERATURE = 100.0
+#: How a sweep batches its prompts (``--batching``): static batches, or continuous batching as serving engines do.
+BATCHING = ("static", "continuous")
 
 
 def stable_run_id(fields_: dict[str, Any]) -> str:
@@ -47,7 +49,8 @@ class MeasureConfig:
     batch_sizes: tuple[int, ...] = field(default=(1,), metadata={"help": "sequences decoded together"})
     temperatures: tuple[float, ...] = field(default=(0.0,), metadata={"help": "sampling temperatures (0 = greedy)"})
     prompts: str = field(default="humaneval", metadata={"help": "built-in prompt set or JSONL file"})
-    num_prompts: int = field(default=16, metadata={"help": "prompts per configuration (rounded up to full batches)"})
+    num_prompts: int = field(default=16, metadata={
+        "help": "prompts per configuration (static batching: rounded up to full batches)"})
     max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per prompt (EOS ignored)"})
     max_prompt_len: int = field(default=512, metadata={"help": "prompt tokens kept (the last ones)"})
     chat_template: bool = field(default=True, metadata={"help": "wrap prompts in the tokenizer's chat template"})
@@ -68,6 +71,9 @@ class MeasureConfig:
         "help": "synthetic acceptance: q[d-1][r] per depth and sibling rank (sdlaws.measure.profile); None = real"})
     tp_size: int = field(default=1, metadata={
         "help": "GPUs each target is split over (tensor parallel, one torchrun process each); drafts are replicated"})
+    batching: str = field(default="static", metadata={
+        "help": "static: each batch decodes until its slowest row is done; continuous: a finished row is refilled "
+                "with the next prompt (serving engines' batching)"})
 
     def __post_init__(self) -> None:
         """Normalise lists to tuples and the dtype name; :class:`ConfigError` for impossible values."""
@@ -90,6 +96,8 @@ class MeasureConfig:
         if self.ppl_file is not None and not Path(self.ppl_file).is_file():
             raise ConfigError(f"--ppl {self.ppl_file}: no such file; run `sdlaws measure ppl` first")
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        if self.batching not in BATCHING:
+            raise ConfigError(f"--batching {self.batching!r}: use one of {', '.join(BATCHING)}")
         if self.acceptance_profile is not None:
             self._check_profile()
 

@@ -36,6 +36,13 @@ Each step every unfinished row commits its accepted draft tokens plus one target
 ``max_new_tokens`` is frozen (its counters stop) while the others finish. Timings use ``time.perf_counter`` with
 ``torch.cuda.synchronize()`` at every region boundary on CUDA.
 
+Batching: :meth:`SpecDecoder.generate` decodes one static batch until its slowest row is done;
+:meth:`SpecDecoder.serve` batches continuously, as serving engines do: between steps, a row that is done hands its
+sequence over and the next waiting prompt is prefilled into that row alone (one eager forward of one row through
+views of the caches' rows, :meth:`SlotCache.rows`; its stale cache entries are never attended, the masks only
+reach a row's own prefix), so the draft and verify phases keep their batch shape, buffers and CUDA graphs. On GPU
+only the prefills run eagerly, the batch's first one and every refill, as the static prefill always has.
+
 This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
 verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
 apart lives in its own module (cache and masks: ``kvcache``, static sizes: ``layout``, tree bookkeeping: ``tree``,
@@ -45,9 +52,9 @@ sampling rules: ``sampling``).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -179,6 +186,37 @@ class DecodeStats:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v) for f in fields(self)}
 
 
+class _Sequence(NamedTuple):
+    """One decoded prompt: its new tokens and its own counters (drafts verified, accepted tokens, decode steps)."""
+
+    tokens: list[int]
+    drafts: int
+    accepted: int
+    steps: int
+
+
+@dataclass
+class _Admission:
+    """Continuous batching's bookkeeping: the prompt each row decodes (None: frozen, nothing left to load), the
+    prompts waiting for a row, and the finished sequences by prompt index."""
+
+    owner: list[int | None]
+    waiting: deque[int]
+    finished: dict[int, _Sequence] = field(default_factory=dict)
+
+    def busy(self) -> bool:
+        """Whether some row still decodes a prompt."""
+        return any(prompt is not None for prompt in self.owner)
+
+
+def _record(stats: DecodeStats, sequences: list[_Sequence]) -> tuple[list[list[int]], DecodeStats]:
+    """The sequences' tokens, and ``stats`` with their per-sequence counters (in the given order)."""
+    stats.num_drafts_per_seq = [s.drafts for s in sequences]
+    stats.num_accepted_per_seq = [s.accepted for s in sequences]
+    stats.num_steps_per_seq = [s.steps for s in sequences]
+    return [s.tokens for s in sequences], stats
+
+
 class SpecDecoder:
     """Batched, lossless speculative decoder for one target (and draft) model and one :class:`DecodeConfig`.
 
@@ -251,21 +289,94 @@ class SpecDecoder:
             ws.prefill(prompts)
             stats.prefill_time_s = self._now() - start
             while not bool(ws.all_done) and stats.num_steps < cfg.max_new_tokens - 1:
-                ws.draw_uniforms()
-                if ws.draft_phase is not None:
-                    stats.draft_time_s += self._timed(ws.draft_phase)
-                stats.verify_time_s += self._timed(ws.verify_phase)
-                stats.num_steps += 1
-            tokens = ws.new_tokens()
+                self._step(ws, stats)
+            sequences = ws.sequences(list(range(len(prompts))))
             stats.total_time_s = self._now() - start
-            ws.read_counters(stats)
-            if self.device.type == "cuda":
-                stats.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
-        return tokens, stats
+            self._finish(ws, stats)
+        return _record(stats, sequences)
 
-    def warmup(self, prompts: list[list[int]]) -> None:
-        """Run one untimed ``generate`` (allocates the batch's caches and captures its CUDA graphs)."""
-        self.generate(prompts)
+    def serve(self, prompts: list[list[int]], batch_size: int) -> tuple[list[list[int]], DecodeStats]:
+        """Decode ``prompts`` with continuous batching over ``batch_size`` rows (slots), as serving engines do.
+
+        The first ``batch_size`` prompts are prefilled together; whenever a row has its ``max_new_tokens``, its
+        sequence is recorded and the next waiting prompt is prefilled into that row alone (:meth:`_Workspace.refill`,
+        eager, timed as prefill) while the other rows keep their caches, so the batch stays full until no prompt
+        waits. The tail runs at the same batch shape with the finished rows frozen (their counters stop), as a
+        static batch's finished rows are: the draft and verify phases keep one shape and their CUDA graphs.
+
+        Parameters
+        ----------
+        prompts : list of list of int
+            Token ids, one (ragged) list per sequence, each 1..``max_prompt_len`` long; any number of them.
+        batch_size : int
+            Rows decoded together (fewer when there are fewer prompts).
+
+        Returns
+        -------
+        tokens : list of list of int
+            Exactly ``max_new_tokens`` new tokens per prompt, in prompt order.
+        stats : DecodeStats
+            Counts and timings of the whole run; ``num_batches`` is ``ceil(len(prompts) / batch_size)``, the static
+            batches the same prompts fill, so that per-batch rates (TTFT, TPOT) compare with static rows;
+            ``num_steps`` counts the decode steps of the run, the per-sequence counters each prompt's own.
+        """
+        self._check_prompts(prompts)
+        if batch_size < 1:
+            raise ConfigError(f"serve() needs batch_size >= 1, got {batch_size}")
+        with torch.inference_mode():
+            rows = min(batch_size, len(prompts))
+            ws = self._workspace(rows)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            stats = DecodeStats(num_batches=-(-len(prompts) // batch_size),
+                                num_prompt_tokens=sum(map(len, prompts)),
+                                num_new_tokens=len(prompts) * self.config.max_new_tokens)
+            start = self._now()
+            ws.prefill(prompts[:rows])
+            stats.prefill_time_s = self._now() - start
+            queue = _Admission(owner=list(range(rows)), waiting=deque(range(rows, len(prompts))))
+            self._turn_over(ws, queue, prompts, stats)
+            while queue.busy():
+                self._step(ws, stats)
+                self._turn_over(ws, queue, prompts, stats)
+            stats.total_time_s = self._now() - start
+            self._finish(ws, stats)
+        return _record(stats, [queue.finished[i] for i in range(len(prompts))])
+
+    def warmup(self, prompts: list[list[int]], batch_size: int | None = None) -> None:
+        """Run one untimed ``generate`` (allocates the batch's caches and captures its CUDA graphs); with
+        ``batch_size``, one untimed ``serve`` (more prompts than rows also warm a refill up)."""
+        if batch_size is None:
+            self.generate(prompts)
+        else:
+            self.serve(prompts, batch_size)
+
+    def _step(self, ws: "_Workspace", stats: DecodeStats) -> None:
+        """One decode step of the whole batch: draft phase (if any), verify phase, both timed."""
+        ws.draw_uniforms()
+        if ws.draft_phase is not None:
+            stats.draft_time_s += self._timed(ws.draft_phase)
+        stats.verify_time_s += self._timed(ws.verify_phase)
+        stats.num_steps += 1
+
+    def _turn_over(self, ws: "_Workspace", queue: "_Admission", prompts: list[list[int]],
+                   stats: DecodeStats) -> None:
+        """Record the sequences of the rows that have their tokens and prefill the next waiting prompts into them
+        (a row stays frozen once none wait); again while a refilled row is done at once (``max_new_tokens`` 1)."""
+        while done := [row for row, finished in enumerate(ws.done_rows()) if finished and queue.owner[row] is not None]:
+            for row, sequence in zip(done, ws.sequences(done)):
+                queue.finished[queue.owner[row]] = sequence
+                queue.owner[row] = queue.waiting.popleft() if queue.waiting else None
+                if queue.owner[row] is not None:
+                    start = self._now()
+                    ws.refill(row, prompts[queue.owner[row]])
+                    stats.prefill_time_s += self._now() - start
+
+    def _finish(self, ws: "_Workspace", stats: DecodeStats) -> None:
+        """Batch-wide counters and peak memory into ``stats``."""
+        ws.read_counters(stats)
+        if self.device.type == "cuda":
+            stats.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
 
     def _workspace(self, batch_size: int) -> "_Workspace":
         """The workspace of ``batch_size`` (created on first use; least recently used ones are freed)."""
@@ -489,10 +600,31 @@ class _Workspace:
     # ---------------------------------------------------------------- per call
 
     def prefill(self, prompts: list[list[int]]) -> None:
-        """Load the prompts, fill both caches, commit the target's first token (eager, not graphed).
+        """Load a batch's prompts into every row, fill both caches, commit the target's first token (eager, not
+        graphed); every counter starts from zero."""
+        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank, self.row_drafts,
+                        self.row_accepted, self.row_steps):
+            counter.zero_()
+        self._load(prompts, slice(None), self.target_cache, self.draft_cache)
+        self.all_done.fill_(self.cfg.max_new_tokens <= 1)
 
-        Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest prompt of this batch, rounded
-        up) go through the forward pass.
+    def refill(self, row: int, prompt: list[int]) -> None:
+        """Continuous batching: load ``prompt`` into ``row`` alone (eager), its first token committed as in
+        :meth:`prefill`; the other rows keep their caches and state, the batch-wide counters keep counting (a
+        finished row is frozen, so its sequence adds nothing after its last step), the row's own restart."""
+        rows = slice(row, row + 1)
+        for counter in (self.row_drafts, self.row_accepted, self.row_steps):
+            counter[rows] = 0
+        draft_cache = self.draft_cache.rows(rows) if self.draft_cache is not None else None
+        self._load([prompt], rows, self.target_cache.rows(rows), draft_cache)
+
+    def _load(self, prompts: list[list[int]], rows: slice, target_cache: SlotCache,
+              draft_cache: SlotCache | None) -> None:
+        """Prefill ``prompts`` into ``rows`` through caches over those rows: the row state, both caches, the first
+        new token (and a head's first features).
+
+        Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up) go
+        through the forward pass.
         """
         width, device = self.prompt_width, self.seq.device
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
@@ -501,58 +633,58 @@ class _Workspace:
         for row, prompt in enumerate(prompts):
             ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         ids = ids.to(device)
-        self.seq.zero_()
-        self.seq[:, width - used:width] = ids
-        self.prompt_len.copy_(lengths)
-        self.length.copy_(lengths)
-        self.pad.copy_(width - lengths)
-        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank, self.row_drafts,
-                        self.row_accepted, self.row_steps):
-            counter.zero_()
+        seq, pad = self.seq[rows], self.pad[rows]  # views: writes land in the workspace
+        seq.zero_()
+        seq[:, width - used:width] = ids
+        self.prompt_len[rows] = lengths.to(device)
+        self.length[rows] = lengths.to(device)
+        pad.copy_(width - lengths)
         slots = torch.arange(width - used, width, device=device).expand(len(prompts), used)
-        positions = (slots - self.pad[:, None]).clamp(min=0)
-        mask = block_mask(self.pad, self.pad, slots[:, 0], self._padded_causal(slots), self.num_slots,
-                          self.dec.dtype)
-        logits, features = self._target_forward(ids, positions, slots, mask, keep_last=1)
-        if self.draft_cache is not None and not self.head:
-            _forward(self.dec.draft, self.draft_cache, ids, positions, slots, mask, keep_last=1)
+        positions = (slots - pad[:, None]).clamp(min=0)
+        mask = block_mask(pad, pad, slots[:, 0], self._padded_causal(slots, pad), self.num_slots, self.dec.dtype)
+        logits, features = self._target_forward(target_cache, ids, positions, slots, mask, keep_last=1)
+        if draft_cache is not None and not self.head:
+            _forward(self.dec.draft, draft_cache, ids, positions, slots, mask, keep_last=1)
         u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
-        self.seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
+        seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
         if self.head:
-            self._prefill_head(features, positions, slots, mask)
-        self.length += 1
-        self.all_done.fill_(self.cfg.max_new_tokens <= 1)
+            self._prefill_head(draft_cache, rows, features, positions, slots, mask)
+        self.length[rows] += 1
 
-    def _prefill_head(self, features: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-                      mask: torch.Tensor) -> None:
-        """Fill the head's cache with the prompt's pairs (target feature at ``i``, token at ``i + 1``; the last
-        pairs the prompt's last feature with the first new token), and keep that last feature ``(B, h)`` for the
-        first draft phase (before ``length`` counts the new token)."""
-        tokens = self.seq.gather(1, slots + 1)
-        _forward_head(self.dec.draft, self.draft_cache, tokens, features, positions, slots, mask)
-        self.feat[:, 0] = features[:, -1]
-        self.feat_start.copy_(self.length - 1)
+    def _prefill_head(self, cache: SlotCache, rows: slice, features: torch.Tensor, positions: torch.Tensor,
+                      slots: torch.Tensor, mask: torch.Tensor) -> None:
+        """Fill the head's cache (over ``rows``) with the prompts' pairs (target feature at ``i``, token at
+        ``i + 1``; the last pairs the prompt's last feature with the first new token), and keep that last feature
+        ``(b, h)`` for the first draft phase (before ``length`` counts the new token)."""
+        tokens = self.seq[rows].gather(1, slots + 1)
+        _forward_head(self.dec.draft, cache, tokens, features, positions, slots, mask)
+        self.feat[rows, 0] = features[:, -1]
+        self.feat_start[rows] = self.length[rows] - 1
 
     def draw_uniforms(self) -> None:
         """Fresh uniforms for this step's sampling (none at temperature 0)."""
         if self.rand.numel():
             torch.rand(self.rand.shape, generator=self.dec.generator, out=self.rand)
 
-    def new_tokens(self) -> list[list[int]]:
-        """The ``max_new_tokens`` generated tokens of every row (they start at slot W for all rows)."""
+    def done_rows(self) -> list[bool]:
+        """Whether each row has its ``max_new_tokens`` (one host sync)."""
+        return ((self.length - self.prompt_len) >= self.cfg.max_new_tokens).tolist()
+
+    def sequences(self, rows: list[int]) -> list[_Sequence]:
+        """The ``max_new_tokens`` generated tokens (from slot W in every row) and the counters of ``rows``."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.seq.device)
         start = self.prompt_width
-        return self.seq[:, start:start + self.cfg.max_new_tokens].tolist()
+        tokens = self.seq[index, start:start + self.cfg.max_new_tokens].tolist()
+        counts = torch.stack([self.row_drafts, self.row_accepted, self.row_steps], dim=1)[index].tolist()
+        return [_Sequence(t, *c) for t, c in zip(tokens, counts)]
 
     def read_counters(self, stats: DecodeStats) -> None:
-        """Copy the device counters into ``stats``."""
+        """Copy the batch-wide device counters into ``stats``."""
         stats.num_drafts = int(self.num_drafts)
         stats.num_draft_tokens = stats.num_drafts * self.budget
         stats.num_accepted_tokens = int(self.num_accepted)
         stats.num_accepted_per_pos = self.per_pos.tolist()
         stats.num_accepted_per_rank = self.per_rank.tolist()
-        stats.num_drafts_per_seq = self.row_drafts.tolist()
-        stats.num_accepted_per_seq = self.row_accepted.tolist()
-        stats.num_steps_per_seq = self.row_steps.tolist()
 
     # ---------------------------------------------------------------- draft phase
 
@@ -636,19 +768,21 @@ class _Workspace:
         start = base - self.num_refeed
         slots = start[:, None] + self.steps[: self.num_refeed]
         positions = (slots - self.pad[:, None]).clamp(min=0)
-        mask = block_mask(self.pad, start, start, self._padded_causal(slots), self.num_slots, self.dec.dtype)
+        mask = block_mask(self.pad, start, start, self._padded_causal(slots, self.pad), self.num_slots,
+                          self.dec.dtype)
         return _forward(self.dec.draft, self.draft_cache, self.seq.gather(1, slots), positions, slots, mask,
                         keep_last=1)[:, -1]
 
-    def _padded_causal(self, slots: torch.Tensor) -> torch.Tensor:
-        """``(B, n, n)`` causal block structure over consecutive ``slots`` ``(B, n)`` that hides pad slots.
+    def _padded_causal(self, slots: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """``(b, n, n)`` causal block structure over consecutive ``slots`` ``(b, n)`` of rows whose prompts start
+        at slot ``pad`` ``(b,)``, that hides pad slots.
 
         A block may start left of a short prompt (prefill; the draft's re-read): real tokens must not see the
         pads, and pad queries see only themselves (their output is unused; this keeps every softmax finite).
         """
         n = slots.shape[1]
         causal = self.causal[:n, :n]
-        real = slots[:, None, :] >= self.pad[:, None, None]
+        real = slots[:, None, :] >= pad[:, None, None]
         return (causal & real) | torch.eye(n, dtype=torch.bool, device=slots.device)
 
     def _children(self, logits: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -680,7 +814,8 @@ class _Workspace:
         slots = root_slot[:, None] + self.steps[: self.num_verify]
         positions = (self.length - 1)[:, None] + self.block_depth
         mask = block_mask(self.pad, root_slot, root_slot, self.block_anc, self.num_slots, self.dec.dtype)
-        logits, features = self._target_forward(block, positions, slots, mask)  # (B, n, V), heads: (B, n, h)
+        logits, features = self._target_forward(self.target_cache, block, positions, slots,
+                                                mask)  # (B, n, V), heads: (B, n, h)
         active = (self.length - self.prompt_len) < self.cfg.max_new_tokens  # (B,) rows still generating
         if self.chain_sampling:
             p = sampling.probs(logits, self.cfg.temperature)
@@ -703,14 +838,15 @@ class _Workspace:
             self.feat_start.copy_(self.length - 1)
         self._commit(block, path, accepted, bonus, active, root_slot)
 
-    def _target_forward(self, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor,
-                        keep_last: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Target logits ``(B, n', V)`` (``n' = keep_last`` or ``n``), and with a head draft also the target's
-        features ``(B, n, h)`` (the LM head's input) at every position (None otherwise)."""
+    def _target_forward(self, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                        mask: torch.Tensor, keep_last: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target logits ``(b, n', V)`` (``n' = keep_last`` or ``n``) through ``cache`` (the target's, or a view of
+        some of its rows), and with a head draft also the target's features ``(b, n, h)`` (the LM head's input)
+        at every position (None otherwise)."""
         if not self.head:
-            return _forward(self.dec.target, self.target_cache, ids, positions, slots, mask, keep_last), None
-        self.target_cache.write_slots = slots
-        features = target_features(self.dec.target, self.target_cache, input_ids=ids, position_ids=positions,
+            return _forward(self.dec.target, cache, ids, positions, slots, mask, keep_last), None
+        cache.write_slots = slots
+        features = target_features(self.dec.target, cache, input_ids=ids, position_ids=positions,
                                    attention_mask=mask, use_cache=True)
         kept = features[:, -keep_last:] if keep_last else features
         return self.dec.target.get_output_embeddings()(kept), features

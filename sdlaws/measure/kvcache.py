@@ -97,6 +97,17 @@ class SlotCache(Cache):
         """Set the slots of the next forward (read by every layer's ``update``)."""
         self._write.slots = slots
 
+    def rows(self, index: slice) -> "SlotCache":
+        """A cache over rows ``index`` only, sharing this cache's storage (views of its tensors), so that a forward
+        of those rows alone writes straight into this cache (continuous batching prefills one refilled row while
+        the others keep their state). Call it after a first forward of the full batch has allocated the layers."""
+        view = SlotCache(len(self.layers), self.num_slots)
+        for mine, full in zip(view.layers, self.layers):
+            if not full.is_initialized:
+                raise RuntimeError("SlotCache.rows needs the full cache allocated (run a full-batch forward first)")
+            mine.keys, mine.values, mine.is_initialized = full.keys[index], full.values[index], True
+        return view
+
     def move(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         """Copy every layer's keys/values from slots ``src`` to slots ``dst`` (both ``(B, m)``, row-wise).
 

@@ -80,11 +80,15 @@ class RunConfig:
 class Decoder(Protocol):
     """What the sweep needs from a decoder (``sdlaws.measure.engine.SpecDecoder`` satisfies it)."""
 
-    def warmup(self, prompts: list[list[int]]) -> None:
-        """One untimed decode of ``prompts`` (allocation, CUDA graph capture)."""
+    def warmup(self, prompts: list[list[int]], batch_size: int | None = None) -> None:
+        """One untimed decode of ``prompts`` (allocation, CUDA graph capture): one batch, or with ``batch_size``
+        one continuous run over that many rows."""
 
     def generate(self, prompts: list[list[int]]) -> tuple[list[list[int]], Any]:
         """Decode ``prompts`` as one batch: (new tokens, stats supporting ``+`` and ``to_row()``)."""
+
+    def serve(self, prompts: list[list[int]], batch_size: int) -> tuple[list[list[int]], Any]:
+        """Decode ``prompts`` with continuous batching over ``batch_size`` rows: (new tokens, stats)."""
 
 
 #: ``factory(target_model, draft_model_or_None, run, config, max_prompt_len) -> Decoder``; ``max_prompt_len``
@@ -135,7 +139,8 @@ def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
     """Stable id of a configuration on a device: grid point + workload + dtype/seed/label + device name.
 
     A synthetic profile enters only when set, so real-acceptance rows keep the ids they always had (old CSVs
-    resume) and ``ar`` baselines are shared between real and synthetic sweeps.
+    resume) and ``ar`` baselines are shared between real and synthetic sweeps; continuous batching likewise enters
+    only when chosen (static rows keep their ids, and never share one with a continuous row).
     """
     workload = {k: getattr(config, k) for k in ("prompts", "num_prompts", "max_new_tokens", "max_prompt_len",
                                                  "chat_template", "dtype", "seed", "experiment", "cuda_graphs",
@@ -143,10 +148,11 @@ def run_id(run: RunConfig, config: MeasureConfig, gpu_name: str) -> str:
     q = synthetic_profile(run, config)
     synthetic = {} if q is None else {"acceptance_profile": profile.to_json(q)}
     split = {"tp_size": config.tp_size} if config.tp_size > 1 else {}  # one-GPU rows keep their ids
+    batching = {"batching": config.batching} if config.batching != "static" else {}
     point = asdict(run)
     if not run.repeat:
         del point["repeat"]  # single measurements keep the ids they had before repeats existed
-    return stable_run_id({**point, **workload, **synthetic, **split, "gpu_name": gpu_name})
+    return stable_run_id({**point, **workload, **synthetic, **split, **batching, "gpu_name": gpu_name})
 
 
 def shard_runs(runs: list[RunConfig], index: int, count: int) -> list[RunConfig]:
@@ -440,16 +446,14 @@ class Sweep:
         counts, or ``failed`` with the reason (a failure fails the repeats not yet measured)."""
         from sdlaws.measure import fastpath  # torch-dependent: imported only when decoding
 
-        batches = full_batches(prompts.token_ids, runs[0].batch_size)
         impl = "fused" if self.config.fused_forward and fastpath.supports(target) else "hf"
         pending = list(runs)
         try:
-            decoder = self._decoder(runs[0], target, draft, batches)
+            decoder = self._decoder(runs[0], target, draft, prompts.token_ids)
             while pending:
-                stats = reduce(operator.add, (decoder.generate(batch)[1] for batch in batches))
+                stats, num_prompts = self._decode(decoder, prompts.token_ids, runs[0].batch_size)
                 row = self._base_row(pending[0], target_info, draft_info)
-                row.update(stats.to_row(), forward_impl=impl, status="ok", error="",
-                           num_prompts=sum(map(len, batches)))
+                row.update(stats.to_row(), forward_impl=impl, status="ok", error="", num_prompts=num_prompts)
                 self._append(row)
                 self.result.num_ok += 1
                 pending.pop(0)
@@ -462,12 +466,24 @@ class Sweep:
         if self.writes:
             io.append_row(self.out, row, "spec")
 
-    def _decoder(self, run: RunConfig, target, draft, batches: list[list[list[int]]]) -> Decoder:
-        """The configuration's decoder, warmed up once on the first batch."""
-        longest = max(len(p) for batch in batches for p in batch)
-        decoder = self.factory(target, draft, run, self.config, longest)
-        decoder.warmup(batches[0])
+    def _decoder(self, run: RunConfig, target, draft, prompts: list[list[int]]) -> Decoder:
+        """The configuration's decoder, warmed up once: on the first batch, or (continuous batching) on one prompt
+        more than the rows, so that a refill (a one-row prefill, shapes of its own) is warmed up too."""
+        decoder = self.factory(target, draft, run, self.config, max(map(len, prompts)))
+        if self.config.batching == "continuous":
+            decoder.warmup(prompts[: run.batch_size + 1], batch_size=run.batch_size)
+        else:
+            decoder.warmup(full_batches(prompts, run.batch_size)[0])
         return decoder
+
+    def _decode(self, decoder: Decoder, prompts: list[list[int]], batch_size: int) -> tuple[Any, int]:
+        """Stats of decoding every prompt once, and the sequences decoded: static batches (the last one filled with
+        repeated prompts, :func:`full_batches`), or one continuous run over ``batch_size`` rows (each prompt once;
+        the last rows run out of prompts instead)."""
+        if self.config.batching == "continuous":
+            return decoder.serve(prompts, batch_size)[1], len(prompts)
+        batches = full_batches(prompts, batch_size)
+        return reduce(operator.add, (decoder.generate(batch)[1] for batch in batches)), sum(map(len, batches))
 
     def _base_row(self, run: RunConfig, target_info: ModelInfo | None,
                   draft_info: ModelInfo | None) -> dict[str, Any]:
@@ -478,7 +494,7 @@ class Sweep:
                "method": run.method, "num_spec_tokens": run.num_spec_tokens, "tree_topk": run.tree_topk,
                "tree_budget": run.tree_budget, "batch_size": run.batch_size, "temperature": run.temperature,
                "prompt_set": c.prompts, "max_new_tokens": c.max_new_tokens, "repeat": run.repeat,
-               "tp_size": c.tp_size, **acceptance_columns(run, c)}
+               "tp_size": c.tp_size, "batching": c.batching, **acceptance_columns(run, c)}
         if target_info is not None:
             row.update(target_info.columns("target"), target_ppl=self._ppl(target_info.name, "target"))
         if draft_info is not None:

@@ -202,13 +202,23 @@ class CheckedDecoder:
     def __init__(self, decoder, device: str):
         self.decoder, self.device = decoder, device
 
-    def warmup(self, prompts: list[list[int]]) -> None:
-        """One untimed ``generate``, checked like the others."""
-        self.generate(prompts)
+    def warmup(self, prompts: list[list[int]], batch_size: int | None = None) -> None:
+        """One untimed ``generate`` (with ``batch_size``: ``serve``), checked like the others."""
+        if batch_size is None:
+            self.generate(prompts)
+        else:
+            self.serve(prompts, batch_size)
 
     def generate(self, prompts: list[list[int]]):
         """The wrapped decoder's ``generate``, after checking its tokens across ranks."""
-        tokens, stats = self.decoder.generate(prompts)
+        return self._checked(*self.decoder.generate(prompts))
+
+    def serve(self, prompts: list[list[int]], batch_size: int):
+        """The wrapped decoder's continuous ``serve``, after checking its tokens across ranks."""
+        return self._checked(*self.decoder.serve(prompts, batch_size))
+
+    def _checked(self, tokens: list[list[int]], stats):
+        """``(tokens, stats)``; :class:`RuntimeError` unless every rank decoded the same tokens."""
         if not same_on_ranks(tokens, self.device):
             raise RuntimeError("tensor-parallel ranks decoded different tokens")
         return tokens, stats
