@@ -247,7 +247,8 @@ def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None
         for r in rows.itertuples():
             cfg = engine_config(r)
             pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
-            pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws)
+            pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws,
+                               batching=getattr(r, "batching", "static"))
             err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
         return err
     return min(SPREADS, key=loss)
@@ -423,7 +424,7 @@ def _predict_row(row, planner: "FittedPlanner", shapes: dict) -> dict:
             return {"reason": source}
         pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
     max_new = int(row.max_new_tokens)
-    steps = batch_steps(np.array(pmfs), max_new, int(row.batch_size))
+    steps = batch_steps(np.array(pmfs), max_new, int(row.batch_size), batching=row.batching)
     parts = _forward_parts(row, law, shapes)
     step_s = parts["step_forward_s"] + overheads.step_s(cfg)
     prefill_s = overheads.prefill_s(parts["prefill_forward_s"])
@@ -466,6 +467,7 @@ def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
     """Fit acceptance profiles, their spread across prompts and the engine's overheads on ``train`` (``spec``
     rows), with forward passes timed by ``law``."""
     fit_rows = rates.derive(train[train["status"].eq("ok")]).reset_index(drop=True)
+    fit_rows["batching"] = schema.batching_modes(fit_rows)
     shapes = _shapes(fit_rows)
     models = acceptance_models(fit_rows)
     parts = pd.DataFrame([_forward_parts(r, law, shapes) for r in fit_rows.itertuples()])
@@ -487,6 +489,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     """Predict every ``heldout`` row with what ``planner`` learnt and compare with the measurement. Nothing of
     ``heldout`` but its configuration and workload is used for the prediction."""
     held = rates.derive(heldout[heldout["status"].eq("ok")]).reset_index(drop=True)
+    held["batching"] = schema.batching_modes(held)  # a static batch waits for its slowest row, a continuous one not
     shapes = _shapes(held)
     preds = pd.DataFrame([_predict_row(r, planner, shapes) for r in held.itertuples()])
     out = pd.concat([held, preds], axis=1)
@@ -511,7 +514,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
 def _over_ar(out: pd.DataFrame, column: str) -> np.ndarray:
     """``column`` of each row over the median ``column`` of the AR rows it is measured against (the baseline keys
     of :func:`sdlaws.rates.derive`: target, batch, temperature, prompts, lengths, GPU)."""
-    keyed = out.assign(tp_size=schema.tp_sizes(out))
+    keyed = out.assign(tp_size=schema.tp_sizes(out), batching=schema.batching_modes(out))
     keys = [k for k in BASELINE_KEYS if k in keyed.columns]
     ar = keyed[keyed["method"].eq("ar")].groupby(keys, dropna=False)[column].median().rename("_ar").reset_index()
     return out[column].to_numpy() / keyed[keys].merge(ar, on=keys, how="left")["_ar"].to_numpy()
