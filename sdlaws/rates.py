@@ -42,6 +42,12 @@ BASELINE_KEYS = ["target_name", "batch_size", "temperature", "prompt_set", "prom
                  "gpu_name", "tp_size", "batching"]
 
 
+#: What each derived acceptance column measures: ``"tau"`` (tokens per step, bonus included) or ``"alpha"`` (a
+#: per-token acceptance probability). The planner reads a fitted law's response through it.
+ACCEPTANCE_KINDS = {"mean_acceptance_length": "tau", "alpha_mle": "alpha", "alpha_tau": "alpha",
+                    "acceptance_rate": "alpha"}
+
+
 def expected_tokens_chain(alpha, gamma):
     """Expected tokens per target pass of a chain draft, tau(alpha, gamma) (Leviathan et al. 2023, Eq. 1).
 

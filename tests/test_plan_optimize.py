@@ -149,3 +149,15 @@ def test_full_plan_round_trips_to_plain_types():
     assert served == draft_like(named_shape("llama-3-8b"), plans.plans[0].value).to_dict()
     assert served["vocab"] == 128256 and served["head_dim"] in (64, 128) and served["heads"] % served["kv_heads"] == 0
     assert served["params"] == pytest.approx(plans.plans[0].value, rel=0.05)
+
+
+def test_acceptance_kind_reads_the_declared_kind_of_the_response():
+    from types import SimpleNamespace
+
+    from sdlaws.plan.optimize import acceptance_kind
+
+    assert acceptance_kind(SimpleNamespace(y="mean_acceptance_length")) == "tau"
+    assert acceptance_kind(SimpleNamespace(y="alpha_mle")) == "alpha"
+    assert acceptance_kind(SimpleNamespace(y="acceptance_rate")) == "alpha"
+    # a name that merely contains "alpha" is not an acceptance (substring matching used to say it was)
+    assert acceptance_kind(SimpleNamespace(y="alpha_slope_per_decade")) is None

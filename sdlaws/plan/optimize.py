@@ -221,13 +221,11 @@ def draft_size_table(targets=NSTAR_TABLE_TARGETS, **kwargs) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- pretraining D
 
 def acceptance_kind(law) -> str | None:
-    """``"tau"`` or ``"alpha"`` from a fitted law's response column (``law.y``), None when it cannot tell."""
-    y = str(getattr(law, "y", "") or "").lower()
-    if "acceptance_length" in y or y.startswith("tau"):
-        return "tau"
-    if "alpha" in y:
-        return "alpha"
-    return None
+    """``"tau"`` or ``"alpha"`` of a fitted law's response column (``law.y``, :data:`sdlaws.rates.ACCEPTANCE_KINDS`),
+    None for a response that is neither."""
+    from sdlaws.rates import ACCEPTANCE_KINDS
+
+    return ACCEPTANCE_KINDS.get(str(getattr(law, "y", "") or ""))
 
 
 def _serve_seconds_per_token(setup: ServingSetup, batch_size: int, acc: np.ndarray, kind: str,
