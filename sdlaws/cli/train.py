@@ -89,6 +89,12 @@ def model(
     time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
     until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
     = None,
+    schedule: Annotated[str, typer.Option(help="cosine, or wsd: a constant-LR trunk with a cool-down branch per "
+                                               "checkpoint, each a finished run (docs/training.md).")] = "cosine",
+    decay_fraction: Annotated[float, typer.Option(help="wsd: share of each checkpoint's budget spent cooling "
+                                                       "down.")] = 0.2,
+    checkpoint_every_s: Annotated[Optional[float], typer.Option(help="Also save the resume state this often "
+                                                                     "(seconds).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the checkpoints as JSON.")] = False,
 ) -> None:
     """Train one model (--layers/--hidden) or a named --family concurrently; re-running resumes."""
@@ -113,7 +119,8 @@ def model(
     else:
         raise ConfigError("say which model to train: --family NAME, or --layers L and --hidden H")
     config = TrainConfig(seq_len=seq_len, batch_size=batch_size, device=device, compile=compile_,
-                         data_seed=data_seed, time_limit_s=time_limit_s).check()
+                         data_seed=data_seed, time_limit_s=time_limit_s, schedule=schedule,
+                         decay_fraction=decay_fraction, checkpoint_every_s=checkpoint_every_s).check()
     result = train_family(specs, load_corpus(corpus), out, config,
                           until_tokens=parse_tokens(until_tokens, "--until-tokens") if until_tokens else None)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
