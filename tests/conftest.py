@@ -144,8 +144,8 @@ def trained_pair():
 
 
 def _make_source_dir(root: Path) -> Path:
-    """Copy the :data:`STDLIB_MODULES` that exist in this Python into ``root/src`` (plus one duplicate, one empty
-    file and one holding the EOS separator's text)."""
+    """Copy the :data:`STDLIB_MODULES` that exist in this Python into ``root/src`` (plus one duplicate, one near
+    duplicate, one empty file and one holding the EOS separator's text)."""
     from sdlaws.train.tokenizer import EOS_TOKEN
 
     src = root / "src"
@@ -155,6 +155,8 @@ def _make_source_dir(root: Path) -> Path:
               for m in STDLIB_MODULES if (stdlib / f"{m}.py").is_file()]
     assert len(copied) >= 20
     shutil.copy(src / "heapq.py", src / "pkg" / "heapq_copy.py")  # same content: must be deduplicated
+    # one changed line: a near duplicate, removed by MinHash
+    (src / "pkg" / "bisect_edited.py").write_text((src / "bisect.py").read_text() + "# edited copy\n")
     (src / "empty.py").write_text("")
     (src / "special.py").write_text(f"EOS = {EOS_TOKEN!r}  # the separator's text inside a file\n")
     return src

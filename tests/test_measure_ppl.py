@@ -10,7 +10,7 @@ from measure_helpers import tiny_model_dir, tiny_tokenizer
 from sdlaws import io, rates
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.measure.models import load_model
-from sdlaws.measure.ppl import evaluate, eval_token_ids, measure_ppl, windows
+from sdlaws.measure.ppl import evaluate, eval_token_ids, measure_ppl, nll_sum, window_batches, windows
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,20 @@ def test_ppl_equals_exp_mean_nll_by_hand(model, tmp_path):
     ppl = float(rates.perplexity(full.to_row()))
     assert ppl == pytest.approx(math.exp(hand_full / 29), rel=1e-5)
     assert "perplexity" in full.summary()
+
+
+@pytest.mark.parametrize("context, stride", [(8, 8), (8, 3)])
+def test_batched_windows_score_as_one_window_at_a_time(model, monkeypatch, context, stride):
+    m, info = model
+    ids = np.random.default_rng(1).integers(0, info.vocab_size, size=83)
+    groups = window_batches(windows(83, context, stride), 4)
+    assert [w for g in groups for w in g] == windows(83, context, stride) and max(map(len, groups)) == 4
+    assert all(len({(e - b, f - b) for b, e, f in g}) == 1 for g in groups)   # one shape per group
+    batched = nll_sum(m, ids, context_len=context, stride=stride)
+    monkeypatch.setattr("sdlaws.measure.ppl.BATCH_WINDOWS", 1)
+    single = nll_sum(m, ids, context_len=context, stride=stride)
+    assert batched[1] == single[1] == (82 if stride < context else 83 - len(windows(83, context, stride)))
+    assert batched[0] == pytest.approx(single[0], rel=1e-5)
 
 
 def _bin(folder, ids):

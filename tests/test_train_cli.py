@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from sdlaws.cli import app
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_corpus_then_model_then_resume(make_source_dir, tmp_path):
@@ -27,6 +29,13 @@ def test_corpus_then_model_then_resume(make_source_dir, tmp_path):
     assert done.exit_code == 0, done.output
     ckpts = json.loads(done.stdout)["checkpoints"]["L1-H32-T1k-s0"]
     assert [c["pretrain_tokens"] for c in ckpts][-1] == 1024 and ckpts[-1]["stopped_early"] is False
+    wsd = [*args[:5], str(tmp_path / "wsd"), *args[6:], "--schedule", "wsd", "--decay-fraction", "0.25",
+           "--checkpoint-every-s", "0", "--first-checkpoint", "512"]
+    paused = json.loads(runner.invoke(app, wsd + ["--until-tokens", "640"]).stdout)   # first branch finished
+    assert paused["stopped_early"] and [c["pretrain_tokens"] for c in paused["checkpoints"]["L1-H32-T1k-s0"]] == [512]
+    finished = json.loads(runner.invoke(app, wsd).stdout)["checkpoints"]["L1-H32-T1k-s0"]
+    assert [(c["pretrain_tokens"], c["branch"], c["decay_start_tokens"]) for c in finished] == \
+        [(512, "decay", 384), (1024, "decay", 768)]
 
 
 def test_cli_errors_are_one_line(tmp_path):

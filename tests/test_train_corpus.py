@@ -127,3 +127,92 @@ def test_tokenizer_trains_and_round_trips_through_transformers():
 def test_manifest_is_plain_json(corpus):
     json.dumps(corpus.to_dict())
     assert "files" not in corpus.to_dict() and corpus.summary().startswith("corpus ")
+
+
+def test_near_duplicates_are_removed_and_counted(corpus):
+    m = corpus.manifest
+    labels = {f["label"].split("/", 1)[1] for f in m["files"]}
+    assert len(labels & {"bisect.py", "pkg/bisect_edited.py"}) == 1   # one line apart: one copy kept
+    assert m["skipped"]["near_duplicate"] == m["dedup"]["near_duplicates"] == 1
+    assert m["dedup"]["exact_duplicates"] == 1 and m["dedup"]["near_dup_threshold"] == 0.8
+
+
+def test_minhash_estimates_jaccard_and_keeps_distinct_files():
+    from sdlaws.train.neardup import MinHasher, NearDuplicateIndex, jaccard_estimate, shingle_hashes
+
+    words = [f"w{i}" for i in range(400)]
+    a, b = " ".join(words), " ".join(words[:300] + [f"x{i}" for i in range(100)])
+    ha, hb = shingle_hashes(a), shingle_hashes(b)
+    exact = len(np.intersect1d(ha, hb)) / len(np.union1d(ha, hb))
+    hasher = MinHasher(seed=0)
+    sa, sb = hasher.signature(ha), hasher.signature(hb)
+    assert abs(jaccard_estimate(sa, sb) - exact) < 0.12 and 0.4 < exact < 0.7
+    index = NearDuplicateIndex(threshold=0.8)
+    assert index.keep(sa) and index.keep(sb)             # similar, but below the threshold: both kept
+    assert not index.keep(hasher.signature(shingle_hashes(a + " w0 w1")))   # a copy with a word added
+    assert shingle_hashes("x").size == 1 and np.array_equal(shingle_hashes(a), ha)   # short text; stable
+
+
+def test_heldout_set_is_sampled_across_test_files_with_a_cap(corpus, source_dir, small_corpus_config, tmp_path):
+    m = corpus.manifest
+    test_files = {f["label"]: f for f in m["files"] if f["split"] == "test"}
+    cap, docs = 64, {}
+    start = 0
+    test = np.asarray(corpus.tokens("test"))
+    for f in (f for f in m["files"] if f["split"] == "test"):
+        docs[f["label"]] = test[start:start + f["num_tokens"] - 1]
+        start += f["num_tokens"]
+    config = CorpusConfig(sources=(str(source_dir),), heldout_tokens=500, heldout_file_cap=cap, **small_corpus_config)
+    c = build_corpus(tmp_path / "h", config, progress=False)
+    h, ids = c.manifest["heldout"], np.asarray(c.heldout_tokens())
+    assert h["num_tokens"] == len(ids) == 500 and c.heldout_path.name == "heldout.bin"
+    assert h["num_files"] == len(h["chunks"]) >= 500 // cap and h["largest_file_share"] <= cap / 500
+    assert len({ch["label"] for ch in h["chunks"]}) == h["num_files"]       # one chunk per file
+    position = 0
+    for chunk in h["chunks"]:                                               # each chunk is a slice of its file
+        size = chunk["num_tokens"] - 1
+        assert chunk["label"] in test_files and size <= cap - 1
+        expected = docs[chunk["label"]][chunk["offset"]:chunk["offset"] + size]
+        assert np.array_equal(ids[position:position + size], expected) and ids[position + size] == c.eos_id
+        position += chunk["num_tokens"]
+    first_test = next(f["label"] for f in m["files"] if f["split"] == "test")
+    assert [ch["label"] for ch in h["chunks"][:3]] != [first_test] * 3       # not the test split's prefix
+    other = build_corpus(tmp_path / "h2", CorpusConfig(sources=(str(source_dir),), heldout_tokens=500,
+                                                       heldout_file_cap=cap, **{**small_corpus_config, "seed": 3}),
+                         progress=False)
+    assert other.manifest["heldout"]["chunks"] != h["chunks"]              # the sample follows the seed
+    assert c.heldout_name == f"corpus-heldout-{c.sha256[:8]}"
+
+
+def test_native_sources_and_docs_are_counted_by_type(source_dir, small_corpus_config, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(source_dir, src)
+    (src / "vec.h").write_text("#pragma once\nstatic inline float dot(const float *a, const float *b, int n);\n")
+    (src / "kernel.cu").write_text("__global__ void add(float *x) { x[threadIdx.x] += 1.0f; }\n")
+    (src / "README.md").write_text("# Notes\n\nThis folder holds copies of standard-library modules.\n")
+    config = CorpusConfig(sources=(str(src),), native_and_docs=True, **small_corpus_config)
+    c = build_corpus(tmp_path / "c", config, progress=False)
+    types = c.manifest["source_types"]
+    assert set(types) == {"python", "native", "docs"}
+    assert sum(v["num_files"] for v in types["native"].values()) == 2
+    for split in ("train", "test"):
+        assert sum(t.get(split, {}).get("num_tokens", 0) for t in types.values()) == c.num_tokens(split)
+    python_only = build_corpus(tmp_path / "p", CorpusConfig(sources=(str(src),), **small_corpus_config),
+                               progress=False)
+    assert set(python_only.manifest["source_types"]) == {"python"}
+
+
+def test_format_1_corpora_still_load_with_the_test_split_as_heldout(corpus, source_dir, small_corpus_config,
+                                                                   tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(corpus.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("heldout", "source_types", "dedup"):
+        del manifest[key]
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format": "sdlaws-corpus/1"}))
+    (old / "heldout.bin").unlink()
+    c = load_corpus(old)
+    assert not c.has_sampled_heldout and c.heldout_path == old / "test.bin"
+    assert c.heldout_name == f"corpus-test-{c.sha256[:8]}" and "held-out" not in c.summary()
+    with pytest.raises(ConfigError, match="format sdlaws-corpus/1"):
+        build_corpus(old, CorpusConfig(sources=(str(source_dir),), **small_corpus_config), progress=False)

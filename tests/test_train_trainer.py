@@ -12,9 +12,10 @@ import torch
 from sdlaws.errors import ConfigError, InputError
 from sdlaws.train.families import FAMILIES, TrainSpec, family_specs, format_tokens, parse_tokens
 from sdlaws.train.trainer import (METADATA_FILE, TokenWindows, TrainConfig, list_checkpoints, lr_factor,
-                                  train_family)
+                                  train_family, wsd_branches, wsd_factor)
 
 CONFIG = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.1)  # 128 tokens per step
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,97 @@ def test_specs_families_and_token_parsing():
         TrainSpec(2, 100, tokens=1, heads=3)
     with pytest.raises(ConfigError, match="cannot read"):
         parse_tokens("lots")
+
+
+WSD = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.0, schedule="wsd", decay_fraction=0.2,
+                  loss_window=4, heldout_eval_tokens=2048)
+#: Metadata that depends on the clock or the host, not on the training.
+TIMING = {"busy_time_s", "tokens_per_s", "mfu", "mfu_measured", "measured_matmul_flops_per_s", "timestamp_utc",
+          "train_config"}
+
+
+def _same_run(a, b) -> None:
+    """Two checkpoints hold identical weights and identical metadata apart from timing and settings."""
+    wa, wb = _weights(a.path), _weights(b.path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert {k: v for k, v in a.metadata.items() if k not in TIMING} == \
+        {k: v for k, v in b.metadata.items() if k not in TIMING}
+
+
+def test_wsd_schedule_shape():
+    assert [wsd_factor(s, 100, 0.1, None) for s in (0, 9, 50, 99)] == [0.1, 1.0, 1.0, 1.0]   # warm-up, stable
+    decay = [wsd_factor(s, 100, 0.1, (80, 20)) for s in range(78, 100)]
+    assert decay[:3] == [1.0, 1.0, 1.0] and all(a > b for a, b in zip(decay[2:], decay[3:]))
+    assert decay[-1] == pytest.approx(1 - (19 / 20) ** 0.5)
+    assert wsd_branches([10, 20, 100], 0.2) == {10: 8, 20: 16, 100: 80}
+    with pytest.raises(ConfigError, match="stable phase"):
+        wsd_branches([1, 10], 0.2)
+
+
+def test_wsd_branches_are_finished_runs_and_resume_exactly(corpus, tmp_path):
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=20 * 128, checkpoints=2, first_checkpoint_tokens=10 * 128,
+                     lr=1e-2, name="m")
+    straight = train_family([spec], corpus, tmp_path / "a", WSD, progress=False)
+    finished = straight.checkpoints["m"]
+    assert [c.path.name for c in finished] == ["decay-1280", "decay-2560"] and not straight.stopped_early
+    assert [c.tokens for c in list_checkpoints(tmp_path / "a" / "m")] == [8 * 128, 16 * 128]   # trunk, separate
+    for ckpt, start in zip(finished, (8, 16)):
+        m = ckpt.metadata
+        assert (m["branch"], m["decay_start_tokens"], m["finished_run"], m["decay_fraction"]) == \
+            ("decay", start * 128, True, 0.2)
+        assert m["heldout_set"] == corpus.heldout_name and 0 < m["heldout_loss"] < 10
+        assert m["final_window_steps"] == 4 and 0 < m["final_window_train_loss"] < 10
+    assert "heldout_loss" not in list_checkpoints(tmp_path / "a" / "m")[0].metadata   # the trunk is unfinished
+    # the 10-step branch is the run trained with a budget of 10 steps: WSD's finished run at that budget
+    alone = train_family([TrainSpec(1, 32, tokens=10 * 128, lr=1e-2, name="m")], corpus, tmp_path / "b", WSD,
+                         progress=False)
+    _same_run(alone.final("m"), finished[0])
+    # three commands (stops inside the first branch, then inside the second) finish as one
+    for until in (9 * 128, 18 * 128):
+        paused = train_family([spec], corpus, tmp_path / "c", WSD, until_tokens=until, progress=False)
+        assert paused.stopped_early and all(not p.name.endswith(f"-{until}") for p in (tmp_path / "c" / "m").iterdir())
+    resumed = train_family([spec], corpus, tmp_path / "c", WSD, progress=False).checkpoints["m"]
+    for a, b in zip(finished, resumed, strict=True):
+        _same_run(a, b)
+
+
+def test_killed_run_resumes_from_its_periodic_save(corpus, tmp_path, monkeypatch):
+    from sdlaws.train.trainer import FamilyTrainer
+
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=12 * 128, checkpoints=2, first_checkpoint_tokens=3 * 128)
+    config = TrainConfig(seq_len=32, batch_size=4, device="cpu", checkpoint_every_s=0.0)
+    straight = train_family([spec], corpus, tmp_path / "a", config, progress=False).checkpoints[spec.name]
+    step, calls = FamilyTrainer._step, []
+
+    def dies_at_step_8(self, run, batch):
+        """The command is killed (no save on the way out) as its eighth step starts."""
+        calls.append(run.step)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        step(self, run, batch)
+
+    monkeypatch.setattr(FamilyTrainer, "_step", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train_family([spec], corpus, tmp_path / "b", config, progress=False)
+    monkeypatch.setattr(FamilyTrainer, "_step", step)
+    assert (tmp_path / "b" / spec.name / "latest").is_dir()          # saved after step 7
+    resumed = train_family([spec], corpus, tmp_path / "b", config, progress=False).checkpoints[spec.name]
+    for a, b in zip(straight, resumed, strict=True):
+        _same_run(a, b)
+    assert not (tmp_path / "b" / spec.name / "latest").exists()      # superseded by the final checkpoint
+
+
+def test_metadata_records_tokens_per_second_and_model_flop_utilisation(corpus, tmp_path, monkeypatch):
+    from sdlaws.train.trainer import FamilyTrainer
+
+    monkeypatch.setattr(FamilyTrainer, "_peak_flops_per_s", lambda self: 1e12)   # CPU has no datasheet peak
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=3 * 128)
+    m = train_family([spec], corpus, tmp_path, CONFIG, progress=False).final(spec.name).metadata
+    flops = spec.train_flops_per_token(corpus.vocab_size, 32) * 3 * 128
+    assert m["flops_per_token"] * 3 * 128 == flops and m["tokens_per_s"] == pytest.approx(384 / m["busy_time_s"])
+    assert m["peak_flops_per_s"] == 1e12 and m["mfu"] == pytest.approx(flops / m["busy_time_s"] / 1e12)
+    assert m["measured_matmul_flops_per_s"] > 0
+    assert m["mfu_measured"] == pytest.approx(flops / m["busy_time_s"] / m["measured_matmul_flops_per_s"])
+    off = train_family([spec], corpus, tmp_path / "off", TrainConfig(seq_len=32, batch_size=4, device="cpu",
+                                                                     measure_matmul=False), progress=False)
+    assert off.final(spec.name).metadata["mfu_measured"] is None

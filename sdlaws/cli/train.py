@@ -36,7 +36,14 @@ def corpus(
     max_tokens: Annotated[Optional[str], typer.Option(help="Stop after this many train tokens (e.g. 100M).")] = None,
     max_bytes: Annotated[Optional[str], typer.Option(help="Read at most this many source bytes (e.g. 200M).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of files held out for the test split.")] = 0.02,
-    seed: Annotated[int, typer.Option(help="Seed of the split and file order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the split, file order and held-out sample.")] = 0,
+    near_dup_threshold: Annotated[float, typer.Option(help="Drop files whose MinHash Jaccard similarity with a kept "
+                                                           "file reaches this (1.0: near-identical only).")] = 0.8,
+    native_and_docs: Annotated[bool, typer.Option("--native-and-docs/--python-only", help="Also read C/C++/CUDA "
+                                                  "sources and headers and docs (.md/.rst/.txt) under the roots.")]
+    = False,
+    heldout_tokens: Annotated[str, typer.Option(help="Tokens of the held-out evaluation set.")] = "1048576",
+    heldout_file_cap: Annotated[int, typer.Option(help="Most tokens the held-out set takes from one file.")] = 4096,
     json_: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
 ) -> None:
     """Build a tokenized corpus from local Python source (no network) with a train/test split by file."""
@@ -49,7 +56,10 @@ def corpus(
     config = CorpusConfig(sources=tuple(map(str, source or ())), extra=tuple(map(str, extra or ())),
                           vocab_size=vocab, test_fraction=test_fraction, seed=seed,
                           max_tokens=parse_tokens(max_tokens, "--max-tokens") if max_tokens else None,
-                          max_bytes=parse_tokens(max_bytes, "--max-bytes") if max_bytes else None).check()
+                          max_bytes=parse_tokens(max_bytes, "--max-bytes") if max_bytes else None,
+                          near_dup_threshold=near_dup_threshold, native_and_docs=native_and_docs,
+                          heldout_tokens=parse_tokens(heldout_tokens, "--heldout-tokens"),
+                          heldout_file_cap=heldout_file_cap).check()
     result = build_corpus(out, config)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())
 
@@ -79,6 +89,12 @@ def model(
     time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
     until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
     = None,
+    schedule: Annotated[str, typer.Option(help="cosine, or wsd: a constant-LR trunk with a cool-down branch per "
+                                               "checkpoint, each a finished run (docs/training.md).")] = "cosine",
+    decay_fraction: Annotated[float, typer.Option(help="wsd: share of each checkpoint's budget spent cooling "
+                                                       "down.")] = 0.2,
+    checkpoint_every_s: Annotated[Optional[float], typer.Option(help="Also save the resume state this often "
+                                                                     "(seconds).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the checkpoints as JSON.")] = False,
 ) -> None:
     """Train one model (--layers/--hidden) or a named --family concurrently; re-running resumes."""
@@ -103,7 +119,8 @@ def model(
     else:
         raise ConfigError("say which model to train: --family NAME, or --layers L and --hidden H")
     config = TrainConfig(seq_len=seq_len, batch_size=batch_size, device=device, compile=compile_,
-                         data_seed=data_seed, time_limit_s=time_limit_s).check()
+                         data_seed=data_seed, time_limit_s=time_limit_s, schedule=schedule,
+                         decay_fraction=decay_fraction, checkpoint_every_s=checkpoint_every_s).check()
     result = train_family(specs, load_corpus(corpus), out, config,
                           until_tokens=parse_tokens(until_tokens, "--until-tokens") if until_tokens else None)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_ else result.summary())

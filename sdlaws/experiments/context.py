@@ -136,18 +136,19 @@ class Context:
     # ---------------------------------------------------------------- measurements
     @property
     def eval_set(self) -> str:
-        """Name of the held-out set in ``ppl.csv``: the corpus test split, by corpus hash."""
-        return f"corpus-test-{self.corpus.sha256[:8]}"
+        """Name of the held-out set in ``ppl.csv``: the corpus's held-out set, by corpus hash."""
+        return self.corpus.heldout_name
 
     def measure_ppl(self, checkpoints: list[Checkpoint]) -> None:
-        """Perplexity of each checkpoint on the corpus test split, appended to the shared ``ppl.csv``."""
+        """Perplexity of each checkpoint on the corpus's held-out set (sampled across test files; a format-1
+        corpus's test split), at most ``ppl_eval_tokens`` of it, appended to the shared ``ppl.csv``."""
         from sdlaws.measure.ppl import measure_ppl
 
         s = self.scale
         for ckpt in checkpoints:
             if self.out_of_time(f"perplexity of {ckpt.name}"):
                 return
-            measure_ppl(str(ckpt.path), self.corpus.path / "test.bin", self.layout.file("ppl.csv"),
+            measure_ppl(str(ckpt.path), self.corpus.heldout_path, self.layout.file("ppl.csv"),
                         eval_set=self.eval_set, dtype=self.dtype, device=self.device, context_len=s.seq_len,
                         stride=s.seq_len, max_tokens=s.ppl_eval_tokens, seed=s.seed, experiment="ppl",
                         progress=False)

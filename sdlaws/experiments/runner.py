@@ -145,7 +145,8 @@ def _corpus(plan: RunPlan, progress: bool) -> Corpus:
     sources = (str(python_source_roots()["stdlib"]),) if s.corpus_stdlib_only else ()
     config = CorpusConfig(sources=sources, vocab_size=s.vocab_size, test_fraction=s.corpus_test_fraction,
                           max_tokens=s.corpus_max_tokens, max_bytes=s.corpus_max_bytes,
-                          tokenizer_sample_bytes=s.tokenizer_sample_bytes, seed=s.seed)
+                          tokenizer_sample_bytes=s.tokenizer_sample_bytes, seed=s.seed,
+                          heldout_tokens=s.corpus_heldout_tokens, heldout_file_cap=s.corpus_heldout_file_cap)
     return build_corpus(plan.work / s.name / "corpus", config, progress=progress)
 
 

@@ -104,6 +104,9 @@ class Scale:
     head_layers: tuple[int, ...] = ()
     head_seeds: tuple[int, ...] = (0,)
     head_tokens: int = 0
+    #: The corpus's held-out evaluation set (perplexity): tokens, and the most taken from one test file.
+    corpus_heldout_tokens: int = 1_048_576
+    corpus_heldout_file_cap: int = 4096
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
@@ -150,7 +153,7 @@ def estimate_train_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") 
 H100 = Scale(
     name="h100",
     vocab_size=4096, corpus_max_tokens=100_000_000, corpus_max_bytes=None, corpus_stdlib_only=False,
-    corpus_test_fraction=0.02, tokenizer_sample_bytes=32_000_000,
+    corpus_test_fraction=0.04, tokenizer_sample_bytes=32_000_000,
     seq_len=512, batch_size=128,
     targets=((6, 384), (8, 512), (10, 640)), main_target=(8, 512), target_tokens=50_000_000,
     depth_drafts=tuple((layers, width) for width in (128, 256) for layers in (1, 2, 3, 4, 6, 8)),
@@ -160,7 +163,7 @@ H100 = Scale(
     pair_target=(12, 768), pair_target_tokens=50_000_000, pair_drafts=((2, 256), (4, 128)),
     pair_draft_tokens=50_000_000,
     gamma=4, acceptance_temperatures=(0.0, 1.0), num_prompts=64, prompt_tokens=128, max_new_tokens=128,
-    ppl_eval_tokens=131_072,
+    ppl_eval_tokens=1_048_576,
     tree_depth=4, topks=(1, 2, 4, 8, 16), topk_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), min_timed_prompts=16,
     collapse_batch_sizes=(128, 256), collapse_fixed_topk=16,
     heldout=(HeldoutCase(0, 2, 1, (1, 8, 24)), HeldoutCase(0, 6, 1, (1, 8, 24)), HeldoutCase(1, 3, 1, (1, 16)),
@@ -193,6 +196,7 @@ QUICK = Scale(
     step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),
     step_random_batch_sizes=(1,), step_random_tokens_per_row=(1,),
     head_layers=(1, 2), head_seeds=(0,), head_tokens=640,
+    corpus_heldout_tokens=256, corpus_heldout_file_cap=64,
 )
 
 def _cases(drafts, temperatures, depth_topk_batches) -> tuple[HeldoutCase, ...]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sdlaws.errors import ConfigError
 from sdlaws.train.corpus import Corpus
 from sdlaws.train.families import TrainSpec, format_tokens
-from sdlaws.train.trainer import FamilyTrainer, TrainConfig, TrainResult, _Run
+from sdlaws.train.trainer import FamilyTrainer, TrainConfig, TrainResult, _Run, utilisation
 
 if TYPE_CHECKING:
     import torch
@@ -109,13 +109,11 @@ class HeadTrainer(FamilyTrainer):
         """The trainer's key plus the target (a head resumes only on the target it started with)."""
         return {**super()._resume_key(spec), "target": str(Path(self.target_spec).resolve())}
 
-    def _prepare(self, spec: TrainSpec) -> _Run:
-        """The trainer's run, summing every entry of :data:`LOSS_FIELDS` on the device."""
+    def _zero_loss(self) -> "torch.Tensor":
+        """A head sums every entry of :data:`LOSS_FIELDS` on the device."""
         import torch
 
-        run = super()._prepare(spec)
-        run.loss_sum = torch.zeros(len(LOSS_FIELDS), device=self.device)
-        return run
+        return torch.zeros(len(LOSS_FIELDS), device=self.device)
 
     def _new_model(self, spec: TrainSpec):
         """A freshly initialised head of ``spec.layers`` layers for the target."""
@@ -170,9 +168,7 @@ class HeadTrainer(FamilyTrainer):
         run.optimizer.zero_grad(set_to_none=True)
         self.clock.stop(run, start)
         top1 = (logits.argmax(-1) == inputs.logits.argmax(-1)).float().mean()
-        run.loss_sum += torch.stack([loss, feature_loss, token_loss, top1]).detach()
-        run.loss_steps += 1
-        run.step += 1
+        self._account(run, torch.stack([loss, feature_loss, token_loss, top1]).detach())
 
     def _noise(self, like: "torch.Tensor", step: int) -> "torch.Tensor":
         """Uniform noise of width ``feature_noise`` shaped like ``like``: a function of (data seed, step), so a
@@ -205,33 +201,23 @@ class HeadTrainer(FamilyTrainer):
         params = sum(p.numel() for p in run.model.parameters())
         flops = head_train_flops_per_token(run.model, self.config.seq_len)
         feature_flops = target_flops_per_token(self.target, self.config.seq_len)
-        peak = self._peak_flops_per_s()
+        peak = self.peak_flops_per_s
         tokens = meta["pretrain_tokens"]
         meta.update(
             kind="head", architecture="FeatureHead", params=params, non_embedding_params=params,
             intermediate_size=run.model.config.intermediate_size, target=self.target_spec,
             loss_weights={"feature_smooth_l1": FEATURE_WEIGHT, "token_cross_entropy": TOKEN_WEIGHT},
             feature_noise=self.config.feature_noise, flops_per_token=flops, peak_flops_per_s=peak,
-            mfu=_utilisation(flops * tokens, run.busy_s, peak),
+            mfu=utilisation(flops * tokens, run.busy_s, peak),
+            mfu_measured=utilisation(flops * tokens, run.busy_s, self.matmul_flops_per_s),
             feature_flops_per_token=feature_flops, feature_time_s=self.features_clock.busy_s,
-            feature_mfu=_utilisation(feature_flops * self.feature_tokens, self.features_clock.busy_s, peak))
+            feature_mfu=utilisation(feature_flops * self.feature_tokens, self.features_clock.busy_s, peak))
         return meta
 
-    def _peak_flops_per_s(self) -> float | None:
-        """Datasheet dense peak of this GPU at the training dtype (None on CPU or an unknown GPU)."""
-        from sdlaws.hardware import match_preset
-        from sdlaws.measure.models import device_name
-        from sdlaws.roofline import peak_flops_per_s
-
-        hardware = match_preset(device_name(str(self.device))) if self.device.type == "cuda" else None
-        if hardware is None:
-            return None
-        return peak_flops_per_s(hardware, "bfloat16" if self.autocast_dtype is not None else "float32")
-
-
-def _utilisation(flops: float, seconds: float, peak: float | None) -> float | None:
-    """``flops / (seconds * peak)``, or None without a peak or time."""
-    return flops / (seconds * peak) if peak and seconds > 0 else None
+    def _heldout_fields(self, run: _Run) -> dict:
+        """No held-out loss: a head predicts from the target's features, so it has no loss of its own on text
+        (its held-out top-1 agreement is :func:`heldout_top1`)."""
+        return {}
 
 
 def head_train_flops_per_token(head, seq_len: int) -> float:
