@@ -14,8 +14,8 @@
 #    batch 16, 2-8 at 64, 2 at 256), batch 1, 4, 16, 64, 256 -> $WORK/thm13.csv.
 # 5. An EAGLE-sized head (head:random:llama-3.1-8b?layers=1) as the draft, profile of 2., 512- and 2048-token
 #    prompts, batch 1, 16, 64, 2 repeats -> $WORK/heads.csv.
-# Every step appends to its CSV and skips rows already there (from the committed files on a fresh machine), so a
-# re-run resumes; run it with WORK=/root/ho, the folder the committed rows' model paths name. 3-5 are timing runs under
+# Every step appends to its CSV and skips rows already there, so a re-run on the same machine resumes; steps 3-5
+# also resume the committed sweep (measurements/h200/thm13.csv) on a fresh one. 3-5 are timing runs under
 # synthetic acceptance (every forward pass real, accept/reject drawn from the profile), repeats after a warm-up.
 # Needs pydantic and its dependencies where the GPU image lacks them (wheels in .whl, see the device notes).
 set -uo pipefail
@@ -27,9 +27,9 @@ mkdir -p "$work/pairs"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
 log "1. pairs: train, grid, step tables, calibration and held-out configurations"
-# resume the committed suite: its ok rows are skipped, failed ones measured again (the models are retrained under
-# the same paths, so the rows' configuration keys match)
-[ -f "$work/pairs/heldout.csv" ] || cp measurements/h200/pairs/*.csv "$work/pairs/"
+# a fresh machine retrains the pair: the rows of a run resume only within that run (the models' paths carry the
+# corpus hash, and the committed suite's corpus, sha256 870e1e0f, predates near-duplicate removal), so a new run
+# writes a new, complete suite
 python3 -m sdlaws experiment run suite --only topk-batch,heldout --scale h200 --work "$work/runs" \
   --out "$work/pairs" --budget-s 900 2>&1 | grep -v "━"
 
