@@ -5,8 +5,8 @@ The target is the throughput experiments' pair target (same shape and budget, so
 the run's models are trained, the measurement step trains the 12 heads with the head trainer
 (:func:`sdlaws.train.heads.train_heads`: one frozen-target pass per step shared by every head, so all heads see
 the same tokens and the seeds differ in initialisation only), resumable under the run's models directory, cut to
-leave :data:`MEASURE_S` before the deadline. Then: each head's top-1 agreement with the target on held-out
-windows of the corpus test split (``run.json``), and chains of length gamma at T=0 and T=1 of every head and of
+leave :data:`MEASURE_S` before the deadline. Then: each head's top-1 agreement with the target on windows
+of the corpus held-out set (``run.json``), and chains of length gamma at T=0 and T=1 of every head and of
 the pair's independent LM drafts against the target on the same prompts (acceptance counts per sequence and
 draft time per step, as the engine records them).
 
@@ -78,7 +78,7 @@ def _heldout(ctx: Context, target, heads) -> dict[str, dict[str, Any]]:
     from sdlaws.train.heads import heldout_top1, load_target
 
     model = load_target(str(target.path), ctx.corpus, ctx.device)
-    top1 = heldout_top1([h.path for h in heads], model, ctx.corpus.tokens("test"), seq_len=ctx.scale.seq_len,
+    top1 = heldout_top1([h.path for h in heads], model, ctx.corpus.heldout_tokens(), seq_len=ctx.scale.seq_len,
                         max_tokens=ctx.scale.ppl_eval_tokens)
     keep = ("layers", "seed", "params", "pretrain_tokens", "stopped_early", "train_top1", "train_loss",
             "tokens_per_s", "mfu")
