@@ -239,3 +239,8 @@ def test_failed_configurations_lists_what_did_not_run():
     text = verdicts.failed_configurations([(256, "ar", "out of memory"), (256, "chain g=1", "out of memory"),
                                            (64, "tree d=2 k=8", "timeout")], "x.csv")
     assert "batch 256: ar, chain g=1 (out of memory)" in text and "batch 64: tree d=2 k=8 (timeout)" in text
+
+
+def test_share_goal_names_what_it_counts():
+    assert "at 4 of 5 batch sizes: meets" in verdicts.share_goal(4, 5, 0.8, "x")
+    assert "at 3 of 5 groups: misses" in verdicts.share_goal(3, 5, 0.8, "x", unit="groups")

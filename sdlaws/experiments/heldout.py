@@ -205,7 +205,8 @@ def _md_best(d: dict) -> list[str]:
                      r["measured_best"], r["predicted_best"], pct(r["shortfall_pct"]),
                      "n/a (1 repeat)" if r["in_noise"] is None else f(r["in_noise"])] for r in d["best"]]),
             "- " + verdicts.share_goal(hits, total, MATCH_SHARE, "The predicted best configuration is the measured "
-                                       "best (within the repeat noise where repeated, else exactly)") + "."]
+                                       "best (within the repeat noise where repeated, else exactly)",
+                                       unit="(draft, T, batch, prompt length) groups") + "."]
 
 
 def _md_suite(d: dict, doc: Doc) -> list[str]:

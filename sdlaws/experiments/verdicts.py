@@ -13,10 +13,10 @@ def goal(value: float, limit: float, what: str) -> str:
     return f"{what} is {value:.2f}%: {verb} the goal of at most {limit:g}%"
 
 
-def share_goal(hits: int, total: int, share: float, what: str) -> str:
-    """Whether ``hits`` of ``total`` reach the required ``share``."""
+def share_goal(hits: int, total: int, share: float, what: str, unit: str = "batch sizes") -> str:
+    """Whether ``hits`` of ``total`` (``unit``) reach the required ``share``."""
     verb = "meets" if total and hits / total >= share else "misses"
-    return f"{what} at {hits} of {total} batch sizes: {verb} the goal of {share:.0%}"
+    return f"{what} at {hits} of {total} {unit}: {verb} the goal of {share:.0%}"
 
 
 def topk_shrinkage(p: float, lower: float, upper: float, batches: int, min_batches: int = 3) -> str:
