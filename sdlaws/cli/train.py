@@ -18,6 +18,14 @@ train_app = typer.Typer(no_args_is_help=True, add_completion=False,
                              "heads on them.")
 
 
+# Options that `train model` and `train head` share.
+InitSeed = Annotated[int, typer.Option("--seed", help="Initialisation seed (the data seed is --data-seed).")]
+Device = Annotated[str, typer.Option(help="auto, cuda or cpu.")]
+TimeLimit = Annotated[Optional[float], typer.Option("--time-limit-s", help="Stop (with a checkpoint) after this long.")]
+UntilTokens = Annotated[Optional[str], typer.Option("--until-tokens", help="Pause at this many tokens; re-run to "
+                                                                           "continue.")]
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train corpus``, ``train model`` and ``train head`` to the root app."""
     app.add_typer(train_app, name="train")
@@ -81,14 +89,13 @@ def model(
     = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Windows per optimizer step.")] = 128,
-    seed: Annotated[int, typer.Option(help="Initialisation seed (the data seed is --data-seed).")] = 0,
+    seed: InitSeed = 0,
     data_seed: Annotated[int, typer.Option(help="Seed of the training windows.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    device: Device = "auto",
     compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile each model on CUDA.")]
     = False,
-    time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
-    until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
-    = None,
+    time_limit_s: TimeLimit = None,
+    until_tokens: UntilTokens = None,
     schedule: Annotated[str, typer.Option(help="cosine, or wsd: a constant-LR trunk with a cool-down branch per "
                                                "checkpoint, each a finished run (docs/training.md).")] = "cosine",
     decay_fraction: Annotated[float, typer.Option(help="wsd: share of each checkpoint's budget spent cooling "
@@ -144,14 +151,13 @@ def head(
     batch_size: Annotated[int, typer.Option(help="Windows per optimizer step.")] = 32,
     feature_noise: Annotated[float, typer.Option(help="Width of the uniform noise on the input features "
                                                       "(EAGLE: 0.2; 0 = none).")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Initialisation seed (the data seed is --data-seed).")] = 0,
+    seed: InitSeed = 0,
     data_seed: Annotated[int, typer.Option(help="Seed of the training windows and feature noise.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    device: Device = "auto",
     compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile each head on CUDA.")]
     = False,
-    time_limit_s: Annotated[Optional[float], typer.Option(help="Stop (with a checkpoint) after this long.")] = None,
-    until_tokens: Annotated[Optional[str], typer.Option(help="Pause at this many tokens; re-run to continue.")]
-    = None,
+    time_limit_s: TimeLimit = None,
+    until_tokens: UntilTokens = None,
     json_: Annotated[bool, typer.Option("--json", help="Print each head's last checkpoint as JSON.")] = False,
 ) -> None:
     """Train EAGLE-style draft heads on a frozen target (features on the fly); re-running resumes."""
