@@ -112,8 +112,8 @@ def _bonus_from_parent(real):
     accepted draft is drawn from the target's distribution at position gamma - 1 instead of gamma (those logits
     are used for nothing else: the deepest nodes have no children to verify)."""
 
-    def forward(ws, ids, positions, slots, mask, keep_last=0):
-        logits, features = real(ws, ids, positions, slots, mask, keep_last)
+    def forward(ws, cache, ids, positions, slots, mask, keep_last=0):
+        logits, features = real(ws, cache, ids, positions, slots, mask, keep_last)
         if keep_last:  # prefill: no draft block
             return logits, features
         deepest = (ws.block_depth == ws.depth)[:, :, None]
