@@ -27,3 +27,19 @@ def test_hf_assisted_generate_pins_gamma_and_counts_tokens():
     assert result.to_dict()["tokens_per_s"] == pytest.approx(14 / result.total_time_s)
     with pytest.raises(ConfigError):
         hf_assisted_generate(target, draft, [], gamma=3, max_new_tokens=7)
+
+
+def test_hf_static_generate_times_decode_apart_from_prefill():
+    from sdlaws.measure.hf_baseline import hf_static_generate
+
+    model, _, _ = load_model("random:tiny?num_hidden_layers=1", dtype="fp32", device="cpu", seed=0)
+    batches = [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [3, 2, 1]]]
+    result = hf_static_generate(model, batches, max_new_tokens=5)
+    assert (result.num_sequences, result.batch_size, result.num_batches) == (4, 2, 2)
+    assert 0 < result.prefill_time_s < result.total_time_s
+    assert result.to_dict()["decode_step_s"] == pytest.approx((result.total_time_s - result.prefill_time_s) / 8)
+    for bad in ([], [[[1, 2], [3]]], [[[1]], [[2], [3]]]):  # none, ragged prompts, unequal batches
+        with pytest.raises(ConfigError):
+            hf_static_generate(model, bad, max_new_tokens=5)
+    with pytest.raises(ConfigError):
+        hf_static_generate(model, batches, max_new_tokens=1)

@@ -1,8 +1,9 @@
-"""Reference timing of Hugging Face assisted generation, ``generate(assistant_model=draft)``, at batch size 1.
+"""Reference timings of Hugging Face ``generate()``: assisted generation at batch size 1, and plain greedy decoding
+with a static KV cache at any batch size.
 
-Used by ``benchmarks/bench_measure_gpu.py`` to compare sdlaws's decoder with the stock implementation on the
-same models and prompts. The draft length is pinned so that both decode the same way: ``num_assistant_tokens``
-= gamma, schedule ``"constant"`` (no +2/-1 re-tuning) and ``assistant_confidence_threshold`` = 0 (no early stop
+Used by ``benchmarks/bench_measure_gpu.py`` and ``benchmarks/gpu_guard.py`` to compare sdlaws's decoder with the
+stock implementation on the same models and prompts. For assisted generation (:func:`hf_assisted_generate`) the draft length is pinned so
+that both decode the same way: ``num_assistant_tokens`` = gamma, schedule ``"constant"`` (no +2/-1 re-tuning) and ``assistant_confidence_threshold`` = 0 (no early stop
 of the draft), set on the draft's generation config for the duration of the call. Decoding is greedy and
 ``min_new_tokens = max_new_tokens`` forces every prompt to generate exactly ``max_new_tokens`` tokens.
 """
@@ -95,3 +96,67 @@ def hf_assisted_generate(target, draft, prompts: list[list[int]], *, gamma: int,
                 total_s += time.perf_counter() - start
                 new_tokens += out.shape[1] - input_ids.shape[1]
     return HFBaselineResult(len(prompts), new_tokens, total_s, gamma, max_new_tokens)
+
+
+@dataclass(frozen=True)
+class HFStaticResult:
+    """Summed counts and wall times of greedy ``generate(cache_implementation="static")`` over static batches."""
+
+    num_sequences: int
+    batch_size: int
+    num_batches: int
+    max_new_tokens: int
+    total_time_s: float     # whole generate calls (prefill + decode)
+    prefill_time_s: float   # the same batches generating one token: prefill and the first token only
+
+    @property
+    def decode_step_s(self) -> float:
+        """Seconds of one decode step (one new token for every row), prefill excluded."""
+        return (self.total_time_s - self.prefill_time_s) / (self.num_batches * (self.max_new_tokens - 1))
+
+    def to_dict(self) -> dict:
+        """Counts, times and ``decode_step_s``."""
+        return {**asdict(self), "decode_step_s": self.decode_step_s}
+
+
+def hf_static_generate(model, batches: list[list[list[int]]], *, max_new_tokens: int,
+                       warmup: bool = True) -> HFStaticResult:
+    """Time greedy ``model.generate(cache_implementation="static")`` on each batch of equal-length prompts.
+
+    Each batch is timed twice: generating ``max_new_tokens`` tokens, and generating one (its prefill), so that the
+    decode time is the difference; ``min_new_tokens = max_new_tokens`` stops EOS from ending a row early. Prompts
+    of one batch must have one length: this baseline does not pad.
+
+    Raises
+    ------
+    ConfigError
+        No batches, ragged or unequal batches, or ``max_new_tokens < 2`` (no decode step to time).
+    """
+    import torch
+
+    if max_new_tokens < 2 or not batches or len({len(b) for b in batches}) != 1 or any(
+            len({len(p) for p in b}) != 1 for b in batches):
+        raise ConfigError(f"need max_new_tokens >= 2 (got {max_new_tokens}) and batches of equal size whose "
+                          "prompts share one length")
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    pad = model.generation_config.eos_token_id
+    pad = (pad[0] if isinstance(pad, list) else pad) if pad is not None else 0
+
+    def timed(ids, new_tokens: int) -> float:
+        sync()
+        start = time.perf_counter()
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                       max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad,
+                       cache_implementation="static")
+        sync()
+        return time.perf_counter() - start
+
+    total = prefill = 0.0
+    with torch.inference_mode():
+        for i, batch in enumerate(([batches[0]] if warmup else []) + list(batches)):
+            ids = torch.tensor(batch, device=device)
+            full, first = timed(ids, max_new_tokens), timed(ids, 1)
+            if i >= int(warmup):  # the first call allocates the static cache and warms the kernels
+                total, prefill = total + full, prefill + first
+    return HFStaticResult(sum(map(len, batches)), len(batches[0]), len(batches), max_new_tokens, total, prefill)

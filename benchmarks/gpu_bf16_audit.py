@@ -1,0 +1,292 @@
+"""bf16 losslessness audit: does greedy speculative decoding reproduce greedy AR decoding token for token on a GPU?
+
+Greedy speculative decoding is exact in exact arithmetic, but in bf16 a verification pass (gamma + 1 tokens per
+row, or a tree) runs other kernels than an AR step (1 token), and a batch of 64 other kernels than a batch of 1,
+so logits may differ in their last bits and flip an argmax whose top-2 margin is that small. This audit measures
+how often that happens and tells such flips apart from an algorithm bug by the margin at the first difference.
+
+On a random Llama-3.1-8B target (bf16, 128-token random prompts, 256 new tokens, T = 0), for chain (gamma 4) and
+tree (top-2, depth 4) decoding at batch 1 (the first 8 prompts, one at a time) and batch 64 (64 prompts), with two
+drafts: a random Llama-3.2-1B (it almost never agrees with the target, so every step commits the target's bonus
+token from a 5-token verification) and the target itself (``self``: it almost always agrees, so the accept path
+runs every step). Each sequence is compared with
+
+- the engine's own AR output at the same batch size (``SpecDecoder(method="ar")``), and
+- Hugging Face greedy decoding, ``model.generate(do_sample=False)``, of all prompts in one batch (no padding:
+  the prompts share one length);
+
+and where they differ, the first differing position is recorded with the target's top-2 logit margin there: one
+batch-1 forward of the prompt and the common prefix, in the run's dtype. :func:`verdict` classifies a
+configuration: ``identical`` (no difference), ``numerical`` (every difference starts where the margin is below
+``--margin``, default :data:`NUMERICAL_MARGIN`), ``bug`` (some difference starts at a larger margin: kernels
+this close do not flip a clear argmax, a wrong acceptance does). The engine's AR rows compared with HF show the
+same effect without speculation.
+
+Outputs under ``--out``: ``tokens.jsonl`` (every decoded sequence, one line per configuration: the resume
+point), ``audit.csv`` (one row per sequence and configuration), ``audit-summary.csv`` and ``audit.md`` (one row
+per configuration), ``audit.json`` (provenance, workload, summary, overall verdict). ``--smoke`` runs it on CPU
+in fp32 with tiny shapes, where greedy decoding is exact and every sequence must be equal.
+
+Usage::
+
+    python3 benchmarks/gpu_bf16_audit.py --out $OUT              # one H200: about 4 minutes
+    python3 benchmarks/gpu_bf16_audit.py --smoke --out out/audit # CPU, fp32, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from sdlaws import io
+from sdlaws.provenance import provenance
+
+#: Logit margin below which a flipped argmax is put down to bf16 arithmetic: 8 bf16 ulps at logits of magnitude
+#: 4-8 (an ulp is 2^-5 there); batch-size- and block-size-dependent kernels move bf16 logits by a few ulps.
+NUMERICAL_MARGIN = 0.25
+#: The draft spec meaning "the target drafts for itself".
+SELF = "self"
+VERDICTS = ("identical", "numerical", "bug")
+
+
+@dataclass(frozen=True)
+class AuditWorkload:
+    """Models, shapes and lengths of an audit."""
+
+    target: str = "random:llama-3.1-8b"
+    drafts: tuple[str, ...] = ("random:llama-3.2-1b", SELF)
+    dtype: str = "bfloat16"
+    device: str = "cuda"
+    prompt_len: int = 128
+    new_tokens: int = 256
+    big_batch: int = 64     # prompts decoded together; also the number of prompts
+    single: int = 8         # the first prompts, decoded one at a time at batch 1
+    gamma: int = 4
+    tree_topk: int = 2
+    margin: float = NUMERICAL_MARGIN
+
+
+#: The CPU run: tiny shapes in fp32 (an untied target, so that its greedy output is not its last token repeated).
+SMOKE = AuditWorkload(target="random:tiny?tie_word_embeddings=false",
+                      drafts=("random:tiny?num_hidden_layers=1", SELF), dtype="float32", device="cpu",
+                      prompt_len=8, new_tokens=12, big_batch=4, single=2)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds tokens.jsonl)")
+    p.add_argument("--smoke", action="store_true", help="CPU, fp32, random:tiny shapes")
+    p.add_argument("--new-tokens", type=int, help="new tokens per sequence (default 256)")
+    p.add_argument("--margin", type=float, help=f"numerical-flip margin in logits (default {NUMERICAL_MARGIN})")
+    return p.parse_args(argv)
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """Index of the first token where ``a`` and ``b`` differ (the shorter one's length if one is a prefix), or
+    None when they are equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def verdict(margins: list[float], threshold: float) -> str:
+    """``identical`` without differences; ``numerical`` when every difference starts at a top-2 margin below
+    ``threshold``; else ``bug``."""
+    if not margins:
+        return "identical"
+    return "numerical" if max(margins) < threshold else "bug"
+
+
+def worst(verdicts) -> str:
+    """The most serious of several verdicts (``identical`` for none)."""
+    return max(verdicts, key=VERDICTS.index, default="identical")
+
+
+def configurations(w: AuditWorkload) -> list[tuple[str, str | None, str, int]]:
+    """(name, draft, method, batch size) of every decoded configuration; AR first (the references)."""
+    runs = [(f"ar b{b}", None, "ar", b) for b in (1, w.big_batch)]
+    for draft in w.drafts:
+        label = SELF if draft == SELF else draft.removeprefix("random:")
+        runs += [(f"{method} {label} b{b}", draft, method, b) for method in ("chain", "tree") for b in (1, w.big_batch)]
+    return runs
+
+
+def batches_of(w: AuditWorkload, prompts: list[list[int]], batch: int) -> list[list[list[int]]]:
+    """Batch 1: the first ``single`` prompts one at a time; the large batch: every prompt together."""
+    return [[p] for p in prompts[: w.single]] if batch == 1 else [prompts]
+
+
+def decode(w: AuditWorkload, target, draft, method: str, batch: int, prompts: list[list[int]]) -> list[list[int]]:
+    """New tokens of each sequence from sdlaws's engine (greedy; the first call captures the CUDA graphs)."""
+    from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+
+    config = DecodeConfig(method=method, num_spec_tokens=w.gamma, tree_topk=1 if method == "chain" else w.tree_topk,
+                          max_new_tokens=w.new_tokens)
+    decoder = SpecDecoder(target, draft, config, max_prompt_len=w.prompt_len)
+    return [seq for group in batches_of(w, prompts, batch) for seq in decoder.generate(group)[0]]
+
+
+def hf_greedy(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    """New tokens of HF greedy ``generate(do_sample=False)``, all prompts in one batch (equal lengths, no pad)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor(prompts, device=device)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+    return out[:, ids.shape[1]:].tolist()
+
+
+def read_tokens(path: Path) -> dict[str, list[list[int]]]:
+    """Decoded sequences by configuration name (a torn last line of a cut run is dropped)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out[row["config"]] = row["tokens"]
+    return out
+
+
+def decode_all(w: AuditWorkload, target, drafts: dict, prompts: list[list[int]], tokens_jsonl: Path) -> None:
+    """Decode every configuration not yet in ``tokens.jsonl`` (HF first), appending one line each."""
+    from sdlaws.measure.models import free_device_memory
+
+    have = read_tokens(tokens_jsonl)
+    todo = [("hf greedy", None, "hf", w.big_batch)] + configurations(w)
+    for name, draft, method, batch in todo:
+        if name in have:
+            continue
+        seqs = (hf_greedy(target, prompts, w.new_tokens) if method == "hf"
+                else decode(w, target, drafts.get(draft), method, batch, prompts))
+        with tokens_jsonl.open("a") as f:
+            f.write(json.dumps({"config": name, "tokens": seqs}) + "\n")
+        print(f"decoded {name}", flush=True)
+        free_device_memory(w.device)
+
+
+class MarginProbe:
+    """The target's top-2 logit margin after a prefix, one batch-1 forward per distinct prefix."""
+
+    def __init__(self, model):
+        self.model, self.cache = model, {}
+
+    def __call__(self, ids: list[int]) -> float:
+        import torch
+
+        key = tuple(ids)
+        if key not in self.cache:
+            device = next(self.model.parameters()).device
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
+            top = torch.topk(logits, 2).values
+            self.cache[key] = float(top[0] - top[1])
+        return self.cache[key]
+
+
+def compare(seq: list[int], ref: list[int], prompt: list[int], probe) -> dict:
+    """Equality of one sequence with a reference; where they differ, the first position, both tokens and the
+    margin after the common prefix."""
+    i = first_difference(seq, ref)
+    if i is None:
+        return {"equal": True, "first_diff": None, "token": None, "ref_token": None, "margin": None}
+    return {"equal": False, "first_diff": i, "token": seq[i] if i < len(seq) else None,
+            "ref_token": ref[i] if i < len(ref) else None, "margin": probe(prompt + ref[:i])}
+
+
+def audit_rows(w: AuditWorkload, tokens: dict, prompts: list[list[int]], probe) -> pd.DataFrame:
+    """One row per decoded sequence: against the engine's AR at its batch size and against HF greedy."""
+    rows = []
+    for name, draft, method, batch in configurations(w):
+        if name not in tokens or f"ar b{batch}" not in tokens or "hf greedy" not in tokens:
+            continue  # a cut run: what was not decoded is not audited
+        for k, seq in enumerate(tokens[name]):
+            row = {"config": name, "draft": draft or "", "method": method, "batch_size": batch, "prompt": k}
+            for ref, ref_seq in (("ar", tokens[f"ar b{batch}"][k]), ("hf", tokens["hf greedy"][k])):
+                row.update({f"{key}_{ref}": v for key, v in compare(seq, ref_seq, prompts[k], probe).items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per configuration: sequences, fractions equal to AR and to HF, the largest margin at a first difference,
+    and the verdict."""
+    out = []
+    for name, g in rows.groupby("config", sort=False):
+        margins = pd.concat([g["margin_ar"], g["margin_hf"]]).dropna().tolist()
+        out.append({"config": name, "method": g["method"].iloc[0], "batch_size": int(g["batch_size"].iloc[0]),
+                    "sequences": len(g), "equal_ar": g["equal_ar"].mean(), "equal_hf": g["equal_hf"].mean(),
+                    "first_diff_ar_min": g["first_diff_ar"].min(), "max_margin_ar": g["margin_ar"].max(),
+                    "max_margin_hf": g["margin_hf"].max(), "verdict": verdict(margins, threshold)})
+    return pd.DataFrame(out)
+
+
+def markdown(info: dict, summary: pd.DataFrame) -> str:
+    """Summary table with its provenance line, ready to paste into ``docs/benchmarks.md``."""
+    w = info["workload"]
+    head = (f"{info['gpu_name']}, torch {info['torch_version']}, transformers {info['transformers_version']}, "
+            f"git `{info['git_sha']}`, {info['timestamp_utc'][:10]}; target {w['target']}, {w['dtype']}, "
+            f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, T = 0; margin threshold {w['margin']}; "
+            f"verdict: **{info['verdict']}**.")
+    lines = [head, "", "| configuration | batch | sequences | = engine AR | = HF greedy | earliest difference "
+             "| max margin vs AR | max margin vs HF | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.config} | {r.batch_size} | {r.sequences} | {r.equal_ar:.0%} | {r.equal_hf:.0%} | "
+                     f"{_cell(r.first_diff_ar_min, '{:.0f}')} | {_cell(r.max_margin_ar)} | "
+                     f"{_cell(r.max_margin_hf)} | {r.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value, fmt: str = "{:.3f}") -> str:
+    """A number formatted, or a dash where there is none."""
+    return "-" if value is None or pd.isna(value) else fmt.format(value)
+
+
+def load(w: AuditWorkload):
+    """The target, the drafts by spec (``self`` is the target), and the prompts."""
+    from sdlaws.measure.models import load_model
+    from sdlaws.measure.prompts import load_prompts
+
+    target, _, _ = load_model(w.target, dtype=w.dtype, device=w.device)
+    drafts = {d: target if d == SELF else load_model(d, dtype=w.dtype, device=w.device)[0] for d in w.drafts}
+    prompts = load_prompts("random", num_prompts=w.big_batch, max_prompt_len=w.prompt_len,
+                           vocab_size=target.config.get_text_config().vocab_size).token_ids
+    return target, drafts, prompts
+
+
+def main(argv=None) -> dict:
+    """Decode what ``tokens.jsonl`` lacks, then compare and write the audit."""
+    args = parse_args(argv)
+    w = SMOKE if args.smoke else AuditWorkload()
+    w = replace(w, **{k: v for k, v in (("new_tokens", args.new_tokens), ("margin", args.margin)) if v is not None})
+    args.out.mkdir(parents=True, exist_ok=True)
+    target, drafts, prompts = load(w)
+    tokens_jsonl = args.out / "tokens.jsonl"
+    decode_all(w, target, drafts, prompts, tokens_jsonl)
+    rows = audit_rows(w, read_tokens(tokens_jsonl), prompts, MarginProbe(target))
+    rows.to_csv(args.out / "audit.csv", index=False)
+    summary = summarize(rows, w.margin)
+    summary.to_csv(args.out / "audit-summary.csv", index=False)
+    device = str(next(target.parameters()).device)
+    from sdlaws.measure.models import device_name
+
+    info = {**provenance(device_name(device)), "workload": asdict(w), "verdict": worst(summary["verdict"]),
+            "summary": summary.to_dict(orient="records")}
+    io.save_json(info, args.out / "audit.json")
+    (args.out / "audit.md").write_text(markdown(info, summary))
+    print((args.out / "audit.md").read_text())
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""benchmarks/gpu_guard.sh and its module on CPU: tiny shapes, every stage, the report's files; a re-run resumes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_guard  # noqa: E402
+
+from sdlaws import io  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("guard")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "HF_HUB_OFFLINE": "1", "OUT": str(out), "SMOKE": "1"}
+    done = subprocess.run(["bash", "benchmarks/gpu_guard.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_smoke_run_writes_every_configuration_with_its_floor(smoke_run):
+    assert sorted(p.name for p in smoke_run.iterdir()) == [
+        "guard.csv", "guard.json", "guard.md", "hf.jsonl", "hw.json", "spec.csv", "steps.csv"]  # <= 8 files
+    table = pd.read_csv(smoke_run / "guard.csv")
+    assert list(table["config"]) == [
+        "sdlaws ar b1", "sdlaws ar b4", "sdlaws chain g4 b1", "sdlaws tree g4 top2 b1", "forward draft b1 x1",
+        "forward target b1 x1", "forward target b1 x5", "forward target b4 x1", "hf-static target b1",
+        "hf-static target b4", "hf-static draft b1"]
+    # HF's step is the difference of two wall times: at these tiny sizes on a shared CPU it is noise, even < 0
+    assert table["step_s"].notna().all() and (table.loc[~table["impl"].eq("hf-static"), "floor_pct"] > 0).all()
+    spec = table[table["impl"].eq("sdlaws")].set_index("config")
+    assert spec.loc[["sdlaws chain g4 b1", "sdlaws tree g4 top2 b1"], "tokens_per_pass"].tolist() == [5, 5]
+    # the floor is bytes / the copy rate measured in the same run: a speculative step adds gamma draft passes
+    hw = json.loads((smoke_run / "hw.json").read_text())
+    w = gpu_guard.SMOKE
+    target = gpu_guard.floor_bytes(w.target, 1, w.context, w.dtype)
+    draft = gpu_guard.floor_bytes(w.draft, 1, w.context, w.dtype)
+    assert spec.loc["sdlaws ar b1", "floor_step_s"] == pytest.approx(target / hw["hbm_bytes_per_s"])
+    assert spec.loc["sdlaws chain g4 b1", "floor_step_s"] == pytest.approx((target + 4 * draft) / hw["hbm_bytes_per_s"])
+    info = json.loads((smoke_run / "guard.json").read_text())
+    assert info["git_sha"] and info["gpu_name"] == "cpu" and info["tree_over_chain_verify"] > 0
+    assert info["gpu_tests"] == "not run"
+    md = (smoke_run / "guard.md").read_text()
+    assert md.count("\n| ") == len(table) + 1 and "% of floor" in md
+
+
+def test_rerun_resumes_without_measuring_again(smoke_run):
+    before = {name: len(io.read_measurements(smoke_run / name)) for name in ("spec.csv", "steps.csv")}
+    hf_lines = (smoke_run / "hf.jsonl").read_text()
+    gpu_guard.main(["--smoke", "--out", str(smoke_run)])
+    assert {name: len(io.read_measurements(smoke_run / name)) for name in before} == before
+    assert (smoke_run / "hf.jsonl").read_text() == hf_lines
+
+
+def test_report_reads_the_gpu_tests_summary(tmp_path):
+    log = tmp_path / "pytest.txt"
+    assert gpu_guard.pytest_summary(log) == "not run"
+    log.write_text("....\n======= 22 passed, 1 skipped in 80.1s =======\n")
+    assert gpu_guard.pytest_summary(log) == "22 passed, 1 skipped in 80.1s"
+    log.write_text("....F\n")
+    assert gpu_guard.pytest_summary(log).startswith("no summary line")
