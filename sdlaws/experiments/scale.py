@@ -107,6 +107,8 @@ class Scale:
     #: The corpus's held-out evaluation set (perplexity): tokens, and the most taken from one test file.
     corpus_heldout_tokens: int = 1_048_576
     corpus_heldout_file_cap: int = 4096
+    #: Temperatures of the ppl-plane sweep (each analysed as its own plane).
+    plane_temperatures: tuple[float, ...] = (0.0,)
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
