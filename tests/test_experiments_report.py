@@ -317,3 +317,36 @@ def test_head_depth_section_renders_fits_top1_and_cost_from_its_numbers():
 def _as_json(data):
     """``data`` as report.json holds it (tuples become lists)."""
     return json.loads(json.dumps(data))
+
+
+# ------------------------------------------------------------------------------------ seeds, known truth
+
+def _seeded_checkpoints(slopes) -> pd.DataFrame:
+    """Checkpoints of one draft trained with one seed per entry of ``slopes``: alpha = 0.4 + slope * (log10(tokens)
+    - 6.5) plus small row noise, so the seeds differ in slope and each seed's rows are nearly on a line."""
+    rng = np.random.default_rng(0)
+    tokens = np.logspace(5, 8, 9)
+    return pd.DataFrame([{"draft_name": f"/m/L4-H256-T100M-s{s}/decay-{int(t)}", "draft_pretrain_tokens": t,
+                          "alpha_mle": 0.4 + slope * (np.log10(t) - 6.5) + rng.normal(0, 0.001)}
+                         for s, slope in enumerate(slopes) for t in tokens])
+
+
+def test_pooled_intervals_include_seed_noise_when_there_are_seeds():
+    from sdlaws.experiments.multiway import model_seed, with_seed_noise
+    from sdlaws.experiments.reporting import fit_summary
+    from sdlaws.fit import fit_law
+
+    def slope_intervals(rows):
+        fit = fit_law(rows, "loglinear", x="draft_pretrain_tokens", y="alpha_mle", weight=None)
+        rowwise = fit_summary(fit, fit_law(rows, "loglinear", x="draft_pretrain_tokens", y="alpha_mle", weight=None,
+                                           n_boot=500))
+        return rowwise, with_seed_noise(rowwise, fit, rows, "draft_pretrain_tokens")
+
+    rowwise, seeded = slope_intervals(_seeded_checkpoints([0.05, 0.10, 0.15]))
+    width = {k: s["boot_ci"]["a"][1] - s["boot_ci"]["a"][0] for k, s in (("rows", rowwise), ("seeds", seeded))}
+    # rows see the seeds' spread as residual noise averaged over 27 rows; the seed factor sees 3 slopes
+    assert width["seeds"] > 2 * width["rows"] and "train_seed" in seeded["boot_unit"]
+    assert seeded["boot_ci"]["a"][0] < 0.07 and seeded["boot_ci"]["a"][1] > 0.13   # spans the seeds' slopes
+    one_seed, unchanged = slope_intervals(_seeded_checkpoints([0.10]))
+    assert unchanged is one_seed
+    assert model_seed("/m/L4-H256-T100M-s12/step-5") == 12 and model_seed("meta-llama/Llama-3.2-1B") == 0

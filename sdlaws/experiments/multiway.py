@@ -101,3 +101,15 @@ def seed_factors(rows: pd.DataFrame, factors: Sequence[str], model: str = "draft
     least :data:`MIN_SEEDS` seeds are present, so that intervals pooled over rows include seed-to-seed noise."""
     rows = rows.assign(train_seed=[model_seed(n) for n in rows[model]])
     return rows, [*factors, "train_seed"] if rows["train_seed"].nunique() >= MIN_SEEDS else list(factors)
+
+
+def with_seed_noise(summary: dict, fit, rows: pd.DataFrame, unit: str) -> dict:
+    """``summary`` (:func:`~sdlaws.experiments.reporting.fit_summary` of ``fit`` on ``rows``) with its bootstrap
+    intervals from the pigeonhole bootstrap over ``unit`` x training seed when the rows come from at least
+    :data:`MIN_SEEDS` seeds: the checkpoints or drafts of one seed share its initialisation and data order, so a
+    row bootstrap would count seed-to-seed variation as if it averaged out. Unchanged with one seed."""
+    rows, factors = seed_factors(rows, [unit])
+    if len(factors) == 1:
+        return summary
+    boot = cluster_bootstrap(fit, rows, factors)
+    return {**summary, "boot_ci": boot["ci"], "n_boot": boot["n_boot"], "boot_unit": boot["method"]}

@@ -21,6 +21,7 @@ import pandas as pd
 from sdlaws.errors import InputError
 from sdlaws.experiments import verdicts
 from sdlaws.experiments.context import Context, spread
+from sdlaws.experiments.multiway import with_seed_noise
 from sdlaws.experiments.registry import Experiment, Section
 from sdlaws.experiments.reporting import (ALPHA, N_BOOT, SEED, Analysis, Doc, Tables, ci, f, fit_summary,
                                           interval_sign, listed, num, setup, table, tkey, tok)
@@ -78,7 +79,8 @@ def _group(rows: pd.DataFrame, ll, boot, sat, comparison: pd.DataFrame) -> dict[
     """Numbers and verdict of one (response, temperature)."""
     ordered = rows.sort_values("draft_pretrain_tokens")
     tokens = ordered["draft_pretrain_tokens"].to_numpy(dtype=float)
-    out = {"loglinear": fit_summary(ll, boot), "saturating": fit_summary(sat),
+    out = {"loglinear": with_seed_noise(fit_summary(ll, boot), ll, rows, "draft_pretrain_tokens"),
+           "saturating": fit_summary(sat),
            "delta_aic_saturating": float(comparison.loc["saturating", "delta_aic"]
                                          - comparison.loc["loglinear", "delta_aic"]),
            "curvature": curvature_test(rows, ll), "num_checkpoints": len(rows),
