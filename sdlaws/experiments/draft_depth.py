@@ -35,7 +35,7 @@ SIGN_WORDS = {1: "positive", -1: "negative", 0: "not significant"}
 
 def models(scale: Scale):
     """The main target, then the depth x width drafts."""
-    return [scale.spec(scale.main_target, scale.target_tokens),
+    return [scale.target_spec(scale.main_target),
             *(scale.spec(shape, scale.draft_tokens) for shape in scale.depth_drafts)]
 
 

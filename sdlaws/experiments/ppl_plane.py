@@ -40,8 +40,7 @@ LEFT_OUT = {"draft": "draft_shape", "target": "target_shape"}
 
 def models(scale: Scale):
     """The targets, then the plane's drafts."""
-    return [*(scale.spec(shape, scale.target_tokens) for shape in scale.targets),
-            *(scale.spec(shape, scale.draft_tokens) for shape in scale.plane_drafts)]
+    return [*map(scale.target_spec, scale.targets), *scale.plane_draft_specs()]
 
 
 def measure(ctx: Context) -> None:
