@@ -108,7 +108,7 @@ def test_dry_run_lists_models_and_estimates():
     assert all(name in listing.stdout for name in ("pretrain-tokens", "collapse", "suite --only acceptance"))
     bare = CliRunner().invoke(app, ["experiment"])
     assert bare.exit_code == 0 and all(cmd in bare.stdout for cmd in ("run", "report", "cost-model"))
-    assert set(SCALES) == {"h100", "h200", "quick"}
+    assert set(SCALES) == {"h100", "h200", "quick", "h200-science"}
 
 
 def test_science_scale_tests_the_acceptance_laws_in_their_regime():

@@ -8,7 +8,8 @@ units independently with replacement and gives a row the product of its units' m
 the sum of the one-way cluster variances, as in the multiway cluster-robust covariance of Cameron, Gelbach &
 Miller (2011, "Robust inference with multiway clustering", J. Bus. Econ. Stat. 29(2)). Both need many units in
 every factor: with 3 targets the between-target part of the variance rests on 3 values, which is why the
-verdicts ask for a minimum number of units before they read an interval (:func:`sdlaws.experiments.verdicts.plane_coefficient`).
+verdicts ask for a minimum number of units before they read an interval
+(:func:`sdlaws.experiments.verdicts.plane_coefficient`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def leave_one_out_rmse(rows: pd.DataFrame, refit: Callable[[pd.DataFrame], objec
     return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
 
 
-def seed_factors(rows: pd.DataFrame, factors: Sequence[str], model: str = "draft_name") -> tuple[pd.DataFrame, list[str]]:
+def seed_factors(rows: pd.DataFrame, factors: Sequence[str],
+                 model: str = "draft_name") -> tuple[pd.DataFrame, list[str]]:
     """``rows`` with a ``train_seed`` column (the training seed of ``model``) and ``factors`` plus it when at
     least :data:`MIN_SEEDS` seeds are present, so that intervals pooled over rows include seed-to-seed noise."""
     rows = rows.assign(train_seed=[model_seed(n) for n in rows[model]])

@@ -144,12 +144,8 @@ def render(d: dict, doc: Doc) -> list[str]:
     lines = [f"## SDSL plane: acceptance versus draft and target perplexity ({d['verdict']})", "",
              f"Drafts {listed(setup_['drafts'])}, chain gamma {listed(setup_['num_spec_tokens'])}, T = "
              f"{listed(setup_['temperatures'], f)}; perplexities on the corpus's held-out set. Law: "
-             "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens). The rows of one "
-             "target share its perplexity and its noise, and likewise the rows of one draft, so every interval "
-             "that decides comes from the two-way pigeonhole bootstrap (Owen 2007; the bootstrap analogue of the "
-             "multiway cluster-robust variance of Cameron, Gelbach & Miller 2011): drafts and targets are "
-             "resampled independently and the plane refitted. Its between-target part rests on as many values "
-             "as there are targets, so a slope is only read with at least 4 targets and 6 drafts.", ""]
+             "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens). "
+             + verdicts.two_way_method(), ""]
     for key, g in d["groups"].items():
         lines += _render_group(key, g, doc)
     return [*lines, doc.fig("sdsl_ppl_plane.png"), ""]

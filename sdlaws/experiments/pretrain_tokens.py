@@ -117,7 +117,8 @@ def training_run(run: dict[str, Any], model_name: str) -> dict[str, Any]:
         raise InputError(f"run.json has no training metadata for {key!r}; use the run.json of the same suite")
     planned = float(checkpoints[-1]["planned_tokens"])
     warmup = planned * float(checkpoints[-1]["train_config"]["warmup_fraction"])
-    return {"run": key, "schedule": checkpoints[-1]["train_config"].get("schedule", "cosine"), "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
+    return {"run": key, "schedule": checkpoints[-1]["train_config"].get("schedule", "cosine"),
+            "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
             "warmup_tokens": warmup, "num_in_warmup": sum(c["pretrain_tokens"] <= warmup for c in checkpoints),
             "stopped_early": bool(checkpoints[-1].get("stopped_early"))}
 

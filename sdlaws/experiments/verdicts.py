@@ -201,6 +201,16 @@ PLANE_MIN_TARGETS = 4
 PLANE_MIN_DRAFTS = 6
 
 
+def two_way_method() -> str:
+    """Why and how the plane's intervals are two-way, and when they are read (:data:`PLANE_MIN_TARGETS`...)."""
+    return ("The rows of one target share its perplexity and its noise, and likewise the rows of one draft, so "
+            "every interval that decides comes from the two-way pigeonhole bootstrap (Owen 2007; the bootstrap "
+            "analogue of the multiway cluster-robust variance of Cameron, Gelbach & Miller 2011): drafts and "
+            "targets are resampled independently and the plane refitted. Its between-target part rests on as "
+            f"many values as there are targets, so a slope is only read with at least {PLANE_MIN_TARGETS} targets "
+            f"and {PLANE_MIN_DRAFTS} drafts.")
+
+
 def plane_coefficient(sign: int, expected: int, targets: int, drafts: int, *, min_targets: int = PLANE_MIN_TARGETS,
                       min_drafts: int = PLANE_MIN_DRAFTS) -> str:
     """Verdict on one published slope of the plane from its two-way (draft x target) bootstrap interval:
