@@ -108,4 +108,29 @@ def test_dry_run_lists_models_and_estimates():
     assert all(name in listing.stdout for name in ("pretrain-tokens", "collapse", "suite --only acceptance"))
     bare = CliRunner().invoke(app, ["experiment"])
     assert bare.exit_code == 0 and all(cmd in bare.stdout for cmd in ("run", "report", "cost-model"))
-    assert set(SCALES) == {"h100", "h200", "quick"}
+    assert set(SCALES) == {"h100", "h200", "quick", "h200-science"}
+
+
+def test_science_scale_tests_the_acceptance_laws_in_their_regime():
+    """h200-science: Thm 1.1 over >= 2 decades of finished WSD runs up to >= 30 tokens per parameter, targets at
+    >= 20 tokens per parameter, a plane of >= 4 targets x >= 6 drafts, two seeds, T = 0 and 1, and a dry run
+    that says how many resumable commands the training needs."""
+    from sdlaws.experiments import registry
+    from sdlaws.experiments.runner import commands_line, plan
+    from sdlaws.experiments.scale import H200_SCIENCE as s
+
+    target, *drafts = registry.get("pretrain-tokens").models(s)
+    steps = drafts[0].checkpoint_steps(s.tokens_per_step)
+    assert s.schedule == "wsd" and len(drafts) == len(s.seeds) >= 2
+    assert np.log10(steps[-1] / steps[0]) >= 2 and drafts[0].tokens / drafts[0].params(s.vocab_size) >= 30
+    warmup = s.warmup_fraction * steps[-1]
+    assert steps[0] * (1 - s.decay_fraction) > warmup   # the first branch leaves the trunk after the warm-up
+    plane = registry.get("ppl-plane").models(s)
+    assert len(s.targets) >= 4 and len(s.plane_drafts) >= 6 and set(s.plane_temperatures) == {0.0, 1.0}
+    for spec in [target, *plane[:len(s.targets)]]:
+        assert spec.tokens / spec.params(s.vocab_size) >= 20
+    assert target.name in {p.name for p in plane}   # the Thm 1.1 target is one of the plane's, trained once
+    text = plan(["ppl-plane"], scale="h200-science").summary()
+    assert "est. H200 s" in text and "with --train-only" in text
+    assert commands_line(100, 200, 540).startswith("commands of 540 s: 0 with --train-only")
+    assert commands_line(1000, 200, 540).startswith("commands of 540 s: 2 with --train-only")

@@ -98,3 +98,27 @@ def test_head_depth_trains_heads_and_measures_them_beside_the_lm_drafts(tmp_path
     assert sorted(p.name for p in heads_dir.iterdir() if p.is_dir()) == ["head-L1-T640-s0", "head-L2-T640-s0"]
     assert runner.invoke(app, args).exit_code == 0   # re-run: heads resumed (finished), rows already measured
     assert len(io.read_measurements(out)) == len(df)
+
+
+def test_wsd_scale_measures_finished_branches_of_every_seed_after_train_only(tmp_path, corpus_dir):
+    """A scale with ``schedule="wsd"`` and two seeds: ``--train-only`` trains and measures nothing; the next run
+    measures each seed's cool-down branches (finished runs), one per log-spaced budget."""
+    from dataclasses import replace
+
+    from sdlaws.experiments.context import Layout
+    from sdlaws.experiments.runner import RunPlan, run
+    from sdlaws.experiments.scale import QUICK
+
+    scale = replace(QUICK, name="quick-wsd", schedule="wsd", seeds=(0, 1), pretrain_first_fraction=0.5)
+    out = tmp_path / "out" / "pretrain-tokens.csv"
+    plan = RunPlan(("pretrain-tokens",), scale, tmp_path / "work", Layout.for_single("pretrain-tokens", out), None,
+                   corpus_dir, "cpu")
+    assert "schedule: wsd" in plan.summary() and "L1-H32-T1.28k-s1" in plan.summary()
+    trained = run(plan, progress=False, train_only=True)
+    assert not trained.train.stopped_early and not out.exists()
+    run(plan, progress=False)
+    rows = io.read_measurements(out)
+    spec = rows[rows["method"].ne("ar")]
+    assert spec["draft_name"].str.contains("/decay-").all()
+    assert set(spec["draft_name"].str.extract(r"-s(\d)/")[0]) == {"0", "1"}
+    assert spec.groupby(spec["draft_name"].str.extract(r"-s(\d)/")[0])["draft_pretrain_tokens"].nunique().eq(2).all()

@@ -52,7 +52,7 @@ def test_regenerated_document_is_the_committed_one(report_dir):
 
 
 def test_report_writes_fits_figures_and_json(report_dir):
-    from sdlaws.fit import FitResult, load_fit, load_fits
+    from sdlaws.fit import FitResult, load_fits
 
     data = json.loads((report_dir / "report.json").read_text())
     for name in data["files"]:
@@ -60,9 +60,9 @@ def test_report_writes_fits_figures_and_json(report_dir):
     pngs = {n for n in data["files"] if n.endswith(".png")}
     assert {"thm11_loglinear_alpha_mle.png", "sdsl_ppl_plane.png", "thm13_topk_batch.png",
             "heldout-h200-pairs.png", "heldout-h200-8b.png", "roofline.png"} <= pngs
-    plane = load_fit(report_dir / "sdsl_ppl_plane.json")
+    plane = load_fits(report_dir / "sdsl_ppl_plane.json")[0.0]
     assert isinstance(plane, FitResult) and plane.law == "ppl_plane"
-    assert plane.params["A"] == pytest.approx(data["plane"]["fit"]["params"]["A"])
+    assert plane.params["A"] == pytest.approx(data["plane"]["groups"]["T=0"]["forms"]["linear"]["fit"]["params"]["A"])
     by_temperature = load_fits(report_dir / "thm11_loglinear_alpha_mle.json")
     assert set(by_temperature) == {0.0, 1.0}
     assert by_temperature[0.0].params["a"] == pytest.approx(
@@ -170,14 +170,57 @@ def _plane_rows(targets: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_target_means_test_recovers_b_and_needs_three_targets():
-    from sdlaws.experiments.ppl_plane import target_means_test
+def test_two_way_bootstrap_recovers_b_and_drops_unidentified_resamples():
+    from sdlaws.experiments.multiway import cluster_bootstrap
+    from sdlaws.fit import fit_law
 
-    many = target_means_test(_plane_rows(6), "alpha_mle", -0.006)
-    assert many["ci"][0] < 0.02 < many["ci"][1] and many["ci"][0] > 0 and many["dof"] == 4
-    few = target_means_test(_plane_rows(3), "alpha_mle", -0.006)
-    assert few["dof"] == 1 and few["ci"][1] - few["ci"][0] > many["ci"][1] - many["ci"][0]
-    assert target_means_test(_plane_rows(2), "alpha_mle", -0.006)["B"] is None
+    def b_interval(targets):
+        rows = _plane_rows(targets)
+        return cluster_bootstrap(fit_law(rows, "ppl_plane", weight=None), rows, ["draft_name", "target_name"])
+
+    many, few = b_interval(8), b_interval(3)
+    assert many["ci"]["B"][0] < 0.02 < many["ci"]["B"][1] and many["ci"]["B"][0] > 0
+    # resamples that draw a single target cannot identify B: about 3 * 3^-3 of them with 3 targets
+    assert 60 < few["n_dropped"] < 170 and many["n_dropped"] < 5
+
+
+def test_two_way_bootstrap_sees_target_noise_that_rows_hide():
+    """Each target carries a shared shock: the row-level interval of B is too narrow, the two-way one is not."""
+    from sdlaws.experiments.multiway import cluster_bootstrap
+    from sdlaws.fit import fit_law
+
+    rng = np.random.default_rng(1)
+    rows = _plane_rows(8)
+    shock = dict(zip(rows["target_name"].unique(), rng.normal(0, 0.03, 8)))
+    rows["alpha_mle"] += rows["target_name"].map(shock)
+    fit = fit_law(rows, "ppl_plane", weight=None)
+    row_width = np.diff(fit.conf_int(0.05).loc["B"].to_numpy())[0]
+    two_way = cluster_bootstrap(fit, rows, ["draft_name", "target_name"])["ci"]["B"]
+    assert two_way[1] - two_way[0] > 2 * row_width
+
+
+def test_leave_one_out_rmse_is_small_for_the_true_form_and_none_when_unidentified():
+    from sdlaws.experiments.multiway import leave_one_out_rmse
+    from sdlaws.fit import fit_law
+
+    rows = _plane_rows(4)
+    refit = lambda kept: fit_law(kept, "ppl_plane", weight=None)  # noqa: E731
+    assert leave_one_out_rmse(rows, refit, "draft_name") < 0.01
+    assert leave_one_out_rmse(_plane_rows(2), refit, "target_name") is None   # one target left: B undetermined
+
+
+def test_pigeonhole_weights_multiply_the_draws_of_each_factor():
+    from sdlaws.experiments.multiway import pigeonhole_weights
+
+    drafts, targets = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
+    w = pigeonhole_weights([drafts, targets], 200, 0)
+    # every resample draws 3 drafts and 2 targets, so the rows' weights add up to 3 x 2
+    assert w.shape == (200, 6) and np.allclose(w.sum(axis=1), 6) and w.std(axis=0).min() > 0
+    by_draft = np.stack([w[:, drafts == d].sum(axis=1) for d in range(3)], axis=1)
+    by_target = np.stack([w[:, targets == t].sum(axis=1) for t in range(2)], axis=1)
+    assert np.allclose(by_draft.sum(axis=1), by_target.sum(axis=1))
+    # a row carries its draft's draw times its target's draw, so cross products match
+    assert np.allclose(w[:, 0] * w[:, 3], w[:, 1] * w[:, 2])   # (d0,t0)(d1,t1) = (d0,t1)(d1,t0)
 
 
 def test_curvature_test_finds_a_bend_and_not_a_line():
@@ -274,3 +317,36 @@ def test_head_depth_section_renders_fits_top1_and_cost_from_its_numbers():
 def _as_json(data):
     """``data`` as report.json holds it (tuples become lists)."""
     return json.loads(json.dumps(data))
+
+
+# ------------------------------------------------------------------------------------ seeds, known truth
+
+def _seeded_checkpoints(slopes) -> pd.DataFrame:
+    """Checkpoints of one draft trained with one seed per entry of ``slopes``: alpha = 0.4 + slope * (log10(tokens)
+    - 6.5) plus small row noise, so the seeds differ in slope and each seed's rows are nearly on a line."""
+    rng = np.random.default_rng(0)
+    tokens = np.logspace(5, 8, 9)
+    return pd.DataFrame([{"draft_name": f"/m/L4-H256-T100M-s{s}/decay-{int(t)}", "draft_pretrain_tokens": t,
+                          "alpha_mle": 0.4 + slope * (np.log10(t) - 6.5) + rng.normal(0, 0.001)}
+                         for s, slope in enumerate(slopes) for t in tokens])
+
+
+def test_pooled_intervals_include_seed_noise_when_there_are_seeds():
+    from sdlaws.experiments.multiway import model_seed, with_seed_noise
+    from sdlaws.experiments.reporting import fit_summary
+    from sdlaws.fit import fit_law
+
+    def slope_intervals(rows):
+        fit = fit_law(rows, "loglinear", x="draft_pretrain_tokens", y="alpha_mle", weight=None)
+        rowwise = fit_summary(fit, fit_law(rows, "loglinear", x="draft_pretrain_tokens", y="alpha_mle", weight=None,
+                                           n_boot=500))
+        return rowwise, with_seed_noise(rowwise, fit, rows, "draft_pretrain_tokens")
+
+    rowwise, seeded = slope_intervals(_seeded_checkpoints([0.05, 0.10, 0.15]))
+    width = {k: s["boot_ci"]["a"][1] - s["boot_ci"]["a"][0] for k, s in (("rows", rowwise), ("seeds", seeded))}
+    # rows see the seeds' spread as residual noise averaged over 27 rows; the seed factor sees 3 slopes
+    assert width["seeds"] > 2 * width["rows"] and "train_seed" in seeded["boot_unit"]
+    assert seeded["boot_ci"]["a"][0] < 0.07 and seeded["boot_ci"]["a"][1] > 0.13   # spans the seeds' slopes
+    one_seed, unchanged = slope_intervals(_seeded_checkpoints([0.10]))
+    assert unchanged is one_seed
+    assert model_seed("/m/L4-H256-T100M-s12/step-5") == 12 and model_seed("meta-llama/Llama-3.2-1B") == 0

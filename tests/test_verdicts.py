@@ -125,19 +125,34 @@ def test_rerun_slopes():
     assert "depth now helps for a" in verdicts.rerun_slopes({"a": 0}, {"a": 1})
 
 
-@pytest.mark.parametrize("sign,units,expected", [(1, 3, "holds"), (-1, 3, "fails"), (0, 3, "not testable"),
-                                                 (0, 8, "fails")])
-def test_coefficient_needs_its_sign_and_enough_units(sign, units, expected):
-    assert verdicts.coefficient(sign, 1, units) == expected
+@pytest.mark.parametrize("sign,targets,drafts,expected", [
+    (1, 4, 6, "holds"), (0, 4, 6, "fails"), (-1, 4, 6, "fails"),
+    (1, 3, 8, "not testable"), (1, 8, 5, "not testable"), (0, 3, 8, "not testable")])
+def test_plane_coefficient_reads_the_two_way_interval_only_with_enough_units(sign, targets, drafts, expected):
+    assert verdicts.plane_coefficient(sign, 1, targets, drafts) == expected
 
 
-def test_coefficient_sentence_names_the_test_and_its_interval():
-    text = verdicts.coefficient_sentence("B", "not testable", "the regression of the per-target means", 0.0079,
-                                         (-0.040, 0.056), 3, "targets")
-    assert "per-target means gives 0.0079 [-0.04, 0.056] over 3 targets" in text and "holds 0" in text
-    assert "not testable" in text
-    assert text.endswith("holds.") is False
-    assert verdicts.coefficient_sentence("A", "holds", "t", -0.005, (-0.006, -0.003), 8, "drafts").endswith("holds.")
+def test_plane_coefficient_sentence_says_what_too_few_units_can_and_cannot_say():
+    few = verdicts.plane_coefficient_sentence("A", "not testable", -0.0047, (-0.0068, -0.0029), -1, 3, 8)
+    assert "over 3 targets x 8 drafts" in few and "excludes 0" in few and "not testable" in few
+    assert "a description of these models, not a test" in few
+    assert "description" not in verdicts.plane_coefficient_sentence("B", "not testable", 0.008, (-0.005, 0.014), 1,
+                                                                    3, 8)
+    assert verdicts.plane_coefficient_sentence("B", "holds", 0.01, (0.004, 0.02), 1, 5, 8).endswith("holds.")
+    assert "not found: fails" in verdicts.plane_coefficient_sentence("B", "fails", 0.01, (-0.004, 0.02), 1, 5, 8)
+    assert "opposite sign" in verdicts.plane_coefficient_sentence("B", "fails", -0.01, (-0.02, -0.004), 1, 5, 8)
+
+
+@pytest.mark.parametrize("gap,errors,expected", [
+    (-5.0, {"draft": (0.03, 0.02), "target": (0.05, 0.04)}, "log"),
+    (-5.0, {"draft": (0.03, 0.02), "target": (0.04, 0.05)}, "undecided"),   # out of sample disagrees
+    (5.0, {"draft": (0.02, 0.03), "target": (0.04, 0.05)}, "linear"),
+    (1.0, {"draft": (0.02, 0.03), "target": (0.04, 0.05)}, "undecided"),    # within the AIC margin
+    (-5.0, {"draft": (0.03, 0.02), "target": (None, None)}, "log")])        # a direction without a left-out fit
+def test_plane_form_needs_aic_and_out_of_sample_error_to_agree(gap, errors, expected):
+    assert verdicts.plane_form(gap, errors) == expected
+    text = verdicts.plane_form_sentence(expected, gap, errors)
+    assert ("do not choose" in text) == (expected == "undecided")
 
 
 def test_shared_units_caveat_only_when_rows_share_units():

@@ -11,6 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+#: Exit status of ``run --train-only`` while training is unfinished (1 and 2 are errors and usage errors).
+UNFINISHED_EXIT = 3
+
 experiment_app = typer.Typer(add_completion=False, help="Run the controlled scaling experiments (train, measure, "
                                                         "write CSVs) and write the documents on their results.")
 
@@ -52,13 +55,20 @@ def run(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny CPU-sized models and workloads (a smoke test); "
                                                         "the same as --scale quick.")] = False,
     scale: Annotated[str, typer.Option(help="Sizes and workloads: h100 (one H100 command), h200 (the throughput "
-                                            "experiments as the planner's held-out test on one H200) or quick.")]
+                                            "experiments as the planner's held-out test on one H200), "
+                                            "h200-science (the acceptance laws in their regime, WSD, several "
+                                            "resumable H200 commands) or quick.")]
     = "h100",
     corpus_dir: Annotated[Optional[Path], typer.Option("--corpus", help="Use this corpus instead of building "
                                                                         "one under --work.")] = None,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the models, token budgets and time estimates; "
                                                             "train and measure nothing.")] = False,
+    train_only: Annotated[bool, typer.Option("--train-only", help="Train (resuming what an earlier command "
+                                                                  "left) and measure nothing; exit status 3 "
+                                                                  "while some model is short of its budget, so "
+                                                                  "`until ... --train-only; do :; done` "
+                                                                  "finishes it.")] = False,
 ) -> None:
     """Run an experiment end to end: corpus, training, measurements, CSVs."""
     from sdlaws import experiments
@@ -66,7 +76,13 @@ def run(
     names = experiments.resolve_names(name, only)
     plan = experiments.plan(names, scale="quick" if quick else scale, work=work, out=out, budget_s=budget_s,
                             corpus_dir=corpus_dir, device=device, suite=name == "suite")
-    typer.echo(plan.summary() if dry_run else experiments.run(plan).summary())
+    if dry_run:
+        typer.echo(plan.summary())
+        return
+    result = experiments.run(plan, train_only=train_only)
+    typer.echo(result.summary())
+    if train_only and result.train.stopped_early:
+        raise typer.Exit(UNFINISHED_EXIT)
 
 
 @experiment_app.command("report")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from sdlaws.experiments import verdicts
 from sdlaws.experiments.context import Context, spread
+from sdlaws.experiments.multiway import with_seed_noise
 from sdlaws.experiments.registry import Experiment, Section
 from sdlaws.experiments.reporting import (N_BOOT, SEED, Analysis, Doc, Tables, ci, f, fit_summary, interval_sign,
                                           listed, num, setup, table, tkey, tok)
@@ -34,7 +35,7 @@ SIGN_WORDS = {1: "positive", -1: "negative", 0: "not significant"}
 
 def models(scale: Scale):
     """The main target, then the depth x width drafts."""
-    return [scale.spec(scale.main_target, scale.target_tokens),
+    return [scale.target_spec(scale.main_target),
             *(scale.spec(shape, scale.draft_tokens) for shape in scale.depth_drafts)]
 
 
@@ -90,7 +91,8 @@ def _group(rows: pd.DataFrame, fit, boot, width: int) -> dict[str, Any]:
     """Numbers and verdict of one (temperature, width), with the drafts' perplexity by depth."""
     ordered = rows.sort_values("draft_layers")
     layers = ordered["draft_layers"].to_numpy(dtype=float)
-    out = {"width": int(width), "loglinear": fit_summary(fit, boot), "layers": [int(v) for v in layers],
+    out = {"width": int(width), "loglinear": with_seed_noise(fit_summary(fit, boot), fit, rows, "draft_layers"),
+           "layers": [int(v) for v in layers],
            "y": [float(v) for v in ordered[fit.y]], "draft_ppl": [num(v) for v in ordered["draft_ppl"]],
            "decades": float(np.log10(layers[-1] / layers[0]))}
     out["slope_sign"] = interval_sign(out["loglinear"], "a")

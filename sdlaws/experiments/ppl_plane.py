@@ -1,38 +1,46 @@
 """``ppl-plane``: alpha versus draft and target perplexity (SDSL, ``alpha = A ppl_draft + B ppl_target + C``).
 
 Every target x draft pair of the scale (at least 3 x 4 at the ``h100`` scale) is measured as a chain draft at
-T=0; the perplexities of all models on the corpus test split are written to ``ppl.csv`` first, so the sweep
-fills ``draft_ppl`` and ``target_ppl`` of every row.
+the scale's plane temperatures; the perplexities of all models on the corpus's held-out set are written to
+``ppl.csv`` first, so the sweep fills ``draft_ppl`` and ``target_ppl`` of every row.
 
-Its section of the results document fits ``ppl_plane`` of ``alpha_mle`` with a bootstrap over whole drafts, and
-tests each published coefficient where its evidence lies: the draft slope A by that draft bootstrap, the target
-slope B by a regression of the per-target means (the pairs share a few target perplexities, so the row-level t
-interval of B counts the same targets many times).
+Its section of the results document fits ``ppl_plane`` of ``alpha_mle`` per temperature and reads every
+coefficient from the noise that matters: a row shares its target's perplexity and noise with every other row of
+that target, and its draft's with every row of that draft, so intervals come from the two-way pigeonhole
+bootstrap over drafts x targets (x training seeds, when there are several; :mod:`sdlaws.experiments.multiway`).
+The log-perplexity plane ``alpha = A log ppl_draft + B log ppl_target + C`` is fitted to the same rows and
+compared by AIC and by the error on a left-out draft and a left-out target.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
 from sdlaws.experiments.context import Context, spread
+from sdlaws.experiments.multiway import cluster_bootstrap, leave_one_out_rmse, seed_factors
 from sdlaws.experiments.registry import Experiment, Section
-from sdlaws.experiments.reporting import (ALPHA, N_BOOT, SEED, Analysis, Doc, Tables, ci, f, fit_summary, listed,
-                                          setup, table)
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, ci, f, fit_summary, listed, setup, table, tkey
 from sdlaws.experiments.scale import Scale
 
 NAME = "ppl-plane"
 FILES = {"plane": ("acceptance/ppl-plane.csv", "spec"), "plane_ppl": ("acceptance/ppl.csv", "ppl")}
 #: Published signs of the slopes: a better draft (lower perplexity) is accepted more, A < 0; B > 0.
 EXPECTED_SIGNS = {"A": -1, "B": 1}
+#: The two forms of the plane: regressor columns. ``linear`` is SDSL's; ``log`` is the alternative.
+FORMS = {"linear": ("draft_ppl", "target_ppl"), "log": ("log_draft_ppl", "log_target_ppl")}
+#: Bootstrap factors: whole drafts and whole targets, by shape (the seeds of one shape are a factor of their own).
+FACTORS = ("draft_shape", "target_shape")
+#: The directions of leave-one-unit-out prediction error: label -> factor left out.
+LEFT_OUT = {"draft": "draft_shape", "target": "target_shape"}
 
 
 def models(scale: Scale):
     """The targets, then the plane's drafts."""
-    return [*(scale.spec(shape, scale.target_tokens) for shape in scale.targets),
-            *(scale.spec(shape, scale.draft_tokens) for shape in scale.plane_drafts)]
+    return [*map(scale.target_spec, scale.targets), *scale.plane_draft_specs()]
 
 
 def measure(ctx: Context) -> None:
@@ -43,56 +51,71 @@ def measure(ctx: Context) -> None:
     ctx.measure_ppl([*targets, *drafts])
     for target in spread(targets):
         ctx.sweep(NAME, target, drafts, gammas=(ctx.scale.gamma,), batch_sizes=(ctx.scale.num_prompts,),
-                  temperatures=(0.0,))
+                  temperatures=ctx.scale.plane_temperatures)
 
 
 # ---------------------------------------------------------------------------------------------------- analysis
 
 def analyse(tables: Tables) -> Analysis:
-    """The plane's fit, each coefficient's named test against the published value, and the verdict."""
-    from sdlaws.fit import fill_perplexities, fit_law, used_rows
-    from sdlaws.plan.priors import SDSL_PLANE
+    """Per temperature: both forms of the plane, their two-way intervals and out-of-sample errors, verdicts."""
+    from sdlaws.fit import fill_perplexities, fit_law_by, used_rows
+    from sdlaws.plan.cost import short_name
 
     rows = fill_perplexities(tables["plane"][tables["plane"]["method"].ne("ar")], tables["plane_ppl"])
-    fit = fit_law(rows, "ppl_plane")
-    summary_ = fit_summary(fit, fit_law(rows, "ppl_plane", unit="draft_name", n_boot=N_BOOT, seed=SEED))
-    drafts, targets = int(rows["draft_name"].nunique()), int(rows["target_name"].nunique())
-    target_means = target_means_test(rows, fit.y, summary_["params"]["A"])
-    by_drafts = dict(test="the draft bootstrap", units=drafts, unit="drafts")
-    tests = {"A": dict(by_drafts, estimate=summary_["params"]["A"], interval=summary_["boot_ci"]["A"]),
-             "B": dict(test="the regression of the per-target means", estimate=target_means["B"],
-                       interval=target_means["ci"], units=targets, unit="targets"),
-             "C": dict(by_drafts, estimate=summary_["params"]["C"], interval=summary_["boot_ci"]["C"])}
-    for name, t in tests.items():
-        published = float(SDSL_PLANE.params[name])
-        t.update(published=published, ratio_fitted_to_published=summary_["params"][name] / published,
-                 published_inside=bool(t["interval"][0] is not None and t["interval"][0] <= published
-                                       <= t["interval"][1]))
+    rows = rows.assign(log_draft_ppl=np.log(rows["draft_ppl"]), log_target_ppl=np.log(rows["target_ppl"]),
+                       draft_shape=rows["draft_name"].map(short_name),
+                       target_shape=rows["target_name"].map(short_name))
+    fits = fit_law_by(rows, "ppl_plane", group="temperature", x=FORMS["linear"])
+    used = {t: used_rows(rows, fit) for t, fit in fits.items()}
+    groups = {tkey(t): plane_group(used[t], fit) for t, fit in fits.items()}
+    return Analysis({"groups": groups, "setup": setup(rows),
+                     "verdict": verdicts.combine(g["verdict"] for g in groups.values())},
+                    fits={"sdsl_ppl_plane": (fits, "temperature")},
+                    plots={"sdsl_ppl_plane": ({tkey(t): fit for t, fit in fits.items()},
+                                              {tkey(t): used[t] for t in fits})})
+
+
+def plane_group(rows: pd.DataFrame, linear) -> dict[str, Any]:
+    """Numbers and verdict of the rows of one temperature (``linear``: SDSL's plane fitted to them)."""
+    from sdlaws.fit import fit_law
+    from sdlaws.plan.priors import SDSL_PLANE
+
+    fits = {"linear": linear, "log": fit_law(rows, "ppl_plane", x=FORMS["log"])}
+    rows, factors = seed_factors(rows, FACTORS)
+    forms = {form: form_summary(fit, rows, factors) for form, fit in fits.items()}
+    units = forms["linear"]["two_way"]["units"]
+    targets, drafts = units["target_shape"], units["draft_shape"]
+    tests = {}
+    for name, published in SDSL_PLANE.params.items():
+        estimate, interval = forms["linear"]["fit"]["params"][name], forms["linear"]["two_way"]["ci"][name]
+        tests[name] = {"estimate": estimate, "interval": interval, "published": float(published),
+                       "ratio_fitted_to_published": estimate / float(published),
+                       "published_inside": bool(interval[0] is not None and interval[0] <= published <= interval[1])}
         if name in EXPECTED_SIGNS:
-            t["sign"] = _sign(t["interval"])
-            t["verdict"] = verdicts.coefficient(t["sign"], EXPECTED_SIGNS[name], t["units"])
-    data = {"fit": summary_, "coefficients": tests, "target_means": target_means, "setup": setup(rows),
-            "published_source": SDSL_PLANE.source, "num_targets": targets, "num_drafts": drafts,
+            tests[name]["sign"] = _sign(interval)
+            tests[name]["verdict"] = verdicts.plane_coefficient(tests[name]["sign"], EXPECTED_SIGNS[name], targets,
+                                                                drafts)
+    aic_gap = forms["log"]["aic"] - forms["linear"]["aic"]
+    errors = {d: (forms["linear"]["left_out_rmse"][d], forms["log"]["left_out_rmse"][d]) for d in LEFT_OUT}
+    return {"forms": forms, "coefficients": tests, "factors": factors, "num_targets": targets, "num_drafts": drafts,
+            "published_source": SDSL_PLANE.source, "aic_log_minus_linear": aic_gap,
+            "preferred_form": verdicts.plane_form(aic_gap, errors),
             "draft_ppl_range": [float(rows["draft_ppl"].min()), float(rows["draft_ppl"].max())],
             "target_ppl_range": [float(rows["target_ppl"].min()), float(rows["target_ppl"].max())],
             "verdict": verdicts.combine(tests[n]["verdict"] for n in EXPECTED_SIGNS)}
-    return Analysis(data, fits={"sdsl_ppl_plane": (fit, None)},
-                    plots={"sdsl_ppl_plane": ({"plane": fit}, {"plane": used_rows(rows, fit)})})
 
 
-def target_means_test(rows: pd.DataFrame, y: str, a: float) -> dict[str, Any]:
-    """B from the targets alone: OLS of each target's mean ``y - A*draft_ppl`` on its perplexity, with a t interval
-    on ``targets - 2`` degrees of freedom (None below 3 targets)."""
-    from statsmodels.regression.linear_model import OLS
+def form_summary(fit, rows: pd.DataFrame, factors: list[str]) -> dict[str, Any]:
+    """One form of the plane: its fit, its multiway bootstrap intervals, AIC and leave-one-draft-out /
+    leave-one-target-out RMSE (the same rows for both forms, so the numbers compare)."""
+    from sdlaws.fit import fit_law
 
-    means = rows.assign(rest=rows[y] - a * rows["draft_ppl"]).groupby("target_name")[["rest", "target_ppl"]].mean()
-    df = len(means) - 2
-    if df < 1:
-        return {"B": None, "ci": [None, None], "pvalue": None, "dof": max(df, 0)}
-    x = means["target_ppl"].to_numpy(dtype=float)
-    res = OLS(means["rest"].to_numpy(dtype=float), pd.DataFrame({"C": 1.0, "B": x})).fit()
-    lo, hi = res.conf_int(ALPHA).loc["B"]
-    return {"B": float(res.params["B"]), "ci": [float(lo), float(hi)], "pvalue": float(res.pvalues["B"]), "dof": df}
+    def refit(kept: pd.DataFrame):
+        """The same law on fewer rows."""
+        return fit_law(kept, "ppl_plane", x=fit.x)
+
+    return {"fit": fit_summary(fit), "two_way": cluster_bootstrap(fit, rows, factors), "aic": float(fit.gof["aic"]),
+            "left_out_rmse": {d: leave_one_out_rmse(rows, refit, col) for d, col in LEFT_OUT.items()}}
 
 
 def _sign(interval) -> int:
@@ -106,37 +129,58 @@ def _sign(interval) -> int:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 def summary(d: dict) -> list[list[str]]:
-    """The summary table's row: verdict and the slopes."""
-    p = d["fit"]["params"]
+    """The summary table's row: verdict and the slopes of the first temperature with their two-way intervals."""
+    key, g = next(iter(d["groups"].items()))
+    c = g["coefficients"]
     return [["SDSL plane: alpha vs draft and target perplexity", d["verdict"],
-             f"A = {f(p['A'])}, B = {f(p['B'])}, R2 = {f(d['fit']['r2'])}"]]
+             f"A = {ci(c['A']['estimate'], c['A']['interval'])}, B = {ci(c['B']['estimate'], c['B']['interval'])} "
+             f"(two-way bootstrap, {g['num_targets']} targets x {g['num_drafts']} drafts, {key})"]]
 
 
 def render(d: dict, doc: Doc) -> list[str]:
-    """Coefficients with their t, bootstrap and test intervals against the published ones; verdicts."""
-    fit, setup_, tests = d["fit"], d["setup"], d["coefficients"]
-    rows = [[name, ci(fit["params"][name], fit["ci"][name]), listed(fit["boot_ci"][name], f), t["test"],
-             listed(t["interval"], f), f(t["published"], 4), f(t["ratio_fitted_to_published"]),
-             f(t["published_inside"])] for name, t in tests.items()]
-    return [f"## SDSL plane: acceptance versus draft and target perplexity ({d['verdict']})", "",
-            f"{d['num_targets']} targets x {d['num_drafts']} drafts ({listed(setup_['drafts'])}), chain gamma "
-            f"{listed(setup_['num_spec_tokens'])}, T = {listed(setup_['temperatures'], f)}; draft perplexity "
-            f"{f(d['draft_ppl_range'][0])}-{f(d['draft_ppl_range'][1])}, target perplexity "
-            f"{f(d['target_ppl_range'][0])}-{f(d['target_ppl_range'][1])} (held-out split of the corpus). Law: "
-            f"`{fit['y']} = A*ppl_draft + B*ppl_target + C` (WLS) over {fit['nobs']} pairs, R2 = {f(fit['r2'])}; "
-            "the bootstrap resamples whole drafts. Each coefficient is tested where its evidence lies: A and C by "
-            "the draft bootstrap, B by the regression of the per-target means on the target perplexity "
-            f"(a t interval with {d['target_means']['dof']} residual degree(s) of freedom).", "",
-            *table(["coefficient", f"fitted [{doc.pct} t]", "boot (drafts)", "test", f"test interval [{doc.pct}]",
-                    "published [S]", "fitted / published", "published inside test interval"], rows),
-            *[verdicts.coefficient_sentence(name, tests[name]["verdict"], tests[name]["test"], tests[name]["estimate"],
-                                            tests[name]["interval"], tests[name]["units"], tests[name]["unit"])
-              for name in EXPECTED_SIGNS if tests[name]["estimate"] is not None],
-            verdicts.shared_units("B", fit["ci"]["B"], fit["nobs"], d["num_targets"], "target perplexities"),
+    """Per temperature: coefficients with their two-way intervals against the published ones, the two forms,
+    verdicts."""
+    setup_ = d["setup"]
+    lines = [f"## SDSL plane: acceptance versus draft and target perplexity ({d['verdict']})", "",
+             f"Drafts {listed(setup_['drafts'])}, chain gamma {listed(setup_['num_spec_tokens'])}, T = "
+             f"{listed(setup_['temperatures'], f)}; perplexities on the corpus's held-out set. Law: "
+             "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens). "
+             + verdicts.two_way_method(), ""]
+    for key, g in d["groups"].items():
+        lines += _render_group(key, g, doc)
+    return [*lines, doc.fig("sdsl_ppl_plane.png"), ""]
+
+
+def _render_group(key: str, g: dict, doc: Doc) -> list[str]:
+    """One temperature's tables and sentences."""
+    lin, tests = g["forms"]["linear"], g["coefficients"]
+    boot = lin["two_way"]
+    rows = [[name, ci(lin["fit"]["params"][name], lin["fit"]["ci"][name]), listed(t["interval"], f),
+             f(t["published"], 4), f(t["ratio_fitted_to_published"]), f(t["published_inside"])]
+            for name, t in tests.items()]
+    form_rows = [[form, *[ci(s["fit"]["params"][n], s["two_way"]["ci"][n]) for n in ("A", "B", "C")],
+                  f(s["fit"]["r2"]), f(s["aic"]), *[f(s["left_out_rmse"][u]) for u in LEFT_OUT]]
+                 for form, s in g["forms"].items()]
+    return [f"### {key}: {g['num_targets']} targets x {g['num_drafts']} drafts ({g['verdict']})", "",
+            f"Draft perplexity {f(g['draft_ppl_range'][0])}-{f(g['draft_ppl_range'][1])}, target perplexity "
+            f"{f(g['target_ppl_range'][0])}-{f(g['target_ppl_range'][1])}, {lin['fit']['nobs']} pairs, R2 = "
+            f"{f(lin['fit']['r2'])}; {boot['method']}, {boot['n_boot']} resamples of which {boot['n_dropped']} "
+            "drew too few units to identify the plane (left out).", "",
+            *table(["coefficient", f"fitted [{doc.pct} t, rows independent]", f"two-way bootstrap [{doc.pct}]",
+                    "published [S]", "fitted / published", "published inside two-way interval"], rows),
+            *[verdicts.plane_coefficient_sentence(name, tests[name]["verdict"], tests[name]["estimate"],
+                                                  tests[name]["interval"], EXPECTED_SIGNS[name], g["num_targets"],
+                                                  g["num_drafts"]) for name in EXPECTED_SIGNS],
+            verdicts.shared_units("B", lin["fit"]["ci"]["B"], lin["fit"]["nobs"], g["num_targets"],
+                                  "target perplexities"),
             verdicts.published_transfer([n for n, t in tests.items() if not t["published_inside"]]), "",
-            f"**Verdict: {d['verdict']}** ("
-            + ", ".join(f"{n}: {tests[n]['verdict']}" for n in EXPECTED_SIGNS) + ").", "",
-            doc.fig("sdsl_ppl_plane.png"), ""]
+            *table(["form", "A [two-way]", "B [two-way]", "C [two-way]", "R2", "AIC", "RMSE, draft left out",
+                    "RMSE, target left out"], form_rows),
+            verdicts.plane_form_sentence(g["preferred_form"], g["aic_log_minus_linear"],
+                                         {u: (g["forms"]["linear"]["left_out_rmse"][u],
+                                              g["forms"]["log"]["left_out_rmse"][u]) for u in LEFT_OUT}), "",
+            f"**Verdict at {key}: {g['verdict']}** ("
+            + ", ".join(f"{n}: {tests[n]['verdict']}" for n in EXPECTED_SIGNS) + ").", ""]
 
 
 SECTION = Section("plane", FILES, analyse, render, summary)

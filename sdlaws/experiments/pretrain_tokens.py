@@ -21,6 +21,7 @@ import pandas as pd
 from sdlaws.errors import InputError
 from sdlaws.experiments import verdicts
 from sdlaws.experiments.context import Context, spread
+from sdlaws.experiments.multiway import with_seed_noise
 from sdlaws.experiments.registry import Experiment, Section
 from sdlaws.experiments.reporting import (ALPHA, N_BOOT, SEED, Analysis, Doc, Tables, ci, f, fit_summary,
                                           interval_sign, listed, num, setup, table, tkey, tok)
@@ -34,17 +35,17 @@ FILES = {"pretrain": ("acceptance/pretrain-tokens.csv", "spec"), "acceptance_run
 
 
 def models(scale: Scale):
-    """The main target and the checkpointed draft."""
-    return [scale.spec(scale.main_target, scale.target_tokens),
-            scale.spec(scale.pretrain_draft, scale.pretrain_draft_tokens, checkpoints=scale.pretrain_checkpoints)]
+    """The main target and the checkpointed draft (once per seed)."""
+    return [scale.target_spec(scale.main_target), *scale.pretrain_specs()]
 
 
 def measure(ctx: Context) -> None:
-    """Perplexity of every checkpoint, then chain acceptance of each against the target."""
-    target_spec, draft_spec = models(ctx.scale)
-    target, drafts = ctx.final(target_spec), ctx.checkpoints(draft_spec)
-    ctx.measure_ppl([target, *spread(drafts)])
-    ctx.sweep(NAME, target, spread(drafts), gammas=(ctx.scale.gamma,), batch_sizes=(ctx.scale.num_prompts,),
+    """Perplexity of every checkpoint, then chain acceptance of each against the target (seed by seed)."""
+    target_spec, *draft_specs = models(ctx.scale)
+    target = ctx.final(target_spec)
+    drafts = [ckpt for spec in draft_specs for ckpt in spread(ctx.checkpoints(spec))]
+    ctx.measure_ppl([target, *drafts])
+    ctx.sweep(NAME, target, drafts, gammas=(ctx.scale.gamma,), batch_sizes=(ctx.scale.num_prompts,),
               temperatures=ctx.scale.acceptance_temperatures)
 
 
@@ -78,7 +79,8 @@ def _group(rows: pd.DataFrame, ll, boot, sat, comparison: pd.DataFrame) -> dict[
     """Numbers and verdict of one (response, temperature)."""
     ordered = rows.sort_values("draft_pretrain_tokens")
     tokens = ordered["draft_pretrain_tokens"].to_numpy(dtype=float)
-    out = {"loglinear": fit_summary(ll, boot), "saturating": fit_summary(sat),
+    out = {"loglinear": with_seed_noise(fit_summary(ll, boot), ll, rows, "draft_pretrain_tokens"),
+           "saturating": fit_summary(sat),
            "delta_aic_saturating": float(comparison.loc["saturating", "delta_aic"]
                                          - comparison.loc["loglinear", "delta_aic"]),
            "curvature": curvature_test(rows, ll), "num_checkpoints": len(rows),
@@ -115,7 +117,8 @@ def training_run(run: dict[str, Any], model_name: str) -> dict[str, Any]:
         raise InputError(f"run.json has no training metadata for {key!r}; use the run.json of the same suite")
     planned = float(checkpoints[-1]["planned_tokens"])
     warmup = planned * float(checkpoints[-1]["train_config"]["warmup_fraction"])
-    return {"run": key, "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
+    return {"run": key, "schedule": checkpoints[-1]["train_config"].get("schedule", "cosine"),
+            "planned_tokens": planned, "reached_tokens": float(checkpoints[-1]["pretrain_tokens"]),
             "warmup_tokens": warmup, "num_in_warmup": sum(c["pretrain_tokens"] <= warmup for c in checkpoints),
             "stopped_early": bool(checkpoints[-1].get("stopped_early"))}
 
@@ -165,8 +168,9 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"**Verdict: {d['verdict']}.** "
             + verdicts.thm11_conclusion(d["verdict"], positive, bent, len(groups),
                                         min(g["decades"] for g in groups.values()), MIN_DECADES)
-            + f" The checkpoints are snapshots of one cosine schedule planned for {tok(run['planned_tokens'])} "
-            "tokens" + (f" and stopped at {tok(run['reached_tokens'])}" if run["stopped_early"] else "")
+            + (" The checkpoints are finished WSD runs, cool-down branches of one trunk" if run["schedule"] == "wsd"
+               else f" The checkpoints are snapshots of one cosine schedule planned for {tok(run['planned_tokens'])} "
+                    "tokens" + (f" and stopped at {tok(run['reached_tokens'])}" if run["stopped_early"] else ""))
             + f"; the first {run['num_in_warmup']} lie in the warm-up (up to {tok(run['warmup_tokens'])} tokens).",
             "", *[doc.fig(f"thm11_loglinear_{y}.png") for y in RESPONSES], ""]
 

@@ -8,6 +8,7 @@ on disk (appended one by one), and ``run.json`` is rewritten after each phase.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from sdlaws import io
 from sdlaws.errors import ConfigError, SdlawsError
 from sdlaws.experiments import registry
 from sdlaws.experiments.context import Context, Layout, write_prompts
-from sdlaws.experiments.scale import SCALES, Scale, estimate_train_s
+from sdlaws.experiments.scale import SCALES, Scale, estimate_train_s, train_flops, trained_tokens
 from sdlaws.provenance import git_sha, now_utc, version
 from sdlaws.train.corpus import Corpus, CorpusConfig, build_corpus, load_corpus, python_source_roots
 from sdlaws.train.families import TrainSpec, format_tokens
@@ -60,22 +61,38 @@ class RunPlan:
         return sum(self.scale.reserve_s.get(name, 0.0) for name in measured)
 
     def summary(self) -> str:
-        """The dry-run table: models with parameters, tokens and estimated H100 training seconds."""
+        """The dry-run table: models with parameters, tokens (per parameter, and trained, WSD branches included),
+        FLOPs and estimated training seconds on the scale's GPU, and the commands the plan needs."""
         s = self.scale
         lines = [f"experiments: {', '.join(self.names)}   scale: {s.name}   budget: {self.budget_s} s   "
-                 f"measurement reserve: {self.reserve_s:.0f} s",
+                 f"measurement reserve: {self.reserve_s:.0f} s   schedule: {s.schedule}",
                  "outputs: " + ", ".join(str(p) for p in [*(self.layout.spec(n) for n in self.names),
                                                           *map(self.layout.file, SHARED_FILES)]),
-                 f"{'model':22s} {'params':>9s} {'non-emb':>9s} {'tokens':>8s} {'ckpts':>5s} {'est. H100 s':>11s}"]
+                 f"{'model':22s} {'params':>9s} {'non-emb':>9s} {'tokens':>8s} {'tok/p':>6s} {'trained':>8s} "
+                 f"{'ckpts':>5s} {'FLOPs':>8s} {f'est. {s.hardware} s':>13s}"]
         total = 0.0
         for spec in self.models:
-            seconds = estimate_train_s(spec, s)
+            seconds = estimate_train_s(spec, s, s.hardware)
             total += seconds
-            lines.append(f"{spec.name:22s} {spec.params(s.vocab_size) / 1e6:8.2f}M "
-                         f"{spec.non_embedding_params() / 1e6:8.2f}M {format_tokens(spec.tokens):>8s} "
-                         f"{len(spec.checkpoint_steps(s.tokens_per_step)):5d} {seconds:11.1f}")
+            params = spec.params(s.vocab_size)
+            lines.append(f"{spec.name:22s} {params / 1e6:8.2f}M {spec.non_embedding_params() / 1e6:8.2f}M "
+                         f"{format_tokens(spec.tokens):>8s} {spec.tokens / params:6.1f} "
+                         f"{format_tokens(trained_tokens(spec, s)):>8s} "
+                         f"{len(spec.checkpoint_steps(s.tokens_per_step)):5d} {train_flops(spec, s):8.2e} "
+                         f"{seconds:13.1f}")
         lines.append(f"estimated training time (sum, concurrent in one process): {total:.0f} s")
+        if self.budget_s:
+            lines.append(commands_line(total, self.reserve_s, self.budget_s))
         return "\n".join(lines)
+
+
+def commands_line(train_s: float, reserve_s: float, budget_s: float) -> str:
+    """How many resumable commands of ``budget_s`` the training needs (``--train-only``, each keeping
+    :data:`MARGIN_S`), then one that measures (training done, it keeps ``reserve_s`` for the measurements)."""
+    per_command = budget_s - MARGIN_S
+    train_commands = max(0, math.ceil((train_s - max(0.0, per_command - reserve_s)) / per_command))
+    return (f"commands of {budget_s:.0f} s: {train_commands} with --train-only (resumable), then 1 that finishes "
+            f"training and measures ({reserve_s:.0f} s reserved)")
 
 
 def plan(names: list[str], *, scale: str = "h100", work: Path = Path("runs/experiments"), out: Path | None = None,
@@ -158,8 +175,9 @@ def _device(name: str) -> tuple[str, str]:
     return device, "bfloat16" if device.startswith("cuda") else "float32"
 
 
-def run(plan: RunPlan, *, progress: bool = True) -> RunResult:
-    """Build the corpus, train every model of the plan concurrently, run each experiment's measurements.
+def run(plan: RunPlan, *, progress: bool = True, train_only: bool = False) -> RunResult:
+    """Build the corpus, train every model of the plan concurrently, run each experiment's measurements
+    (``train_only``: none; training that a budget cuts short resumes in the next command).
 
     Returns
     -------
@@ -185,7 +203,7 @@ def run(plan: RunPlan, *, progress: bool = True) -> RunResult:
                              deadline, models_dir=_models_dir(plan, corpus))
     plan.layout.directory.mkdir(parents=True, exist_ok=True)
     result.save()
-    for name in plan.names:
+    for name in () if train_only else plan.names:
         _measure(name, result, console)
         result.save()
     return result
@@ -213,7 +231,8 @@ def _train(plan: RunPlan, corpus: Corpus, device: str, deadline: float | None, r
     s = plan.scale
     limit = None if deadline is None else max(0.0, deadline - time.monotonic() - plan.reserve_s - MARGIN_S)
     config = TrainConfig(seq_len=s.seq_len, batch_size=s.batch_size, device=device, data_seed=s.seed,
-                         time_limit_s=limit)
+                         time_limit_s=limit, schedule=s.schedule, decay_fraction=s.decay_fraction,
+                         warmup_fraction=s.warmup_fraction, checkpoint_every_s=s.checkpoint_every_s)
     started = time.monotonic()
     log_line(console, f"training {len(plan.models)} models concurrently"
              + ("" if limit is None else f", time limit {limit:.0f} s"))

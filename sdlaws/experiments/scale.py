@@ -8,6 +8,7 @@ model :func:`estimate_train_s` is the same arithmetic, used by ``--dry-run`` and
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -107,6 +108,24 @@ class Scale:
     #: The corpus's held-out evaluation set (perplexity): tokens, and the most taken from one test file.
     corpus_heldout_tokens: int = 1_048_576
     corpus_heldout_file_cap: int = 4096
+    #: Temperatures of the ppl-plane sweep (each analysed as its own plane).
+    plane_temperatures: tuple[float, ...] = (0.0,)
+    #: Learning-rate schedule of every model (``TrainConfig``): ``wsd`` makes each log-spaced checkpoint of the
+    #: pretrain draft a finished run (a cool-down branch of one trunk), so Thm 1.1 is tested on finished runs.
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
+    warmup_fraction: float = 0.01
+    #: First checkpoint of the pretrain draft as a fraction of its budget (None: the trainer's 1e-3).
+    pretrain_first_fraction: float | None = None
+    #: Training seeds of the key-point models (the pretrain draft, the plane's drafts): two or more give the
+    #: analyses a seed factor (:func:`sdlaws.experiments.multiway.with_seed_noise`).
+    seeds: tuple[int, ...] = (0,)
+    #: Targets trained to this many tokens per parameter instead of ``target_tokens`` (None: the fixed budget).
+    target_tokens_per_param: float | None = None
+    #: Save every run's resume state this often, so a command killed from outside loses at most this much.
+    checkpoint_every_s: float | None = None
+    #: GPU preset of the dry run's time estimates.
+    hardware: str = "H100-SXM"
 
     def __post_init__(self):
         """Refuse workloads that need more positions than the models are trained on."""
@@ -124,10 +143,31 @@ class Scale:
         """Training tokens per optimizer step."""
         return self.batch_size * self.seq_len
 
-    def spec(self, shape: Shape, tokens: int, checkpoints: int = 1) -> TrainSpec:
+    def spec(self, shape: Shape, tokens: int, checkpoints: int = 1, seed: int | None = None,
+             first_checkpoint_tokens: int | None = None) -> TrainSpec:
         """The :class:`TrainSpec` of ``shape`` trained for ``tokens`` (same name -> same model across experiments)."""
         return TrainSpec(layers=shape[0], hidden_size=shape[1], tokens=tokens, checkpoints=checkpoints,
-                         seed=self.seed)
+                         seed=self.seed if seed is None else seed, first_checkpoint_tokens=first_checkpoint_tokens)
+
+    def target_spec(self, shape: Shape) -> TrainSpec:
+        """A target: ``target_tokens``, or ``target_tokens_per_param`` times its parameters, rounded up to whole
+        steps (so the target is never short of its ratio)."""
+        if self.target_tokens_per_param is None:
+            return self.spec(shape, self.target_tokens)
+        params = self.spec(shape, self.tokens_per_step).params(self.vocab_size)
+        steps = math.ceil(self.target_tokens_per_param * params / self.tokens_per_step)
+        return self.spec(shape, steps * self.tokens_per_step)
+
+    def pretrain_specs(self) -> list[TrainSpec]:
+        """The checkpointed pretrain draft, once per seed."""
+        first = (None if self.pretrain_first_fraction is None
+                 else round(self.pretrain_first_fraction * self.pretrain_draft_tokens))
+        return [self.spec(self.pretrain_draft, self.pretrain_draft_tokens, self.pretrain_checkpoints, seed, first)
+                for seed in self.seeds]
+
+    def plane_draft_specs(self) -> list[TrainSpec]:
+        """The plane's drafts, once per seed."""
+        return [self.spec(shape, self.draft_tokens, seed=seed) for shape in self.plane_drafts for seed in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict of every field (for run.json)."""
@@ -145,9 +185,23 @@ def estimate_step_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") -
     return max(compute_s + logits_s, overhead_s)
 
 
+def trained_tokens(spec: TrainSpec, scale: Scale) -> int:
+    """Tokens the trainer runs through for ``spec``: its budget, plus under WSD the cool-down of every branch
+    but the last (the trunk stops where the last branch leaves it), ``decay_fraction`` of each earlier budget."""
+    steps = spec.checkpoint_steps(scale.tokens_per_step)
+    extra = scale.decay_fraction * sum(steps[:-1]) if scale.schedule == "wsd" else 0.0
+    return round((spec.total_steps(scale.tokens_per_step) + extra) * scale.tokens_per_step)
+
+
+def train_flops(spec: TrainSpec, scale: Scale) -> float:
+    """Training FLOPs of ``spec`` over :func:`trained_tokens` (Kaplan et al. 2020: 6 N + attention per token)."""
+    return spec.train_flops_per_token(scale.vocab_size, scale.seq_len) * trained_tokens(spec, scale)
+
+
 def estimate_train_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") -> float:
     """Estimated training seconds of ``spec`` on ``hardware`` (see :func:`estimate_step_s`)."""
-    return spec.total_steps(scale.tokens_per_step) * estimate_step_s(spec, scale, hardware)
+    steps = trained_tokens(spec, scale) / scale.tokens_per_step
+    return steps * estimate_step_s(spec, scale, hardware)
 
 
 H100 = Scale(
@@ -224,4 +278,22 @@ H200 = replace(
              + _cases((3,), (1.0,), ((3, 1, (8,)),))),
     reserve_s={"topk-batch": 160, "heldout": 240}, default_budget_s=900)
 
-SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK, H200)}
+#: The acceptance laws tested in their regime, on one H200 over several resumable commands (arithmetic and
+#: command sequence: docs/experiments.md, "Scale h200-science"). The corpus holds ~100 M train tokens, so no
+#: model sees more than 4 epochs (Muennighoff et al. 2023: up to ~4 epochs of repeated data are worth nearly as
+#: much as unique data): targets of 12-19 M parameters at 20 tokens per parameter (2.4-3.8 epochs); the Thm 1.1
+#: draft (4.3 M) on one WSD trunk of 170 M tokens (40 per parameter), 12 finished branches from 1.36 M (2.1
+#: decades), each seed its own trunk; the plane's 8 drafts (0.3-7.5 M) on 150 M tokens (>= 20 per parameter)
+#: at 2 seeds, against 4 targets, at T = 0 and 1. Warm-up 0.5% of a run, so the first branch (leaving its
+#: trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M) starts after it.
+H200_SCIENCE = replace(
+    H100, name="h200-science", corpus_max_tokens=None,
+    targets=((5, 320), (6, 384), (6, 448), (7, 448)), main_target=(7, 448), target_tokens_per_param=20,
+    plane_drafts=((1, 64), (2, 64), (1, 128), (2, 128), (4, 128), (2, 256), (4, 256), (8, 256)),
+    draft_tokens=150_000_000, plane_temperatures=(0.0, 1.0),
+    pretrain_draft=(4, 256), pretrain_draft_tokens=170_000_000, pretrain_checkpoints=12,
+    pretrain_first_fraction=0.008, seeds=(0, 1),
+    schedule="wsd", decay_fraction=0.2, warmup_fraction=0.005, checkpoint_every_s=120, hardware="H200",
+    reserve_s={"pretrain-tokens": 150, "ppl-plane": 240}, default_budget_s=540)
+
+SCALES: dict[str, Scale] = {s.name: s for s in (H100, QUICK, H200, H200_SCIENCE)}

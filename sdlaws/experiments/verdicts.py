@@ -192,24 +192,76 @@ def rerun_slopes(before: dict[str, int], after: dict[str, int]) -> str:
     return f"{first}, {second}"
 
 
-def coefficient(sign: int, expected: int, units: int, min_units: int = 5) -> str:
-    """Verdict on one published coefficient: ``holds`` when its test interval excludes 0 on the published side
-    (``sign`` = ``expected``), ``fails`` on the other side, and when the interval holds 0 ``not testable`` with
-    fewer than ``min_units`` independent units behind the test (e.g. 3 targets), else ``fails``."""
-    if sign == expected:
-        return "holds"
-    if sign == -expected or units >= min_units:
-        return "fails"
-    return "not testable"
+#: Units per factor below which a plane's two-way interval is not read. A multiway cluster interval estimates
+#: each factor's variance from that factor's units (Cameron, Gelbach & Miller 2011, section 4: inference needs
+#: many clusters in every dimension); with 3 targets the between-target part rests on 3 values. 4 targets leave
+#: 2 residual degrees of freedom between target means, 6 drafts make about 1 in 10^4 draft resamples degenerate
+#: (all 6 the same draft: 6^-5), so the interval is not dominated by dropped draws.
+PLANE_MIN_TARGETS = 4
+PLANE_MIN_DRAFTS = 6
 
 
-def coefficient_sentence(name: str, label: str, test: str, estimate: float, interval, units: int, unit: str) -> str:
-    """One coefficient's verdict with the named test and the number that decides it."""
-    where = "excludes" if interval[0] > 0 or interval[1] < 0 else "holds"
-    text = (f"{name}: {test} gives {estimate:.3g} [{interval[0]:.3g}, {interval[1]:.3g}] over {units} {unit}; the "
-            f"interval {where} 0")
-    return text + {"holds": ", with the published sign: holds.", "fails": ": fails.",
-                   "not testable": f", and {units} {unit} cannot decide it: not testable at this scale."}[label]
+def two_way_method() -> str:
+    """Why and how the plane's intervals are two-way, and when they are read (:data:`PLANE_MIN_TARGETS`...)."""
+    return ("The rows of one target share its perplexity and its noise, and likewise the rows of one draft, so "
+            "every interval that decides comes from the two-way pigeonhole bootstrap (Owen 2007; the bootstrap "
+            "analogue of the multiway cluster-robust variance of Cameron, Gelbach & Miller 2011): drafts and "
+            "targets are resampled independently and the plane refitted. Its between-target part rests on as "
+            f"many values as there are targets, so a slope is only read with at least {PLANE_MIN_TARGETS} targets "
+            f"and {PLANE_MIN_DRAFTS} drafts.")
+
+
+def plane_coefficient(sign: int, expected: int, targets: int, drafts: int, *, min_targets: int = PLANE_MIN_TARGETS,
+                      min_drafts: int = PLANE_MIN_DRAFTS) -> str:
+    """Verdict on one published slope of the plane from its two-way (draft x target) bootstrap interval:
+    ``not testable`` with fewer than ``min_targets`` targets or ``min_drafts`` drafts, whatever the interval
+    says; else ``holds`` when it excludes 0 on the published side (``sign`` = ``expected``), ``fails`` when it
+    holds 0 (the predicted effect is not found) or lies on the other side."""
+    if targets < min_targets or drafts < min_drafts:
+        return "not testable"
+    return "holds" if sign == expected else "fails"
+
+
+def plane_coefficient_sentence(name: str, label: str, estimate: float, interval, expected: int, targets: int,
+                               drafts: int) -> str:
+    """One slope's verdict with its two-way interval, and what the interval can say when the units are too few."""
+    lo, hi = interval
+    side = 1 if lo > 0 else (-1 if hi < 0 else 0)
+    text = (f"{name}: {estimate:.3g} [{lo:.3g}, {hi:.3g}] by the two-way bootstrap over {targets} targets x "
+            f"{drafts} drafts; the interval {'holds' if side == 0 else 'excludes'} 0")
+    if label == "holds":
+        return text + ", with the published sign: holds."
+    if label == "fails":
+        return text + (": the slope has the opposite sign: fails." if side else ": the predicted effect is not "
+                       "found: fails.")
+    why = (f"; with fewer than {PLANE_MIN_TARGETS} targets or {PLANE_MIN_DRAFTS} drafts the interval's "
+           "between-unit variance rests on too few values to be read as a test: not testable at this scale")
+    if side == expected:
+        return text + why + " (the sign agrees with the published one: a description of these models, not a test)."
+    return text + why + "."
+
+
+def plane_form(aic_gap: float, errors: dict[str, tuple[float | None, float | None]]) -> str:
+    """Which form of the plane the rows prefer: ``log`` (``aic_gap`` = AIC(log) - AIC(linear) below
+    -:data:`AIC_MARGIN`) or ``linear`` (above it), when that form's leave-one-unit-out RMSE (``errors``:
+    direction -> (linear, log)) is also no larger in every direction; else ``undecided``."""
+    known = [e for e in errors.values() if None not in e]
+    if aic_gap < -AIC_MARGIN and all(log <= lin for lin, log in known):
+        return "log"
+    if aic_gap > AIC_MARGIN and all(lin <= log for lin, log in known):
+        return "linear"
+    return "undecided"
+
+
+def plane_form_sentence(preferred: str, aic_gap: float, errors: dict[str, tuple[float | None, float | None]]) -> str:
+    """The form comparison in words: AIC gap and the out-of-sample errors behind :func:`plane_form`."""
+    oos = "; ".join(f"one {u} left out, RMSE {lin:.3g} (linear) vs {log:.3g} (log)" for u, (lin, log) in errors.items()
+                    if None not in (lin, log))
+    head = f"AIC(log) - AIC(linear) = {aic_gap:.3g} on the same rows" + (f"; {oos}" if oos else "")
+    if preferred == "undecided":
+        why = f"AIC differs by less than {AIC_MARGIN:g}" if abs(aic_gap) <= AIC_MARGIN else "the criteria disagree"
+        return f"{head}: {why}, so the rows do not choose between perplexity and log perplexity."
+    return f"{head}: both criteria prefer the {preferred} form."
 
 
 def shared_units(name: str, interval, rows: int, units: int, what: str) -> str:
