@@ -12,7 +12,7 @@
   impossible values (:func:`sdlaws.schema.validate`); rows repeating a configuration (same ``run_id``) are
   counted once, with a warning.
 
-One module (about 520 lines) because every write path shares the same guarantees (atomic replace, locks, migration,
+One module because every write path shares the same guarantees (atomic replace, locks, migration,
 torn-line repair) and their helpers.
 """
 

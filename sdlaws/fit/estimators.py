@@ -15,7 +15,7 @@ The log-likelihood ``llf`` is Gaussian in the fit space (statsmodels' formula, w
 log-space laws, carries the Jacobian ``-sum(log y)`` so that it is a density of ``y`` and comparable across laws
 fitted to the same rows (:func:`compare`).
 
-One module (about 580 lines) because every estimator returns the same FitResult through shared helpers (weights,
+One module because every estimator returns the same FitResult through shared helpers (weights,
 intervals, bootstrap); a module per estimator would duplicate them.
 """
 

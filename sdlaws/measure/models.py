@@ -23,7 +23,7 @@ A local directory or hub id whose ``config.json`` has ``model_type = "sdlaws_fea
 train head`` writes) loads as a trained head; its config names the target it was trained for. A head is only
 a draft: the decoder attaches it to the target it is given.
 
-One module (about 510 lines) because every model spec form (directory, hub id, random shape, draft head) resolves
+One module because every model spec form (directory, hub id, random shape, draft head) resolves
 through one parser and one loader.
 """
 

@@ -20,7 +20,7 @@ every n-th grid point starting at the i-th (:func:`shard_runs`). With ``tp_size 
 the processes of one torchrun launch (:mod:`sdlaws.measure.tp`): they decode together, rank 0 claims grid points
 for all of them and writes the rows.
 
-One module (about 580 lines) because it is one state machine: preflight checks, model loading, the configuration
+One module because it is one state machine: preflight checks, model loading, the configuration
 loop, claims and row writing share the sweep's state; split, each piece would pass that state around.
 """
 

@@ -28,7 +28,7 @@ the residual is held at the box's edge and the prediction is flagged ``extrapola
 measured get the law alone. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
 leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
 
-One module (about 530 lines) because the law's terms, its fit, its residual surface and its result object are one
+One module because the law's terms, its fit, its residual surface and its result object are one
 model; the checks on it live in :mod:`sdlaws.plan.costcheck`.
 """
 

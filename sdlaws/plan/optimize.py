@@ -4,7 +4,7 @@ Each returns :class:`~sdlaws.plan.result.Plan` objects whose intervals come from
 distributions (``law.sample(n, seed)``) and re-optimising for every draw; the recommended value itself comes from
 the point estimates. Laws are fitted ``FitResult`` objects or the published defaults of :mod:`sdlaws.plan.priors`.
 
-One module (about 570 lines) because the four optimisers share one pattern (optimise at the point estimate, then per
+One module because the four optimisers share one pattern (optimise at the point estimate, then per
 law draw for the interval) and its helpers.
 """
 

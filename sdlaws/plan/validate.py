@@ -22,7 +22,7 @@ with the measurement. A held-out row whose draft was not trained on is predicted
 reported as not predicted, with the reason, never filled in. A synthetic-acceptance row (``acceptance_source`` =
 ``synthetic``) is predicted with the profile it was run with, a setting of the run like its batch size.
 
-One module (about 500 lines) because the planner's fitted inputs (acceptance, draft law, spread, overheads) and the
+One module because the planner's fitted inputs (acceptance, draft law, spread, overheads) and the
 prediction of a held-out row are one model, checked together.
 """
 

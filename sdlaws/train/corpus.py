@@ -19,7 +19,7 @@ The manifest is written last, so a directory with a manifest is complete. Format
 removal, the source types and ``heldout.bin``; a format-1 directory still loads, and its held-out set is the
 test split itself (perplexity then reads its prefix, as before).
 
-One module (about 650 lines) because discovery, filtering, de-duplication, tokenisation and the manifest are one
+One module because discovery, filtering, de-duplication, tokenisation and the manifest are one
 pipeline over one file list.
 """
 

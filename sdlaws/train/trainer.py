@@ -28,7 +28,7 @@ Two learning-rate schedules (``TrainConfig.schedule``):
 Metadata records the final-window training loss, the held-out loss of finished runs on the corpus's held-out
 set, tokens/s and model FLOP utilisation against the datasheet peak and against a measured matmul rate.
 
-One module (about 800 lines) because the family trainer's loop, schedules, branches, checkpoints, resume and
+One module because the family trainer's loop, schedules, branches, checkpoints, resume and
 metadata share one run state; the head trainer subclasses it.
 """
 
