@@ -11,11 +11,7 @@
 # tokens.jsonl, it is copied in first and only the configurations it lacks are decoded. NEW_TOKENS=N decodes N
 # tokens instead of 256; SMOKE=1 runs it on CPU in fp32 with tiny shapes.
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
-# the module runs as a script (sys.path[0] = benchmarks/): the checkout must be importable without an install
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. "$(dirname "$0")/gpu_common.sh"
 out=${OUT:?set OUT to the output folder}
 mkdir -p "$out"
 if [ -n "${RESUME:-}" ] && [ -f "$RESUME/tokens.jsonl" ]; then cp -n "$RESUME/tokens.jsonl" "$out/"; fi

@@ -10,11 +10,7 @@
 # files, those are copied in first and only what they lack is measured. NEW_TOKENS=N decodes N tokens instead of
 # 256 (a shorter run); SMOKE=1 runs it on CPU with tiny shapes.
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
-# the module runs as a script (sys.path[0] = benchmarks/): the checkout must be importable without an install
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. "$(dirname "$0")/gpu_common.sh"
 out=${OUT:?set OUT to the output folder}
 mkdir -p "$out"
 if [ -n "${RESUME:-}" ]; then

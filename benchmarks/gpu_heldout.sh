@@ -19,9 +19,7 @@
 # synthetic acceptance (every forward pass real, accept/reject drawn from the profile), repeats after a warm-up.
 # Needs pydantic and its dependencies where the GPU image lacks them (wheels in .whl, see the device notes).
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
+. "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
 mkdir -p "$work/pairs"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }

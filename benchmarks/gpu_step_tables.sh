@@ -8,9 +8,7 @@
 # re-run skips the points already in it. Shapes are timed most-needed first so that a cut run keeps the
 # tables the planner uses (8B target, 1B draft). Budget: about 8 minutes on an H200.
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
+. "$(dirname "$0")/gpu_common.sh"
 out=${OUT:?set OUT to the output folder}
 csv=${1:-$out/steps.csv}
 batches=1,2,4,8,16,32,64,128,256

@@ -11,9 +11,7 @@
 # 3 repeats after one warm-up; kv 512 first, then kv 2048 at batch 1, 4, 16, 64, 256. Appends to one spec CSV
 # ($OUT/thm13.csv) and resumes: a re-run skips rows already there.
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
+. "$(dirname "$0")/gpu_common.sh"
 out=${OUT:?set OUT to the output folder}
 csv=${1:-$out/thm13.csv}
 profile=$out/profile.json

@@ -15,9 +15,7 @@
 # Every launch re-runs itself under torchrun with NVLink multicast off; a re-run skips every point already in the
 # CSVs (resumable). The variables below can be overridden (the CPU test runs it with tiny shapes and gloo).
 set -uo pipefail
-# fail in seconds, not after minutes of device time, where sdlaws cannot import (a GPU image without pydantic)
-python3 -c "import sdlaws.hardware, sdlaws.measure.engine" || {
-  echo "sdlaws does not import here: pip install -e . (or carry its missing wheels)" >&2; exit 2; }
+. "$(dirname "$0")/gpu_common.sh"
 out=${OUT:?set OUT to the output folder}
 big=${BIG:-random:llama-3.1-70b}
 small=${SMALL:-random:llama-3.1-8b}
