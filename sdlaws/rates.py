@@ -200,8 +200,8 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[f"pos_acceptance_rate_{i + 1}"] = (num / drafts).where(ok)
             out[f"cond_acceptance_rate_{i + 1}"] = (num / den.where(den > 0)).where(ok)
-    out["speedup"] = _speedup(out, ok, "tokens_per_s")
-    out["decode_speedup"] = _speedup(out, ok, "decode_tokens_per_s")
+    out["speedup"] = over_ar(out, "tokens_per_s", ok)
+    out["decode_speedup"] = over_ar(out, "decode_tokens_per_s", ok)
     return out
 
 
@@ -214,8 +214,11 @@ def _alpha_mle(per_pos: list[float], num_drafts: float, accepted: float, gamma: 
     return float(accepted / (accepted + rejections)) if accepted + rejections > 0 else float("nan")
 
 
-def _speedup(out: pd.DataFrame, ok: pd.Series, rate: str) -> pd.Series:
-    """``rate`` of each row over the median ``rate`` of its ``ar`` baseline rows (:data:`BASELINE_KEYS`)."""
+def over_ar(out: pd.DataFrame, rate: str, ok: pd.Series | None = None) -> pd.Series:
+    """``rate`` of each row over the median ``rate`` of its ``ar`` baseline rows among the ``ok`` ones (all by
+    default): the rows of the same :data:`BASELINE_KEYS` (target, batch, temperature, prompts, lengths, GPU,
+    tensor parallelism, batching). Speedups of measured rows, and of a planner's predicted rates."""
+    ok = pd.Series(True, index=out.index) if ok is None else ok
     # files written before these columns are one-GPU, static-batching rows
     out = out.assign(tp_size=schema.tp_sizes(out), batching=schema.batching_modes(out))
     keys = [k for k in BASELINE_KEYS if k in out.columns]

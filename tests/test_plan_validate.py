@@ -131,7 +131,64 @@ def test_continuous_rows_are_predicted_with_refilled_slots():
     continuous = predict(planner, held.assign(batching="continuous")).predicted()
     spec = static["method"].ne("ar").to_numpy()
     steps_s, steps_c = static["steps_per_batch_pred"].to_numpy(), continuous["steps_per_batch_pred"].to_numpy()
-    # at batch 1 both are one row's pace (the static one simulated, the continuous one analytic: within 1%)
+    # at batch 1 both are one row's pace (two simulations of it: within 1%)
     assert (steps_c[spec] <= 1.01 * steps_s[spec]).all() and (steps_c[spec] < 0.9 * steps_s[spec]).any()
     assert np.allclose(steps_c[~spec], steps_s[~spec])
     assert continuous["speedup_pred"].notna().all()
+
+
+def test_depth_acceptance_pools_only_rows_that_drafted_that_deep():
+    from sdlaws.rates import depth_acceptance
+
+    rows = pd.DataFrame(dict(num_spec_tokens=[2, 4], num_drafts=[100, 100],
+                             num_accepted_per_pos=[[50, 25], [60, 30, 15, 6]]))
+    assert depth_acceptance(rows) == pytest.approx([110 / 200, 55 / 110, 15 / 30, 6 / 15])
+
+
+def test_draft_law_interpolates_in_perplexity_and_pools_only_measured_ranks():
+    from sdlaws.plan.validate import fit_draft_law
+
+    models = {("a", 0.0): ((0.8, 0.16), (0.7, 0.14)), ("b", 0.0): ((0.6,), (0.5,))}   # b: a chain-only draft
+    law = fit_draft_law(models, {("a", 0.0): 8.0, ("b", 0.0): None}, {"a": 10.0, "b": 20.0})
+    mid = law.profile(15.0, 0.0)
+    assert [r[0] for r in mid] == pytest.approx([0.7, 0.6])
+    assert [r[1] / r[0] for r in mid] == pytest.approx([0.2, 0.2])   # a's ratio, not halved by b's missing rank
+    assert law.spreads[0.0] == 8.0 and not law.extrapolates(15.0, 0.0) and law.extrapolates(25.0, 0.0)
+    assert law.profile(15.0, 1.0) is None                                   # no law at a temperature not fitted
+    assert fit_draft_law({("a", 0.0): ((0.8,),)}, {}, {"a": 10.0}).profile(10.0, 0.0) is None   # one draft
+
+
+def test_run_steps_schedules_later_prompts_into_freed_slots():
+    """Every step commits 3 tokens (a depth-2 chain that always accepts): 9 tokens take 3 steps per row; five
+    prompts over two slots finish at 3, 3, 6, 6 and 9 steps."""
+    from sdlaws.plan.acceptance import run_steps
+
+    always = np.array([0.0, 0.0, 1.0])
+    assert run_steps(always, 10, 2, 5) == pytest.approx(9.0)
+    assert run_steps(always, 10, 8, 5) == pytest.approx(3.0)                # fewer prompts than slots
+
+
+def test_sampled_trees_are_not_predicted_from_chains():
+    """At T > 0 a tree without sampled-tree training rows is reported, not predicted from the chain profile
+    (which puts depth-1 acceptance at 0.94 where top-4 trees measured 0.51 on the H200 pair)."""
+    from pathlib import Path
+
+    from sdlaws.hardware import load_hardware
+    from sdlaws.io import read_measurements
+    from sdlaws.plan.cost import fit_steptime
+    from sdlaws.plan.validate import fit_planner, predict
+
+    pairs = Path(__file__).resolve().parent.parent / "measurements" / "h200" / "pairs"
+    law = fit_steptime(read_measurements(pairs / "step.csv", table="step", ok_only=True), load_hardware("h200"))
+    train = read_measurements([pairs / "topk-batch.csv", pairs / "heldout-train.csv"], table="spec")
+    held = read_measurements(pairs / "heldout.csv", table="spec")
+    tree_t1 = held["method"].eq("tree") & held["temperature"].eq(1.0) & held["status"].eq("ok")
+    with_trees = predict(fit_planner(train, law), held).rows
+    without = predict(fit_planner(train[~(train["method"].eq("tree") & train["temperature"].eq(1.0))], law),
+                      held).rows
+    assert tree_t1.sum() > 0
+    assert with_trees.loc[with_trees["label"].str.startswith("tree") & with_trees["label"].str.endswith("T=1"),
+                          "reason"].eq("").all()
+    reasons = without.loc[without["label"].str.startswith("tree") & without["label"].str.endswith("T=1"), "reason"]
+    assert reasons.str.contains("chains cannot stand in").all()
+    assert without["reason"].str.startswith("not measured").sum() == (held["status"] != "ok").sum()

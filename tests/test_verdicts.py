@@ -209,6 +209,11 @@ def test_not_predicted_and_heldout_loss():
     assert "Every one of the 5" in verdicts.not_predicted([], 5)
     text = verdicts.not_predicted([("chain g=3", "L4-H128", "no training acceptance")], 5)
     assert "1 of 5 rows" in text and "chain g=3 <- L4-H128: no training acceptance" in text
+    assert "draft law" not in text and "failed" not in text
+    law = verdicts.not_predicted([("chain g=3", "L4-H128", "fewer than two training drafts for the draft law")], 5)
+    assert "predicted from its perplexity only where" in law
+    lost = verdicts.not_predicted([("ar b=1 T=0", "", "not measured (the run failed: OOM)")], 5)
+    assert "has no measurement to compare" in lost and "perplexity" not in lost
     assert "likely reason held-out NLL is below" in verdicts.heldout_loss(1.7, 3.5, "m")
     assert "not below" in verdicts.heldout_loss(3.6, 3.5, "m")
 

@@ -147,6 +147,18 @@ def _missing_contexts(results: Results) -> list[str]:
             f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
 
 
+def _searched() -> str:
+    """The planner's engine grid in words: ``AR, chains gamma 1, 2, ..., trees of depth 2, 3, ... x top-k ...``."""
+    from sdlaws.plan.serving import engine_grid
+
+    grid = engine_grid()
+    chains = sorted({c.depth for c in grid if c.method == "chain"})
+    depths = sorted({c.depth for c in grid if c.method == "tree"})
+    topks = sorted({c.topk for c in grid if c.method == "tree"})
+    return (f"AR, chains gamma {', '.join(map(str, chains))}, trees of depth {', '.join(map(str, depths))} x "
+            f"top-k {', '.join(map(str, topks))}")
+
+
 def _overheads(overheads) -> str:
     """``ar_step_s 0.15 ms, ...`` of the fitted engine overheads."""
     return ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in overheads.__dict__.items())
@@ -201,8 +213,8 @@ def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
         "--hardware h200 --out OV` fits the engine's seconds per step outside the forward passes on the H200 pair "
         f"suite ({overheads}); then `sdlaws plan serving --target {TARGET} --draft {DRAFT} --hardware h200 "
         f"--steps measurements/{H200_STEPS} --profile measurements/{sweep.profile} --overheads OV/validation.json "
-        f"--kv-len {sweep.prompt_len + sweep.max_new // 2} --max-new-tokens {sweep.max_new}` predicts every configuration it searches (AR, "
-        "chains gamma 1-8, trees of depth 2-6) from the step-time law (fitted on the step tables only, not on "
+        f"--kv-len {sweep.prompt_len + sweep.max_new // 2} --max-new-tokens {sweep.max_new}` predicts every "
+        f"configuration it searches ({_searched()}) from the step-time law (fitted on the step tables only, not on "
         "this sweep), those overheads and the profile under the engine's own tree policy and static batching. "
         "Per batch size, its choice among the measured configurations it searches (`candidates`) against the "
         "measured best of every measured configuration (`measured`; median of repeats):",

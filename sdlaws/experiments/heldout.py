@@ -45,9 +45,9 @@ class Suite:
 
 
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
-         "pairs_heldout": ("h200/pairs/heldout.csv", "spec"), "pairs_step": ("h200/pairs/step.csv", "step"),
-         "sweep_8b": ("h200/thm13.csv", "spec"), "steps_8b": ("h200/steps.csv", "step"),
-         "heldout": ("throughput/heldout.csv", "spec"), **topk_batch.GRID, **topk_batch.STEPS}
+         "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
+         "sweep_8b": ("h200/thm13.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
+         "heldout": ("throughput/heldout.csv", "spec-all"), **topk_batch.GRID, **topk_batch.STEPS}
 #: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there, then the first
 #: (H100) run of the pair suite.
 SUITES = (
@@ -118,13 +118,15 @@ def _suite_data(tables: Tables, suite: Suite) -> tuple[dict[str, Any], pd.DataFr
     best = v.best_configs()
     by = pred[pred["method"].ne("ar")].groupby(["draft", "prompt_len", "method"])
     data = {"key": suite.key, "title": suite.title, "command": command(suite),
-            "rows": io.plain(pred[keep]) if len(rows) <= ROWS_LISTED else [],
+            "rows": io.plain(pred[keep]) if len(pred) <= ROWS_LISTED else [],
             "groups": io.plain(by[[f"{q}_pct" for q in ERRORS]].agg(lambda e: e.abs().median())
                                .join(by.size().rename("rows")).reset_index()),
             "not_predicted": io.plain(rows.loc[rows["reason"].ne(""), ["label", "draft", "reason"]]),
             "summary": {kind: io.plain(v.summary_table(kind)) for kind in ("speculative", "ar")},
             "best": io.plain(best.assign(draft=best["draft_name"].map(short_name)).drop(
                 columns=["draft_name", "target_name"])) if not best.empty else [],
+            "acceptance_from": {k: int(n) for k, n in pred.loc[pred["method"].ne("ar"), "acceptance_from"]
+                                .value_counts().sort_index().items()},
             "overheads": v.inputs["overheads"], "train_rows": v.inputs["train_rows"],
             "heldout_rows": v.inputs["heldout_rows"], "draft_law": v.inputs["draft_law"],
             "prompt_spread": {f"{short_name(k.rsplit(' ', 1)[0])} {k.rsplit(' ', 1)[1]}": s
@@ -206,7 +208,7 @@ def _md_best(d: dict) -> list[str]:
                      "n/a (1 repeat)" if r["in_noise"] is None else f(r["in_noise"])] for r in d["best"]]),
             "- " + verdicts.share_goal(hits, total, MATCH_SHARE, "The predicted best configuration is the measured "
                                        "best (within the repeat noise where repeated, else exactly)",
-                                       unit="(draft, T, batch, prompt length) groups") + "."]
+                                       unit="(draft, workload) groups") + "."]
 
 
 def _md_suite(d: dict, doc: Doc) -> list[str]:
@@ -215,12 +217,14 @@ def _md_suite(d: dict, doc: Doc) -> list[str]:
     tps, speed = _quantity(d, "speculative", "tokens_per_s"), _quantity(d, "speculative", "speedup")
     law = "; ".join(f"{t}: drafts of perplexity {f(v['ppl_range'][0])}-{f(v['ppl_range'][1])}"
                     for t, v in d["draft_law"].items()) or "none (fewer than two training drafts)"
+    sources = "; ".join(f"{k} for {n} rows" for k, n in d["acceptance_from"].items()) or "none"
     return [f"### {d['title']}", "",
             f"`{d['command']}`: on the {d['train_rows']} training rows it fits the acceptance profile of each "
-            "(draft, temperature) (sampled trees from their own rows), its spread across prompts, the draft law "
-            f"across drafts ({law}) and the engine's per-step and prefill overheads outside the forward passes; "
-            "forward times come from the step-time law on the step tables; a static batch runs until its slowest "
-            "row is done; speedup is over the predicted AR row of the same workload. Fitted overheads "
+            "(draft, temperature), its spread across prompts, the draft law across drafts "
+            f"({law}) and the engine's per-step and prefill overheads outside the forward passes; forward times "
+            "come from the step-time law on the step tables; a static batch runs until its slowest row is done; "
+            "speedup is over the predicted AR row of the same workload. Acceptance of the predicted speculative "
+            f"rows: {sources}. Fitted overheads "
             + ", ".join(f"{k} {f(v)}" for k, v in d["overheads"].items()) + "; prompt spread (Beta concentration) "
             + (", ".join(f"{k}: {f(v)}" for k, v in d["prompt_spread"].items()) or "none") + ".", "",
             *_md_rows(d),

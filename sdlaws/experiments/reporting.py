@@ -82,7 +82,8 @@ class Tables(dict):
 
 def load_tables(root: str | Path, files: dict[str, tuple[str, str]], *, optional=frozenset()) -> Tables:
     """Read ``files`` (key -> (path or glob under ``root``, kind)); kinds ``spec`` (ok rows with their rates,
-    :func:`sdlaws.rates.derive`), ``ppl`` and ``step`` (ok rows), ``json`` (``.json`` or ``.json.gz``) and
+    :func:`sdlaws.rates.derive`), ``spec-all`` (every row, failed ones too, with their rates), ``ppl`` and ``step``
+    (ok rows), ``json`` (``.json`` or ``.json.gz``) and
     ``hardware`` (a measured GPU profile). Keys in ``optional`` whose path matches no file are left out."""
     from sdlaws.hardware import load_hardware
 
@@ -102,6 +103,8 @@ def load_tables(root: str | Path, files: dict[str, tuple[str, str]], *, optional
             opener = gzip.open if paths[0].suffix == ".gz" else open
             with opener(paths[0], "rt") as fh:
                 values[key] = json.load(fh)
+        elif kind == "spec-all":   # every row, failed ones too (a held-out file: what did not run is reported)
+            values[key] = rates.derive(io.read_measurements(paths, table="spec"))
         else:
             df = io.read_measurements(paths, table=kind, ok_only=True)
             values[key] = rates.derive(df) if kind == "spec" else df

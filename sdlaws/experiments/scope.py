@@ -25,7 +25,8 @@ CONFIG_KEYS = ["target_name", "draft_name", "method", "num_spec_tokens", "tree_t
 
 def analyse(tables: Tables) -> Analysis:
     """Device, dates, models (parameters, final token budgets), corpus, workload, repeats, perplexity sample."""
-    spec = pd.concat(tables.of_kind("spec"), ignore_index=True)
+    spec = pd.concat([*tables.of_kind("spec"), *(t[t["status"].eq("ok")] for t in tables.of_kind("spec-all"))],
+                     ignore_index=True)
     ppl = pd.concat(tables.of_kind("ppl"), ignore_index=True)
     runs = ppl.assign(run=ppl["model_name"].str.replace(r"/step-\d+$", "", regex=True))
     final_tokens = runs.groupby("run")["model_pretrain_tokens"].max()

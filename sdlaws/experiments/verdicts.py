@@ -375,9 +375,13 @@ def not_predicted(rows: list[tuple[str, str, str]], total: int) -> str:
     if not rows:
         return f"- Every one of the {total} held-out rows was predicted."
     listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}" for label, draft, reason in rows)
-    return (f"- Not predicted ({len(rows)} of {total} rows): {listed}. A draft is predicted from its perplexity "
-            "only where at least two training drafts of that temperature fit the draft law; nothing else is "
-            "assumed.")
+    notes = []
+    if any(reason.startswith("not measured") for _, _, reason in rows):
+        notes.append("A row whose run failed has no measurement to compare a prediction with.")
+    if any("draft law" in reason for _, _, reason in rows):
+        notes.append("A draft is predicted from its perplexity only where at least two training drafts of that "
+                     "temperature fit the draft law; nothing else is assumed.")
+    return " ".join([f"- Not predicted ({len(rows)} of {total} rows): {listed}.", *notes])
 
 
 def heldout_loss(heldout_nll: float, train_loss: float, model: str) -> str:
@@ -466,5 +470,5 @@ def failed_configurations(failed: list[tuple[int, str, str]], source: str) -> st
     for batch, config, error in failed:
         groups.setdefault((error, batch), []).append(config)
     parts = [f"batch {batch}: {', '.join(configs)} ({error})" for (error, batch), configs in sorted(groups.items())]
-    return (f"Configurations of `{source}` that did not run, so their batch sizes are not compared there: "
+    return (f"Configurations of `{source}` that did not run (a failed row records no prompt length): "
             + "; ".join(parts) + ".")

@@ -336,9 +336,15 @@ class SpecDecoder:
             stats.prefill_time_s = self._now() - start
             queue = _Admission(owner=list(range(rows)), waiting=deque(range(rows, len(prompts))))
             self._turn_over(ws, queue, prompts, stats)
-            while queue.busy():
+            # every step commits at least one token per row, so the run cannot need more steps than this; a row
+            # that never reports done must fail loudly, not loop
+            for _ in range(len(prompts) * self.config.max_new_tokens):
+                if not queue.busy():
+                    break
                 self._step(ws, stats)
                 self._turn_over(ws, queue, prompts, stats)
+            else:
+                raise RuntimeError("serve(): rows still running after every prompt's max_new_tokens steps")
             stats.total_time_s = self._now() - start
             self._finish(ws, stats)
         return _record(stats, [queue.finished[i] for i in range(len(prompts))])

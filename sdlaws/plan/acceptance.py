@@ -17,6 +17,8 @@ refills finished rows, so a row costs its own expected steps.
 
 from __future__ import annotations
 
+import heapq
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,30 +116,53 @@ def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *,
     ``length_pmf``: accepted-drafts distribution of a step, ``(depth + 1,)``, or ``(P, depth + 1)`` for ``P``
     equally likely kinds of prompt (each row of the batch draws its kind once, :func:`prompt_profiles`).
     ``batching="static"``: the batch runs until its slowest row is done (expected maximum over ``batch_size``
-    rows, up to ``draws`` seeded simulations, fewer for large batches); ``"continuous"``: a finished row is refilled, so the batch advances at
-    one row's expected pace.
+    rows, up to ``draws`` seeded simulations, fewer for large batches); ``"continuous"``: a finished row is
+    refilled, so a long run advances at one row's expected pace (:func:`run_steps` for a run of given length).
     """
-    need = max_new_tokens - 1
-    if need <= 0:
-        return 0.0
     rng = np.random.default_rng(seed)
     rows = batch_size if batching == "static" else 1
     # The maximum over many rows varies little between simulated batches: keep ~draws x 32 simulated rows in
     # all (at least 16 batches), so that large batches cost no more than small ones.
     sims = max(16, min(draws, -(-draws * 32 // rows))) if batching == "static" else max(draws, 1000)
+    return float(_row_steps(length_pmf, max_new_tokens, (sims, rows), rng).max(axis=1).mean())
+
+
+def run_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, num_prompts: int, *,
+              draws: int = 100, seed: int = 0) -> float:
+    """Expected decode steps of a continuous-batching run of ``num_prompts`` prompts over ``batch_size`` slots
+    (the engine's ``serve``): the first ``batch_size`` prompts start together, each later one takes the slot
+    that frees first, and the run ends with its last row (list scheduling of the rows' simulated step counts)."""
+    rng = np.random.default_rng(seed)
+    steps = _row_steps(length_pmf, max_new_tokens, (draws, num_prompts), rng)
+    slots = min(batch_size, num_prompts)
+    makespans = []
+    for sim in steps:
+        free = list(sim[:slots])
+        heapq.heapify(free)
+        for need in sim[slots:]:
+            heapq.heappush(free, heapq.heappop(free) + need)
+        makespans.append(max(free))
+    return float(np.mean(makespans))
+
+
+def _row_steps(length_pmf: np.ndarray, max_new_tokens: int, shape: tuple[int, int], rng) -> np.ndarray:
+    """Simulated decode steps of ``shape = (sims, rows)`` independent rows, each of a prompt kind drawn once
+    (see :func:`batch_steps`); a row still short after ``max_new_tokens - 1`` steps stops there (engine cap)."""
+    need = max_new_tokens - 1
+    if need <= 0:
+        return np.zeros(shape)
     pmfs = np.atleast_2d(np.asarray(length_pmf, dtype=float))
     cdf = np.cumsum(pmfs / pmfs.sum(axis=1, keepdims=True), axis=1)  # (P, D + 1)
-    kind = rng.integers(0, len(pmfs), size=(sims, rows))
-    row_cdf = cdf[kind]  # (sims, rows, D + 1)
-    total = np.zeros((sims, rows))
-    done_at = np.full((sims, rows), float(need))  # rows still short after `need` steps stop there (engine cap)
-    running = np.ones((sims, rows), dtype=bool)
+    row_cdf = cdf[rng.integers(0, len(pmfs), size=shape)]  # (sims, rows, D + 1)
+    total = np.zeros(shape)
+    done_at = np.full(shape, float(need))
+    running = np.ones(shape, dtype=bool)
     for step in range(1, need + 1):
-        u = rng.random((sims, rows, 1))
+        u = rng.random((*shape, 1))
         total += 1 + (u > row_cdf[..., :-1]).sum(axis=-1)  # accepted + bonus
         finished = running & (total >= need)
         done_at[finished] = step
         running &= ~finished
         if not running.any():
             break
-    return float(done_at.max(axis=1).mean())
+    return done_at

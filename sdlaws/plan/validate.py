@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws import rates, schema
-from sdlaws.plan.acceptance import batch_steps, prompt_profiles
+from sdlaws.plan.acceptance import batch_steps, prompt_profiles, run_steps
 from sdlaws.plan.cost import StepTimeFit, short_name, step_shape
 from sdlaws.plan.serving import EngineConfig, length_pmf, step_time_s
 from sdlaws.rates import BASELINE_KEYS
@@ -90,8 +90,12 @@ def sampled_tree_models(train: pd.DataFrame) -> dict[tuple[str, float], tuple[tu
     0.51 at depth 1 for top-4 trees against 0.58 for chains, L2-H256 at T = 1), so chains cannot stand in."""
     spec = _real_spec(train)
     trees = spec[spec["method"].eq("tree") & spec["temperature"].gt(0)]
-    return {(str(draft), float(t)): tuple(tuple(a * _rank_shares(rows)) for a in rates.depth_acceptance(rows))
-            for (draft, t), rows in trees.groupby(["draft_name", "temperature"])}
+    models = {}
+    for (draft, t), rows in trees.groupby(["draft_name", "temperature"]):
+        shares = _rank_shares(rows)
+        if shares is not None:  # no accepted node at all: nothing to split over ranks
+            models[(str(draft), float(t))] = tuple(tuple(a * shares) for a in rates.depth_acceptance(rows))
+    return models
 
 
 def _real_spec(train: pd.DataFrame) -> pd.DataFrame:
@@ -114,8 +118,11 @@ class DraftLaw:
 
     Per temperature: the rank-0 conditional acceptance of each depth is ``a_d + b_d * ppl_draft``, least squares
     over the training drafts (SDSL: acceptance is linear in the draft's perplexity at a fixed target), clipped
-    to [0.001, 0.999]; sibling ranks take the training drafts' mean rank ratios; the prompt spread is the median
-    of theirs. ``ppl_range`` is the perplexity span the lines were fitted on (beyond it they extrapolate).
+    to at least 0.001 and so that all ranks of a depth sum to at most 0.999; sibling ranks take the mean rank
+    ratios of the training drafts that measured each rank; the prompt spread is the median of theirs.
+    ``ppl_range`` is the perplexity span the lines were fitted on (beyond it they extrapolate:
+    :meth:`extrapolates`). One law serves chains and trees at T = 0; sampled trees (T > 0) get their own, fitted
+    on the tree rows' own profiles (:func:`sampled_tree_models`).
     """
 
     lines: dict[float, np.ndarray]            # temperature -> (depth, 2): intercept, slope per unit perplexity
@@ -130,6 +137,11 @@ class DraftLaw:
         ratios = self.ratios[temperature]
         rank0 = np.clip(self.lines[temperature] @ np.array([1.0, ppl]), 1e-3, 0.999 / ratios.sum())
         return tuple(tuple(a * ratios) for a in rank0)
+
+    def extrapolates(self, ppl: float, temperature: float) -> bool:
+        """Whether ``ppl`` lies outside the perplexities the law was fitted on at ``temperature``."""
+        lo, hi = self.ppl_range[temperature]
+        return not lo <= ppl <= hi
 
     def to_dict(self) -> dict:
         """JSON-ready lines, ratios, spreads and ranges per temperature."""
@@ -153,15 +165,26 @@ def fit_draft_law(models: dict, spreads: dict, ppl: dict[str, float]) -> DraftLa
         rank0 = np.array([[row[0] for row in p] for p in profiles])            # (drafts, depth)
         X = np.column_stack([np.ones(len(x)), x])
         lines[t] = np.linalg.lstsq(X, rank0, rcond=None)[0].T                   # (depth, 2)
-        width = max(len(p[0]) for p in profiles)
-        ratio = np.zeros((len(profiles), width))
-        for i, p in enumerate(profiles):
-            ratio[i, :len(p[0])] = np.asarray(p[0]) / p[0][0] if p[0][0] > 0 else np.eye(1, width)[0]
-        ratios[t] = ratio.mean(axis=0)
+        ratios[t] = _mean_rank_ratios([p[0] for p in profiles])
         known = [spreads[(d, t)] for d in drafts if spreads.get((d, t)) is not None]
         law_spreads[t] = float(np.median(known)) if known else None
         ranges[t] = (float(x.min()), float(x.max()))
     return DraftLaw(lines, ratios, law_spreads, ranges)
+
+
+def _mean_rank_ratios(first_rows: list) -> np.ndarray:
+    """Mean ratio of each sibling rank's acceptance to rank 0's, over the drafts whose profile measured that rank
+    (a chain-only draft or a narrower tree says nothing about the ranks it never drafted); 1 for rank 0."""
+    width = max(len(r) for r in first_rows)
+    ratio = np.full((len(first_rows), width), np.nan)
+    for i, row in enumerate(first_rows):
+        if len(row) > 1 and row[0] > 0:
+            ratio[i, :len(row)] = np.asarray(row) / row[0]
+    measured = ~np.isnan(ratio).all(axis=0)
+    out = np.zeros(width)
+    out[measured] = np.nanmean(ratio[:, measured], axis=0)
+    out[0] = 1.0
+    return out
 
 
 def _synthetic_profile(row) -> tuple[tuple[float, ...], ...] | None:
@@ -321,26 +344,32 @@ class Validation:
         return pd.DataFrame(out)
 
     def best_configs(self, tolerance_pct: float = 5.0) -> pd.DataFrame:
-        """Per (draft, temperature, batch size, prompt length) with at least two speculative configurations
-        predicted: the predicted and the measured best configuration by tokens/s (the AR row competes), repeats
-        pooled by their median; ``exact`` when they are the same, ``within`` when the predicted best measures
-        within ``tolerance_pct`` of the measured best, ``in_noise`` when its best repeat reaches the measured
-        best's worst repeat (None without repeats)."""
-        pred = self.predicted().assign(prompt_len=lambda d: (d["num_prompt_tokens"] / d["num_prompts"]).round())
-        keys = ["target_name", "temperature", "batch_size", "prompt_len"]
+        """Per draft and workload (the AR baseline keys: target, batch size, temperature, prompts, lengths, GPU,
+        tensor parallelism, batching) with at least two speculative configurations predicted: the predicted and
+        the measured best configuration by tokens/s (the workload's AR row competes), repeats pooled by their
+        median; ``exact`` when they are the same, ``within`` when the predicted best measures within
+        ``tolerance_pct`` of the measured best, ``in_noise`` when its best repeat reaches the measured best's
+        worst repeat (None without repeats)."""
+        pred = self.predicted()
+        pred = pred.assign(tp_size=schema.tp_sizes(pred), batching=schema.batching_modes(pred),
+                           budgeted=[_budgeted(r) for r in pred.itertuples()])
+        keys = [k for k in BASELINE_KEYS if k in pred.columns]
         ar = pred[pred["method"].eq("ar")]
         out = []
-        for (draft, *key), spec in pred[pred["method"].ne("ar")].groupby(["draft_name", *keys]):
-            if spec["config"].nunique() < 2:
+        for (draft, *key), spec in pred[pred["method"].ne("ar")].groupby(["draft_name", *keys], dropna=False):
+            if spec["budgeted"].nunique() < 2:
                 continue
-            base = ar[np.logical_and.reduce([ar[k].eq(v) for k, v in zip(keys, key)])]
-            per = pd.concat([spec, base]).groupby("config").agg(
+            base = ar.merge(pd.DataFrame([key], columns=keys), on=keys)
+            per = pd.concat([spec, base]).groupby("budgeted").agg(
                 meas=("tokens_per_s_meas", "median"), lo=("tokens_per_s_meas", "min"),
-                hi=("tokens_per_s_meas", "max"), pred=("tokens_per_s_pred", "mean"), repeats=("config", "size"))
+                hi=("tokens_per_s_meas", "max"), pred=("tokens_per_s_pred", "mean"), repeats=("budgeted", "size"))
             best, chosen = per["meas"].idxmax(), per["pred"].idxmax()
             noise = bool(per.at[chosen, "hi"] >= per.at[best, "lo"]) if per["repeats"].min() > 1 else None
-            out.append(dict(zip(["draft_name", *keys], [draft, *key]), measured_best=best,
-                            predicted_best=chosen, candidates=len(per),
+            where = dict(zip(keys, key))
+            out.append(dict(draft_name=draft, target_name=where["target_name"], temperature=where["temperature"],
+                            batch_size=where["batch_size"], prompt_len=round(where["prompt_tokens_per_seq"]),
+                            batching=where.get("batching", "static"), measured_best=best, predicted_best=chosen,
+                            candidates=len(per),
                             shortfall_pct=100 * (1 - per.at[chosen, "meas"] / per.at[best, "meas"]),
                             exact=best == chosen,
                             within=bool(per.at[chosen, "meas"] >= per.at[best, "meas"] * (1 - tolerance_pct / 100)),
@@ -358,11 +387,11 @@ class Validation:
         for kind in ("speculative", "ar"):
             lines += [f"{kind} rows (|% error|, 95% bootstrap intervals):",
                       self.summary_table(kind).to_string(index=False, float_format=lambda v: f"{v:.1f}")]
-        best = self.best_configs()
+        tolerance = 5.0
+        best = self.best_configs(tolerance)
         if not best.empty:
-            lines += [f"best configuration per (draft, T, batch, prompt length): predicted = measured at "
-                      f"{int(best['exact'].sum())} of {len(best)}, within 5% of the measured best at "
-                      f"{int(best['within'].sum())}",
+            lines += [f"best configuration per (draft, workload): predicted = measured at {int(best['exact'].sum())} "
+                      f"of {len(best)}, within {tolerance:g}% of the measured best at {int(best['within'].sum())}",
                       best.assign(draft_name=best["draft_name"].map(short_name)).drop(columns="target_name")
                       .to_string(index=False, float_format="{:.1f}".format)]
         return "\n".join(lines)
@@ -372,6 +401,13 @@ class Validation:
         return dict(rows=self.rows.to_dict(orient="records"), inputs=self.inputs,
                     summary={k: self.summary_table(k).to_dict(orient="records") for k in ("speculative", "ar")},
                     best_configs=self.best_configs().to_dict(orient="records"))
+
+
+def _budgeted(row) -> str:
+    """The configuration of a row with a tree's budget (``tree d=3 k=8 b=24``): trees of one shape and different
+    budgets are different configurations."""
+    budget = int(row.tree_budget) if row.method == "tree" else None
+    return config_label(row.method, row.num_spec_tokens, row.tree_topk, budget)
 
 
 def _config(row) -> str:
@@ -390,9 +426,11 @@ def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
     def forward_s(shape, b, n):
         return law.time_s(shape, np.asarray(b, float).ravel(), np.asarray(n, float).ravel(), kv)
 
+    def prefill_s(rows):
+        return sum(float(law.time_s(m, [rows], [prompt], prompt / 2)[0]) for m in (target, draft) if m is not None)
+
     step_s = float(step_time_s(engine_config(row), np.array([batch]), forward_s, target, draft)[0])
-    prefill = sum(float(law.time_s(m, [batch], [prompt], prompt / 2)[0]) for m in (target, draft) if m is not None)
-    return {"step_forward_s": step_s, "prefill_forward_s": prefill}
+    return {"step_forward_s": step_s, "prefill_forward_s": prefill_s(batch), "refill_forward_s": prefill_s(1)}
 
 
 def _acceptance(row, planner: "FittedPlanner") -> tuple[Any, float | None, str]:
@@ -402,15 +440,19 @@ def _acceptance(row, planner: "FittedPlanner") -> tuple[Any, float | None, str]:
     if synthetic is not None:
         return synthetic, None, "synthetic"
     key = (str(row.draft_name), float(row.temperature))
-    if row.method == "tree" and key in planner.tree_models:
-        return planner.tree_models[key], planner.spreads[key], "fitted"
-    if key in planner.models:
-        return planner.models[key], planner.spreads[key], "fitted"
-    profile = planner.draft_law.profile(float(row.draft_ppl), key[1])
+    sampled_tree = row.method == "tree" and key[1] > 0
+    models, law = (planner.tree_models, planner.tree_draft_law) if sampled_tree else (planner.models,
+                                                                                      planner.draft_law)
+    if key in models:
+        return models[key], planner.spreads[key], "fitted"
+    if sampled_tree and key in planner.models:
+        return None, None, f"no sampled-tree rows of this draft at T={row.temperature:g} (chains cannot stand in)"
+    ppl = float(row.draft_ppl)
+    profile = law.profile(ppl, key[1])
     if profile is None:
-        why = "no perplexity" if not np.isfinite(float(row.draft_ppl)) else "fewer than two training drafts"
+        why = "no perplexity" if not np.isfinite(ppl) else "fewer than two training drafts"
         return None, None, f"draft not trained on at T={row.temperature:g} and {why} for the draft law"
-    return profile, planner.draft_law.spreads[key[1]], "draft law"
+    return profile, law.spreads[key[1]], "draft law" + (" (extrapolated)" if law.extrapolates(ppl, key[1]) else "")
 
 
 def _predict_row(row, planner: "FittedPlanner", shapes: dict) -> dict:
@@ -423,15 +465,23 @@ def _predict_row(row, planner: "FittedPlanner", shapes: dict) -> dict:
         if profile is None:
             return {"reason": source}
         pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
-    max_new = int(row.max_new_tokens)
-    steps = batch_steps(np.array(pmfs), max_new, int(row.batch_size), batching=row.batching)
+    max_new, batch, batches = int(row.max_new_tokens), int(row.batch_size), float(row.num_batches)
     parts = _forward_parts(row, law, shapes)
     step_s = parts["step_forward_s"] + overheads.step_s(cfg)
-    prefill_s = overheads.prefill_s(parts["prefill_forward_s"])
-    total_s = float(row.num_batches) * (prefill_s + steps * step_s)
+    if row.batching == "continuous":
+        # one run: the first batch prefilled together, every later prompt into a freed slot alone (eager), the
+        # rows list-scheduled on the slots; steps and prefill per batch as the engine records them (num_batches)
+        prompts = int(row.num_prompts)
+        steps = run_steps(np.array(pmfs), max_new, batch, prompts) / batches
+        prefill_run_s = (overheads.prefill_s(parts["prefill_forward_s"])
+                         + max(0, prompts - batch) * overheads.prefill_s(parts["refill_forward_s"]))
+    else:
+        steps = batch_steps(np.array(pmfs), max_new, batch)
+        prefill_run_s = batches * overheads.prefill_s(parts["prefill_forward_s"])
+    total_s = prefill_run_s + batches * steps * step_s
     return {"reason": "", "acceptance_from": source, "steps_per_batch_pred": steps, "step_s_pred": step_s,
-            "prefill_s_pred": prefill_s,
-            "tokens_per_s_pred": float(row.num_new_tokens) / total_s, "tpot_s_pred": steps * step_s / (max_new - 1)}
+            "prefill_s_pred": prefill_run_s / batches, "tokens_per_s_pred": float(row.num_new_tokens) / total_s,
+            "tpot_s_pred": steps * step_s / (max_new - 1)}
 
 
 def _has_sequences(rows: pd.DataFrame) -> bool:
@@ -461,6 +511,7 @@ class FittedPlanner:
     train_rows: int
     draft_law: DraftLaw
     tree_models: dict
+    tree_draft_law: DraftLaw
 
 
 def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
@@ -481,8 +532,9 @@ def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
         rows = spec[(spec["draft_name"] == key[0]) & (spec["temperature"] == key[1])]
         spreads[key] = spread_from_sequences(rows) if _has_sequences(rows) else fit_spread(rows, model)
     ppl = spec.dropna(subset=["draft_ppl"]).groupby("draft_name")["draft_ppl"].median().to_dict()
+    trees = sampled_tree_models(fit_rows)
     return FittedPlanner(law, models, spreads, overheads, int(len(fit_rows)), fit_draft_law(models, spreads, ppl),
-                         sampled_tree_models(fit_rows))
+                         trees, fit_draft_law(trees, spreads, ppl))
 
 
 def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
@@ -499,25 +551,28 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     out["steps_per_batch_meas"] = out["num_steps"] / out["num_batches"]
     out["tokens_per_s_meas"], out["tpot_s_meas"] = out["tokens_per_s"], out["tpot_s"]
     out["speedup_meas"] = out["speedup"]
-    out["speedup_pred"] = _over_ar(out, "tokens_per_s_pred")
+    out["speedup_pred"] = rates.over_ar(out, "tokens_per_s_pred").to_numpy()
     for q in QUANTITIES:
         out[f"{q}_pct"] = 100.0 * (out[f"{q}_pred"] / out[f"{q}_meas"] - 1.0)
+    out = pd.concat([out, _not_measured(heldout[heldout["status"].ne("ok")])], ignore_index=True)
     law = planner.law
     inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in planner.models.items()},
               "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in planner.spreads.items()},
-              "draft_law": planner.draft_law.to_dict(),
+              "draft_law": planner.draft_law.to_dict(), "sampled_tree_draft_law": planner.tree_draft_law.to_dict(),
               "overheads": planner.overheads.__dict__, "cost_model": law.source, "gpu": law.gpu_name,
-              "train_rows": planner.train_rows, "heldout_rows": int(len(held))}
+              "train_rows": planner.train_rows, "heldout_rows": int(len(out))}
     return Validation(rows=out, inputs=inputs)
 
 
-def _over_ar(out: pd.DataFrame, column: str) -> np.ndarray:
-    """``column`` of each row over the median ``column`` of the AR rows it is measured against (the baseline keys
-    of :func:`sdlaws.rates.derive`: target, batch, temperature, prompts, lengths, GPU)."""
-    keyed = out.assign(tp_size=schema.tp_sizes(out), batching=schema.batching_modes(out))
-    keys = [k for k in BASELINE_KEYS if k in keyed.columns]
-    ar = keyed[keyed["method"].eq("ar")].groupby(keys, dropna=False)[column].median().rename("_ar").reset_index()
-    return out[column].to_numpy() / keyed[keys].merge(ar, on=keys, how="left")["_ar"].to_numpy()
+def _not_measured(failed: pd.DataFrame) -> pd.DataFrame:
+    """Held-out rows that failed to run, with their configuration, label and the reason (nothing to compare)."""
+    if failed.empty:
+        return failed
+    out = failed.reset_index(drop=True).copy()
+    out["config"] = [_config(r) for r in out.itertuples()]
+    out["label"] = [f"{c} b={r.batch_size} T={r.temperature:g}" for c, r in zip(out["config"], out.itertuples())]
+    out["reason"] = ["not measured (the run failed: " + str(e).split(":")[0] + ")" for e in out["error"]]
+    return out
 
 
 def validate(train: pd.DataFrame, heldout: pd.DataFrame, law: StepTimeFit) -> Validation:
