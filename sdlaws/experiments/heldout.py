@@ -23,8 +23,9 @@ from sdlaws import io
 from sdlaws.experiments import topk_batch, verdicts
 from sdlaws.experiments.context import Context
 from sdlaws.experiments.registry import Experiment, Section
-from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, pct, table
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, table
 from sdlaws.experiments.scale import Scale
+from sdlaws.formatting import pct
 
 NAME = "heldout"
 #: The scale's calibration configurations: training rows of the planner beside the top-k grid.

@@ -22,7 +22,6 @@ import pandas as pd
 
 from sdlaws import io, rates
 from sdlaws.errors import InputError
-from sdlaws.formatting import pct
 from sdlaws.formatting import sig as f  # the documents' number format, short because every template uses it
 from sdlaws.plan.cost import short_name
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, listed, pct, table
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, listed, table
+from sdlaws.formatting import pct
 
 #: The measured GPU profile the calibration starts from, and the timings it is tested on.
 FILES = {"hardware": ("bench/hw-h100.json", "hardware"), "bench_steps": ("bench/steps-*.csv", "step")}

@@ -13,7 +13,8 @@ import pandas as pd
 from sdlaws import rates
 from sdlaws.experiments import ppl_plane, pretrain_tokens, verdicts
 from sdlaws.experiments.registry import Section
-from sdlaws.experiments.reporting import Analysis, Doc, Tables, listed, pct, tok
+from sdlaws.experiments.reporting import Analysis, Doc, Tables, listed, tok
+from sdlaws.formatting import pct
 from sdlaws.plan.cost import short_name
 
 FILES = {"acceptance_run": pretrain_tokens.FILES["acceptance_run"], "throughput_run": ("throughput/run.json", "json"),
