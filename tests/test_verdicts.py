@@ -212,8 +212,9 @@ def test_not_predicted_and_heldout_loss():
     assert "draft law" not in text and "failed" not in text
     law = verdicts.not_predicted([("chain g=3", "L4-H128", "fewer than two training drafts for the draft law")], 5)
     assert "predicted from its perplexity only where" in law
-    lost = verdicts.not_predicted([("ar b=1 T=0", "", "not measured (the run failed: OOM)")], 5)
+    lost = verdicts.not_predicted([("ar b=1 T=0", "", "not measured (the run failed: OOM)")] * 3, 5)
     assert "has no measurement to compare" in lost and "perplexity" not in lost
+    assert "3 of 5 rows" in lost and lost.count("ar b=1 T=0") == 1 and "OOM) (3 rows)" in lost
     assert "likely reason held-out NLL is below" in verdicts.heldout_loss(1.7, 3.5, "m")
     assert "not below" in verdicts.heldout_loss(3.6, 3.5, "m")
 

@@ -374,7 +374,11 @@ def not_predicted(rows: list[tuple[str, str, str]], total: int) -> str:
     """The held-out rows the planner could not predict ((label, draft, reason) each), or that it predicted all."""
     if not rows:
         return f"- Every one of the {total} held-out rows was predicted."
-    listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}" for label, draft, reason in rows)
+    counts: dict[tuple[str, str, str], int] = {}
+    for row in rows:   # repeats of one configuration are one entry
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}{f' ({n} rows)' if n > 1 else ''}"
+                       for (label, draft, reason), n in counts.items())
     notes = []
     if any(reason.startswith("not measured") for _, _, reason in rows):
         notes.append("A row whose run failed has no measurement to compare a prediction with.")

@@ -451,7 +451,7 @@ def _acceptance(row, planner: "FittedPlanner") -> tuple[Any, float | None, str]:
     profile = law.profile(ppl, key[1])
     if profile is None:
         why = "no perplexity" if not np.isfinite(ppl) else "fewer than two training drafts"
-        return None, None, f"draft not trained on at T={row.temperature:g} and {why} for the draft law"
+        return None, None, f"no training rows of this draft at T={row.temperature:g}, and {why} for the draft law"
     return profile, law.spreads[key[1]], "draft law" + (" (extrapolated)" if law.extrapolates(ppl, key[1]) else "")
 
 
