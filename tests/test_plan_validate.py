@@ -108,6 +108,12 @@ def test_plan_serving_adds_the_overheads_validate_wrote(tmp_path):
     refused = runner.invoke(app, ["plan", "serving", "--target", "random:llama-3.1-8b", "--overheads",
                                   str(tmp_path / "validation.json")])
     assert refused.exit_code == 2 and "--profile" in refused.output
+    (tmp_path / "h100.json").write_text(json.dumps({"inputs": {"gpu": "NVIDIA H100 80GB HBM3", "overheads": dict(
+        ar_step_s=1e-3, spec_step_s=2e-3, tree_level_s=5e-4, prefill_fixed_s=0.01)}}))
+    other = runner.invoke(app, base + ["--overheads", str(tmp_path / "h100.json")])
+    assert other.exit_code == 0 and "fitted on NVIDIA H100" in other.output
+    same = runner.invoke(app, base + ["--overheads", str(tmp_path / "validation.json")])
+    assert "warning: --overheads" not in same.output
 
 
 

@@ -297,6 +297,7 @@ def serving(target: Target = None, target_params: TargetParams = None, target_co
         from sdlaws.plan.validate import load_overheads
 
         extra = load_overheads(opts.overheads).step_s if opts.overheads else None
+        _warn_other_gpu(opts, setup)
         return _emit(opts, engine_plan(setup, batches, _profile(opts.profile), max_new_tokens=opts.max_new_tokens,
                                        overhead_s=extra))
     _emit(opts, _serving(opts, laws, setup, batches, nstar))
@@ -323,6 +324,18 @@ def export(plan: Annotated[Path, typer.Argument(help="plan.json written by `sdla
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {out}")
+
+
+def _warn_other_gpu(opts: PlanOptions, setup) -> None:
+    """A warning on stderr when --overheads were fitted on another GPU than the plan's."""
+    from sdlaws.hardware import match_preset
+    from sdlaws.plan.validate import overheads_gpu
+
+    gpu = overheads_gpu(opts.overheads) if opts.overheads else None
+    preset = match_preset(gpu) if gpu else None
+    if preset is not None and preset.name != setup.hardware.name:
+        typer.echo(f"warning: --overheads were fitted on {gpu}; this plan is for {setup.hardware.name} (the "
+                   "engine's per-step costs outside the forward passes depend on the GPU and its host)", err=True)
 
 
 def _profile(path: Path):

@@ -223,6 +223,14 @@ class EngineOverheads:
         return self.prefill_fixed_s + forward_s
 
 
+def overheads_gpu(path) -> str | None:
+    """The GPU a ``validation.json``'s overheads were fitted on (None for a bare object of fields)."""
+    from sdlaws import io
+
+    data = io.load_json(path)
+    return data.get("inputs", {}).get("gpu") if isinstance(data, dict) else None
+
+
 def load_overheads(path) -> EngineOverheads:
     """The :class:`EngineOverheads` of a ``validation.json`` (``sdlaws validate --out``) or of a JSON object of
     its fields.
