@@ -198,3 +198,24 @@ def test_sampled_trees_are_not_predicted_from_chains():
     reasons = without.loc[without["label"].str.startswith("tree") & without["label"].str.endswith("T=1"), "reason"]
     assert reasons.str.contains("chains cannot stand in").all()
     assert without["reason"].str.startswith("not measured").sum() == (held["status"] != "ok").sum()
+
+
+def test_leave_one_draft_out_predicts_each_draft_from_the_others_by_perplexity():
+    """One target of the shipped H100 plane (8 drafts): every fold predicts the left-out draft's chain row
+    through the draft law (it never trained on it), and no AR row (a training row of every fold) is reported."""
+    from pathlib import Path
+
+    from sdlaws.hardware import load_hardware
+    from sdlaws.io import read_measurements
+    from sdlaws.plan.cost import fit_steptime
+    from sdlaws.plan.validate import leave_one_draft_out
+
+    root = Path(__file__).resolve().parent.parent / "measurements"
+    law = fit_steptime(read_measurements(root / "throughput/step.csv", table="step", ok_only=True),
+                       load_hardware("h100"))
+    plane = read_measurements(root / "acceptance/ppl-plane.csv", table="spec")
+    one = plane[plane["target_name"].eq(plane["target_name"].iloc[0])]
+    v = leave_one_draft_out(one, law)
+    assert len(v.rows) == one["method"].ne("ar").sum() == v.inputs["folds"] == 8
+    assert v.rows["method"].ne("ar").all() and v.rows["acceptance_from"].str.startswith("draft law").all()
+    assert v.predicted()["tokens_per_s_pct"].abs().median() < 25

@@ -29,6 +29,9 @@ def validate(
     hardware: Annotated[str, typer.Option(help="Preset of the measured GPU (centres the law's prior).")] = "h100",
     out: Annotated[Optional[Path], typer.Option(help="Write validation.json and validation.png here.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    leave_one_draft_out: Annotated[bool, typer.Option(
+        "--leave-one-draft-out", help="Instead of --heldout: per target, predict each draft's rows from the "
+                                      "target's other drafts (the draft law's check).")] = False,
 ) -> None:
     """Predict every held-out configuration (tokens/s, speedup, TPOT, steps per batch) from training rows and
     step tables, and report the errors with bootstrap intervals."""
@@ -37,16 +40,21 @@ def validate(
     from sdlaws.hardware import load_hardware
     from sdlaws.io import read_measurements, save_json
     from sdlaws.plan.cost import fit_steptime
+    from sdlaws.plan.validate import leave_one_draft_out as by_draft
     from sdlaws.plan.validate import validate as run
 
-    if not (train and heldout and steps):
-        raise ConfigError("pass --train SPEC.csv, --heldout SPEC.csv and --steps STEP.csv (each repeatable)")
-    overlap = {p.resolve() for p in train} & {p.resolve() for p in heldout}
+    if leave_one_draft_out and heldout:
+        raise ConfigError("--leave-one-draft-out holds out each draft of --train in turn; drop --heldout")
+    if not (train and (heldout or leave_one_draft_out) and steps):
+        raise ConfigError("pass --train SPEC.csv, --heldout SPEC.csv (or --leave-one-draft-out) and --steps "
+                          "STEP.csv (each repeatable)")
+    overlap = {p.resolve() for p in train} & {p.resolve() for p in heldout or []}
     if overlap:
         raise ConfigError(f"--train and --heldout share {sorted(map(str, overlap))}; a prediction must not see its "
                           "own data")
     law = fit_steptime(read_measurements(steps, table="step", ok_only=True), load_hardware(hardware))
-    result = run(read_measurements(train, table="spec"), read_measurements(heldout, table="spec"), law)
+    rows = read_measurements(train, table="spec")
+    result = by_draft(rows, law) if leave_one_draft_out else run(rows, read_measurements(heldout, table="spec"), law)
     if out is not None:
         from sdlaws.plotting import predicted_vs_measured
 

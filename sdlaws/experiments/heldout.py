@@ -40,15 +40,19 @@ class Suite:
     key: str
     title: str
     train: tuple[str, ...]
-    heldout: str
+    heldout: str               # empty for a leave-one-draft-out suite
     steps: tuple[str, ...]
     gpu: str
+    #: "files": fit on ``train``, predict ``heldout``; "by_draft": per target, each draft of ``train`` predicted
+    #: from the target's other drafts (:func:`sdlaws.plan.validate.leave_one_draft_out`).
+    mode: str = "files"
 
 
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
          "sweep_8b": ("h200/thm13.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
-         "heldout": ("throughput/heldout.csv", "spec-all"), **topk_batch.GRID, **topk_batch.STEPS}
+         "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
+         **topk_batch.GRID, **topk_batch.STEPS}
 #: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there, then the first
 #: (H100) run of the pair suite.
 SUITES = (
@@ -57,6 +61,8 @@ SUITES = (
     Suite("h200-8b", "8B target with a 1B-shape draft under synthetic acceptance, one H200",
           ("pairs_grid", "pairs_train"), "sweep_8b", ("steps_8b", "pairs_step"), "h200"),
     Suite("h100-pairs", "trained pairs, one H100 (first run)", ("topk",), "heldout", ("step",), "h100"),
+    Suite("h100-draft-law", "drafts never seen: each draft of the H100 perplexity plane left out in turn",
+          ("plane",), "", ("step",), "h100", mode="by_draft"),
 )
 #: Suites with at most this many held-out rows list every row in the document.
 ROWS_LISTED = 60
@@ -91,19 +97,22 @@ def command(suite: Suite) -> str:
     """The ``sdlaws validate`` command that gives a suite's numbers."""
     def opts(flag, keys):
         return " ".join(f"{flag} measurements/{FILES[k][0]}" for k in keys)
-    return (f"sdlaws validate {opts('--train', suite.train)} {opts('--heldout', (suite.heldout,))} "
-            f"{opts('--steps', suite.steps)} --hardware {suite.gpu}")
+    held = "--leave-one-draft-out" if suite.mode == "by_draft" else opts("--heldout", (suite.heldout,))
+    return (f"sdlaws validate {opts('--train', suite.train)} {held} {opts('--steps', suite.steps)} "
+            f"--hardware {suite.gpu}")
 
 
 def validation(tables: Tables, suite: Suite):
     """What ``sdlaws validate`` gives for ``suite`` (:class:`~sdlaws.plan.validate.Validation`)."""
     from sdlaws.hardware import load_hardware
     from sdlaws.plan.cost import fit_steptime
-    from sdlaws.plan.validate import fit_planner, predict
+    from sdlaws.plan.validate import fit_planner, leave_one_draft_out, predict
 
     law = fit_steptime(pd.concat([tables[k] for k in suite.steps], ignore_index=True), load_hardware(suite.gpu))
-    planner = fit_planner(pd.concat([tables[k] for k in suite.train], ignore_index=True), law)
-    return predict(planner, tables[suite.heldout])
+    train = pd.concat([tables[k] for k in suite.train], ignore_index=True)
+    if suite.mode == "by_draft":
+        return leave_one_draft_out(train, law)
+    return predict(fit_planner(train, law), tables[suite.heldout])
 
 
 def _suite_data(tables: Tables, suite: Suite) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -118,7 +127,8 @@ def _suite_data(tables: Tables, suite: Suite) -> tuple[dict[str, Any], pd.DataFr
     pred = rows[rows["reason"].eq("")]
     best = v.best_configs()
     by = pred[pred["method"].ne("ar")].groupby(["draft", "prompt_len", "method"])
-    data = {"key": suite.key, "title": suite.title, "command": command(suite),
+    data = {"key": suite.key, "title": suite.title, "command": command(suite), "mode": suite.mode,
+            "folds": v.inputs.get("folds"),
             "rows": io.plain(pred[keep]) if len(pred) <= ROWS_LISTED else [],
             "groups": io.plain(by[[f"{q}_pct" for q in ERRORS]].agg(lambda e: e.abs().median())
                                .join(by.size().rename("rows")).reset_index()),
@@ -181,7 +191,7 @@ def summary(d: dict) -> list[list[str]]:
 def _md_errors(d: dict, kind: str) -> str:
     """Median |% error| with its bootstrap interval for each quantity of ``kind`` rows."""
     return "; ".join(f"{r['quantity']} {pct(r['median_abs_pct'])} [{r['median_lower']:.1f}, {r['median_upper']:.1f}]"
-                     for r in d["summary"][kind])
+                     for r in d["summary"][kind]) or "none held out"
 
 
 def _md_rows(d: dict) -> list[str]:
@@ -219,13 +229,18 @@ def _md_suite(d: dict, doc: Doc) -> list[str]:
     law = "; ".join(f"{t}: drafts of perplexity {f(v['ppl_range'][0])}-{f(v['ppl_range'][1])}"
                     for t, v in d["draft_law"].items()) or "none (fewer than two training drafts)"
     sources = "; ".join(f"{k} for {n} rows" for k, n in d["acceptance_from"].items()) or "none"
+    fits = (f"in {d['folds']} folds, one per (target, draft), a planner fitted on the target's other drafts and "
+            "its AR rows predicts the left-out draft's rows, so their acceptance comes from the draft law on the "
+            "draft's perplexity; each fold fits the acceptance profile of each training draft, its spread across "
+            "prompts, the draft law across them"
+            if d["mode"] == "by_draft" else
+            f"on the {d['train_rows']} training rows it fits the acceptance profile of each (draft, temperature), "
+            f"its spread across prompts, the draft law across drafts ({law})")
     return [f"### {d['title']}", "",
-            f"`{d['command']}`: on the {d['train_rows']} training rows it fits the acceptance profile of each "
-            "(draft, temperature), its spread across prompts, the draft law across drafts "
-            f"({law}) and the engine's per-step and prefill overheads outside the forward passes; forward times "
-            "come from the step-time law on the step tables; a static batch runs until its slowest row is done; "
-            "speedup is over the predicted AR row of the same workload. Acceptance of the predicted speculative "
-            f"rows: {sources}. Fitted overheads "
+            f"`{d['command']}`: {fits} and the engine's per-step and prefill overheads outside the forward passes; "
+            "forward times come from the step-time law on the step tables; a static batch runs until its slowest "
+            "row is done; speedup is over the predicted AR row of the same workload. Acceptance of the predicted "
+            f"speculative rows: {sources}. Fitted overheads{' (median over folds)' if d['mode'] == 'by_draft' else ''} "
             + ", ".join(f"{k} {f(v)}" for k, v in d["overheads"].items()) + "; prompt spread (Beta concentration) "
             + (", ".join(f"{k}: {f(v)}" for k, v in d["prompt_spread"].items()) or "none") + ".", "",
             *_md_rows(d),
