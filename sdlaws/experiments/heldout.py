@@ -121,7 +121,7 @@ def _suite_data(tables: Tables, suite: Suite) -> tuple[dict[str, Any], pd.DataFr
 
     v = validation(tables, suite)
     rows = v.rows.assign(draft=v.rows["draft_name"].fillna("").map(short_name),
-                         prompt_len=(v.rows["num_prompt_tokens"] / v.rows["num_prompts"]).round())
+                         prompt_len=v.rows["prompt_tokens_per_seq"].round())
     keep = ["label", "draft", *(f"{q}_{s}" for q in ("tokens_per_s", "speedup") for s in ("meas", "pred")),
             *(f"{q}_pct" for q in ERRORS)]
     pred = rows[rows["reason"].eq("")]

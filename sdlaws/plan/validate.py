@@ -145,7 +145,8 @@ class DraftLaw:
 
     def to_dict(self) -> dict:
         """JSON-ready lines, ratios, spreads and ranges per temperature."""
-        return {f"T={t:g}": {"intercept_slope_per_depth": self.lines[t].tolist(), "rank_ratios": self.ratios[t].tolist(),
+        return {f"T={t:g}": {"intercept_slope_per_depth": self.lines[t].tolist(),
+                             "rank_ratios": self.ratios[t].tolist(),
                              "prompt_spread": self.spreads[t], "ppl_range": list(self.ppl_range[t])}
                 for t in self.lines}
 
@@ -359,8 +360,8 @@ class Validation:
         ``tolerance_pct`` of the measured best, ``in_noise`` when its best repeat reaches the measured best's
         worst repeat (None without repeats)."""
         pred = self.predicted()
-        pred = pred.assign(tp_size=schema.tp_sizes(pred), batching=schema.batching_modes(pred),
-                           budgeted=[_budgeted(r) for r in pred.itertuples()])
+        # batching was set by predict; tp_size is absent from files written before the column
+        pred = pred.assign(tp_size=schema.tp_sizes(pred), budgeted=[_config(r, budget=True) for r in pred.itertuples()])
         keys = [k for k in BASELINE_KEYS if k in pred.columns]
         ar = pred[pred["method"].eq("ar")]
         out = []
@@ -413,16 +414,12 @@ class Validation:
                     best_configs=self.best_configs().to_dict(orient="records"))
 
 
-def _budgeted(row) -> str:
-    """The configuration of a row with a tree's budget (``tree d=3 k=8 b=24``): trees of one shape and different
-    budgets are different configurations."""
-    budget = int(row.tree_budget) if row.method == "tree" else None
-    return config_label(row.method, row.num_spec_tokens, row.tree_topk, budget)
-
-
-def _config(row) -> str:
-    """``chain g=2`` / ``tree d=3 k=8`` / ``ar`` of a row (:func:`sdlaws.schema.config_label`)."""
-    return config_label(row.method, row.num_spec_tokens, row.tree_topk)
+def _config(row, budget: bool = False) -> str:
+    """``chain g=2`` / ``tree d=3 k=8`` / ``ar`` of a row (:func:`sdlaws.schema.config_label`); with ``budget``
+    a tree's budget too (``tree d=3 k=8 b=24``: trees of one shape and different budgets are different
+    configurations)."""
+    tree_budget = int(row.tree_budget) if budget and row.method == "tree" else None
+    return config_label(row.method, row.num_spec_tokens, row.tree_topk, tree_budget)
 
 
 def _forward_parts(row, law: StepTimeFit, shapes: dict) -> dict:
