@@ -1,0 +1,97 @@
+"""Where a decode step's time goes: per-phase times (CUDA graphs) and the top kernels of the draft phase (eager,
+torch.profiler) for a few engine configurations under synthetic acceptance.
+
+    python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+        --case chain,1,1,64,2048 --case chain,2,1,64,2048 --out out/phases.txt
+
+A case is ``method,gamma,topk,batch,prompt_len`` (random prompts, 32 new tokens). For each case it prints the
+draft and verify milliseconds per step of a graph-replayed ``generate`` (as ``sdlaws measure`` times them), the
+draft phase alone replayed eagerly, and the draft phase's kernels by total CUDA time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+
+from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+from sdlaws.measure.models import load_model
+from sdlaws.measure.profile import parse
+
+
+def _case(text: str) -> tuple[str, int, int, int, int]:
+    method, gamma, topk, batch, prompt = text.split(",")
+    return method, int(gamma), int(topk), int(batch), int(prompt)
+
+
+def _phase_ms(dec: SpecDecoder, prompts: list[list[int]]) -> tuple[float, float]:
+    dec.generate(prompts)  # capture and warm up
+    _, stats = dec.generate(prompts)
+    return 1e3 * stats.draft_time_s / stats.num_steps, 1e3 * stats.verify_time_s / stats.num_steps
+
+
+@torch.inference_mode()
+def _draft_kernels(dec: SpecDecoder, batch: int, runs: int, top: int) -> str:
+    """Eager draft phase ``runs`` times under the profiler: its mean wall ms and its top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ws = dec._workspace(batch)
+    fn = ws.draft_phase.fn
+    cuda = dec.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(runs):
+        fn()
+    sync()
+    eager_ms = 1e3 * (time.perf_counter() - start) / runs
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            fn()
+        sync()
+    table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=top,
+                                      max_name_column_width=90)
+    return f"eager draft phase {eager_ms:.3f} ms/run\n{table}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="random:llama-3.1-8b")
+    ap.add_argument("--draft", default="random:llama-3.2-1b")
+    ap.add_argument("--profile", required=True, help="acceptance profile (JSON file or inline rows)")
+    ap.add_argument("--case", action="append", type=_case, required=True)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    target = load_model(args.target, device=args.device)[0]
+    draft = load_model(args.draft, device=args.device)[0]
+    profile, vocab = parse(args.profile), min(32000, target.config.vocab_size)
+    out = open(args.out, "w") if args.out else sys.stdout
+    gen = torch.Generator().manual_seed(0)
+    for method, gamma, topk, batch, prompt_len in args.case:
+        cfg = DecodeConfig(method=method, num_spec_tokens=gamma, tree_topk=topk, max_new_tokens=32,
+                           acceptance_profile=profile)
+        prompts = torch.randint(0, vocab, (batch, prompt_len), generator=gen).tolist()
+        dec = SpecDecoder(target, draft, cfg, max_prompt_len=prompt_len)
+        draft_ms, verify_ms = _phase_ms(dec, prompts)
+        print(f"== {method} gamma={gamma} topk={topk} batch={batch} prompt={prompt_len}: graphs: draft "
+              f"{draft_ms:.3f} ms/step, verify {verify_ms:.3f} ms/step", file=out, flush=True)
+        eager = SpecDecoder(target, draft, dataclasses.replace(cfg, cuda_graphs=False),
+                            max_prompt_len=prompt_len)
+        eager.generate(prompts)
+        print(_draft_kernels(eager, batch, args.runs, args.top), file=out, flush=True)
+        del dec, eager
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
