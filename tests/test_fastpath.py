@@ -76,3 +76,19 @@ def test_fused_kernels_allow_a_sweep_of_specialisations():
         assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT
     finally:
         element_kernels.cache_clear()
+
+
+def test_kept_logits_read_the_lm_head_once():
+    """``logits_to_keep`` of a multi-token pass (the draft's re-read) hands the LM head a contiguous input: the
+    strided slice it cuts would run as a batched matmul over the expanded weight, one full weight read per row
+    (on an H200 that cost the 1B-shape draft 0.12 ms per row and step; ``benchmarks/profile_phases.py``)."""
+    model = _models()[0]
+    fast, cache = FastDecoderLM(model), SlotCache(model.config.num_hidden_layers, S)
+    inputs, logits = [], fast._logits
+    fast._logits = lambda h: inputs.append(h) or logits(h)
+    allowed = (torch.arange(S) <= torch.arange(3)[:, None]).expand(4, 3, S)
+    cache.write_slots = torch.arange(3).expand(4, 3)
+    out = fast(input_ids=torch.randint(0, 97, (4, 3)), position_ids=torch.arange(3).expand(4, 3),
+               attention_mask=_mask(allowed), past_key_values=cache, logits_to_keep=1).logits
+    assert out.shape == (4, 1, 97) and inputs[0].shape == (4, 1, 64)
+    assert inputs[0].is_contiguous()

@@ -854,7 +854,8 @@ class _Workspace:
         cache.write_slots = slots
         features = target_features(self.dec.target, cache, input_ids=ids, position_ids=positions,
                                    attention_mask=mask, use_cache=True)
-        kept = features[:, -keep_last:] if keep_last else features
+        # contiguous: see FastDecoderLM.forward (one LM-head GEMM, not one weight read per row)
+        kept = features[:, -keep_last:].contiguous() if keep_last else features
         return self.dec.target.get_output_embeddings()(kept), features
 
     def _synthetic_choice(self, block: torch.Tensor) -> torch.Tensor:

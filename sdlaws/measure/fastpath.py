@@ -123,7 +123,10 @@ class FastDecoderLM(torch.nn.Module):
         """
         h = self.features(input_ids, position_ids, attention_mask, past_key_values)
         if logits_to_keep:
-            h = h[:, -logits_to_keep:]
+            # contiguous, so that the LM head is one GEMM: on a strided slice, F.linear with a weight that needs
+            # no grad runs as a batched matmul over the expanded weight, one full weight read per row (torch's
+            # matmul folds only inputs whose leading dimensions are contiguous)
+            h = h[:, -logits_to_keep:].contiguous()
         return CausalLMOutputWithPast(logits=self._logits(h))  # the same output type as the HF forward it replaces
 
     @torch.no_grad()

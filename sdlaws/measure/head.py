@@ -246,8 +246,8 @@ class HeadStep(nn.Module):
         """Logits ``(B, n', V)`` of the head's step on ``input_ids`` ``(B, n)`` (``n' = logits_to_keep`` or ``n``)."""
         features = self.head.shared.embed(input_ids)
         hidden = self.head(input_ids, features, position_ids, attention_mask, past_key_values)
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
+        if logits_to_keep:  # contiguous: see FastDecoderLM.forward (one GEMM, not one weight read per row)
+            hidden = hidden[:, -logits_to_keep:].contiguous()
         return CausalLMOutputWithPast(logits=self.head.predict(hidden)[1])
 
 

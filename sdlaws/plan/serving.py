@@ -47,7 +47,7 @@ class EngineConfig:
         return config_label(self.method, self.depth, self.topk, self.budget)
 
 
-def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(2, 3, 4, 6), topks=(2, 4, 8, 16, 32),
+def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(1, 2, 3, 4, 6), topks=(2, 4, 8, 16, 32),
                 max_budget: int | None = 64) -> list[EngineConfig]:
     """AR, chains of every gamma and trees of every (depth, top-k) with at most ``max_budget`` verified drafts."""
     trees = [EngineConfig("tree", d, k, min(d * k, max_budget or d * k)) for d in depths for k in topks]
