@@ -137,8 +137,8 @@ def test_continuous_rows_are_predicted_with_refilled_slots():
     continuous = predict(planner, held.assign(batching="continuous")).predicted()
     spec = static["method"].ne("ar").to_numpy()
     steps_s, steps_c = static["steps_per_batch_pred"].to_numpy(), continuous["steps_per_batch_pred"].to_numpy()
-    # at batch 1 both are one row's pace (two simulations of it: within 1%)
-    assert (steps_c[spec] <= 1.01 * steps_s[spec]).all() and (steps_c[spec] < 0.9 * steps_s[spec]).any()
+    # at batch 1 both are one row's pace (two Monte Carlo simulations of it, 100 draws each: within 3%)
+    assert (steps_c[spec] <= 1.03 * steps_s[spec]).all() and (steps_c[spec] < 0.9 * steps_s[spec]).any()
     assert np.allclose(steps_c[~spec], steps_s[~spec])
     assert continuous["speedup_pred"].notna().all()
 

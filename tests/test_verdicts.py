@@ -205,16 +205,26 @@ def test_collapse_and_whether_speculation_pays():
     assert "fastest" not in verdicts.fastest_there(0.9, True) and "fastest" not in verdicts.fastest_there(1.2, False)
 
 
+def test_cheaper_draft():
+    assert "cheaper than the 1B-shape draft's at every" in verdicts.cheaper_draft([0.5, 0.7], [1, 64])
+    assert "not cheaper" in verdicts.cheaper_draft([1.1, 1.3], [1, 64])
+    mixed = verdicts.cheaper_draft([0.5, 1.2, 1.3], [1, 64, 64])
+    assert "cheaper at 1 of 3" in mixed and mixed.endswith("not at batch 64")
+
+
 def test_not_predicted_and_heldout_loss():
     assert "Every one of the 5" in verdicts.not_predicted([], 5)
     text = verdicts.not_predicted([("chain g=3", "L4-H128", "no training acceptance")], 5)
-    assert "1 of 5 rows" in text and "chain g=3 <- L4-H128: no training acceptance" in text
+    assert "1 of 5 rows" in text and "no training acceptance: chain g=3 <- L4-H128" in text
     assert "draft law" not in text and "failed" not in text
     law = verdicts.not_predicted([("chain g=3", "L4-H128", "fewer than two training drafts for the draft law")], 5)
     assert "predicted from its perplexity only where" in law
     lost = verdicts.not_predicted([("ar b=1 T=0", "", "not measured (the run failed: OOM)")] * 3, 5)
     assert "has no measurement to compare" in lost and "perplexity" not in lost
-    assert "3 of 5 rows" in lost and lost.count("ar b=1 T=0") == 1 and "OOM) (3 rows)" in lost
+    assert "3 of 5 rows" in lost and lost.count("ar b=1 T=0") == 1 and "OOM): ar b=1 T=0 (3 rows)" in lost
+    two = verdicts.not_predicted([("a", "", "r1"), ("b", "d", "r2"), ("c", "", "r1")], 5)
+    assert "r1: a, c; r2: b <- d" in two and "defect" not in two   # one entry per reason, its configurations after
+    assert "not a measurement of the engine" in verdicts.not_predicted([("a", "d", "a known engine defect (x)")], 5)
     assert "likely reason held-out NLL is below" in verdicts.heldout_loss(1.7, 3.5, "m")
     assert "not below" in verdicts.heldout_loss(3.6, 3.5, "m")
 

@@ -24,13 +24,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sdlaws import defects
 from sdlaws.experiments import verdicts
 from sdlaws.hardware import load_hardware
+from sdlaws.roofline import named_shape
 
 H200_STEPS = "h200/steps.csv"
 H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "bench/steps-llama-3.2-1b.csv",
               "throughput/step.csv")
 THM13 = "h200/thm13.csv"
+#: The same target with an EAGLE-sized head as its draft (``benchmarks/gpu_heldout.sh`` step 5).
+HEADS = "h200/heads.csv"
 #: The H200 pair suite's training rows and step tables: the engine's per-step overheads outside the forward
 #: passes are fitted there (``sdlaws validate``) and added to the plan's step times of the 8B sweep.
 PAIRS, PAIR_STEPS = ("h200/pairs/topk-batch.csv", "h200/pairs/heldout-train.csv"), "h200/pairs/step.csv"
@@ -72,6 +76,8 @@ class Results:
     sweeps: list[Sweep]                       # one per prompt length of the Thm 1.3 sweep
     failed: list = field(default_factory=list)  # (batch size, configuration, error) of sweep rows that did not run
     overheads: object = None                  # EngineOverheads fitted on the H200 pair suite
+    set_aside: pd.DataFrame = None            # sweep rows timed with a known engine defect (sdlaws.defects)
+    draft_cost: pd.DataFrame = None           # ms per draft forward: the EAGLE-sized head against the 1B draft
 
 
 def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
@@ -83,7 +89,7 @@ def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
 def roofline_errors(steps: pd.DataFrame, hw) -> pd.DataFrame:
     """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's in-sample error."""
     from sdlaws.calibration import calibrate
-    from sdlaws.roofline import forward_time_s, named_shape
+    from sdlaws.roofline import forward_time_s
 
     cal = calibrate(steps, hw).residuals.assign(model_name=steps["model_name"].to_numpy())
     rows = []
@@ -125,6 +131,24 @@ def best_topk(spec: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def draft_forward_ms(spec: pd.DataFrame) -> pd.Series:
+    """Median milliseconds of the draft phase per drafted position of chain rows, per (prompt length, batch):
+    one draft forward and its sampling, as the engine times it (``draft_time_s`` over steps and gamma)."""
+    chains = spec[spec["method"].eq("chain")]
+    ms = 1e3 * chains["draft_time_s"] / chains["num_steps"] / chains["num_spec_tokens"]
+    keys = [(chains["num_prompt_tokens"] / chains["num_prompts"]).round().astype(int).rename("prompt_len"),
+            chains["batch_size"]]
+    return ms.groupby(keys).median()
+
+
+def draft_cost(heads: pd.DataFrame, lm: pd.DataFrame) -> pd.DataFrame:
+    """Per (prompt length, batch) where both ran: ms per draft forward of the head and of the LM draft, and
+    their ratio."""
+    both = pd.concat([draft_forward_ms(heads).rename("head_ms"), draft_forward_ms(lm).rename("draft_1b_ms")],
+                     axis=1, join="inner")
+    return both.assign(ratio=both["head_ms"] / both["draft_1b_ms"]).reset_index()
+
+
 def sweep_profile(part: pd.DataFrame, root: Path) -> str:
     """The file of :data:`PROFILES` whose profile every speculative row of ``part`` ran with.
 
@@ -155,7 +179,6 @@ def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int, max_new: i
     from sdlaws.measure.profile import parse
     from sdlaws.plan.serving import EngineConfig, engine_grid, predict_decode
     from sdlaws.plan.setup import ServingSetup
-    from sdlaws.roofline import named_shape
 
     setup = ServingSetup(named_shape(TARGET), load_hardware("h200"), draft=named_shape(DRAFT),
                          kv_len=int(prompt_len + max_new / 2), forward=law)
@@ -206,7 +229,9 @@ def analyse(root: str | Path = "measurements") -> Results:
     overheads = fit_planner(_read(root, *PAIRS, table="spec"), pair_law).overheads
 
     every = read_measurements(root / THM13, table="spec")
-    spec = every[every["status"].eq("ok")]
+    spec, aside = defects.set_aside(every[every["status"].eq("ok")], {DRAFT: named_shape(DRAFT)},
+                                    float(law.params["hbm_bytes_per_s"]))
+    aside = aside.assign(prompt_len=(aside["num_prompt_tokens"] / aside["num_prompts"]).round().astype(int))
     context = (spec["num_prompt_tokens"] / spec["num_prompts"]).round().astype(int)
     lost = every[every["status"].ne("ok")].drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
     failed = [(int(r.batch_size), config_label(r.method, r.num_spec_tokens, r.tree_topk), str(r.error).split(":")[0])
@@ -214,11 +239,15 @@ def analyse(root: str | Path = "measurements") -> Results:
     sweeps = []
     for prompt_len in sorted(context.unique()):
         part = spec[context == prompt_len]
+        # a batch size with rows set aside has a partial grid: its measured best would be a best of what is left
+        part = part[~part["batch_size"].isin(aside.loc[aside["prompt_len"] == prompt_len, "batch_size"])]
+        if part.empty:
+            continue
         table, optimum, profile = decode_table(part), best_topk(part), sweep_profile(part, root)
         plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile,
                                      overheads)
         sweeps.append(Sweep(int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile, table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
     return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps, failed=failed,
-                   overheads=overheads)
+                   overheads=overheads, set_aside=aside, draft_cost=draft_cost(_read(root, HEADS, table="spec"), spec))
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, PAIR_HELDOUT, PAIR_STEPS,
-                                         PAIRS, TARGET, THM13, Results, analyse)
+from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, HEADS, PAIR_HELDOUT,
+                                         PAIR_STEPS, PAIRS, TARGET, THM13, Results, analyse)
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -131,6 +131,8 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "",
         *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs, _overheads(results.overheads))),
         *_missing_contexts(results),
+        *_set_aside(results.set_aside),
+        *_draft_cost(results.draft_cost),
         verdicts.failed_configurations(results.failed, THM13), "",
         "Held-out predictions of the pairs and of this sweep (`sdlaws validate`) are in `docs/results.md`.",
         "",
@@ -145,6 +147,37 @@ def _missing_contexts(results: Results) -> list[str]:
         return []
     return [f"Not measured yet: the sweep at {', '.join(map(str, missing))}-token prompts "
             f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
+
+
+def _set_aside(aside: pd.DataFrame) -> list[str]:
+    """A paragraph on the sweep rows :mod:`sdlaws.defects` set aside, per prompt length and batch size."""
+    if aside is None or aside.empty:
+        return []
+    from sdlaws.defects import LM_HEAD_PER_ROW, MAX_SHARE
+
+    parts = [f"{len(g)} at {p}-token prompts (batch {', '.join(map(str, sorted(g['batch_size'].unique())))})"
+             for p, g in aside.groupby("prompt_len")]
+    shas = ", ".join(sorted(aside["git_sha"].astype(str).str[:7].unique()))
+    return [f"Set aside: {len(aside)} speculative rows, {'; '.join(parts)}, timed at git {shas} with a known engine "
+            f"defect ({LM_HEAD_PER_ROW.name}, fixed in {LM_HEAD_PER_ROW.fixed_in}; see `sdlaws.defects`) whose "
+            f"estimated cost exceeds {100 * MAX_SHARE:g}% of their decode step; the tables above leave out every batch "
+            "size with rows set aside (its grid would be partial). "
+            "`benchmarks/gpu_heldout.sh` steps 3-4 re-measure them with the fixed engine.", ""]
+
+
+def _draft_cost(cost: pd.DataFrame) -> list[str]:
+    """The EAGLE-sized head's draft forward against the 1B-shape draft's, where both were timed."""
+    if cost is None or cost.empty:
+        return []
+    return ["## An EAGLE-sized head against a 1B-shape draft", "",
+            f"The same 8B target with `head:random:llama-3.1-8b?layers=1` (one decoder layer of the target's width "
+            f"with its embedding and LM head) as the draft, `measurements/{HEADS}`, against the 1B-shape draft of "
+            "the sweep (rows set aside above left out): median milliseconds of the draft phase per drafted position "
+            "of chain rows (one draft forward with its sampling, as the engine times it), over gammas and repeats. "
+            "The planner times the head with the step-time law of the other shapes (no step table of the head); its "
+            "predictions of these rows are a held-out suite of `docs/results.md`.", "",
+            _md(cost.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
+            f"- {verdicts.cheaper_draft(cost['ratio'].to_numpy(), cost['batch_size'].to_numpy())}.", ""]
 
 
 def _searched() -> str:

@@ -7,9 +7,11 @@ the planner's training rows beside the grid (``heldout-train``).
 Its section of the results document runs ``sdlaws validate`` on each suite of :data:`SUITES`: fit on the
 training files, predict every held-out row, and report predicted against measured tokens/s, speedup, TPOT and
 decode steps, median errors with bootstrap intervals, whether the predicted best configuration per batch size is
-the measured best, and the rows it could not predict, with the reason. The 8B suite's rows are the Thm 1.3 sweep
-(:mod:`sdlaws.experiments.costmodel`): synthetic acceptance, so only the engine's overheads come from the pair
-suite's training rows; nothing of the sweep is fitted.
+the measured best, and the rows it could not predict, with the reason. The 8B suites' rows are the Thm 1.3 sweep
+(:mod:`sdlaws.experiments.costmodel`) and the same target with an EAGLE-sized head as its draft
+(``benchmarks/gpu_heldout.sh`` step 5): synthetic acceptance, so only the engine's overheads come from the pair
+suite's training rows; nothing of either is fitted, and the head's forward times come from the step-time law of
+other shapes (no step table of the head).
 """
 
 from __future__ import annotations
@@ -51,15 +53,18 @@ class Suite:
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
          "sweep_8b": ("h200/thm13.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
+         "head_8b": ("h200/heads.csv", "spec-all"),
          "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
          **topk_batch.GRID, **topk_batch.STEPS}
-#: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there, then the first
-#: (H100) run of the pair suite.
+#: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there (a 1B-shape draft, an
+#: EAGLE-sized head), then the first (H100) run of the pair suite and its perplexity plane's drafts.
 SUITES = (
     Suite("h200-pairs", "trained pairs, one H200", ("pairs_grid", "pairs_train"), "pairs_heldout", ("pairs_step",),
           "h200"),
     Suite("h200-8b", "8B target with a 1B-shape draft under synthetic acceptance, one H200",
           ("pairs_grid", "pairs_train"), "sweep_8b", ("steps_8b", "pairs_step"), "h200"),
+    Suite("h200-8b-head", "8B target with an EAGLE-sized head (one decoder layer) under synthetic acceptance, one H200",
+          ("pairs_grid", "pairs_train"), "head_8b", ("steps_8b", "pairs_step"), "h200"),
     Suite("h100-pairs", "trained pairs, one H100 (first run)", ("topk",), "heldout", ("step",), "h100"),
     Suite("h100-draft-law", "drafts never seen: each draft of the H100 perplexity plane left out in turn",
           ("plane",), "", ("step",), "h100", mode="by_draft"),

@@ -370,21 +370,42 @@ def fastest_there(speedup: float, fastest: bool) -> str:
     return f"had speedup {speedup:.3g}"
 
 
+def cheaper_draft(ratio: np.ndarray, batches: np.ndarray) -> str:
+    """Whether a head's draft forward costs less than an LM draft's: ``ratio`` = head / LM ms per forward, one
+    per (prompt length, batch) timed with both."""
+    ratio, batches = np.asarray(ratio, float), np.asarray(batches)
+    cheaper = ratio < 1
+    span = f"{ratio.min():.2f}-{ratio.max():.2f}x"
+    if cheaper.all():
+        return f"The head's draft forward is cheaper than the 1B-shape draft's at every measured point ({span})"
+    if not cheaper.any():
+        return f"The head's draft forward is not cheaper than the 1B-shape draft's at any measured point ({span})"
+    return (f"The head's draft forward is cheaper at {int(cheaper.sum())} of {len(ratio)} measured points ({span}); "
+            f"not at batch {', '.join(map(str, sorted(set(batches[~cheaper].tolist()))))}")
+
+
 def not_predicted(rows: list[tuple[str, str, str]], total: int) -> str:
-    """The held-out rows the planner could not predict ((label, draft, reason) each), or that it predicted all."""
+    """The held-out rows the planner could not predict ((label, draft, reason) each), grouped by reason, or that
+    it predicted all."""
     if not rows:
         return f"- Every one of the {total} held-out rows was predicted."
-    counts: dict[tuple[str, str, str], int] = {}
-    for row in rows:   # repeats of one configuration are one entry
-        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
-    listed = "; ".join(f"{label}{' <- ' + draft if draft else ''}: {reason}{f' ({n} rows)' if n > 1 else ''}"
-                       for (label, draft, reason), n in counts.items())
+    by_reason: dict[str, dict[tuple[str, str], int]] = {}
+    for label, draft, reason in rows:   # repeats of one configuration are one entry
+        configs = by_reason.setdefault(reason, {})
+        configs[(label, draft)] = configs.get((label, draft), 0) + 1
+    listed = "; ".join(
+        f"{reason}: " + ", ".join(f"{label}{' <- ' + draft if draft else ''}{f' ({n} rows)' if n > 1 else ''}"
+                                  for (label, draft), n in configs.items())
+        for reason, configs in by_reason.items())
     notes = []
     if any(reason.startswith("not measured") for _, _, reason in rows):
         notes.append("A row whose run failed has no measurement to compare a prediction with.")
     if any("draft law" in reason for _, _, reason in rows):
         notes.append("A draft is predicted from its perplexity only where at least two training drafts of that "
                      "temperature fit the draft law; nothing else is assumed.")
+    if any("known engine defect" in reason for _, _, reason in rows):
+        notes.append("A row timed with a known engine defect is not a measurement of the engine the planner "
+                     "predicts (`sdlaws.defects`).")
     return " ".join([f"- Not predicted ({len(rows)} of {total} rows): {listed}.", *notes])
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdlaws import rates, schema
+from sdlaws import defects, rates, schema
 from sdlaws.plan.acceptance import batch_steps, prompt_profiles, run_steps
 from sdlaws.plan.cost import StepTimeFit, short_name, step_shape
 from sdlaws.plan.serving import EngineConfig, length_pmf, step_time_s
@@ -524,7 +524,7 @@ class FittedPlanner:
 def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
     """Fit acceptance profiles, their spread across prompts and the engine's overheads on ``train`` (``spec``
     rows), with forward passes timed by ``law``."""
-    fit_rows = rates.derive(train[train["status"].eq("ok")]).reset_index(drop=True)
+    fit_rows = rates.derive(_timed_ok(train, law)[0]).reset_index(drop=True)
     fit_rows["batching"] = schema.batching_modes(fit_rows)
     shapes = _shapes(fit_rows)
     models = acceptance_models(fit_rows)
@@ -547,7 +547,8 @@ def fit_planner(train: pd.DataFrame, law: StepTimeFit) -> FittedPlanner:
 def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     """Predict every ``heldout`` row with what ``planner`` learnt and compare with the measurement. Nothing of
     ``heldout`` but its configuration and workload is used for the prediction."""
-    held = rates.derive(heldout[heldout["status"].eq("ok")]).reset_index(drop=True)
+    kept, aside = _timed_ok(heldout, planner.law)
+    held = rates.derive(kept).reset_index(drop=True)
     held["batching"] = schema.batching_modes(held)  # a static batch waits for its slowest row, a continuous one not
     shapes = _shapes(held)
     preds = pd.DataFrame([_predict_row(r, planner, shapes) for r in held.itertuples()])
@@ -561,7 +562,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     out["speedup_pred"] = rates.over_ar(out, "tokens_per_s_pred").to_numpy()
     for q in QUANTITIES:
         out[f"{q}_pct"] = 100.0 * (out[f"{q}_pred"] / out[f"{q}_meas"] - 1.0)
-    out = pd.concat([out, _not_measured(heldout[heldout["status"].ne("ok")])], ignore_index=True)
+    out = pd.concat([out, _not_measured(heldout[heldout["status"].ne("ok")]), _unpredicted(aside)], ignore_index=True)
     law = planner.law
     inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in planner.models.items()},
               "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in planner.spreads.items()},
@@ -571,14 +572,26 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     return Validation(rows=out, inputs=inputs)
 
 
+def _timed_ok(rows: pd.DataFrame, law: StepTimeFit) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows that ran, split into those whose times the planner can be held to and those timed with a known
+    engine defect (:func:`sdlaws.defects.set_aside`, at the law's copy bandwidth)."""
+    ok = rows[rows["status"].eq("ok")]
+    return defects.set_aside(ok, _shapes(ok), float(law.params["hbm_bytes_per_s"]))
+
+
 def _not_measured(failed: pd.DataFrame) -> pd.DataFrame:
     """Held-out rows that failed to run, with their configuration, label and the reason (nothing to compare)."""
-    if failed.empty:
-        return failed
-    out = failed.reset_index(drop=True).copy()
+    return _unpredicted(failed.assign(reason=["not measured (the run failed: " + str(e).split(":")[0] + ")"
+                                              for e in failed["error"]]))
+
+
+def _unpredicted(rows: pd.DataFrame) -> pd.DataFrame:
+    """Held-out rows not compared with a prediction, with their configuration, label and ``reason``."""
+    if rows.empty:
+        return rows
+    out = rows.reset_index(drop=True).copy()
     out["config"] = [_config(r) for r in out.itertuples()]
     out["label"] = [f"{c} b={r.batch_size} T={r.temperature:g}" for c, r in zip(out["config"], out.itertuples())]
-    out["reason"] = ["not measured (the run failed: " + str(e).split(":")[0] + ")" for e in out["error"]]
     return out
 
 
