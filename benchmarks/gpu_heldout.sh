@@ -15,6 +15,8 @@
 #    16, 2-8 at 64, 32 at 1 and 4, 2 at 256), batch 1, 4, 16, 64, 256 -> $WORK/thm13.csv.
 # 5. An EAGLE-sized head (head:random:llama-3.1-8b?layers=1) as the draft, the profile of 4., 512- and 2048-token
 #    prompts, batch 1, 4, 16, 64 (and 256 at 512), 2 repeats -> $WORK/heads.csv.
+# 6. The rows sdlaws.defects sets aside, re-measured with the fixed engine -> $WORK/thm13-fixed.csv (not a default
+#    step: STEPS=6).
 # STEPS (default "1 2 3 4 5") picks steps. Every step appends to its CSV and skips rows already there, so a re-run
 # on the same machine resumes; steps 3-5 also resume the committed sweep (measurements/h200/thm13.csv) on a fresh
 # one. Rows record the sha in .gpu-sha where a device call wrote one (gpu_common.sh). 3-5 are timing runs under
@@ -87,5 +89,15 @@ for kv in 512 2048; do
   sweep "$work/heads.csv" "$profile" "$head" $kv 1,4,16,64 2 4,8 2
 done
 sweep "$work/heads.csv" "$profile" "$head" 512 256 1,2,4 1 2
+fi
+if want 6; then
+# rows that sdlaws.defects sets aside (timed at 8fe13df/c3d041c with the LM head read once per row), re-measured
+# with the fixed engine into their own file: run ids carry no git sha, so a resume of thm13.csv would skip them
+log "6. the set-aside sweep rows, fixed engine"
+fixed=$work/thm13-fixed.csv
+sweep "$fixed" "$h100_profile" random:llama-3.2-1b 512 4,8,16,32 1 2,4,8,16 3
+sweep "$fixed" "$profile" random:llama-3.2-1b 2048 4,16,64 1,2,3,4,6,8 1 3
+sweep "$fixed" "$profile" random:llama-3.2-1b 2048 4,16 1,2 2,4,8,16,32 3
+sweep "$fixed" "$profile" random:llama-3.2-1b 2048 64 1,2 2,4,8 3
 fi
 log "done"
