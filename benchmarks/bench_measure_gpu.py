@@ -92,8 +92,8 @@ def train_quick_pair(work: Path, seconds: float) -> tuple[str, str]:
 
 def measure_pair(args, target: str, draft: str, spec_csv: Path) -> dict:
     """(a) and (b): sdlaws chain + AR rows, and HF assisted generation, at batch size 1 on the same prompts."""
-    config = MeasureConfig(targets=(target,), drafts=(draft,), gammas=(args.gamma,), topks=(1,), batch_sizes=(1,),
-                           temperatures=(0.0,), prompts=args.prompts, num_prompts=args.num_prompts,
+    config = MeasureConfig(targets=(target,), drafts=(draft,), num_spec_tokens=(args.gamma,), topks=(1,),
+                           batch_sizes=(1,), temperatures=(0.0,), prompts=args.prompts, num_prompts=args.num_prompts,
                            max_new_tokens=args.max_new_tokens, max_prompt_len=args.max_prompt_len,
                            dtype=args.dtype, device=args.device, experiment=EXPERIMENT)
     print(run_sweep(config, spec_csv).summary())

@@ -99,7 +99,8 @@ def measure_sdlaws(w: Workload, spec_csv: Path) -> None:
                 max_new_tokens=w.new_tokens, dtype=w.dtype, device=w.device, experiment=EXPERIMENT)
     ar = MeasureConfig(**base, batch_sizes=(1, w.big_batch))
     # tree budget = gamma: the tree verifies as many tokens per step as the chain (gamma + the root)
-    spec = MeasureConfig(**base, drafts=(w.draft,), gammas=(w.gamma,), topks=(1, w.tree_topk), tree_budget=w.gamma)
+    spec = MeasureConfig(**base, drafts=(w.draft,), num_spec_tokens=(w.gamma,), topks=(1, w.tree_topk),
+                         tree_budget=w.gamma)
     for config in (ar, spec):
         print(run_sweep(config, spec_csv, progress=False).summary())
         # the sweep's lock files are only for concurrent sweeps; left in the output they would count as files

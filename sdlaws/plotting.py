@@ -232,19 +232,19 @@ def _draw_plan_figures(plan_set, out: Path) -> None:
 
 
 def _serving_figure(serving, path: Path) -> None:
-    """serving: optimal chain gamma and tree shape (depth, top-k) versus batch size, with the fitted law."""
+    """serving: optimal chain length and tree shape (depth, top-k) versus batch size, with the fitted law."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     b, k = serving["batch_size"], serving["tree_topk"]
-    ax.plot(b, serving["chain_gamma"], marker="s", label="chain: draft length γ")
-    ax.plot(b, serving["tree_steps"], marker="^", label="tree: depth (steps)")
+    ax.plot(b, serving["chain_num_spec_tokens"], marker="s", label="chain: draft length (num_spec_tokens)")
+    ax.plot(b, serving["tree_num_spec_tokens"], marker="^", label="tree: depth (num_spec_tokens)")
     ax.errorbar(b, k, yerr=[k - serving["tree_topk_lower"].fillna(k), serving["tree_topk_upper"].fillna(k) - k],
                 marker="o", capsize=3, label="tree: top-k (candidates per depth)")
     if "law_topk" in serving:
         ax.plot(b, serving["law_topk"], "k--", label="fitted k* = c B^-p")
         ax.fill_between(b, serving["law_topk_lower"], serving["law_topk_upper"], color="k", alpha=0.1)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="batch size (sequences)", ylabel="tokens per step (γ, depth) or candidates (top-k)",
+    ax.set(xlabel="batch size (sequences)", ylabel="draft tokens per step (num_spec_tokens) or candidates (top-k)",
            title="Optimal speculation settings versus batch size (roofline)\n(bars: 95% interval of top-k)")
     ax.legend()
     save(fig, path)

@@ -20,23 +20,37 @@ leave counts and timings empty; it is never dropped. ``acceptance_source`` tells
 ``acceptance_profile``), which never enter acceptance-law fits. Rows imported from a serving engine's metrics
 (``sdlaws import``) carry ``source_engine`` and may leave the columns of :data:`IMPORT_UNKNOWN` empty.
 
-Glossary: one quantity, its name in each place (the CSV column is the reference)
+Glossary: each quantity has one name, its CSV column (the reference), which Python attributes, config fields and
+plan tables repeat; below are its command-line flags, and the serving engines' own names, which appear only
+where sdlaws writes an engine's configuration (``sdlaws plan export``, the engine flags of ``sdlaws plan``).
 
-============================  ======================  =====================  =========================  ==================================
-quantity                      CSV column              ``sdlaws measure``     engine / planner (Python)  plan tables and engine flags
-============================  ======================  =====================  =========================  ==================================
-draft tokens per step (chain  ``num_spec_tokens``     ``--gamma``            ``DecodeConfig`` same;     ``chain_gamma``; vLLM
-gamma; tree depth)                                                           ``EngineConfig.depth``     ``num_speculative_tokens``;
-                                                                                                        ``tree_steps`` (SGLang
-                                                                                                        ``--speculative-num-steps``)
-candidates per tree node      ``tree_topk``           ``--topk``             ``DecodeConfig`` same;     ``tree_topk`` (SGLang
-                                                                             ``EngineConfig.topk``      ``--speculative-eagle-topk``)
-drafted tokens verified per   ``tree_budget``         ``--tree-budget``      ``DecodeConfig`` same;     ``tree_verify_tokens`` = budget + 1
-step                                                                         ``EngineConfig.budget``    (SGLang
-                                                                                                        ``--speculative-num-draft-tokens``)
-drafted tokens over a run     ``num_draft_tokens``    (counted)              ``DecodeStats``            vLLM ``num_draft_tokens``
-sequences decoded together    ``batch_size``          ``--batch``            ``batch_size``             ``batch_size``
-============================  ======================  =====================  =========================  ==================================
+====================  =======================================  =====================  ==================================
+quantity              name: CSV column, Python, plan tables    command line           external engines (export only)
+====================  =======================================  =====================  ==================================
+draft tokens per      ``num_spec_tokens`` (``DecodeConfig``,   ``--num-spec-tokens``  vLLM ``num_speculative_tokens``;
+step (chain length;   ``RunConfig``, ``EngineConfig``,         (``measure``,          TensorRT-LLM ``max_draft_len``;
+tree depth)           ``Pair``; ``MeasureConfig`` holds the    ``plan``,              SGLang ``--speculative-num-steps``
+                      list); serving table                     ``import``);
+                      ``chain_num_spec_tokens``,               ``measure`` and
+                      ``tree_num_spec_tokens``,                ``plan`` also take
+                      ``leviathan_num_spec_tokens``            ``--gamma``
+candidates per tree   ``tree_topk`` (``MeasureConfig.topks``   ``--topk``             SGLang
+node                  holds the list)                                                 ``--speculative-eagle-topk``
+drafted tokens        ``tree_budget``; plan tables             ``--tree-budget``      SGLang
+verified per step     ``tree_verify_tokens`` = tree_budget +                          ``--speculative-num-draft-tokens``
+                      1 (the root counted)                                            (= tree_verify_tokens)
+drafted tokens over   ``num_draft_tokens`` (a count, also      (counted)              vLLM ``num_draft_tokens``
+a run                 ``DecodeStats``; never a setting)
+sequences decoded     ``batch_size``                           ``--batch``
+together              (``MeasureConfig.batch_sizes`` holds
+                      the list)
+====================  =======================================  =====================  ==================================
+
+Not other names for these: ``gamma`` (γ) in formulas and the functions that implement them (:mod:`sdlaws.rates`,
+:mod:`sdlaws.plan.speedup`, :mod:`sdlaws.fit.laws`, docs/formulas.md) is the papers' symbol for num_spec_tokens;
+``depth`` in the engine's tree geometry (:mod:`sdlaws.measure.tree`, :func:`sdlaws.plan.acceptance.engine_tree`,
+the memory estimate) and in acceptance profiles (row d-1 is depth d) is a position along a draft path, and
+``DecodeConfig.depth`` the longest path (num_spec_tokens; 0 for ar).
 """
 
 from __future__ import annotations
@@ -137,9 +151,10 @@ SPEC_RUN: list[Column] = [
            "draft_params count the head's own weights, not the target's embedding and LM head it shares); empty for "
            "an independent draft LM and for ar", required=False, default=""),
     Column("method", "str", "variable", '"ar" (no draft), "chain" or "tree"'),
-    Column("num_spec_tokens", "int", "variable", "gamma: draft tokens per step (tree: depth); 0 for ar"),
+    Column("num_spec_tokens", "int", "variable", "draft tokens per step (chain length gamma; tree depth); 0 for ar"),
     Column("tree_topk", "int", "variable", "tree branching k per depth (1 for chains and ar)"),
-    Column("tree_budget", "int", "variable", "tree: drafted tokens verified per step (chain: gamma)", required=False),
+    Column("tree_budget", "int", "variable", "tree: drafted tokens verified per step (chain: num_spec_tokens)",
+           required=False),
     Column("batch_size", "int", "variable", "sequences decoded together", unit="sequences"),
     Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
     Column("forward_impl", "str", "variable", 'target forward: "fused" (sdlaws fast path) or "hf"', required=False),

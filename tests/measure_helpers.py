@@ -52,12 +52,12 @@ def tiny_model_dir(path: Path, *, spec: str = "random:tiny?num_hidden_layers=1",
 class FakeDecoder:
     """Decoder double: each ``generate`` reports ``len(prompts) * max_new_tokens`` tokens in fixed times.
 
-    Build it through :func:`fake_factory`. ``generate`` raises ``RuntimeError`` when the configuration's gamma
-    is in ``fail_gammas``.
+    Build it through :func:`fake_factory`. ``generate`` raises ``RuntimeError`` when the configuration's
+    num_spec_tokens is in ``fail_num_spec_tokens``.
     """
 
-    def __init__(self, run, config, fail_gammas):
-        self.run, self.config, self.fail_gammas = run, config, fail_gammas
+    def __init__(self, run, config, fail_num_spec_tokens):
+        self.run, self.config, self.fail_num_spec_tokens = run, config, fail_num_spec_tokens
 
     def warmup(self, prompts, batch_size=None):
         self.generate(prompts)
@@ -71,24 +71,24 @@ class FakeDecoder:
     def generate(self, prompts):
         from sdlaws.measure.engine import DecodeStats
 
-        if self.run.num_spec_tokens in self.fail_gammas:
-            raise RuntimeError(f"simulated failure at gamma={self.run.num_spec_tokens}")
-        gamma, steps = self.run.num_spec_tokens, self.config.max_new_tokens - 1
-        drafts = len(prompts) * steps if gamma else 0
+        if self.run.num_spec_tokens in self.fail_num_spec_tokens:
+            raise RuntimeError(f"simulated failure at num_spec_tokens={self.run.num_spec_tokens}")
+        n, steps = self.run.num_spec_tokens, self.config.max_new_tokens - 1
+        drafts = len(prompts) * steps if n else 0
         stats = DecodeStats(num_batches=1, num_prompt_tokens=sum(map(len, prompts)),
                             num_new_tokens=len(prompts) * self.config.max_new_tokens, num_steps=steps,
-                            num_drafts=drafts, num_draft_tokens=drafts * gamma, num_accepted_tokens=0,
-                            prefill_time_s=0.01, draft_time_s=0.02 if gamma else 0.0, verify_time_s=0.05,
+                            num_drafts=drafts, num_draft_tokens=drafts * n, num_accepted_tokens=0,
+                            prefill_time_s=0.01, draft_time_s=0.02 if n else 0.0, verify_time_s=0.05,
                             total_time_s=0.1)
         return [[0] * self.config.max_new_tokens for _ in prompts], stats
 
 
-def fake_factory(fail_gammas=()):
+def fake_factory(fail_num_spec_tokens=()):
     """``(factory, calls)``: a ``DecoderFactory`` building :class:`FakeDecoder` s, and the list of the
-    ``(method, gamma, batch_size)`` of every decoder it built."""
+    ``(method, num_spec_tokens, batch_size)`` of every decoder it built."""
     calls = []
 
     def factory(target, draft, run, config, max_prompt_len):
         calls.append((run.method, run.num_spec_tokens, run.batch_size))
-        return FakeDecoder(run, config, set(fail_gammas))
+        return FakeDecoder(run, config, set(fail_num_spec_tokens))
     return factory, calls

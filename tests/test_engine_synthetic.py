@@ -122,7 +122,7 @@ def test_invalid_profiles_raise_config_error(pair, config, message):
 
 
 def _sweep_config(**kw):
-    base = dict(targets=(TINY,), drafts=(TINY,), gammas=(2,), topks=(1, 2), batch_sizes=(2,), prompts="random",
+    base = dict(targets=(TINY,), drafts=(TINY,), num_spec_tokens=(2,), topks=(1, 2), batch_sizes=(2,), prompts="random",
                 num_prompts=2, max_new_tokens=6, max_prompt_len=6, dtype="fp32", device="cpu")
     return MeasureConfig(**{**base, **kw})
 

@@ -44,5 +44,5 @@ def test_plan_figures_in_png_and_svg(tmp_path):
     assert result.exit_code == 0, result.output
     svg = (tmp_path / "serving.svg").read_text()
     assert (tmp_path / "serving.png").exists()
-    for text in ("chain: draft length γ", "tree: depth (steps)", "batch size (sequences)"):
+    for text in ("chain: draft length (num_spec_tokens)", "tree: depth (num_spec_tokens)", "batch size (sequences)"):
         assert text in svg  # svg.fonttype none keeps text as text

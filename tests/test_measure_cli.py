@@ -15,12 +15,12 @@ runner = CliRunner()
 
 def test_sweep_happy_path_and_resume(tmp_path):
     out = tmp_path / "x.csv"
-    args = ["measure", "--target", TINY, "--draft", TINY, "--gamma", "2", "--batch", "2", "--prompts", "random",
-            "--num-prompts", "2", "--max-new-tokens", "4", "--max-prompt-len", "5", "--dtype", "fp32",
+    args = ["measure", "--target", TINY, "--draft", TINY, "--num-spec-tokens", "2", "--batch", "2", "--prompts",
+            "random", "--num-prompts", "2", "--max-new-tokens", "4", "--max-prompt-len", "5", "--dtype", "fp32",
             "--device", "cpu", "--experiment", "cli-test", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "gammas" in result.output and "2 configurations" in result.output  # config echoed, grid size
+    assert "num_spec_tokens" in result.output and "2 configurations" in result.output  # config echoed, grid size
     df = io.read_measurements(out, table="spec")
     assert list(df["method"]) == ["ar", "chain"] and set(df["status"]) == {"ok"}
     assert set(df["experiment"]) == {"cli-test"} and set(df["dtype"]) == {"float32"}
@@ -30,7 +30,7 @@ def test_sweep_happy_path_and_resume(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["measure", "--target", TINY, "--gamma", "1,x"], "--gamma '1,x': expected comma-separated numbers"),
+    (["measure", "--target", TINY, "--gamma", "1,x"], "--num-spec-tokens '1,x': expected comma-separated numbers"),
     (["measure", "--target", TINY, "--prompts", "missing.jsonl"], "neither a built-in set"),
     (["measure", "--draft", TINY], "pass --target"),
     (["measure", "--target", TINY, "--temperature", "-1"], "--temperature -1 is out of range"),

@@ -17,16 +17,17 @@ TARGET = "random:tiny?num_hidden_layers=1"
 
 
 def _config(**kw):
-    base = dict(targets=(TARGET,), drafts=(TARGET,), gammas=(1, 2), topks=(1,), batch_sizes=(1, 2),
+    base = dict(targets=(TARGET,), drafts=(TARGET,), num_spec_tokens=(1, 2), topks=(1,), batch_sizes=(1, 2),
                 temperatures=(0.0,), prompts="random", num_prompts=3, max_new_tokens=4, max_prompt_len=6,
                 dtype="fp32", device="cpu")
     return MeasureConfig(**{**base, **kw})
 
 
 def test_grid_expansion():
-    config = _config(drafts=("d1", "d2"), gammas=(2, 4), topks=(1, 3), batch_sizes=(1, 8), temperatures=(0.0, 1.0))
+    config = _config(drafts=("d1", "d2"), num_spec_tokens=(2, 4), topks=(1, 3), batch_sizes=(1, 8),
+                     temperatures=(0.0, 1.0))
     runs = expand_grid(config)
-    assert len(runs) == 4 + 2 * 2 * 2 * 2 * 2  # ar per (batch, temperature) + drafts x gamma x topk x batch x T
+    assert len(runs) == 4 + 2 * 2 * 2 * 2 * 2  # ar per (batch, T) + drafts x num_spec_tokens x topk x batch x T
     assert [r.method for r in runs[:4]] == ["ar"] * 4 and all(r.draft is None for r in runs[:4])
     chains = [r for r in runs if r.method == "chain"]
     trees = [r for r in runs if r.method == "tree"]
@@ -37,7 +38,7 @@ def test_grid_expansion():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(targets=()), "no target"), (dict(gammas=(0,)), "gamma"),
+    (dict(targets=()), "no target"), (dict(num_spec_tokens=(0,)), "--num-spec-tokens"),
     (dict(batch_sizes=(2, -1)), "--batch -1 is out of range"),
     (dict(temperatures=(-1.0,)), "temperature"), (dict(prompts="nope.jsonl"), "neither a built-in set"),
     (dict(dtype="int4"), "unknown dtype")])
@@ -66,20 +67,20 @@ def test_resume_skips_ok_rows_and_adds_no_duplicates(tmp_path):
     second = run_sweep(_config(), out, decoder_factory=factory, progress=False)
     assert (second.num_ok, second.num_skipped) == (0, 6) and len(calls) == n_calls
     assert len(io.read_measurements(out, table="spec")) == 6
-    bigger = run_sweep(_config(gammas=(1, 2, 3)), out, decoder_factory=factory, progress=False)
+    bigger = run_sweep(_config(num_spec_tokens=(1, 2, 3)), out, decoder_factory=factory, progress=False)
     assert (bigger.num_ok, bigger.num_skipped) == (2, 6)
     assert io.read_measurements(out, table="spec")["run_id"].is_unique
 
 
 def test_failed_configuration_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "x.csv"
-    factory, _ = fake_factory(fail_gammas={2})
+    factory, _ = fake_factory(fail_num_spec_tokens={2})
     result = run_sweep(_config(), out, decoder_factory=factory, progress=False)
     df = io.read_measurements(out, table="spec")
     failed = df[df["status"] == "failed"]
     assert len(df) == 6 and len(failed) == 2 and len(result.failures) == 2
     assert (failed["num_spec_tokens"] == 2).all()
-    assert failed["error"].str.contains("RuntimeError: simulated failure at gamma=2").all()
+    assert failed["error"].str.contains("RuntimeError: simulated failure at num_spec_tokens=2").all()
     assert failed["num_new_tokens"].isna().all()
     # a re-run retries only the failed configurations; the failed rows stay (nothing is lost)
     retry = run_sweep(_config(), out, decoder_factory=fake_factory()[0], progress=False)
@@ -89,7 +90,7 @@ def test_failed_configuration_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_missing_model_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "x.csv"
-    config = _config(drafts=(str(tmp_path / "missing_model"),), gammas=(2,), batch_sizes=(1,))
+    config = _config(drafts=(str(tmp_path / "missing_model"),), num_spec_tokens=(2,), batch_sizes=(1,))
     with pytest.raises(ModelError, match="--draft .*missing_model: no such model directory"):
         run_sweep(config, out, decoder_factory=fake_factory()[0], progress=False)
     assert not out.exists()
@@ -105,7 +106,7 @@ def test_weights_that_do_not_load_fail_their_rows_only(tmp_path):
             raise OSError("weights file is truncated")
         return load_model(spec, **kwargs)
 
-    config = _config(drafts=(draft,), gammas=(2,), batch_sizes=(1,))
+    config = _config(drafts=(draft,), num_spec_tokens=(2,), batch_sizes=(1,))
     result = run_sweep(config, out, decoder_factory=fake_factory()[0], loader=loader, progress=False)
     df = io.read_measurements(out, table="spec")
     assert list(df["method"]) == ["ar", "chain"] and list(df["status"]) == ["ok", "failed"]
@@ -119,7 +120,7 @@ def test_rows_carry_model_metadata_and_perplexities(tmp_path):
         io.append_row(ppl_csv, {"run_id": name, "status": "ok", "timestamp_utc": "t", "git_sha": "x",
                                 "sdlaws_version": "0", "gpu_name": "cpu", "model_name": name, "eval_set": "held",
                                 "num_eval_tokens": 10, "nll_sum_nats": nll}, "ppl")
-    config = _config(drafts=(str(draft),), gammas=(2,), batch_sizes=(1,), ppl_file=str(ppl_csv))
+    config = _config(drafts=(str(draft),), num_spec_tokens=(2,), batch_sizes=(1,), ppl_file=str(ppl_csv))
     run_sweep(config, tmp_path / "x.csv", decoder_factory=fake_factory()[0], progress=False)
     row = io.read_measurements(tmp_path / "x.csv", table="spec").iloc[1]
     assert (row["draft_params"], row["draft_pretrain_tokens"]) == (777, 2e6)
@@ -130,7 +131,7 @@ def test_rows_carry_model_metadata_and_perplexities(tmp_path):
 def test_real_engine_self_draft_accepts_everything(tmp_path):
     """End to end with sdlaws's SpecDecoder: a draft identical to the target is always accepted at T=0."""
     out = tmp_path / "x.csv"
-    config = _config(gammas=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=2, max_new_tokens=6)
+    config = _config(num_spec_tokens=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=2, max_new_tokens=6)
     result = run_sweep(config, out, progress=False)
     assert result.num_ok == 3, result.summary()
     df = rates.derive(io.read_measurements(out, table="spec"))
@@ -166,7 +167,7 @@ def test_continuous_rows_get_their_own_ids_and_baselines(tmp_path):
 def test_real_engine_continuous_sweep(tmp_path):
     """End to end with SpecDecoder.serve: 5 prompts over 2 rows, each prompt decoded once (no repeats)."""
     out = tmp_path / "x.csv"
-    config = _config(gammas=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=5, max_new_tokens=6,
+    config = _config(num_spec_tokens=(2,), topks=(1, 2), batch_sizes=(2,), num_prompts=5, max_new_tokens=6,
                      batching="continuous")
     result = run_sweep(config, out, progress=False)
     assert result.num_ok == 3, result.summary()

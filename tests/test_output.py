@@ -11,8 +11,8 @@ from sdlaws.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()  # its stdout is not a terminal: what `sdlaws ... | cat` sees
-SERVING_HEADER = ["batch", "AR tok/s", "chain gamma", "Leviathan gamma", "chain speedup", "tree steps/topk/tokens",
-                  "tree top-k", "tree speedup", "verify", "fits"]
+SERVING_HEADER = ["batch", "AR tok/s", "chain num_spec_tokens", "Leviathan num_spec_tokens", "chain speedup",
+                  "tree num_spec_tokens/topk/verify", "tree top-k", "tree speedup", "verify", "fits"]
 PLAN = ["plan", "serving", "--target", "llama-3.1-70b", "--hardware", "h200", "--samples", "20", "--batch",
         "1,8,64,256"]
 
@@ -20,7 +20,7 @@ PLAN = ["plan", "serving", "--target", "llama-3.1-70b", "--hardware", "h200", "-
 def test_piped_plan_table_keeps_every_column_and_cell():
     result = runner.invoke(app, PLAN)
     assert result.exit_code == 0, result.output
-    header = next(line for line in result.stdout.splitlines() if "Leviathan gamma" in line)
+    header = next(line for line in result.stdout.splitlines() if "Leviathan num_spec_tokens" in line)
     assert all(name in header for name in SERVING_HEADER)
     assert "…" not in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith("│ 64 ")]

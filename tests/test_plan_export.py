@@ -56,7 +56,7 @@ def test_vllm_export_of_the_roofline_plan(roofline_plan, tmp_path):
     serving = json.loads(roofline_plan.read_text())["tables"]["serving"]
     for row in serving:  # the plan's chain length at every planned batch size (0 where it predicts a slowdown)
         assert _k_at(config.num_speculative_tokens_per_batch_size, row["batch_size"]) == \
-            (row["chain_gamma"] if row["chain_speedup"] >= 1 else 0)
+            (row["chain_num_spec_tokens"] if row["chain_speedup"] >= 1 else 0)
     assert config.num_speculative_tokens_per_batch_size[-1][1] == 1024
     assert config.model == "meta-llama/Llama-3.2-1B-Instruct" and config.method == "draft_model"
     for named in ("llama-3.1-8b", "llama-3.2-1b", "H200", "bfloat16", "Cost model", "alpha =", str(roofline_plan)):
@@ -91,8 +91,8 @@ def test_all_engines_from_the_engine_search(engine_plan, tmp_path):
 def _plan(ks, speedups=None):
     """A minimal roofline plan with chain lengths ``ks`` at batch sizes 1, 8, 64."""
     speedups = speedups or [1.5] * len(ks)
-    rows = [dict(batch_size=b, chain_gamma=k, chain_speedup=s, tree_steps=k, tree_topk=1, tree_verify_tokens=k + 1,
-                 tree_speedup=s) for b, k, s in zip((1, 8, 64), ks, speedups)]
+    rows = [dict(batch_size=b, chain_num_spec_tokens=k, chain_speedup=s, tree_num_spec_tokens=k, tree_topk=1,
+                 tree_verify_tokens=k + 1, tree_speedup=s) for b, k, s in zip((1, 8, 64), ks, speedups)]
     setup = dict(target=dict(name="t", params=8e9), draft=dict(name="d", params=1e9), hardware=dict(name="H200"),
                  dtype="bfloat16", tp=1, kv_len=1024)
     return dict(title="test plan", tables=dict(serving=rows), inputs=dict(serving=setup, alpha=0.7))

@@ -30,7 +30,7 @@ def test_sdsl_draft_size_for_70b_is_near_the_reconstruction():
     """
     plan = optimal_draft_size(ModelShape.from_params(70e9), draft_tokens=2e12, target_tokens=2e12, samples=100)
     assert 2.0e8 < plan.value < 3.5e8
-    assert 8 <= plan.settings["gamma"] <= 12
+    assert 8 <= plan.settings["num_spec_tokens"] <= 12
     assert plan.ci[0] <= plan.value <= plan.ci[1] and plan.ci[0] < plan.ci[1]
     assert plan.speedup_ci[0] < plan.speedup < plan.speedup_ci[1]
     assert "residual sd" in plan.ci_kind
@@ -69,13 +69,15 @@ def test_serving_settings_shrink_with_batch_size():
     plans = serving_plan(_setup(), BATCHES, acc, samples=50)
     table = plans.tables["serving"]
     assert (np.diff(table["tree_topk"]) <= 0).all() and table["tree_topk"].iloc[0] > table["tree_topk"].iloc[-1]
-    assert (np.diff(table["chain_gamma"]) <= 0).all() and table["chain_gamma"].iloc[0] > table["chain_gamma"].iloc[-1]
+    chain = table["chain_num_spec_tokens"]
+    assert (np.diff(chain) <= 0).all() and chain.iloc[0] > chain.iloc[-1]
     assert (np.diff(table["tree_verify_tokens"]) <= 0).all()
     assert table["verify_memory_bound"].iloc[0]
     # Speedup from the recommended chain matches the speedup recomputed from the roofline pieces.
     row, setup = table.iloc[0], _setup()
-    tau = float(expected_tokens_chain(0.7, int(row["chain_gamma"])))
-    expected = tau / float(setup.chain_step_time_s(1, int(row["chain_gamma"]))) * float(setup.target_time_s(1, 1))
+    n = int(row["chain_num_spec_tokens"])
+    tau = float(expected_tokens_chain(0.7, n))
+    expected = tau / float(setup.chain_step_time_s(1, n)) * float(setup.target_time_s(1, 1))
     assert row["chain_speedup"] == pytest.approx(expected)
     assert len(plans.select("num_spec_tokens")) == len(BATCHES) == len(plans.select("tree_topk"))
 
@@ -85,8 +87,8 @@ def test_given_alpha_has_no_interval_and_measured_rates_are_used():
                             rank_rates=np.array([0.7, 0.3, 0.1, 0.05, 0.02, 0.01, 0.01, 0.01]))
     plans = serving_plan(_setup(), [1, 64], acc)
     table = plans.tables["serving"]
-    assert table["chain_gamma"].max() <= 4  # only the measured positions can be used
-    assert table["chain_gamma_lower"].isna().all() and all(p.ci is None for p in plans.plans)
+    assert table["chain_num_spec_tokens"].max() <= 4  # only the measured positions can be used
+    assert table["chain_num_spec_tokens_lower"].isna().all() and all(p.ci is None for p in plans.plans)
 
 
 def test_topk_law_is_shown_alongside():
@@ -103,13 +105,13 @@ def test_memory_warning_for_batches_that_do_not_fit():
 
 
 def test_pretraining_optimum_matches_first_order_condition():
-    """D* solves d/dD [6 N D / (peak mfu) + V s_per_token(D)] = 0 for a tau law at fixed gamma."""
-    a, b, gamma, batch, serve = 0.3, -0.5, 4, 1, 1e11
+    """D* solves d/dD [6 N D / (peak mfu) + V s_per_token(D)] = 0 for a tau law at a fixed chain length."""
+    a, b, n, batch, serve = 0.3, -0.5, 4, 1, 1e11
     law = PublishedLaw(law="loglinear", params=pd.Series({"a": a, "b": b}), source="test", sd={"a": 0.02})
     setup = _setup(draft=3e8)
-    plan = optimal_pretraining_tokens(law, setup, serve_tokens=serve, batch_size=batch, kind="tau", gamma=gamma,
+    plan = optimal_pretraining_tokens(law, setup, serve_tokens=serve, batch_size=batch, kind="tau", num_spec_tokens=n,
                                       data_range=(1e9, 1e11), samples=100)
-    step_s = float(setup.chain_step_time_s(batch, gamma))
+    step_s = float(setup.chain_step_time_s(batch, n))
     train_per_token = 6 * setup.draft.params / (setup.hardware.peak_bf16_flops_per_s * 0.4)
 
     def derivative(log_d):
@@ -125,11 +127,11 @@ def test_pretraining_optimum_matches_first_order_condition():
     assert any("outside the fitted range" in w for w in plan.warnings) == outside
 
 
-def test_pretraining_needs_kind_and_gamma():
+def test_pretraining_needs_kind_and_num_spec_tokens():
     law = PublishedLaw(law="loglinear", params=pd.Series({"a": 0.3, "b": -0.5}), source="test")
     with pytest.raises(ConfigError, match="tau|alpha"):
         optimal_pretraining_tokens(law, _setup(), serve_tokens=1e10)
-    with pytest.raises(ConfigError, match="gamma"):
+    with pytest.raises(ConfigError, match="--num-spec-tokens"):
         optimal_pretraining_tokens(law, _setup(), serve_tokens=1e10, kind="tau")
     alpha_law = PublishedLaw(law="loglinear", params=pd.Series({"a": 0.05, "b": 0.15}), source="test")
     plan = optimal_pretraining_tokens(alpha_law, _setup(), serve_tokens=1e11, kind="alpha")

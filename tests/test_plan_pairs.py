@@ -30,7 +30,7 @@ def test_table_has_sourced_rows_of_every_draft_kind():
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_row_numbers_are_in_range_and_shapes_resolve(name):
     pair = PAIRS[name]
-    assert pair.depth >= 1 and 1.0 <= pair.tau <= pair.depth + 1
+    assert pair.num_spec_tokens >= 1 and 1.0 <= pair.tau <= pair.num_spec_tokens + 1
     assert pair.temperature is None or 0.0 <= pair.temperature <= 2.0
     assert all(0.0 <= p <= 1.0 for p in pair.positions) and list(pair.positions) == sorted(pair.positions)[::-1]
     for spec in filter(None, (pair.target_shape, pair.draft_shape)):
@@ -41,7 +41,7 @@ def test_row_numbers_are_in_range_and_shapes_resolve(name):
 def test_acceptance_model_reproduces_the_published_tau(name):
     pair = PAIRS[name]
     acc = pairs.acceptance(pair)
-    assert float(expected_tokens_chain(acc.alpha, pair.depth)) == pytest.approx(pair.tau, abs=1e-9)
+    assert float(expected_tokens_chain(acc.alpha, pair.num_spec_tokens)) == pytest.approx(pair.tau, abs=1e-9)
     if pair.positions:  # the chain rates give back the published per-position rates, hence tau to rounding
         assert np.cumprod(acc.position_rates) == pytest.approx(pair.positions)
         assert expected_tokens_positions(acc.position_rates) == pytest.approx(pair.tau, abs=pairs.TAU_ROUNDING)
@@ -81,7 +81,7 @@ def test_full_plan_from_a_pair_on_h200():
     assert inputs["position_rates"] == pytest.approx([0.7296, 0.5208 / 0.7296, 0.3545 / 0.5208])
     assert inputs["serving"]["target"]["name"] == "llama-3.1-8b" and "head" in inputs["serving"]["draft"]["name"]
     assert inputs["served_draft"].startswith("Draft served: the given")
-    assert all(r["chain_gamma"] <= 3 for r in data["tables"]["serving"])  # no rates beyond the published 3
+    assert all(r["chain_num_spec_tokens"] <= 3 for r in data["tables"]["serving"])  # no rates beyond the published 3
     assert "RedHatAI/Llama-3.1-8B-Instruct-speculator.eagle3" in data["engine_flags"][0]["vllm"]
 
 

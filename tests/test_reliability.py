@@ -267,8 +267,8 @@ def test_fit_counts_a_configuration_written_twice_once(tmp_path):
 
 # ---------------------------------------------------------------------------------------- sweeps, processes
 
-SWEEP = dict(targets=[TINY], drafts=[TINY], gammas=[1, 2, 3], batch_sizes=[1, 2], prompts="random", num_prompts=2,
-             max_new_tokens=4, max_prompt_len=6, dtype="fp32", device="cpu", repeats=2)
+SWEEP = dict(targets=[TINY], drafts=[TINY], num_spec_tokens=[1, 2, 3], batch_sizes=[1, 2], prompts="random",
+             num_prompts=2, max_new_tokens=4, max_prompt_len=6, dtype="fp32", device="cpu", repeats=2)
 
 CHILD = """
 import json, sys, time

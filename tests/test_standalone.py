@@ -111,7 +111,7 @@ def test_formulas_page_matches_the_constants_the_code_uses():
     assert (loss["E"], loss["A"], loss["B"], loss["alpha"], loss["beta"]) == (1.69, 406.4, 410.7, 0.34, 0.28)
     assert (priors.SDSL_NSTAR_MU, priors.SDSL_NSTAR_M0) == (2.71e-3, 8.71e7)
     assert priors.DEFAULT_PRETRAIN_TOKENS == 2e12 and priors.SCYLLA_SATURATION_TOKENS == (5e10, 1e11)
-    assert speedup.RANK_DECAY == 0.5 and optimize.TRAIN_MFU == 0.4 and optimize.GAMMA_MAX_DRAFT == 20
+    assert speedup.RANK_DECAY == 0.5 and optimize.TRAIN_MFU == 0.4 and optimize.MAX_NUM_SPEC_TOKENS_DRAFT == 20
     assert (hardware.DEFAULT_FLOPS_EFFICIENCY, hardware.DEFAULT_HBM_EFFICIENCY, hardware.H100_HBM_EFFICIENCY) == \
         (0.7, 0.80, 0.82)
     missing = [name for name, value in quoted.items() if value not in text]

@@ -239,7 +239,7 @@ def test_plan_refuses_sizes_the_split_cannot_divide():
 
 
 def _config(**kw):
-    base = dict(targets=("t",), drafts=("d",), gammas=(1, 2), topks=(1, 2), batch_sizes=(1, 2), prompts="random",
+    base = dict(targets=("t",), drafts=("d",), num_spec_tokens=(1, 2), topks=(1, 2), batch_sizes=(1, 2), prompts="random",
                 num_prompts=3, max_new_tokens=4, max_prompt_len=6, dtype="fp32", device="cpu")
     return MeasureConfig(**{**base, **kw})
 

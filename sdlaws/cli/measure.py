@@ -90,7 +90,9 @@ def measure(
     target: Annotated[Optional[list[str]], typer.Option(
         help="Target model: local dir, hub id[@revision] or random:NAME[?key=value]. Repeatable.")] = None,
     draft: Annotated[Optional[list[str]], typer.Option(help="Draft model (same forms). Repeatable.")] = None,
-    gamma: Annotated[str, typer.Option(help="Draft tokens per step (tree depth), comma-separated.")] = "4",
+    num_spec_tokens: Annotated[str, typer.Option(
+        "--num-spec-tokens", "--gamma", help="Draft tokens per step (tree depth), comma-separated (the "
+                                             "num_spec_tokens column; --gamma is its short alias).")] = "4",
     topk: Annotated[str, typer.Option(help="Tree branching per depth, comma-separated; 1 = chain.")] = "1",
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     temperature: Annotated[str, typer.Option(help="Temperatures, comma-separated (0 = greedy).")] = "0",
@@ -143,7 +145,8 @@ def measure(
     if not target:
         raise ConfigError("pass --target MODEL (a local dir, hub id[@revision] or random:NAME)")
     config = MeasureConfig(
-        targets=tuple(target), drafts=tuple(draft or ()), gammas=_parse_list("--gamma", gamma, _integer),
+        targets=tuple(target), drafts=tuple(draft or ()),
+        num_spec_tokens=_parse_list("--num-spec-tokens", num_spec_tokens, _integer),
         topks=_parse_list("--topk", topk, _integer), batch_sizes=_parse_list("--batch", batch, _integer),
         temperatures=_parse_list("--temperature", temperature, float), prompts=prompts, num_prompts=num_prompts,
         max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chat_template=chat_template, dtype=dtype,

@@ -40,7 +40,8 @@ PositionAcceptance = Annotated[Optional[str], typer.Option("--position-acceptanc
                                                            "acceptance per chain position, e.g. 0.8,0.75,0.7.")]
 AcceptanceKind = Annotated[Optional[str], typer.Option("--acceptance", help="What the loglinear law predicts: tau or "
                                                        "alpha (default: from the fit's response column).")]
-Gamma = Annotated[Optional[int], typer.Option("--gamma", help="Chain length a tau law was measured at.")]
+SpecTokens = Annotated[Optional[int], typer.Option("--num-spec-tokens", "--gamma", help="Chain length a tau law was "
+                                                   "measured at (num_spec_tokens; --gamma is its short alias).")]
 PairName = Annotated[Optional[str], typer.Option("--pair", help="Published draft/target pair (a name in "
                                                 "data/published_pairs.csv, e.g. llama-3.1-8b-eagle3-vllm): its "
                                                 "acceptance, and its target and draft shapes unless given.")]
@@ -73,8 +74,9 @@ RANGES: dict[str, tuple[str, float, float, bool]] = {
     "target_params": ("--target-params", 1e3, 1e14, False), "draft_params": ("--draft-params", 1e3, 1e14, False),
     "draft_tokens": ("--draft-tokens", 1.0, 1e18, False), "target_tokens": ("--target-tokens", 1.0, 1e18, False),
     "serve_tokens": ("--serve-tokens", 1.0, 1e18, False), "kv_len": ("--kv-len", 0, 10_000_000, True),
-    "tp": ("--tp", 1, 1024, True), "gamma": ("--gamma", 1, 64, True), "train_mfu": ("--train-mfu", 1e-3, 1.0, False),
-    "samples": ("--samples", 1, 100_000, True), "seed": ("--seed", 0, 2**63 - 1, True),
+    "tp": ("--tp", 1, 1024, True), "num_spec_tokens": ("--num-spec-tokens", 1, 64, True),
+    "train_mfu": ("--train-mfu", 1e-3, 1.0, False), "samples": ("--samples", 1, 100_000, True),
+    "seed": ("--seed", 0, 2**63 - 1, True),
     "max_new_tokens": ("--max-new-tokens", 1, 10_000_000, True),
 }
 MAX_BATCH = 1_000_000
@@ -103,7 +105,7 @@ class PlanOptions:
     rank_acceptance: Optional[str] = None
     position_acceptance: Optional[str] = None
     acceptance: Optional[str] = None
-    gamma: Optional[int] = None
+    num_spec_tokens: Optional[int] = None
     pair: Optional[str] = None
     train_mfu: float = 0.4
     samples: int = 200
@@ -154,7 +156,8 @@ class PlanOptions:
 
 
 def _with_pair(opts: PlanOptions) -> PlanOptions:
-    """The --pair row's target and draft shapes where the command line names none (its acceptance: ``sdlaws.cli.plan``)."""
+    """The --pair row's target and draft shapes where the command line names none (its acceptance:
+    :meth:`sdlaws.plan.session.PlanRequest.acceptance`)."""
     if opts.pair is None:
         return opts
     if any(v is not None for v in (opts.alpha, opts.rank_acceptance, opts.position_acceptance, opts.profile)):

@@ -31,14 +31,14 @@ def render(plan_set, flags, out_dir, fmt: str) -> None:
     t = plan_set.tables
     if "draft_size_vs_target" in t:
         out.table("SDSL N* versus target size M (objective: tokens per FLOP; 95% interval)",
-                  ["target M", "N*", "N*/M", "gamma", "alpha", "speedup", "mu*M+M0 [S]"],
+                  ["target M", "N*", "N*/M", "num_spec_tokens", "alpha", "speedup", "mu*M+M0 [S]"],
                   [[num(r.target_params), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                    num(r.draft_to_target), num(r.gamma), num(r.alpha), num(r.speedup), num(r.sdsl_shortcut_params)]
-                   for r in t["draft_size_vs_target"].itertuples()])
+                    num(r.draft_to_target), num(r.num_spec_tokens), num(r.alpha), num(r.speedup),
+                    num(r.sdsl_shortcut_params)] for r in t["draft_size_vs_target"].itertuples()])
     if "draft_size_by_batch" in t:
-        out.table("Roofline N* per batch size (objective: tokens/s)", ["batch", "N*", "gamma", "speedup"],
+        out.table("Roofline N* per batch size (objective: tokens/s)", ["batch", "N*", "num_spec_tokens", "speedup"],
                   [[num(r.batch_size), _ci(r.draft_params, r.draft_params_lower, r.draft_params_upper),
-                    num(r.gamma), num(r.speedup)] for r in t["draft_size_by_batch"].itertuples()])
+                    num(r.num_spec_tokens), num(r.speedup)] for r in t["draft_size_by_batch"].itertuples()])
     if "serving" in t:
         cost = "step-time law" if plan_set.inputs["cost_model"]["kind"] == "steptime" else "roofline"
         out.table(*_serving_table(t["serving"], cost))
@@ -100,14 +100,16 @@ def _serving_table(serving, cost: str):
     from sdlaws.formatting import fmt
 
     law = "law_topk" in serving
-    header = ["batch", "AR tok/s", "chain gamma", "Leviathan gamma", "chain speedup", "tree steps/topk/tokens",
-              "tree top-k", "tree speedup", "verify", "fits"] + (["law k*"] if law else [])
+    header = ["batch", "AR tok/s", "chain num_spec_tokens", "Leviathan num_spec_tokens", "chain speedup",
+              "tree num_spec_tokens/topk/verify", "tree top-k", "tree speedup", "verify", "fits"]
+    header += ["law k*"] if law else []
     rows = []
     for r in serving.itertuples():
-        row = [fmt(r.batch_size), fmt(r.ar_tokens_per_s), _ci(r.chain_gamma, r.chain_gamma_lower, r.chain_gamma_upper),
-               fmt(r.gamma_leviathan),
+        row = [fmt(r.batch_size), fmt(r.ar_tokens_per_s),
+               _ci(r.chain_num_spec_tokens, r.chain_num_spec_tokens_lower, r.chain_num_spec_tokens_upper),
+               fmt(r.leviathan_num_spec_tokens),
                _ci(r.chain_speedup, r.chain_speedup_lower, r.chain_speedup_upper),
-               f"{r.tree_steps}/{r.tree_topk}/{r.tree_verify_tokens}",
+               f"{r.tree_num_spec_tokens}/{r.tree_topk}/{r.tree_verify_tokens}",
                _ci(r.tree_topk, r.tree_topk_lower, r.tree_topk_upper),
                _ci(r.tree_speedup, r.tree_speedup_lower, r.tree_speedup_upper),
                "memory-bound" if r.verify_memory_bound else "compute-bound", "yes" if r.fits_memory else "NO"]

@@ -41,7 +41,7 @@ def grid_rows(ctx: Context) -> pd.DataFrame:
     target, draft = (str(ctx.final(spec).path) for spec in topk_batch.models(ctx.scale))
     df = rates.derive(io.read_measurements(path, table="spec", ok_only=True))
     keep = (df["method"].ne("ar") & df["temperature"].eq(0.0) & df["target_name"].eq(target)
-            & df["draft_name"].eq(draft) & df["num_spec_tokens"].eq(ctx.scale.tree_depth))
+            & df["draft_name"].eq(draft) & df["num_spec_tokens"].eq(ctx.scale.tree_num_spec_tokens))
     if not keep.any():
         raise InputError(f"{path}: no ok top-k x batch rows of the pair to plan the collapse widths from")
     return df[keep]
@@ -79,8 +79,8 @@ def measure(ctx: Context) -> None:
     planned = "planned" if source == "law" else "planned-empirical"
     for batch, k in widths.items():
         for topk, label in ((s.collapse_fixed_topk, f"fixed-k{s.collapse_fixed_topk}"), (k, f"{planned}-k{k}")):
-            ctx.sweep(NAME, target, [draft], gammas=(s.tree_depth,), topks=(topk,), batch_sizes=(batch,),
-                      num_prompts=2 * batch, label=f"{NAME}:{label}")
+            ctx.sweep(NAME, target, [draft], num_spec_tokens=(s.tree_num_spec_tokens,), topks=(topk,),
+                      batch_sizes=(batch,), num_prompts=2 * batch, label=f"{NAME}:{label}")
 
 
 # ---------------------------------------------------------------------------------------------------- analysis

@@ -153,7 +153,7 @@ class Context:
                         stride=s.seq_len, max_tokens=s.ppl_eval_tokens, seed=s.seed, experiment="ppl",
                         progress=False)
 
-    def sweep(self, experiment: str, target: Checkpoint, drafts: list[Checkpoint], *, gammas: tuple[int, ...],
+    def sweep(self, experiment: str, target: Checkpoint, drafts: list[Checkpoint], *, num_spec_tokens: tuple[int, ...],
               topks: tuple[int, ...] = (1,), batch_sizes: tuple[int, ...], temperatures: tuple[float, ...] = (0.0,),
               num_prompts: int | None = None, label: str | None = None) -> None:
         """Measure ``target`` with the drafts over the grid, :data:`DRAFTS_PER_SWEEP` drafts per ``run_sweep``
@@ -170,8 +170,8 @@ class Context:
             if self.out_of_time(f"{label or experiment}: {target.name} <- {', '.join(d.name for d in chunk)}"):
                 return
             config = MeasureConfig(
-                targets=(str(target.path),), drafts=tuple(str(d.path) for d in chunk), gammas=gammas, topks=topks,
-                batch_sizes=batch_sizes, temperatures=temperatures, prompts=str(self.prompts),
+                targets=(str(target.path),), drafts=tuple(str(d.path) for d in chunk), num_spec_tokens=num_spec_tokens,
+                topks=topks, batch_sizes=batch_sizes, temperatures=temperatures, prompts=str(self.prompts),
                 num_prompts=num_prompts or self.scale.num_prompts, max_new_tokens=self.scale.max_new_tokens,
                 max_prompt_len=self.scale.prompt_tokens, chat_template=False, dtype=self.dtype, device=self.device,
                 seed=self.scale.seed, experiment=label or experiment, ppl_file=str(ppl) if ppl.exists() else None,

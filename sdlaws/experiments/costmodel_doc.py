@@ -185,9 +185,9 @@ def _searched() -> str:
     from sdlaws.plan.serving import engine_grid
 
     grid = engine_grid()
-    chains = sorted({c.depth for c in grid if c.method == "chain"})
-    depths = sorted({c.depth for c in grid if c.method == "tree"})
-    topks = sorted({c.topk for c in grid if c.method == "tree"})
+    chains = sorted({c.num_spec_tokens for c in grid if c.method == "chain"})
+    depths = sorted({c.num_spec_tokens for c in grid if c.method == "tree"})
+    topks = sorted({c.tree_topk for c in grid if c.method == "tree"})
     return (f"AR, chains gamma {', '.join(map(str, chains))}, trees of depth {', '.join(map(str, depths))} x "
             f"top-k {', '.join(map(str, topks))}")
 

@@ -45,8 +45,8 @@ def measure(ctx: Context) -> None:
     target = ctx.final(target_spec)
     drafts = spread([ctx.final(spec) for spec in draft_specs])
     ctx.measure_ppl([target, *drafts])
-    ctx.sweep(NAME, target, drafts, gammas=(ctx.scale.gamma,), batch_sizes=(ctx.scale.num_prompts,),
-              temperatures=ctx.scale.acceptance_temperatures)
+    ctx.sweep(NAME, target, drafts, num_spec_tokens=(ctx.scale.num_spec_tokens,),
+              batch_sizes=(ctx.scale.num_prompts,), temperatures=ctx.scale.acceptance_temperatures)
 
 
 # ---------------------------------------------------------------------------------------------------- analysis

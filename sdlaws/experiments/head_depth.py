@@ -70,7 +70,8 @@ def measure(ctx: Context) -> None:
         ctx.results.setdefault(NAME, {})["heads"] = _heldout(ctx, target, heads)
     # LM drafts first: the equal-cost comparison needs them; then the heads spread over depth
     ctx.sweep(NAME, target, [*drafts, *spread(sorted(heads, key=lambda h: h.metadata["layers"]))],
-              gammas=(s.gamma,), batch_sizes=(s.num_prompts,), temperatures=s.acceptance_temperatures)
+              num_spec_tokens=(s.num_spec_tokens,), batch_sizes=(s.num_prompts,),
+              temperatures=s.acceptance_temperatures)
 
 
 def _heldout(ctx: Context, target, heads) -> dict[str, dict[str, Any]]:
@@ -121,7 +122,7 @@ def depth_law(heads: pd.DataFrame) -> Analysis:
     """Per temperature, response (tau, alpha) and regressor (layers, params): log-linear and saturating fits and
     the shape verdict; the fits of tau in layers are plotted."""
     out = Analysis({"groups": {}, "heads": sorted(heads["draft_label"].unique()),
-                    "gamma": sorted(int(v) for v in heads["num_spec_tokens"].unique()),
+                    "num_spec_tokens": sorted(int(v) for v in heads["num_spec_tokens"].unique()),
                     "pretrain_tokens": sorted(float(v) for v in heads["draft_pretrain_tokens"].unique())})
     for t, sub in heads.groupby("temperature"):
         for y, x in ((y, x) for y in RESPONSES for x in REGRESSORS):
@@ -267,7 +268,7 @@ def render(d: dict, doc: Doc) -> list[str]:
              for t, s in d["seeds"].items()]
     return [f"{title} ({d['verdict']})", "",
             f"Heads {listed(d['heads'])} (L<layers>-s<seed>), each trained on {listed(d['pretrain_tokens'], tok)} "
-            f"tokens of the target's features, chain gamma {listed(d['gamma'])}. Laws: `y = a*log10(x) + b` "
+            f"tokens of the target's features, chain gamma {listed(d['num_spec_tokens'])}. Laws: `y = a*log10(x) + b` "
             "against `y = y_max - A*x^-p` for y = tau (mean acceptance length) and alpha, x = head layers and head "
             "parameters. Bootstrap intervals resample whole heads (each depth-seed model a unit), so they carry "
             "the spread between seeds.", "",

@@ -91,8 +91,8 @@ def measure(ctx: Context) -> None:
     ctx.measure_ppl([target, *drafts])
     for experiment, cases in ((TRAIN, ctx.scale.calibration), (NAME, ctx.scale.heldout)):
         for case in cases:
-            ctx.sweep(experiment, target, [drafts[case.draft]], gammas=(case.gamma,), topks=(case.topk,),
-                      batch_sizes=case.batch_sizes, temperatures=(case.temperature,),
+            ctx.sweep(experiment, target, [drafts[case.draft]], num_spec_tokens=(case.num_spec_tokens,),
+                      topks=(case.topk,), batch_sizes=case.batch_sizes, temperatures=(case.temperature,),
                       num_prompts=max(*case.batch_sizes, ctx.scale.min_timed_prompts))
 
 

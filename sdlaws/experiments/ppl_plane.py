@@ -50,8 +50,8 @@ def measure(ctx: Context) -> None:
     drafts = spread([ctx.final(spec) for spec in specs[len(ctx.scale.targets):]])
     ctx.measure_ppl([*targets, *drafts])
     for target in spread(targets):
-        ctx.sweep(NAME, target, drafts, gammas=(ctx.scale.gamma,), batch_sizes=(ctx.scale.num_prompts,),
-                  temperatures=ctx.scale.plane_temperatures)
+        ctx.sweep(NAME, target, drafts, num_spec_tokens=(ctx.scale.num_spec_tokens,),
+                  batch_sizes=(ctx.scale.num_prompts,), temperatures=ctx.scale.plane_temperatures)
 
 
 # ---------------------------------------------------------------------------------------------------- analysis

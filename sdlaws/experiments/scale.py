@@ -38,7 +38,7 @@ class HeldoutCase:
     """One held-out configuration: draft index into ``Scale.pair_drafts``, shape, batch sizes, temperature."""
 
     draft: int
-    gamma: int
+    num_spec_tokens: int
     topk: int
     batch_sizes: tuple[int, ...]
     temperature: float = 0.0
@@ -73,13 +73,13 @@ class Scale:
     pair_drafts: tuple[Shape, ...]       # [0] is the pair's draft; the others only appear in heldout
     pair_draft_tokens: int
     # measurement workload
-    gamma: int                           # chain length of the acceptance experiments
+    num_spec_tokens: int                 # chain length of the acceptance experiments
     acceptance_temperatures: tuple[float, ...]
     num_prompts: int                     # prompts of acceptance rows (decoded as one batch)
     prompt_tokens: int
     max_new_tokens: int
     ppl_eval_tokens: int
-    tree_depth: int
+    tree_num_spec_tokens: int            # tree depth of topk-batch and collapse
     topks: tuple[int, ...]
     topk_batch_sizes: tuple[int, ...]
     min_timed_prompts: int               # timed rows decode at least this many sequences
@@ -131,8 +131,8 @@ class Scale:
         """Refuse workloads that need more positions than the models are trained on."""
         # Prompt, generation and one step's drafted tokens must stay within the positions the models were
         # trained on (RoPE beyond seq_len is out of distribution).
-        drafted = max([self.gamma, self.tree_depth * max(self.topks),
-                       *(c.gamma * c.topk for c in (*self.heldout, *self.calibration))])
+        drafted = max([self.num_spec_tokens, self.tree_num_spec_tokens * max(self.topks),
+                       *(c.num_spec_tokens * c.topk for c in (*self.heldout, *self.calibration))])
         needed = self.prompt_tokens + self.max_new_tokens + drafted + 1
         if needed > self.seq_len:
             raise ConfigError(f"scale {self.name}: prompts + generation + drafts need {needed} positions, more "
@@ -216,13 +216,14 @@ H100 = Scale(
     pretrain_draft=(4, 256), pretrain_draft_tokens=150_000_000, pretrain_checkpoints=12,
     pair_target=(12, 768), pair_target_tokens=50_000_000, pair_drafts=((2, 256), (4, 128)),
     pair_draft_tokens=50_000_000,
-    gamma=4, acceptance_temperatures=(0.0, 1.0), num_prompts=64, prompt_tokens=128, max_new_tokens=128,
+    num_spec_tokens=4, acceptance_temperatures=(0.0, 1.0), num_prompts=64, prompt_tokens=128, max_new_tokens=128,
     ppl_eval_tokens=1_048_576,
-    tree_depth=4, topks=(1, 2, 4, 8, 16), topk_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128), min_timed_prompts=16,
+    tree_num_spec_tokens=4, topks=(1, 2, 4, 8, 16), topk_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128),
+    min_timed_prompts=16,
     collapse_batch_sizes=(128, 256), collapse_fixed_topk=16,
     heldout=(HeldoutCase(0, 2, 1, (1, 8, 24)), HeldoutCase(0, 6, 1, (1, 8, 24)), HeldoutCase(1, 3, 1, (1, 16)),
              HeldoutCase(0, 3, 3, (4, 48)), HeldoutCase(0, 4, 1, (2, 32), temperature=1.0)),
-    # verify widths of every measured shape: gamma + 1 for chains (2, 3, 4, 6) and topk * depth + 1 for trees
+    # verify widths of every measured shape: num_spec_tokens + 1 for chains (2, 3, 4, 6) and topk * depth + 1 for trees
     step_batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256), step_tokens_per_row=(1, 3, 4, 5, 7, 9, 10, 17, 33, 65),
     step_random_models=("random:llama-3.2-1b",), step_random_batch_sizes=(1, 8, 64),
     step_random_tokens_per_row=(1, 5, 17, 65),
@@ -242,9 +243,9 @@ QUICK = Scale(
     depth_drafts=((1, 32), (2, 32)), plane_drafts=((1, 32),), draft_tokens=640,
     pretrain_draft=(1, 32), pretrain_draft_tokens=1_280, pretrain_checkpoints=2,
     pair_target=(2, 64), pair_target_tokens=1_280, pair_drafts=((1, 32), (2, 32)), pair_draft_tokens=640,
-    gamma=2, acceptance_temperatures=(0.0,), num_prompts=2, prompt_tokens=8, max_new_tokens=6,
+    num_spec_tokens=2, acceptance_temperatures=(0.0,), num_prompts=2, prompt_tokens=8, max_new_tokens=6,
     ppl_eval_tokens=256,
-    tree_depth=2, topks=(1, 2), topk_batch_sizes=(1, 2), min_timed_prompts=2,
+    tree_num_spec_tokens=2, topks=(1, 2), topk_batch_sizes=(1, 2), min_timed_prompts=2,
     collapse_batch_sizes=(4,), collapse_fixed_topk=2,
     heldout=(HeldoutCase(1, 3, 1, (1,)),), calibration=(HeldoutCase(0, 3, 1, (1,)),),
     step_batch_sizes=(1, 2), step_tokens_per_row=(1, 3), step_random_models=("random:tiny",),

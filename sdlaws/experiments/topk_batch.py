@@ -48,8 +48,8 @@ def measure_grid(ctx: Context, experiment: str) -> None:
     target, draft = ctx.final(target_spec), ctx.final(draft_spec)
     s = ctx.scale
     for batch in spread(list(s.topk_batch_sizes)):
-        ctx.sweep(experiment, target, [draft], gammas=(s.tree_depth,), topks=s.topks, batch_sizes=(batch,),
-                  num_prompts=max(batch, s.min_timed_prompts), label=NAME)
+        ctx.sweep(experiment, target, [draft], num_spec_tokens=(s.tree_num_spec_tokens,), topks=s.topks,
+                  batch_sizes=(batch,), num_prompts=max(batch, s.min_timed_prompts), label=NAME)
 
 
 def measure_timing(ctx: Context) -> None:
@@ -133,9 +133,9 @@ def cost_check(grid: pd.DataFrame) -> dict[str, Any]:
 
     chain = grid[grid["method"].eq("chain")]
     row = chain[chain["batch_size"].eq(chain["batch_size"].min())].iloc[0]
-    gamma, alpha, c = int(row["num_spec_tokens"]), float(row["alpha_mle"]), float(row["cost_ratio_c"])
-    return {"batch_size": int(row["batch_size"]), "gamma": gamma, "cost_ratio_c": c, "alpha": alpha,
-            "leviathan_speedup": float(speedup_chain(alpha, gamma, c)), "measured_speedup": float(row["speedup"])}
+    n, alpha, c = int(row["num_spec_tokens"]), float(row["alpha_mle"]), float(row["cost_ratio_c"])
+    return {"batch_size": int(row["batch_size"]), "num_spec_tokens": n, "cost_ratio_c": c, "alpha": alpha,
+            "leviathan_speedup": float(speedup_chain(alpha, n, c)), "measured_speedup": float(row["speedup"])}
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
@@ -180,7 +180,7 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"{verdicts.share_goal(hits, len(opt), MATCH_SHARE, 'The predicted best top-k is the measured best')}. "
             f"At batch {c['batch_size']} the chain's measured cost ratio c = {f(c['cost_ratio_c'])} (draft pass / "
             f"target pass) and alpha = {f(c['alpha'])} give Leviathan's expected speedup tau/(gamma c + 1) = "
-            f"{f(c['leviathan_speedup'])} for gamma = {c['gamma']}; measured: {f(c['measured_speedup'])}.", "",
+            f"{f(c['leviathan_speedup'])} for gamma = {c['num_spec_tokens']}; measured: {f(c['measured_speedup'])}.", "",
             doc.fig("thm13_topk_batch.png"), ""]
 
 

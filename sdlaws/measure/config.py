@@ -16,7 +16,7 @@ from sdlaws.measure import profile
 #: Generous for any real sweep; the context length of the models and the memory guard (sdlaws.measure.memory)
 #: then bound the sizes further.
 INT_RANGES: dict[str, tuple[str, int, int]] = {
-    "gammas": ("--gamma", 1, 64), "topks": ("--topk", 1, 1024), "batch_sizes": ("--batch", 1, 2**20),
+    "num_spec_tokens": ("--num-spec-tokens", 1, 64), "topks": ("--topk", 1, 1024), "batch_sizes": ("--batch", 1, 2**20),
     "num_prompts": ("--num-prompts", 1, 100_000), "max_new_tokens": ("--max-new-tokens", 1, 2**24),
     "max_prompt_len": ("--max-prompt-len", 1, 2**24), "repeats": ("--repeats", 1, 1000),
     "tree_budget": ("--tree-budget", 1, 65536), "seed": ("--seed", 0, 2**63 - 1), "tp_size": ("--tp", 1, 1024),
@@ -34,17 +34,18 @@ def stable_run_id(fields_: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """One speculative-decoding sweep: the grid (models x gamma x top-k x batch x temperature) and its workload.
+    """One speculative-decoding sweep: the grid (models x num_spec_tokens x top-k x batch x temperature) and its
+    workload.
 
     Every target gets an ``ar`` baseline row per (batch size, temperature); every draft gets a ``chain`` row
-    (top-k 1) or a ``tree`` row (top-k > 1, depth gamma, budget top-k x gamma nodes) per grid point. With an
-    ``acceptance_profile`` the chain and tree rows are synthetic-acceptance timings (``acceptance_source =
-    "synthetic"``); the ``ar`` rows are unaffected.
+    (top-k 1) or a ``tree`` row (top-k > 1, depth num_spec_tokens, budget top-k x num_spec_tokens nodes) per grid
+    point. With an ``acceptance_profile`` the chain and tree rows are synthetic-acceptance timings
+    (``acceptance_source = "synthetic"``); the ``ar`` rows are unaffected.
     """
 
     targets: tuple[str, ...] = field(metadata={"help": "target model specs (path, hub id[@rev], random:NAME)"})
     drafts: tuple[str, ...] = field(default=(), metadata={"help": "draft model specs; none -> AR rows only"})
-    gammas: tuple[int, ...] = field(default=(4,), metadata={"help": "draft tokens per step (tree: depth)"})
+    num_spec_tokens: tuple[int, ...] = field(default=(4,), metadata={"help": "draft tokens per step (tree: depth)"})
     topks: tuple[int, ...] = field(default=(1,), metadata={"help": "tree branching per depth (1 = chain)"})
     batch_sizes: tuple[int, ...] = field(default=(1,), metadata={"help": "sequences decoded together"})
     temperatures: tuple[float, ...] = field(default=(0.0,), metadata={"help": "sampling temperatures (0 = greedy)"})
@@ -80,7 +81,7 @@ class MeasureConfig:
         from sdlaws.measure.models import canonical_dtype
         from sdlaws.measure.prompts import BUILTIN_SETS
 
-        for name in ("targets", "drafts", "gammas", "topks", "batch_sizes", "temperatures"):
+        for name in ("targets", "drafts", "num_spec_tokens", "topks", "batch_sizes", "temperatures"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.targets:
             raise ConfigError("no target model; pass --target PATH|HUB_ID|random:NAME")
@@ -102,12 +103,12 @@ class MeasureConfig:
             self._check_profile()
 
     def _check_profile(self) -> None:
-        """Normalise the profile; it must cover the deepest gamma and needs greedy decoding (fail before loading)."""
+        """Normalise the profile; it must cover the largest num_spec_tokens and needs greedy decoding (fail before loading)."""
         object.__setattr__(self, "acceptance_profile", profile.normalize(self.acceptance_profile))
         if any(t != 0 for t in self.temperatures):
             raise ConfigError(f"--acceptance-profile needs --temperature 0 (synthetic decisions replace sampling), "
                               f"got {list(self.temperatures)}")
-        profile.check_depth(self.acceptance_profile, max(self.gammas))
+        profile.check_depth(self.acceptance_profile, max(self.num_spec_tokens))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict of every field (lists for tuples; the profile as its JSON text)."""

@@ -14,6 +14,9 @@ GPU timings use CUDA events around many back-to-back launches; on CPU the same c
 length, with a pre-filled static KV cache, replaying a captured CUDA graph on GPU: the ``step`` table. A model
 split over ``tp`` GPUs (:mod:`sdlaws.measure.tp`) is timed the same way on every rank (rank 0 writes), and each
 point also gets the time of the pass's all-reduces alone (:func:`allreduce_time_s`).
+
+One module, longer than most, because both halves calibrate the same roofline from one command (``sdlaws measure
+hardware``) and time alike (untimed warm-up, then the median of repeats on a synchronised device).
 """
 
 from __future__ import annotations

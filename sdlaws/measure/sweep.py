@@ -57,9 +57,9 @@ class RunConfig:
     target: str
     draft: str | None
     method: Literal["ar", "chain", "tree"]
-    num_spec_tokens: int      # gamma (tree: depth); 0 for ar
+    num_spec_tokens: int      # chain length (tree: depth); 0 for ar
     tree_topk: int            # 1 for chains and ar
-    tree_budget: int | None   # drafted tokens verified per step: gamma (chain), topk * depth (tree), None (ar)
+    tree_budget: int | None   # drafted tokens verified per step: num_spec_tokens (chain), topk * depth (tree); ar None
     batch_size: int
     temperature: float
     repeat: int = 0           # repeat index (MeasureConfig.repeats); enters the run id only when > 0
@@ -116,20 +116,20 @@ def synthetic_profile(run: RunConfig, config: MeasureConfig) -> profile.Profile 
 def expand_grid(config: MeasureConfig) -> list[RunConfig]:
     """All configurations of a sweep, grouped by (target, draft) so each model is loaded once.
 
-    Per target: an ``ar`` row per (batch size, temperature), then per draft every (gamma, top-k, batch size,
-    temperature); top-k 1 is a chain of length gamma, top-k > 1 a tree of depth gamma and budget top-k x gamma (at most
-    ``config.tree_budget``); each grid point ``config.repeats`` times in a row.
+    Per target: an ``ar`` row per (batch size, temperature), then per draft every (num_spec_tokens, top-k, batch
+    size, temperature); top-k 1 is a chain of num_spec_tokens drafts, top-k > 1 a tree of that depth and budget top-k
+    x num_spec_tokens (at most ``config.tree_budget``); each grid point ``config.repeats`` times in a row.
     """
     runs = []
     for target in config.targets:
         runs += [RunConfig(target, None, "ar", 0, 1, None, b, t)
                  for b in config.batch_sizes for t in config.temperatures]
         for draft in config.drafts:
-            for gamma in config.gammas:
+            for n in config.num_spec_tokens:
                 for k in config.topks:
                     method = "chain" if k == 1 else "tree"
-                    budget = gamma * k if method == "chain" else min(gamma * k, config.tree_budget or gamma * k)
-                    runs += [RunConfig(target, draft, method, gamma, k, budget, b, t)
+                    budget = n * k if method == "chain" else min(n * k, config.tree_budget or n * k)
+                    runs += [RunConfig(target, draft, method, n, k, budget, b, t)
                              for b in config.batch_sizes for t in config.temperatures]
     runs = list(dict.fromkeys(runs))  # drop exact duplicates (e.g. a target listed twice), keep order
     return [replace(run, repeat=r) for run in runs for r in range(config.repeats)]
@@ -313,7 +313,7 @@ class Sweep:
             for draft in c.drafts:
                 _check_vocab(target, models[target], draft, models[draft])
             _check_context(c, self.prompts[target], [(s, models[s]) for s in (target, *c.drafts)],
-                           depth=max(c.gammas) if c.drafts else 0)
+                           depth=max(c.num_spec_tokens) if c.drafts else 0)
         self._check_memory(models, device_memory)
 
     def _prompt_set(self, spec: str, model: ModelConfig) -> PromptSet:

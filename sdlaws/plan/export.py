@@ -1,7 +1,7 @@
 """A plan's per-batch speculation choice as the configuration a serving engine reads (``sdlaws plan export``).
 
 The input is the ``plan.json`` that ``sdlaws plan ... --out DIR`` writes: the roofline serving table
-(``tables.serving``: chain gamma and tree per batch size) or the engine search (``tables.engine_candidates``: every
+(``tables.serving``: chain length and tree per batch size) or the engine search (``tables.engine_candidates``: every
 configuration's predicted decode rate per batch size). A plan holds batch sizes, engines take ranges: every batch
 size goes to the nearer planned one on a log scale (the boundary between planned ``a < b`` is
 ``floor(sqrt(a * b))``), the first range starts at 1, the last runs to ``max_batch``, equal neighbours merge.
@@ -53,9 +53,11 @@ DEFAULT_METHOD = {"vllm": "draft_model", "sglang": "STANDALONE", "trtllm": "Draf
 class Choice:
     """The plan's choice at one batch size: a chain length for vLLM/TensorRT-LLM, a tree shape for SGLang."""
 
-    chain_k: int                                  # 0 = speculation off
+    chain_num_spec_tokens: int                    # 0 = speculation off
     chain_speedup: float
-    tree: Optional[tuple[int, int, int]]          # SGLang (steps, topk, num_draft_tokens); None = off
+    # (num_spec_tokens, tree_topk, tree_verify_tokens), SGLang's --speculative-num-steps, --speculative-eagle-topk
+    # and --speculative-num-draft-tokens; None = off
+    tree: Optional[tuple[int, int, int]]
     tree_speedup: float
 
 
@@ -98,8 +100,9 @@ def choices(plan: dict, source: str) -> tuple[list[int], list[Choice]]:
 
 def _from_serving(rows: list[dict]) -> tuple[list[int], list[Choice]]:
     """Roofline plan: the optimal chain and tree per batch size, off where the predicted speedup is below 1."""
-    picks = [Choice(chain_k=int(r["chain_gamma"]) if r["chain_speedup"] >= 1 else 0, chain_speedup=r["chain_speedup"],
-                    tree=(int(r["tree_steps"]), int(r["tree_topk"]), int(r["tree_verify_tokens"]))
+    picks = [Choice(chain_num_spec_tokens=int(r["chain_num_spec_tokens"]) if r["chain_speedup"] >= 1 else 0,
+                    chain_speedup=r["chain_speedup"],
+                    tree=(int(r["tree_num_spec_tokens"]), int(r["tree_topk"]), int(r["tree_verify_tokens"]))
                     if r["tree_speedup"] >= 1 else None, tree_speedup=r["tree_speedup"]) for r in rows]
     return [int(r["batch_size"]) for r in rows], picks
 
@@ -113,7 +116,8 @@ def _from_candidates(rows: list[dict]) -> tuple[list[int], list[Choice]]:
         ar = next(r["decode_tokens_per_s"] for r in here if r["method"] == "ar")
         chain = max((r for r in here if r["method"] == "chain"), key=lambda r: r["decode_tokens_per_s"])
         best = max((r for r in here if r["method"] != "ar"), key=lambda r: r["decode_tokens_per_s"])
-        picks.append(Choice(chain_k=int(chain["num_spec_tokens"]) if chain["decode_tokens_per_s"] > ar else 0,
+        faster = chain["decode_tokens_per_s"] > ar
+        picks.append(Choice(chain_num_spec_tokens=int(chain["num_spec_tokens"]) if faster else 0,
                             chain_speedup=chain["decode_tokens_per_s"] / ar,
                             tree=_sglang_shape(best) if best["decode_tokens_per_s"] > ar else None,
                             tree_speedup=best["decode_tokens_per_s"] / ar))
@@ -121,7 +125,8 @@ def _from_candidates(rows: list[dict]) -> tuple[list[int], list[Choice]]:
 
 
 def _sglang_shape(row: dict) -> tuple[int, int, int]:
-    """(steps, topk, num_draft_tokens) of an engine configuration: SGLang counts the root among the verified."""
+    """(num_spec_tokens, tree_topk, tree_verify_tokens) of an engine configuration: tree_verify_tokens =
+    tree_budget + 1, as SGLang counts the root among the verified."""
     return int(row["num_spec_tokens"]), int(row["tree_topk"]), int(row["tree_budget"]) + 1
 
 
@@ -145,7 +150,7 @@ def merge(found: list[Bracket]) -> list[Bracket]:
 
 def _chain_brackets(batches, picks, max_batch) -> list[Bracket]:
     """Chain-length brackets; :class:`ConfigError` when speculation pays at no batch size."""
-    found = brackets(batches, [p.chain_k for p in picks], [p.chain_speedup for p in picks], max_batch)
+    found = brackets(batches, [p.chain_num_spec_tokens for p in picks], [p.chain_speedup for p in picks], max_batch)
     if all(b.value == 0 for b in found):
         raise ConfigError("the plan predicts no speedup from chain drafts at any batch size; serve without "
                           "speculative decoding")

@@ -1,4 +1,4 @@
-"""Optimisers: draft size, draft pretraining tokens, chain gamma and tree shape per batch size.
+"""Optimisers: draft size, draft pretraining tokens, chain length (num_spec_tokens) and tree shape per batch size.
 
 Each returns :class:`~sdlaws.plan.result.Plan` objects whose intervals come from sampling the laws' parameter
 distributions (``law.sample(n, seed)``) and re-optimising for every draw; the recommended value itself comes from
@@ -26,10 +26,10 @@ from sdlaws.plan.setup import ServingSetup
 from sdlaws.roofline import ModelShape, draft_like, min_draft_params
 
 LEVEL = 0.95
-GAMMA_MAX_DRAFT = 20       # chain lengths searched when sizing the draft (optima 8-12: docs/formulas.md)
-GAMMA_MAX_SERVING = 16     # chain lengths searched per batch size
-TOPKS = (1, 2, 4, 8)       # tree branching searched (SGLang default topk 4, EAGLE code 10: docs/peers.md)
-DEPTH_MAX = 10             # tree depths searched (EAGLE default depth 7, SGLang steps 5)
+MAX_NUM_SPEC_TOKENS_DRAFT = 20    # chain lengths searched when sizing the draft (optima 8-12: docs/formulas.md)
+MAX_NUM_SPEC_TOKENS_SERVING = 16  # chain lengths searched per batch size
+TOPKS = (1, 2, 4, 8)              # tree branching searched (SGLang default topk 4, EAGLE code 10: docs/peers.md)
+MAX_TREE_NUM_SPEC_TOKENS = 10     # tree depths searched (EAGLE default depth 7, SGLang steps 5)
 # Training FLOP utilisation to turn 6*N*D into GPU-seconds: Llama 3 405B reports 38-43% BF16 MFU on H100
 # ("The Llama 3 Herd of Models", Table 4).
 TRAIN_MFU = 0.4
@@ -38,7 +38,8 @@ NSTAR_TABLE_TARGETS = (1e9, 3e9, 8e9, 13e9, 30e9, 70e9, 110e9, 405e9)
 
 
 def _interval(values: np.ndarray, level: float, *, discrete: bool = False) -> tuple[float, float]:
-    """Central percentile interval; ``discrete`` keeps it on observed values (integer gamma, top-k, grid points)."""
+    """Central percentile interval; ``discrete`` keeps it on observed values (integer num_spec_tokens, top-k, grid
+    points)."""
     method = "inverted_cdf" if discrete else "linear"
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], method=method)
     return float(lo), float(hi)
@@ -94,21 +95,22 @@ def sdsl_alpha(draft_params, target_params: float, *, plane=priors.SDSL_PLANE, l
 # ---------------------------------------------------------------------------------------------- draft size
 
 def _best(speedup: np.ndarray) -> tuple[int, int]:
-    """(draft index, gamma index) of the largest speedup in an (N, G) array."""
+    """(draft index, num_spec_tokens index) of the largest speedup in an (N, G) array."""
     n, g = np.unravel_index(np.argmax(speedup), speedup.shape)
     return int(n), int(g)
 
 
-def _draft_size_plan(grid, gammas, throughput: np.ndarray, throughput_draws: np.ndarray | None,
+def _draft_size_plan(grid, lengths, throughput: np.ndarray, throughput_draws: np.ndarray | None,
                      ar_throughput: float, acc: Acceptance, *, objective: str, unit: str, inputs: dict,
                      level: float) -> Plan:
-    """Maximise ``throughput`` (N, G) over draft size and gamma, and ``throughput_draws`` (S, N, G) per draw;
+    """Maximise ``throughput`` (N, G) over draft size and num_spec_tokens (the chain ``lengths`` searched), and
+    ``throughput_draws`` (S, N, G) per draw;
     speedup is throughput over the autoregressive ``ar_throughput`` in the same unit."""
     speedup = throughput / ar_throughput                           # (N, G)
     n_best, g_best = _best(speedup)
     curve = pd.DataFrame({"draft_params": grid, "speedup": speedup.max(axis=1),
                           "objective": speedup.max(axis=1) * ar_throughput,
-                          "gamma": gammas[np.argmax(speedup, axis=1)], "alpha": acc.point})
+                          "num_spec_tokens": lengths[np.argmax(speedup, axis=1)], "alpha": acc.point})
     ci = speedup_ci = None
     if throughput_draws is not None:
         draws = throughput_draws / ar_throughput                   # (S, N, G)
@@ -121,13 +123,13 @@ def _draft_size_plan(grid, gammas, throughput: np.ndarray, throughput_draws: np.
     warnings = ()
     if n_best in (0, len(grid) - 1):
         warnings += (f"optimum at the edge of the draft-size grid ({grid[0]:.3g}-{grid[-1]:.3g} params)",)
-    if g_best == len(gammas) - 1:
-        warnings += (f"best gamma is the largest searched ({gammas[-1]}); raise gamma_max",)
+    if g_best == len(lengths) - 1:
+        warnings += (f"best num_spec_tokens is the largest searched ({lengths[-1]}); raise max_num_spec_tokens",)
     target = inputs["target_params"]
     return Plan(quantity="draft_params", value=float(grid[n_best]), unit="params", objective=objective,
                 ci=ci, ci_kind=acc.ci_kind if ci else "no interval (published point estimate)",
                 speedup=float(speedup[n_best, g_best]), speedup_ci=speedup_ci,
-                settings={"gamma": int(gammas[g_best]), "alpha": float(acc.point[n_best]),
+                settings={"num_spec_tokens": int(lengths[g_best]), "alpha": float(acc.point[n_best]),
                           "draft_to_target": float(grid[n_best] / target),
                           unit: float(speedup[n_best, g_best] * ar_throughput),
                           "sdsl_shortcut_params": priors.SDSL_NSTAR_MU * target + priors.SDSL_NSTAR_M0},
@@ -149,53 +151,57 @@ def _law_echo(law) -> dict:
 
 def optimal_draft_size(target: ModelShape, *, plane=priors.SDSL_PLANE, loss=priors.CHINCHILLA_LOSS,
                        draft_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS,
-                       target_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS, gamma_max: int = GAMMA_MAX_DRAFT,
-                       grid_points: int = 161, samples: int = 200, seed: int = 0, level: float = LEVEL) -> Plan:
-    """SDSL optimal draft size N*: maximise tokens/FLOP ``tau / (2 N gamma + 2 M)`` over N and gamma.
+                       target_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS,
+                       max_num_spec_tokens: int = MAX_NUM_SPEC_TOKENS_DRAFT, grid_points: int = 161,
+                       samples: int = 200, seed: int = 0, level: float = LEVEL) -> Plan:
+    """SDSL optimal draft size N*: maximise tokens/FLOP ``tau / (2 N gamma + 2 M)`` over N and gamma (the
+    num_spec_tokens of a chain).
 
-    alpha(N) comes from :func:`sdsl_alpha`; N on a log grid (:func:`draft_grid`), gamma = 1..gamma_max. With the
-    published plane and D = D' = 2T the reconstruction gives N* ~ 2.7e8 for M = 70B
+    alpha(N) comes from :func:`sdsl_alpha`; N on a log grid (:func:`draft_grid`), gamma = 1..max_num_spec_tokens.
+    With the published plane and D = D' = 2T the reconstruction gives N* ~ 2.7e8 for M = 70B
     (docs/formulas.md#optimal-draft-size, [R] on [S] coefficients). The interval re-optimises N for every plane
     draw.
     """
-    grid, gammas = draft_grid(target.params, grid_points), np.arange(1, gamma_max + 1)
+    grid, lengths = draft_grid(target.params, grid_points), np.arange(1, max_num_spec_tokens + 1)
     acc = sdsl_alpha(grid, target.params, plane=plane, loss=loss, draft_tokens=draft_tokens,
                      target_tokens=target_tokens, samples=samples, seed=seed)
-    point = tokens_per_flop(acc.point[:, None], gammas, grid[:, None], target.params)           # (N, G)
-    draws = tokens_per_flop(acc.draws[..., None], gammas, grid[:, None], target.params) if acc.has_interval else None
-    inputs = _draft_inputs(target, plane, loss, draft_tokens, target_tokens, samples, seed, gamma_max=gamma_max)
-    return _draft_size_plan(grid, gammas, point, draws, 1.0 / (2.0 * target.params), acc,
+    point = tokens_per_flop(acc.point[:, None], lengths, grid[:, None], target.params)           # (N, G)
+    draws = tokens_per_flop(acc.draws[..., None], lengths, grid[:, None], target.params) if acc.has_interval else None
+    inputs = _draft_inputs(target, plane, loss, draft_tokens, target_tokens, samples, seed,
+                           max_num_spec_tokens=max_num_spec_tokens)
+    return _draft_size_plan(grid, lengths, point, draws, 1.0 / (2.0 * target.params), acc,
                             objective="tokens/FLOP (SDSL, one target pass per step)", unit="tokens_per_flop",
                             inputs=inputs, level=level)
 
 
 def draft_size_by_batch(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLANE, loss=priors.CHINCHILLA_LOSS,
                         draft_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS,
-                        target_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS, gamma_max: int = GAMMA_MAX_DRAFT,
-                        grid_points: int = 161, samples: int = 200, seed: int = 0,
-                        level: float = LEVEL) -> list[Plan]:
+                        target_tokens: float = priors.DEFAULT_PRETRAIN_TOKENS,
+                        max_num_spec_tokens: int = MAX_NUM_SPEC_TOKENS_DRAFT, grid_points: int = 161,
+                        samples: int = 200, seed: int = 0, level: float = LEVEL) -> list[Plan]:
     """Draft size maximising roofline tokens/s at each batch size (wall-clock objective), one Plan per batch.
 
     tokens/s = ``B tau / (gamma t_draft(N, B) + t_verify(M, B, gamma + 1))`` with drafts of N parameters shaped by
     :func:`sdlaws.roofline.draft_like` (a real architecture sharing the target's vocabulary); speedup is relative to autoregressive decoding at the same batch.
     """
     target = setup.target
-    grid, gammas = draft_grid(target.params, grid_points), np.arange(1, gamma_max + 1)
+    grid, lengths = draft_grid(target.params, grid_points), np.arange(1, max_num_spec_tokens + 1)
     grid = grid[grid >= min_draft_params(target)]  # a real draft holds the target's vocabulary
     acc = sdsl_alpha(grid, target.params, plane=plane, loss=loss, draft_tokens=draft_tokens,
                      target_tokens=target_tokens, samples=samples, seed=seed)
-    tau = expected_tokens_chain(acc.point[:, None], gammas)                                        # (N, G)
-    tau_draws = expected_tokens_chain(acc.draws[..., None], gammas) if acc.has_interval else None  # (S, N, G)
+    tau = expected_tokens_chain(acc.point[:, None], lengths)                                        # (N, G)
+    tau_draws = expected_tokens_chain(acc.draws[..., None], lengths) if acc.has_interval else None  # (S, N, G)
     batches = np.asarray(batch_sizes)
-    steps_s = np.stack([setup.with_draft(draft_like(setup.target, n)).chain_step_time_s(batches[:, None], gammas)
+    steps_s = np.stack([setup.with_draft(draft_like(setup.target, n)).chain_step_time_s(batches[:, None], lengths)
                         for n in grid], axis=1)                                                    # (B, N, G)
     plans = []
     for batch, step_s in zip(batch_sizes, steps_s):
         draws = batch * tau_draws / step_s if tau_draws is not None else None                      # tokens/s
-        inputs = _draft_inputs(target, plane, loss, draft_tokens, target_tokens, samples, seed, gamma_max=gamma_max,
-                               batch_size=int(batch), serving=setup.to_dict())
+        inputs = _draft_inputs(target, plane, loss, draft_tokens, target_tokens, samples, seed,
+                               max_num_spec_tokens=max_num_spec_tokens, batch_size=int(batch),
+                               serving=setup.to_dict())
         ar = float(ar_tokens_per_s(setup, batch))
-        plans.append(_draft_size_plan(grid, gammas, batch * tau / step_s, draws, ar, acc,
+        plans.append(_draft_size_plan(grid, lengths, batch * tau / step_s, draws, ar, acc,
                                       objective=f"tokens/s (roofline, {setup.hardware.name}, batch {batch})",
                                       unit="tokens_per_s", inputs=inputs, level=level))
     return plans
@@ -213,7 +219,8 @@ def draft_size_table(targets=NSTAR_TABLE_TARGETS, **kwargs) -> pd.DataFrame:
         lo, hi = plan.ci or (np.nan, np.nan)
         rows.append(dict(target_params=shape.params, draft_params=plan.value, draft_params_lower=lo,
                          draft_params_upper=hi, draft_to_target=plan.settings["draft_to_target"],
-                         gamma=plan.settings["gamma"], alpha=plan.settings["alpha"], speedup=plan.speedup,
+                         num_spec_tokens=plan.settings["num_spec_tokens"], alpha=plan.settings["alpha"],
+                         speedup=plan.speedup,
                          sdsl_shortcut_params=plan.settings["sdsl_shortcut_params"]))
     return pd.DataFrame(rows)
 
@@ -229,20 +236,22 @@ def acceptance_kind(law) -> str | None:
 
 
 def _serve_seconds_per_token(setup: ServingSetup, batch_size: int, acc: np.ndarray, kind: str,
-                             gamma: int | None, gamma_max: int) -> np.ndarray:
-    """GPU-seconds per served token at acceptance ``acc`` (any shape): chain at ``gamma`` or the best gamma."""
+                             num_spec_tokens: int | None, max_num_spec_tokens: int) -> np.ndarray:
+    """GPU-seconds per served token at acceptance ``acc`` (any shape): a chain of ``num_spec_tokens`` drafts, or of
+    the best length up to ``max_num_spec_tokens``."""
     if kind == "tau":
         tau = np.maximum(acc, 1.0)
-        return setup.chain_step_time_s(batch_size, gamma) / (batch_size * tau)
-    gammas = np.arange(1, gamma_max + 1)
+        return setup.chain_step_time_s(batch_size, num_spec_tokens) / (batch_size * tau)
+    lengths = np.arange(1, max_num_spec_tokens + 1)
     alpha = np.clip(acc, 0.0, 1.0 - 1e-9)
-    tau = expected_tokens_chain(alpha[..., None], gammas)
-    per_gamma = setup.chain_step_time_s(batch_size, gammas) / (batch_size * tau)
-    return per_gamma.min(axis=-1)
+    tau = expected_tokens_chain(alpha[..., None], lengths)
+    per_length = setup.chain_step_time_s(batch_size, lengths) / (batch_size * tau)
+    return per_length.min(axis=-1)
 
 
 def optimal_pretraining_tokens(law, setup: ServingSetup, *, serve_tokens: float, batch_size: int = 1,
-                               kind: str | None = None, gamma: int | None = None, train_mfu: float = TRAIN_MFU,
+                               kind: str | None = None, num_spec_tokens: int | None = None,
+                               train_mfu: float = TRAIN_MFU,
                                data_range: tuple[float, float] | None = None,
                                grid=np.logspace(8.0, 14.0, 241), samples: int = 200, seed: int = 0,
                                level: float = LEVEL) -> Plan:
@@ -252,18 +261,18 @@ def optimal_pretraining_tokens(law, setup: ServingSetup, *, serve_tokens: float,
     log-linear law ``acc = a log10(D) + b`` (Scylla Thm 1.1 form; no published coefficients exist,
     docs/formulas.md#log-linear-laws [NF], so a fitted law is required). The optimum is where one more decade of
     tokens saves less serving time than it costs to train. ``kind`` says whether acc is tau (served with the
-    chain length ``gamma`` it was measured at) or alpha (gamma re-optimised at each D).
+    chain length ``num_spec_tokens`` it was measured at) or alpha (the chain length re-optimised at each D).
 
     Raises
     ------
     ConfigError
-        Missing draft, serve volume, unknown acceptance kind, or tau kind without gamma.
+        Missing draft, serve volume, unknown acceptance kind, or tau kind without num_spec_tokens.
     """
     kind = kind or acceptance_kind(law)
     if kind not in ("tau", "alpha"):
         raise ConfigError("cannot tell whether the log-linear law predicts tau or alpha; pass --acceptance tau|alpha")
-    if kind == "tau" and not gamma:
-        raise ConfigError("a tau law needs the chain length it was measured at; pass --gamma")
+    if kind == "tau" and not num_spec_tokens:
+        raise ConfigError("a tau law needs the chain length it was measured at; pass --num-spec-tokens")
     if setup.draft is None or not serve_tokens > 0:
         raise ConfigError("pretraining budget needs a draft (--draft/--draft-params) and --serve-tokens > 0")
     p = priors.law_params(law, ("a", "b"), role="loglinear")
@@ -274,7 +283,8 @@ def optimal_pretraining_tokens(law, setup: ServingSetup, *, serve_tokens: float,
     def total_s(a, b):
         """Training + serving GPU-seconds over the token grid, and the acceptance there."""
         acc = fit_laws.loglinear(grid, np.asarray(a)[..., None], np.asarray(b)[..., None])
-        serve_s = serve_tokens * _serve_seconds_per_token(setup, batch_size, acc, kind, gamma, GAMMA_MAX_SERVING)
+        serve_s = serve_tokens * _serve_seconds_per_token(setup, batch_size, acc, kind, num_spec_tokens,
+                                                          MAX_NUM_SPEC_TOKENS_SERVING)
         return train_s + serve_s, acc
 
     point_s, acc_point = total_s(p["a"], p["b"])
@@ -291,7 +301,7 @@ def optimal_pretraining_tokens(law, setup: ServingSetup, *, serve_tokens: float,
         curve["objective_lower"], curve["objective_upper"] = (np.quantile(draw_s, q, axis=0) / 3600.0
                                                               for q in ((1 - level) / 2, (1 + level) / 2))
     nxt = min(best + int(round(1.0 / (log_d[1] - log_d[0]))), len(grid) - 1)  # one decade further on the grid
-    settings = {"acceptance": float(acc_point[best]), "acceptance_kind": kind, "gamma": gamma,
+    settings = {"acceptance": float(acc_point[best]), "acceptance_kind": kind, "num_spec_tokens": num_spec_tokens,
                 "train_gpu_hours": float(train_s[best] / 3600.0),
                 "serve_gpu_hours": float((point_s[best] - train_s[best]) / 3600.0),
                 "next_decade_train_gpu_hours": float((train_s[nxt] - train_s[best]) / 3600.0),
@@ -346,11 +356,12 @@ class ServingAcceptance:
         return np.concatenate([[self.alpha], draws])
 
 
-def _chain_tau(acc: ServingAcceptance, gammas: np.ndarray) -> np.ndarray:
-    """(1 + S, G) tau of chains from alpha; measured per-position rates, when given, replace it (point only)."""
+def _chain_tau(acc: ServingAcceptance, lengths: np.ndarray) -> np.ndarray:
+    """(1 + S, G) tau of chains of each of ``lengths`` from alpha; measured per-position rates, when given,
+    replace it (point only)."""
     if acc.position_rates is not None:
-        return np.array([[expected_tokens_positions(acc.position_rates[:g]) for g in gammas]])
-    return expected_tokens_chain(acc.alphas()[:, None], gammas)
+        return np.array([[expected_tokens_positions(acc.position_rates[:g]) for g in lengths]])
+    return expected_tokens_chain(acc.alphas()[:, None], lengths)
 
 
 def _tree_tau(acc: ServingAcceptance, topks: np.ndarray, depths: np.ndarray) -> np.ndarray:
@@ -374,13 +385,15 @@ def _pick(speedup: np.ndarray, level: float) -> tuple[tuple, tuple | None, tuple
 
 
 def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, topk_law=None,
-                 gamma_max: int = GAMMA_MAX_SERVING, topks=TOPKS, depth_max: int = DEPTH_MAX, samples: int = 200,
-                 seed: int = 0, level: float = LEVEL) -> PlanSet:
-    """Optimal chain gamma and top-k tree (depth, top-k, verified tokens) per batch size on the roofline.
+                 max_num_spec_tokens: int = MAX_NUM_SPEC_TOKENS_SERVING, topks=TOPKS,
+                 max_tree_num_spec_tokens: int = MAX_TREE_NUM_SPEC_TOKENS, samples: int = 200, seed: int = 0,
+                 level: float = LEVEL) -> PlanSet:
+    """Optimal chain length and top-k tree (num_spec_tokens, tree_topk, verified tokens) per batch size on the
+    roofline.
 
-    For each batch B: tokens/s of every chain length 1..gamma_max and every tree (k in ``topks``, depth
-    1..depth_max, ``k * depth + 1`` tokens verified) from :class:`~sdlaws.plan.setup.ServingSetup` step times;
-    the best is recommended; intervals re-optimise for every acceptance draw. The fitted ``k* = c B^-p`` law
+    For each batch B: tokens/s of every chain length 1..max_num_spec_tokens and every tree (k in ``topks``, depth
+    1..max_tree_num_spec_tokens, ``k * depth + 1`` tokens verified) from :class:`~sdlaws.plan.setup.ServingSetup`
+    step times; the best is recommended; intervals re-optimise for every acceptance draw. The fitted ``k* = c B^-p`` law
     (``topk_law``, a ``topk_batch`` FitResult) is shown alongside, with its own interval.
 
     Returns
@@ -390,15 +403,16 @@ def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, to
     """
     if setup.draft is None:
         raise ConfigError("serving plan needs a draft model (size or shape)")
-    gammas, topks, depths = np.arange(1, gamma_max + 1), np.asarray(topks), np.arange(1, depth_max + 1)
+    lengths, topks = np.arange(1, max_num_spec_tokens + 1), np.asarray(topks)
+    depths = np.arange(1, max_tree_num_spec_tokens + 1)
     if acc.position_rates is not None:
-        gammas = gammas[: len(acc.position_rates)]
-    chain_tau, tree_tau = _chain_tau(acc, gammas), _tree_tau(acc, topks, depths)
+        lengths = lengths[: len(acc.position_rates)]
+    chain_tau, tree_tau = _chain_tau(acc, lengths), _tree_tau(acc, topks, depths)
     law_k = _topk_law_predictions(topk_law, batch_sizes, samples, seed, level) if topk_law is not None else None
     plans, rows, warnings = [], [], []
     for i, batch in enumerate(batch_sizes):
         ar = float(ar_tokens_per_s(setup, batch))
-        chain, row_chain = _chain_at(setup, batch, gammas, chain_tau, acc, ar, level)
+        chain, row_chain = _chain_at(setup, batch, lengths, chain_tau, acc, ar, level)
         tree, row_tree = _tree_at(setup, batch, topks, depths, tree_tau, acc, ar, level)
         row = dict(batch_size=int(batch), ar_tokens_per_s=ar, **row_chain, **row_tree)
         if law_k is not None:
@@ -406,7 +420,8 @@ def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, to
         plans += [chain, tree]
         rows.append(row)
     table = pd.DataFrame(rows)
-    edge = table.loc[table["tree_steps"].eq(depths.max()) | table["tree_topk"].eq(topks.max()), "batch_size"].tolist()
+    edge = table.loc[table["tree_num_spec_tokens"].eq(depths.max()) | table["tree_topk"].eq(topks.max()),
+                     "batch_size"].tolist()
     if edge:
         warnings.append(f"batch {', '.join(map(str, edge))}: best tree at the search limit (depth {depths.max()} or "
                         f"top-k {topks.max()}); the idealised tree model is optimistic for large trees")
@@ -418,8 +433,9 @@ def serving_plan(setup: ServingSetup, batch_sizes, acc: ServingAcceptance, *, to
     inputs = dict(serving=setup.to_dict(), alpha=acc.alpha, rank_rates=_list(acc.rank_rates),
                   position_rates=_list(acc.position_rates), acceptance_source=acc.source,
                   rank_decay=None if acc.rank_rates is not None else RANK_DECAY,
-                  topk_law=_law_echo(topk_law) if topk_law is not None else None, gamma_max=gamma_max,
-                  topks=list(map(int, topks)), depth_max=depth_max, samples=samples, seed=seed)
+                  topk_law=_law_echo(topk_law) if topk_law is not None else None,
+                  max_num_spec_tokens=max_num_spec_tokens, topks=list(map(int, topks)),
+                  max_tree_num_spec_tokens=max_tree_num_spec_tokens, samples=samples, seed=seed)
     return PlanSet(title=f"Serving plan: {setup.target.name} with a {setup.draft.params:.3g}-parameter draft on "
                          f"{setup.hardware.name} (tp={setup.tp})", plans=tuple(plans),
                    tables={"serving": table}, inputs=inputs, warnings=tuple(warnings))
@@ -435,21 +451,22 @@ def _serving_inputs(setup: ServingSetup, batch: int, acc: ServingAcceptance) -> 
     return dict(batch_size=int(batch), alpha=acc.alpha, serving=setup.to_dict())
 
 
-def _chain_at(setup, batch, gammas, tau, acc, ar, level) -> tuple[Plan, dict]:
-    """Best chain gamma at one batch size: Plan and table-row fields."""
-    speedup = chain_tokens_per_s(setup, tau, gammas, batch) / ar       # (1 + S, G)
+def _chain_at(setup, batch, lengths, tau, acc, ar, level) -> tuple[Plan, dict]:
+    """Best chain length (of ``lengths``) at one batch size: Plan and table-row fields."""
+    speedup = chain_tokens_per_s(setup, tau, lengths, batch) / ar      # (1 + S, G)
     (g,), draw_best, speedup_ci = _pick(speedup, level)
-    ci = _interval(gammas[draw_best[0]], level, discrete=True) if draw_best is not None else None
+    ci = _interval(lengths[draw_best[0]], level, discrete=True) if draw_best is not None else None
     c = float(setup.draft_time_s(batch, 1) / setup.target_time_s(batch, 1))
-    leviathan = optimal_gamma_chain(acc.alpha, c, int(gammas.max()))  # Thm 3.8: verification assumed free
-    plan = Plan(quantity="num_spec_tokens", value=int(gammas[g]), unit="draft tokens/step",
+    leviathan = optimal_gamma_chain(acc.alpha, c, int(lengths.max()))  # Thm 3.8: verification assumed free
+    plan = Plan(quantity="num_spec_tokens", value=int(lengths[g]), unit="draft tokens/step",
                 objective=f"tokens/s (roofline, {setup.hardware.name}, batch {batch}, chain)", ci=ci,
                 ci_kind=acc.ci_kind if ci else "no interval", speedup=float(speedup[0, g]), speedup_ci=speedup_ci,
-                settings={"batch_size": int(batch), "num_spec_tokens": int(gammas[g]), "cost_ratio_c": c,
-                          "gamma_leviathan": leviathan},
+                settings={"batch_size": int(batch), "num_spec_tokens": int(lengths[g]), "cost_ratio_c": c,
+                          "leviathan_num_spec_tokens": leviathan},
                 inputs=_serving_inputs(setup, batch, acc), level=level)
-    row = dict(chain_gamma=int(gammas[g]), chain_gamma_lower=ci[0] if ci else np.nan,
-               chain_gamma_upper=ci[1] if ci else np.nan, cost_ratio_c=c, gamma_leviathan=leviathan,
+    row = dict(chain_num_spec_tokens=int(lengths[g]), chain_num_spec_tokens_lower=ci[0] if ci else np.nan,
+               chain_num_spec_tokens_upper=ci[1] if ci else np.nan, cost_ratio_c=c,
+               leviathan_num_spec_tokens=leviathan,
                chain_tokens_per_s=float(speedup[0, g] * ar), chain_speedup=float(speedup[0, g]),
                chain_speedup_lower=speedup_ci[0] if speedup_ci else np.nan,
                chain_speedup_upper=speedup_ci[1] if speedup_ci else np.nan)
@@ -467,10 +484,10 @@ def _tree_at(setup, batch, topks, depths, tau, acc, ar, level) -> tuple[Plan, di
     plan = Plan(quantity="tree_topk", value=topk, unit="candidates/level",
                 objective=f"tokens/s (roofline, {setup.hardware.name}, batch {batch}, top-k tree)", ci=ci,
                 ci_kind=acc.ci_kind if ci else "no interval", speedup=float(speedup[0, k, d]), speedup_ci=speedup_ci,
-                settings={"batch_size": int(batch), "steps": depth, "topk": topk, "verify_tokens": verify,
-                          "verify_memory_bound": memory_bound},
+                settings={"batch_size": int(batch), "num_spec_tokens": depth, "tree_topk": topk,
+                          "tree_verify_tokens": verify, "verify_memory_bound": memory_bound},
                 inputs=_serving_inputs(setup, batch, acc), level=level)
-    row = dict(tree_steps=depth, tree_topk=topk, tree_topk_lower=ci[0] if ci else np.nan,
+    row = dict(tree_num_spec_tokens=depth, tree_topk=topk, tree_topk_lower=ci[0] if ci else np.nan,
                tree_topk_upper=ci[1] if ci else np.nan, tree_verify_tokens=verify,
                tree_tokens_per_s=float(speedup[0, k, d] * ar), tree_speedup=float(speedup[0, k, d]),
                tree_speedup_lower=speedup_ci[0] if speedup_ci else np.nan,
@@ -525,8 +542,9 @@ def draft_size_report(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLA
     table = draft_size_table([setup.target if t == setup.target.params else t for t in targets], **common)
     batch_table = pd.DataFrame([dict(batch_size=p.inputs["batch_size"], draft_params=p.value,
                                      draft_params_lower=(p.ci or (np.nan, np.nan))[0],
-                                     draft_params_upper=(p.ci or (np.nan, np.nan))[1], gamma=p.settings["gamma"],
-                                     speedup=p.speedup) for p in by_batch])
+                                     draft_params_upper=(p.ci or (np.nan, np.nan))[1],
+                                     num_spec_tokens=p.settings["num_spec_tokens"], speedup=p.speedup)
+                                for p in by_batch])
     objectives = (f"Two draft-size optima: the SDSL N* maximises tokens per FLOP (one target pass per step; no "
                   f"hardware), the roofline N* maximises tokens/s at each batch size on {setup.hardware.name}. "
                   "`sdlaws plan` and `sdlaws plan serving` serve the SDSL N* unless a draft is given.")
@@ -555,13 +573,19 @@ def full_plan(setup: ServingSetup, batch_sizes, *, plane=priors.SDSL_PLANE, loss
     common = dict(plane=plane, loss=loss, draft_tokens=draft_tokens, target_tokens=target_tokens, samples=samples,
                   seed=seed)
     report = draft_size_report(setup, batch_sizes, level=level, **common)
-    served = setup if setup.draft is not None else setup.with_draft(
-        draft_like(setup.target, report.plans[0].value))
+    served = served_setup(setup, report.plans[0])
     acceptance = acceptance or sdsl_acceptance(served.draft.params, setup.target.params, **common)
     serving = serving_plan(served, batch_sizes, acceptance, topk_law=topk_law, samples=samples, seed=seed,
                            level=level)
     return report + replace(serving, inputs={**serving.inputs, "served_draft": _served_draft(
         report.plans[0], served.draft, given=setup.draft is not None)})
+
+
+def served_setup(setup: ServingSetup, nstar: Plan | None) -> ServingSetup:
+    """The setup that is served: ``setup`` when it has a draft (``nstar`` unused, may be None), else ``setup`` with
+    a draft of the SDSL N* (``nstar``, a plan of :func:`optimal_draft_size`) built as a real architecture with the
+    target's vocabulary."""
+    return setup if setup.draft is not None else setup.with_draft(draft_like(setup.target, nstar.value))
 
 
 def _served_draft(sdsl: Plan, draft: ModelShape, *, given: bool) -> str:

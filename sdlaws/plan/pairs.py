@@ -51,7 +51,7 @@ class Pair:
     target_shape: str | None      # sdlaws shape spec the planner costs the target with (None: not known)
     draft_shape: str | None
     method: str                   # chain or tree
-    depth: int                    # chain gamma, MTP layers, or tree depth
+    num_spec_tokens: int          # chain length, MTP layers, or tree depth
     tree_topk: int | None
     tree_budget: int | None
     temperature: float | None     # None: not stated by the source
@@ -72,22 +72,22 @@ class Pair:
     @property
     def alpha(self) -> float:
         """i.i.d. per-token acceptance with the published tau at the row's depth."""
-        return alpha_from_tau(self.tau, self.depth)
+        return alpha_from_tau(self.tau, self.num_spec_tokens)
 
     def settings(self) -> str:
         """How the row's tau was measured, e.g. ``chain gamma 3`` or ``tree depth 5, top-k 10, 60 tokens``."""
         if self.method == "chain":
-            return f"chain gamma {self.depth}"
+            return f"chain gamma {self.num_spec_tokens}"
         extra = [f"top-k {self.tree_topk}" if self.tree_topk else "", f"{self.tree_budget} tokens" if self.tree_budget
                  else ""]
-        return ", ".join([f"tree depth {self.depth}", *filter(None, extra)])
+        return ", ".join([f"tree depth {self.num_spec_tokens}", *filter(None, extra)])
 
     def describe(self) -> str:
         """One line: which row, what was measured where, and the acceptance model the planner takes from it."""
         temp = "temperature not stated" if self.temperature is None else f"temperature {self.temperature:g}"
         cond = self.conditional_rates()
         model = (f"per-position chain rates {', '.join(f'{a:.3f}' for a in cond)}" if cond is not None else
-                 f"i.i.d. alpha {self.alpha:.3f} reproducing tau at depth {self.depth}"
+                 f"i.i.d. alpha {self.alpha:.3f} reproducing tau at depth {self.num_spec_tokens}"
                  + (" (chain-equivalent of a tree: optimistic for chains)" if self.method == "tree" else ""))
         return (f"published pair {self.name}: {self.draft} on {self.target}, tau {self.tau:g} ({self.settings()}, "
                 f"{self.benchmark}, {temp}, {self.engine}); model: {model}; source: {self.source}")
@@ -119,8 +119,8 @@ def _pair(row: pd.Series) -> Pair:
             raise InputError(f"{TABLE} row {name!r}: {column} {row[column]!r} is not one of {', '.join(allowed)}")
     pair = Pair(name=name, draft_method=row["draft_method"], target=row["target"], draft=row["draft"],
                 target_shape=_optional(row.get("target_shape")), draft_shape=_optional(row.get("draft_shape")),
-                method=row["method"], depth=int(row["num_spec_tokens"]), tree_topk=_optional(row.get("tree_topk"), int),
-                tree_budget=_optional(row.get("tree_budget"), int),
+                method=row["method"], num_spec_tokens=int(row["num_spec_tokens"]),
+                tree_topk=_optional(row.get("tree_topk"), int), tree_budget=_optional(row.get("tree_budget"), int),
                 temperature=_optional(row.get("temperature"), float), benchmark=row["benchmark"],
                 engine=row["engine"], tau=float(row["mean_acceptance_length"]), positions=_positions(row),
                 source=row["source"], url=row["url"])
@@ -129,13 +129,15 @@ def _pair(row: pd.Series) -> Pair:
 
 
 def _check_numbers(pair: Pair) -> None:
-    """Depth >= 1, 1 <= tau <= depth + 1, rates in [0, 1] and non-increasing, tau = 1 + their sum (rounded)."""
+    """num_spec_tokens >= 1, 1 <= tau <= num_spec_tokens + 1, rates in [0, 1] and non-increasing, tau = 1 + their
+    sum (rounded)."""
     problem = None
-    if pair.depth < 1 or not 1.0 <= pair.tau <= pair.depth + 1:
-        problem = f"tau {pair.tau:g} outside [1, {pair.depth + 1}] for depth {pair.depth}"
+    n = pair.num_spec_tokens
+    if n < 1 or not 1.0 <= pair.tau <= n + 1:
+        problem = f"tau {pair.tau:g} outside [1, {n + 1}] for num_spec_tokens {n}"
     elif pair.temperature is not None and not 0.0 <= pair.temperature <= 2.0:
         problem = f"temperature {pair.temperature:g} outside [0, 2]"
-    elif pair.positions and (len(pair.positions) > pair.depth or np.any(np.diff((1.0, *pair.positions)) > 0)
+    elif pair.positions and (len(pair.positions) > n or np.any(np.diff((1.0, *pair.positions)) > 0)
                              or min(pair.positions) < 0):
         problem = f"per-position rates {list(pair.positions)} are not non-increasing values in [0, 1], one per depth"
     elif pair.positions and abs(1.0 + sum(pair.positions) - pair.tau) > TAU_ROUNDING:

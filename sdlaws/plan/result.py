@@ -1,6 +1,6 @@
 """Plan results: the recommended value, its interval, the predicted speedup, and every input echoed.
 
-A :class:`Plan` answers one question (draft size, pretraining tokens, gamma or tree shape at one batch size);
+A :class:`Plan` answers one question (draft size, pretraining tokens, chain length or tree shape at one batch size);
 a :class:`PlanSet` groups the plans of one ``sdlaws plan`` call with their tables. Both print (``summary()``),
 serialise to plain JSON types (``to_dict()``) and tabulate (``to_frame()``), like ``sdlaws.fit`` results.
 """
@@ -39,8 +39,9 @@ class Plan:
     speedup, speedup_ci : float, (float, float)
         Predicted speedup over autoregressive decoding at the recommended value, with its interval.
     settings : dict
-        The full chosen configuration (e.g. ``{"steps": 4, "topk": 2, "verify_tokens": 9}``; ``verify_tokens``
-        counts the root among the tokens verified per step, as SGLang's ``--speculative-num-draft-tokens``).
+        The full chosen configuration (e.g. ``{"num_spec_tokens": 4, "tree_topk": 2, "tree_verify_tokens": 9}``;
+        ``tree_verify_tokens`` = tree_budget + 1 counts the root among the tokens verified per step, as SGLang's
+        ``--speculative-num-draft-tokens``).
     inputs : dict
         Every input (target, draft, hardware, laws, grids), plain types.
     curve : DataFrame, optional
@@ -167,8 +168,8 @@ def engine_flags(serving: pd.DataFrame, draft_model: str, *, sglang_algorithm: s
     Parameters
     ----------
     serving : DataFrame
-        The per-batch serving table (columns ``batch_size``, ``chain_gamma``, ``chain_speedup``, ``tree_steps``,
-        ``tree_topk``, ``tree_verify_tokens``, ``tree_speedup``).
+        The per-batch serving table (columns ``batch_size``, ``chain_num_spec_tokens``, ``chain_speedup``,
+        ``tree_num_spec_tokens``, ``tree_topk``, ``tree_verify_tokens``, ``tree_speedup``).
     draft_model : str
         Draft model id or path to put in the flags.
     sglang_algorithm : str
@@ -183,11 +184,11 @@ def engine_flags(serving: pd.DataFrame, draft_model: str, *, sglang_algorithm: s
     """
     rows = []
     for r in serving.itertuples():
-        config = json.dumps({"model": draft_model, "num_speculative_tokens": int(r.chain_gamma)})
+        config = json.dumps({"model": draft_model, "num_speculative_tokens": int(r.chain_num_spec_tokens)})
         vllm = "speculation off (predicted speedup < 1)" if r.chain_speedup < 1 else f"--speculative-config '{config}'"
         sglang = ("speculation off (predicted speedup < 1)" if r.tree_speedup < 1 else
                   f"--speculative-algorithm {sglang_algorithm} --speculative-draft-model-path {draft_model} "
-                  f"--speculative-num-steps {int(r.tree_steps)} --speculative-eagle-topk {int(r.tree_topk)} "
+                  f"--speculative-num-steps {int(r.tree_num_spec_tokens)} --speculative-eagle-topk {int(r.tree_topk)} "
                   f"--speculative-num-draft-tokens {int(r.tree_verify_tokens)}")
         rows.append(dict(batch_size=int(r.batch_size), vllm=vllm, sglang=sglang))
     return pd.DataFrame(rows)

@@ -1,11 +1,12 @@
-"""Decode throughput of sdlaws's engine per (batch size, method, gamma / depth, top-k, budget), predicted from a
-cost model (forward seconds) and an acceptance profile, and the best configuration per batch size.
+"""Decode throughput of sdlaws's engine per (batch size, method, num_spec_tokens, tree_topk, tree_budget),
+predicted from a cost model (forward seconds) and an acceptance profile, and the best configuration per batch size.
 
-One engine step (``sdlaws.measure.engine``) runs these forward passes:
+One engine step (``sdlaws.measure.engine``) runs these forward passes, with ``n`` = num_spec_tokens (the chain
+length, or the tree depth) and ``k`` = tree_topk:
 
-- draft: one pass re-reading the last committed tokens (2 per row for a chain, depth + 1 for a tree), then
-  depth - 1 passes of ``k`` tokens per row (1 for a chain);
-- verify: one target pass over the root and the ``budget`` drafted tokens of every row;
+- draft: one pass re-reading the last committed tokens (2 per row for a chain, n + 1 for a tree), then
+  n - 1 passes of ``k`` tokens per row (1 for a chain);
+- verify: one target pass over the root and the ``tree_budget`` drafted tokens of every row;
 - AR: one target pass of 1 token per row.
 
 A step commits accepted + 1 tokens per row (:mod:`sdlaws.plan.acceptance`); the batch takes
@@ -34,24 +35,27 @@ ForwardTime = Callable[[ModelShape, np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """One decoding configuration of the engine (``ar``: no draft)."""
+    """One decoding configuration of the engine (``ar``: no draft); the fields are the CSV columns of the same
+    names (:data:`sdlaws.schema.SPEC_RUN`)."""
 
-    method: str        # "ar", "chain" or "tree"
-    depth: int = 0     # gamma for chains, tree depth for trees
-    topk: int = 1
-    budget: int = 0    # drafted tokens verified per step (chain: gamma)
+    method: str               # "ar", "chain" or "tree"
+    num_spec_tokens: int = 0  # chain length, or tree depth
+    tree_topk: int = 1
+    tree_budget: int = 0      # drafted tokens verified per step (chain: num_spec_tokens)
 
     @property
     def label(self) -> str:
         """``ar``, ``chain g=4`` or ``tree d=3 k=8 b=24`` (:func:`sdlaws.schema.config_label`)."""
-        return config_label(self.method, self.depth, self.topk, self.budget)
+        return config_label(self.method, self.num_spec_tokens, self.tree_topk, self.tree_budget)
 
 
-def engine_grid(gammas=(1, 2, 3, 4, 5, 6, 8), depths=(1, 2, 3, 4, 6), topks=(2, 4, 8, 16, 32),
-                max_budget: int | None = 64) -> list[EngineConfig]:
-    """AR, chains of every gamma and trees of every (depth, top-k) with at most ``max_budget`` verified drafts."""
-    trees = [EngineConfig("tree", d, k, min(d * k, max_budget or d * k)) for d in depths for k in topks]
-    return [EngineConfig("ar"), *(EngineConfig("chain", g, 1, g) for g in gammas), *trees]
+def engine_grid(chain_num_spec_tokens=(1, 2, 3, 4, 5, 6, 8), tree_num_spec_tokens=(1, 2, 3, 4, 6),
+                tree_topks=(2, 4, 8, 16, 32), max_tree_budget: int | None = 64) -> list[EngineConfig]:
+    """AR, chains of every length and trees of every (depth, top-k) with at most ``max_tree_budget`` verified
+    drafts."""
+    trees = [EngineConfig("tree", d, k, min(d * k, max_tree_budget or d * k))
+             for d in tree_num_spec_tokens for k in tree_topks]
+    return [EngineConfig("ar"), *(EngineConfig("chain", n, 1, n) for n in chain_num_spec_tokens), *trees]
 
 
 def draft_passes(cfg: EngineConfig) -> list[tuple[int, int]]:
@@ -59,8 +63,9 @@ def draft_passes(cfg: EngineConfig) -> list[tuple[int, int]]:
     docstring)."""
     if cfg.method == "ar":
         return []
-    refeed = 2 if cfg.topk == 1 else cfg.depth + 1
-    return [(refeed, 1)] + ([(cfg.topk, cfg.depth - 1)] if cfg.depth > 1 else [])
+    n, k = cfg.num_spec_tokens, cfg.tree_topk
+    refeed = 2 if k == 1 else n + 1
+    return [(refeed, 1)] + ([(k, n - 1)] if n > 1 else [])
 
 
 def step_time_s(cfg: EngineConfig, batch_size, forward_s: ForwardTime, target: ModelShape,
@@ -71,14 +76,14 @@ def step_time_s(cfg: EngineConfig, batch_size, forward_s: ForwardTime, target: M
         return lambda b, tokens: forward_s(shape, b, np.full_like(b, tokens))
 
     b = np.asarray(batch_size, dtype=float)
-    return speculative_step_s(pass_s(draft), pass_s(target), b, draft_passes(cfg), 1 + cfg.budget)
+    return speculative_step_s(pass_s(draft), pass_s(target), b, draft_passes(cfg), 1 + cfg.tree_budget)
 
 
 def length_pmf(cfg: EngineConfig, profile) -> np.ndarray:
     """Accepted-drafts distribution of one step (AR: always 0)."""
     if cfg.method == "ar":
         return np.array([1.0])
-    return engine_tree(profile, cfg.topk, cfg.depth, cfg.budget).length_pmf(cfg.depth)
+    return engine_tree(profile, cfg.tree_topk, cfg.num_spec_tokens, cfg.tree_budget).length_pmf(cfg.num_spec_tokens)
 
 
 def predict_decode(configs: list[EngineConfig], batch_sizes, *, forward_s: ForwardTime, target: ModelShape,
@@ -104,9 +109,9 @@ def predict_decode(configs: list[EngineConfig], batch_sizes, *, forward_s: Forwa
         step_s = step_time_s(cfg, batches, forward_s, target, draft) + (overhead_s(cfg) if overhead_s else 0.0)
         for b, s in zip(batches, step_s):
             steps = batch_steps(pmf, max_new_tokens, int(b), batching=batching)
-            rows.append(dict(batch_size=int(b), method=cfg.method, num_spec_tokens=cfg.depth, tree_topk=cfg.topk,
-                             tree_budget=cfg.budget, label=cfg.label, tau=tau, steps=steps, step_s=float(s),
-                             decode_tokens_per_s=b * (max_new_tokens - 1) / (steps * s)))
+            rows.append(dict(batch_size=int(b), method=cfg.method, num_spec_tokens=cfg.num_spec_tokens,
+                             tree_topk=cfg.tree_topk, tree_budget=cfg.tree_budget, label=cfg.label, tau=tau,
+                             steps=steps, step_s=float(s), decode_tokens_per_s=b * (max_new_tokens - 1) / (steps * s)))
     return pd.DataFrame(rows)
 
 

@@ -80,15 +80,17 @@ class ServingSetup:
             raise ConfigError("no draft model in this serving setup; give a draft size or shape")
         return self.forward_time_s(self.draft, batch_size, tokens_per_row)
 
-    def chain_step_time_s(self, batch_size, gamma):
-        """One chain step: ``gamma`` draft passes + one target pass verifying ``gamma + 1`` tokens per row."""
-        gamma = np.asarray(gamma, dtype=float)
-        return speculative_step_s(self.draft_time_s, self.target_time_s, batch_size, [(1, gamma)], gamma + 1)
+    def chain_step_time_s(self, batch_size, num_spec_tokens):
+        """One chain step: ``num_spec_tokens`` draft passes + one target pass verifying ``num_spec_tokens + 1``
+        tokens per row."""
+        n = np.asarray(num_spec_tokens, dtype=float)
+        return speculative_step_s(self.draft_time_s, self.target_time_s, batch_size, [(1, n)], n + 1)
 
-    def tree_step_time_s(self, batch_size, topk, depth):
-        """One tree step: ``depth`` draft passes of ``topk`` tokens per row + verifying ``topk * depth + 1``."""
-        topk, depth = np.asarray(topk, dtype=float), np.asarray(depth, dtype=float)
-        return speculative_step_s(self.draft_time_s, self.target_time_s, batch_size, [(topk, depth)], topk * depth + 1)
+    def tree_step_time_s(self, batch_size, tree_topk, num_spec_tokens):
+        """One tree step: ``num_spec_tokens`` (the depth) draft passes of ``tree_topk`` tokens per row + verifying
+        ``tree_topk * num_spec_tokens + 1``."""
+        k, n = np.asarray(tree_topk, dtype=float), np.asarray(num_spec_tokens, dtype=float)
+        return speculative_step_s(self.draft_time_s, self.target_time_s, batch_size, [(k, n)], k * n + 1)
 
     def memory_bytes_per_gpu(self, batch_size, tokens_per_row=1) -> np.ndarray:
         """Weights + KV cache per GPU (target split over tp, draft replicated)."""

@@ -217,7 +217,7 @@ class EngineOverheads:
         """Overhead of one step of ``cfg``."""
         if cfg.method == "ar":
             return self.ar_step_s
-        return self.spec_step_s + (self.tree_level_s * (cfg.depth - 1) if cfg.method == "tree" else 0.0)
+        return self.spec_step_s + (self.tree_level_s * (cfg.num_spec_tokens - 1) if cfg.method == "tree" else 0.0)
 
     def prefill_s(self, forward_s: float) -> float:
         """Prefill seconds of one batch whose forwards the law puts at ``forward_s``."""
@@ -278,7 +278,7 @@ def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None
         err = 0.0
         for r in rows.itertuples():
             cfg = engine_config(r)
-            pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
+            pmfs = [length_pmf(cfg, _profile_for(p, cfg.num_spec_tokens)) for p in prompt_profiles(profile, spread)]
             pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws,
                                batching=getattr(r, "batching", "static"))
             err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
@@ -312,9 +312,9 @@ def engine_config(row) -> EngineConfig:
     """The engine configuration of a ``spec`` row (a row of a DataFrame or of ``itertuples``)."""
     if row.method == "ar":
         return EngineConfig("ar")
-    depth = int(row.num_spec_tokens)
-    budget = int(row.tree_budget) if row.method == "tree" and row.tree_budget == row.tree_budget else depth
-    return EngineConfig(row.method, depth, int(row.tree_topk), budget)
+    n = int(row.num_spec_tokens)
+    budget = int(row.tree_budget) if row.method == "tree" and row.tree_budget == row.tree_budget else n
+    return EngineConfig(row.method, n, int(row.tree_topk), budget)
 
 
 @dataclass(frozen=True)
@@ -471,7 +471,7 @@ def _predict_row(row, planner: "FittedPlanner", shapes: dict) -> dict:
         profile, spread, source = _acceptance(row, planner)
         if profile is None:
             return {"reason": source}
-        pmfs = [length_pmf(cfg, _profile_for(p, cfg.depth)) for p in prompt_profiles(profile, spread)]
+        pmfs = [length_pmf(cfg, _profile_for(p, cfg.num_spec_tokens)) for p in prompt_profiles(profile, spread)]
     max_new, batch, batches = int(row.max_new_tokens), int(row.batch_size), float(row.num_batches)
     parts = _forward_parts(row, law, shapes)
     step_s = parts["step_forward_s"] + overheads.step_s(cfg)
