@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sdlaws import rates
+
 #: A row is set aside where a defect's estimated cost is more than this share of its measured decode step.
 MAX_SHARE = 0.02
 #: Bytes per LM-head weight in the affected runs (bf16).
@@ -48,11 +50,6 @@ class Defect:
 LM_HEAD_PER_ROW = Defect("LM head read once per row", ("8fe13df", "c3d041c"), "405b6d6")
 
 
-def decode_step_s(rows: pd.DataFrame) -> pd.Series:
-    """Measured seconds per decode step (prefill excluded)."""
-    return (rows["total_time_s"] - rows["prefill_time_s"]) / rows["num_steps"]
-
-
 def lm_head_share(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> pd.Series:
     """Estimated share of each row's decode step that :data:`LM_HEAD_PER_ROW` added (0 where it did not apply).
 
@@ -69,7 +66,7 @@ def lm_head_share(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> pd.Se
     head_bytes = rows["draft_name"].map(lambda n: shapes[n].vocab * shapes[n].hidden * WEIGHT_BYTES
                                         if n in shapes else np.nan)
     extra = (rows["batch_size"] - 1) * head_bytes / bytes_per_s
-    return (extra / decode_step_s(rows)).where(hit, 0.0).fillna(0.0)
+    return (extra / rates.decode_step_s(rows)).where(hit, 0.0).fillna(0.0)
 
 
 def set_aside(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:

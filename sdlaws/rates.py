@@ -157,13 +157,23 @@ def count_list(cell) -> list[float]:
     return [float(v) for v in json.loads(cell)]
 
 
+def prompt_tokens_per_seq(df: pd.DataFrame) -> pd.Series:
+    """Mean prompt tokens per sequence of each row (the context a workload decodes over)."""
+    return df["num_prompt_tokens"] / df["num_prompts"]
+
+
+def decode_step_s(df: pd.DataFrame) -> pd.Series:
+    """Measured seconds per decode step of each row, prefill excluded."""
+    return (df["total_time_s"] - df["prefill_time_s"]) / df["num_steps"]
+
+
 def derive(df: pd.DataFrame) -> pd.DataFrame:
     """Add every derived rate column to a validated ``spec`` frame (a copy is returned).
 
     Failed rows get NaN rates. Columns added: prompt_tokens_per_seq, acceptance_rate, mean_acceptance_length,
     alpha_mle, alpha_tau,
     pos_acceptance_rate_<i>, cond_acceptance_rate_<i>, tokens_per_s, ttft_s, tpot_s, decode_tokens_per_s,
-    speedup, decode_speedup, cost_ratio_c.
+    decode_step_s, draft_s_per_position, speedup, decode_speedup, cost_ratio_c.
     """
     out = df.copy()
     ok = out["status"].eq("ok") if "status" in out else pd.Series(True, index=out.index)
@@ -175,7 +185,7 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
         out["tokens_per_s"] = (out["num_new_tokens"] / out["total_time_s"]).where(ok)
         # mean prompt length: the same prompt set cut to another length (a longer context) is another workload
         if {"num_prompt_tokens", "num_prompts"} <= set(out.columns):
-            out["prompt_tokens_per_seq"] = (out["num_prompt_tokens"] / out["num_prompts"]).where(ok)
+            out["prompt_tokens_per_seq"] = prompt_tokens_per_seq(out).where(ok)
         out["ttft_s"] = (out["prefill_time_s"] / out["num_batches"]).where(ok)
         decode_per_batch = (out["total_time_s"] - out["prefill_time_s"]) / out["num_batches"]
         out["tpot_s"] = (decode_per_batch / (out["max_new_tokens"] - 1).where(out["max_new_tokens"] > 1)).where(ok)
@@ -183,10 +193,13 @@ def derive(df: pd.DataFrame) -> pd.DataFrame:
             if {total, count} <= set(out.columns):
                 out[rate] = out[rate].fillna((out[total] / out[count].where(out[count] > 0)).where(ok))
         out["decode_tokens_per_s"] = (out["batch_size"] / out["tpot_s"]).where(ok)
+        out["decode_step_s"] = decode_step_s(out).where(ok)
         if {"draft_time_s", "verify_time_s"} <= set(out.columns):
+            # seconds of the draft phase per drafted position: one draft forward with its sampling
+            out["draft_s_per_position"] = out["draft_time_s"] / (out["num_steps"] * out["num_spec_tokens"]).where(
+                out["num_spec_tokens"] > 0)
             # Leviathan Def. 3.7 cost coefficient c: one draft forward / one target forward, measured in decode.
-            per_draft = out["draft_time_s"] / (out["num_steps"] * out["num_spec_tokens"]).where(out["num_spec_tokens"] > 0)
-            out["cost_ratio_c"] = per_draft / (out["verify_time_s"] / out["num_steps"])
+            out["cost_ratio_c"] = out["draft_s_per_position"] / (out["verify_time_s"] / out["num_steps"])
     per_pos = out["num_accepted_per_pos"].map(count_list) if "num_accepted_per_pos" in out else pd.Series([[]] * len(out), index=out.index)
     out["alpha_mle"] = [_alpha_mle(p, d, a, g, m) if k else nan
                         for p, d, a, g, m, k in zip(per_pos, out["num_drafts"], out["num_accepted_tokens"],

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sdlaws"
 LAYERS = (
     ("sdlaws", "sdlaws.errors", "sdlaws.schema", "sdlaws.shapes", "sdlaws.dtypes",        # words and facts
      "sdlaws.provenance", "sdlaws.formatting"),
-    ("sdlaws.rates", "sdlaws.io", "sdlaws.hardware"),                                     # tables and GPU profiles
+    ("sdlaws.rates", "sdlaws.io", "sdlaws.hardware", "sdlaws.defects"),                   # tables and GPU profiles
     ("sdlaws.fit", "sdlaws.roofline", "sdlaws.calibration", "sdlaws.plotting"),           # laws and the roofline
     ("sdlaws.measure", "sdlaws.plan", "sdlaws.ingest"),                                   # measuring, importing, planning
     ("sdlaws.train",),                                                                    # training drafts

@@ -38,3 +38,14 @@ def test_set_aside_splits_at_the_threshold():
     kept, aside = defects.set_aside(rows, {DRAFT: named_shape(DRAFT)}, 4e12)
     assert list(kept["batch_size"]) == [1, 2] and list(aside["batch_size"]) == [64]   # b=2: 0.13 ms of 1 s
     assert aside["defect_share"].iloc[0] > defects.MAX_SHARE and "405b6d6" in aside["reason"].iloc[0]
+
+
+def test_the_step_rates_come_from_rates(spec_row):
+    """The decode step and the draft seconds per drafted position are derived in ``sdlaws.rates``."""
+    from sdlaws import rates
+
+    row = pd.DataFrame([spec_row(total_time_s=3.0, prefill_time_s=1.0, num_steps=40, draft_time_s=0.8,
+                                 verify_time_s=1.0, num_spec_tokens=4)])
+    out = rates.derive(row)
+    assert out["decode_step_s"].iloc[0] == 0.05 and out["draft_s_per_position"].iloc[0] == 0.8 / 160
+    assert out["cost_ratio_c"].iloc[0] == (0.8 / 160) / (1.0 / 40)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sdlaws import defects
+from sdlaws import defects, rates
 from sdlaws.experiments import verdicts
 from sdlaws.hardware import load_hardware
 from sdlaws.roofline import named_shape
@@ -131,14 +131,16 @@ def best_topk(spec: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def prompt_len(rows: pd.DataFrame) -> pd.Series:
+    """Tokens per prompt of each row, rounded: the sweep's context (``prompt_tokens_per_seq``)."""
+    return rates.prompt_tokens_per_seq(rows).round().astype(int).rename("prompt_len")
+
+
 def draft_forward_ms(spec: pd.DataFrame) -> pd.Series:
     """Median milliseconds of the draft phase per drafted position of chain rows, per (prompt length, batch):
-    one draft forward and its sampling, as the engine times it (``draft_time_s`` over steps and gamma)."""
-    chains = spec[spec["method"].eq("chain")]
-    ms = 1e3 * chains["draft_time_s"] / chains["num_steps"] / chains["num_spec_tokens"]
-    keys = [(chains["num_prompt_tokens"] / chains["num_prompts"]).round().astype(int).rename("prompt_len"),
-            chains["batch_size"]]
-    return ms.groupby(keys).median()
+    one draft forward and its sampling, as the engine times it (``draft_s_per_position``)."""
+    chains = rates.derive(spec[spec["method"].eq("chain")])
+    return (1e3 * chains["draft_s_per_position"]).groupby([prompt_len(chains), chains["batch_size"]]).median()
 
 
 def draft_cost(heads: pd.DataFrame, lm: pd.DataFrame) -> pd.DataFrame:
@@ -167,11 +169,11 @@ def sweep_profile(part: pd.DataFrame, root: Path) -> str:
         if rows is not None and [len(r) for r in rows] == [len(r) for r in known] and np.allclose(
                 np.concatenate(rows), np.concatenate(known)):
             return rel
-    raise InputError(f"{THM13}: rows of {int(part['num_prompt_tokens'].iloc[0] / part['num_prompts'].iloc[0])}-token "
+    raise InputError(f"{THM13}: rows of {prompt_len(part).iloc[0]}-token "
                      f"prompts ran with {len(used)} profile(s), not exactly one of {', '.join(PROFILES)}")
 
 
-def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int, max_new: int, profile: str,
+def plan_check(table: pd.DataFrame, root: Path, law, prompt_tokens: int, max_new: int, profile: str,
                overheads) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The planner's choice per batch size (step-time law of the H200 tables plus the engine's ``overheads``
     per step, the sweep's profile, searched over the measured configurations) against the measured best; and
@@ -181,7 +183,7 @@ def plan_check(table: pd.DataFrame, root: Path, law, prompt_len: int, max_new: i
     from sdlaws.plan.setup import ServingSetup
 
     setup = ServingSetup(named_shape(TARGET), load_hardware("h200"), draft=named_shape(DRAFT),
-                         kv_len=int(prompt_len + max_new / 2), forward=law)
+                         kv_len=int(prompt_tokens + max_new / 2), forward=law)
     # what `sdlaws plan serving` searches (its engine grid), among the measured configurations; the measured best
     # is taken over every measured configuration, so a better one outside the grid counts against the plan
     searched = set(engine_grid())
@@ -231,22 +233,22 @@ def analyse(root: str | Path = "measurements") -> Results:
     every = read_measurements(root / THM13, table="spec")
     spec, aside = defects.set_aside(every[every["status"].eq("ok")], {DRAFT: named_shape(DRAFT)},
                                     float(law.params["hbm_bytes_per_s"]))
-    aside = aside.assign(prompt_len=(aside["num_prompt_tokens"] / aside["num_prompts"]).round().astype(int))
-    context = (spec["num_prompt_tokens"] / spec["num_prompts"]).round().astype(int)
+    aside = aside.assign(prompt_len=prompt_len(aside))
+    context = prompt_len(spec)
     lost = every[every["status"].ne("ok")].drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
     failed = [(int(r.batch_size), config_label(r.method, r.num_spec_tokens, r.tree_topk), str(r.error).split(":")[0])
               for r in lost.itertuples()]
     sweeps = []
-    for prompt_len in sorted(context.unique()):
-        part = spec[context == prompt_len]
+    for length in sorted(context.unique()):
+        part = spec[context == length]
         # a batch size with rows set aside has a partial grid: its measured best would be a best of what is left
-        part = part[~part["batch_size"].isin(aside.loc[aside["prompt_len"] == prompt_len, "batch_size"])]
+        part = part[~part["batch_size"].isin(aside.loc[aside["prompt_len"] == length, "batch_size"])]
         if part.empty:
             continue
         table, optimum, profile = decode_table(part), best_topk(part), sweep_profile(part, root)
-        plan, predicted = plan_check(table, root, law, int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile,
-                                     overheads)
-        sweeps.append(Sweep(int(prompt_len), int(part["max_new_tokens"].iloc[0]), profile, table, optimum, fit_topk_law(optimum), plan, predicted,
+        max_new = int(part["max_new_tokens"].iloc[0])
+        plan, predicted = plan_check(table, root, law, int(length), max_new, profile, overheads)
+        sweeps.append(Sweep(int(length), max_new, profile, table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
     return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps, failed=failed,
                    overheads=overheads, set_aside=aside, draft_cost=draft_cost(_read(root, HEADS, table="spec"), spec))
