@@ -18,14 +18,23 @@ import time
 
 import torch
 
+from sdlaws.errors import SdlawsError
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
 from sdlaws.measure.models import load_model
 from sdlaws.measure.profile import parse
 
 
 def _case(text: str) -> tuple[str, int, int, int, int]:
-    method, gamma, topk, batch, prompt = text.split(",")
-    return method, int(gamma), int(topk), int(batch), int(prompt)
+    """``method,gamma,topk,batch,prompt_len``; a malformed case is one argparse error line (exit 2)."""
+    try:
+        method, gamma, topk, batch, prompt = text.split(",")
+        case = method, int(gamma), int(topk), int(batch), int(prompt)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not method,gamma,topk,batch,prompt_len "
+                                         "(e.g. chain,1,1,64,2048)") from None
+    if method not in ("chain", "tree") or min(case[1:]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: method is chain or tree and the numbers are positive")
+    return case
 
 
 def _phase_ms(dec: SpecDecoder, prompts: list[list[int]]) -> tuple[float, float]:
@@ -70,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    try:
+        profile = parse(args.profile)
+    except SdlawsError as exc:
+        ap.error(str(exc))  # one line, exit 2, before any model loads or output is written
     target = load_model(args.target, device=args.device)[0]
     draft = load_model(args.draft, device=args.device)[0]
-    profile, vocab = parse(args.profile), min(32000, target.config.vocab_size)
+    vocab = min(32000, target.config.vocab_size)
     out = open(args.out, "w") if args.out else sys.stdout
     gen = torch.Generator().manual_seed(0)
     for method, gamma, topk, batch, prompt_len in args.case:
