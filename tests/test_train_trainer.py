@@ -131,7 +131,7 @@ def test_specs_families_and_token_parsing():
 WSD = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.0, schedule="wsd", decay_fraction=0.2,
                   loss_window=4, heldout_eval_tokens=2048)
 #: Metadata that depends on the clock or the host, not on the training.
-TIMING = {"busy_time_s", "tokens_per_s", "mfu", "mfu_measured", "measured_matmul_flops_per_s", "timestamp_utc",
+TIMING = {"busy_time_s", "timed_steps", "tokens_per_s", "mfu", "mfu_measured", "measured_matmul_flops_per_s", "timestamp_utc",
           "train_config"}
 
 
@@ -210,8 +210,10 @@ def test_metadata_records_tokens_per_second_and_model_flop_utilisation(corpus, t
     from sdlaws.train.trainer import FamilyTrainer
 
     monkeypatch.setattr(FamilyTrainer, "_peak_flops_per_s", lambda self: 1e12)   # CPU has no datasheet peak
-    spec = TrainSpec(layers=1, hidden_size=32, tokens=3 * 128)
+    spec = TrainSpec(layers=1, hidden_size=32, tokens=5 * 128)
     m = train_family([spec], corpus, tmp_path, CONFIG, progress=False).final(spec.name).metadata
+    # the first UNTIMED_STEPS (2) steps of a process are compile/autotune time, left out of the throughput
+    assert m["step"] == 5 and m["timed_steps"] == 3
     flops = spec.train_flops_per_token(corpus.vocab_size, 32) * 3 * 128
     assert m["flops_per_token"] * 3 * 128 == flops and m["tokens_per_s"] == pytest.approx(384 / m["busy_time_s"])
     assert m["peak_flops_per_s"] == 1e12 and m["mfu"] == pytest.approx(flops / m["busy_time_s"] / 1e12)

@@ -102,8 +102,8 @@ class HeadTrainer(FamilyTrainer):
                  config: HeadTrainConfig = HeadTrainConfig()):
         super().__init__(specs, corpus, out, config)
         self.target, self.target_spec = target, target_spec
-        self.features_clock = SimpleNamespace(timer=[], busy_s=0.0)  # the target's passes, this process
-        self.feature_tokens = 0
+        # the target's passes, this process (timed as a model's steps: the first ones are left out)
+        self.features_clock = SimpleNamespace(timer=[], busy_s=0.0, timed_steps=0, process_steps=0)
 
     def _resume_key(self, spec: TrainSpec) -> dict:
         """The trainer's key plus the target (a head resumes only on the target it started with)."""
@@ -142,7 +142,6 @@ class HeadTrainer(FamilyTrainer):
             features = target_features(self.target, input_ids=batch, use_cache=False)
             logits = self.target.get_output_embeddings()(features[:, 1:])
         self.clock.stop(self.features_clock, start)
-        self.feature_tokens += batch.shape[0] * (batch.shape[1] - 1)
         return SimpleNamespace(ids=batch, features=features, logits=logits)
 
     def _step(self, run: _Run, inputs: SimpleNamespace) -> None:
@@ -202,7 +201,7 @@ class HeadTrainer(FamilyTrainer):
         flops = head_train_flops_per_token(run.model, self.config.seq_len)
         feature_flops = target_flops_per_token(self.target, self.config.seq_len)
         peak = self.peak_flops_per_s
-        tokens = meta["pretrain_tokens"]
+        tokens = self.timed_tokens(run)
         meta.update(
             kind="head", architecture="FeatureHead", params=params, non_embedding_params=params,
             intermediate_size=run.model.config.intermediate_size, target=self.target_spec,
@@ -211,7 +210,8 @@ class HeadTrainer(FamilyTrainer):
             mfu=utilisation(flops * tokens, run.busy_s, peak),
             mfu_measured=utilisation(flops * tokens, run.busy_s, self.matmul_flops_per_s),
             feature_flops_per_token=feature_flops, feature_time_s=self.features_clock.busy_s,
-            feature_mfu=utilisation(feature_flops * self.feature_tokens, self.features_clock.busy_s, peak))
+            feature_mfu=utilisation(feature_flops * self.timed_tokens(self.features_clock),
+                                    self.features_clock.busy_s, peak))
         return meta
 
     def _heldout_fields(self, run: _Run) -> dict:

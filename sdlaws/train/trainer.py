@@ -61,6 +61,8 @@ METADATA_FILE = "sdlaws_train.json"
 RESUME_FILE = "resume.pt"
 TRAIN_FORMAT = "sdlaws-train/1"
 SCHEDULES = ("cosine", "wsd")
+#: Steps of each model at the start of each process left out of its busy time (compilation, autotuning).
+UNTIMED_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,9 @@ class _Run:
     step: int = 0                   # completed optimizer steps
     loss_sum: Any = None            # device scalar: summed loss since the last checkpoint (no host sync per step)
     loss_steps: int = 0
-    busy_s: float = 0.0             # device seconds spent on this model so far (persisted across resumes)
+    busy_s: float = 0.0             # device seconds of the timed steps so far (persisted across resumes)
+    timed_steps: int = 0            # steps whose time is in busy_s (persisted)
+    process_steps: int = 0          # steps taken by this process (the first UNTIMED_STEPS are not timed)
     timer: list = field(default_factory=list)
     recent: deque = field(default_factory=deque)    # device losses of the last ``loss_window`` steps
 
@@ -318,7 +322,11 @@ class _Run:
 
 
 class _Clock:
-    """Per-model busy time: CUDA events around each model's step (read at checkpoints), or wall time on CPU."""
+    """Per-model busy time: CUDA events around each model's step (read at checkpoints), or wall time on CPU.
+
+    The first :data:`UNTIMED_STEPS` steps of each model in each process are left out: under ``torch.compile``
+    they include compilation and autotuning (tens of seconds), which would understate a steady-state MFU.
+    """
 
     def __init__(self, device: "torch.device"):
         import torch
@@ -335,7 +343,11 @@ class _Clock:
         return time.perf_counter()
 
     def stop(self, run: _Run, start) -> None:
-        """Mark the end of ``run``'s step begun at ``start``."""
+        """Mark the end of ``run``'s step begun at ``start`` (not timed among a process's first steps)."""
+        run.process_steps += 1
+        if run.process_steps <= UNTIMED_STEPS:
+            return
+        run.timed_steps += 1
         if self.cuda:
             end = self.torch.cuda.Event(enable_timing=True)
             end.record()
@@ -444,6 +456,7 @@ class FamilyTrainer:
         """Optimizer, step, busy time and running losses of ``run`` from a resume state."""
         run.optimizer.load_state_dict(state["optimizer"])
         run.step, run.busy_s = int(state["step"]), float(state["busy_s"])
+        run.timed_steps = int(state.get("timed_steps", run.step))    # older versions timed every step
         if "loss_sum" in state:    # resume files of older versions, saved at checkpoints only, had no running loss
             run.loss_sum += state["loss_sum"].to(self.device)
             run.loss_steps = int(state["loss_steps"])
@@ -545,7 +558,7 @@ class FamilyTrainer:
             "corpus_manifest_sha256": self.corpus.manifest_sha256, "corpus_path": str(self.corpus.path),
             **self._schedule_fields(run), **self._loss_fields(run),
             **(self._heldout_fields(run) if self._finished(run) and not stopped_early else {}),
-            **self._throughput_fields(run, tokens, spec.train_flops_per_token(vocab, self.config.seq_len)),
+            **self._throughput_fields(run, spec.train_flops_per_token(vocab, self.config.seq_len)),
             "stopped_early": stopped_early, "device": device_name(str(self.device)),
             "dtype": "bfloat16-autocast" if self.autocast_dtype is not None else "float32",
             "compile": self.config.compile and self.device.type == "cuda", "train_config": asdict(self.config),
@@ -593,11 +606,18 @@ class FamilyTrainer:
         run.model.train()
         return {"heldout_loss": total / count, "heldout_eval_tokens": count, "heldout_set": self.corpus.heldout_name}
 
-    def _throughput_fields(self, run: _Run, tokens: int, flops_per_token: float) -> dict:
+    def timed_tokens(self, run) -> int:
+        """Tokens of ``run``'s timed steps (``run``: a model's run or the head trainer's feature clock)."""
+        return run.timed_steps * self.config.tokens_per_step
+
+    def _throughput_fields(self, run: _Run, flops_per_token: float) -> dict:
         """Tokens/s and model FLOP utilisation (Chowdhery et al. 2022, PaLM, App. B: model FLOPs / time / peak)
-        against the datasheet peak (None off CUDA or on an unknown GPU) and against the measured matmul rate."""
+        against the datasheet peak (None off CUDA or on an unknown GPU) and against the measured matmul rate,
+        over the timed steps (:class:`_Clock`)."""
+        tokens = self.timed_tokens(run)
         flops = flops_per_token * tokens
-        return {"busy_time_s": run.busy_s, "tokens_per_s": tokens / run.busy_s if run.busy_s > 0 else float("nan"),
+        return {"busy_time_s": run.busy_s, "timed_steps": run.timed_steps,
+                "tokens_per_s": tokens / run.busy_s if run.busy_s > 0 else float("nan"),
                 "flops_per_token": flops_per_token, "peak_flops_per_s": self.peak_flops_per_s,
                 "mfu": utilisation(flops, run.busy_s, self.peak_flops_per_s),
                 "measured_matmul_flops_per_s": self.matmul_flops_per_s,
@@ -663,7 +683,7 @@ class FamilyTrainer:
         import torch
 
         state = {"key": key, "checkpoint": checkpoint, "step": run.step, "busy_s": run.busy_s,
-                 "optimizer": run.optimizer.state_dict(),
+                 "timed_steps": run.timed_steps, "optimizer": run.optimizer.state_dict(),
                  "loss_sum": torch.zeros_like(run.loss_sum, device="cpu") if fresh else run.loss_sum.cpu(),
                  "loss_steps": 0 if fresh else run.loss_steps, "recent": [t.cpu() for t in run.recent]}
         with io.atomic_write(path, "wb") as fh:
