@@ -40,6 +40,15 @@ def test_set_aside_splits_at_the_threshold():
     assert aside["defect_share"].iloc[0] > defects.MAX_SHARE and "405b6d6" in aside["reason"].iloc[0]
 
 
+def test_a_configuration_measured_again_after_the_fix_replaces_the_affected_row():
+    cheap = dict(batch_size=2, total_time_s=100.2)                    # share far below the threshold
+    rows = pd.concat([_rows(run_id="a", **cheap), _rows(run_id="a", git_sha="97b74118ed5f", **cheap),
+                      _rows(run_id="b", **cheap), _rows(run_id="c", git_sha="b665019", **cheap)])
+    kept, aside = defects.set_aside(rows, {DRAFT: named_shape(DRAFT)}, 4e12)
+    assert list(zip(kept["run_id"], kept["git_sha"])) == [("a", "97b74118ed5f"), ("b", "8fe13df"), ("c", "b665019")]
+    assert list(aside["run_id"]) == ["a"] and "measured again" in aside["reason"].iloc[0]
+
+
 def test_the_step_rates_come_from_rates(spec_row):
     """The decode step and the draft seconds per drafted position are derived in ``sdlaws.rates``."""
     from sdlaws import rates

@@ -27,7 +27,8 @@ def test_share_goal_flips_at_the_share():
 @pytest.mark.parametrize("p,lo,hi,batches,expected", [
     (0.5, 0.3, 0.7, 5, "consistent with B^(-1/2)"),
     (0.9, 0.7, 1.1, 5, "not like B^(-1/2)"),
-    (0.2, -0.1, 0.5, 5, "no significant shrinkage"),
+    (0.1, -0.1, 0.3, 5, "no significant shrinkage"),
+    (0.2, -0.1, 0.5, 5, "cannot tell"),                  # the interval holds 0 and 1/2
     (0.5, 0.3, 0.7, 2, "not testable"),
 ])
 def test_topk_shrinkage_verdicts(p, lo, hi, batches, expected):

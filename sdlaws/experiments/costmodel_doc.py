@@ -38,7 +38,8 @@ def _provenance(root: Path) -> str:
     for path, table in ((H200_STEPS, "step"), (THM13, "spec")):
         d = read_measurements(root / path, table=table)
         parts.append(f"`{path}`: {len(d)} rows, {d['gpu_name'].iloc[0]}, torch {d['torch_version'].iloc[0]}, "
-                     f"transformers {d['transformers_version'].iloc[0]}, git {d['git_sha'].iloc[0]}, "
+                     f"transformers {d['transformers_version'].iloc[0]}, "
+                     f"git {', '.join(map(str, d['git_sha'].dropna().unique()))}, "
                      f"{d['timestamp_utc'].min()[:10]}")
     return "; ".join(parts)
 
@@ -130,6 +131,7 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         f"![transfer]({figs['transfer']})",
         "",
         *(line for sweep in results.sweeps for line in _sweep_section(sweep, figs, _overheads(results.overheads))),
+        *_plan_overall(results.sweeps),
         *_missing_contexts(results),
         *_set_aside(results.set_aside),
         *_draft_cost(results.draft_cost),
@@ -138,6 +140,22 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "",
     ]
     return "\n".join(lines)
+
+
+#: The subject of the plan check's sentences.
+_WITHIN = f"the planner's choice is within {GOALS['plan_within']:g}% of the measured best"
+
+
+def _plan_overall(sweeps: list) -> list[str]:
+    """The plan check over every (prompt length, batch size) of the sweeps, when there is more than one length."""
+    if len(sweeps) < 2:
+        return []
+    hits = sum(int((s.plan["shortfall_pct"] <= GOALS["plan_within"]).sum()) for s in sweeps)
+    total = sum(len(s.plan) for s in sweeps)
+    lengths = " and ".join(str(s.prompt_len) for s in sweeps)
+    return [f"Over both prompt lengths ({lengths} tokens): "
+            f"{verdicts.share_goal(hits, total, GOALS['plan_share'], _WITHIN, 'batch sizes x prompt lengths')}.",
+            ""]
 
 
 def _missing_contexts(results: Results) -> list[str]:
@@ -150,19 +168,29 @@ def _missing_contexts(results: Results) -> list[str]:
 
 
 def _set_aside(aside: pd.DataFrame) -> list[str]:
-    """A paragraph on the sweep rows :mod:`sdlaws.defects` set aside, per prompt length and batch size."""
+    """A paragraph on the sweep rows :mod:`sdlaws.defects` set aside, per prompt length and batch size: those
+    measured again after the fix, and those that were not (their batch sizes are left out of the tables)."""
     if aside is None or aside.empty:
         return []
     from sdlaws.defects import LM_HEAD_PER_ROW, MAX_SHARE
 
-    parts = [f"{len(g)} at {p}-token prompts (batch {', '.join(map(str, sorted(g['batch_size'].unique())))})"
-             for p, g in aside.groupby("prompt_len")]
+    def where(rows: pd.DataFrame) -> str:
+        return "; ".join(f"{len(g)} at {p}-token prompts (batch {', '.join(map(str, sorted(g['batch_size'].unique())))})"
+                         for p, g in rows.groupby("prompt_len"))
+
     shas = ", ".join(sorted(aside["git_sha"].astype(str).str[:7].unique()))
-    return [f"Set aside: {len(aside)} speculative rows, {'; '.join(parts)}, timed at git {shas} with a known engine "
-            f"defect ({LM_HEAD_PER_ROW.name}, fixed in {LM_HEAD_PER_ROW.fixed_in}; see `sdlaws.defects`) whose "
-            f"estimated cost exceeds {100 * MAX_SHARE:g}% of their decode step; the tables above leave out every batch "
-            "size with rows set aside (its grid would be partial). "
-            "`benchmarks/gpu_heldout.sh` steps 3-4 re-measure them with the fixed engine.", ""]
+    lines = [f"Set aside: {len(aside)} speculative rows timed at git {shas} with a known engine defect "
+             f"({LM_HEAD_PER_ROW.name}, fixed in {LM_HEAD_PER_ROW.fixed_in}; see `sdlaws.defects`)."]
+    again = aside[aside["remeasured"]]
+    if len(again):
+        lines.append(f"Measured again with the fixed engine (`h200/thm13-fixed.csv`), whose rows the tables above "
+                     f"use in their place: {where(again)}.")
+    lacking = aside[~aside["remeasured"]]
+    if len(lacking):
+        lines.append(f"Not measured again, with an estimated cost over {100 * MAX_SHARE:g}% of their decode step: "
+                     f"{where(lacking)}; the tables above leave out those batch sizes (their grids would be "
+                     "partial).")
+    return [" ".join(lines), ""]
 
 
 def _draft_cost(cost: pd.DataFrame) -> list[str]:
@@ -197,12 +225,23 @@ def _overheads(overheads) -> str:
     return ", ".join(f"{k} {1e3 * v:.3g} ms" for k, v in overheads.__dict__.items())
 
 
+def _sqrt_fit(fits: dict) -> str:
+    """The fit with p fixed at 1/2 and its likelihood-ratio test against p free (empty without fits)."""
+    if fits["sqrt"] is None:
+        return ""
+    c = fits["sqrt"]
+    lo, hi = c.conf_int().loc["c"]
+    test = fits["lr_p"].loc["topk_batch_sqrt"]
+    return (f" With p fixed at 1/2: c = {float(c.params['c']):.3g} [{lo:.3g}, {hi:.3g}]; likelihood-ratio test of "
+            f"p = 1/2 against p free: statistic {float(test['lr_stat']):.2f}, p-value {float(test['lr_pvalue']):.2g}.")
+
+
 def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
     """Thm 1.3 and the planner's choices at one prompt length."""
     tag = f"-{sweep.prompt_len}"
     plan, pred, fits = sweep.plan, sweep.predicted, sweep.topk_fits
     hits = int((plan["shortfall_pct"] <= GOALS["plan_within"]).sum())
-    within = f"The planner's choice is within {GOALS['plan_within']:g}% of the measured best"
+    within = _WITHIN[0].upper() + _WITHIN[1:]
     free = fits["free"]
     if free is not None:
         lo, hi = free.conf_int().loc["p"]
@@ -232,7 +271,7 @@ def _sweep_section(sweep, figs: dict, overheads: str) -> list[str]:
         _md(optimum.reset_index()),
         "",
         f"- Thm 1.3 (fit of k* = c B^-p to the fastest top-k of each repeat at the {fits['batches']} batch sizes "
-        f"where a tree wins): {shrink}.",
+        f"where a tree wins): {shrink}.{_sqrt_fit(fits)}",
         f"- {pays[0].upper() + pays[1:]}.",
         f"- Censored: {censored}; where the table's top-k column stops short of 32 the tree grid was not measured "
         "further at that batch size (`benchmarks/gpu_thm13.sh` and `benchmarks/gpu_heldout.sh` resume it).",

@@ -52,7 +52,7 @@ class Suite:
 
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
-         "sweep_8b": ("h200/thm13.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
+         "sweep_8b": ("h200/thm13*.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
          "head_8b": ("h200/heads.csv", "spec-all"),
          "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
          **topk_batch.GRID, **topk_batch.STEPS}

@@ -36,8 +36,11 @@ def topk_shrinkage(p: float, lower: float, upper: float, batches: int, min_batch
     ci = f"p = {p:.2f} [{lower:.2f}, {upper:.2f}]"
     if case == "grows":
         return f"the optimal top-k grows with batch size ({ci}, interval below 0)"
-    if case.startswith("flat"):
-        return f"no significant shrinkage of the optimal top-k with batch size ({ci}, interval holds 0)"
+    if case == "flat-half":
+        return (f"the batch sizes cannot tell: the interval of the optimal top-k's exponent holds both no shrinkage "
+                f"and B^(-1/2) ({ci})")
+    if case == "flat":
+        return f"no significant shrinkage of the optimal top-k with batch size ({ci}, interval holds 0, not 1/2)"
     if case == "sqrt":
         return f"the optimal top-k shrinks with batch size, consistent with B^(-1/2) ({ci})"
     return f"the optimal top-k shrinks with batch size, but not like B^(-1/2) ({ci}, interval excludes 1/2)"
