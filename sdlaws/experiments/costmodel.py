@@ -29,7 +29,9 @@ from sdlaws.experiments import verdicts
 from sdlaws.hardware import load_hardware
 from sdlaws.roofline import named_shape
 
-H200_STEPS = "h200/steps.csv"
+#: H200 step tables: ``steps.csv`` (six random shapes) and any ``steps-*.csv`` beside it (e.g. an EAGLE-sized head's,
+#: ``sdlaws measure hardware --model head:...``), all in the law's fit and its leave-one-out checks.
+H200_STEPS = "h200/steps*.csv"
 H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "bench/steps-llama-3.2-1b.csv",
               "throughput/step.csv")
 #: The Thm 1.3 sweep: ``thm13.csv`` and ``thm13-fixed.csv`` (its rows timed with a known engine defect, measured

@@ -134,7 +134,7 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         *_plan_overall(results.sweeps),
         *_missing_contexts(results),
         *_set_aside(results.set_aside),
-        *_draft_cost(results.draft_cost),
+        *_draft_cost(results.draft_cost, sorted(n for n in results.law.shapes if n.startswith("head:"))),
         verdicts.failed_configurations(results.failed, THM13), "",
         "Held-out predictions of the pairs and of this sweep (`sdlaws validate`) are in `docs/results.md`.",
         "",
@@ -193,17 +193,20 @@ def _set_aside(aside: pd.DataFrame) -> list[str]:
     return [" ".join(lines), ""]
 
 
-def _draft_cost(cost: pd.DataFrame) -> list[str]:
-    """The EAGLE-sized head's draft forward against the 1B-shape draft's, where both were timed."""
+def _draft_cost(cost: pd.DataFrame, timed_heads: list[str]) -> list[str]:
+    """The EAGLE-sized head's draft forward against the 1B-shape draft's, where both were timed; ``timed_heads``:
+    the heads the step-time law was fitted on (their step tables)."""
     if cost is None or cost.empty:
         return []
+    law = (f"The step-time law is fitted on the step table of {', '.join(f'`{h}`' for h in timed_heads)} among the "
+           "others, and the planner times the head with it" if timed_heads else
+           "The planner times the head with the step-time law of the other shapes (no step table of the head)")
     return ["## An EAGLE-sized head against a 1B-shape draft", "",
             f"The same 8B target with `head:random:llama-3.1-8b?layers=1` (one decoder layer of the target's width "
             f"with its embedding and LM head) as the draft, `measurements/{HEADS}`, against the 1B-shape draft of "
             "the sweep (rows set aside above left out): median milliseconds of the draft phase per drafted position "
             "of chain rows (one draft forward with its sampling, as the engine times it), over gammas and repeats. "
-            "The planner times the head with the step-time law of the other shapes (no step table of the head); its "
-            "predictions of these rows are a held-out suite of `docs/results.md`.", "",
+            f"{law}; its predictions of these rows are a held-out suite of `docs/results.md`.", "",
             _md(cost.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
             f"- {verdicts.cheaper_draft(cost['ratio'].to_numpy(), cost['batch_size'].to_numpy())}.", ""]
 

@@ -11,7 +11,7 @@ the measured best, and the rows it could not predict, with the reason. The 8B su
 (:mod:`sdlaws.experiments.costmodel`) and the same target with an EAGLE-sized head as its draft
 (``benchmarks/gpu_heldout.sh`` step 5): synthetic acceptance, so only the engine's overheads come from the pair
 suite's training rows; nothing of either is fitted, and the head's forward times come from the step-time law of
-other shapes (no step table of the head).
+the H200 step tables (``h200/steps*.csv``: the head's own where one is committed, else other shapes').
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Suite:
 
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
-         "sweep_8b": ("h200/thm13*.csv", "spec-all"), "steps_8b": ("h200/steps.csv", "step"),
+         "sweep_8b": ("h200/thm13*.csv", "spec-all"), "steps_8b": ("h200/steps*.csv", "step"),
          "head_8b": ("h200/heads.csv", "spec-all"),
          "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
          **topk_batch.GRID, **topk_batch.STEPS}
