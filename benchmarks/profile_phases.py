@@ -1,12 +1,15 @@
-"""Where a decode step's time goes: per-phase times (CUDA graphs) and the top kernels of the draft phase (eager,
+"""Where a decode step's time goes: per-phase times (CUDA graphs) and the top kernels of a phase (eager,
 torch.profiler) for a few engine configurations under synthetic acceptance.
 
     python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
         --case chain,1,1,64,2048 --case chain,2,1,64,2048 --out out/phases.txt
+    python3 benchmarks/profile_phases.py --profile ... --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128
 
-A case is ``method,gamma,topk,batch,prompt_len`` (random prompts, 32 new tokens). For each case it prints the
-draft and verify milliseconds per step of a graph-replayed ``generate`` (as ``sdlaws measure`` times them), the
-draft phase alone replayed eagerly, and the draft phase's kernels by total CUDA time.
+A case is ``method,gamma,topk,batch,prompt_len`` (random prompts, 32 new tokens; ``ar`` ignores gamma and top-k
+and has no draft phase). For each case it prints the draft and verify milliseconds per step of a graph-replayed
+``generate`` (as ``sdlaws measure`` times them), the chosen phase (``--phase``, default draft) replayed eagerly,
+its kernels by total CUDA time, and their summed CUDA time per run: where that sum is well under the graph-replayed
+phase time, the time goes to gaps between kernels (launch and dependency latency), not to the kernels.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ def _case(text: str) -> tuple[str, int, int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not method,gamma,topk,batch,prompt_len "
                                          "(e.g. chain,1,1,64,2048)") from None
-    if method not in ("chain", "tree") or min(case[1:]) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: method is chain or tree and the numbers are positive")
+    if method not in ("ar", "chain", "tree") or min(case[1:]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: method is ar, chain or tree and the numbers are positive")
     return case
 
 
@@ -44,12 +47,13 @@ def _phase_ms(dec: SpecDecoder, prompts: list[list[int]]) -> tuple[float, float]
 
 
 @torch.inference_mode()
-def _draft_kernels(dec: SpecDecoder, batch: int, runs: int, top: int) -> str:
-    """Eager draft phase ``runs`` times under the profiler: its mean wall ms and its top kernels."""
+def _phase_kernels(dec: SpecDecoder, batch: int, runs: int, top: int, phase: str) -> str:
+    """Eager ``phase`` (draft or verify) ``runs`` times under the profiler: its mean wall ms, its top kernels and
+    their summed CUDA time per run."""
     from torch.profiler import ProfilerActivity, profile
 
     ws = dec._workspace(batch)
-    fn = ws.draft_phase.fn
+    fn = getattr(ws, f"{phase}_phase").fn
     cuda = dec.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     fn()
@@ -63,9 +67,12 @@ def _draft_kernels(dec: SpecDecoder, batch: int, runs: int, top: int) -> str:
         for _ in range(runs):
             fn()
         sync()
-    table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=top,
-                                      max_name_column_width=90)
-    return f"eager draft phase {eager_ms:.3f} ms/run\n{table}"
+    averages = prof.key_averages()
+    table = averages.table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=top,
+                           max_name_column_width=90)
+    # device time of the kernels themselves (self time: no double counting of nested ops), per run
+    kernel_ms = sum(getattr(e, "self_device_time_total", 0.0) for e in averages) / 1e3 / runs
+    return f"eager {phase} phase {eager_ms:.3f} ms/run, kernels {kernel_ms:.3f} ms/run\n{table}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", action="append", type=_case, required=True)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--phase", choices=("draft", "verify"), default="draft", help="the phase whose kernels to list")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -83,23 +91,25 @@ def main(argv: list[str] | None = None) -> int:
         profile = parse(args.profile)
     except SdlawsError as exc:
         ap.error(str(exc))  # one line, exit 2, before any model loads or output is written
+    if args.phase == "draft" and any(case[0] == "ar" for case in args.case):
+        ap.error("an ar case has no draft phase; pass --phase verify")
     target = load_model(args.target, device=args.device)[0]
-    draft = load_model(args.draft, device=args.device)[0]
+    draft = load_model(args.draft, device=args.device)[0] if any(c[0] != "ar" for c in args.case) else None
     vocab = min(32000, target.config.vocab_size)
     out = open(args.out, "w") if args.out else sys.stdout
     gen = torch.Generator().manual_seed(0)
     for method, gamma, topk, batch, prompt_len in args.case:
         cfg = DecodeConfig(method=method, num_spec_tokens=gamma, tree_topk=topk, max_new_tokens=32,
-                           acceptance_profile=profile)
+                           acceptance_profile=None if method == "ar" else profile)
         prompts = torch.randint(0, vocab, (batch, prompt_len), generator=gen).tolist()
-        dec = SpecDecoder(target, draft, cfg, max_prompt_len=prompt_len)
+        model = None if method == "ar" else draft
+        dec = SpecDecoder(target, model, cfg, max_prompt_len=prompt_len)
         draft_ms, verify_ms = _phase_ms(dec, prompts)
         print(f"== {method} gamma={gamma} topk={topk} batch={batch} prompt={prompt_len}: graphs: draft "
               f"{draft_ms:.3f} ms/step, verify {verify_ms:.3f} ms/step", file=out, flush=True)
-        eager = SpecDecoder(target, draft, dataclasses.replace(cfg, cuda_graphs=False),
-                            max_prompt_len=prompt_len)
+        eager = SpecDecoder(target, model, dataclasses.replace(cfg, cuda_graphs=False), max_prompt_len=prompt_len)
         eager.generate(prompts)
-        print(_draft_kernels(eager, batch, args.runs, args.top), file=out, flush=True)
+        print(_phase_kernels(eager, batch, args.runs, args.top, args.phase), file=out, flush=True)
         del dec, eager
         if args.device == "cuda":
             torch.cuda.empty_cache()
