@@ -12,25 +12,42 @@
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
 # fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and
-# their estimated H200 minutes: 1. the regression guard with the engine's GPU tests (gpu_guard.sh, ~5); 2. the
-# Thm 1.3 sweep rows timed with the LM-head defect, re-measured (gpu_heldout.sh step 6, ~9); 3. the bf16 audit
-# (gpu_bf16_audit.sh, ~4); 4. continuous against static batching (gpu_batching.sh, ~2); 5. the trainer's MFU at
-# 85 M parameters (gpu_train_mfu.sh, ~4); 6. the EAGLE-sized head's remaining rows (gpu_heldout.sh step 5,
-# resumes, ~3). Each step resumes where a re-run finds its files.
+# their estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~2); 2. the kernels
+# of the target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2); 3. Thm 1.1 at scale h200-science:
+# WSD-trained drafts against a target of 20 tokens per parameter, two seeds (docs/experiments.md; corpus, training
+# until done, then the measurements, ~15); 4. the EAGLE-sized head's remaining rows (gpu_heldout.sh step 5,
+# resumes, ~3). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
+# re-measured sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
-mkdir -p "$work/guard" "$work/audit"
+mkdir -p "$work"
 step() {  # name command...
   echo "[$(date -u +%H:%M:%S)] $1 (git $(gpu_sha))"; shift
   "$@"
   echo "[$(date -u +%H:%M:%S)] exit $?"
 }
-[ -f "$work/heads.csv" ] || cp measurements/h200/heads.csv "$work/heads.csv"   # step 6 resumes the committed rows
-step "1. regression guard" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_guard.sh
-step "2. set-aside sweep rows" env WORK="$work" STEPS="6" bash benchmarks/gpu_heldout.sh
-step "3. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_bf16_audit.sh
-step "4. continuous vs static batching" env WORK="$work" bash benchmarks/gpu_batching.sh
-step "5. trainer MFU" env WORK="$work" bash benchmarks/gpu_train_mfu.sh
-step "6. EAGLE-sized head" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+[ -f "$work/heads.csv" ] || cp measurements/h200/heads.csv "$work/heads.csv"   # step 4 resumes the committed rows
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+head_steps() {  # kv: the EAGLE-sized head's forward timings (graph replays, as the other shapes' step tables)
+  SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws measure hardware --model "head:random:llama-3.1-8b?layers=1" \
+    --kv "$1" --tokens 1,2,3,4,6,8,12,16,24,32 --batch 1,2,4,8,16,32,64,128,256 --repeats 10 \
+    --out "$work/hw-head.json" --timing-out "$work/steps-head.csv" 2>&1 | grep -v "^\s*$" | tail -n 3
+}
+science() {  # Thm 1.1 at scale h200-science: train (resumable, exit 3 while short of the budget), then measure
+  local s=(--scale h200-science --work "$work/runs/sds" --out "$work/science/pretrain-tokens.csv")
+  mkdir -p "$work/science"
+  for _ in 1 2 3 4 5 6; do
+    SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run pretrain-tokens "${s[@]}" --train-only 2>&1 \
+      | grep -v "━" | tail -n 6
+    [ "${PIPESTATUS[0]}" -eq 3 ] || break
+  done
+  SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run pretrain-tokens "${s[@]}" 2>&1 | grep -v "━" | tail -n 8
+}
+step "1. EAGLE-sized head step table, kv 512" head_steps 512
+step "1. EAGLE-sized head step table, kv 2048" head_steps 2048
+step "2. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+  --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
+step "3. Thm 1.1 at scale h200-science" science
+step "4. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"
