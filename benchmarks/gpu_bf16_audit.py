@@ -258,6 +258,18 @@ def audit_rows(w: AuditWorkload, tokens: dict, prompts: list[list[int]], probe) 
     return pd.DataFrame(rows)
 
 
+def margin_step(margins) -> float | None:
+    """The largest power of two (at most 1) every margin is a multiple of: margins read off bf16 logits of
+    magnitude 4-8 come in steps of their ulp, 2^-5. None without a nonzero margin."""
+    nonzero = [float(m) for m in margins if m and not pd.isna(m)]
+    if not nonzero:
+        return None
+    step = 1.0
+    while step > 2.0 ** -24 and any(math.fmod(m, step) for m in nonzero):
+        step /= 2
+    return step
+
+
 def reference_margins(rows: pd.DataFrame, batch: int) -> list[float]:
     """Margins where the engine's AR at ``batch`` first leaves HF greedy: kernel differences alone."""
     ar = rows[rows["method"].eq("ar") & rows["batch_size"].eq(batch)]
@@ -293,7 +305,7 @@ def markdown(info: dict, summary: pd.DataFrame) -> str:
             f"git `{info['git_sha']}`, {info['timestamp_utc'][:10]}; target {w['target']}, {w['dtype']}, "
             f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, T = 0; margins against engine AR vs "
             f"the reference (engine AR vs HF greedy, same batch), one-sided Mann-Whitney U, alpha {w['alpha']}; "
-            f"verdict: **{info['verdict']}**.")
+            f"every margin a multiple of {_cell(info.get('margin_step'), '{:g}')}; verdict: **{info['verdict']}**.")
     lines = [head, "", "| configuration | batch | sequences | = engine AR | = HF greedy | earliest difference "
              "| differences | margin median / max | reference: differences, median / max | p | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -333,7 +345,9 @@ def write_report(w: AuditWorkload, rows: pd.DataFrame, run: dict, out: Path) -> 
     summary = summarize(rows, w.alpha)
     summary.to_csv(out / "audit-summary.csv", index=False)
     info = {**{k: run.get(k, "") for k in RUN_KEYS}, "report_git_sha": git_sha(), "workload": asdict(w),
-            "verdict": worst(summary["verdict"]), "summary": summary.to_dict(orient="records")}
+            "verdict": worst(summary["verdict"]),
+            "margin_step": margin_step(pd.concat([rows["margin_ar"], rows["margin_hf"]])),
+            "summary": summary.to_dict(orient="records")}
     io.save_json(info, out / "audit.json")
     (out / "audit.md").write_text(markdown(info, summary))
     return info

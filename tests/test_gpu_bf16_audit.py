@@ -56,6 +56,11 @@ def test_smallest_p_is_the_most_extreme_outcome():
     assert audit.margin_test([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]) == pytest.approx(1 / 252)
 
 
+def test_margin_step_is_the_grid_the_margins_lie_on():
+    assert audit.margin_step(NEAR_TIES) == 2.0 ** -5 and audit.margin_step([0.0, float("nan")]) is None
+    assert audit.margin_step([0.75, 1.5]) == 0.25 and audit.margin_step([3.0]) == 1.0
+
+
 def test_worst_verdict_wins():
     assert audit.worst(["identical", "numerical", "identical"]) == "numerical"
     assert audit.worst(["numerical", "undecided"]) == "undecided" and audit.worst(["undecided", "bug"]) == "bug"
