@@ -16,11 +16,14 @@ runs every step). Each sequence is compared with
   the prompts share one length);
 
 and where they differ, the first differing position is recorded with the target's top-2 logit margin there: one
-batch-1 forward of the prompt and the common prefix, in the run's dtype. :func:`verdict` classifies a
-configuration: ``identical`` (no difference), ``numerical`` (every difference starts where the margin is below
-``--margin``, default :data:`NUMERICAL_MARGIN`), ``bug`` (some difference starts at a larger margin: kernels
-this close do not flip a clear argmax, a wrong acceptance does). The engine's AR rows compared with HF show the
-same effect without speculation.
+batch-1 forward of the prompt and the common prefix, in the run's dtype.
+
+:func:`verdict` classifies a speculative configuration against a reference measured in the same run: the margins
+where the engine's AR output first leaves HF greedy's at the same batch size (no speculation, so pure kernel
+differences). The configuration's margins where it first leaves the engine's AR are ``numerical`` when they are
+not stochastically larger than the reference's (one-sided Mann-Whitney U test, ``bug`` when p < :data:`ALPHA`),
+``identical`` without a difference, and ``undecided`` where the reference has no difference or there are too few
+for the test to reach p < :data:`ALPHA` at all. The AR rows are the references (verdict ``reference``).
 
 Outputs under ``--out``: ``tokens.jsonl`` (every decoded sequence, one line per configuration: the resume
 point), ``audit.csv`` (one row per sequence and configuration), ``audit-summary.csv`` and ``audit.md`` (one row
@@ -31,26 +34,31 @@ Usage::
 
     python3 benchmarks/gpu_bf16_audit.py --out $OUT              # one H200: about 4 minutes
     python3 benchmarks/gpu_bf16_audit.py --smoke --out out/audit # CPU, fp32, seconds
+    python3 benchmarks/gpu_bf16_audit.py --report-only --out $OUT # the verdicts again from audit.csv/json, no model
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, replace
+import math
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
 
 from sdlaws import io
-from sdlaws.provenance import provenance
+from sdlaws.provenance import git_sha, provenance
 
-#: Logit margin below which a flipped argmax is put down to bf16 arithmetic: 8 bf16 ulps at logits of magnitude
-#: 4-8 (an ulp is 2^-5 there); batch-size- and block-size-dependent kernels move bf16 logits by a few ulps.
-NUMERICAL_MARGIN = 0.25
+#: Significance of the one-sided Mann-Whitney U test behind a ``bug`` verdict. A margin threshold typed in
+#: advance cannot be right: how close a near-tie kernels flip depends on the model's logit scale and the kernels,
+#: so the reference is measured in the same run instead.
+ALPHA = 0.01
 #: The draft spec meaning "the target drafts for itself".
 SELF = "self"
-VERDICTS = ("identical", "numerical", "bug")
+#: Verdicts, least serious first; the AR rows are the references and have none of these.
+VERDICTS = ("identical", "numerical", "undecided", "bug")
+REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class AuditWorkload:
     single: int = 8         # the first prompts, decoded one at a time at batch 1
     gamma: int = 4
     tree_topk: int = 2
-    margin: float = NUMERICAL_MARGIN
+    alpha: float = ALPHA
 
 
 #: The CPU run: tiny shapes in fp32 (an untied target, so that its greedy output is not its last token repeated).
@@ -82,8 +90,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds tokens.jsonl)")
     p.add_argument("--smoke", action="store_true", help="CPU, fp32, random:tiny shapes")
     p.add_argument("--new-tokens", type=int, help="new tokens per sequence (default 256)")
-    p.add_argument("--margin", type=float, help=f"numerical-flip margin in logits (default {NUMERICAL_MARGIN})")
-    return p.parse_args(argv)
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild audit-summary.csv, audit.json and audit.md from --out's audit.csv and audit.json")
+    args = p.parse_args(argv)
+    missing = [name for name in ("audit.csv", "audit.json") if not (args.out / name).is_file()]
+    if args.report_only and missing:
+        p.error(f"--report-only needs {' and '.join(missing)} in {args.out}")  # one line, exit 2
+    return args
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
@@ -95,17 +108,44 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def verdict(margins: list[float], threshold: float) -> str:
-    """``identical`` without differences; ``numerical`` when every difference starts at a top-2 margin below
-    ``threshold``; else ``bug``."""
+def smallest_p(n: int, m: int) -> float:
+    """The smallest one-sided p the U test can give for ``n`` values against ``m``: every one above every
+    reference value, no ties, 1 / C(n + m, n). Where it is not below alpha the test cannot say ``bug``."""
+    return 1.0 / math.comb(n + m, n)
+
+
+def margin_test(margins: list[float], reference: list[float]) -> float:
+    """One-sided Mann-Whitney U p-value that ``margins`` tend to be larger than ``reference`` (NaN for none).
+
+    A wrong acceptance commits a token the target does not rank first, wherever its margin lies; a kernel
+    difference only flips near-ties. So a bug shows as first-difference margins shifted up from the reference's.
+    """
+    from scipy.stats import mannwhitneyu
+
+    if not margins or not reference:
+        return float("nan")
+    return float(mannwhitneyu(margins, reference, alternative="greater").pvalue)
+
+
+def verdict(margins: list[float], reference: list[float], alpha: float = ALPHA) -> str:
+    """``identical`` without differences; ``undecided`` when the reference has none or the test cannot reach
+    ``alpha`` with this many; ``bug`` when the margins are larger than the reference's (p < ``alpha``); else
+    ``numerical``.
+
+    No rule on the largest margin alone: the reference's maximum is an extreme of few values (8 sequences at
+    batch 1) and a factor on it would be one more constant typed in advance, with a false-alarm rate this run
+    cannot calibrate.
+    """
     if not margins:
         return "identical"
-    return "numerical" if max(margins) < threshold else "bug"
+    if not reference or smallest_p(len(margins), len(reference)) >= alpha:
+        return "undecided"
+    return "bug" if margin_test(margins, reference) < alpha else "numerical"
 
 
 def worst(verdicts) -> str:
-    """The most serious of several verdicts (``identical`` for none)."""
-    return max(verdicts, key=VERDICTS.index, default="identical")
+    """The most serious of several verdicts (``identical`` for none; references are not verdicts)."""
+    return max((v for v in verdicts if v in VERDICTS), key=VERDICTS.index, default="identical")
 
 
 def configurations(w: AuditWorkload) -> list[tuple[str, str | None, str, int]]:
@@ -218,16 +258,43 @@ def audit_rows(w: AuditWorkload, tokens: dict, prompts: list[list[int]], probe) 
     return pd.DataFrame(rows)
 
 
-def summarize(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per configuration: sequences, fractions equal to AR and to HF, the largest margin at a first difference,
-    and the verdict."""
+def margin_step(margins) -> float | None:
+    """The largest power of two (at most 1) every margin is a multiple of: margins read off bf16 logits of
+    magnitude 4-8 come in steps of their ulp, 2^-5. None without a nonzero margin."""
+    nonzero = [float(m) for m in margins if m and not pd.isna(m)]
+    if not nonzero:
+        return None
+    step = 1.0
+    while step > 2.0 ** -24 and any(math.fmod(m, step) for m in nonzero):
+        step /= 2
+    return step
+
+
+def reference_margins(rows: pd.DataFrame, batch: int) -> list[float]:
+    """Margins where the engine's AR at ``batch`` first leaves HF greedy: kernel differences alone."""
+    ar = rows[rows["method"].eq("ar") & rows["batch_size"].eq(batch)]
+    return ar["margin_hf"].dropna().tolist()
+
+
+def summarize(rows: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per configuration: sequences, fractions equal to AR and to HF, the earliest difference from AR, the
+    first-difference margins against AR (count, median, max) and the reference's at the same batch size, the
+    test's p-value and the verdict (``reference`` for the AR rows)."""
     out = []
     for name, g in rows.groupby("config", sort=False):
-        margins = pd.concat([g["margin_ar"], g["margin_hf"]]).dropna().tolist()
-        out.append({"config": name, "method": g["method"].iloc[0], "batch_size": int(g["batch_size"].iloc[0]),
-                    "sequences": len(g), "equal_ar": g["equal_ar"].mean(), "equal_hf": g["equal_hf"].mean(),
-                    "first_diff_ar_min": g["first_diff_ar"].min(), "max_margin_ar": g["margin_ar"].max(),
-                    "max_margin_hf": g["margin_hf"].max(), "verdict": verdict(margins, threshold)})
+        batch = int(g["batch_size"].iloc[0])
+        ar = g["method"].iloc[0] == "ar"
+        margins, reference = g["margin_ar"].dropna().tolist(), reference_margins(rows, batch)
+        v = REFERENCE if ar else verdict(margins, reference, alpha)
+        out.append({"config": name, "method": g["method"].iloc[0], "batch_size": batch, "sequences": len(g),
+                    "equal_ar": g["equal_ar"].mean(), "equal_hf": g["equal_hf"].mean(),
+                    "first_diff_ar_min": g["first_diff_ar"].min(), "differences_ar": len(margins),
+                    "median_margin_ar": g["margin_ar"].median(), "max_margin_ar": g["margin_ar"].max(),
+                    "max_margin_hf": g["margin_hf"].max(), "reference_differences": len(reference),
+                    "reference_median_margin": pd.Series(reference, dtype=float).median(),
+                    "reference_max_margin": max(reference, default=float("nan")),
+                    "p_value": margin_test(margins, reference) if v in ("numerical", "bug") else float("nan"),
+                    "verdict": v})
     return pd.DataFrame(out)
 
 
@@ -236,14 +303,18 @@ def markdown(info: dict, summary: pd.DataFrame) -> str:
     w = info["workload"]
     head = (f"{info['gpu_name']}, torch {info['torch_version']}, transformers {info['transformers_version']}, "
             f"git `{info['git_sha']}`, {info['timestamp_utc'][:10]}; target {w['target']}, {w['dtype']}, "
-            f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, T = 0; margin threshold {w['margin']}; "
-            f"verdict: **{info['verdict']}**.")
+            f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, T = 0; margins against engine AR vs "
+            f"the reference (engine AR vs HF greedy, same batch), one-sided Mann-Whitney U, alpha {w['alpha']}; "
+            f"every margin a multiple of {_cell(info.get('margin_step'), '{:g}')}; verdict: **{info['verdict']}**.")
     lines = [head, "", "| configuration | batch | sequences | = engine AR | = HF greedy | earliest difference "
-             "| max margin vs AR | max margin vs HF | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             "| differences | margin median / max | reference: differences, median / max | p | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         lines.append(f"| {r.config} | {r.batch_size} | {r.sequences} | {r.equal_ar:.0%} | {r.equal_hf:.0%} | "
-                     f"{_cell(r.first_diff_ar_min, '{:.0f}')} | {_cell(r.max_margin_ar)} | "
-                     f"{_cell(r.max_margin_hf)} | {r.verdict} |")
+                     f"{_cell(r.first_diff_ar_min, '{:.0f}')} | {r.differences_ar} | "
+                     f"{_cell(r.median_margin_ar)} / {_cell(r.max_margin_ar)} | {r.reference_differences}, "
+                     f"{_cell(r.reference_median_margin)} / {_cell(r.reference_max_margin)} | "
+                     f"{_cell(r.p_value, '{:.3g}')} | {r.verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -264,26 +335,52 @@ def load(w: AuditWorkload):
     return target, drafts, prompts
 
 
+#: Provenance keys of ``audit.json`` that describe the decoding run (kept when only the report is rebuilt).
+RUN_KEYS = ("timestamp_utc", "git_sha", "sdlaws_version", "torch_version", "transformers_version", "gpu_name")
+
+
+def write_report(w: AuditWorkload, rows: pd.DataFrame, run: dict, out: Path) -> dict:
+    """``audit-summary.csv``, ``audit.json`` and ``audit.md`` from the per-sequence rows; ``run`` is the
+    decoding run's provenance, and ``report_git_sha`` the code that drew the verdicts."""
+    summary = summarize(rows, w.alpha)
+    summary.to_csv(out / "audit-summary.csv", index=False)
+    info = {**{k: run.get(k, "") for k in RUN_KEYS}, "report_git_sha": git_sha(), "workload": asdict(w),
+            "verdict": worst(summary["verdict"]),
+            "margin_step": margin_step(pd.concat([rows["margin_ar"], rows["margin_hf"]])),
+            "summary": summary.to_dict(orient="records")}
+    io.save_json(info, out / "audit.json")
+    (out / "audit.md").write_text(markdown(info, summary))
+    return info
+
+
+def report_only(out: Path) -> dict:
+    """The report again from ``audit.csv`` and the run's ``audit.json``: no model, no GPU."""
+    earlier = json.loads((out / "audit.json").read_text())
+    known = {f.name for f in fields(AuditWorkload)}
+    # a report of an earlier rule carries its settings (a typed margin): the workload keeps only what it knows
+    w = AuditWorkload(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in earlier.get("workload", {}).items() if k in known})
+    return write_report(w, pd.read_csv(out / "audit.csv"), earlier, out)
+
+
 def main(argv=None) -> dict:
     """Decode what ``tokens.jsonl`` lacks, then compare and write the audit."""
     args = parse_args(argv)
+    if args.report_only:
+        info = report_only(args.out)
+        print((args.out / "audit.md").read_text())
+        return info
     w = SMOKE if args.smoke else AuditWorkload()
-    w = replace(w, **{k: v for k, v in (("new_tokens", args.new_tokens), ("margin", args.margin)) if v is not None})
+    w = replace(w, **{k: v for k, v in (("new_tokens", args.new_tokens),) if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     target, drafts, prompts = load(w)
     tokens_jsonl = args.out / "tokens.jsonl"
     decode_all(w, target, drafts, prompts, tokens_jsonl)
     rows = audit_rows(w, read_tokens(tokens_jsonl), prompts, MarginProbe(target))
     rows.to_csv(args.out / "audit.csv", index=False)
-    summary = summarize(rows, w.margin)
-    summary.to_csv(args.out / "audit-summary.csv", index=False)
-    device = str(next(target.parameters()).device)
     from sdlaws.measure.models import device_name
 
-    info = {**provenance(device_name(device)), "workload": asdict(w), "verdict": worst(summary["verdict"]),
-            "summary": summary.to_dict(orient="records")}
-    io.save_json(info, args.out / "audit.json")
-    (args.out / "audit.md").write_text(markdown(info, summary))
+    info = write_report(w, rows, provenance(device_name(str(next(target.parameters()).device))), args.out)
     print((args.out / "audit.md").read_text())
     return info
 

@@ -49,7 +49,8 @@ def test_smoke_run_writes_every_configuration_with_its_floor(smoke_run):
     assert info["git_sha"] and info["gpu_name"] == "cpu" and info["tree_over_chain_verify"] > 0
     assert info["gpu_tests"] == "not run"
     md = (smoke_run / "guard.md").read_text()
-    assert md.count("\n| ") == len(table) + 1 and "% of floor" in md
+    # the configurations' table (a row each and its header), then the targets' (7 checks and its header)
+    assert md.count("\n| ") == len(table) + 1 + 7 + 1 and "% of floor" in md and "| target | measured |" in md
 
 
 def test_rerun_resumes_without_measuring_again(smoke_run):
@@ -67,3 +68,37 @@ def test_report_reads_the_gpu_tests_summary(tmp_path):
     assert gpu_guard.pytest_summary(log) == "22 passed, 1 skipped in 80.1s"
     log.write_text("....F\n")
     assert gpu_guard.pytest_summary(log).startswith("no summary line")
+
+
+def _guard_table(ar_b1_s: float, tree_verify_s: float) -> pd.DataFrame:
+    """A guard table with the configurations the targets read; the rest of its columns are left empty."""
+    rows = [("sdlaws ar b1", "sdlaws", "ar", 1, 1, ar_b1_s, None, None, 3.6e-3),
+            ("sdlaws ar b64", "sdlaws", "ar", 64, 1, 5e-3, None, None, 4.1e-3),
+            ("sdlaws chain g4 b1", "sdlaws", "chain", 1, 5, 8e-3, 4e-3, 4.4e-3, 6e-3),
+            ("sdlaws tree g4 top2 b1", "sdlaws", "tree", 1, 5, 9e-3, tree_verify_s, 4.4e-3, 6e-3),
+            ("forward draft b1 x1", "forward", "forward", 1, 1, 1e-3, None, None, 0.6e-3)]
+    table = pd.DataFrame(rows, columns=["config", "impl", "method", "batch_size", "tokens_per_pass", "step_s",
+                                        "verify_step_s", "draft_step_s", "floor_step_s"])
+    table["floor_pct"] = 100 * table["floor_step_s"] / table["step_s"]
+    return table
+
+
+def test_targets_are_checked_against_their_goals():
+    met = gpu_guard.target_checks(_guard_table(ar_b1_s=4e-3, tree_verify_s=4.2e-3)).set_index("target")
+    assert met.loc["AR batch 1, % of floor", "measured"] == pytest.approx(90.0) and met["met"].all()
+    # draft phase 4.4 ms over gamma 4 forwards = 1.1 x the bare 1 ms forward: on the goal, still met
+    assert met.loc["draft forward inside a chain step / bare draft forward", "measured"] == pytest.approx(1.1)
+    slow = gpu_guard.target_checks(_guard_table(ar_b1_s=5e-3, tree_verify_s=4.5e-3)).set_index("target")
+    assert not slow.loc["AR batch 1, % of floor", "met"] and not slow.loc["AR batch 1 step vs gpt-fast", "met"]
+    assert slow.loc["tree verification / chain verification (same tokens)", "measured"] == pytest.approx(1.125)
+    assert not slow.loc["tree verification / chain verification (same tokens)", "met"]
+    assert "| AR batch 64, % of floor | 82.0% | >= 75% | yes |" in gpu_guard.targets_markdown(slow.reset_index())
+
+
+def test_targets_cli_reads_a_guard_table_and_refuses_a_missing_one(tmp_path, capsys):
+    _guard_table(4e-3, 4.2e-3).to_csv(tmp_path / "guard.csv", index=False)
+    gpu_guard.main(["--targets", str(tmp_path / "guard.csv")])
+    assert "| target | measured | goal | met |" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        gpu_guard.main(["--targets", str(tmp_path / "missing.csv")])
+    assert exc.value.code == 2
