@@ -90,6 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output folder (resumed when it holds tokens.jsonl)")
     p.add_argument("--smoke", action="store_true", help="CPU, fp32, random:tiny shapes")
     p.add_argument("--new-tokens", type=int, help="new tokens per sequence (default 256)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"),
+                   help="weights and activations (default bfloat16); float32 is the exact reference run: a "
+                        "difference that survives it is not bf16 rounding")
+    p.add_argument("--big-batch", type=int, help="prompts, decoded together at the big batch size (default 64)")
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild audit-summary.csv, audit.json and audit.md from --out's audit.csv and audit.json")
     args = p.parse_args(argv)
@@ -371,7 +375,10 @@ def main(argv=None) -> dict:
         print((args.out / "audit.md").read_text())
         return info
     w = SMOKE if args.smoke else AuditWorkload()
-    w = replace(w, **{k: v for k, v in (("new_tokens", args.new_tokens),) if v is not None})
+    chosen = (("new_tokens", args.new_tokens), ("dtype", args.dtype), ("big_batch", args.big_batch))
+    w = replace(w, **{k: v for k, v in chosen if v is not None})
+    if w.single > w.big_batch:
+        w = replace(w, single=w.big_batch)  # the batch-1 prompts are the first of the big batch's
     args.out.mkdir(parents=True, exist_ok=True)
     target, drafts, prompts = load(w)
     tokens_jsonl = args.out / "tokens.jsonl"

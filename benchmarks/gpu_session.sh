@@ -13,10 +13,11 @@
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
 # fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and
 # their estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~2); 2. the kernels
-# of the target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2); 3. Thm 1.1 at scale h200-science:
-# WSD-trained drafts against a target of 20 tokens per parameter, two seeds (docs/experiments.md; corpus, training
-# until done, then the measurements, ~15); 4. the EAGLE-sized head's remaining rows (gpu_heldout.sh step 5,
-# resumes, ~3). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
+# of the target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2); 3. the audit in fp32 at batch 1 and
+# 8 (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among them,
+# survive exact arithmetic; 4. Thm 1.1 at scale h200-science: WSD-trained drafts against a target of 20 tokens per
+# parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15); 5. the
+# EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
 # re-measured sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
@@ -27,7 +28,7 @@ step() {  # name command...
   "$@"
   echo "[$(date -u +%H:%M:%S)] exit $?"
 }
-[ -f "$work/heads.csv" ] || cp measurements/h200/heads.csv "$work/heads.csv"   # step 4 resumes the committed rows
+[ -f "$work/heads.csv" ] || cp measurements/h200/heads.csv "$work/heads.csv"   # step 5 resumes the committed rows
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 head_steps() {  # kv: the EAGLE-sized head's forward timings (graph replays, as the other shapes' step tables)
   SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws measure hardware --model "head:random:llama-3.1-8b?layers=1" \
@@ -48,6 +49,8 @@ step "1. EAGLE-sized head step table, kv 512" head_steps 512
 step "1. EAGLE-sized head step table, kv 2048" head_steps 2048
 step "2. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
-step "3. Thm 1.1 at scale h200-science" science
-step "4. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+step "3. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
+  bash benchmarks/gpu_bf16_audit.sh
+step "4. Thm 1.1 at scale h200-science" science
+step "5. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"
