@@ -132,3 +132,40 @@ def test_synthetic_acceptance_follows_the_profile(tiny_llama):
     assert counts[-1][1] > 150
     assert all(within_4_sigma(a, n, row[0]) for (a, n), row in zip(counts, q))
     assert stats.num_accepted_tokens == sum(stats.num_accepted_per_seq)
+
+
+def _spy_refills(monkeypatch) -> list[list[int]]:
+    """The rows of every refill call from now on."""
+    from sdlaws.measure import engine
+
+    calls, real = [], engine._Workspace.refill
+
+    def spy(ws, rows, prompts):
+        calls.append(list(rows))
+        return real(ws, rows, prompts)
+
+    monkeypatch.setattr(engine._Workspace, "refill", spy)
+    return calls
+
+
+def test_rows_done_at_the_same_step_are_refilled_by_one_prefill(tiny_llama, greedy_reference, monkeypatch):
+    """AR rows all finish at the same step: each wave of waiting prompts is one prefill of every row, not one
+    prefill per row (a one-row prefill per finished row cost continuous batching its throughput on a GPU)."""
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
+    decoder = SpecDecoder(target, None, CONFIGS["ar"], max_prompt_len=16)
+    decoder.warmup(PROMPTS, 2)
+    calls = _spy_refills(monkeypatch)
+    check_same_as_static(decoder, PROMPTS, 2, [greedy_reference(target, p, MAX_NEW) for p in PROMPTS])
+    assert calls == [[0, 1], [0, 1]]
+
+
+def test_rows_refilled_together_need_not_be_neighbours(trained_pair, greedy_reference, monkeypatch):
+    """Rows that finish together anywhere in the batch (here rows that are not adjacent) share one prefill and
+    still decode exactly the target's greedy tokens."""
+    target, draft, stream = trained_pair
+    prompts = [stream[53 * i: 53 * i + 3 + i % 5].tolist() for i in range(12)]  # found to refill rows 0 and 3 at once
+    cfg = DecodeConfig(method="chain", num_spec_tokens=4, max_new_tokens=MAX_NEW)
+    decoder = SpecDecoder(target, draft, cfg, max_prompt_len=24)
+    calls = _spy_refills(monkeypatch)
+    check_same_as_static(decoder, prompts, 4, [greedy_reference(target, p, MAX_NEW) for p in prompts])
+    assert sum(map(len, calls)) == 8 and any(len(c) > 1 and c != list(range(c[0], c[-1] + 1)) for c in calls), calls

@@ -37,11 +37,12 @@ Each step every unfinished row commits its accepted draft tokens plus one target
 ``torch.cuda.synchronize()`` at every region boundary on CUDA.
 
 Batching: :meth:`SpecDecoder.generate` decodes one static batch until its slowest row is done;
-:meth:`SpecDecoder.serve` batches continuously, as serving engines do: between steps, a row that is done hands its
-sequence over and the next waiting prompt is prefilled into that row alone (one eager forward of one row through
-views of the caches' rows, :meth:`SlotCache.rows`; its stale cache entries are never attended, the masks only
-reach a row's own prefix), so the draft and verify phases keep their batch shape, buffers and CUDA graphs. On GPU
-only the prefills run eagerly, the batch's first one and every refill, as the static prefill always has.
+:meth:`SpecDecoder.serve` batches continuously, as serving engines do: between steps, the rows that are done hand
+their sequences over and the next waiting prompts are prefilled into them, all in one eager forward over scratch
+caches of the prompt slots whose entries are then copied into those rows (:meth:`SlotCache.write_rows`; a row's
+stale cache entries are never attended, the masks only reach a row's own prefix), so the draft and verify phases
+keep their batch shape, buffers and CUDA graphs. On GPU only the prefills run eagerly, the batch's first one and
+every refill, as the static prefill always has.
 
 This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
 verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
@@ -299,9 +300,9 @@ class SpecDecoder:
         """Decode ``prompts`` with continuous batching over ``batch_size`` rows (slots), as serving engines do.
 
         The first ``batch_size`` prompts are prefilled together; whenever a row has its ``max_new_tokens``, its
-        sequence is recorded and the next waiting prompt is prefilled into that row alone (:meth:`_Workspace.refill`,
-        eager, timed as prefill) while the other rows keep their caches, so the batch stays full until no prompt
-        waits. The tail runs at the same batch shape with the finished rows frozen (their counters stop), as a
+        sequence is recorded and the next waiting prompt is prefilled into that row (the rows done at the same step
+        in one prefill, :meth:`_Workspace.refill`, eager, timed as prefill) while the other rows keep their caches,
+        so the batch stays full until no prompt waits. The tail runs at the same batch shape with the finished rows frozen (their counters stop), as a
         static batch's finished rows are: the draft and verify phases keep one shape and their CUDA graphs.
 
         Parameters
@@ -367,16 +368,20 @@ class SpecDecoder:
 
     def _turn_over(self, ws: "_Workspace", queue: "_Admission", prompts: list[list[int]],
                    stats: DecodeStats) -> None:
-        """Record the sequences of the rows that have their tokens and prefill the next waiting prompts into them
-        (a row stays frozen once none wait); again while a refilled row is done at once (``max_new_tokens`` 1)."""
+        """Record the sequences of the rows that have their tokens and prefill the next waiting prompts into them,
+        all in one prefill (a row stays frozen once none wait); again while a refilled row is done at once
+        (``max_new_tokens`` 1)."""
         while done := [row for row, finished in enumerate(ws.done_rows()) if finished and queue.owner[row] is not None]:
+            refill = []
             for row, sequence in zip(done, ws.sequences(done)):
                 queue.finished[queue.owner[row]] = sequence
                 queue.owner[row] = queue.waiting.popleft() if queue.waiting else None
                 if queue.owner[row] is not None:
-                    start = self._now()
-                    ws.refill(row, prompts[queue.owner[row]])
-                    stats.prefill_time_s += self._now() - start
+                    refill.append(row)
+            if refill:
+                start = self._now()
+                ws.refill(refill, [prompts[queue.owner[row]] for row in refill])
+                stats.prefill_time_s += self._now() - start
 
     def _finish(self, ws: "_Workspace", stats: DecodeStats) -> None:
         """Batch-wide counters and peak memory into ``stats``."""
@@ -614,56 +619,72 @@ class _Workspace:
         self._load(prompts, slice(None), self.target_cache, self.draft_cache)
         self.all_done.fill_(self.cfg.max_new_tokens <= 1)
 
-    def refill(self, row: int, prompt: list[int]) -> None:
-        """Continuous batching: load ``prompt`` into ``row`` alone (eager), its first token committed as in
-        :meth:`prefill`; the other rows keep their caches and state, the batch-wide counters keep counting (a
-        finished row is frozen, so its sequence adds nothing after its last step), the row's own restart."""
-        rows = slice(row, row + 1)
+    def refill(self, rows: list[int], prompts: list[list[int]]) -> None:
+        """Continuous batching: load ``prompts`` into ``rows`` (any rows, one eager prefill for all of them), each
+        first token committed as in :meth:`prefill`; the other rows keep their caches and state, the batch-wide
+        counters keep counting (a finished row is frozen, so its sequence adds nothing after its last step), each
+        refilled row's own restart. A fresh prompt attends to nothing but itself, so the prefill runs over
+        scratch caches of the prompt slots alone and those slots are then copied into the rows of the full caches
+        (their other slots hold the previous sequence's entries, which no mask reaches)."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.seq.device)
         for counter in (self.row_drafts, self.row_accepted, self.row_steps):
-            counter[rows] = 0
-        draft_cache = self.draft_cache.rows(rows) if self.draft_cache is not None else None
-        self._load([prompt], rows, self.target_cache.rows(rows), draft_cache)
+            counter[index] = 0
+        used = self._used_slots(prompts)
+        scratch = [None if full is None else SlotCache(len(full.layers), used)
+                   for full in (self.target_cache, self.draft_cache)]
+        self._load(prompts, index, *scratch, offset=self.prompt_width - used)
+        for full, part in zip((self.target_cache, self.draft_cache), scratch):
+            if full is not None:
+                full.write_rows(part, index, self.prompt_width - used)
 
-    def _load(self, prompts: list[list[int]], rows: slice, target_cache: SlotCache,
-              draft_cache: SlotCache | None) -> None:
-        """Prefill ``prompts`` into ``rows`` through caches over those rows: the row state, both caches, the first
-        new token (and a head's first features).
+    def _used_slots(self, prompts: list[list[int]]) -> int:
+        """Slots a prefill of ``prompts`` runs over: the longest prompt, rounded up to the slot alignment."""
+        return min(self.prompt_width, round_up(max(map(len, prompts)), SLOT_ALIGN))
+
+    def _load(self, prompts: list[list[int]], rows: slice | torch.Tensor, target_cache: SlotCache,
+              draft_cache: SlotCache | None, offset: int = 0) -> None:
+        """Prefill ``prompts`` into ``rows`` (a slice, or an index tensor) through caches over those rows whose slot
+        ``s - offset`` stands for slot ``s`` (views of the full caches, offset 0; or scratch caches of the prompt
+        slots alone): the row state, both caches, the first new token (and a head's first features).
 
         Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up) go
         through the forward pass.
         """
         width, device = self.prompt_width, self.seq.device
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-        used = min(width, round_up(int(lengths.max()), SLOT_ALIGN))
+        used = self._used_slots(prompts)
         ids = torch.zeros(len(prompts), used, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         ids = ids.to(device)
-        seq, pad = self.seq[rows], self.pad[rows]  # views: writes land in the workspace
-        seq.zero_()
+        seq = self.seq[rows].zero_()  # a view for a slice; a copy for an index, written back below
         seq[:, width - used:width] = ids
         self.prompt_len[rows] = lengths.to(device)
         self.length[rows] = lengths.to(device)
-        pad.copy_(width - lengths)
+        pad = (width - lengths).to(device)
+        self.pad[rows] = pad
         slots = torch.arange(width - used, width, device=device).expand(len(prompts), used)
         positions = (slots - pad[:, None]).clamp(min=0)
-        mask = block_mask(pad, pad, slots[:, 0], self._padded_causal(slots, pad), self.num_slots, self.dec.dtype)
-        logits, features = self._target_forward(target_cache, ids, positions, slots, mask, keep_last=1)
+        mask = block_mask(pad - offset, pad - offset, slots[:, 0] - offset, self._padded_causal(slots, pad),
+                          target_cache.num_slots, self.dec.dtype)
+        logits, features = self._target_forward(target_cache, ids, positions, slots - offset, mask, keep_last=1)
         if draft_cache is not None and not self.head:
-            _forward(self.dec.draft, draft_cache, ids, positions, slots, mask, keep_last=1)
+            _forward(self.dec.draft, draft_cache, ids, positions, slots - offset, mask, keep_last=1)
         u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
         seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
+        if not isinstance(rows, slice):
+            self.seq[rows] = seq
         if self.head:
-            self._prefill_head(draft_cache, rows, features, positions, slots, mask)
+            self._prefill_head(draft_cache, rows, features, positions, slots, mask, offset)
         self.length[rows] += 1
 
-    def _prefill_head(self, cache: SlotCache, rows: slice, features: torch.Tensor, positions: torch.Tensor,
-                      slots: torch.Tensor, mask: torch.Tensor) -> None:
-        """Fill the head's cache (over ``rows``) with the prompts' pairs (target feature at ``i``, token at
-        ``i + 1``; the last pairs the prompt's last feature with the first new token), and keep that last feature
-        ``(b, h)`` for the first draft phase (before ``length`` counts the new token)."""
+    def _prefill_head(self, cache: SlotCache, rows: slice | torch.Tensor, features: torch.Tensor,
+                      positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor, offset: int) -> None:
+        """Fill the head's cache (over ``rows``, slot ``s`` at ``s - offset``) with the prompts' pairs (target
+        feature at ``i``, token at ``i + 1``; the last pairs the prompt's last feature with the first new token),
+        and keep that last feature ``(b, h)`` for the first draft phase (before ``length`` counts the new token)."""
         tokens = self.seq[rows].gather(1, slots + 1)
-        _forward_head(self.dec.draft, cache, tokens, features, positions, slots, mask)
+        _forward_head(self.dec.draft, cache, tokens, features, positions, slots - offset, mask)
         self.feat[rows, 0] = features[:, -1]
         self.feat_start[rows] = self.length[rows] - 1
 

@@ -97,16 +97,16 @@ class SlotCache(Cache):
         """Set the slots of the next forward (read by every layer's ``update``)."""
         self._write.slots = slots
 
-    def rows(self, index: slice) -> "SlotCache":
-        """A cache over rows ``index`` only, sharing this cache's storage (views of its tensors), so that a forward
-        of those rows alone writes straight into this cache (continuous batching prefills one refilled row while
-        the others keep their state). Call it after a first forward of the full batch has allocated the layers."""
-        view = SlotCache(len(self.layers), self.num_slots)
-        for mine, full in zip(view.layers, self.layers):
-            if not full.is_initialized:
-                raise RuntimeError("SlotCache.rows needs the full cache allocated (run a full-batch forward first)")
-            mine.keys, mine.values, mine.is_initialized = full.keys[index], full.values[index], True
-        return view
+    def write_rows(self, part: "SlotCache", rows: torch.Tensor, start: int) -> None:
+        """Copy every slot of ``part`` (a cache over ``len(rows)`` rows and ``n`` slots, e.g. a refill's prefill
+        of the prompt slots alone) into rows ``rows`` of this cache at slots ``start .. start + n``. Call it after a
+        first forward of the full batch has allocated the layers."""
+        for mine, theirs in zip(self.layers, part.layers):
+            if not mine.is_initialized:
+                raise RuntimeError("SlotCache.write_rows needs the full cache allocated (run a full-batch forward first)")
+            end = start + theirs.keys.shape[2]
+            mine.keys[rows, :, start:end] = theirs.keys
+            mine.values[rows, :, start:end] = theirs.values
 
     def move(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         """Copy every layer's keys/values from slots ``src`` to slots ``dst`` (both ``(B, m)``, row-wise).

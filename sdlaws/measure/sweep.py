@@ -468,7 +468,7 @@ class Sweep:
 
     def _decoder(self, run: RunConfig, target, draft, prompts: list[list[int]]) -> Decoder:
         """The configuration's decoder, warmed up once: on the first batch, or (continuous batching) on one prompt
-        more than the rows, so that a refill (a one-row prefill, shapes of its own) is warmed up too."""
+        more than the rows, so that a refill (an eager prefill of the rows done, shapes of its own) is warmed up too."""
         decoder = self.factory(target, draft, run, self.config, max(map(len, prompts)))
         if self.config.batching == "continuous":
             decoder.warmup(prompts[: run.batch_size + 1], batch_size=run.batch_size)
