@@ -133,4 +133,18 @@ def test_science_scale_tests_the_acceptance_laws_in_their_regime():
     text = plan(["ppl-plane"], scale="h200-science").summary()
     assert "est. H200 s" in text and "with --train-only" in text
     assert commands_line(100, 200, 540).startswith("commands of 540 s: 0 with --train-only")
+    assert s.corpus_native_and_docs and s.corpus_max_tokens is None   # all the machine's text, no cap
     assert commands_line(1000, 200, 540).startswith("commands of 540 s: 2 with --train-only")
+
+
+def test_the_runner_builds_the_scales_corpus_from_its_settings(tmp_path, monkeypatch):
+    """Corpus settings of a scale reach build_corpus (h200-science: C/C++/CUDA sources and docs besides Python)."""
+    from sdlaws.experiments import runner
+    from sdlaws.experiments.scale import H200_SCIENCE
+
+    seen = {}
+    monkeypatch.setattr(runner, "build_corpus", lambda out, config, progress: seen.setdefault("config", config))
+    plan = runner.plan(["pretrain-tokens"], scale="h200-science", work=tmp_path)
+    runner._corpus(plan, progress=False)
+    config = seen["config"]
+    assert config.native_and_docs and config.max_tokens is None and config.vocab_size == H200_SCIENCE.vocab_size

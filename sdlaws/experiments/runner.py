@@ -163,7 +163,8 @@ def _corpus(plan: RunPlan, progress: bool) -> Corpus:
     config = CorpusConfig(sources=sources, vocab_size=s.vocab_size, test_fraction=s.corpus_test_fraction,
                           max_tokens=s.corpus_max_tokens, max_bytes=s.corpus_max_bytes,
                           tokenizer_sample_bytes=s.tokenizer_sample_bytes, seed=s.seed,
-                          heldout_tokens=s.corpus_heldout_tokens, heldout_file_cap=s.corpus_heldout_file_cap)
+                          heldout_tokens=s.corpus_heldout_tokens, heldout_file_cap=s.corpus_heldout_file_cap,
+                          native_and_docs=s.corpus_native_and_docs)
     return build_corpus(plan.work / s.name / "corpus", config, progress=progress)
 
 

@@ -108,6 +108,8 @@ class Scale:
     #: The corpus's held-out evaluation set (perplexity): tokens, and the most taken from one test file.
     corpus_heldout_tokens: int = 1_048_576
     corpus_heldout_file_cap: int = 4096
+    #: Also read the C/C++/CUDA sources and headers and the docs under the source roots (not Python alone).
+    corpus_native_and_docs: bool = False
     #: Temperatures of the ppl-plane sweep (each analysed as its own plane).
     plane_temperatures: tuple[float, ...] = (0.0,)
     #: Learning-rate schedule of every model (``TrainConfig``): ``wsd`` makes each log-spaced checkpoint of the
@@ -288,7 +290,7 @@ H200 = replace(
 #: at 2 seeds, against 4 targets, at T = 0 and 1. Warm-up 0.5% of a run, so the first branch (leaving its
 #: trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M) starts after it.
 H200_SCIENCE = replace(
-    H100, name="h200-science", corpus_max_tokens=None,
+    H100, name="h200-science", corpus_max_tokens=None, corpus_native_and_docs=True,
     targets=((5, 320), (6, 384), (6, 448), (7, 448)), main_target=(7, 448), target_tokens_per_param=20,
     plane_drafts=((1, 64), (2, 64), (1, 128), (2, 128), (4, 128), (2, 256), (4, 256), (8, 256)),
     draft_tokens=150_000_000, plane_temperatures=(0.0, 1.0),
