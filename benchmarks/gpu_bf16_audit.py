@@ -48,7 +48,7 @@ from pathlib import Path
 import pandas as pd
 
 from sdlaws import io
-from sdlaws.provenance import git_sha, provenance
+from sdlaws.provenance import describe, git_sha, provenance
 
 #: Significance of the one-sided Mann-Whitney U test behind a ``bug`` verdict. A margin threshold typed in
 #: advance cannot be right: how close a near-tie kernels flip depends on the model's logit scale and the kernels,
@@ -305,8 +305,7 @@ def summarize(rows: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
 def markdown(info: dict, summary: pd.DataFrame) -> str:
     """Summary table with its provenance line, ready to paste into ``docs/benchmarks.md``."""
     w = info["workload"]
-    head = (f"{info['gpu_name']}, torch {info['torch_version']}, transformers {info['transformers_version']}, "
-            f"git `{info['git_sha']}`, {info['timestamp_utc'][:10]}; target {w['target']}, {w['dtype']}, "
+    head = (f"{describe(info)}; target {w['target']}, {w['dtype']}, "
             f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, T = 0; margins against engine AR vs "
             f"the reference (engine AR vs HF greedy, same batch), one-sided Mann-Whitney U, alpha {w['alpha']}; "
             f"every margin a multiple of {_cell(info.get('margin_step'), '{:g}')}; verdict: **{info['verdict']}**.")

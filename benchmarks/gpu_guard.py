@@ -51,7 +51,7 @@ from bench_measure_gpu import floor_bytes  # noqa: E402
 
 from sdlaws import io, rates  # noqa: E402
 from sdlaws.measure.config import MeasureConfig  # noqa: E402
-from sdlaws.provenance import provenance  # noqa: E402
+from sdlaws.provenance import describe, provenance  # noqa: E402
 
 EXPERIMENT = "gpu-guard"
 
@@ -266,8 +266,7 @@ def summary(w: Workload, table: pd.DataFrame, hw: dict, tests: str) -> dict:
 def markdown(info: dict, table: pd.DataFrame) -> str:
     """The table and its provenance line, ready to paste into ``docs/benchmarks.md``."""
     w = info["workload"]
-    head = (f"{info['gpu_name']}, torch {info['torch_version']}, transformers {info['transformers_version']}, "
-            f"git `{info['git_sha']}`, {info['timestamp_utc'][:10]}; {w['target']} <- {w['draft']}, {w['dtype']}, "
+    head = (f"{describe(info)}; {w['target']} <- {w['draft']}, {w['dtype']}, "
             f"{w['prompt_len']}-token prompts, {w['new_tokens']} new tokens, greedy; copy bandwidth "
             f"{_num(info['hbm_bytes_per_s'], 1e9, '{:.0f}')} GB/s, matmul "
             f"{_num(info['matmul_flops_per_s'], 1e12, '{:.3g}')} TFLOP/s; GPU tests: {info['gpu_tests']}.")

@@ -48,3 +48,10 @@ def provenance(device_name: str = "cpu") -> dict[str, str]:
     return {"timestamp_utc": now_utc(), "git_sha": git_sha(), "sdlaws_version": __version__,
             "torch_version": version("torch"), "transformers_version": version("transformers"),
             "gpu_name": device_name}
+
+
+def describe(record: dict) -> str:
+    """``GPU, torch X, transformers Y, git `sha`, date`` of a record holding :func:`provenance`'s keys (a report's
+    first line)."""
+    return (f"{record['gpu_name']}, torch {record['torch_version']}, transformers {record['transformers_version']}, "
+            f"git `{record['git_sha']}`, {record['timestamp_utc'][:10]}")
