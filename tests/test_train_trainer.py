@@ -131,8 +131,8 @@ def test_specs_families_and_token_parsing():
 WSD = TrainConfig(seq_len=32, batch_size=4, device="cpu", warmup_fraction=0.0, schedule="wsd", decay_fraction=0.2,
                   loss_window=4, heldout_eval_tokens=2048)
 #: Metadata that depends on the clock or the host, not on the training.
-TIMING = {"busy_time_s", "timed_steps", "tokens_per_s", "mfu", "mfu_measured", "measured_matmul_flops_per_s", "timestamp_utc",
-          "train_config"}
+TIMING = {"busy_time_s", "timed_steps", "tokens_per_s", "mfu", "mfu_measured", "measured_matmul_flops_per_s",
+          "timestamp_utc", "train_config"}
 
 
 def _same_run(a, b) -> None:

@@ -167,6 +167,11 @@ def _missing_contexts(results: Results) -> list[str]:
             f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
 
 
+def _listed(values: pd.Series) -> str:
+    """The distinct ``values``, sorted, comma-separated."""
+    return ", ".join(map(str, sorted(values.unique())))
+
+
 def _set_aside(aside: pd.DataFrame) -> list[str]:
     """A paragraph on the sweep rows :mod:`sdlaws.defects` set aside, per prompt length and batch size: those
     measured again after the fix, and those that were not (their batch sizes are left out of the tables)."""
@@ -175,7 +180,7 @@ def _set_aside(aside: pd.DataFrame) -> list[str]:
     from sdlaws.defects import LM_HEAD_PER_ROW, MAX_SHARE
 
     def where(rows: pd.DataFrame) -> str:
-        return "; ".join(f"{len(g)} at {p}-token prompts (batch {', '.join(map(str, sorted(g['batch_size'].unique())))})"
+        return "; ".join(f"{len(g)} at {p}-token prompts (batch {_listed(g['batch_size'])})"
                          for p, g in rows.groupby("prompt_len"))
 
     shas = ", ".join(sorted(aside["git_sha"].astype(str).str[:7].unique()))

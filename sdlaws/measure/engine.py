@@ -302,8 +302,9 @@ class SpecDecoder:
         The first ``batch_size`` prompts are prefilled together; whenever a row has its ``max_new_tokens``, its
         sequence is recorded and the next waiting prompt is prefilled into that row (the rows done at the same step
         in one prefill, :meth:`_Workspace.refill`, eager, timed as prefill) while the other rows keep their caches,
-        so the batch stays full until no prompt waits. The tail runs at the same batch shape with the finished rows frozen (their counters stop), as a
-        static batch's finished rows are: the draft and verify phases keep one shape and their CUDA graphs.
+        so the batch stays full until no prompt waits. The tail runs at the same batch shape with the finished rows
+        frozen (their counters stop), as a static batch's finished rows are: the draft and verify phases keep one
+        shape and their CUDA graphs.
 
         Parameters
         ----------

@@ -103,7 +103,7 @@ class SlotCache(Cache):
         first forward of the full batch has allocated the layers."""
         for mine, theirs in zip(self.layers, part.layers):
             if not mine.is_initialized:
-                raise RuntimeError("SlotCache.write_rows needs the full cache allocated (run a full-batch forward first)")
+                raise RuntimeError("SlotCache.write_rows needs the full cache allocated (a full-batch forward first)")
             end = start + theirs.keys.shape[2]
             mine.keys[rows, :, start:end] = theirs.keys
             mine.values[rows, :, start:end] = theirs.values
