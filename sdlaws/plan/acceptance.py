@@ -11,8 +11,9 @@ every edge on its path is, so ``P(walk reaches depth j) = sum over selected dept
 accepted-length distribution follows. Chains are the case ``k = 1``.
 
 :func:`batch_steps` turns an accepted-length distribution into decode steps per batch: a static batch runs until
-its slowest row has ``max_new_tokens`` (expected maximum over rows, by seeded simulation); continuous batching
-refills finished rows, so a row costs its own expected steps.
+its slowest row has ``max_new_tokens`` (expected maximum over rows, exactly from each row's distribution of
+finishing steps, :func:`finish_cdf`); continuous batching refills finished rows, so a row costs its own expected
+steps.
 """
 
 from __future__ import annotations
@@ -108,23 +109,47 @@ def prompt_profiles(profile, spread: float | None, bins: int = 16) -> list:
     return out
 
 
-def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *, batching: str = "static",
-                draws: int = 200, seed: int = 0) -> float:
+def batch_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, *, batching: str = "static") -> float:
     """Expected decode steps of one batch (the engine's loop: the prefill commits the first token, each step
     commits accepted + 1 tokens per row, at most ``max_new_tokens - 1`` steps).
 
     ``length_pmf``: accepted-drafts distribution of a step, ``(depth + 1,)``, or ``(P, depth + 1)`` for ``P``
     equally likely kinds of prompt (each row of the batch draws its kind once, :func:`prompt_profiles`).
-    ``batching="static"``: the batch runs until its slowest row is done (expected maximum over ``batch_size``
-    rows, up to ``draws`` seeded simulations, fewer for large batches); ``"continuous"``: a finished row is
-    refilled, so a long run advances at one row's expected pace (:func:`run_steps` for a run of given length).
+    ``batching="static"``: the batch runs until its slowest row is done, the expected maximum over
+    ``batch_size`` independent rows, ``sum_s 1 - F(s)^B`` with ``F`` a row's :func:`finish_cdf` (mixed over the
+    prompt kinds); ``"continuous"``: a finished row is refilled, so a long run advances at one row's expected
+    pace, ``sum_s 1 - F(s)`` (:func:`run_steps` for a run of given length).
     """
-    rng = np.random.default_rng(seed)
     rows = batch_size if batching == "static" else 1
-    # The maximum over many rows varies little between simulated batches: keep ~draws x 32 simulated rows in
-    # all (at least 16 batches), so that large batches cost no more than small ones.
-    sims = max(16, min(draws, -(-draws * 32 // rows))) if batching == "static" else max(draws, 1000)
-    return float(_row_steps(length_pmf, max_new_tokens, (sims, rows), rng).max(axis=1).mean())
+    done = finish_cdf(length_pmf, max_new_tokens).mean(axis=0)  # (need + 1,): P(a row is done within s steps)
+    return float(np.sum(1.0 - done[:-1] ** rows))
+
+
+def finish_cdf(length_pmf: np.ndarray, max_new_tokens: int) -> np.ndarray:
+    """``(P, need + 1)``: for each prompt kind (row of ``length_pmf``), the probability that a row is done within
+    ``s = 0 .. need`` decode steps, ``need = max_new_tokens - 1`` (the engine's cap: done by step ``need``).
+
+    Exact: the distribution of a row's committed tokens, short of ``need``, is pushed one step at a time through
+    the step's ``1 + accepted`` tokens (a banded transition), until no row is left running.
+    """
+    need = max_new_tokens - 1
+    pmfs = np.atleast_2d(np.asarray(length_pmf, dtype=float))
+    pmfs = pmfs / pmfs.sum(axis=1, keepdims=True)
+    done = np.ones((len(pmfs), need + 1))
+    if need <= 0:
+        return done
+    running = np.zeros((len(pmfs), need))  # P(still running with t tokens beyond the first), t < need
+    running[:, 0] = 1.0
+    for step in range(1, need + 1):
+        done[:, step - 1] = 1.0 - running.sum(axis=1)
+        after = np.zeros_like(running)
+        for accepted in range(min(pmfs.shape[1], need - 1)):
+            gain = 1 + accepted
+            after[:, gain:] += pmfs[:, accepted, None] * running[:, :need - gain]
+        running = after
+        if running.sum() < 1e-12:
+            break
+    return done
 
 
 def run_steps(length_pmf: np.ndarray, max_new_tokens: int, batch_size: int, num_prompts: int, *,

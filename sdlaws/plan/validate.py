@@ -270,18 +270,20 @@ def fit_overheads(parts: pd.DataFrame) -> EngineOverheads:
     return EngineOverheads(*map(float, step), fixed)
 
 
-def fit_spread(rows: pd.DataFrame, profile, *, draws: int = 100) -> float | None:
+def fit_spread(rows: pd.DataFrame, profile) -> float | None:
     """Concentration of the per-prompt acceptance Beta (:func:`~sdlaws.plan.acceptance.prompt_profiles`) that
     best reproduces the training rows' measured steps per batch (least squares on log steps over
     :data:`SPREADS`)."""
+    # each row's configuration and measured steps per batch, read once (not once per spread tried)
+    cases = [(engine_config(r), int(r.max_new_tokens), int(r.batch_size), getattr(r, "batching", "static"),
+              r.num_steps / r.num_batches) for r in rows.itertuples()]
+
     def loss(spread):
         err = 0.0
-        for r in rows.itertuples():
-            cfg = engine_config(r)
+        for cfg, max_new, batch, batching, measured in cases:
             pmfs = [length_pmf(cfg, _profile_for(p, cfg.num_spec_tokens)) for p in prompt_profiles(profile, spread)]
-            pred = batch_steps(np.array(pmfs), int(r.max_new_tokens), int(r.batch_size), draws=draws,
-                               batching=getattr(r, "batching", "static"))
-            err += np.log(pred / (r.num_steps / r.num_batches)) ** 2
+            pred = batch_steps(np.array(pmfs), max_new, batch, batching=batching)
+            err += np.log(pred / measured) ** 2
         return err
     return min(SPREADS, key=loss)
 
