@@ -112,3 +112,39 @@ def test_batch_sizes_share_one_decoder(tiny_llama, greedy_reference):
         tokens, stats = decoder.generate([PROMPTS[i] for i in batch])
         assert tokens == [expected[i] for i in batch]
         assert stats.num_new_tokens == len(batch) * MAX_NEW
+
+
+@pytest.mark.parametrize("name,draft_kind", [("ar", None), ("chain", "lm"), ("tree", "lm"), ("chain", "head"),
+                                             ("tree", "head")])
+def test_a_batch_prefilled_in_chunks_decodes_as_one_prefill(name, draft_kind, tiny_llama, greedy_reference,
+                                                             monkeypatch):
+    """With a chunk budget of 16 prompt slots (SLOT_ALIGN-rounded prompts of 8 and 16 slots: one or two rows a
+    chunk), the batch is prefilled in several forwards of different widths and still decodes the target's greedy
+    tokens, for LM drafts and feature heads."""
+    from test_engine_heads import random_head
+
+    from sdlaws.measure import engine
+
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
+    draft = {"head": lambda: random_head(target), "lm": lambda: tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2),
+             None: lambda: None}[draft_kind]()
+    widths = []
+    real = engine._Workspace._load
+    monkeypatch.setattr(engine, "PREFILL_CHUNK_SLOTS", 16)
+    monkeypatch.setattr(engine._Workspace, "_load",
+                        lambda ws, prompts, *a, **k: (widths.append(len(prompts)), real(ws, prompts, *a, **k))[1])
+    decoder = SpecDecoder(target, draft, CONFIGS[name], max_prompt_len=16)
+    tokens, _ = decoder.generate(PROMPTS)
+    assert tokens == [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
+    assert len(widths) > 1 and sum(widths) == len(PROMPTS)
+
+
+def test_prefill_chunks_keep_rows_times_slots_within_the_budget(monkeypatch):
+    from sdlaws.measure import engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK_SLOTS", 32)
+    used = lambda prompts: 8 * -(-max(map(len, prompts)) // 8)   # noqa: E731 (the workspace's rounding, 8-slot)
+    prompts = [[1] * n for n in (3, 5, 9, 2, 20, 1, 1, 1, 1)]
+    chunks = engine._prefill_chunks(list(range(9)), prompts, used)
+    assert [[r for r, _ in c] for c in chunks] == [[0, 1], [2, 3], [4], [5, 6, 7, 8]]
+    assert all(len(c) == 1 or len(c) * used([p for _, p in c]) <= 32 for c in chunks)

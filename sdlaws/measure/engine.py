@@ -38,11 +38,11 @@ Each step every unfinished row commits its accepted draft tokens plus one target
 
 Batching: :meth:`SpecDecoder.generate` decodes one static batch until its slowest row is done;
 :meth:`SpecDecoder.serve` batches continuously, as serving engines do: between steps, the rows that are done hand
-their sequences over and the next waiting prompts are prefilled into them, all in one eager forward over scratch
-caches of the prompt slots whose entries are then copied into those rows (:meth:`SlotCache.write_rows`; a row's
-stale cache entries are never attended, the masks only reach a row's own prefix), so the draft and verify phases
-keep their batch shape, buffers and CUDA graphs. On GPU only the prefills run eagerly, the batch's first one and
-every refill, as the static prefill always has.
+their sequences over and the next waiting prompts are prefilled into them, all in one prefill, so the draft and
+verify phases keep their batch shape, buffers and CUDA graphs. Every prefill (a static batch's, a refill) runs
+eagerly over scratch caches of the prompt slots alone, in chunks of rows of at most ``PREFILL_CHUNK_SLOTS``
+prompt slots, and copies their entries into those rows of the full caches (:meth:`SlotCache.write_rows`; a row's
+stale entries are never attended, the masks only reach a row's own prefix).
 
 This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
 verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
@@ -69,6 +69,10 @@ from sdlaws.measure.hfcompat import cache_keyword
 
 #: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
 MAX_WORKSPACES = 2
+#: Most prompt slots (rows x the chunk's longest prompt) one prefill forward takes: a larger batch is prefilled in
+#: chunks of rows, so its activations (the MLP's intermediate alone is 2 x 14336 bf16 values per token on an 8B)
+#: stay a chunk's, not the batch's. 32,768 tokens keep each chunk's GEMMs compute-bound.
+PREFILL_CHUNK_SLOTS = 32_768
 
 #: Attention implementations that apply an arbitrary additive 4D mask (flash-attention ones do not).
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -501,6 +505,20 @@ def _num_layers(model) -> int:
     return int(model.config.get_text_config().num_hidden_layers)
 
 
+def _prefill_chunks(rows: list[int], prompts: list[list[int]], used_slots) -> list[list[tuple[int, list[int]]]]:
+    """``(row, prompt)`` pairs in consecutive chunks whose rows x slots (``used_slots`` of the chunk's prompts: its
+    longest, rounded up) stay within :data:`PREFILL_CHUNK_SLOTS`, at least one row each."""
+    chunks, chunk, width = [], [], 0
+    for row, prompt in zip(rows, prompts):
+        grown = max(width, used_slots([prompt]))
+        if chunk and (len(chunk) + 1) * grown > PREFILL_CHUNK_SLOTS:
+            chunks.append(chunk)
+            chunk, grown = [], used_slots([prompt])
+        chunk.append((row, prompt))
+        width = grown
+    return chunks + [chunk] if chunk else chunks
+
+
 def _forward(model, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
              mask: torch.Tensor, keep_last: int = 0) -> torch.Tensor:
     """One forward pass writing ``ids`` ``(B, n)`` to cache ``slots`` ``(B, n)``; returns logits ``(B, n', V)``."""
@@ -617,36 +635,46 @@ class _Workspace:
         for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank, self.row_drafts,
                         self.row_accepted, self.row_steps):
             counter.zero_()
-        self._load(prompts, slice(None), self.target_cache, self.draft_cache)
+        self._load_rows(list(range(len(prompts))), prompts)
         self.all_done.fill_(self.cfg.max_new_tokens <= 1)
 
     def refill(self, rows: list[int], prompts: list[list[int]]) -> None:
-        """Continuous batching: load ``prompts`` into ``rows`` (any rows, one eager prefill for all of them), each
-        first token committed as in :meth:`prefill`; the other rows keep their caches and state, the batch-wide
-        counters keep counting (a finished row is frozen, so its sequence adds nothing after its last step), each
-        refilled row's own restart. A fresh prompt attends to nothing but itself, so the prefill runs over
-        scratch caches of the prompt slots alone and those slots are then copied into the rows of the full caches
-        (their other slots hold the previous sequence's entries, which no mask reaches)."""
+        """Continuous batching: load ``prompts`` into ``rows`` (any rows, one prefill for all of them), each first
+        token committed as in :meth:`prefill`; the other rows keep their caches and state, the batch-wide counters
+        keep counting (a finished row is frozen, so its sequence adds nothing after its last step), each refilled
+        row's own restart."""
         index = torch.tensor(rows, dtype=torch.long, device=self.seq.device)
         for counter in (self.row_drafts, self.row_accepted, self.row_steps):
             counter[index] = 0
-        used = self._used_slots(prompts)
-        scratch = [None if full is None else SlotCache(len(full.layers), used)
-                   for full in (self.target_cache, self.draft_cache)]
-        self._load(prompts, index, *scratch, offset=self.prompt_width - used)
-        for full, part in zip((self.target_cache, self.draft_cache), scratch):
-            if full is not None:
-                full.write_rows(part, index, self.prompt_width - used)
+        self._load_rows(rows, prompts)
 
-    def _used_slots(self, prompts: list[list[int]]) -> int:
+    def _load_rows(self, rows: list[int], prompts: list[list[int]]) -> None:
+        """Prefill ``prompts`` into ``rows`` (eager). A fresh prompt attends to nothing but itself, so each prefill
+        runs over scratch caches of the prompt slots alone, whose entries are then copied into the rows of the
+        full caches (their other slots may hold a previous sequence's entries, which no mask reaches); in chunks
+        of rows of at most :data:`PREFILL_CHUNK_SLOTS` prompt slots, so that a large batch of long prompts needs
+        no more activation memory than a chunk does."""
+        for chunk in _prefill_chunks(rows, prompts, self._used_slots):
+            chunk_rows, chunk_prompts = zip(*chunk)
+            index = torch.tensor(chunk_rows, dtype=torch.long, device=self.seq.device)
+            used = self._used_slots(chunk_prompts)
+            offset = self.prompt_width - used
+            scratch = [None if full is None else SlotCache(len(full.layers), used)
+                       for full in (self.target_cache, self.draft_cache)]
+            self._load(list(chunk_prompts), index, *scratch, offset=offset)
+            for full, part in zip((self.target_cache, self.draft_cache), scratch):
+                if full is not None:
+                    full.write_rows(part, index, offset, batch=self.batch_size)
+
+    def _used_slots(self, prompts) -> int:
         """Slots a prefill of ``prompts`` runs over: the longest prompt, rounded up to the slot alignment."""
         return min(self.prompt_width, round_up(max(map(len, prompts)), SLOT_ALIGN))
 
-    def _load(self, prompts: list[list[int]], rows: slice | torch.Tensor, target_cache: SlotCache,
-              draft_cache: SlotCache | None, offset: int = 0) -> None:
-        """Prefill ``prompts`` into ``rows`` (a slice, or an index tensor) through caches over those rows whose slot
-        ``s - offset`` stands for slot ``s`` (views of the full caches, offset 0; or scratch caches of the prompt
-        slots alone): the row state, both caches, the first new token (and a head's first features).
+    def _load(self, prompts: list[list[int]], rows: torch.Tensor, target_cache: SlotCache,
+              draft_cache: SlotCache | None, offset: int) -> None:
+        """Prefill ``prompts`` into ``rows`` (an index tensor) through scratch caches over those rows and the prompt
+        slots alone (slot ``s`` of the workspace at ``s - offset``): the row state, both caches, the first new
+        token (and a head's first features).
 
         Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up) go
         through the forward pass.
@@ -658,7 +686,7 @@ class _Workspace:
         for row, prompt in enumerate(prompts):
             ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         ids = ids.to(device)
-        seq = self.seq[rows].zero_()  # a view for a slice; a copy for an index, written back below
+        seq = torch.zeros(len(prompts), self.seq.shape[1], dtype=torch.long, device=device)
         seq[:, width - used:width] = ids
         self.prompt_len[rows] = lengths.to(device)
         self.length[rows] = lengths.to(device)
@@ -673,13 +701,12 @@ class _Workspace:
             _forward(self.dec.draft, draft_cache, ids, positions, slots - offset, mask, keep_last=1)
         u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
         seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
-        if not isinstance(rows, slice):
-            self.seq[rows] = seq
+        self.seq[rows] = seq
         if self.head:
             self._prefill_head(draft_cache, rows, features, positions, slots, mask, offset)
         self.length[rows] += 1
 
-    def _prefill_head(self, cache: SlotCache, rows: slice | torch.Tensor, features: torch.Tensor,
+    def _prefill_head(self, cache: SlotCache, rows: torch.Tensor, features: torch.Tensor,
                       positions: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor, offset: int) -> None:
         """Fill the head's cache (over ``rows``, slot ``s`` at ``s - offset``) with the prompts' pairs (target
         feature at ``i``, token at ``i + 1``; the last pairs the prompt's last feature with the first new token),

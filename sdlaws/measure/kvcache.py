@@ -97,13 +97,14 @@ class SlotCache(Cache):
         """Set the slots of the next forward (read by every layer's ``update``)."""
         self._write.slots = slots
 
-    def write_rows(self, part: "SlotCache", rows: torch.Tensor, start: int) -> None:
-        """Copy every slot of ``part`` (a cache over ``len(rows)`` rows and ``n`` slots, e.g. a refill's prefill
-        of the prompt slots alone) into rows ``rows`` of this cache at slots ``start .. start + n``. Call it after a
-        first forward of the full batch has allocated the layers."""
+    def write_rows(self, part: "SlotCache", rows: torch.Tensor, start: int, batch: int) -> None:
+        """Copy every slot of ``part`` (a cache over ``len(rows)`` rows and ``n`` slots, e.g. a prefill of the
+        prompt slots alone) into rows ``rows`` of this cache at slots ``start .. start + n``; a layer not yet
+        allocated is allocated first, ``(batch, H, S, D)`` with ``part``'s heads, head size, dtype and device."""
         for mine, theirs in zip(self.layers, part.layers):
             if not mine.is_initialized:
-                raise RuntimeError("SlotCache.write_rows needs the full cache allocated (a full-batch forward first)")
+                mine.lazy_initialization(theirs.keys[:1].expand(batch, -1, -1, -1),
+                                         theirs.values[:1].expand(batch, -1, -1, -1))
             end = start + theirs.keys.shape[2]
             mine.keys[rows, :, start:end] = theirs.keys
             mine.values[rows, :, start:end] = theirs.values
