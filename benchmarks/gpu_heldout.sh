@@ -17,6 +17,7 @@
 #    prompts, batch 1, 4, 16, 64 (and 256 at 512), 2 repeats -> $WORK/heads.csv.
 # 6. The rows sdlaws.defects sets aside, re-measured with the fixed engine -> $WORK/thm13-fixed.csv (not a default
 #    step: STEPS=6).
+# 7. Batch 256 at 2048-token prompts (out of memory before prefills were chunked) -> $WORK/thm13-b256.csv (STEPS=7).
 # STEPS (default "1 2 3 4 5") picks steps. Every step appends to its CSV and skips rows already there, so a re-run
 # on the same machine resumes; steps 3-5 also resume the committed sweep (measurements/h200/thm13.csv) on a fresh
 # one. Rows record the sha in .gpu-sha where a device call wrote one (gpu_common.sh). 3-5 are timing runs under
@@ -99,5 +100,12 @@ sweep "$fixed" "$h100_profile" random:llama-3.2-1b 512 4,8,16,32 1 2,4,8,16 3
 sweep "$fixed" "$profile" random:llama-3.2-1b 2048 4,16,64 1,2,3,4,6,8 1 3
 sweep "$fixed" "$profile" random:llama-3.2-1b 2048 4,16 1,2 2,4,8,16,32 3
 sweep "$fixed" "$profile" random:llama-3.2-1b 2048 64 1,2 2,4,8 3
+fi
+if want 7; then
+# batch 256 at 2048-token prompts ran out of memory while a batch was prefilled in one forward; since prefills run
+# in chunks of rows, measured again into their own file (failed rows of thm13.csv share their run ids)
+log "7. batch 256 at 2048-token prompts"
+sweep "$work/thm13-b256.csv" "$profile" random:llama-3.2-1b 2048 256 1,2,4 1 3
+sweep "$work/thm13-b256.csv" "$profile" random:llama-3.2-1b 2048 256 1,2 2 3
 fi
 log "done"

@@ -18,7 +18,8 @@
 # 8 (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among them,
 # survive exact arithmetic; 4. Thm 1.1 at scale h200-science: WSD-trained drafts against a target of 20 tokens per
 # parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15); 5. the
-# EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
+# EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3); 6. the Thm 1.3 sweep's batch 256 at
+# 2048-token prompts, out of memory before prefills were chunked (gpu_heldout.sh step 7, ~7). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
 # re-measured sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
@@ -55,4 +56,5 @@ step "3. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS
   bash benchmarks/gpu_bf16_audit.sh
 step "4. Thm 1.1 at scale h200-science" science
 step "5. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+step "6. batch 256 at 2048-token prompts, prefilled in chunks" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"

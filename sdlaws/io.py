@@ -174,6 +174,13 @@ def _first_of_each_run(df: pd.DataFrame) -> pd.DataFrame:
     return df[~repeat].reset_index(drop=True)
 
 
+def failed_not_rerun(rows: pd.DataFrame) -> pd.DataFrame:
+    """Failed rows whose configuration (``run_id``) has no ``ok`` row among ``rows``: what did not run at all (a
+    configuration that failed once and ran later, e.g. in another file, did run)."""
+    failed = rows["status"].ne("ok")
+    return rows[failed & ~rows["run_id"].isin(rows.loc[~failed, "run_id"])]
+
+
 def append_row(path: str | os.PathLike, row: dict[str, Any], table: str = "spec") -> None:
     """Append one row to a measurement CSV (created with the schema header if absent), fsync'ed, under a lock.
 

@@ -397,3 +397,10 @@ def test_the_memory_guard_refuses_a_sweep_before_loading(tmp_path, monkeypatch):
 
 def test_host_memory_is_read_without_psutil():
     assert 0 < memory.host_available_bytes() < math.inf
+
+
+def test_a_configuration_that_failed_then_ran_is_not_listed_as_not_run():
+    from sdlaws.io import failed_not_rerun
+
+    rows = pd.DataFrame({"run_id": ["a", "a", "b", "c"], "status": ["failed", "ok", "failed", "ok"]})
+    assert list(failed_not_rerun(rows)["run_id"]) == ["b"]

@@ -227,7 +227,7 @@ def analyse(root: str | Path = "measurements") -> Results:
     checks = {"loo": costcheck.leave_one_point_out(steps, h200), "lobo": costcheck.leave_one_batch_out(steps, h200),
               "loso": costcheck.leave_one_shape_out(steps, h200),
               "transfer": costcheck.transfer_error(old, h100, steps, h200)}
-    from sdlaws.io import read_measurements
+    from sdlaws.io import failed_not_rerun, read_measurements
     from sdlaws.plan.validate import fit_planner
     from sdlaws.schema import config_label
 
@@ -240,7 +240,7 @@ def analyse(root: str | Path = "measurements") -> Results:
     # remeasured: the configuration has a row of a version without the defect (kept in its place)
     aside = aside.assign(prompt_len=prompt_len(aside), remeasured=aside["run_id"].isin(spec["run_id"]))
     context = prompt_len(spec)
-    lost = every[every["status"].ne("ok")].drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
+    lost = failed_not_rerun(every).drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
     failed = [(int(r.batch_size), config_label(r.method, r.num_spec_tokens, r.tree_topk), str(r.error).split(":")[0])
               for r in lost.itertuples()]
     sweeps = []

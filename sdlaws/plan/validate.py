@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdlaws import defects, rates, schema
+from sdlaws import defects, io, rates, schema
 from sdlaws.plan.acceptance import batch_steps, prompt_profiles, run_steps
 from sdlaws.plan.cost import StepTimeFit, short_name, step_shape
 from sdlaws.plan.serving import EngineConfig, length_pmf, step_time_s
@@ -566,7 +566,7 @@ def predict(planner: FittedPlanner, heldout: pd.DataFrame) -> Validation:
     out["speedup_pred"] = rates.over_ar(out, "tokens_per_s_pred").to_numpy()
     for q in QUANTITIES:
         out[f"{q}_pct"] = 100.0 * (out[f"{q}_pred"] / out[f"{q}_meas"] - 1.0)
-    out = pd.concat([out, _not_measured(heldout[heldout["status"].ne("ok")]), _unpredicted(aside)], ignore_index=True)
+    out = pd.concat([out, _not_measured(io.failed_not_rerun(heldout)), _unpredicted(aside)], ignore_index=True)
     law = planner.law
     inputs = {"acceptance": {f"{d} T={t:g}": [list(r) for r in p] for (d, t), p in planner.models.items()},
               "prompt_spread": {f"{d} T={t:g}": s for (d, t), s in planner.spreads.items()},
