@@ -122,3 +122,29 @@ def test_stats_add_and_row_keys_match_schema():
     assert total.verify_time_s == 0.75 and total.peak_memory_bytes == 7
     spec_columns = {c.name for c in schema.SPEC_RUN}
     assert set(total.to_row()) <= spec_columns
+
+
+def _moved_reference(buf, src, dst):
+    """Per-row, per-layer reference of SlotCache.move on one ``(B, H, S, D)`` tensor: read every source first."""
+    out = buf.clone()
+    for b in range(buf.shape[0]):
+        out[b, :, dst[b]] = buf[b, :, src[b]]
+    return out
+
+
+@pytest.mark.parametrize("heads", [(2, 2, 2), (2, 1, 2)])   # per layer; (2, 1, 2): a layer of another shape
+def test_slot_cache_move_of_every_layer_at_once_equals_layer_by_layer(heads):
+    """The cache keeps its layers in one stacked tensor (one gather and one scatter per move) when they share a
+    shape; a layer of another shape makes it move layer by layer. Either way: overlapping moves, several rows."""
+    gen = torch.Generator().manual_seed(0)
+    cache = SlotCache(num_layers=len(heads), max_cache_len=6)
+    cache.write_slots = torch.arange(6).expand(2, 6)
+    for i, h in enumerate(heads):
+        cache.update(torch.randn(2, h, 6, 3, generator=gen), torch.randn(2, h, 6, 3, generator=gen), i)
+    assert cache._stack.uniform == (len(set(heads)) == 1)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    src, dst = torch.tensor([[4, 5, 2], [1, 3, 3]]), torch.tensor([[2, 3, 2], [0, 1, 3]])
+    cache.move(src, dst)
+    for layer, (keys, values) in zip(cache.layers, before):
+        assert torch.equal(layer.keys, _moved_reference(keys, src, dst))
+        assert torch.equal(layer.values, _moved_reference(values, src, dst))

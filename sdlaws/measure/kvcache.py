@@ -30,22 +30,50 @@ class WriteSlots:
         self.slots: torch.Tensor | None = None
 
 
+class LayerStack:
+    """Every layer's keys and values in one ``(L, 2, B, H, S, D)`` tensor, allocated when the first layer is, so
+    that :meth:`SlotCache.move` is one gather and one scatter, not four kernels per layer (on a GPU, each a launch
+    inside the graph of a tree's verify phase). A layer of another shape or dtype keeps tensors of its own, and
+    the cache then moves layer by layer."""
+
+    __slots__ = ("num_layers", "tensor", "uniform")
+
+    def __init__(self, num_layers: int):
+        self.num_layers = num_layers
+        self.tensor: torch.Tensor | None = None
+        self.uniform = True
+
+    def views(self, index: int, keys: torch.Tensor, values: torch.Tensor, max_cache_len: int):
+        """Layer ``index``'s ``(B, H, S, D)`` keys and values, shaped like ``keys``/``values`` (first ones seen):
+        views of the stack when they fit it, else tensors of their own."""
+        batch, heads, _, dim = keys.shape
+        shape = (batch, heads, max_cache_len, dim)
+        if self.tensor is None and values.shape == keys.shape and values.dtype == keys.dtype:
+            self.tensor = keys.new_zeros((self.num_layers, 2, *shape))
+        if self.tensor is not None and self.tensor.shape[2:] == shape and self.tensor.dtype == keys.dtype \
+                and values.shape == keys.shape:
+            return self.tensor[index, 0], self.tensor[index, 1]
+        self.uniform = False
+        return (keys.new_zeros(shape),
+                values.new_zeros((batch, values.shape[1], max_cache_len, values.shape[-1])))
+
+
 class SlotLayer(CacheLayerMixin):
     """One layer's keys and values, ``(B, H, S, D)``, written at the shared :class:`WriteSlots`."""
 
     is_compileable = True
     is_sliding = False
 
-    def __init__(self, write: WriteSlots, max_cache_len: int):
+    def __init__(self, write: WriteSlots, max_cache_len: int, stack: LayerStack, index: int):
         super().__init__()
         self.write = write
         self.max_cache_len = max_cache_len
+        self.stack, self.index = stack, index
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        """Allocate the full ``(B, H, S, D)`` tensors with the dtype/device/heads of the first keys seen."""
-        batch, heads = key_states.shape[:2]
-        self.keys = key_states.new_zeros((batch, heads, self.max_cache_len, key_states.shape[-1]))
-        self.values = value_states.new_zeros((batch, heads, self.max_cache_len, value_states.shape[-1]))
+        """Allocate the full ``(B, H, S, D)`` tensors with the dtype/device/heads of the first keys seen (views of
+        the cache's :class:`LayerStack`)."""
+        self.keys, self.values = self.stack.views(self.index, key_states, value_states, self.max_cache_len)
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -83,7 +111,8 @@ class SlotCache(Cache):
 
     def __init__(self, num_layers: int, max_cache_len: int):
         self._write = WriteSlots()
-        super().__init__(layers=[SlotLayer(self._write, max_cache_len) for _ in range(num_layers)])
+        self._stack = LayerStack(num_layers)
+        super().__init__(layers=[SlotLayer(self._write, max_cache_len, self._stack, i) for i in range(num_layers)])
         # not `self.max_cache_len`: transformers 5.17 defines it as a read-only property of Cache
         self.num_slots = max_cache_len
 
@@ -115,6 +144,13 @@ class SlotCache(Cache):
         All sources are read before any destination is written, so ``src`` and ``dst`` may overlap; an entry
         with ``src == dst`` is a no-op. Used to compact an accepted tree path into consecutive slots.
         """
+        stack = self._stack.tensor
+        if stack is not None and self._stack.uniform and all(layer.is_initialized for layer in self.layers):
+            # (L, 2, B, H, S, D): every layer's keys and values in one gather and one scatter
+            def index(slots):
+                return slots[None, None, :, None, :, None].expand(*stack.shape[:4], slots.shape[1], stack.shape[5])
+            stack.scatter_(4, index(dst), stack.gather(4, index(src)))
+            return
         for layer in self.layers:
             if not layer.is_initialized:
                 continue
