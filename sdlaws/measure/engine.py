@@ -853,6 +853,11 @@ class _Workspace:
             self.q_chain[:, level] = q
             token = sampling.sample(q, self.rand[:, level])
             return token[:, None, None], q.gather(1, token[:, None]).log()[:, None]
+        if self.topk == 1 and self.budget == self.shape.num_pool:
+            # a chain whose every drafted node is verified: the scores rank nothing (one child per node, and
+            # tree.select takes the whole pool), so the draft's argmax is enough, without a float32 log-softmax
+            token = logits.argmax(dim=-1, keepdim=True)
+            return token, torch.zeros(token.shape, device=token.device)
         top = sampling.log_probs(logits, self.cfg.temperature).topk(self.topk, dim=-1)
         if self.synthetic:
             return top.indices, self.profile_logq[level].expand_as(top.values)

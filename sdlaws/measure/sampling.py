@@ -12,8 +12,8 @@ import torch
 
 def log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Float32 log-softmax of ``logits / temperature`` (``temperature == 0`` uses the raw logits)."""
-    scale = temperature if temperature > 0 else 1.0
-    return torch.log_softmax(logits.float() / scale, dim=-1)
+    scores = logits.float()
+    return torch.log_softmax(scores / temperature if temperature > 0 else scores, dim=-1)
 
 
 def probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
