@@ -11,16 +11,18 @@
 #
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
-# fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and
-# their estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~2); 2. the kernels
-# of the target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2), and continuous against static
-# batching again, now that the rows done at one step are refilled by one prefill (gpu_batching.sh, ~2); 3. the audit in fp32 at batch 1 and
-# 8 (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among them,
+# fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
+# estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~2); 2. the kernels of the
+# target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2), continuous against static batching again, now
+# that the rows done at one step are refilled by one prefill (gpu_batching.sh, ~2), and the regression guard on this
+# engine (stacked KV moves, chain argmax, chunked prefills; gpu_guard.sh, ~5); 3. the audit in fp32 at batch 1 and 8
+# (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among them,
 # survive exact arithmetic; 4. Thm 1.1 at scale h200-science: WSD-trained drafts against a target of 20 tokens per
-# parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15); 5. the
-# EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3); 6. the Thm 1.3 sweep's batch 256 at
-# 2048-token prompts, out of memory before prefills were chunked (gpu_heldout.sh step 7, ~7). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the
-# re-measured sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
+# parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15); 5. the EAGLE-
+# sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3); 6. the Thm 1.3 sweep's batch 256 at 2048-token
+# prompts, out of memory before prefills were chunked (gpu_heldout.sh step 7, ~7). Each step resumes where a re-run
+# finds its files. Earlier sessions' steps (the guard, the re-measured sweep rows, the bf16 audit, batching, the
+# trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -52,6 +54,8 @@ step "1. EAGLE-sized head step table, kv 2048" head_steps 2048
 step "2. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
 step "2. continuous vs static batching, batched refills" env WORK="$work/batching2" bash benchmarks/gpu_batching.sh
+step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
+  bash benchmarks/gpu_guard.sh
 step "3. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh
 step "4. Thm 1.1 at scale h200-science" science
