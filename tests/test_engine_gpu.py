@@ -53,6 +53,27 @@ def test_graphs_match_eager(cfg, family, tiny_llama, tiny_gpt2):
     assert stats.peak_memory_bytes > 0 and stats.verify_time_s > 0
 
 
+SERVE_PROMPTS = PROMPTS + [[2, 7, 1, 8, 2, 8], [9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1], [4, 4, 4, 4]]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:3], ids=lambda c: c.method)
+def test_continuous_batching_with_chunked_prefills_matches_eager_under_graphs(cfg, tiny_llama, monkeypatch):
+    """serve(): refills (several rows in one prefill) between graph replays, every prefill chunked (at most 16
+    prompt slots: one or two rows a chunk), give the eager tokens and the target's greedy output."""
+    from sdlaws.measure import layout
+
+    monkeypatch.setattr(layout, "PREFILL_CHUNK_SLOTS", 16)
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2).cuda()
+    draft = tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2).cuda()
+    graphed = SpecDecoder(target, None if cfg.method == "ar" else draft, cfg, max_prompt_len=16)
+    eager = SpecDecoder(target, None if cfg.method == "ar" else draft, replace(cfg, cuda_graphs=False),
+                        max_prompt_len=16)
+    tokens, _ = graphed.serve(SERVE_PROMPTS, 3)
+    assert graphed._workspaces[3].verify_phase.captured
+    assert tokens == eager.serve(SERVE_PROMPTS, 3)[0]
+    assert tokens == [greedy_reference(target, p, cfg.max_new_tokens) for p in SERVE_PROMPTS]
+
+
 HEAD_CONFIGS = [cfg for cfg in CONFIGS if cfg.method != "ar"]
 
 

@@ -123,14 +123,14 @@ def test_a_batch_prefilled_in_chunks_decodes_as_one_prefill(name, draft_kind, ti
     tokens, for LM drafts and feature heads."""
     from test_engine_heads import random_head
 
-    from sdlaws.measure import engine
+    from sdlaws.measure import engine, layout
 
     target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
     draft = {"head": lambda: random_head(target), "lm": lambda: tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2),
              None: lambda: None}[draft_kind]()
     widths = []
     real = engine._Workspace._load
-    monkeypatch.setattr(engine, "PREFILL_CHUNK_SLOTS", 16)
+    monkeypatch.setattr(layout, "PREFILL_CHUNK_SLOTS", 16)
     monkeypatch.setattr(engine._Workspace, "_load",
                         lambda ws, prompts, *a, **k: (widths.append(len(prompts)), real(ws, prompts, *a, **k))[1])
     decoder = SpecDecoder(target, draft, CONFIGS[name], max_prompt_len=16)
@@ -140,9 +140,9 @@ def test_a_batch_prefilled_in_chunks_decodes_as_one_prefill(name, draft_kind, ti
 
 
 def test_prefill_chunks_keep_rows_times_slots_within_the_budget(monkeypatch):
-    from sdlaws.measure import engine
+    from sdlaws.measure import engine, layout
 
-    monkeypatch.setattr(engine, "PREFILL_CHUNK_SLOTS", 32)
+    monkeypatch.setattr(layout, "PREFILL_CHUNK_SLOTS", 32)
     used = lambda prompts: 8 * -(-max(map(len, prompts)) // 8)   # noqa: E731 (the workspace's rounding, 8-slot)
     prompts = [[1] * n for n in (3, 5, 9, 2, 20, 1, 1, 1, 1)]
     chunks = engine._prefill_chunks(list(range(9)), prompts, used)

@@ -143,8 +143,24 @@ def test_slot_cache_move_of_every_layer_at_once_equals_layer_by_layer(heads):
         cache.update(torch.randn(2, h, 6, 3, generator=gen), torch.randn(2, h, 6, 3, generator=gen), i)
     assert cache._stack.uniform == (len(set(heads)) == 1)
     before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
-    src, dst = torch.tensor([[4, 5, 2], [1, 3, 3]]), torch.tensor([[2, 3, 2], [0, 1, 3]])
+    # distinct destinations per row (as the engine's moves have; scatter with duplicates is undefined on CUDA)
+    src, dst = torch.tensor([[4, 5, 2], [1, 3, 3]]), torch.tensor([[2, 3, 1], [0, 1, 3]])
     cache.move(src, dst)
     for layer, (keys, values) in zip(cache.layers, before):
         assert torch.equal(layer.keys, _moved_reference(keys, src, dst))
         assert torch.equal(layer.values, _moved_reference(values, src, dst))
+
+
+def test_a_cache_allocated_from_a_prefill_stacks_only_layers_that_all_match():
+    """write_rows allocates the full cache from a scratch cache: one stack when every layer has the same shape;
+    tensors of their own (no stack sized by the first layer) when one layer differs."""
+    for heads, stacked in (((2, 2, 2), True), ((1, 2, 2), False)):
+        part = SlotCache(num_layers=3, max_cache_len=4)
+        part.write_slots = torch.arange(4).expand(1, 4)
+        for i, h in enumerate(heads):
+            part.update(torch.ones(1, h, 4, 3), torch.ones(1, h, 4, 3), i)
+        full = SlotCache(num_layers=3, max_cache_len=6)
+        full.write_rows(part, torch.tensor([1]), 2, batch=2)
+        assert (full._stack.tensor is not None) == stacked and full._stack.uniform == stacked
+        assert [tuple(layer.keys.shape) for layer in full.layers] == [(2, h, 6, 3) for h in heads]
+        assert all(layer.keys[1, :, 2:].eq(1).all() and layer.keys[0].eq(0).all() for layer in full.layers)

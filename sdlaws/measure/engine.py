@@ -40,9 +40,9 @@ Batching: :meth:`SpecDecoder.generate` decodes one static batch until its slowes
 :meth:`SpecDecoder.serve` batches continuously, as serving engines do: between steps, the rows that are done hand
 their sequences over and the next waiting prompts are prefilled into them, all in one prefill, so the draft and
 verify phases keep their batch shape, buffers and CUDA graphs. Every prefill (a static batch's, a refill) runs
-eagerly over scratch caches of the prompt slots alone, in chunks of rows of at most ``PREFILL_CHUNK_SLOTS``
-prompt slots, and copies their entries into those rows of the full caches (:meth:`SlotCache.write_rows`; a row's
-stale entries are never attended, the masks only reach a row's own prefix).
+eagerly over scratch caches of the prompt slots alone, in chunks of rows of at most
+``layout.PREFILL_CHUNK_SLOTS`` prompt slots, and copies their entries into those rows of the full caches
+(:meth:`SlotCache.write_rows`; a row's stale entries are never attended, the masks only reach a row's own prefix).
 
 This module stays one piece: :class:`SpecDecoder` and its ``_Workspace`` are one state machine whose draft,
 verify and commit phases share the workspace's buffers and are captured together as CUDA graphs; what stands
@@ -64,15 +64,12 @@ from sdlaws.measure import fastpath, profile, sampling, tree
 from sdlaws.measure.graphs import PhaseRunner
 from sdlaws.measure.head import is_head, target_features
 from sdlaws.measure.kvcache import SlotCache, block_mask
+from sdlaws.measure import layout
 from sdlaws.measure.layout import SLOT_ALIGN, cache_layout, furthest_position, round_up
 from sdlaws.measure.hfcompat import cache_keyword
 
 #: Batch sizes whose workspace (caches, buffers, CUDA graphs) a decoder keeps; older ones are freed.
 MAX_WORKSPACES = 2
-#: Most prompt slots (rows x the chunk's longest prompt) one prefill forward takes: a larger batch is prefilled in
-#: chunks of rows, so its activations (the MLP's intermediate alone is 2 x 14336 bf16 values per token on an 8B)
-#: stay a chunk's, not the batch's. 32,768 tokens keep each chunk's GEMMs compute-bound.
-PREFILL_CHUNK_SLOTS = 32_768
 
 #: Attention implementations that apply an arbitrary additive 4D mask (flash-attention ones do not).
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -507,11 +504,11 @@ def _num_layers(model) -> int:
 
 def _prefill_chunks(rows: list[int], prompts: list[list[int]], used_slots) -> list[list[tuple[int, list[int]]]]:
     """``(row, prompt)`` pairs in consecutive chunks whose rows x slots (``used_slots`` of the chunk's prompts: its
-    longest, rounded up) stay within :data:`PREFILL_CHUNK_SLOTS`, at least one row each."""
+    longest, rounded up) stay within :data:`~sdlaws.measure.layout.PREFILL_CHUNK_SLOTS`, at least one row each."""
     chunks, chunk, width = [], [], 0
     for row, prompt in zip(rows, prompts):
         grown = max(width, used_slots([prompt]))
-        if chunk and (len(chunk) + 1) * grown > PREFILL_CHUNK_SLOTS:
+        if chunk and (len(chunk) + 1) * grown > layout.PREFILL_CHUNK_SLOTS:
             chunks.append(chunk)
             chunk, grown = [], used_slots([prompt])
         chunk.append((row, prompt))
@@ -548,8 +545,8 @@ class _Workspace:
         self.chain_sampling = cfg.method == "chain" and cfg.temperature > 0
         self.synthetic = cfg.acceptance_profile is not None and cfg.method != "ar"
         self.head = dec.head
-        layout = cache_layout(dec.max_prompt_len, cfg.max_new_tokens, self.depth, self.topk, self.budget, self.head)
-        self.num_refeed, self.prompt_width, self.tree_cols, self.num_verify, self.num_slots = layout
+        sizes = cache_layout(dec.max_prompt_len, cfg.max_new_tokens, self.depth, self.topk, self.budget, self.head)
+        self.num_refeed, self.prompt_width, self.tree_cols, self.num_verify, self.num_slots = sizes
         # A head's pair (feature at i, token at i + 1) sits at token i's slot and position, one before the token
         # an LM draft is fed to predict the same next token: a head's draft blocks start one slot earlier.
         self.shift = int(self.head)
@@ -652,8 +649,8 @@ class _Workspace:
         """Prefill ``prompts`` into ``rows`` (eager). A fresh prompt attends to nothing but itself, so each prefill
         runs over scratch caches of the prompt slots alone, whose entries are then copied into the rows of the
         full caches (their other slots may hold a previous sequence's entries, which no mask reaches); in chunks
-        of rows of at most :data:`PREFILL_CHUNK_SLOTS` prompt slots, so that a large batch of long prompts needs
-        no more activation memory than a chunk does."""
+        of rows of at most :data:`~sdlaws.measure.layout.PREFILL_CHUNK_SLOTS` prompt slots, so that a large batch
+        of long prompts needs no more activation memory than a chunk does."""
         for chunk in _prefill_chunks(rows, prompts, self._used_slots):
             chunk_rows, chunk_prompts = zip(*chunk)
             index = torch.tensor(chunk_rows, dtype=torch.long, device=self.seq.device)
@@ -900,8 +897,8 @@ class _Workspace:
 
     def _target_forward(self, cache: SlotCache, ids: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
                         mask: torch.Tensor, keep_last: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Target logits ``(b, n', V)`` (``n' = keep_last`` or ``n``) through ``cache`` (the target's, or a view of
-        some of its rows), and with a head draft also the target's features ``(b, n, h)`` (the LM head's input)
+        """Target logits ``(b, n', V)`` (``n' = keep_last`` or ``n``) through ``cache`` (the target's, or a
+        prefill's scratch cache), and with a head draft also the target's features ``(b, n, h)`` (the LM head's input)
         at every position (None otherwise)."""
         if not self.head:
             return _forward(self.dec.target, cache, ids, positions, slots, mask, keep_last), None

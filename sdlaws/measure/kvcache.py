@@ -31,10 +31,10 @@ class WriteSlots:
 
 
 class LayerStack:
-    """Every layer's keys and values in one ``(L, 2, B, H, S, D)`` tensor, allocated when the first layer is, so
-    that :meth:`SlotCache.move` is one gather and one scatter, not four kernels per layer (on a GPU, each a launch
-    inside the graph of a tree's verify phase). A layer of another shape or dtype keeps tensors of its own, and
-    the cache then moves layer by layer."""
+    """Every layer's keys and values in one ``(L, 2, B, H, S, D)`` tensor, so that :meth:`SlotCache.move` is one
+    gather and one scatter, not four kernels per layer (on a GPU, each a launch inside the graph of a tree's verify
+    phase). Used only while every layer has the same shape, dtype and device; otherwise each layer keeps tensors of
+    its own and the cache moves layer by layer."""
 
     __slots__ = ("num_layers", "tensor", "uniform")
 
@@ -44,18 +44,33 @@ class LayerStack:
         self.uniform = True
 
     def views(self, index: int, keys: torch.Tensor, values: torch.Tensor, max_cache_len: int):
-        """Layer ``index``'s ``(B, H, S, D)`` keys and values, shaped like ``keys``/``values`` (first ones seen):
-        views of the stack when they fit it, else tensors of their own."""
-        batch, heads, _, dim = keys.shape
-        shape = (batch, heads, max_cache_len, dim)
-        if self.tensor is None and values.shape == keys.shape and values.dtype == keys.dtype:
-            self.tensor = keys.new_zeros((self.num_layers, 2, *shape))
-        if self.tensor is not None and self.tensor.shape[2:] == shape and self.tensor.dtype == keys.dtype \
-                and values.shape == keys.shape:
-            return self.tensor[index, 0], self.tensor[index, 1]
+        """Layer ``index``'s ``(B, H, S, D)`` keys and values, shaped like ``keys``/``values``: views of the stack
+        (allocated from the first layer seen) while they fit it, else tensors of their own."""
+        key_shape, value_shape = _full(keys, max_cache_len), _full(values, max_cache_len)
+        if self.tensor is None and self.uniform and key_shape == value_shape and keys.dtype == values.dtype:
+            self.tensor = keys.new_zeros((self.num_layers, 2, *key_shape))
+        stack = self.tensor
+        if (stack is not None and stack.shape[2:] == key_shape == value_shape and stack.dtype == keys.dtype
+                == values.dtype and stack.device == keys.device == values.device):
+            return stack[index, 0], stack[index, 1]
         self.uniform = False
-        return (keys.new_zeros(shape),
-                values.new_zeros((batch, values.shape[1], max_cache_len, values.shape[-1])))
+        return keys.new_zeros(key_shape), values.new_zeros(value_shape)
+
+    def allocate(self, layers: list, likes: list[tuple[torch.Tensor, torch.Tensor]], max_cache_len: int) -> None:
+        """Allocate every layer of ``layers`` at once, like the ``(keys, values)`` of ``likes`` (one pair per
+        layer): stacked only when all pairs share shape, dtype and device, which here is known in advance."""
+        kinds = {(_full(k, max_cache_len), _full(v, max_cache_len), k.dtype, v.dtype, k.device, v.device)
+                 for k, v in likes}
+        self.uniform = self.uniform and len(kinds) == 1
+        for index, (layer, (keys, values)) in enumerate(zip(layers, likes)):
+            layer.keys, layer.values = self.views(index, keys, values, max_cache_len)
+            layer.is_initialized = True
+
+
+def _full(states: torch.Tensor, max_cache_len: int) -> tuple[int, int, int, int]:
+    """``(B, H, S, D)``: the cache shape of ``(B, H, n, D)`` states."""
+    batch, heads, _, dim = states.shape
+    return batch, heads, max_cache_len, dim
 
 
 class SlotLayer(CacheLayerMixin):
@@ -130,10 +145,11 @@ class SlotCache(Cache):
         """Copy every slot of ``part`` (a cache over ``len(rows)`` rows and ``n`` slots, e.g. a prefill of the
         prompt slots alone) into rows ``rows`` of this cache at slots ``start .. start + n``; a layer not yet
         allocated is allocated first, ``(batch, H, S, D)`` with ``part``'s heads, head size, dtype and device."""
+        if not any(layer.is_initialized for layer in self.layers):
+            likes = [(theirs.keys[:1].expand(batch, -1, -1, -1), theirs.values[:1].expand(batch, -1, -1, -1))
+                     for theirs in part.layers]
+            self._stack.allocate(self.layers, likes, self.num_slots)
         for mine, theirs in zip(self.layers, part.layers):
-            if not mine.is_initialized:
-                mine.lazy_initialization(theirs.keys[:1].expand(batch, -1, -1, -1),
-                                         theirs.values[:1].expand(batch, -1, -1, -1))
             end = start + theirs.keys.shape[2]
             mine.keys[rows, :, start:end] = theirs.keys
             mine.values[rows, :, start:end] = theirs.values

@@ -11,6 +11,15 @@ from typing import NamedTuple
 
 #: Slot counts are rounded up to a multiple of this (aligned rows for the attention kernels).
 SLOT_ALIGN = 8
+#: Most prompt slots (rows x the chunk's longest prompt) one prefill forward takes: a larger batch is prefilled in
+#: chunks of rows, so its activations (the MLP's intermediate alone is 2 x 14336 bf16 values per token on an 8B)
+#: stay a chunk's, not the batch's. 32,768 tokens keep each chunk's GEMMs compute-bound.
+PREFILL_CHUNK_SLOTS = 32_768
+
+
+def prefill_rows(batch_size: int, prompt_width: int) -> int:
+    """Rows of the widest prefill chunk of ``batch_size`` rows whose prompts span ``prompt_width`` slots."""
+    return min(batch_size, max(1, PREFILL_CHUNK_SLOTS // prompt_width))
 
 
 def furthest_position(max_prompt_len: int, max_new_tokens: int, depth: int) -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sdlaws.dtypes import dtype_bytes
 from sdlaws.errors import ConfigError, InputError
-from sdlaws.measure.layout import cache_layout
+from sdlaws.measure.layout import cache_layout, prefill_rows
 from sdlaws.roofline import ModelShape
 
 #: Memory a CUDA process holds besides tensors (context, graphs, allocator pools), bytes; a low figure.
@@ -86,7 +86,11 @@ def need(label: str, target: ModelShape | None, draft: ModelShape | None, *, dty
     kv = sum(2 * m.layers * m.kv_heads * m.head_dim / ways for m, ways in models) * batch_size * layout.num_slots
     kv *= size
     widest = max((m.hidden + m.intermediate / ways for m, ways in models), default=0)
-    prefill = batch_size * layout.prompt_width * (widest + layout.num_slots) * size
+    # the engine prefills in chunks of rows over scratch caches of the prompt slots: a chunk's activations and
+    # attention scores, not the batch's (the chunk's scratch KV, at most PREFILL_CHUNK_SLOTS tokens' worth, is
+    # left out: a lower bound refuses only what cannot run)
+    rows = prefill_rows(batch_size, layout.prompt_width)
+    prefill = rows * layout.prompt_width * (widest + layout.prompt_width) * size
     logits = batch_size * layout.num_verify * (target.vocab if target is not None else 0) * 4  # float32
     return Need(label, weights, kv, prefill + logits, CUDA_RESERVE_BYTES if cuda else 0)
 
