@@ -71,7 +71,7 @@ def lm_head_share(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> pd.Se
 
 def set_aside(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(kept, set_aside)``: rows whose known-defect cost is at most :data:`MAX_SHARE` of their decode step, and
-    the others with ``defect_share`` (estimated share of the step) and ``reason`` columns.
+    the others with ``defect_share`` (estimated share of the step), ``remeasured`` and ``reason`` columns.
 
     An affected row whose configuration (``run_id``) was measured again by an unaffected version is set aside
     whatever its share: the re-measurement replaces it, so one configuration is not counted twice across
@@ -81,7 +81,7 @@ def set_aside(rows: pd.DataFrame, shapes: dict, bytes_per_s: float) -> tuple[pd.
     superseded = hit & rows["run_id"].isin(rows.loc[~hit, "run_id"]) if "run_id" in rows else hit & False
     costly = share > MAX_SHARE
     out = costly | superseded
-    aside = rows[out].assign(defect_share=share[out])
+    aside = rows[out].assign(defect_share=share[out], remeasured=superseded[out])
     aside["reason"] = np.where(
         costly[out], f"timed with a known engine defect ({LM_HEAD_PER_ROW.name}, more than {100 * MAX_SHARE:g}% "
                      f"of its step; fixed in {LM_HEAD_PER_ROW.fixed_in})",

@@ -47,6 +47,7 @@ def test_a_configuration_measured_again_after_the_fix_replaces_the_affected_row(
     kept, aside = defects.set_aside(rows, {DRAFT: named_shape(DRAFT)}, 4e12)
     assert list(zip(kept["run_id"], kept["git_sha"])) == [("a", "97b74118ed5f"), ("b", "8fe13df"), ("c", "b665019")]
     assert list(aside["run_id"]) == ["a"] and "measured again" in aside["reason"].iloc[0]
+    assert aside["remeasured"].tolist() == [True]
 
 
 def test_the_step_rates_come_from_rates(spec_row):

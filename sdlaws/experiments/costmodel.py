@@ -237,8 +237,7 @@ def analyse(root: str | Path = "measurements") -> Results:
     every = read_measurements(root / THM13, table="spec")
     spec, aside = defects.set_aside(every[every["status"].eq("ok")], {DRAFT: named_shape(DRAFT)},
                                     float(law.params["hbm_bytes_per_s"]))
-    # remeasured: the configuration has a row of a version without the defect (kept in its place)
-    aside = aside.assign(prompt_len=prompt_len(aside), remeasured=aside["run_id"].isin(spec["run_id"]))
+    aside = aside.assign(prompt_len=prompt_len(aside))
     context = prompt_len(spec)
     lost = failed_not_rerun(every).drop_duplicates(["batch_size", "method", "num_spec_tokens", "tree_topk"])
     failed = [(int(r.batch_size), config_label(r.method, r.num_spec_tokens, r.tree_topk), str(r.error).split(":")[0])
