@@ -629,10 +629,9 @@ class _Workspace:
     def prefill(self, prompts: list[list[int]]) -> None:
         """Load a batch's prompts into every row, fill both caches, commit the target's first token (eager, not
         graphed); every counter starts from zero."""
-        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank, self.row_drafts,
-                        self.row_accepted, self.row_steps):
+        for counter in (self.num_drafts, self.num_accepted, self.per_pos, self.per_rank):
             counter.zero_()
-        self._load_rows(list(range(len(prompts))), prompts)
+        self._load_rows(list(range(len(prompts))), prompts)  # the per-row counters restart with each row
         self.all_done.fill_(self.cfg.max_new_tokens <= 1)
 
     def refill(self, rows: list[int], prompts: list[list[int]]) -> None:
@@ -640,13 +639,10 @@ class _Workspace:
         token committed as in :meth:`prefill`; the other rows keep their caches and state, the batch-wide counters
         keep counting (a finished row is frozen, so its sequence adds nothing after its last step), each refilled
         row's own restart."""
-        index = torch.tensor(rows, dtype=torch.long, device=self.seq.device)
-        for counter in (self.row_drafts, self.row_accepted, self.row_steps):
-            counter[index] = 0
         self._load_rows(rows, prompts)
 
     def _load_rows(self, rows: list[int], prompts: list[list[int]]) -> None:
-        """Prefill ``prompts`` into ``rows`` (eager). A fresh prompt attends to nothing but itself, so each prefill
+        """Prefill ``prompts`` into ``rows`` (eager), whose per-row counters restart. A fresh prompt attends to nothing but itself, so each prefill
         runs over scratch caches of the prompt slots alone, whose entries are then copied into the rows of the
         full caches (their other slots may hold a previous sequence's entries, which no mask reaches); in chunks
         of rows of at most :data:`~sdlaws.measure.layout.PREFILL_CHUNK_SLOTS` prompt slots, so that a large batch
@@ -654,31 +650,32 @@ class _Workspace:
         for chunk in _prefill_chunks(rows, prompts, self._used_slots):
             chunk_rows, chunk_prompts = zip(*chunk)
             index = torch.tensor(chunk_rows, dtype=torch.long, device=self.seq.device)
+            for counter in (self.row_drafts, self.row_accepted, self.row_steps):
+                counter[index] = 0
             used = self._used_slots(chunk_prompts)
-            offset = self.prompt_width - used
             scratch = [None if full is None else SlotCache(len(full.layers), used)
                        for full in (self.target_cache, self.draft_cache)]
-            self._load(list(chunk_prompts), index, *scratch, offset=offset)
+            self._load(list(chunk_prompts), index, *scratch)
             for full, part in zip((self.target_cache, self.draft_cache), scratch):
                 if full is not None:
-                    full.write_rows(part, index, offset, batch=self.batch_size)
+                    full.write_rows(part, index, self.prompt_width - used, batch=self.batch_size)
 
     def _used_slots(self, prompts) -> int:
         """Slots a prefill of ``prompts`` runs over: the longest prompt, rounded up to the slot alignment."""
         return min(self.prompt_width, round_up(max(map(len, prompts)), SLOT_ALIGN))
 
     def _load(self, prompts: list[list[int]], rows: torch.Tensor, target_cache: SlotCache,
-              draft_cache: SlotCache | None, offset: int) -> None:
+              draft_cache: SlotCache | None) -> None:
         """Prefill ``prompts`` into ``rows`` (an index tensor) through scratch caches over those rows and the prompt
-        slots alone (slot ``s`` of the workspace at ``s - offset``): the row state, both caches, the first new
-        token (and a head's first features).
+        slots alone: the row state, both caches, the first new token (and a head's first features).
 
-        Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up) go
-        through the forward pass.
+        Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up: the
+        scratch caches' ``num_slots``) go through the forward pass, slot ``s`` of the workspace at ``s - offset``.
         """
         width, device = self.prompt_width, self.seq.device
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-        used = self._used_slots(prompts)
+        used = target_cache.num_slots
+        offset = width - used
         ids = torch.zeros(len(prompts), used, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, used - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
