@@ -97,6 +97,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild audit-summary.csv, audit.json and audit.md from --out's audit.csv and audit.json")
     args = p.parse_args(argv)
+    for flag, value in (("--new-tokens", args.new_tokens), ("--big-batch", args.big_batch)):
+        if value is not None and value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")  # one line, exit 2, before any model loads
     missing = [name for name in ("audit.csv", "audit.json") if not (args.out / name).is_file()]
     if args.report_only and missing:
         p.error(f"--report-only needs {' and '.join(missing)} in {args.out}")  # one line, exit 2

@@ -141,3 +141,13 @@ def test_report_only_without_the_run_files_is_one_line_exit_2(tmp_path):
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 2 and "needs audit.csv and audit.json" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag", ["--big-batch", "--new-tokens"])
+def test_a_non_positive_size_is_one_line_exit_2_and_writes_nothing(flag, tmp_path):
+    out = tmp_path / "audit"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_bf16_audit.py", "--smoke", flag, "0", "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and f"{flag} must be at least 1" in done.stderr.splitlines()[-1]
+    assert not out.exists()
