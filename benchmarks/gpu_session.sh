@@ -12,17 +12,18 @@
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
 # fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
-# estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~2); 2. the kernels of the
-# target's verify/AR pass at batch 1 and 64 (profile_phases.py, ~2), continuous against static batching again, now
-# that the rows done at one step are refilled by one prefill (gpu_batching.sh, ~2), and the regression guard on this
-# engine (stacked KV moves, chain argmax, chunked prefills; gpu_guard.sh, ~5); 3. the audit in fp32 at batch 1 and 8
-# (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among them,
-# survive exact arithmetic; 4. Thm 1.1 at scale h200-science: WSD-trained drafts against a target of 20 tokens per
-# parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15); 5. the EAGLE-
-# sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3); 6. the Thm 1.3 sweep's batch 256 at 2048-token
-# prompts, out of memory before prefills were chunked (gpu_heldout.sh step 7, ~7). Each step resumes where a re-run
-# finds its files. Earlier sessions' steps (the guard, the re-measured sweep rows, the bf16 audit, batching, the
-# trainer's MFU) are committed under measurements/h200/.
+# estimated H200 minutes: 1. the step table of the EAGLE-sized head, for the step-time law (~4); 2. the engine's GPU
+# tests (~1), before anything measures with an engine changed since its last GPU run (batched refills, chunked
+# prefills, stacked KV moves, chain argmax); 3. Thm 1.1 at scale h200-science: WSD-trained drafts against a target of
+# 20 tokens per parameter, two seeds (docs/experiments.md; corpus, training until done, then the measurements, ~15);
+# 4. the kernels of the target's verify/AR pass at batch 1 and 64 and of a chain's draft pass (profile_phases.py,
+# ~2); 5. the regression guard on this engine (gpu_guard.sh, ~5); 6. continuous against static batching again, now
+# that the rows done at one step are refilled by one prefill (gpu_batching.sh, ~2); 7. the audit in fp32 at batch 1
+# and 8 (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among
+# them, survive exact arithmetic; 8. the EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3);
+# 9. the Thm 1.3 sweep's batch 256 at 2048-token prompts, out of memory before prefills were chunked (gpu_heldout.sh
+# step 7, ~7). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the re-measured
+# sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -51,14 +52,20 @@ science() {  # Thm 1.1 at scale h200-science: train (resumable, exit 3 while sho
 }
 step "1. EAGLE-sized head step table, kv 512" head_steps 512
 step "1. EAGLE-sized head step table, kv 2048" head_steps 2048
-step "2. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+# the guard's GPU tests first (it skips them where it finds their output): the engine's untimed changes are
+# checked on the GPU before the science run measures with it
+step "2. engine GPU tests" bash -c "mkdir -p '$work/guard' && timeout 240 python3 -m pytest -q -p no:cacheprovider \
+  tests/test_engine_gpu.py > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
+step "3. Thm 1.1 at scale h200-science" science
+step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
-step "2. continuous vs static batching, batched refills" env WORK="$work/batching2" bash benchmarks/gpu_batching.sh
-step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
+step "4. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+  --phase draft --case chain,4,1,1,128 --out "$work/phases-draft.txt"
+step "5. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_guard.sh
-step "3. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
+step "6. continuous vs static batching, batched refills" env WORK="$work/batching2" bash benchmarks/gpu_batching.sh
+step "7. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh
-step "4. Thm 1.1 at scale h200-science" science
-step "5. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
-step "6. batch 256 at 2048-token prompts, prefilled in chunks" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
+step "8. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+step "9. batch 256 at 2048-token prompts, prefilled in chunks" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"
