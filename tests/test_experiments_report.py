@@ -114,6 +114,7 @@ def _markdown_functions():
     """Every function that writes markdown: ``render``, ``summary`` and ``_md_*`` of the report's modules."""
     modules = {sys.modules["sdlaws.experiments.report"]}
     modules |= {sys.modules[s.render.__module__] for s in report_sections()}
+    modules.add(sys.modules["sdlaws.experiments.at_scale"])   # the sections' shared at-scale markdown
     for module in modules:
         for node in ast.parse(Path(module.__file__).read_text()).body:
             if not isinstance(node, ast.FunctionDef):
@@ -351,3 +352,133 @@ def test_pooled_intervals_include_seed_noise_when_there_are_seeds():
     one_seed, unchanged = slope_intervals(_seeded_checkpoints([0.10]))
     assert unchanged is one_seed
     assert model_seed("/m/L4-H256-T100M-s12/step-5") == 12 and model_seed("meta-llama/Llama-3.2-1B") == 0
+
+
+# ------------------------------------------------------------------ the at-scale runs beside the small-budget ones
+
+#: A tiny analogue of the at-scale runs (WSD, two training seeds, T = 0 and 1; tests/data/science/generate.py),
+#: laid out as `sdlaws experiment run NAME --out measurements/h200/science/NAME.csv` writes it.
+SCIENCE = REPO / "tests" / "data" / "science" / "h200" / "science"
+
+
+@pytest.fixture(scope="module")
+def science_measurements(tmp_path_factory):
+    """The committed measurements with the at-scale fixture under h200/science (links, nothing copied)."""
+    if not (MEASUREMENTS / "acceptance" / "pretrain-tokens.csv").is_file():
+        pytest.skip("the committed measurements are not in this tree")
+    root = tmp_path_factory.mktemp("measurements")
+    for entry in MEASUREMENTS.iterdir():
+        if entry.name != "h200":
+            (root / entry.name).symlink_to(entry)
+    (root / "h200").mkdir()
+    for entry in (MEASUREMENTS / "h200").iterdir():
+        (root / "h200" / entry.name).symlink_to(entry)
+    (root / "h200" / "science").symlink_to(SCIENCE)
+    return root
+
+
+def _section(root, module):
+    """A section's entry of report.json (as the document reads it back) and its markdown, on ``root``."""
+    from sdlaws import io
+    from sdlaws.experiments.reporting import Doc, load_tables
+
+    section = module.SECTION
+    analysis = section.analyse(load_tables(root, section.files, optional=section.optional_keys))
+    data = _as_json(io.plain(analysis.data))
+    return analysis, data, "\n".join(section.render(data, Doc(0.95, "results")))
+
+
+def test_at_scale_files_are_named_as_the_runner_writes_them():
+    from sdlaws.experiments import ppl_plane, pretrain_tokens
+
+    for module, name in ((pretrain_tokens, "pretrain-tokens"), (ppl_plane, "ppl-plane")):
+        paths = {module.FILES[key][0] for key in module.AT_SCALE.values()}
+        assert paths == {f"h200/science/{name}.csv", f"h200/science/{name}-ppl.csv",
+                         f"h200/science/{name}-run.json", f"h200/science/{name}-corpus-manifest.json*"}
+        assert {p.rstrip("*") for p in paths} == {f"h200/science/{p.name}" for p in SCIENCE.glob(f"{name}*")}
+        assert module.SECTION.optional_keys == set(module.AT_SCALE.values())
+
+
+@pytest.mark.parametrize("module_name", ["pretrain_tokens", "ppl_plane"])
+def test_at_scale_run_comes_first_and_the_small_budget_runs_follow_labelled(science_measurements, module_name):
+    from importlib import import_module
+
+    from sdlaws.experiments import at_scale
+    from sdlaws.experiments.reporting import load_tables
+
+    module = import_module(f"sdlaws.experiments.{module_name}")
+    analysis, data, text = _section(science_measurements, module)
+    tables = load_tables(science_measurements, module.FILES, optional=module.SECTION.optional_keys)
+    alone = {name: module.analyse_run(tables, keys).data["verdict"]
+             for name, keys in (("at_scale", module.AT_SCALE), ("small", module.SMALL_BUDGET))}
+    small = data["small_budget"]
+    # each dataset keeps its own verdict; the section's (and the summary's) is the at-scale one
+    assert data["verdict"] == alone["at_scale"] and small["verdict"] == alone["small"]
+    assert module.summary(data)[0][1] == data["verdict"]
+    assert f"small-budget runs: {small['verdict']}" in module.summary(data)[0][2]
+    heading = f"### Small-budget runs: cosine snapshots, cut by the time budget ({small['verdict']})"
+    assert text.startswith(f"## {module.TITLE} ({data['verdict']})\n\nAt scale: `sdlaws experiment run")
+    assert text.index("At scale:") < text.index(heading) and text.count("\n## ") == 0
+    # the at-scale facts: schedule, seeds and their noise, tokens per parameter, corpus by source, epochs
+    facts = data["dataset"]
+    assert facts["label"] == "finished WSD runs" and facts["seeds"] == [0, 1] and facts["seed_noise"]
+    assert facts["corpus"]["train_tokens_by_source"] == {"python": facts["corpus"]["train_tokens"]}
+    assert 0 < facts["corpus"]["epochs"]["draft"] < 1 and facts["target_tokens_per_param"][0] == pytest.approx(0.1,
+                                                                                                             abs=0.01)
+    assert "finished WSD runs, training seeds 0, 1" in text and "python 892.6k" in text
+    assert "so it includes seed-to-seed noise" in text and "below the ~20 of compute-optimal" in text
+    assert small["dataset"]["label"] == "cosine snapshots, cut by the time budget" and small["dataset"]["seeds"] == [0]
+    assert verdicts.runs_agree(data["verdict"], small["verdict"]) in text
+    # figures: the at-scale ones prefixed, the small-budget ones under their old names
+    prefixed = [name for name in [*analysis.fits, *analysis.plots] if name.startswith(at_scale.PREFIX)]
+    assert prefixed and all(name[len(at_scale.PREFIX):] in analysis.fits for name in prefixed)
+    figures = re.findall(r"\]\(results/([^)]+)\)", text)
+    assert figures[0].startswith(at_scale.PREFIX) and not figures[-1].startswith(at_scale.PREFIX)
+
+
+def test_at_scale_intervals_resample_training_seeds(science_measurements):
+    """Two seeds: with_seed_noise replaces every Thm 1.1 bootstrap by the checkpoints x seeds one, and the plane's
+    bootstrap draws seeds as a third factor; the small-budget runs (one seed) keep their row bootstrap."""
+    from sdlaws.experiments import ppl_plane, pretrain_tokens
+
+    _, thm11, text = _section(science_measurements, pretrain_tokens)
+    units = {g["loglinear"]["boot_unit"] for groups in thm11["responses"].values() for g in groups.values()}
+    assert units == {"pigeonhole bootstrap over draft_pretrain_tokens x train_seed"}
+    assert {g["loglinear"]["boot_unit"] for groups in thm11["small_budget"]["responses"].values()
+            for g in groups.values()} == {"row"}
+    assert "at 12 checkpoints of 2 runs (one per training seed)" in text
+    assert "9 checkpoints of one run" in text and "cool-down branches of one trunk per training seed" in text
+    _, plane, text = _section(science_measurements, ppl_plane)
+    assert all(g["factors"] == ["draft_shape", "target_shape", "train_seed"] for g in plane["groups"].values())
+    assert "#### T=0: 3 targets x 8 drafts" in text
+
+
+def test_sections_without_the_at_scale_files_are_the_small_budget_runs_alone():
+    from sdlaws.experiments import at_scale, pretrain_tokens
+
+    analysis, data, text = _section(MEASUREMENTS, pretrain_tokens)
+    assert "small_budget" not in data and "dataset" not in data
+    assert not any(name.startswith(at_scale.PREFIX) for name in analysis.fits)
+    assert "At scale" not in text and "Small-budget" not in text
+
+
+@pytest.mark.slow
+def test_document_with_the_at_scale_runs(science_measurements):
+    """The whole document on the committed measurements plus the at-scale fixture: the summary rows carry the
+    at-scale verdicts, each section puts its at-scale run first, the limits name the at-scale runs' corpus."""
+    from sdlaws import io
+    from sdlaws.experiments.report import build_report
+
+    data = _as_json(io.plain(build_report(science_measurements)[0]))
+    text = render_markdown({**data, "figures_link": "results"})
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    for key, law in (("thm11", "Scylla Thm 1.1: acceptance vs log10"), ("plane", "SDSL plane: alpha vs")):
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {law}"))
+        assert row.split(" | ")[1] == data[key]["verdict"]
+        assert f"small-budget runs: {data[key]['small_budget']['verdict']}" in row
+    for title in ("Scylla Thm 1.1: acceptance versus draft pretraining tokens",
+                  "SDSL plane: acceptance versus draft and target perplexity"):
+        section = text.split(f"\n## {title}")[1].split("\n## ")[0]
+        assert section.index("At scale:") < section.index("### Small-budget runs: cosine snapshots")
+    assert {"h200/science/pretrain-tokens.csv", "h200/science/ppl-plane-run.json"} <= set(data["inputs"])
+    assert "The at-scale runs (`measurements/h200/science/pretrain-tokens.csv`" in text

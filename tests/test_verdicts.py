@@ -110,6 +110,47 @@ def test_thm11_conclusion_follows_the_label(label, expected):
     assert expected in verdicts.thm11_conclusion(label, positive=3, bent=2, groups=4, decades=0.8, min_decades=1.0)
 
 
+def test_warmup_checkpoints_counts_them_or_says_none():
+    assert verdicts.warmup_checkpoints(4, "1.5M") == "the first 4 lie in the warm-up (up to 1.5M tokens)"
+    assert verdicts.warmup_checkpoints(0, "850k") == "none lies in the warm-up (up to 850k tokens)"
+
+
+# ------------------------------------------------------------------- at-scale runs and small-budget runs
+
+@pytest.mark.parametrize("schedule,stopped,expected", [
+    ("wsd", False, "finished WSD runs"), ("wsd", True, "WSD runs cut by the time budget"),
+    ("cosine", True, "cosine snapshots, cut by the time budget"),
+    ("cosine", False, "cosine runs to the end of their schedules")])
+def test_schedule_label(schedule, stopped, expected):
+    assert verdicts.schedule_label(schedule, stopped) == expected
+
+
+def test_tokens_per_param_flips_at_compute_optimal():
+    assert "20 tokens per parameter, at least the ~20" in verdicts.tokens_per_param(20.0, 20.0)
+    assert "20-21.5 tokens per parameter, at least" in verdicts.tokens_per_param(20.0, 21.5)
+    below = verdicts.tokens_per_param(19.9, 25.0)
+    assert "below the ~20 of compute-optimal training" in below and "under-trained" in below
+
+
+def test_epochs_seen_flips_beyond_the_useful_epochs():
+    within = verdicts.epochs_seen(1.6, 3.8)
+    assert "at most 1.6 epochs of it, the targets at most 3.8: within the ~4 epochs" in within
+    beyond = verdicts.epochs_seen(4.5, 3.8)
+    assert "beyond the ~4 epochs" in beyond and "count for less" in beyond
+
+
+def test_seed_noise_needs_two_seeds_resampled():
+    assert "so it includes seed-to-seed noise" in verdicts.seed_noise(2, resampled=True)
+    assert "leave seed-to-seed noise out" in verdicts.seed_noise(2, resampled=False)
+    assert verdicts.seed_noise(1, resampled=True).startswith("One training seed: the intervals cannot include")
+
+
+def test_runs_agree_names_the_verdict_the_summary_reports():
+    assert verdicts.runs_agree("holds", "holds") == "Their verdict, holds, is the at-scale runs' too."
+    differs = verdicts.runs_agree("holds", "partly")
+    assert "partly, differs from the at-scale runs' (holds), which the summary reports" in differs
+
+
 def test_depth_perplexity_and_conclusion():
     assert "higher perplexity than the shallowest in every width" in verdicts.depth_perplexity({"w": (30, 40)})
     assert "lower perplexity" in verdicts.depth_perplexity({"w": (40, 30)})

@@ -9,7 +9,9 @@ coefficient from the noise that matters: a row shares its target's perplexity an
 that target, and its draft's with every row of that draft, so intervals come from the two-way pigeonhole
 bootstrap over drafts x targets (x training seeds, when there are several; :mod:`sdlaws.experiments.multiway`).
 The log-perplexity plane ``alpha = A log ppl_draft + B log ppl_target + C`` is fitted to the same rows and
-compared by AIC and by the error on a left-out draft and a left-out target.
+compared by AIC and by the error on a left-out draft and a left-out target. The at-scale run (``--scale
+h200-science``), once committed, is the section's primary result and the suite's small-budget plane follows it
+(:mod:`sdlaws.experiments.at_scale`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sdlaws.experiments import verdicts
+from sdlaws.experiments import at_scale, verdicts
 from sdlaws.experiments.context import Context, spread
 from sdlaws.experiments.multiway import cluster_bootstrap, leave_one_out_rmse, seed_factors
 from sdlaws.experiments.registry import Experiment, Section
@@ -27,7 +29,13 @@ from sdlaws.experiments.reporting import Analysis, Doc, Tables, ci, f, fit_summa
 from sdlaws.experiments.scale import Scale
 
 NAME = "ppl-plane"
-FILES = {"plane": ("acceptance/ppl-plane.csv", "spec"), "plane_ppl": ("acceptance/ppl.csv", "ppl")}
+TITLE = "SDSL plane: acceptance versus draft and target perplexity"
+#: Table keys of the two datasets by role: the suite's small-budget plane and the at-scale run.
+SMALL_BUDGET = {"spec": "plane", "ppl": "plane_ppl", "run": "acceptance_run"}
+AT_SCALE = at_scale.keys("plane")
+FILES = {"plane": ("acceptance/ppl-plane.csv", "spec"), "plane_ppl": ("acceptance/ppl.csv", "ppl"),
+         "acceptance_run": ("acceptance/run.json", "json"), **at_scale.files(NAME, AT_SCALE)}
+RUNS = at_scale.Runs(AT_SCALE, SMALL_BUDGET, FILES)
 #: Published signs of the slopes: a better draft (lower perplexity) is accepted more, A < 0; B > 0.
 EXPECTED_SIGNS = {"A": -1, "B": 1}
 #: The two forms of the plane: regressor columns. ``linear`` is SDSL's; ``log`` is the alternative.
@@ -57,11 +65,23 @@ def measure(ctx: Context) -> None:
 # ---------------------------------------------------------------------------------------------------- analysis
 
 def analyse(tables: Tables) -> Analysis:
-    """Per temperature: both forms of the plane, their two-way intervals and out-of-sample errors, verdicts."""
+    """The plane of the at-scale run when it is committed, with the small-budget plane below; else that one."""
+    return at_scale.analyse(tables, RUNS, analyse_run, seeds_resampled)
+
+
+def seeds_resampled(d: dict) -> bool:
+    """Whether every temperature's bootstrap resamples training seeds (:func:`seed_factors`)."""
+    return all("train_seed" in g["factors"] for g in d["groups"].values())
+
+
+def analyse_run(tables: Tables, keys: dict[str, str]) -> Analysis:
+    """Per temperature on one dataset (table keys by role): both forms of the plane, their two-way intervals and
+    out-of-sample errors, verdicts."""
     from sdlaws.fit import fill_perplexities, fit_law_by, used_rows
     from sdlaws.plan.cost import short_name
 
-    rows = fill_perplexities(tables["plane"][tables["plane"]["method"].ne("ar")], tables["plane_ppl"])
+    spec = tables[keys["spec"]]
+    rows = fill_perplexities(spec[spec["method"].ne("ar")], tables[keys["ppl"]])
     rows = rows.assign(log_draft_ppl=np.log(rows["draft_ppl"]), log_target_ppl=np.log(rows["target_ppl"]),
                        draft_shape=rows["draft_name"].map(short_name),
                        target_shape=rows["target_name"].map(short_name))
@@ -129,29 +149,35 @@ def _sign(interval) -> int:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 def summary(d: dict) -> list[list[str]]:
-    """The summary table's row: verdict and the slopes of the first temperature with their two-way intervals."""
+    """The summary table's row: verdict and the slopes of the first temperature with their two-way intervals
+    (of the at-scale run when there is one)."""
     key, g = next(iter(d["groups"].items()))
     c = g["coefficients"]
-    return [["SDSL plane: alpha vs draft and target perplexity", d["verdict"],
-             f"A = {ci(c['A']['estimate'], c['A']['interval'])}, B = {ci(c['B']['estimate'], c['B']['interval'])} "
-             f"(two-way bootstrap, {g['num_targets']} targets x {g['num_drafts']} drafts, {key})"]]
+    return at_scale.summary(d, [[
+        "SDSL plane: alpha vs draft and target perplexity", d["verdict"],
+        f"A = {ci(c['A']['estimate'], c['A']['interval'])}, B = {ci(c['B']['estimate'], c['B']['interval'])} "
+        f"(two-way bootstrap, {g['num_targets']} targets x {g['num_drafts']} drafts, {key})"]])
 
 
 def render(d: dict, doc: Doc) -> list[str]:
-    """Per temperature: coefficients with their two-way intervals against the published ones, the two forms,
-    verdicts."""
+    """The at-scale plane when there is one, then the small-budget plane; else that one alone."""
+    return at_scale.render(d, doc, TITLE, _md_run)
+
+
+def _md_run(d: dict, doc: Doc, place: at_scale.Place) -> list[str]:
+    """One dataset, per temperature: coefficients with their two-way intervals against the published ones, the
+    two forms, verdicts."""
     setup_ = d["setup"]
-    lines = [f"## SDSL plane: acceptance versus draft and target perplexity ({d['verdict']})", "",
-             f"Drafts {listed(setup_['drafts'])}, chain gamma {listed(setup_['num_spec_tokens'])}, T = "
+    lines = [f"Drafts {listed(setup_['drafts'])}, chain gamma {listed(setup_['num_spec_tokens'])}, T = "
              f"{listed(setup_['temperatures'], f)}; perplexities on the corpus's held-out set. Law: "
              "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens). "
              + verdicts.two_way_method(), ""]
     for key, g in d["groups"].items():
-        lines += _render_group(key, g, doc)
-    return [*lines, doc.fig("sdsl_ppl_plane.png"), ""]
+        lines += _render_group(key, g, doc, place)
+    return [*lines, place.fig(doc, "sdsl_ppl_plane.png"), ""]
 
 
-def _render_group(key: str, g: dict, doc: Doc) -> list[str]:
+def _render_group(key: str, g: dict, doc: Doc, place: at_scale.Place) -> list[str]:
     """One temperature's tables and sentences."""
     lin, tests = g["forms"]["linear"], g["coefficients"]
     boot = lin["two_way"]
@@ -161,7 +187,7 @@ def _render_group(key: str, g: dict, doc: Doc) -> list[str]:
     form_rows = [[form, *[ci(s["fit"]["params"][n], s["two_way"]["ci"][n]) for n in ("A", "B", "C")],
                   f(s["fit"]["r2"]), f(s["aic"]), *[f(s["left_out_rmse"][u]) for u in LEFT_OUT]]
                  for form, s in g["forms"].items()]
-    return [f"### {key}: {g['num_targets']} targets x {g['num_drafts']} drafts ({g['verdict']})", "",
+    return [place.heading(f"{key}: {g['num_targets']} targets x {g['num_drafts']} drafts ({g['verdict']})", 1), "",
             f"Draft perplexity {f(g['draft_ppl_range'][0])}-{f(g['draft_ppl_range'][1])}, target perplexity "
             f"{f(g['target_ppl_range'][0])}-{f(g['target_ppl_range'][1])}, {lin['fit']['nobs']} pairs, R2 = "
             f"{f(lin['fit']['r2'])}; {boot['method']}, {boot['n_boot']} resamples of which {boot['n_dropped']} "
@@ -183,6 +209,6 @@ def _render_group(key: str, g: dict, doc: Doc) -> list[str]:
             + ", ".join(f"{n}: {tests[n]['verdict']}" for n in EXPECTED_SIGNS) + ").", ""]
 
 
-SECTION = Section("plane", FILES, analyse, render, summary)
+SECTION = Section("plane", FILES, analyse, render, summary, optional=frozenset(AT_SCALE.values()))
 EXPERIMENT = Experiment(NAME, "alpha vs draft and target perplexity over a target x draft grid (SDSL plane)",
                         models, measure, sections=(SECTION,))

@@ -8,6 +8,8 @@ schedule, so early ones are mid-schedule snapshots, not runs trained to completi
 Its section of the results document fits ``loglinear`` of ``alpha_mle`` and ``mean_acceptance_length`` on
 ``log10(draft_pretrain_tokens)`` per temperature, against ``saturating`` (AIC) and a quadratic term in log tokens
 (curvature test, WLS with the same weights); the verdict comes from :func:`sdlaws.experiments.verdicts.loglinear_law`.
+The at-scale run (``--scale h200-science``: finished WSD runs, two training seeds), once committed, is the
+section's primary result and the suite's small-budget checkpoints follow it (:mod:`sdlaws.experiments.at_scale`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.errors import InputError
-from sdlaws.experiments import verdicts
+from sdlaws.experiments import at_scale, verdicts
 from sdlaws.experiments.context import Context, spread
 from sdlaws.experiments.multiway import with_seed_noise
 from sdlaws.experiments.registry import Experiment, Section
@@ -31,7 +33,13 @@ NAME = "pretrain-tokens"
 #: Decades of tokens below which a log-linear law in tokens is not testable.
 MIN_DECADES = 1.0
 RESPONSES = ("alpha_mle", "mean_acceptance_length")
-FILES = {"pretrain": ("acceptance/pretrain-tokens.csv", "spec"), "acceptance_run": ("acceptance/run.json", "json")}
+TITLE = "Scylla Thm 1.1: acceptance versus draft pretraining tokens"
+#: Table keys of the two datasets by role: the suite's small-budget checkpoints and the at-scale run.
+SMALL_BUDGET = {"spec": "pretrain", "run": "acceptance_run"}
+AT_SCALE = at_scale.keys("pretrain")
+FILES = {"pretrain": ("acceptance/pretrain-tokens.csv", "spec"), "acceptance_run": ("acceptance/run.json", "json"),
+         **at_scale.files(NAME, AT_SCALE)}
+RUNS = at_scale.Runs(AT_SCALE, SMALL_BUDGET, FILES)
 
 
 def models(scale: Scale):
@@ -52,10 +60,21 @@ def measure(ctx: Context) -> None:
 # ---------------------------------------------------------------------------------------------------- analysis
 
 def analyse(tables: Tables) -> Analysis:
-    """Thm 1.1 per response and temperature: fits, curvature, saturating alternative, verdicts."""
+    """Thm 1.1 on the at-scale run when it is committed, with the small-budget checkpoints below; else on those."""
+    return at_scale.analyse(tables, RUNS, analyse_run, seeds_resampled)
+
+
+def seeds_resampled(d: dict) -> bool:
+    """Whether every group's bootstrap interval resamples training seeds (:func:`with_seed_noise`)."""
+    return all("train_seed" in g["loglinear"].get("boot_unit", "") for g in _groups(d).values())
+
+
+def analyse_run(tables: Tables, keys: dict[str, str]) -> Analysis:
+    """Thm 1.1 per response and temperature on one dataset (table keys by role): fits, curvature, saturating
+    alternative, verdicts."""
     from sdlaws.fit import compare, fit_law_by, used_rows
 
-    rows = tables["pretrain"][tables["pretrain"]["method"].ne("ar")]
+    rows = tables[keys["spec"]][tables[keys["spec"]]["method"].ne("ar")]
     out = Analysis({"x": "draft_pretrain_tokens", "responses": {}, "setup": setup(rows)})
     for y in RESPONSES:
         common = dict(group="temperature", x="draft_pretrain_tokens", y=y)
@@ -71,7 +90,7 @@ def analyse(tables: Tables) -> Analysis:
                                              {tkey(t): used_rows(rows, fit) for t, fit in ll.items()})
     groups = _groups(out.data)
     out.data["verdict"] = verdicts.combine(g["verdict"] for g in groups.values())
-    out.data["training_run"] = training_run(tables["acceptance_run"], rows["draft_name"].iloc[0])
+    out.data["training_run"] = training_run(tables[keys["run"]], rows["draft_name"].iloc[0])
     return out
 
 
@@ -131,16 +150,22 @@ def _groups(d: dict) -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------------------- markdown
 
 def summary(d: dict) -> list[list[str]]:
-    """The summary table's row: verdict and the T = 0 alpha slope."""
+    """The summary table's row: verdict and the T = 0 alpha slope (of the at-scale run when there is one)."""
     cold = next(iter(d["responses"]["alpha_mle"]))
     ll = d["responses"]["alpha_mle"][cold]["loglinear"]
-    return [["Scylla Thm 1.1: acceptance vs log10 pretraining tokens", d["verdict"],
-             f"alpha slope a = {ci(ll['params']['a'], ll['ci']['a'])} per decade ({cold})"]]
+    return at_scale.summary(d, [["Scylla Thm 1.1: acceptance vs log10 pretraining tokens", d["verdict"],
+                                 f"alpha slope a = {ci(ll['params']['a'], ll['ci']['a'])} per decade ({cold})"]])
 
 
 def render(d: dict, doc: Doc) -> list[str]:
-    """Fits per temperature and response, curvature, saturating alternative, verdict."""
+    """The at-scale run when there is one, then the small-budget checkpoints; else those alone."""
+    return at_scale.render(d, doc, TITLE, _md_run)
+
+
+def _md_run(d: dict, doc: Doc, place: at_scale.Place) -> list[str]:
+    """One dataset: fits per temperature and response, curvature, saturating alternative, verdict."""
     setup_, groups, run = d["setup"], _groups(d), d["training_run"]
+    seeds = len(d.get(at_scale.DATASET, {}).get("seeds", [0]))
     cold = next(iter(d["responses"]["alpha_mle"]))
     first = d["responses"]["alpha_mle"][cold]
     rows = [[key.split()[0], f"`{g['loglinear']['y']}`", ci(g["loglinear"]["params"]["a"], g["loglinear"]["ci"]["a"]),
@@ -149,8 +174,7 @@ def render(d: dict, doc: Doc) -> list[str]:
              f(g["delta_aic_saturating"]), g["verdict"]] for key, g in groups.items()]
     positive = sum(g["slope_sign"] > 0 for g in groups.values())
     bent = sum(g["verdict"] == "partly" for g in groups.values())
-    return [f"## Scylla Thm 1.1: acceptance versus draft pretraining tokens ({d['verdict']})", "",
-            f"One draft ({listed(setup_['drafts'])}) at {first['num_checkpoints']} checkpoints of one run, "
+    return [f"One draft ({listed(setup_['drafts'])}) at {_md_checkpoints(first['num_checkpoints'], seeds)}, "
             f"{tok(first['tokens_range'][0])} to {tok(first['tokens_range'][1])} tokens ({f(first['decades'])} "
             f"decades), against target {setup_['target']}; chain gamma {listed(setup_['num_spec_tokens'])}, batch "
             f"{listed(setup_['batch_sizes'])}, T = {listed(setup_['temperatures'], f)}. Law: "
@@ -168,13 +192,27 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"**Verdict: {d['verdict']}.** "
             + verdicts.thm11_conclusion(d["verdict"], positive, bent, len(groups),
                                         min(g["decades"] for g in groups.values()), MIN_DECADES)
-            + (" The checkpoints are finished WSD runs, cool-down branches of one trunk" if run["schedule"] == "wsd"
-               else f" The checkpoints are snapshots of one cosine schedule planned for {tok(run['planned_tokens'])} "
-                    "tokens" + (f" and stopped at {tok(run['reached_tokens'])}" if run["stopped_early"] else ""))
-            + f"; the first {run['num_in_warmup']} lie in the warm-up (up to {tok(run['warmup_tokens'])} tokens).",
-            "", *[doc.fig(f"thm11_loglinear_{y}.png") for y in RESPONSES], ""]
+            + f"{_md_schedule(run, seeds)}; "
+            + f"{verdicts.warmup_checkpoints(run['num_in_warmup'], tok(run['warmup_tokens']))}.",
+            "", *[place.fig(doc, f"thm11_loglinear_{y}.png") for y in RESPONSES], ""]
 
 
-SECTION = Section("thm11", FILES, analyse, render, summary)
+def _md_checkpoints(count: int, seeds: int) -> str:
+    """How many checkpoints of how many runs: of one run, or of each training seed's run."""
+    if seeds < 2:
+        return f"{count} checkpoints of one run"
+    return f"{count} checkpoints of {seeds} runs (one per training seed)"
+
+
+def _md_schedule(run: dict, seeds: int) -> str:
+    """What the checkpoints are: WSD branches (finished?), or snapshots of one cosine schedule (stopped early?)."""
+    if run["schedule"] == "wsd":
+        return (f" The checkpoints are {verdicts.schedule_label(run['schedule'], run['stopped_early'])}, cool-down "
+                "branches of one trunk" + (" per training seed" if seeds > 1 else ""))
+    return (f" The checkpoints are snapshots of one cosine schedule planned for {tok(run['planned_tokens'])} tokens"
+            + (f" and stopped at {tok(run['reached_tokens'])}" if run["stopped_early"] else ""))
+
+
+SECTION = Section("thm11", FILES, analyse, render, summary, optional=frozenset(AT_SCALE.values()))
 EXPERIMENT = Experiment(NAME, "acceptance vs draft pretraining tokens, log-spaced checkpoints (Scylla Thm 1.1)",
                         models, measure, sections=(SECTION,))

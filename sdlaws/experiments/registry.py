@@ -30,8 +30,14 @@ class Section:
     analyse: Callable[[Tables], Analysis]
     render: Callable[[dict, Doc], list[str]]
     summary: Callable[[dict], list[list[str]]]
-    #: Its files may be absent (an experiment not run yet): ``analyse`` then gets the tables without them.
-    optional: bool = False
+    #: Its files that may be absent (an experiment not run yet): True for all of them, or their keys; ``analyse``
+    #: then gets the tables without the absent ones.
+    optional: bool | frozenset[str] = False
+
+    @property
+    def optional_keys(self) -> set[str]:
+        """Keys of :attr:`files` that may be absent."""
+        return set(self.files) if self.optional is True else set(self.optional or ())
 
 
 @dataclass(frozen=True)

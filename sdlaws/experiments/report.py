@@ -27,7 +27,7 @@ def build_report(measurements: str | Path) -> tuple[dict[str, Any], dict[str, An
     """Every section's analysis of the measurements directory (nothing is written): ``report.json``'s contents
     and the analyses (with their fits and figures)."""
     sections = report_sections()
-    optional = {key for s in sections if s.optional for key in s.files}
+    optional = {key for s in sections for key in s.optional_keys}
     tables = load_tables(measurements, _files(sections), optional=optional)
     analyses = {s.key: s.analyse(tables) for s in sections}
     data = {"format": REPORT_FORMAT, "sdlaws_version": __version__, "inputs": tables.hashes,

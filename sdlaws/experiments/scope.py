@@ -1,6 +1,7 @@
 """The closing section of the results document: what was measured (device, dates, models, corpus, workload) and
 the limits that follow from it. It reads every ``spec`` and ``ppl`` table the other sections load, plus the run
-metadata and the corpus manifest of the suites (:data:`FILES`).
+metadata and the corpus manifest of the suites (:data:`FILES`). At-scale runs (:mod:`sdlaws.experiments.at_scale`)
+count among the models and rows; their corpus is described in their own sections.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def analyse(tables: Tables) -> Analysis:
     corpus = throughput["corpus"]
     repeats = spec.groupby([*CONFIG_KEYS, "batch_size", "temperature", "experiment"], dropna=False).size()
     largest = tables["pair_ppl"].loc[tables["pair_ppl"]["model_params"].idxmax(), "model_name"]
-    return Analysis({
+    at_scale = [runs.source(runs.at_scale) for runs in (pretrain_tokens.RUNS, ppl_plane.RUNS)
+                if runs.at_scale["spec"] in tables]
+    return Analysis({**({"at_scale_sources": at_scale} if at_scale else {}),  # only once committed
         "gpu_name": sorted(spec["gpu_name"].unique().tolist()), "dtype": sorted(spec["dtype"].unique().tolist()),
         "dates": sorted({str(t)[:10] for t in spec["timestamp_utc"]}),
         "measurement_git_sha": sorted(spec["git_sha"].astype(str).unique().tolist()),
@@ -102,9 +105,10 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"{tok(d['params_range'][0])} to {tok(d['params_range'][1])} parameters, final budgets "
             f"{tok(d['final_tokens_range'][0])} to {tok(d['final_tokens_range'][1])} tokens"
             + (" (training stopped early at the time budget)" if d["stopped_early"] else "") + ".",
-            f"- One corpus: Python source ({d['corpus_train_files']} training files, {tok(d['corpus_train_tokens'])} "
-            f"tokens, vocabulary {d['vocab_size']}); prompts are {d['prompt_tokens']}-token windows of held-out "
-            f"files, {listed(d['max_new_tokens'])} new tokens.",
+            f"- {_md_corpus(d)}: Python source ({d['corpus_train_files']} training files, "
+            f"{tok(d['corpus_train_tokens'])} tokens, vocabulary {d['vocab_size']}); prompts are "
+            f"{d['prompt_tokens']}-token windows of held-out files, {listed(d['max_new_tokens'])} new tokens."
+            + _md_at_scale_corpus(d),
             f"- Device: {listed(d['gpu_name'])}, sdlaws's engine (static batches with CUDA graphs), "
             f"{listed(d['dtype'])}. Kernels differ between batch shapes, which can change greedy tokens; the T = 0 "
             f"acceptance counts of the same prompts were identical across batch sizes in {agree['identical']} of "
@@ -120,6 +124,19 @@ def render(d: dict, doc: Doc) -> list[str]:
             + " Every model is scored on the same sample, so perplexities compare models with each other, not with "
             "other corpora.",
             "- Published coefficients compared here are secondary [S] digests (see `data/README.md`).", ""]
+
+
+def _md_corpus(d: dict) -> str:
+    """Whose corpus the corpus line describes: the only one, or the small-budget runs' one."""
+    return "The small-budget runs' corpus" if "at_scale_sources" in d else "One corpus"
+
+
+def _md_at_scale_corpus(d: dict) -> str:
+    """The at-scale runs' own corpus, where they are."""
+    if "at_scale_sources" not in d:
+        return ""
+    runs = listed(d["at_scale_sources"], lambda path: f"`measurements/{path}`")
+    return f" The at-scale runs ({runs}) have their own corpus, described in their sections."
 
 
 SECTION = Section("scope", FILES, analyse, render, summary)

@@ -160,6 +160,70 @@ def thm11_conclusion(label: str, positive: int, bent: int, groups: int, decades:
     return f"Thm 1.1's rise of acceptance with tokens is not found in {groups - positive} of {groups} groups."
 
 
+def warmup_checkpoints(count: int, warmup: str) -> str:
+    """How many checkpoints lie in the learning-rate warm-up (``warmup``: its end in tokens, formatted)."""
+    if count == 0:
+        return f"none lies in the warm-up (up to {warmup} tokens)"
+    return f"the first {count} lie in the warm-up (up to {warmup} tokens)"
+
+
+# ------------------------------------------------------------------- at-scale runs and small-budget runs
+
+#: Tokens per parameter of compute-optimal training (Hoffmann et al. 2022, "Training Compute-Optimal Large
+#: Language Models": about 20).
+COMPUTE_OPTIMAL_TOKENS_PER_PARAM = 20.0
+#: Epochs of repeated data worth nearly as much as unique data (Muennighoff et al. 2023, "Scaling
+#: Data-Constrained Language Models": up to about 4).
+USEFUL_EPOCHS = 4.0
+
+
+def schedule_label(schedule: str, stopped_early: bool) -> str:
+    """What the models of a run are, from its learning-rate schedule and whether a time budget cut it short."""
+    if schedule == "wsd":
+        return "WSD runs cut by the time budget" if stopped_early else "finished WSD runs"
+    return "cosine snapshots, cut by the time budget" if stopped_early else "cosine runs to the end of their schedules"
+
+
+def tokens_per_param(low: float, high: float, optimal: float = COMPUTE_OPTIMAL_TOKENS_PER_PARAM) -> str:
+    """The targets' tokens per parameter (lowest, highest) against compute-optimal training."""
+    span = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
+    if low >= optimal:
+        return (f"{span} tokens per parameter, at least the ~{optimal:g} of compute-optimal training "
+                "(Hoffmann et al. 2022)")
+    return (f"{span} tokens per parameter, below the ~{optimal:g} of compute-optimal training (Hoffmann et al. "
+            "2022): under-trained by that standard")
+
+
+def epochs_seen(drafts: float, targets: float, limit: float = USEFUL_EPOCHS) -> str:
+    """How many passes over the corpus's train split the drafts and the targets made, against the epochs of
+    repeated data that are worth nearly as much as unique data."""
+    head = f"the drafts saw at most {drafts:.3g} epochs of it, the targets at most {targets:.3g}"
+    if max(drafts, targets) <= limit:
+        return (f"{head}: within the ~{limit:g} epochs that Muennighoff et al. (2023) find worth nearly as much as "
+                "unique data.")
+    return (f"{head}: beyond the ~{limit:g} epochs that Muennighoff et al. (2023) find worth nearly as much as "
+            "unique data, so the later passes count for less than new text would.")
+
+
+def seed_noise(seeds: int, resampled: bool) -> str:
+    """Whether the intervals include seed-to-seed noise: ``seeds`` training seeds, ``resampled`` when every
+    bootstrap of the section draws them as a factor (:mod:`sdlaws.experiments.multiway`)."""
+    if seeds < 2:
+        return "One training seed: the intervals cannot include seed-to-seed noise."
+    if resampled:
+        return (f"{seeds} training seeds: every bootstrap interval resamples whole seeds as a factor, so it "
+                "includes seed-to-seed noise.")
+    return (f"{seeds} training seeds, but not every bootstrap interval resamples them: those that do not leave "
+            "seed-to-seed noise out.")
+
+
+def runs_agree(at_scale: str, small_budget: str) -> str:
+    """The small-budget runs' verdict against the at-scale one (which the summary reports)."""
+    if at_scale == small_budget:
+        return f"Their verdict, {small_budget}, is the at-scale runs' too."
+    return f"Their verdict, {small_budget}, differs from the at-scale runs' ({at_scale}), which the summary reports."
+
+
 def depth_perplexity(ppl: dict[str, tuple[float, float]]) -> str:
     """Whether the deepest drafts are worse or better language models than the shallowest at equal tokens
     (``ppl``: width label -> (perplexity of the shallowest, of the deepest))."""
