@@ -63,10 +63,15 @@ def test_report_writes_fits_figures_and_json(report_dir):
     plane = load_fits(report_dir / "sdsl_ppl_plane.json")[0.0]
     assert isinstance(plane, FitResult) and plane.law == "ppl_plane"
     assert plane.params["A"] == pytest.approx(data["plane"]["groups"]["T=0"]["forms"]["linear"]["fit"]["params"]["A"])
-    by_temperature = load_fits(report_dir / "thm11_loglinear_alpha_mle.json")
-    assert set(by_temperature) == {0.0, 1.0}
-    assert by_temperature[0.0].params["a"] == pytest.approx(
-        data["thm11"]["responses"]["alpha_mle"]["T=0"]["loglinear"]["params"]["a"])
+    # the at-scale run, where committed, is the section's entry (its files prefixed), the small-budget one inside it
+    thm11 = {"": data["thm11"].get("small_budget", data["thm11"])}
+    if "small_budget" in data["thm11"]:
+        thm11["at_scale_"] = data["thm11"]
+    for prefix, entry in thm11.items():
+        by_temperature = load_fits(report_dir / f"{prefix}thm11_loglinear_alpha_mle.json")
+        assert set(by_temperature) == {0.0, 1.0}
+        assert by_temperature[0.0].params["a"] == pytest.approx(
+            entry["responses"]["alpha_mle"]["T=0"]["loglinear"]["params"]["a"])
     verdict_of = {"thm11": data["thm11"]["verdict"], "thm12": data["thm12"]["suite"]["verdict"],
                   "plane": data["plane"]["verdict"], "thm13": data["thm13"]["verdict"]}
     assert set(verdict_of.values()) <= set(verdicts.LABELS)
@@ -361,20 +366,27 @@ def test_pooled_intervals_include_seed_noise_when_there_are_seeds():
 SCIENCE = REPO / "tests" / "data" / "science" / "h200" / "science"
 
 
-@pytest.fixture(scope="module")
-def science_measurements(tmp_path_factory):
-    """The committed measurements with the at-scale fixture under h200/science (links, nothing copied)."""
+def _measurements(root, science=None):
+    """The committed measurements linked under ``root`` (nothing copied), with ``science`` (or nothing) in place
+    of the committed at-scale runs under h200/science."""
     if not (MEASUREMENTS / "acceptance" / "pretrain-tokens.csv").is_file():
         pytest.skip("the committed measurements are not in this tree")
-    root = tmp_path_factory.mktemp("measurements")
     for entry in MEASUREMENTS.iterdir():
         if entry.name != "h200":
             (root / entry.name).symlink_to(entry)
     (root / "h200").mkdir()
     for entry in (MEASUREMENTS / "h200").iterdir():
-        (root / "h200" / entry.name).symlink_to(entry)
-    (root / "h200" / "science").symlink_to(SCIENCE)
+        if entry.name != "science":
+            (root / "h200" / entry.name).symlink_to(entry)
+    if science is not None:
+        (root / "h200" / "science").symlink_to(science)
     return root
+
+
+@pytest.fixture(scope="module")
+def science_measurements(tmp_path_factory):
+    """The committed measurements with the at-scale fixture under h200/science."""
+    return _measurements(tmp_path_factory.mktemp("measurements"), SCIENCE)
 
 
 def _section(root, module):
@@ -453,10 +465,10 @@ def test_at_scale_intervals_resample_training_seeds(science_measurements):
     assert "#### T=0: 3 targets x 8 drafts" in text
 
 
-def test_sections_without_the_at_scale_files_are_the_small_budget_runs_alone():
+def test_sections_without_the_at_scale_files_are_the_small_budget_runs_alone(tmp_path):
     from sdlaws.experiments import at_scale, pretrain_tokens
 
-    analysis, data, text = _section(MEASUREMENTS, pretrain_tokens)
+    analysis, data, text = _section(_measurements(tmp_path), pretrain_tokens)
     assert "small_budget" not in data and "dataset" not in data
     assert not any(name.startswith(at_scale.PREFIX) for name in analysis.fits)
     assert "At scale" not in text and "Small-budget" not in text

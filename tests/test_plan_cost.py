@@ -65,6 +65,21 @@ def test_surface_corrects_what_the_law_cannot_follow_and_leave_one_out_shows_it(
     assert loo["pct_error"].abs().max() < law_alone.max()
 
 
+def test_a_head_table_gets_its_surface_without_moving_the_gpu_parameters():
+    # a draft head runs stock HF layers, several times slower at large batches than the law's fused-path terms
+    truth = prior(H100) * TRUTH_FACTORS
+    head = "head:random:llama-3.1-8b?layers=1"
+    decoders = _table(truth, shapes=SHAPES[:2])
+    slow = _table(truth, shapes=(head,), distortion=lambda lb, ln: 1.0 + 0.4 * lb)
+    alone, both = fit_steptime(decoders, H100), fit_steptime(pd.concat([decoders, slow]), H100)
+    pd.testing.assert_series_equal(both.params, alone.params)
+    assert both.errors()["law"].abs().max() > 50    # the law alone misses the head ...
+    head_rows = slow.iloc[:3]
+    measured = head_rows["median_time_s"].to_numpy()
+    predicted = both.time_s(head, head_rows["batch_size"], head_rows["tokens_per_row"], head_rows["kv_len"])
+    np.testing.assert_allclose(predicted, measured, rtol=0.02)   # ... its surface does not
+
+
 def test_predictions_flag_points_outside_the_measured_box_and_unmeasured_shapes():
     truth = prior(H100) * TRUTH_FACTORS
     fit = fit_steptime(_table(truth, shapes=SHAPES[:1], kvs=(512,)), H100)

@@ -91,18 +91,20 @@ def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
 
 
 def roofline_errors(steps: pd.DataFrame, hw) -> pd.DataFrame:
-    """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's in-sample error."""
+    """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's error (in-sample
+    for the shapes it is calibrated on: those the step-time law describes, :func:`sdlaws.plan.cost.describes`)."""
     from sdlaws.calibration import calibrate
+    from sdlaws.plan.cost import describes
     from sdlaws.roofline import forward_time_s
 
-    cal = calibrate(steps, hw).residuals.assign(model_name=steps["model_name"].to_numpy())
+    calibrated = calibrate(steps[steps["model_name"].map(lambda n: describes(named_shape(n)))], hw).hardware
     rows = []
     for name, g in steps.groupby("model_name"):
-        sheet = forward_time_s(named_shape(name), g["batch_size"], g["tokens_per_row"], g["kv_len"], hw)
-        err = 100 * (np.asarray(sheet) / g["median_time_s"].to_numpy() - 1)
-        c = cal.loc[cal["model_name"] == name, "pct_error"].abs()
-        rows.append(dict(model_name=name, rows=len(g), datasheet_median=np.median(np.abs(err)),
-                         datasheet_max=np.max(np.abs(err)), calibrated_median=c.median(), calibrated_max=c.max()))
+        measured = g["median_time_s"].to_numpy()
+        sheet, cal = (np.abs(100 * (np.asarray(forward_time_s(named_shape(name), g["batch_size"], g["tokens_per_row"],
+                                                              g["kv_len"], h)) / measured - 1)) for h in (hw, calibrated))
+        rows.append(dict(model_name=name, rows=len(g), datasheet_median=np.median(sheet), datasheet_max=np.max(sheet),
+                         calibrated_median=np.median(cal), calibrated_max=np.max(cal)))
     return pd.DataFrame(rows)
 
 
