@@ -128,3 +128,16 @@ def test_step_test_detects_a_bonus_from_the_wrong_position(name, near_pair, monk
     monkeypatch.setattr(engine._Workspace, "_target_forward", _bonus_from_parent(engine._Workspace._target_forward))
     pvals, _ = _step_p_values(near_pair, name, monkeypatch)
     assert pvals["bonus"] < STEP_ALPHA, pvals
+
+
+@pytest.mark.parametrize("vocab", [128256, 32000, 151936, 50257, 300])
+@pytest.mark.parametrize("lead", [(3,), (2, 5)])
+def test_blocked_argmax_is_torch_argmax_including_ties(vocab, lead):
+    gen = torch.Generator().manual_seed(vocab)
+    # few distinct bf16 values: many rows have their maximum at several places, some across vocabulary blocks
+    logits = torch.randint(0, 6, (*lead, vocab), generator=gen).to(torch.bfloat16)
+    logits[..., -1] = 5  # a maximum in the last block too
+    assert torch.equal(sampling.argmax(logits), logits.argmax(dim=-1))
+    smooth = torch.randn((*lead, vocab), generator=gen)
+    assert torch.equal(sampling.argmax(smooth), smooth.argmax(dim=-1))
+    assert torch.equal(sampling.argmax(smooth[..., :1].expand(*lead, vocab)), torch.zeros(lead, dtype=torch.long))

@@ -850,7 +850,7 @@ class _Workspace:
         if self.topk == 1 and self.budget == self.shape.num_pool:
             # a chain whose every drafted node is verified: the scores rank nothing (one child per node, and
             # tree.select takes the whole pool), so the draft's argmax is enough, without a float32 log-softmax
-            token = logits.argmax(dim=-1, keepdim=True)
+            token = sampling.argmax(logits).unsqueeze(-1)
             return token, torch.zeros(token.shape, device=token.device)
         top = sampling.log_probs(logits, self.cfg.temperature).topk(self.topk, dim=-1)
         if self.synthetic:

@@ -33,6 +33,31 @@ def sample(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return idx.clamp(max=weights.shape[-1] - 1)
 
 
+#: Widest block of the vocabulary that :func:`argmax` reduces in its first pass (a power of two dividing ``V``).
+ARGMAX_BLOCK = 256
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=-1)`` ``(...)`` for ``(..., V)`` logits, the first index among equal maxima, in two passes.
+
+    Why: on an H200, torch reduces a row of 128,256 bf16 logits with one block of threads (35 us, at batch 1 and
+    at batch 64 alike: ~0.7% of an 8B decode step, and 2.6% of a chain's draft phase, which takes one argmax per
+    drafted token; measurements/h200/phases-*.txt). The maxima of ``V / c`` blocks of ``c`` contiguous logits,
+    then the first block holding the largest of them, then the index inside that block: three small kernels
+    with one block per row and vocabulary block. Ties resolve as in ``torch.argmax`` (the first maximum of the
+    first block that holds the maximum); NaN counts as the maximum in both passes, as in ``torch.max``.
+    """
+    vocab = logits.shape[-1]
+    block = ARGMAX_BLOCK
+    while block > 1 and vocab % block:
+        block //= 2
+    if block < 64:  # no useful power-of-two block divides V: one pass
+        return logits.argmax(dim=-1)
+    maxima, inner = logits.unflatten(-1, (vocab // block, block)).max(dim=-1)  # (..., V / c) each
+    first = maxima.argmax(dim=-1, keepdim=True)                                  # (..., 1)
+    return (first * block + inner.gather(-1, first)).squeeze(-1)
+
+
 def choose(logits: torch.Tensor, temperature: float, u: torch.Tensor | None) -> torch.Tensor:
     """The target's own next-token choice: argmax at ``temperature == 0``, else a sample of softmax(logits/T).
 
@@ -44,7 +69,7 @@ def choose(logits: torch.Tensor, temperature: float, u: torch.Tensor | None) -> 
         ``(...)`` uniforms; unused (may be None) at temperature 0.
     """
     if temperature == 0:
-        return logits.argmax(dim=-1)
+        return argmax(logits)
     return sample(probs(logits, temperature), u)
 
 
