@@ -136,9 +136,11 @@ def test_fused_element_kernels_match_eager():
     eager, fused = element_kernels(False), element_kernels(True)
     gen = torch.Generator(device="cuda").manual_seed(0)
     for rows in (1, 7):  # shape-polymorphic: a second shape must not need another code path
-        qk = torch.randn(rows, 3, 10, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+        qkv = torch.randn(rows, 3, 10, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
         cos, sin = (torch.randn(rows, 3, 1, 64, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in "cs")
-        torch.testing.assert_close(fused.rotary(qk, cos, sin), eager.rotary(qk, cos, sin), atol=2e-2, rtol=2e-2)
+        for rotated in (6, 8):  # the q + k heads of two models
+            torch.testing.assert_close(fused.rotary(qkv, cos, sin, rotated), eager.rotary(qkv, cos, sin, rotated),
+                                       atol=2e-2, rtol=2e-2)
         x, d = (torch.randn(rows, 3, 256, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in "xd")
         w = torch.randn(256, device="cuda", dtype=torch.bfloat16, generator=gen)
         for got, want in zip(fused.add_rms_norm(x, d, w, 1e-5), eager.add_rms_norm(x, d, w, 1e-5)):

@@ -151,6 +151,23 @@ def test_slot_cache_move_of_every_layer_at_once_equals_layer_by_layer(heads):
         assert torch.equal(layer.values, _moved_reference(values, src, dst))
 
 
+@pytest.mark.parametrize("heads", [(2, 2, 2), (2, 1, 2)])
+def test_one_write_of_keys_and_values_together_equals_two(heads):
+    """update_pair (one scatter into a stacked layer, else update) leaves the cache as update does, in stacked
+    layers and in layers with tensors of their own, at ragged per-row slots."""
+    gen = torch.Generator().manual_seed(0)
+    caches = [SlotCache(num_layers=len(heads), max_cache_len=7) for _ in range(2)]
+    for slots in (torch.tensor([[0, 1, 2], [2, 3, 4]]), torch.tensor([[5], [3]])):
+        for cache in caches:
+            cache.write_slots = slots
+        for i, h in enumerate(heads):
+            kv = torch.randn(2, slots.shape[1], 2 * h, 3, generator=gen)  # (B, n, 2H, D): keys' heads first
+            pair = caches[0].layers[i].update_pair(kv)
+            single = caches[1].update(kv[:, :, :h].transpose(1, 2), kv[:, :, h:].transpose(1, 2), i)
+            assert all(torch.equal(a, b) for a, b in zip(pair, single))
+    assert caches[0]._stack.uniform == (len(set(heads)) == 1)
+
+
 def test_a_cache_allocated_from_a_prefill_stacks_only_layers_that_all_match():
     """write_rows allocates the full cache from a scratch cache: one stack when every layer has the same shape;
     tensors of their own (no stack sized by the first layer) when one layer differs."""

@@ -176,10 +176,9 @@ class FastDecoderLM(torch.nn.Module):
         bsz, n, _ = h.shape
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
-        qk, v = qkv[:, :, : heads + kv_heads], qkv[:, :, heads + kv_heads:]
-        qk = self.kernels.rotary(qk, cos, sin)  # on q and k together
-        q, k = qk[:, :, :heads], qk[:, :, heads:]
-        keys, values = cache_layer.update(k.transpose(1, 2), v.transpose(1, 2))  # (B, kv_heads, S, D)
+        qkv = self.kernels.rotary(qkv, cos, sin, heads + kv_heads)  # on the q and k heads; v passes through
+        q = qkv[:, :, :heads]
+        keys, values = _write_kv(cache_layer, qkv[:, :, heads:])  # (B, kv_heads, S, D) each
         # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
         q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
@@ -192,10 +191,23 @@ def _local(weight):
     return weight.to_local() if isinstance(weight, DTensor) else weight
 
 
-def _rotary(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding, HF half-split layout: ``qk * cos + rotate_half(qk) * sin``; ``cos``/``sin`` broadcast."""
+def _write_kv(cache_layer, kv: torch.Tensor):
+    """Write the new keys and values ``kv`` ``(B, n, 2 kv_heads, D)`` (keys' heads, then values') into the cache
+    layer; its full ``(B, kv_heads, S, D)`` keys and values. A :class:`~sdlaws.measure.kvcache.SlotLayer` takes
+    both in one scatter; any other transformers cache layer through its ``update``."""
+    if hasattr(cache_layer, "update_pair"):
+        return cache_layer.update_pair(kv)
+    k, v = kv.transpose(1, 2).chunk(2, dim=1)
+    return cache_layer.update(k, v)
+
+
+def _rotary(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotated: int) -> torch.Tensor:
+    """Rotary embedding of the first ``rotated`` heads of ``qkv`` ``(B, n, heads, D)`` (HF half-split layout:
+    ``x * cos + rotate_half(x) * sin``; ``cos``/``sin`` broadcast), the other heads (the values) copied as they
+    are: one new tensor, so that keys and values leave it adjacent for one cache write."""
+    qk, rest = qkv[:, :, :rotated], qkv[:, :, rotated:]
     half = qk.shape[-1] // 2
-    return qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+    return torch.cat((qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin, rest), dim=2)
 
 
 def _add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):

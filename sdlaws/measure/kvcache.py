@@ -100,6 +100,23 @@ class SlotLayer(CacheLayerMixin):
         self.values.scatter_(2, _expand_slots(slots, value_states), value_states)
         return self.keys, self.values
 
+    def update_pair(self, kv_states: torch.Tensor):
+        """Write the new keys and values given as one ``(B, n, 2 H, D)`` tensor (the keys' ``H`` heads, then the
+        values': the tail of a fused QKV projection) and return the full ``(B, H, S, D)`` keys and values.
+
+        Where this layer's keys and values are adjacent in the :class:`LayerStack`, both go in with one scatter
+        (one kernel fewer per layer and forward than :meth:`update`; a launch inside every captured graph)."""
+        batch, n, two_heads, dim = kv_states.shape
+        pair = kv_states.view(batch, n, 2, two_heads // 2, dim).permute(2, 0, 3, 1, 4)  # (2, B, H, n, D)
+        if not self.is_initialized:
+            self.lazy_initialization(pair[0], pair[1])
+        stack = self.stack.tensor
+        if stack is None or self.keys.data_ptr() != stack[self.index, 0].data_ptr():
+            return self.update(pair[0], pair[1])
+        slots = self.write.slots  # (B, n)
+        stack[self.index].scatter_(3, slots[None, :, None, :, None].expand(pair.shape), pair)
+        return self.keys, self.values
+
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         """Key length and offset a mask must have: the whole static cache."""
         return self.max_cache_len, 0
