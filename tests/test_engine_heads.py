@@ -17,6 +17,7 @@ import torch
 from sdlaws.errors import ConfigError, ModelError
 from sdlaws.measure import engine
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+from sdlaws.measure.fastpath import FastDecoderLM, FastHead
 from sdlaws.measure.head import FeatureHead, head_config, target_features
 from conftest import conditional_counts, within_4_sigma
 
@@ -114,9 +115,14 @@ def test_head_drafts_equal_an_uncached_reference_and_output_is_greedy(family, na
     head = random_head(target)
     records = record_drafts(monkeypatch)
     decoder = SpecDecoder(target, head, CONFIGS[name], max_prompt_len=16)
+    # the head's layers run on the fused path; a GPT-2 target's LayerNorm sends the call to the head's own forward
+    assert isinstance(decoder.draft, FastHead) and decoder.head
+    calls = []
+    monkeypatch.setattr(FastHead, "_run", lambda self, *a: calls.append(1) or FastDecoderLM._run(self, *a))
     expected = [greedy_reference(target, p, MAX_NEW) for p in PROMPTS]
     assert decoder.generate(PROMPTS)[0] == expected  # ragged batch
     assert [decoder.generate([p])[0][0] for p in PROMPTS] == expected  # batch 1, same decoder
+    assert bool(calls) == (family == "llama")
     checked = 0
     for rec in records[::3]:  # every third (step, row): enough to cover positions, ranks and depths
         for node in range(1, len(rec["token"])):

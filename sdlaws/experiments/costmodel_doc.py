@@ -89,8 +89,9 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         "tokens per row, KV 512; the 8B and 1B shapes also at KV 2048; 10 CUDA-graph replays per point, median). The "
         "datasheet roofline is `max(FLOPs / (0.7 peak), bytes / (0.8 HBM)) + launches`; the calibrated roofline fits "
         f"its three factors to the rows of the {len(decoders)} decoder shapes (errors in-sample)"
-        + (f"; draft heads ({_names(others)}) run stock Hugging Face layers, not the fused path the roofline and the law count, "
-           "and are scored with those factors" if others else "") + ".",
+        + (f"; the draft head ({_names(others)}) was timed on stock Hugging Face layers, not the fused path the "
+           "roofline and the law count (heads run that path since), and is scored with those factors"
+           if others else "") + ".",
         "",
         _md(r.rename(columns={"model_name": "shape"})),
         "",

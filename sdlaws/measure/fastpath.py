@@ -36,26 +36,133 @@ _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_t
 
 
 def supports(model, max_cache_len: int = 0) -> bool:
-    """True if this fast path reproduces ``model``'s forward for caches of ``max_cache_len`` slots."""
+    """True if this fast path reproduces ``model``'s forward for caches of ``max_cache_len`` slots: a Llama-family
+    decoder, or a feature-level draft head (:mod:`sdlaws.measure.head`, whose layers are Llama decoder layers)."""
     cfg = getattr(model, "config", None)
+    return ((getattr(cfg, "model_type", None) in SUPPORTED_MODEL_TYPES or _is_head(model))
+            and _layers_supported(cfg, max_cache_len))
+
+
+def _layers_supported(cfg, max_cache_len: int) -> bool:
+    """Whether decoder layers of config ``cfg`` compute what :class:`_FusedLayers` does."""
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
-    return (getattr(cfg, "model_type", None) in SUPPORTED_MODEL_TYPES
-            and getattr(cfg, "hidden_act", "silu") == "silu"
-            and not getattr(cfg, "mlp_bias", False)
+    return (getattr(cfg, "hidden_act", "silu") == "silu" and not getattr(cfg, "mlp_bias", False)
             and (window is None or window >= max_cache_len))
 
 
+def _is_head(model) -> bool:
+    from sdlaws.measure.head import is_head  # head.py builds on transformers' Llama layers; imported when asked
+
+    return is_head(model)
+
+
 def wrap(model):
-    """The :class:`FastDecoderLM` of ``model`` (built once and cached on it), or ``model`` if unsupported."""
+    """The :class:`FastDecoderLM` (or :class:`FastHead` for a draft head) of ``model``, built once and cached on
+    it, or ``model`` if unsupported."""
     if not supports(model):
         return model
     if "_sdlaws_fast" not in model.__dict__:
         # via __dict__, not setattr: a registered submodule would put the wrapper into the model's state_dict
-        model.__dict__["_sdlaws_fast"] = FastDecoderLM(model)
+        model.__dict__["_sdlaws_fast"] = (FastHead if _is_head(model) else FastDecoderLM)(model)
     return model.__dict__["_sdlaws_fast"]
 
 
-class FastDecoderLM(torch.nn.Module):
+class _FusedLayers(torch.nn.Module):
+    """A stack of Llama decoder layers computed with fused QKV and gate/up weights, rotary tables gathered once
+    per forward, GQA folded into the query axis, and one fused kernel each for rotary, residual add + RMSNorm and
+    SwiGLU: what :class:`FastDecoderLM` (a whole causal LM) and :class:`FastHead` (a draft head's layers) share.
+
+    Parameters
+    ----------
+    config : transformers.PretrainedConfig
+        The layers' config (heads, KV heads, head size, RMSNorm epsilon, RoPE positions).
+    layers : sequence of transformers decoder layers
+        On their final device and dtype (this rank's shards of a split model); their q/k/v and gate/up weights
+        are concatenated once (one extra copy of those weights in memory). A layer whose input norm is not an
+        RMSNorm (a head's first layer: ``nn.Identity``) takes its input as it is.
+    rotary_emb : transformers rotary embedding module
+        Its ``inv_freq`` (with any RoPE scaling) and ``attention_scaling`` give the cos/sin tables.
+    """
+
+    def __init__(self, config, layers, rotary_emb):
+        super().__init__()
+        cfg = self.config = config
+        q_weight = layers[0].self_attn.q_proj.weight
+        # tensor parallel: collectives over the weights' group, on this rank's heads (None: the whole model)
+        self.group = q_weight.device_mesh.get_group() if isinstance(q_weight, DTensor) else None
+        ranks = 1 if self.group is None else q_weight.device_mesh.size()
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.num_heads = cfg.num_attention_heads // ranks
+        self.num_kv_heads = (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads) // ranks
+        self.eps = cfg.rms_norm_eps
+        weight = _local(q_weight)
+        # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
+        self.kernels = element_kernels(weight.device.type == "cuda")
+        self.layers = [self._fuse(layer) for layer in layers]
+        # inv_freq already carries rope scaling (e.g. llama3); attention_scaling too
+        pos = torch.arange(cfg.max_position_embeddings, device=weight.device, dtype=torch.float32)
+        freqs = torch.outer(pos, rotary_emb.inv_freq.to(weight.device, torch.float32))
+        emb = torch.cat((freqs, freqs), dim=-1)  # (positions, head_dim), HF half-split layout
+        self.cos = (emb.cos() * rotary_emb.attention_scaling).to(weight.dtype)
+        self.sin = (emb.sin() * rotary_emb.attention_scaling).to(weight.dtype)
+
+    @staticmethod
+    def _fuse(layer) -> SimpleNamespace:
+        att, mlp = layer.self_attn, layer.mlp
+        qkv_w = torch.cat([_local(att.q_proj.weight), _local(att.k_proj.weight), _local(att.v_proj.weight)]).detach()
+        qkv_b = (torch.cat([_local(att.q_proj.bias), _local(att.k_proj.bias), _local(att.v_proj.bias)]).detach()
+                 if att.q_proj.bias is not None else None)
+        return SimpleNamespace(
+            ln1=getattr(layer.input_layernorm, "weight", None), ln2=layer.post_attention_layernorm.weight,
+            qkv_w=qkv_w, qkv_b=qkv_b, o_w=_local(att.o_proj.weight), o_b=_local(att.o_proj.bias),
+            gate_up_w=torch.cat([_local(mlp.gate_proj.weight), _local(mlp.up_proj.weight)]).detach(),
+            down_w=_local(mlp.down_proj.weight))
+
+    def _run(self, x, position_ids, attention_mask, past_key_values, final_norm):
+        """The layers on their input ``x`` ``(B, n, hidden)``: ``(x, h)`` after the last one, ``x`` its residual
+        stream and ``h`` the RMSNorm of ``x`` with weight ``final_norm`` (fused with the last residual add)."""
+        bsz, n = position_ids.shape
+        cos = self.cos[position_ids].unsqueeze(2)  # (B, n, 1, head_dim), shared by all layers
+        sin = self.sin[position_ids].unsqueeze(2)
+        groups = self.num_heads // self.num_kv_heads
+        # GQA without copying K/V: fold the `groups` query heads of a KV head into the query axis
+        mask = attention_mask.unsqueeze(2).expand(bsz, 1, groups, n, attention_mask.shape[-1])
+        mask = mask.reshape(bsz, 1, groups * n, -1)
+        k = self.kernels
+        first = self.layers[0].ln1
+        h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
+        next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
+        for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
+            x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
+                                  self.eps)
+            mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
+            x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
+        return x, h
+
+    def _rowwise(self, x, weight, bias):
+        """``F.linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial
+        products are all-reduced, then the (replicated) bias is added once."""
+        if self.group is None:
+            return F.linear(x, weight, bias)
+        out = F.linear(x, weight)
+        dist.all_reduce(out, group=self.group)
+        return out if bias is None else out + bias
+
+    def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
+        bsz, n, _ = h.shape
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
+        qkv = self.kernels.rotary(qkv, cos, sin, heads + kv_heads)  # on the q and k heads; v passes through
+        q = qkv[:, :, :heads]
+        keys, values = _write_kv(cache_layer, qkv[:, :, heads:])  # (B, kv_heads, S, D) each
+        # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
+        q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(bsz, kv_heads, groups, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, heads * dim)
+        return self._rowwise(out, layer.o_w, layer.o_b)
+
+
+class FastDecoderLM(_FusedLayers):
     """Fused re-implementation of a Llama-family causal LM forward, sharing (not copying) norms and embeddings.
 
     Parameters
@@ -67,30 +174,11 @@ class FastDecoderLM(torch.nn.Module):
     """
 
     def __init__(self, model):
-        super().__init__()
-        cfg = model.config
-        self.config, self.hf_model = cfg, model
         base = model.model
-        q_weight = base.layers[0].self_attn.q_proj.weight
-        # tensor parallel: collectives over the weights' group, on this rank's heads (None: the whole model)
-        self.group = q_weight.device_mesh.get_group() if isinstance(q_weight, DTensor) else None
-        ranks = 1 if self.group is None else q_weight.device_mesh.size()
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.num_heads = cfg.num_attention_heads // ranks
-        self.num_kv_heads = (getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads) // ranks
-        self.eps = cfg.rms_norm_eps
+        super().__init__(model.config, base.layers, base.rotary_emb)
+        self.hf_model = model
         self.lm_head_w = _local(model.lm_head.weight).detach()  # a plain tensor: not registered on this module
         self.lm_head_split = isinstance(model.lm_head.weight, DTensor)
-        # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
-        self.kernels = element_kernels(next(model.parameters()).device.type == "cuda")
-        self.layers = [self._fuse(layer) for layer in base.layers]
-        weight = next(model.parameters())
-        rot = base.rotary_emb  # inv_freq already carries rope scaling (e.g. llama3); attention_scaling too
-        pos = torch.arange(cfg.max_position_embeddings, device=weight.device, dtype=torch.float32)
-        freqs = torch.outer(pos, rot.inv_freq.to(weight.device, torch.float32))
-        emb = torch.cat((freqs, freqs), dim=-1)  # (positions, head_dim), HF half-split layout
-        self.cos = (emb.cos() * rot.attention_scaling).to(weight.dtype)
-        self.sin = (emb.sin() * rot.attention_scaling).to(weight.dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -100,18 +188,6 @@ class FastDecoderLM(torch.nn.Module):
     def get_output_embeddings(self):
         """The wrapped model's LM head (its rows are the logits)."""
         return self.hf_model.get_output_embeddings()
-
-    @staticmethod
-    def _fuse(layer) -> SimpleNamespace:
-        att, mlp = layer.self_attn, layer.mlp
-        qkv_w = torch.cat([_local(att.q_proj.weight), _local(att.k_proj.weight), _local(att.v_proj.weight)]).detach()
-        qkv_b = (torch.cat([_local(att.q_proj.bias), _local(att.k_proj.bias), _local(att.v_proj.bias)]).detach()
-                 if att.q_proj.bias is not None else None)
-        return SimpleNamespace(
-            ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-            qkv_w=qkv_w, qkv_b=qkv_b, o_w=_local(att.o_proj.weight), o_b=_local(att.o_proj.bias),
-            gate_up_w=torch.cat([_local(mlp.gate_proj.weight), _local(mlp.up_proj.weight)]).detach(),
-            down_w=_local(mlp.down_proj.weight))
 
     @torch.no_grad()
     def forward(self, input_ids, position_ids, attention_mask, past_key_values, logits_to_keep: int = 0, **_ignored):
@@ -134,33 +210,8 @@ class FastDecoderLM(torch.nn.Module):
         """The LM head's input ``(B, n, hidden)``: the last hidden state after the final norm (same arguments as
         :meth:`forward`; whole on every rank of a split model); feature-level draft heads read it
         (:mod:`sdlaws.measure.head`)."""
-        bsz, n = input_ids.shape
-        hf = self.hf_model.model
-        x = hf.embed_tokens(input_ids)
-        cos = self.cos[position_ids].unsqueeze(2)  # (B, n, 1, head_dim), shared by all layers
-        sin = self.sin[position_ids].unsqueeze(2)
-        groups = self.num_heads // self.num_kv_heads
-        # GQA without copying K/V: fold the `groups` query heads of a KV head into the query axis
-        mask = attention_mask.unsqueeze(2).expand(bsz, 1, groups, n, attention_mask.shape[-1])
-        mask = mask.reshape(bsz, 1, groups * n, -1)
-        k = self.kernels
-        h = F.rms_norm(x, (x.shape[-1],), self.layers[0].ln1, self.eps)
-        next_norms = [layer.ln1 for layer in self.layers[1:]] + [hf.norm.weight]
-        for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
-            x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
-                                  self.eps)
-            mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
-            x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
-        return h
-
-    def _rowwise(self, x, weight, bias):
-        """``F.linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial
-        products are all-reduced, then the (replicated) bias is added once."""
-        if self.group is None:
-            return F.linear(x, weight, bias)
-        out = F.linear(x, weight)
-        dist.all_reduce(out, group=self.group)
-        return out if bias is None else out + bias
+        x = self.hf_model.model.embed_tokens(input_ids)
+        return self._run(x, position_ids, attention_mask, past_key_values, self.hf_model.model.norm.weight)[1]
 
     def _logits(self, h):
         """LM head logits ``(B, n, vocab)``; a vocabulary-split head's slices are all-gathered in rank order."""
@@ -172,18 +223,66 @@ class FastDecoderLM(torch.nn.Module):
         _all_gather(parts, logits.contiguous(), group=self.group)
         return parts.view(ranks, bsz, n, part).permute(1, 2, 0, 3).reshape(bsz, n, ranks * part)
 
-    def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
-        bsz, n, _ = h.shape
-        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
-        qkv = self.kernels.rotary(qkv, cos, sin, heads + kv_heads)  # on the q and k heads; v passes through
-        q = qkv[:, :, :heads]
-        keys, values = _write_kv(cache_layer, qkv[:, :, heads:])  # (B, kv_heads, S, D) each
-        # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
-        q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        out = out.view(bsz, kv_heads, groups, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, heads * dim)
-        return self._rowwise(out, layer.o_w, layer.o_b)
+class FastHead(_FusedLayers):
+    """A feature-level draft head (:class:`sdlaws.measure.head.FeatureHead`) with its decoder layers on the fused
+    path, in the head's place for the engine and for step timing: same call, same :meth:`predict`.
+
+    Why: the head's stock Hugging Face layers copy K/V for GQA and run unfused norms and rotary; on an H200 one
+    such layer of the Llama-3.1-8B shape at batch 64 over 2048-token prompts cost as much per drafted token as
+    all 16 fused layers of the 1B-shape draft (``docs/cost-model.md``). The target's embedding, final norm and LM
+    head stay the head's shared modules (attached after wrapping, read at each call); where the final norm is
+    not an RMSNorm of the layers' epsilon (a GPT-2-style target's LayerNorm), or without a cache (training),
+    the call is the head's own forward.
+    """
+
+    def __init__(self, head):
+        super().__init__(head.config, head.layers, head.rotary_emb)
+        self.hf_model = head
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the wrapped head."""
+        return self.hf_model.dtype
+
+    def attach(self, target) -> "FastHead":
+        """Attach the wrapped head to ``target`` (:meth:`FeatureHead.attach`); returns this wrapper."""
+        self.hf_model.attach(target)
+        return self
+
+    @property
+    def shared(self):
+        """The wrapped head's shared target modules (``embed``, ``norm``, ``lm_head``)."""
+        return self.hf_model.shared
+
+    def predict(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(feature, logits)`` of a last layer's output, as :meth:`FeatureHead.predict`."""
+        return self.hf_model.predict(hidden)
+
+    def get_input_embeddings(self):
+        """The target's token embedding."""
+        return self.hf_model.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        """The target's LM head."""
+        return self.hf_model.get_output_embeddings()
+
+    @torch.no_grad()
+    def forward(self, input_ids, features, position_ids, attention_mask=None, past_key_values=None):
+        """The last layer's output ``(B, n, h)``, as :meth:`FeatureHead.forward` (same arguments)."""
+        head = self.hf_model
+        norm = _rms_weight(head.shared.norm, self.eps)
+        if past_key_values is None or norm is None:
+            return head(input_ids, features, position_ids, attention_mask, past_key_values)
+        x = head.fc(torch.cat([head.shared.embed(input_ids).to(features.dtype), features], dim=-1))
+        return self._run(x, position_ids, attention_mask, past_key_values, norm)[0]
+
+
+def _rms_weight(norm, eps: float):
+    """The weight of ``norm`` if it is an RMSNorm (no bias) of epsilon ``eps``, else None."""
+    norm_eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    if "RMSNorm" not in type(norm).__name__ or getattr(norm, "bias", None) is not None or norm_eps != eps:
+        return None
+    return norm.weight
 
 
 def _local(weight):

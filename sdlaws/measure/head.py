@@ -185,8 +185,9 @@ AutoModelForCausalLM.register(HeadConfig, FeatureHead)
 
 
 def is_head(model) -> bool:
-    """True for a :class:`FeatureHead` (a feature-level draft rather than an independent causal LM)."""
-    return isinstance(model, FeatureHead)
+    """True for a :class:`FeatureHead` (a feature-level draft rather than an independent causal LM), also behind
+    the engine's fused wrapper (:class:`sdlaws.measure.fastpath.FastHead`, which keeps it as ``hf_model``)."""
+    return isinstance(model, FeatureHead) or isinstance(getattr(model, "hf_model", None), FeatureHead)
 
 
 def target_modules(target) -> tuple[nn.Module, nn.Module, nn.Module]:

@@ -444,7 +444,7 @@ def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep
         from sdlaws.measure.head import HeadStep, stand_in_modules
 
         model.share(*stand_in_modules(model.config, device=device, dtype=model.dtype, seed=sweep.seed))
-        model = HeadStep(model)
+        model = HeadStep(fastpath.wrap(model))  # its layers on the fused path, as the engine runs them
     writes = tp.rank() == 0
     return time_forward(fastpath.wrap(model), info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
                         on_row=lambda row: io.append_row(out, row, "step") if writes else None,

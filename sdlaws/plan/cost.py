@@ -482,11 +482,12 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
 
 
 def describes(shape: ModelShape) -> bool:
-    """Whether the law's kernel model describes passes of ``shape``: decoders run the engine's fused path
-    (:mod:`sdlaws.measure.fastpath`), which the law's terms count. A draft head (``fc_in``) runs stock Hugging
-    Face decoder layers (:mod:`sdlaws.measure.head`: unfused norms and rotary, GQA by copying K/V), whose time
-    grows with the batch far beyond those terms; its table gets a residual surface over the law and does not move
-    the GPU's parameters."""
+    """Whether the law's kernel model describes the committed passes of ``shape``: decoders ran the engine's fused
+    path (:mod:`sdlaws.measure.fastpath`), which the law's terms count. The committed draft-head table
+    (``fc_in``; ``measurements/h200/steps-head.csv``) was timed while heads ran stock Hugging Face decoder layers
+    (unfused norms and rotary, GQA by copying K/V), whose time grows with the batch far beyond those terms; it gets
+    a residual surface over the law and does not move the GPU's parameters. Heads now run the fused path too
+    (:class:`~sdlaws.measure.fastpath.FastHead`): once their table is measured again, they join the fit."""
     return not shape.fc_in
 
 
