@@ -20,10 +20,12 @@
 # ~2); 5. the regression guard on this engine (gpu_guard.sh, ~5); 6. continuous against static batching again, now
 # that the rows done at one step are refilled by one prefill (gpu_batching.sh, ~2); 7. the audit in fp32 at batch 1
 # and 8 (gpu_bf16_audit.sh, ~3): whether the bf16 run's differences, the target-drafted tree's at batch 1 among
-# them, survive exact arithmetic; 8. the EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3);
-# 9. the Thm 1.3 sweep's batch 256 at 2048-token prompts, out of memory before prefills were chunked (gpu_heldout.sh
-# step 7, ~7). Each step resumes where a re-run finds its files. Earlier sessions' steps (the guard, the re-measured
-# sweep rows, the bf16 audit, batching, the trainer's MFU) are committed under measurements/h200/.
+# them, survive exact arithmetic; 8. the attention call's candidate implementations at the 8B shapes, timed in CUDA
+# graphs against the KV bytes' copy floor (attention_paths.py -> attention.csv, attention.txt, ~2); 9. the
+# EAGLE-sized head's remaining rows (gpu_heldout.sh step 5, resumes, ~3); 10. the Thm 1.3 sweep's batch 256 at
+# 2048-token prompts, out of memory before prefills were chunked (gpu_heldout.sh step 7, ~7). Each step resumes
+# where a re-run finds its files. Earlier sessions' steps (the guard, the re-measured sweep rows, the bf16 audit,
+# batching, the trainer's MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -50,6 +52,14 @@ science() {  # Thm 1.1 at scale h200-science: train (resumable, exit 3 while sho
   done
   SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run pretrain-tokens "${s[@]}" 2>&1 | grep -v "━" | tail -n 8
 }
+attention() {  # skipped where an earlier run finished it (the CSV is written at the end, even with a WRONG row)
+  [ -f "$work/attention.csv" ] && { echo "attention.csv already there"; return 0; }
+  SDLAWS_GIT_SHA=$(gpu_sha) timeout 300 python3 benchmarks/attention_paths.py --out "$work/attention.csv" \
+    > "$work/attention.txt" 2>&1
+  local rc=$?
+  grep -E "^copy bandwidth|^FAILED" "$work/attention.txt"; tail -n 1 "$work/attention.txt"
+  return $rc
+}
 step "1. EAGLE-sized head step table, kv 512" head_steps 512
 step "1. EAGLE-sized head step table, kv 2048" head_steps 2048
 # the guard's GPU tests first (it skips them where it finds their output): the engine's untimed changes are
@@ -66,6 +76,7 @@ step "5. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_
 step "6. continuous vs static batching, batched refills" env WORK="$work/batching2" bash benchmarks/gpu_batching.sh
 step "7. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh
-step "8. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
-step "9. batch 256 at 2048-token prompts, prefilled in chunks" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
+step "8. attention paths" attention
+step "9. EAGLE-sized head rows" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+step "10. batch 256 at 2048-token prompts, chunked prefills" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"
