@@ -33,6 +33,7 @@ Usage::
     python3 benchmarks/gpu_guard.py --smoke --out out/guard  # CPU smoke run
     python3 benchmarks/gpu_guard.py --report-only --out $OUT # rebuild the report from the files in $OUT
     python3 benchmarks/gpu_guard.py --targets guard.csv      # the engine's targets checked on a guard table
+    python3 benchmarks/gpu_guard.py --compare OLD_DIR NEW_DIR   # what changed between two guard runs
 """
 
 from __future__ import annotations
@@ -90,11 +91,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, help="new tokens per sequence (default 256; 8 with --smoke)")
     p.add_argument("--report-only", action="store_true", help="only rebuild guard.csv/json/md from --out")
     p.add_argument("--targets", type=Path, metavar="GUARD_CSV", help="print the targets checked on a guard.csv")
+    p.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                   help="print the step times of two guard runs' folders side by side")
     args = p.parse_args(argv)
-    if args.out is None and args.targets is None:
-        p.error("--out or --targets is required")
+    if args.out is None and args.targets is None and args.compare is None:
+        p.error("--out, --targets or --compare is required")
     if args.targets is not None and not args.targets.is_file():
         p.error(f"no guard table at {args.targets}")  # one line, exit 2
+    for folder in args.compare or ():
+        missing = [name for name in ("guard.csv", "guard.json") if not (folder / name).is_file()]
+        if missing:
+            p.error(f"{folder}: no {' or '.join(missing)} (a guard run's folder holds both)")
     return args
 
 
@@ -329,6 +336,32 @@ def targets_markdown(checks: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare_markdown(before: Path, after: Path) -> str:
+    """Two guard runs side by side (their folders' ``guard.csv`` and ``guard.json``): each configuration both
+    measured, with its step ms in each run, the change in percent, and its verify and draft ms (before -> after);
+    the first row is the copy bandwidth each run measured (its floors' denominator)."""
+    runs = [(json.loads((d / "guard.json").read_text()), pd.read_csv(d / "guard.csv")) for d in (before, after)]
+    (info0, t0), (info1, t1) = runs
+    old = t0.set_index("config")
+
+    def change(a: float, b: float) -> str:
+        return f"{100 * (b / a - 1):+.1f}%"
+
+    def pair(a, b) -> str:
+        return "-" if pd.isna(a) and pd.isna(b) else f"{_num(a, 1e-3)} -> {_num(b, 1e-3)}"
+    lines = [f"| configuration | step ms, `{info0['git_sha']}` | step ms, `{info1['git_sha']}` | change | "
+             "verify ms | draft ms |", "|---|---|---|---|---|---|"]
+    bw0, bw1 = info0["hbm_bytes_per_s"], info1["hbm_bytes_per_s"]
+    lines.append(f"| copy bandwidth, GB/s | {bw0 / 1e9:.0f} | {bw1 / 1e9:.0f} | {change(bw0, bw1)} | - | - |")
+    for r in t1.itertuples():
+        if r.config not in old.index:
+            continue
+        o = old.loc[r.config]
+        lines.append(f"| {r.config} | {_num(o.step_s, 1e-3)} | {_num(r.step_s, 1e-3)} | {change(o.step_s, r.step_s)} | "
+                     f"{pair(o.verify_step_s, r.verify_step_s)} | {pair(o.draft_step_s, r.draft_step_s)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _num(value, unit: float, fmt: str = "{:.3f}") -> str:
     """``value / unit`` formatted, or a dash for a missing value."""
     return "-" if value is None or pd.isna(value) else fmt.format(value / unit)
@@ -352,6 +385,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.targets is not None:
         print(targets_markdown(target_checks(pd.read_csv(args.targets))), end="")
+        return {}
+    if args.compare is not None:
+        print(compare_markdown(*args.compare), end="")
         return {}
     w = SMOKE if args.smoke else Workload()
     if args.new_tokens:

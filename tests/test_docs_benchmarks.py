@@ -1,5 +1,6 @@
 """docs/benchmarks.md quotes the committed H200 results as the repository's code renders them today."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,17 +10,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import batching_report  # noqa: E402
 import gpu_guard  # noqa: E402
+import phase_breakdown  # noqa: E402
 
 from sdlaws import io  # noqa: E402
+from sdlaws.roofline import named_shape  # noqa: E402
 
 DOC = (ROOT / "docs" / "benchmarks.md").read_text()
+TEXT = " ".join(DOC.split())  # prose: line breaks do not matter
 H200 = ROOT / "measurements" / "h200"
+PREVIOUS_GUARD = H200 / "guard-97b74118ed5f"
 
 
 def test_guard_tables_are_the_committed_ones():
     assert (H200 / "guard" / "guard.md").read_text().strip() in DOC
     targets = gpu_guard.targets_markdown(gpu_guard.target_checks(pd.read_csv(H200 / "guard" / "guard.csv")))
     assert targets.strip() in DOC
+
+
+def test_guard_comparison_is_the_two_committed_runs():
+    assert gpu_guard.compare_markdown(PREVIOUS_GUARD, H200 / "guard").strip() in DOC
+    info = json.loads((H200 / "guard" / "guard.json").read_text())
+    assert (f"HF's step takes {info['hf_over_sdlaws_ar_b1']:.2f}x the engine's AR at batch 1 and "
+            f"{info['hf_over_sdlaws_ar_b64']:.2f}x at batch 64") in TEXT
+    # the previous guard's targets, quoted in a sentence, as its own guard.csv gives them
+    checks = gpu_guard.target_checks(pd.read_csv(PREVIOUS_GUARD / "guard.csv"))
+    old = checks.set_index("target")["measured"]
+    assert not checks["met"].any()
+    assert (f"AR batch 1 at {old['AR batch 1, % of floor']:.1f}% of its floor "
+            f"({old['AR batch 1 step vs gpt-fast']:.3f} ms), AR batch 64 at {old['AR batch 64, % of floor']:.1f}%, "
+            f"the draft forward at {old['draft forward batch 1, % of floor']:.1f}%, the draft forward inside a chain "
+            f"step {old['draft forward inside a chain step / bare draft forward']:.3f}x, the chain step at "
+            f"{old['chain gamma 4 step batch 1, % of floor']:.1f}%, none met") in TEXT
+    assert (f"1.001x a chain's ({old['tree verification / chain verification (same tokens)']:.3f}x in the previous "
+            "guard)") in TEXT
 
 
 def test_audit_table_is_the_committed_report():
@@ -29,6 +52,38 @@ def test_audit_table_is_the_committed_report():
 def test_batching_table_is_rendered_from_the_committed_csv():
     table = batching_report.batching_table(io.read_measurements(H200 / "batching.csv", table="spec"))
     assert batching_report.markdown(table).strip() in DOC
+
+
+def test_one_row_refill_history_is_the_committed_csv():
+    table = batching_report.batching_table(io.read_measurements(H200 / "batching-one-row-refills.csv", table="spec"))
+    ratio = table[table["batching"].eq("continuous/static")].set_index(["method", "batch_size"])
+    tps, pre = ratio["tokens_per_s"], ratio["prefill_s"]
+    assert (f"tokens/s was then {tps['ar', 16]:.2f}x and {tps['ar', 64]:.2f}x of static for AR and "
+            f"{tps['chain', 16]:.2f}x and {tps['chain', 64]:.2f}x for the chain at batch 16 and 64, with prefills of "
+            f"{pre['ar', 16]:.2f}x and {pre['ar', 64]:.2f}x (AR) and {pre['chain', 16]:.2f}x and "
+            f"{pre['chain', 64]:.2f}x (chain)") in TEXT
+
+
+def test_phase_breakdown_tables_are_rendered_from_the_committed_profiles():
+    bandwidth = json.loads((H200 / "guard" / "hw.json").read_text())["hbm_bytes_per_s"]
+    rows = phase_breakdown.read([H200 / "phases-verify.txt", H200 / "phases-draft.txt"], "random:llama-3.1-8b",
+                                "random:llama-3.2-1b", bandwidth)
+    for table in phase_breakdown.markdown(rows, bandwidth).split("\n\n"):
+        assert table.strip() in DOC
+    # the weights' sizes the text quotes are the shapes'
+    for model, quoted in (("random:llama-3.1-8b", "the 8B's gate-up {:.0f} MB, down {:.0f} MB, qkv {:.0f} MB, o "
+                                                  "{:.0f} MB and LM head {:.0f} MB"),
+                          ("random:llama-3.2-1b", "the 1B's {:.0f}, {:.0f}, {:.0f}, {:.0f} and {:.0f} MB")):
+        shape = named_shape(model)
+        sizes = [b / 1e6 for _, b in phase_breakdown.layer_matrices(shape)] + [2 * shape.vocab * shape.hidden / 1e6]
+        assert quoted.format(*sizes) in TEXT
+    # the batch-1 AR step's distance to its floor, as the sentence after the tables splits it
+    ar = rows[0]
+    assert ar["label"] == "AR, batch 1, verify"
+    assert (f"at the floor ({ar['floor_ms']:.3f} ms) would need the {ar['non_gemm_ms'] - ar['kv_ms']:.3f} ms of "
+            f"non-GEMM kernels beyond the KV copy, the {ar['gap_ms']:.3f} ms gap and the "
+            f"{ar['gemm_over_weights_ms']:.3f} ms of GEMM time beyond the weights' copy removed from its "
+            f"{ar['graph_ms']:.3f} ms") in TEXT
 
 
 def test_audit_report_is_what_the_current_rule_gives(tmp_path):

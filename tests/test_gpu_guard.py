@@ -102,3 +102,28 @@ def test_targets_cli_reads_a_guard_table_and_refuses_a_missing_one(tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         gpu_guard.main(["--targets", str(tmp_path / "missing.csv")])
     assert exc.value.code == 2
+
+
+def _guard_run(folder: Path, sha: str, bandwidth: float, ar_b1_s: float, tree_verify_s: float) -> Path:
+    folder.mkdir()
+    table = _guard_table(ar_b1_s, tree_verify_s)
+    (table if sha == "new" else table[~table["config"].eq("forward draft b1 x1")]).to_csv(folder / "guard.csv",
+                                                                                         index=False)
+    (folder / "guard.json").write_text(json.dumps({"git_sha": sha, "hbm_bytes_per_s": bandwidth}))
+    return folder
+
+
+def test_compare_puts_two_runs_side_by_side(tmp_path, capsys):
+    old = _guard_run(tmp_path / "old", "old", 4.0e12, ar_b1_s=5e-3, tree_verify_s=4.5e-3)
+    new = _guard_run(tmp_path / "new", "new", 3.9e12, ar_b1_s=4e-3, tree_verify_s=4.2e-3)
+    lines = gpu_guard.compare_markdown(old, new).splitlines()
+    assert lines[0] == "| configuration | step ms, `old` | step ms, `new` | change | verify ms | draft ms |"
+    assert lines[2] == "| copy bandwidth, GB/s | 4000 | 3900 | -2.5% | - | - |"
+    assert "| sdlaws ar b1 | 5.000 | 4.000 | -20.0% | - | - |" in lines
+    assert "| sdlaws tree g4 top2 b1 | 9.000 | 9.000 | +0.0% | 4.500 -> 4.200 | 4.400 -> 4.400 |" in lines
+    assert not any("forward draft" in line for line in lines)  # measured by one run only: left out
+    gpu_guard.main(["--compare", str(old), str(new)])
+    assert capsys.readouterr().out.splitlines() == lines
+    with pytest.raises(SystemExit) as exc:
+        gpu_guard.main(["--compare", str(tmp_path), str(new)])
+    assert exc.value.code == 2 and "no guard.csv or guard.json" in capsys.readouterr().err
