@@ -112,7 +112,7 @@ def test_thm11_conclusion_follows_the_label(label, expected):
 
 def test_curve_shape_needs_a_significant_term():
     assert verdicts.curve_shape(0.2, 0.01) == "convex" and verdicts.curve_shape(-0.2, 0.01) == "concave"
-    assert verdicts.curve_shape(-0.2, 0.2) == "straight" and verdicts.curve_shape(0.2, 0.05) == "straight"
+    assert verdicts.curve_shape(-0.2, 0.2) == "not significant" == verdicts.curve_shape(0.2, 0.05)
 
 
 _CONVEX = {"T=0": (0.14, 0.006), "T=1": (0.06, 0.014)}
@@ -134,11 +134,11 @@ def test_upper_half_reading_flips_when_the_full_range_accelerates_and_the_upper_
 
 
 def test_upper_half_reading_without_a_flip():
-    # an insignificant upper-half term: the shape changes to straight, it does not flip
+    # an insignificant upper-half term: the shape changes, it does not flip
     text = verdicts.upper_half_reading(_CONVEX, {"T=0": (-0.8, 0.3), "T=1": (0.1, 0.4)}, {"T=0": 2.0, "T=1": 2.1},
                                        rising=1)
     assert text.startswith("The shape changes between the two readings") and "flips" not in text
-    assert "it is straight in log tokens (straight in every group)" in text and "1 of 2 groups" in text
+    assert "it shows no significant bend (quadratic term not significant in any group)" in text and "1 of 2 groups" in text
     # the same shape in both windows
     text = verdicts.upper_half_reading(_CONVEX, {"T=0": (0.5, 0.01), "T=1": (0.2, 0.02)}, {"T=0": 2.0, "T=1": 2.0},
                                        rising=2)

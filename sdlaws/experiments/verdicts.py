@@ -162,15 +162,16 @@ def thm11_conclusion(label: str, positive: int, bent: int, groups: int, decades:
 
 def curve_shape(coef: float, pvalue: float, alpha: float = 0.05) -> str:
     """The shape a quadratic term in log x gives: ``convex`` / ``concave`` when significant at ``alpha``, else
-    ``straight`` (the log-linear shape is not rejected)."""
+    ``not significant`` (the log-linear shape is not rejected)."""
     if pvalue >= alpha:
-        return "straight"
+        return "not significant"
     return "convex" if coef > 0 else "concave"
 
 
-#: How each shape of :func:`curve_shape` reads as acceptance against log tokens.
-_SHAPE_WORDS = {"convex": "accelerates with log tokens", "concave": "flattens",
-                "straight": "is straight in log tokens"}
+#: How each shape of :func:`curve_shape` reads: acceptance against log tokens, and the shape in every group.
+_SHAPE_WORDS = {"convex": ("accelerates with log tokens", "convex in every group"),
+                "concave": ("flattens", "concave in every group"),
+                "not significant": ("shows no significant bend", "quadratic term not significant in any group")}
 
 
 def upper_half_reading(full: dict[str, tuple[float, float]], upper: dict[str, tuple[float, float]],
@@ -188,12 +189,12 @@ def upper_half_reading(full: dict[str, tuple[float, float]], upper: dict[str, tu
         old, new = first.pop(), second.pop()
         flips = {old, new} == {"convex", "concave"}
         head = (f"The {'curvature flips' if flips else 'shape changes'} between the two readings: over the full range "
-                f"acceptance {_SHAPE_WORDS[old]} ({old} in every group), in the upper half it {_SHAPE_WORDS[new]} "
-                f"({new} in every group)")
+                f"acceptance {_SHAPE_WORDS[old][0]} ({_SHAPE_WORDS[old][1]}), in the upper half it "
+                f"{_SHAPE_WORDS[new][0]} ({_SHAPE_WORDS[new][1]})")
         if old == "convex":
             head += ", so the full range's convexity comes from the checkpoints below the window, the onset"
     elif before == after:
-        same = (f"{first.pop()} in every group" if len(first) == 1
+        same = (_SHAPE_WORDS[first.pop()][1] if len(first) == 1
                 else ", ".join(f"{g} {s}" for g, s in before.items()))
         head = f"The upper half has the full range's shape in log tokens ({same}, by the quadratic term)"
     else:
