@@ -465,6 +465,45 @@ def test_at_scale_intervals_resample_training_seeds(science_measurements):
     assert "#### T=0: 3 targets x 8 drafts" in text
 
 
+def test_upper_half_starts_at_the_geometric_mean_of_the_design_range():
+    from sdlaws.experiments.pretrain_tokens import UPPER_FROM, upper_half
+
+    assert UPPER_FROM == 0.5
+    rows = pd.DataFrame({"draft_pretrain_tokens": [1e5, 1e6, 3e6, 1e7, 1e8, 1e9]})
+    upper, start = upper_half(rows)
+    assert start == pytest.approx(1e7) and upper["draft_pretrain_tokens"].tolist() == [1e7, 1e8, 1e9]
+
+
+def test_thm11_upper_half_is_secondary(science_measurements):
+    """Each dataset carries the same fits on the upper half of its log-token range, with its own verdict from the
+    same rule; the section's verdict, its summary row and the full-range groups are those of the full range."""
+    from sdlaws.experiments import pretrain_tokens
+    from sdlaws.experiments.reporting import load_tables
+
+    _, data, text = _section(science_measurements, pretrain_tokens)
+    tables = load_tables(science_measurements, pretrain_tokens.FILES,
+                         optional=pretrain_tokens.SECTION.optional_keys)
+    for entry, keys in ((data, pretrain_tokens.AT_SCALE), (data["small_budget"], pretrain_tokens.SMALL_BUDGET)):
+        upper = entry["upper_half"]
+        low, high = upper["design_range"]
+        assert upper["from_tokens"] == pytest.approx((low * high) ** 0.5)
+        groups = [g for groups in upper["responses"].values() for g in groups.values()]
+        assert all(g["tokens_range"][0] >= upper["from_tokens"] * (1 - 1e-9) for g in groups)
+        assert upper["verdict"] == verdicts.combine(g["verdict"] for g in groups)
+        full = [g for groups in entry["responses"].values() for g in groups.values()]
+        assert entry["verdict"] == verdicts.combine(g["verdict"] for g in full)
+        assert entry["verdict"] == pretrain_tokens.analyse_run(tables, keys).data["verdict"]
+        assert all(g["tokens_range"] == [low, high] for g in full)
+        if min(g["decades"] for g in groups) < pretrain_tokens.MIN_DECADES:
+            assert upper["verdict"] == "not testable"
+    assert {g["loglinear"]["boot_unit"] for groups in data["upper_half"]["responses"].values()
+            for g in groups.values()} == {"pigeonhole bootstrap over draft_pretrain_tokens x train_seed"}
+    assert pretrain_tokens.summary(data)[0][1] == data["verdict"]
+    assert text.count("**Secondary analysis: the upper half of the log-token range.**") == 2
+    assert text.count("Verdict of the upper half, by the same rule:") == 2
+    assert text.index("**Verdict: ") < text.index("**Secondary analysis")
+
+
 def test_sections_without_the_at_scale_files_are_the_small_budget_runs_alone(tmp_path):
     from sdlaws.experiments import at_scale, pretrain_tokens
 

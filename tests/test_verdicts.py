@@ -110,6 +110,47 @@ def test_thm11_conclusion_follows_the_label(label, expected):
     assert expected in verdicts.thm11_conclusion(label, positive=3, bent=2, groups=4, decades=0.8, min_decades=1.0)
 
 
+def test_curve_shape_needs_a_significant_term():
+    assert verdicts.curve_shape(0.2, 0.01) == "convex" and verdicts.curve_shape(-0.2, 0.01) == "concave"
+    assert verdicts.curve_shape(-0.2, 0.2) == "not significant" == verdicts.curve_shape(0.2, 0.05)
+
+
+_CONVEX = {"T=0": (0.14, 0.006), "T=1": (0.06, 0.014)}
+
+
+def test_upper_half_reading_flips_when_the_full_range_accelerates_and_the_upper_half_flattens():
+    text = verdicts.upper_half_reading(_CONVEX, {"T=0": (-0.8, 0.0003), "T=1": (-0.4, 0.0001)},
+                                       {"T=0": -31.0, "T=1": -29.5}, rising=2)
+    assert text.startswith("The curvature flips between the two readings: over the full range acceptance "
+                           "accelerates with log tokens (convex in every group), in the upper half it flattens "
+                           "(concave in every group), so the full range's convexity comes from the checkpoints "
+                           "below the window")
+    assert "slope is significantly positive in 2 of 2 groups" in text
+    assert "AIC prefers the saturating law in every group (AIC(saturating) - AIC(loglinear) = -31 / -30)" in text
+    # the reverse flip names no onset
+    text = verdicts.upper_half_reading({"T=0": (-0.8, 0.001)}, {"T=0": (0.3, 0.01)}, {"T=0": 2.0}, rising=1)
+    assert "curvature flips" in text and "flattens (concave in every group), in the upper half it accelerates" in text
+    assert "onset" not in text and "does not prefer the saturating law in any group" in text
+
+
+def test_upper_half_reading_without_a_flip():
+    # an insignificant upper-half term: the shape changes, it does not flip
+    text = verdicts.upper_half_reading(_CONVEX, {"T=0": (-0.8, 0.3), "T=1": (0.1, 0.4)}, {"T=0": 2.0, "T=1": 2.1},
+                                       rising=1)
+    assert text.startswith("The shape changes between the two readings") and "flips" not in text
+    assert "it shows no significant bend (quadratic term not significant in any group)" in text and "1 of 2 groups" in text
+    # the same shape in both windows
+    text = verdicts.upper_half_reading(_CONVEX, {"T=0": (0.5, 0.01), "T=1": (0.2, 0.02)}, {"T=0": 2.0, "T=1": 2.0},
+                                       rising=2)
+    assert text.startswith("The upper half has the full range's shape in log tokens (convex in every group")
+    assert "flips" not in text and "onset" not in text
+    # one group changes, one saturates
+    text = verdicts.upper_half_reading(_CONVEX, {"T=0": (-0.8, 0.001), "T=1": (0.2, 0.02)},
+                                       {"T=0": -5.0, "T=1": 2.0}, rising=2)
+    assert "changes from the full range to the upper half in 1 of 2 groups: T=0 (convex -> concave)" in text
+    assert "prefers the saturating law for T=0 only" in text and "flips" not in text
+
+
 def test_warmup_checkpoints_counts_them_or_says_none():
     assert verdicts.warmup_checkpoints(4, "1.5M") == "the first 4 lie in the warm-up (up to 1.5M tokens)"
     assert verdicts.warmup_checkpoints(0, "850k") == "none lies in the warm-up (up to 850k tokens)"

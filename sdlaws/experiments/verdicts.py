@@ -160,6 +160,59 @@ def thm11_conclusion(label: str, positive: int, bent: int, groups: int, decades:
     return f"Thm 1.1's rise of acceptance with tokens is not found in {groups - positive} of {groups} groups."
 
 
+def curve_shape(coef: float, pvalue: float, alpha: float = 0.05) -> str:
+    """The shape a quadratic term in log x gives: ``convex`` / ``concave`` when significant at ``alpha``, else
+    ``not significant`` (the log-linear shape is not rejected)."""
+    if pvalue >= alpha:
+        return "not significant"
+    return "convex" if coef > 0 else "concave"
+
+
+#: How each shape of :func:`curve_shape` reads: acceptance against log tokens, and the shape in every group.
+_SHAPE_WORDS = {"convex": ("accelerates with log tokens", "convex in every group"),
+                "concave": ("flattens", "concave in every group"),
+                "not significant": ("shows no significant bend", "quadratic term not significant in any group")}
+
+
+def upper_half_reading(full: dict[str, tuple[float, float]], upper: dict[str, tuple[float, float]],
+                       aic_gaps: dict[str, float], rising: int, alpha: float = 0.05) -> str:
+    """Thm 1.1's secondary reading (the upper half of the log-token range) against the primary one (the full
+    range), in one sentence: the shape of each group's quadratic term in log tokens over the full range (``full``:
+    group -> (coefficient, p-value)) and in the upper half (``upper``, same groups), whether that shape flips, how
+    many groups still have a significantly positive slope in the upper half (``rising``), and whether AIC prefers
+    the saturating law there (``aic_gaps``: group -> AIC(saturating) - AIC(loglinear) in the upper half)."""
+    before = {g: curve_shape(*full[g], alpha) for g in full}
+    after = {g: curve_shape(*upper[g], alpha) for g in full}
+    n = len(full)
+    first, second = set(before.values()), set(after.values())
+    if len(first) == 1 and len(second) == 1 and first != second:
+        old, new = first.pop(), second.pop()
+        flips = {old, new} == {"convex", "concave"}
+        head = (f"The {'curvature flips' if flips else 'shape changes'} between the two readings: over the full range "
+                f"acceptance {_SHAPE_WORDS[old][0]} ({_SHAPE_WORDS[old][1]}), in the upper half it "
+                f"{_SHAPE_WORDS[new][0]} ({_SHAPE_WORDS[new][1]})")
+        if old == "convex":
+            head += ", so the full range's convexity comes from the checkpoints below the window, the onset"
+    elif before == after:
+        same = (_SHAPE_WORDS[first.pop()][1] if len(first) == 1
+                else ", ".join(f"{g} {s}" for g, s in before.items()))
+        head = f"The upper half has the full range's shape in log tokens ({same}, by the quadratic term)"
+    else:
+        changed = [g for g in full if before[g] != after[g]]
+        head = (f"The shape in log tokens changes from the full range to the upper half in {len(changed)} of {n} "
+                "groups: " + ", ".join(f"{g} ({before[g]} -> {after[g]})" for g in changed))
+    gaps = " / ".join(f"{aic_gaps[g]:.2g}" for g in full)
+    preferred = [g for g in full if aic_gaps[g] < -AIC_MARGIN]
+    if len(preferred) == n:
+        saturating = "prefers the saturating law in every group"
+    elif preferred:
+        saturating = f"prefers the saturating law for {', '.join(preferred)} only"
+    else:
+        saturating = "does not prefer the saturating law in any group"
+    return (f"{head}; in the upper half the slope is significantly positive in {rising} of {n} groups and AIC "
+            f"{saturating} (AIC(saturating) - AIC(loglinear) = {gaps}).")
+
+
 def warmup_checkpoints(count: int, warmup: str) -> str:
     """How many checkpoints lie in the learning-rate warm-up (``warmup``: its end in tokens, formatted)."""
     if count == 0:
