@@ -8,7 +8,9 @@ Llama-3.2-1B draft, bf16, 128-token random prompts, 256 new tokens, greedy:
    and 64; a gamma-4 chain at batch 1; a top-2 depth-4 tree with a budget of 4 at batch 1, which verifies the
    same 5 tokens per step as the chain, so their ``verify_step_s`` compare a tree verification with a chain one;
 3. bare forwards from the step-table timer (:func:`sdlaws.measure.hwbench.measure_steps`) -> ``steps.csv``: the
-   draft at batch 1, the target at batch 1 and 64 for 1 token and at batch 1 for the 5 a verification checks;
+   draft at batch 1, the target at batch 1 and 64 for 1 token and at batch 1 for the 5 a verification checks, and
+   the target's compute-bound verify forwards (batch 64 x 16 and 32 tokens, batch 32 x 32 and 64: 1024 and 2048
+   rows), whose FLOP rate ``matmul_pct`` is set against the matmul rate measured in 1.;
 4. Hugging Face ``generate(cache_implementation="static")``, greedy, on the AR shapes (target at batch 1 and 64,
    draft at batch 1) -> ``hf.jsonl``;
 5. the report (:func:`report`): one row per configuration with its decode step time and bandwidth floor ->
@@ -126,7 +128,8 @@ def measure_forwards(w: Workload, steps_csv: Path) -> None:
     gamma + 1 of a verification) and at the large batch (1 token)."""
     from sdlaws.measure.hwbench import StepSweep, measure_steps
 
-    points = [(w.draft, (1,), (1,)), (w.target, (1,), (1, w.gamma + 1)), (w.target, (w.big_batch,), (1,))]
+    points = [(w.draft, (1,), (1,)), (w.target, (1,), (1, w.gamma + 1)), (w.target, (w.big_batch,), (1,)),
+              (w.target, (w.big_batch,), VERIFY_TOKENS), (w.target, (w.big_batch // 2,), tuple(2 * t for t in VERIFY_TOKENS))]
     for model, batches, tokens in points:
         measure_steps(model, steps_csv, StepSweep(batch_sizes=batches, tokens_per_row=tokens, kv_len=w.context),
                       dtype=w.dtype, device=w.device, progress=False)
@@ -203,8 +206,11 @@ def sdlaws_rows(w: Workload, spec_csv: Path, bandwidth: float) -> list[dict]:
     return rows
 
 
-def forward_rows(w: Workload, steps_csv: Path, bandwidth: float) -> list[dict]:
-    """One row per bare forward of the step table (median of its repeats)."""
+def forward_rows(w: Workload, steps_csv: Path, bandwidth: float, matmul_flops_per_s: float | None) -> list[dict]:
+    """One row per bare forward of the step table (median of its repeats), with its FLOP rate as a share of the
+    measured matmul rate (``matmul_pct``)."""
+    from sdlaws.roofline import forward_flops, named_shape
+
     if not steps_csv.is_file():
         return []
     df = io.read_measurements(steps_csv, table="step", ok_only=True)
@@ -213,9 +219,11 @@ def forward_rows(w: Workload, steps_csv: Path, bandwidth: float) -> list[dict]:
     for (model, batch, tokens), group in df.groupby(["model_name", "batch_size", "tokens_per_row"], sort=False):
         role = "draft" if model == w.draft else "target"
         step_s = float(group["median_time_s"].iloc[-1])
+        flops = float(forward_flops(named_shape(model), batch, tokens, w.context))
         rows.append(dict(config=f"forward {role} b{batch} x{tokens}", impl="forward", model=model, method="forward",
                          batch_size=int(batch), tokens_per_pass=int(tokens), step_s=step_s,
-                         floor_step_s=floor_step_s(w, model, int(batch), 0, bandwidth)))
+                         floor_step_s=floor_step_s(w, model, int(batch), 0, bandwidth),
+                         matmul_pct=100 * flops / step_s / matmul_flops_per_s if matmul_flops_per_s else None))
     return rows
 
 
@@ -233,13 +241,17 @@ def hf_rows(w: Workload, hf_jsonl: Path, bandwidth: float) -> list[dict]:
 
 
 COLUMNS = ["config", "impl", "model", "method", "batch_size", "tokens_per_pass", "step_s", "tpot_s",
-           "decode_tokens_per_s", "verify_step_s", "draft_step_s", "floor_step_s", "floor_pct"]
+           "decode_tokens_per_s", "verify_step_s", "draft_step_s", "floor_step_s", "matmul_pct", "floor_pct"]
+#: Tokens per row of the compute-bound verify forwards at the large batch (twice as many at half of it).
+VERIFY_TOKENS = (16, 32)
+#: Rows per forward from which a verify forward counts as compute-bound for the matmul-rate target.
+COMPUTE_BOUND_ROWS = 1024
 
 
-def guard_table(w: Workload, out: Path, bandwidth: float) -> pd.DataFrame:
+def guard_table(w: Workload, out: Path, bandwidth: float, matmul_flops_per_s: float | None = None) -> pd.DataFrame:
     """Every configuration measured so far, with ``floor_pct`` = floor / measured step time."""
-    rows = (sdlaws_rows(w, out / "spec.csv", bandwidth) + forward_rows(w, out / "steps.csv", bandwidth)
-            + hf_rows(w, out / "hf.jsonl", bandwidth))
+    rows = (sdlaws_rows(w, out / "spec.csv", bandwidth)
+            + forward_rows(w, out / "steps.csv", bandwidth, matmul_flops_per_s) + hf_rows(w, out / "hf.jsonl", bandwidth))
     table = pd.DataFrame(rows, columns=COLUMNS[:-1])
     table["floor_pct"] = 100.0 * table["floor_step_s"] / table["step_s"]
     return table
@@ -319,6 +331,12 @@ def target_checks(table: pd.DataFrame) -> pd.DataFrame:
             add(f"draft forward inside a chain step / bare draft forward", per_forward / draft_forward, "<=", 1.1, "x")
     for r in chain.itertuples():
         add(f"chain gamma {r.tokens_per_pass - 1} step batch {r.batch_size}, % of floor", r.floor_pct, ">=", 70, "%")
+    if "matmul_pct" in table:
+        verify = table[table["impl"].eq("forward") & (table["batch_size"] * table["tokens_per_pass"]).ge(
+            COMPUTE_BOUND_ROWS) & table["matmul_pct"].notna()]
+        for r in verify.itertuples():
+            add(f"verify forward batch {r.batch_size} x {r.tokens_per_pass}, % of matmul rate", r.matmul_pct, ">=",
+                80, "%")
     if len(chain) and len(tree):
         add("tree verification / chain verification (same tokens)",
             tree["verify_step_s"].iloc[0] / chain["verify_step_s"].iloc[0], "<=", 1.1, "x")
@@ -370,7 +388,7 @@ def _num(value, unit: float, fmt: str = "{:.3f}") -> str:
 def report(w: Workload, out: Path) -> dict:
     """Write ``guard.csv``, ``guard.json`` and ``guard.md`` from the files in ``out``; return the summary."""
     hw = json.loads((out / "hw.json").read_text())
-    table = guard_table(w, out, hw["hbm_bytes_per_s"])
+    table = guard_table(w, out, hw["hbm_bytes_per_s"], hw.get("matmul_flops_per_s"))
     table.to_csv(out / "guard.csv", index=False)
     info = summary(w, table, hw, pytest_summary(out / "pytest.txt"))
     io.save_json(info, out / "guard.json")

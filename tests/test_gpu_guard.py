@@ -32,8 +32,11 @@ def test_smoke_run_writes_every_configuration_with_its_floor(smoke_run):
     table = pd.read_csv(smoke_run / "guard.csv")
     assert list(table["config"]) == [
         "sdlaws ar b1", "sdlaws ar b4", "sdlaws chain g4 b1", "sdlaws tree g4 top2 b1", "forward draft b1 x1",
-        "forward target b1 x1", "forward target b1 x5", "forward target b4 x1", "hf-static target b1",
+        "forward target b1 x1", "forward target b1 x5", "forward target b4 x1", "forward target b4 x16",
+        "forward target b4 x32", "forward target b2 x32", "forward target b2 x64", "hf-static target b1",
         "hf-static target b4", "hf-static draft b1"]
+    # the verify forwards' FLOP rate against the run's matmul rate (only those of >= 1024 rows are a target)
+    assert (table.loc[table["impl"].eq("forward"), "matmul_pct"] > 0).all()
     # HF's step is the difference of two wall times: at these tiny sizes on a shared CPU it is noise, even < 0
     assert table["step_s"].notna().all() and (table.loc[~table["impl"].eq("hf-static"), "floor_pct"] > 0).all()
     spec = table[table["impl"].eq("sdlaws")].set_index("config")
@@ -93,6 +96,19 @@ def test_targets_are_checked_against_their_goals():
     assert slow.loc["tree verification / chain verification (same tokens)", "measured"] == pytest.approx(1.125)
     assert not slow.loc["tree verification / chain verification (same tokens)", "met"]
     assert "| AR batch 64, % of floor | 82.0% | >= 75% | yes |" in gpu_guard.targets_markdown(slow.reset_index())
+
+
+def test_compute_bound_verify_forwards_are_checked_against_the_matmul_rate():
+    table = _guard_table(ar_b1_s=4e-3, tree_verify_s=4.2e-3)
+    verify = pd.DataFrame([("forward target b64 x16", "forward", "forward", 64, 16, 20e-3, 85.0),
+                           ("forward target b64 x8", "forward", "forward", 64, 8, 11e-3, 60.0),
+                           ("forward target b32 x64", "forward", "forward", 32, 64, 40e-3, 70.0)],
+                          columns=["config", "impl", "method", "batch_size", "tokens_per_pass", "step_s", "matmul_pct"])
+    checks = gpu_guard.target_checks(pd.concat([table, verify], ignore_index=True)).set_index("target")
+    assert checks.loc["verify forward batch 64 x 16, % of matmul rate", "met"]          # 85% >= 80%
+    assert not checks.loc["verify forward batch 32 x 64, % of matmul rate", "met"]      # 70% < 80%
+    assert "verify forward batch 64 x 8, % of matmul rate" not in checks.index          # 512 rows: not compute-bound
+    assert not gpu_guard.target_checks(table)["target"].str.startswith("verify forward").any()  # no such rows
 
 
 def test_targets_cli_reads_a_guard_table_and_refuses_a_missing_one(tmp_path, capsys):
