@@ -48,7 +48,7 @@ LEFT_OUT = {"draft": "draft_shape", "target": "target_shape"}
 
 def models(scale: Scale):
     """The targets, then the plane's drafts."""
-    return [*map(scale.target_spec, scale.targets), *scale.plane_draft_specs()]
+    return [*map(scale.plane_target_spec, scale.targets), *scale.plane_draft_specs()]
 
 
 def measure(ctx: Context) -> None:

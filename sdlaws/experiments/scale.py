@@ -18,11 +18,13 @@ from sdlaws.train.families import TrainSpec
 
 Shape = tuple[int, int]  # (decoder layers, hidden size)
 
-#: Model FLOP utilisation assumed for eager bf16-autocast training of a width-768 Llama at 65k tokens per step:
-#: nanoGPT reaches ~35-40% of A100 peak at d=768 with torch.compile (nanoGPT README, "bench.py"); we assume
-#: 30% without compile. Narrower matmuls (K = N = d) use the tensor cores less well and elementwise passes
-#: weigh more: MFU is taken to fall as sqrt(d / 768) below d = 768 [assumption].
-ASSUMED_MFU_AT_768 = 0.30
+#: Model FLOP utilisation of eager bf16-autocast training at 65,536 tokens per step, against the datasheet peak,
+#: for widths below 768: ``MFU_AT_768 * d / 768``. Measured on an H200 by the h200-science Thm 1.1 run
+#: (measurements/h200/science/pretrain-tokens-run.json, each model's tokens/s): d = 448 needs 0.113 and d = 256
+#: 0.068-0.071 for the step times seen, i.e. 0.195-0.213 at 768 under this line (``tests/test_experiments_plan.py``
+#: checks the estimate against that file). The earlier assumption, 0.30 * sqrt(d / 768) after nanoGPT's ~35-40%
+#: with torch.compile at d = 768, was 2.2-2.5x too fast for these widths.
+MFU_AT_768 = 0.20
 #: Host overhead of one eager optimizer step of one model: about 75 kernels per layer (forward, backward) and a
 #: fixed ~150 (embedding, head, loss, clipping, fused AdamW), at ~5 us per launch (hardware.py,
 #: DEFAULT_LAUNCH_OVERHEAD_S = 4-6 us). An assumption: the first GPU run's measured tokens/s replaces it.
@@ -124,6 +126,8 @@ class Scale:
     seeds: tuple[int, ...] = (0,)
     #: Targets trained to this many tokens per parameter instead of ``target_tokens`` (None: the fixed budget).
     target_tokens_per_param: float | None = None
+    #: The plane's targets' tokens per parameter where it differs from ``target_tokens_per_param`` (None: the same).
+    plane_target_tokens_per_param: float | None = None
     #: Save every run's resume state this often, so a command killed from outside loses at most this much.
     checkpoint_every_s: float | None = None
     #: GPU preset of the dry run's time estimates.
@@ -160,6 +164,12 @@ class Scale:
         steps = math.ceil(self.target_tokens_per_param * params / self.tokens_per_step)
         return self.spec(shape, steps * self.tokens_per_step)
 
+    def plane_target_spec(self, shape: Shape) -> TrainSpec:
+        """A target of the plane: :meth:`target_spec` at ``plane_target_tokens_per_param`` where that is set."""
+        if self.plane_target_tokens_per_param is None:
+            return self.target_spec(shape)
+        return replace(self, target_tokens_per_param=self.plane_target_tokens_per_param).target_spec(shape)
+
     def pretrain_specs(self) -> list[TrainSpec]:
         """The checkpointed pretrain draft, once per seed."""
         first = (None if self.pretrain_first_fraction is None
@@ -180,7 +190,7 @@ def estimate_step_s(spec: TrainSpec, scale: Scale, hardware: str = "H100-SXM") -
     """Estimated seconds of one optimizer step of ``spec``: the largest of compute, logit traffic and overhead."""
     hw = get_preset(hardware)
     tokens = scale.tokens_per_step
-    mfu = ASSUMED_MFU_AT_768 * min(1.0, spec.hidden_size / 768) ** 0.5
+    mfu = MFU_AT_768 * min(1.0, spec.hidden_size / 768)
     compute_s = spec.train_flops_per_token(scale.vocab_size, scale.seq_len) * tokens / (hw.peak_bf16_flops_per_s * mfu)
     logits_s = tokens * scale.vocab_size * LOGIT_BYTES / hw.hbm_bytes_per_s
     overhead_s = STEP_OVERHEAD_S + LAYER_OVERHEAD_S * spec.layers
@@ -286,14 +296,17 @@ H200 = replace(
 #: model sees more than 4 epochs (Muennighoff et al. 2023: up to ~4 epochs of repeated data are worth nearly as
 #: much as unique data): targets of 12-19 M parameters at 20 tokens per parameter (2.4-3.8 epochs); the Thm 1.1
 #: draft (4.3 M) on one WSD trunk of 170 M tokens (40 per parameter), 12 finished branches from 1.36 M (2.1
-#: decades), each seed its own trunk; the plane's 8 drafts (0.3-7.5 M) on 150 M tokens (>= 20 per parameter)
-#: at 2 seeds, against 4 targets, at T = 0 and 1. Warm-up 0.5% of a run, so the first branch (leaving its
-#: trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M) starts after it.
+#: decades), each seed its own trunk; the plane's 8 drafts (0.3-7.5 M) at 2 seeds, against 4 targets, at T = 0
+#: and 1. Warm-up 0.5% of a run, so the first branch (leaving its
+#: trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M) starts after it. The plane fits one lease of 30 GPU minutes
+#: (corpus, training, measurement; the estimate checked against the Thm 1.1 run, ``MFU_AT_768``): its targets at
+#: 10 tokens per parameter and its drafts at 75 M tokens (10-235 per parameter), finished WSD runs all.
 H200_SCIENCE = replace(
     H100, name="h200-science", corpus_max_tokens=None, corpus_native_and_docs=True,
     targets=((5, 320), (6, 384), (6, 448), (7, 448)), main_target=(7, 448), target_tokens_per_param=20,
+    plane_target_tokens_per_param=10,
     plane_drafts=((1, 64), (2, 64), (1, 128), (2, 128), (4, 128), (2, 256), (4, 256), (8, 256)),
-    draft_tokens=150_000_000, plane_temperatures=(0.0, 1.0),
+    draft_tokens=75_000_000, plane_temperatures=(0.0, 1.0),
     pretrain_draft=(4, 256), pretrain_draft_tokens=170_000_000, pretrain_checkpoints=12,
     pretrain_first_fraction=0.008, seeds=(0, 1),
     schedule="wsd", decay_fraction=0.2, warmup_fraction=0.005, checkpoint_every_s=120, hardware="H200",
