@@ -94,6 +94,9 @@ def test_head_draft_graphs_match_eager(cfg, tiny_llama):
     ws = graphed._workspaces[len(PROMPTS)]
     assert ws.verify_phase.captured and ws.draft_phase.captured
     assert first == eager.generate(PROMPTS)[0] and again == eager.generate(PROMPTS[::-1])[0]
+    if cfg.temperature == 0:  # the fused head (compiled element-wise kernels) against stock HF layers, fp32
+        stock = SpecDecoder(target, head, replace(cfg, cuda_graphs=False, fused_forward=False), max_prompt_len=16)
+        assert first == stock.generate(PROMPTS)[0]
     if cfg.temperature == 0 and cfg.acceptance_profile is None:
         assert first == [greedy_reference(target, p, cfg.max_new_tokens) for p in PROMPTS]
     assert stats.draft_time_s > 0 and stats.verify_time_s > 0
@@ -147,3 +150,16 @@ def test_fused_element_kernels_match_eager():
             torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
         gu = torch.randn(rows, 3, 512, device="cuda", dtype=torch.bfloat16, generator=gen)
         torch.testing.assert_close(fused.silu_mul(gu), eager.silu_mul(gu), atol=2e-2, rtol=2e-2)
+
+
+def test_blocked_argmax_matches_torch_argmax_on_cuda():
+    """The greedy choice's two-pass argmax on the GPU: ties (first index), inf and NaN as torch.argmax."""
+    from sdlaws.measure import sampling
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    logits = torch.randint(0, 6, (64, 128256), device="cuda", generator=gen).to(torch.bfloat16)
+    logits[1, 1000] = float("inf")
+    logits[2, 5] = float("nan")
+    logits[3] = float("-inf")
+    assert torch.equal(sampling.argmax(logits), logits.argmax(dim=-1))
+

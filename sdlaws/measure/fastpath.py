@@ -57,11 +57,13 @@ def _is_head(model) -> bool:
 
 
 def wrap(model):
-    """The :class:`FastDecoderLM` (or :class:`FastHead` for a draft head) of ``model``, built once and cached on
-    it, or ``model`` if unsupported."""
-    if not supports(model):
+    """The :class:`FastDecoderLM` (or :class:`FastHead` for a draft head) of ``model``, cached on it and built
+    again when weights it copied have changed since (e.g. a head trained further); ``model`` itself if it is
+    already a wrapper or unsupported."""
+    if isinstance(model, _FusedLayers) or not supports(model):
         return model
-    if "_sdlaws_fast" not in model.__dict__:
+    cached = model.__dict__.get("_sdlaws_fast")
+    if cached is None or cached.stale():
         # via __dict__, not setattr: a registered submodule would put the wrapper into the model's state_dict
         model.__dict__["_sdlaws_fast"] = (FastHead if _is_head(model) else FastDecoderLM)(model)
     return model.__dict__["_sdlaws_fast"]
@@ -99,12 +101,21 @@ class _FusedLayers(torch.nn.Module):
         # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
         self.kernels = element_kernels(weight.device.type == "cuda")
         self.layers = [self._fuse(layer) for layer in layers]
+        # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
+        self._copied = [p for layer in layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+                                                        layer.self_attn.v_proj.weight, layer.mlp.gate_proj.weight,
+                                                        layer.mlp.up_proj.weight)]
+        self._versions = [p._version for p in self._copied]
         # inv_freq already carries rope scaling (e.g. llama3); attention_scaling too
         pos = torch.arange(cfg.max_position_embeddings, device=weight.device, dtype=torch.float32)
         freqs = torch.outer(pos, rotary_emb.inv_freq.to(weight.device, torch.float32))
         emb = torch.cat((freqs, freqs), dim=-1)  # (positions, head_dim), HF half-split layout
         self.cos = (emb.cos() * rotary_emb.attention_scaling).to(weight.dtype)
         self.sin = (emb.sin() * rotary_emb.attention_scaling).to(weight.dtype)
+
+    def stale(self) -> bool:
+        """Whether a weight this wrapper copied (q/k/v, gate/up) was modified in place after it was built."""
+        return any(p._version != v for p, v in zip(self._copied, self._versions))
 
     @staticmethod
     def _fuse(layer) -> SimpleNamespace:
@@ -120,7 +131,8 @@ class _FusedLayers(torch.nn.Module):
 
     def _run(self, x, position_ids, attention_mask, past_key_values, final_norm):
         """The layers on their input ``x`` ``(B, n, hidden)``: ``(x, h)`` after the last one, ``x`` its residual
-        stream and ``h`` the RMSNorm of ``x`` with weight ``final_norm`` (fused with the last residual add)."""
+        stream and ``h`` the RMSNorm of ``x`` with weight ``final_norm`` (fused with the last residual add; None:
+        no final norm, ``h`` is None)."""
         bsz, n = position_ids.shape
         cos = self.cos[position_ids].unsqueeze(2)  # (B, n, 1, head_dim), shared by all layers
         sin = self.sin[position_ids].unsqueeze(2)
@@ -136,6 +148,8 @@ class _FusedLayers(torch.nn.Module):
             x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
                                   self.eps)
             mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
+            if next_norm is None:
+                return x + mlp, None
             x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
         return x, h
 
@@ -230,9 +244,9 @@ class FastHead(_FusedLayers):
     Why: the head's stock Hugging Face layers copy K/V for GQA and run unfused norms and rotary; on an H200 one
     such layer of the Llama-3.1-8B shape at batch 64 over 2048-token prompts cost as much per drafted token as
     all 16 fused layers of the 1B-shape draft (``docs/cost-model.md``). The target's embedding, final norm and LM
-    head stay the head's shared modules (attached after wrapping, read at each call); where the final norm is
-    not an RMSNorm of the layers' epsilon (a GPT-2-style target's LayerNorm), or without a cache (training),
-    the call is the head's own forward.
+    head stay the head's shared modules (attached after wrapping, read at each call: the final norm, a GPT-2-style
+    target's LayerNorm too, only in :meth:`predict`). Without a cache or a mask (training) the call is the head's
+    own forward.
     """
 
     def __init__(self, head):
@@ -255,8 +269,14 @@ class FastHead(_FusedLayers):
         return self.hf_model.shared
 
     def predict(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(feature, logits)`` of a last layer's output, as :meth:`FeatureHead.predict`."""
-        return self.hf_model.predict(hidden)
+        """``(feature, logits)`` of a last layer's output, as :meth:`FeatureHead.predict`; an RMSNorm final norm
+        (Llama-family targets) as one ``F.rms_norm`` rather than the module's element-wise steps."""
+        shared = self.hf_model.shared
+        weight = _rms_weight(shared.norm)
+        if weight is None:
+            return self.hf_model.predict(hidden)
+        feature = F.rms_norm(hidden, (hidden.shape[-1],), weight, _norm_eps(shared.norm))
+        return feature, shared.lm_head(feature)
 
     def get_input_embeddings(self):
         """The target's token embedding."""
@@ -266,23 +286,27 @@ class FastHead(_FusedLayers):
         """The target's LM head."""
         return self.hf_model.get_output_embeddings()
 
-    @torch.no_grad()
     def forward(self, input_ids, features, position_ids, attention_mask=None, past_key_values=None):
-        """The last layer's output ``(B, n, h)``, as :meth:`FeatureHead.forward` (same arguments)."""
+        """The last layer's output ``(B, n, h)``, as :meth:`FeatureHead.forward` (same arguments); without a cache
+        or a mask (training) the head's own forward, gradients and all."""
         head = self.hf_model
-        norm = _rms_weight(head.shared.norm, self.eps)
-        if past_key_values is None or norm is None:
+        if past_key_values is None or attention_mask is None:
             return head(input_ids, features, position_ids, attention_mask, past_key_values)
-        x = head.fc(torch.cat([head.shared.embed(input_ids).to(features.dtype), features], dim=-1))
-        return self._run(x, position_ids, attention_mask, past_key_values, norm)[0]
+        with torch.no_grad():
+            x = head.fc(torch.cat([head.shared.embed(input_ids).to(features.dtype), features], dim=-1))
+            return self._run(x, position_ids, attention_mask, past_key_values, None)[0]
 
 
-def _rms_weight(norm, eps: float):
-    """The weight of ``norm`` if it is an RMSNorm (no bias) of epsilon ``eps``, else None."""
-    norm_eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-    if "RMSNorm" not in type(norm).__name__ or getattr(norm, "bias", None) is not None or norm_eps != eps:
+def _rms_weight(norm):
+    """The weight of ``norm`` if it is an RMSNorm without a bias (transformers' ``*RMSNorm``), else None."""
+    if "RMSNorm" not in type(norm).__name__ or getattr(norm, "bias", None) is not None:
         return None
     return norm.weight
+
+
+def _norm_eps(norm) -> float:
+    """The epsilon of a transformers norm module (``variance_epsilon`` for RMSNorms, ``eps`` for LayerNorm)."""
+    return getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
 
 
 def _local(weight):

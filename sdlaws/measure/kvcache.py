@@ -111,7 +111,8 @@ class SlotLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(pair[0], pair[1])
         stack = self.stack.tensor
-        if stack is None or self.keys.data_ptr() != stack[self.index, 0].data_ptr():
+        if (stack is None or self.keys.data_ptr() != stack[self.index, 0].data_ptr()
+                or self.values.data_ptr() != stack[self.index, 1].data_ptr()):
             return self.update(pair[0], pair[1])
         slots = self.write.slots  # (B, n)
         stack[self.index].scatter_(3, slots[None, :, None, :, None].expand(pair.shape), pair)

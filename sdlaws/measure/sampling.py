@@ -51,7 +51,7 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     block = ARGMAX_BLOCK
     while block > 1 and vocab % block:
         block //= 2
-    if block < 64:  # no useful power-of-two block divides V: one pass
+    if block < 64 or block == vocab:  # no useful power-of-two block divides V, or one block is all of it
         return logits.argmax(dim=-1)
     maxima, inner = logits.unflatten(-1, (vocab // block, block)).max(dim=-1)  # (..., V / c) each
     first = maxima.argmax(dim=-1, keepdim=True)                                  # (..., 1)
