@@ -74,6 +74,21 @@ def test_continuous_batching_with_chunked_prefills_matches_eager_under_graphs(cf
     assert tokens == [greedy_reference(target, p, cfg.max_new_tokens) for p in SERVE_PROMPTS]
 
 
+def test_sampled_first_tokens_do_not_depend_on_the_prefill_chunks(tiny_llama, monkeypatch):
+    """T > 0: a batch prefilled in chunks (at most 16 prompt slots, one row a chunk) samples the same first tokens,
+    and so the same sequences, as one prefill: the uniforms are drawn for all rows at once (a CUDA generator's
+    draws in pieces differ from one draw)."""
+    from sdlaws.measure import layout
+
+    cfg = CONFIGS[3]  # chain, T = 1
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2).cuda()
+    draft = tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2).cuda()
+    whole = SpecDecoder(target, draft, replace(cfg, cuda_graphs=False), max_prompt_len=16).generate(PROMPTS)[0]
+    monkeypatch.setattr(layout, "PREFILL_CHUNK_SLOTS", 16)
+    chunked = SpecDecoder(target, draft, replace(cfg, cuda_graphs=False), max_prompt_len=16).generate(PROMPTS)[0]
+    assert chunked == whole
+
+
 HEAD_CONFIGS = [cfg for cfg in CONFIGS if cfg.method != "ar"]
 
 

@@ -139,6 +139,21 @@ def test_a_batch_prefilled_in_chunks_decodes_as_one_prefill(name, draft_kind, ti
     assert len(widths) > 1 and sum(widths) == len(PROMPTS)
 
 
+def test_sampled_runs_do_not_depend_on_the_prefill_chunks(tiny_llama, monkeypatch):
+    """T > 0: the same sequences whether the batch is prefilled at once or in chunks of one or two rows (the first
+    tokens' uniforms are one draw for the batch; tests/test_engine_gpu.py checks it where pieces of a draw differ)."""
+    from dataclasses import replace
+
+    from sdlaws.measure import layout
+
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
+    draft = tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2)
+    cfg = replace(CONFIGS["chain"], temperature=1.0)
+    whole, _ = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
+    monkeypatch.setattr(layout, "PREFILL_CHUNK_SLOTS", 16)
+    assert SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)[0] == whole
+
+
 def test_prefill_chunks_keep_rows_times_slots_within_the_budget(monkeypatch):
     from sdlaws.measure import engine, layout
 

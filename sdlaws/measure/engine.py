@@ -646,16 +646,23 @@ class _Workspace:
         runs over scratch caches of the prompt slots alone, whose entries are then copied into the rows of the
         full caches (their other slots may hold a previous sequence's entries, which no mask reaches); in chunks
         of rows of at most :data:`~sdlaws.measure.layout.PREFILL_CHUNK_SLOTS` prompt slots, so that a large batch
-        of long prompts needs no more activation memory than a chunk does."""
+        of long prompts needs no more activation memory than a chunk does. The first tokens' uniforms (T > 0) are
+        drawn for all rows at once, so that the samples do not depend on the chunking (a CUDA generator's draws
+        in pieces are not the pieces of one draw)."""
+        uniforms = (torch.rand(len(prompts), generator=self.dec.generator, device=self.seq.device)
+                    if self.cfg.temperature else None)
+        done = 0
         for chunk in _prefill_chunks(rows, prompts, self._used_slots):
             chunk_rows, chunk_prompts = zip(*chunk)
+            u = None if uniforms is None else uniforms[done:done + len(chunk)]
+            done += len(chunk)
             index = torch.tensor(chunk_rows, dtype=torch.long, device=self.seq.device)
             for counter in (self.row_drafts, self.row_accepted, self.row_steps):
                 counter[index] = 0
             used = self._used_slots(chunk_prompts)
             scratch = [None if full is None else SlotCache(len(full.layers), used)
                        for full in (self.target_cache, self.draft_cache)]
-            self._load(list(chunk_prompts), index, *scratch)
+            self._load(list(chunk_prompts), index, *scratch, u)
             for full, part in zip((self.target_cache, self.draft_cache), scratch):
                 if full is not None:
                     full.write_rows(part, index, self.prompt_width - used, batch=self.batch_size)
@@ -665,9 +672,10 @@ class _Workspace:
         return min(self.prompt_width, round_up(max(map(len, prompts)), SLOT_ALIGN))
 
     def _load(self, prompts: list[list[int]], rows: torch.Tensor, target_cache: SlotCache,
-              draft_cache: SlotCache | None) -> None:
+              draft_cache: SlotCache | None, u: torch.Tensor | None) -> None:
         """Prefill ``prompts`` into ``rows`` (an index tensor) through scratch caches over those rows and the prompt
-        slots alone: the row state, both caches, the first new token (and a head's first features).
+        slots alone: the row state, both caches, the first new token (sampled with the uniforms ``u``, one per
+        prompt, at T > 0) (and a head's first features).
 
         Prompts end at slot ``W - 1``; only the last ``used`` slots (the longest of these prompts, rounded up: the
         scratch caches' ``num_slots``) go through the forward pass, slot ``s`` of the workspace at ``s - offset``.
@@ -693,7 +701,6 @@ class _Workspace:
         logits, features = self._target_forward(target_cache, ids, positions, slots - offset, mask, keep_last=1)
         if draft_cache is not None and not self.head:
             _forward(self.dec.draft, draft_cache, ids, positions, slots - offset, mask, keep_last=1)
-        u = torch.rand(len(prompts), generator=self.dec.generator, device=device) if self.cfg.temperature else None
         seq[:, width] = sampling.choose(logits[:, -1], self.cfg.temperature, u)
         self.seq[rows] = seq
         if self.head:
