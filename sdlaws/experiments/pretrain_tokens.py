@@ -202,12 +202,8 @@ def _md_run(d: dict, doc: Doc, place: at_scale.Place) -> list[str]:
     seeds = len(d.get(at_scale.DATASET, {}).get("seeds", [0]))
     cold = next(iter(d["responses"]["alpha_mle"]))
     first = d["responses"]["alpha_mle"][cold]
-    rows = [[key.split()[0], f"`{g['loglinear']['y']}`", ci(g["loglinear"]["params"]["a"], g["loglinear"]["ci"]["a"]),
-             listed(g["loglinear"]["boot_ci"]["a"], f), ci(g["loglinear"]["params"]["b"], g["loglinear"]["ci"]["b"]),
-             f(g["loglinear"]["r2"]), f"{f(g['curvature']['quadratic_coef'])} (p = {f(g['curvature']['pvalue'], 2)})",
-             f(g["delta_aic_saturating"]), g["verdict"]] for key, g in groups.items()]
-    positive = sum(g["slope_sign"] > 0 for g in groups.values())
-    bent = sum(g["verdict"] == "partly" for g in groups.values())
+    rows = _md_fit_rows(groups, intercept=True)
+    positive, bent = _md_counts(groups)
     return [f"One draft ({listed(setup_['drafts'])}) at {_md_checkpoints(first['num_checkpoints'], seeds)}, "
             f"{tok(first['tokens_range'][0])} to {tok(first['tokens_range'][1])} tokens ({f(first['decades'])} "
             f"decades), against target {setup_['target']}; chain gamma {listed(setup_['num_spec_tokens'])}, batch "
@@ -231,6 +227,25 @@ def _md_run(d: dict, doc: Doc, place: at_scale.Place) -> list[str]:
             "", *_md_upper_half(d, doc, seeds), *[place.fig(doc, f"thm11_loglinear_{y}.png") for y in RESPONSES], ""]
 
 
+def _md_fit_rows(groups: dict[str, dict], intercept: bool) -> list[list[str]]:
+    """One table row per (temperature, response) group: slope with its t and bootstrap intervals, the intercept
+    where asked, R2, the quadratic term, the AIC gap to the saturating law and the group's verdict."""
+    rows = []
+    for key, g in groups.items():
+        ll = g["loglinear"]
+        rows.append([key.split()[0], f"`{ll['y']}`", ci(ll["params"]["a"], ll["ci"]["a"]), listed(ll["boot_ci"]["a"], f),
+                     *([ci(ll["params"]["b"], ll["ci"]["b"])] if intercept else []), f(ll["r2"]),
+                     f"{f(g['curvature']['quadratic_coef'])} (p = {f(g['curvature']['pvalue'], 2)})",
+                     f(g["delta_aic_saturating"]), g["verdict"]])
+    return rows
+
+
+def _md_counts(groups: dict[str, dict]) -> tuple[int, int]:
+    """Groups with a significantly positive slope, and groups whose verdict is ``partly`` (bent or saturating)."""
+    return (sum(g["slope_sign"] > 0 for g in groups.values()),
+            sum(g["verdict"] == "partly" for g in groups.values()))
+
+
 def _md_upper_half(d: dict, doc: Doc, seeds: int) -> list[str]:
     """The secondary analysis: the same fits on the upper half of the log-token range, its verdict from the same
     rule, and how it reads against the full range."""
@@ -238,12 +253,8 @@ def _md_upper_half(d: dict, doc: Doc, seeds: int) -> list[str]:
     groups = _groups(upper)
     first = next(iter(upper["responses"]["alpha_mle"].values()))
     low, high = upper["design_range"]
-    rows = [[key.split()[0], f"`{g['loglinear']['y']}`", ci(g["loglinear"]["params"]["a"], g["loglinear"]["ci"]["a"]),
-             listed(g["loglinear"]["boot_ci"]["a"], f), f(g["loglinear"]["r2"]),
-             f"{f(g['curvature']['quadratic_coef'])} (p = {f(g['curvature']['pvalue'], 2)})",
-             f(g["delta_aic_saturating"]), g["verdict"]] for key, g in groups.items()]
-    positive = sum(g["slope_sign"] > 0 for g in groups.values())
-    bent = sum(g["verdict"] == "partly" for g in groups.values())
+    rows = _md_fit_rows(groups, intercept=False)
+    positive, bent = _md_counts(groups)
     return [f"**Secondary analysis: the upper half of the log-token range.** The same fits, curvature test and "
             f"bootstrap on the checkpoints with at least {tok(upper['from_tokens'])} tokens, the geometric mean of "
             f"the smallest and the largest budget ({tok(low)} and {tok(high)}): Thm 1.1 concerns drafts past the "
