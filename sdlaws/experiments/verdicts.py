@@ -1,7 +1,7 @@
 """Conclusion sentences computed from numbers: each rule is a small pure function, unit-tested on inputs that
 flip it (``tests/test_verdicts.py``), so a regenerated document cannot contradict its own tables.
 
-One module of many small rules (about 500 lines) rather than one per experiment: several experiments share rules
+One module of many small rules (about 600 lines) rather than one per experiment: several experiments share rules
 (goals, shares, censoring, slopes), and a reader checking how any sentence is decided finds every rule here."""
 
 from __future__ import annotations
