@@ -163,3 +163,33 @@ def test_prefill_chunks_keep_rows_times_slots_within_the_budget(monkeypatch):
     chunks = engine._prefill_chunks(list(range(9)), prompts, used)
     assert [[r for r, _ in c] for c in chunks] == [[0, 1], [2, 3], [4], [5, 6, 7, 8]]
     assert all(len(c) == 1 or len(c) * used([p for _, p in c]) <= 32 for c in chunks)
+
+
+CHAIN_CASES = {"T0": {}, "T1": {"temperature": 1.0},
+               "synthetic": {"acceptance_profile": ((0.6,), (0.5,), (0.7,))}}
+
+
+@pytest.mark.parametrize("draft_kind", ["lm", "head"])
+@pytest.mark.parametrize("case", list(CHAIN_CASES))
+def test_the_chain_draft_equals_the_tree_draft_with_one_child(case, draft_kind, tiny_llama, monkeypatch):
+    """A full chain's own draft phase (_draft_chain: no pool, the mask grown by a slot per level, the block
+    structure set once) gives the tokens and counts of the general tree draft at k = 1, for LM drafts and heads,
+    greedy, sampled and under synthetic acceptance, over a ragged batch."""
+    from sdlaws.measure import engine
+    from test_engine_heads import random_head
+
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
+    draft = random_head(target) if draft_kind == "head" else tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2)
+    cfg = replace(CONFIGS["chain"], **CHAIN_CASES[case])
+    chain_tokens, chain_stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
+    assert SpecDecoder(target, draft, cfg, max_prompt_len=16)._workspace(len(PROMPTS)).full_chain
+    real_init = engine._Workspace.__init__
+
+    def as_tree(ws, *args):  # the same workspace, drafting through the general tree path
+        real_init(ws, *args)
+        ws.full_chain = False
+    monkeypatch.setattr(engine._Workspace, "__init__", as_tree)
+    tree_tokens, tree_stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
+    assert chain_tokens == tree_tokens
+    for name in ("num_steps", "num_drafts", "num_accepted_tokens", "num_accepted_per_pos", "num_accepted_per_seq"):
+        assert getattr(chain_stats, name) == getattr(tree_stats, name), name

@@ -553,6 +553,8 @@ class _Workspace:
         self.target_cache = SlotCache(_num_layers(dec.target), self.num_slots)
         self.draft_cache = SlotCache(_num_layers(dec.draft), self.num_slots) if dec.draft is not None else None
         self.shape = tree.TreeShape(self.topk, self.depth, self.budget) if self.depth else None
+        # a chain whose every drafted node is verified: one child per node, no ranking, one block structure
+        self.full_chain = self.depth > 0 and self.topk == 1 and self.budget == self.shape.num_pool
         self._allocate(batch_size, device)
         self.verify_phase = PhaseRunner(self._verify, self._state(), use_graph=dec.use_graphs, name="verify")
         self.draft_phase = (PhaseRunner(self._draft, [], use_graph=dec.use_graphs, name="draft")
@@ -597,6 +599,21 @@ class _Workspace:
         self.steps = torch.arange(max(self.num_refeed, self.num_verify, self.depth + 1, self.tree_cols),
                                   device=device)
         self.causal = torch.ones(self.prompt_width, self.prompt_width, dtype=torch.bool, device=device).tril()
+        if self.full_chain:
+            self._chain_block(batch, device)
+
+    def _chain_block(self, batch: int, device: torch.device) -> None:
+        """A full chain's verify block has the same structure at every step (node ``i`` at depth ``i + 1``, its
+        parent the node before it, every rank 0): set once, from the tree functions on the chain's own pool, so
+        :meth:`_draft_chain` writes only the tokens."""
+        nodes = torch.arange(self.depth, device=device)
+        path = torch.where(nodes[None, :] <= nodes[:, None], nodes[None, :], -1)  # [i, j]: node i's ancestor at j+1
+        selected = nodes.expand(batch, self.depth)
+        ancestors, depth, parent = tree.block_structure(path.expand(batch, -1, -1), self.node_depth, selected)
+        self.block_anc.copy_(ancestors)
+        self.block_depth.copy_(depth)
+        self.block_parent.copy_(parent)
+        self.block_rank[:, 1:] = self.node_rank[selected]
 
     def _allocate_profile(self, device: torch.device) -> None:
         """Synthetic-acceptance tables, built once so the phases stay static and free of host syncs.
@@ -746,6 +763,8 @@ class _Workspace:
 
     def _draft(self) -> None:
         """Draft a tree (a chain when k = 1) for every row; write the verify block buffers."""
+        if self.full_chain:
+            return self._draft_chain()
         batch, k, depth, shape = self.batch_size, self.topk, self.depth, self.shape
         base = self.pad + self.length - self.shift  # (B,) slot of the first drafted node
         frontier_logits, frontier_feat = self._draft_root(base)  # (B, 1, V): distribution after the last token
@@ -780,6 +799,24 @@ class _Workspace:
         self.block_depth.copy_(block_depth)
         self.block_parent.copy_(parent)
         self.block_rank[:, 1:] = self.node_rank[selected]
+
+    def _draft_chain(self) -> None:
+        """A full chain's draft: what :meth:`_draft` computes for ``k = 1`` with every node verified (tested
+        equal), without the pool, scores and selection of a tree, and with the draft mask grown by one slot per
+        level rather than built again: per drafted token, a handful of kernels instead of ~20 (each a launch and a
+        gap inside the draft phase's graph)."""
+        base = self.pad + self.length - self.shift  # (B,) slot of the first drafted node
+        logits, feat = self._draft_root(base)
+        self.block_token[:, :1] = self._children(logits, 0)[0][:, 0]
+        first = (self.steps[:self.tree_cols] == 0).expand(self.batch_size, 1, self.tree_cols)
+        mask = block_mask(self.pad, base, base, first, self.num_slots, self.dec.dtype)  # (B, 1, 1, S)
+        for level in range(1, self.depth):
+            slots = (base + level - 1)[:, None]
+            if level > 1:  # the node drafted at the previous level is now an ancestor too
+                mask.scatter_(3, slots[:, None, None], 0.0)
+            positions = (self.length - 1 - self.shift + level)[:, None]
+            logits, feat = self._draft_forward(self.block_token[:, level - 1:level], feat, positions, slots, mask)
+            self.block_token[:, level:level + 1] = self._children(logits, level)[0][:, 0]
 
     def _draft_root(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Draft logits ``(B, 1, V)`` after the last committed token, and (heads) the predicted feature there
@@ -854,9 +891,9 @@ class _Workspace:
             self.q_chain[:, level] = q
             token = sampling.sample(q, self.rand[:, level])
             return token[:, None, None], q.gather(1, token[:, None]).log()[:, None]
-        if self.topk == 1 and self.budget == self.shape.num_pool:
-            # a chain whose every drafted node is verified: the scores rank nothing (one child per node, and
-            # tree.select takes the whole pool), so the draft's argmax is enough, without a float32 log-softmax
+        if self.full_chain:
+            # the scores rank nothing (one child per node, and tree.select takes the whole pool), so the draft's
+            # argmax is enough, without a float32 log-softmax
             token = sampling.argmax(logits).unsqueeze(-1)
             return token, torch.zeros(token.shape, device=token.device)
         top = sampling.log_probs(logits, self.cfg.temperature).topk(self.topk, dim=-1)
