@@ -810,12 +810,13 @@ class _Workspace:
         self.block_token[:, :1] = self._children(logits, 0)[0][:, 0]
         first = (self.steps[:self.tree_cols] == 0).expand(self.batch_size, 1, self.tree_cols)
         mask = block_mask(self.pad, base, base, first, self.num_slots, self.dec.dtype)  # (B, 1, 1, S)
+        first_slot, first_position = base[:, None], (self.length - (1 + self.shift))[:, None]  # (B, 1) each
         for level in range(1, self.depth):
-            slots = (base + level - 1)[:, None]
+            slots = first_slot + (level - 1)
             if level > 1:  # the node drafted at the previous level is now an ancestor too
                 mask.scatter_(3, slots[:, None, None], 0.0)
-            positions = (self.length - 1 - self.shift + level)[:, None]
-            logits, feat = self._draft_forward(self.block_token[:, level - 1:level], feat, positions, slots, mask)
+            logits, feat = self._draft_forward(self.block_token[:, level - 1:level], feat, first_position + level,
+                                               slots, mask)
             self.block_token[:, level:level + 1] = self._children(logits, level)[0][:, 0]
 
     def _draft_root(self, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
