@@ -193,3 +193,24 @@ def test_the_chain_draft_equals_the_tree_draft_with_one_child(case, draft_kind, 
     assert chain_tokens == tree_tokens
     for name in ("num_steps", "num_drafts", "num_accepted_tokens", "num_accepted_per_pos", "num_accepted_per_seq"):
         assert getattr(chain_stats, name) == getattr(tree_stats, name), name
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_ar_step_equals_the_block_step_with_an_empty_block(temperature, tiny_llama, monkeypatch):
+    """AR's own verify phase (_verify_ar) gives the tokens and counts of the general block verify with no draft,
+    static and continuous batching (refills, frozen rows), greedy and sampled."""
+    from sdlaws.measure import engine
+
+    target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
+    cfg = replace(CONFIGS["ar"], temperature=temperature)
+    prompts = PROMPTS + [[2, 7], [1, 8, 2, 8]]
+
+    def run():
+        dec = SpecDecoder(target, None, cfg, max_prompt_len=16)
+        return dec.generate(PROMPTS), dec.serve(prompts, 2)
+    (own, own_stats), (served, served_stats) = run()
+    monkeypatch.setattr(engine._Workspace, "_verify_ar", engine._Workspace._verify_block)
+    (block, block_stats), (served_block, served_block_stats) = run()
+    assert own == block and served == served_block
+    for a, b in ((own_stats, block_stats), (served_stats, served_block_stats)):
+        assert (a.num_steps, a.num_steps_per_seq) == (b.num_steps, b.num_steps_per_seq)
