@@ -22,6 +22,7 @@ CONFIGS = [
     DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=3, tree_budget=6, max_new_tokens=24, temperature=0.8),
     DecodeConfig(method="tree", num_spec_tokens=3, tree_topk=2, max_new_tokens=24,
                  acceptance_profile=((0.6, 0.2), (0.5, 0.3), (0.7,))),
+    DecodeConfig(method="chain", num_spec_tokens=3, max_new_tokens=24, acceptance_profile=((0.6,), (0.5,), (0.7,))),
 ]
 
 
@@ -117,16 +118,20 @@ def test_head_draft_graphs_match_eager(cfg, tiny_llama):
     assert stats.draft_time_s > 0 and stats.verify_time_s > 0
 
 
-def test_random_eagle_head_on_the_8b_shape_runs_synthetic_bf16():
+@pytest.mark.parametrize("method", ["tree", "chain"])
+def test_random_eagle_head_on_the_8b_shape_runs_synthetic_bf16(method):
     """The timing configuration of a head at scale: head:random:llama-3.1-8b on a 2-layer 8B-shaped target,
-    bf16, CUDA graphs, fused target forward, synthetic acceptance."""
+    bf16, CUDA graphs, fused target forward, synthetic acceptance; a top-4 tree and a chain (its own draft phase,
+    whose bf16 mask grows in place)."""
     from sdlaws.measure.models import load_model
 
     target, _, _ = load_model("random:llama-3.1-8b?num_hidden_layers=2", dtype="bf16", device="cuda")
     head, _, info = load_model("head:random:llama-3.1-8b?layers=1", dtype="bf16", device="cuda", seed=1)
     assert 2.4e8 < info.params < 2.6e8  # fc 2h x h + one 8B layer: EAGLE's head size
-    cfg = DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=4, tree_budget=8, max_new_tokens=32,
-                       acceptance_profile=((0.6, 0.2), (0.6, 0.2), (0.5, 0.2), (0.5,)))
+    cfg = (DecodeConfig(method="tree", num_spec_tokens=4, tree_topk=4, tree_budget=8, max_new_tokens=32,
+                        acceptance_profile=((0.6, 0.2), (0.6, 0.2), (0.5, 0.2), (0.5,))) if method == "tree" else
+           DecodeConfig(method="chain", num_spec_tokens=4, max_new_tokens=32,
+                        acceptance_profile=((0.6,), (0.6,), (0.5,), (0.5,))))
     decoder = SpecDecoder(target, head, cfg, max_prompt_len=64)
     prompts = [list(range(1, 40))] * 8
     decoder.warmup(prompts)

@@ -141,7 +141,8 @@ def test_a_batch_prefilled_in_chunks_decodes_as_one_prefill(name, draft_kind, ti
 
 def test_sampled_runs_do_not_depend_on_the_prefill_chunks(tiny_llama, monkeypatch):
     """T > 0: the same sequences whether the batch is prefilled at once or in chunks of one or two rows (the first
-    tokens' uniforms are one draw for the batch; tests/test_engine_gpu.py checks it where pieces of a draw differ)."""
+    tokens' uniforms are one draw for the batch). On CPU pieces of a draw equal one draw, so this checks the path
+    (the slices of the draw each chunk takes); tests/test_engine_gpu.py checks the property where they differ."""
     from dataclasses import replace
 
     from sdlaws.measure import layout
@@ -169,30 +170,40 @@ CHAIN_CASES = {"T0": {}, "T1": {"temperature": 1.0},
                "synthetic": {"acceptance_profile": ((0.6,), (0.5,), (0.7,))}}
 
 
+@pytest.mark.parametrize("gamma", [1, 3])
 @pytest.mark.parametrize("draft_kind", ["lm", "head"])
 @pytest.mark.parametrize("case", list(CHAIN_CASES))
-def test_the_chain_draft_equals_the_tree_draft_with_one_child(case, draft_kind, tiny_llama, monkeypatch):
+def test_the_chain_draft_equals_the_tree_draft_with_one_child(case, draft_kind, gamma, tiny_llama, monkeypatch):
     """A full chain's own draft phase (_draft_chain: no pool, the mask grown by a slot per level, the block
     structure set once) gives the tokens and counts of the general tree draft at k = 1, for LM drafts and heads,
-    greedy, sampled and under synthetic acceptance, over a ragged batch."""
+    greedy, sampled and under synthetic acceptance, over a ragged batch, static and continuous (refills)."""
     from sdlaws.measure import engine
     from test_engine_heads import random_head
 
     target = tiny_llama(vocab=64, layers=2, seed=0, init_std=0.2)
     draft = random_head(target) if draft_kind == "head" else tiny_llama(vocab=64, layers=1, seed=1, init_std=0.2)
-    cfg = replace(CONFIGS["chain"], **CHAIN_CASES[case])
-    chain_tokens, chain_stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
-    assert SpecDecoder(target, draft, cfg, max_prompt_len=16)._workspace(len(PROMPTS)).full_chain
+    changes = dict(CHAIN_CASES[case])
+    if "acceptance_profile" in changes:
+        changes["acceptance_profile"] = changes["acceptance_profile"][:gamma]
+    cfg = replace(CONFIGS["chain"], num_spec_tokens=gamma, **changes)
+    prompts = PROMPTS + [[2, 7], [1, 8, 2, 8]]
+
+    def run():
+        dec = SpecDecoder(target, draft, cfg, max_prompt_len=16)
+        return dec.generate(PROMPTS), dec.serve(prompts, 2), dec._workspace(len(PROMPTS)).full_chain
+    static, served, full_chain = run()
+    assert full_chain
     real_init = engine._Workspace.__init__
 
     def as_tree(ws, *args):  # the same workspace, drafting through the general tree path
         real_init(ws, *args)
         ws.full_chain = False
     monkeypatch.setattr(engine._Workspace, "__init__", as_tree)
-    tree_tokens, tree_stats = SpecDecoder(target, draft, cfg, max_prompt_len=16).generate(PROMPTS)
-    assert chain_tokens == tree_tokens
-    for name in ("num_steps", "num_drafts", "num_accepted_tokens", "num_accepted_per_pos", "num_accepted_per_seq"):
-        assert getattr(chain_stats, name) == getattr(tree_stats, name), name
+    for (tokens, stats), (tree_tokens, tree_stats) in zip((static, served), run()[:2]):
+        assert tokens == tree_tokens
+        for name in ("num_steps", "num_drafts", "num_accepted_tokens", "num_accepted_per_pos",
+                     "num_accepted_per_seq"):
+            assert getattr(stats, name) == getattr(tree_stats, name), name
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
