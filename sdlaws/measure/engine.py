@@ -6,7 +6,9 @@ sdlaws runs its own decoding loop over the models' forward passes (not ``generat
 - one pre-allocated KV cache per model and batch size (:mod:`sdlaws.measure.kvcache`), with per-row write
   slots and validity expressed only through 4D masks, so ragged batches keep static shapes;
 - a step is two phases, draft then verify, each a fixed sequence of tensor ops without host synchronisation,
-  captured once as a CUDA graph on GPU (:mod:`sdlaws.measure.graphs`) and run eagerly on CPU;
+  captured once as a CUDA graph on GPU (:mod:`sdlaws.measure.graphs`) and run eagerly on CPU; a tree's draft
+  grows a pool of candidates and selects its verify block, while a chain whose every node is verified drafts
+  through a phase of its own and AR verifies through one (the same results with fewer kernels, tested equal);
 - acceptance is computed for the whole batch with tensor ops (:mod:`sdlaws.measure.sampling`,
   :mod:`sdlaws.measure.tree`); randomness is drawn per step from one generator seeded with ``config.seed``.
 
