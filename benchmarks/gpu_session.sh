@@ -38,8 +38,9 @@ head_steps() {  # kv: the EAGLE-sized head's forward timings (graph replays, as 
 }
 science() {  # NAME: an experiment at scale h200-science: train (resumable, exit 3 while short of the budget), measure
   local s=(--scale h200-science --work "$work/runs/sds" --out "$work/science/$1.csv")
-  grep -q " passed" "$work/guard/pytest.txt" && ! grep -qE "failed|error" "$work/guard/pytest.txt" || {
-    echo "the engine's GPU tests did not pass: no measurement with it"; return 1; }
+  local summary; summary=$(tail -n 1 "$work/guard/pytest.txt" 2>/dev/null)  # pytest's last line: its counts
+  [[ "$summary" == *" passed"* && "$summary" != *failed* && "$summary" != *error* ]] || {
+    echo "the engine's GPU tests did not pass ($summary): no measurement with it"; return 1; }
   mkdir -p "$work/science"
   for _ in 1 2 3 4 5 6; do
     SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run "$1" "${s[@]}" --train-only 2>&1 | grep -v "━" | tail -n 6
