@@ -741,9 +741,13 @@ class _Workspace:
         if self.rand.numel():
             torch.rand(self.rand.shape, generator=self.dec.generator, out=self.rand)
 
+    def _finished(self) -> torch.Tensor:
+        """``(B,)`` bool: whether each row has its ``max_new_tokens``."""
+        return (self.length - self.prompt_len) >= self.cfg.max_new_tokens
+
     def done_rows(self) -> list[bool]:
         """Whether each row has its ``max_new_tokens`` (one host sync)."""
-        return ((self.length - self.prompt_len) >= self.cfg.max_new_tokens).tolist()
+        return self._finished().tolist()
 
     def sequences(self, rows: list[int]) -> list[_Sequence]:
         """The ``max_new_tokens`` generated tokens (from slot W in every row) and the counters of ``rows``."""
@@ -810,7 +814,7 @@ class _Workspace:
         base = self.pad + self.length - self.shift  # (B,) slot of the first drafted node
         logits, feat = self._draft_root(base)
         self.block_token[:, :1] = self._children(logits, 0)[0][:, 0]
-        first = (self.steps[:self.tree_cols] == 0).expand(self.batch_size, 1, self.tree_cols)
+        first = (self.steps[:self.tree_cols] == 0)[None]  # (1, cols): the first node sees itself
         mask = block_mask(self.pad, base, base, first, self.num_slots, self.dec.dtype)  # (B, 1, 1, S)
         first_slot, first_position = base[:, None], (self.length - (1 + self.shift))[:, None]  # (B, 1) each
         for level in range(1, self.depth):
@@ -923,11 +927,11 @@ class _Workspace:
                                          slots, mask)  # (B, 1, V)
         u = self.rand[:, :1] if self.cfg.temperature > 0 else None
         token = sampling.choose(logits, self.cfg.temperature, u)  # (B, 1)
-        active = (self.length - self.prompt_len) < self.cfg.max_new_tokens  # (B,) rows still generating
+        active = ~self._finished()  # (B,) rows still generating
         self.seq.scatter_(1, slots + 1, torch.where(active[:, None], token, self.seq.gather(1, slots + 1)))
         self.length += active
         self.row_steps += active
-        self.all_done.copy_(((self.length - self.prompt_len) >= self.cfg.max_new_tokens).all())
+        self.all_done.copy_(self._finished().all())
 
     def _verify_block(self) -> None:
         """Target forward on root + drafted block, acceptance, commit, counters (speculative steps)."""
@@ -940,7 +944,7 @@ class _Workspace:
         mask = block_mask(self.pad, root_slot, root_slot, self.block_anc, self.num_slots, self.dec.dtype)
         logits, features = self._target_forward(self.target_cache, block, positions, slots,
                                                 mask)  # (B, n, V), heads: (B, n, h)
-        active = (self.length - self.prompt_len) < self.cfg.max_new_tokens  # (B,) rows still generating
+        active = ~self._finished()  # (B,) rows still generating
         if self.chain_sampling:
             p = sampling.probs(logits, self.cfg.temperature)
             accepted, bonus = sampling.leviathan_accept(p, self.q_chain, self.block_token, self.rand[:, depth:])
@@ -1014,4 +1018,4 @@ class _Workspace:
         self.row_steps += active
         self.num_accepted += accepted.sum()
         self.per_pos += (accepted[:, None] > offsets[:depth]).sum(dim=0)
-        self.all_done.copy_(((self.length - self.prompt_len) >= self.cfg.max_new_tokens).all())
+        self.all_done.copy_(self._finished().all())
