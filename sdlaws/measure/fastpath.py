@@ -237,6 +237,7 @@ class FastDecoderLM(_FusedLayers):
         _all_gather(parts, logits.contiguous(), group=self.group)
         return parts.view(ranks, bsz, n, part).permute(1, 2, 0, 3).reshape(bsz, n, ranks * part)
 
+
 class FastHead(_FusedLayers):
     """A feature-level draft head (:class:`sdlaws.measure.head.FeatureHead`) with its decoder layers on the fused
     path, in the head's place for the engine and for step timing: same call, same :meth:`predict`.
@@ -293,8 +294,8 @@ class FastHead(_FusedLayers):
         if past_key_values is None or attention_mask is None:
             return head(input_ids, features, position_ids, attention_mask, past_key_values)
         with torch.no_grad():
-            x = head.fc(torch.cat([head.shared.embed(input_ids).to(features.dtype), features], dim=-1))
-            return self._run(x, position_ids, attention_mask, past_key_values, None)[0]
+            return self._run(head.project(input_ids, features), position_ids, attention_mask, past_key_values,
+                             None)[0]
 
 
 def _rms_weight(norm):

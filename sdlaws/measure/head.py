@@ -165,13 +165,16 @@ class FeatureHead(LlamaPreTrainedModel):
         the ``S`` slots of ``past_key_values`` (a transformers ``Cache``; the engine's ``SlotCache``).
         Turn the output into a predicted feature and logits with :meth:`predict`.
         """
-        embeds = self.shared.embed(input_ids).to(features.dtype)
-        x = self.fc(torch.cat([embeds, features], dim=-1))
+        x = self.project(input_ids, features)
         rotary = self.rotary_emb(x, position_ids)
         for layer in self.layers:
             x = layer(x, attention_mask=attention_mask, position_ids=position_ids, position_embeddings=rotary,
                       use_cache=past_key_values is not None, **{cache_keyword(self.layers[0]): past_key_values})
         return x
+
+    def project(self, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The first layer's input ``(B, n, h)``: ``fc`` of the pairs' token embeddings (first) and features."""
+        return self.fc(torch.cat([self.shared.embed(input_ids).to(features.dtype), features], dim=-1))
 
     def predict(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(feature, logits)``: the target's final norm of ``hidden`` ``(..., h)``, and its LM head on that."""
