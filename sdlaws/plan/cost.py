@@ -404,27 +404,34 @@ class StepTimeFit:
                                            f"(HBM x{ratio_bw:.3g}, FLOP/s x{ratio_flops:.3g})")
 
 
-def _fit_params(rows: pd.DataFrame, shapes: dict[str, ModelShape], centre: pd.Series,
-                start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares log-parameters, their covariance and the law's seconds per row."""
+def _workloads(rows: pd.DataFrame, shapes: dict[str, ModelShape], dtype: str) -> list[tuple[Workload, np.ndarray]]:
+    """One :class:`Workload` per shape over its rows of ``rows`` (a default index), with those rows' positions."""
+    return [(workload(shapes[name], *(rows[c].to_numpy()[pos] for c in ("batch_size", "tokens_per_row", "kv_len")),
+                      dtype), pos) for name, pos in rows.groupby("model_name").indices.items()]
+
+
+def _law_seconds(params, works: list[tuple[Workload, np.ndarray]], num_rows: int) -> np.ndarray:
+    """The law's seconds for every row of the :func:`_workloads` ``works``."""
+    out = np.empty(num_rows)
+    for work, pos in works:
+        out[pos] = law_time_s(params, work)
+    return out
+
+
+def _fit_params(rows: pd.DataFrame, shapes: dict[str, ModelShape], centre: pd.Series, dtype: str,
+                start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares log-parameters and their covariance."""
     from scipy.optimize import least_squares
 
     rows = rows.reset_index(drop=True)
-    works = [(workload(shapes[name], *(rows[c].to_numpy()[pos] for c in ("batch_size", "tokens_per_row", "kv_len"))),
-              pos) for name, pos in rows.groupby("model_name").indices.items()]
+    works = _workloads(rows, shapes, dtype)
     log_measured = np.log(rows["median_time_s"].to_numpy(dtype=float))
     log_centre = np.log(centre.to_numpy())
     weight = _PRIOR_WEIGHT / _PRIOR_SD
 
-    def law(theta):
-        params = dict(zip(PARAMS, np.exp(theta)))
-        out = np.empty(len(rows))
-        for work, pos in works:
-            out[pos] = law_time_s(params, work)
-        return out
-
     def resid(theta):
-        return np.concatenate([np.log(law(theta)) - log_measured, weight * (theta - log_centre)])
+        law_s = _law_seconds(dict(zip(PARAMS, np.exp(theta))), works, len(rows))
+        return np.concatenate([np.log(law_s) - log_measured, weight * (theta - log_centre)])
 
     lo, hi = _bounds(centre)
     starts = [log_centre] if start is None else [start]
@@ -434,7 +441,7 @@ def _fit_params(rows: pd.DataFrame, shapes: dict[str, ModelShape], centre: pd.Se
     dof = max(len(rows) - len(PARAMS), 1)
     sigma2 = float(np.sum(best.fun[: len(rows)] ** 2) / dof)
     info = jac.T @ jac + np.eye(len(PARAMS)) * weight**2
-    return best.x, sigma2 * np.linalg.pinv(info), law(best.x)
+    return best.x, sigma2 * np.linalg.pinv(info)
 
 
 def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16",
@@ -465,14 +472,9 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
     on_law = rows["model_name"].map(lambda n: describes(shapes[n]))
     if not on_law.any():  # only tables of other code paths: their rows are all there is to fit
         on_law[:] = True
-    theta, cov, _ = _fit_params(rows[on_law], shapes, centre)
+    theta, cov = _fit_params(rows[on_law], shapes, centre, dtype)
     params_ = pd.Series(np.exp(theta), index=list(PARAMS))
-    law_s = np.empty(len(rows))
-    for name, pos in rows.groupby("model_name").indices.items():
-        part = rows.iloc[pos]
-        law_s[pos] = law_time_s(params_, workload(shapes[name], part["batch_size"].to_numpy(),
-                                                  part["tokens_per_row"].to_numpy(), part["kv_len"].to_numpy(),
-                                                  dtype))
+    law_s = _law_seconds(params_, _workloads(rows, shapes, dtype), len(rows))
     residuals = rows[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(
         measured_s=rows["median_time_s"].to_numpy(float), law_s=law_s)
     fit = StepTimeFit(gpu_name=str(rows["gpu_name"].iloc[0]) if "gpu_name" in rows else hw.name,
