@@ -297,8 +297,8 @@ H200 = replace(
 #: much as unique data): targets of 12-19 M parameters at 20 tokens per parameter (2.4-3.8 epochs); the Thm 1.1
 #: draft (4.3 M) on one WSD trunk of 170 M tokens (40 per parameter), 12 finished branches from 1.36 M (2.1
 #: decades), each seed its own trunk; the plane's 8 drafts (0.3-7.5 M) at 2 seeds, against 4 targets, at T = 0
-#: and 1. Warm-up 0.5% of a run, so the first branch (leaving its
-#: trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M) starts after it. The plane fits one lease of 30 GPU minutes
+#: and 1. Warm-up 0.5% of a run, so the first branch (leaving its trunk at 0.8 x 1.36 M tokens = 0.64% of 170 M)
+#: starts after it. The plane fits one lease of 30 GPU minutes
 #: (corpus, training, measurement; the estimate checked against the Thm 1.1 run, ``MFU_AT_768``): its targets at
 #: 10 tokens per parameter and its drafts at 75 M tokens (10-235 per parameter), finished WSD runs all.
 H200_SCIENCE = replace(
