@@ -13,10 +13,10 @@
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
 # fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
 # estimated H200 minutes: 1. the engine's GPU tests (~1): the science step measures only where they pass; 2. the
-# SDSL plane at scale h200-science: 4 targets x 8 drafts x 2 seeds, WSD, T = 0 and 1 (docs/experiments.md; corpus
-# ~3, training ~15, measurements ~4); 3. the EAGLE-sized head's step table again, now that heads run the fused
-# path (~1); 4. the attention paths at the engine's shapes (attention_paths.py, ~2); 5. the regression guard
-# on this engine (blocked argmax, one KV write per layer, fused heads; gpu_guard.sh, ~5); 6. the verify and draft
+# EAGLE-sized head's step table again, now that heads run the fused path (~1); 3. the SDSL plane at scale
+# h200-science: 4 targets x 8 drafts x 2 seeds, WSD, T = 0 and 1 (docs/experiments.md; corpus ~3, training ~15,
+# measurements ~4); 4. the regression guard on this engine (blocked argmax, one KV write per layer, fused heads;
+# gpu_guard.sh, ~5); 5. the attention paths at the engine's shapes (attention_paths.py, ~2); 6. the verify and draft
 # passes' kernels again (profile_phases.py, ~2); 7. the EAGLE-sized head's held-out rows from scratch with fused heads
 # (gpu_heldout.sh step 5 into a fresh file, ~4); 8. the audit in fp32 at batch 1 and 8 (~3); 9. the Thm 1.3 sweep's
 # batch 256 at 2048-token prompts (~7). Each step resumes where a re-run finds its files. Earlier sessions' results
@@ -58,12 +58,12 @@ attention() {  # skipped where an earlier run finished it (the CSV is written at
 }
 step "1. engine GPU tests" bash -c "mkdir -p '$work/guard' && timeout 240 python3 -m pytest -q -p no:cacheprovider \
   tests/test_engine_gpu.py > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
-step "2. SDSL plane at scale h200-science" science ppl-plane
-step "3. EAGLE-sized head step table (fused), kv 512" head_steps 512
-step "3. EAGLE-sized head step table (fused), kv 2048" head_steps 2048
-step "4. attention paths" attention
-step "5. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
+step "2. EAGLE-sized head step table (fused), kv 512" head_steps 512
+step "2. EAGLE-sized head step table (fused), kv 2048" head_steps 2048
+step "3. SDSL plane at scale h200-science" science ppl-plane
+step "4. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_guard.sh
+step "5. attention paths" attention
 step "6. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
 step "6. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
