@@ -60,18 +60,19 @@ def test_report_writes_fits_figures_and_json(report_dir):
     pngs = {n for n in data["files"] if n.endswith(".png")}
     assert {"thm11_loglinear_alpha_mle.png", "sdsl_ppl_plane.png", "thm13_topk_batch.png",
             "heldout-h200-pairs.png", "heldout-h200-8b.png", "roofline.png"} <= pngs
-    plane = load_fits(report_dir / "sdsl_ppl_plane.json")[0.0]
-    assert isinstance(plane, FitResult) and plane.law == "ppl_plane"
-    assert plane.params["A"] == pytest.approx(data["plane"]["groups"]["T=0"]["forms"]["linear"]["fit"]["params"]["A"])
     # the at-scale run, where committed, is the section's entry (its files prefixed), the small-budget one inside it
-    thm11 = {"": data["thm11"].get("small_budget", data["thm11"])}
-    if "small_budget" in data["thm11"]:
-        thm11["at_scale_"] = data["thm11"]
-    for prefix, entry in thm11.items():
-        by_temperature = load_fits(report_dir / f"{prefix}thm11_loglinear_alpha_mle.json")
-        assert set(by_temperature) == {0.0, 1.0}
-        assert by_temperature[0.0].params["a"] == pytest.approx(
-            entry["responses"]["alpha_mle"]["T=0"]["loglinear"]["params"]["a"])
+    fitted = {"thm11": ("thm11_loglinear_alpha_mle.json", "loglinear", "a",
+                        lambda entry: entry["responses"]["alpha_mle"]["T=0"]["loglinear"]["params"]),
+              "plane": ("sdsl_ppl_plane.json", "ppl_plane", "A",
+                        lambda entry: entry["groups"]["T=0"]["forms"]["linear"]["fit"]["params"])}
+    for section, (name, law, key, params) in fitted.items():
+        runs = {"": data[section].get("small_budget", data[section])}
+        if "small_budget" in data[section]:
+            runs["at_scale_"] = data[section]
+        for prefix, entry in runs.items():
+            fit = load_fits(report_dir / f"{prefix}{name}")[0.0]
+            assert isinstance(fit, FitResult) and fit.law == law
+            assert fit.params[key] == pytest.approx(params(entry)[key])
     verdict_of = {"thm11": data["thm11"]["verdict"], "thm12": data["thm12"]["suite"]["verdict"],
                   "plane": data["plane"]["verdict"], "thm13": data["thm13"]["verdict"]}
     assert set(verdict_of.values()) <= set(verdicts.LABELS)
@@ -438,6 +439,7 @@ def test_at_scale_run_comes_first_and_the_small_budget_runs_follow_labelled(scie
     assert 0 < facts["corpus"]["epochs"]["draft"] < 1 and facts["target_tokens_per_param"][0] == pytest.approx(0.1,
                                                                                                              abs=0.01)
     assert "finished WSD runs, training seeds 0, 1" in text and "python 892.6k" in text
+    assert facts["target_seeds"] == [0] and "training seeds 0, 1 for the drafts, 0 for the target" in text
     assert "so it includes seed-to-seed noise" in text and "below the ~20 of compute-optimal" in text
     assert small["dataset"]["label"] == "cosine snapshots, cut by the time budget" and small["dataset"]["seeds"] == [0]
     assert verdicts.runs_agree(data["verdict"], small["verdict"]) in text
@@ -533,3 +535,8 @@ def test_document_with_the_at_scale_runs(science_measurements):
         assert section.index("At scale:") < section.index("### Small-budget runs: cosine snapshots")
     assert {"h200/science/pretrain-tokens.csv", "h200/science/ppl-plane-run.json"} <= set(data["inputs"])
     assert "The at-scale runs (`measurements/h200/science/pretrain-tokens.csv`" in text
+    # the limits name the runs a qualification is about: the time budget and the perplexity prefix are the
+    # small-budget runs'
+    limits = text.split("\n## Limits")[1]
+    assert data["scope"]["stopped_early"] and "(the small-budget runs' training stopped early" in limits
+    assert "- The small-budget runs' perplexities are measured on the first" in limits

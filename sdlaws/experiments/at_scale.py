@@ -122,7 +122,8 @@ def dataset(tables, runs: Runs, keys_: dict[str, str]) -> dict[str, Any]:
     return {"source": runs.source(keys_), "experiment": run["experiments"][0], "scale": run["scale"]["name"],
             "budget_s": run.get("budget_s"), "schedule": schedule, "stopped_early": stopped,
             "label": verdicts.schedule_label(schedule, stopped),
-            "seeds": sorted({model_seed(name) for name in rows["draft_name"]}), "num_targets": len(targets),
+            "seeds": sorted({model_seed(name) for name in rows["draft_name"]}),
+            "target_seeds": sorted({model_seed(name) for name in targets["target_name"]}), "num_targets": len(targets),
             "target_tokens": [float(targets["target_pretrain_tokens"].min()),
                               float(targets["target_pretrain_tokens"].max())],
             "target_tokens_per_param": [float(per_param.min()), float(per_param.max())],
@@ -171,12 +172,21 @@ def summary(d: dict, rows: list[list[str]]) -> list[list[str]]:
     return [[law, verdict, headline + note] for law, verdict, headline in rows]
 
 
+def _md_seeds(facts: dict) -> str:
+    """The training seeds, the targets' named apart where they were trained with fewer (the seed noise that the
+    intervals carry is then the drafts')."""
+    text = f"training seeds {listed(facts['seeds'])}"
+    if facts["target_seeds"] == facts["seeds"]:
+        return text
+    return f"{text} for the drafts, {listed(facts['target_seeds'])} for the target{'s' * (facts['num_targets'] > 1)}"
+
+
 def _md_at_scale(facts: dict) -> list[str]:
     """What the at-scale run is: command, files, schedule, seeds, targets, corpus and epochs, seed noise."""
     low, high = facts["target_tokens"]
     lines = [f"At scale: `sdlaws experiment run {facts['experiment']} --scale {facts['scale']}` "
-             f"(`measurements/{facts['source']}`): {facts['label']}, training seeds {listed(facts['seeds'])}; the "
-             "small-budget runs follow below.",
+             f"(`measurements/{facts['source']}`): {facts['label']}, {_md_seeds(facts)}; the small-budget runs "
+             "follow below.",
              f"{'Targets' if facts['num_targets'] > 1 else 'Target'} trained on "
              f"{tok(low) if low == high else f'{tok(low)}-{tok(high)}'} tokens, "
              f"{verdicts.tokens_per_param(*facts['target_tokens_per_param'])}."]

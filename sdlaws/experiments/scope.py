@@ -104,7 +104,7 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"- Tiny models: {d['num_models']} models ({d['num_checkpoints']} checkpoints) of "
             f"{tok(d['params_range'][0])} to {tok(d['params_range'][1])} parameters, final budgets "
             f"{tok(d['final_tokens_range'][0])} to {tok(d['final_tokens_range'][1])} tokens"
-            + (" (training stopped early at the time budget)" if d["stopped_early"] else "") + ".",
+            + _md_stopped_early(d) + ".",
             f"- {_md_corpus(d)}: Python source ({d['corpus_train_files']} training files, "
             f"{tok(d['corpus_train_tokens'])} tokens, vocabulary {d['vocab_size']}); prompts are "
             f"{d['prompt_tokens']}-token windows of held-out files, {listed(d['max_new_tokens'])} new tokens."
@@ -116,7 +116,7 @@ def render(d: dict, doc: Doc) -> list[str]:
             f"- Repeats: {d['num_configurations']} configurations, each measured "
             + ("once; intervals cover the fit, not run-to-run variation." if once else
                f"up to {d['max_repeats']} times."),
-            f"- Perplexities are measured on the first {tok(p['num_eval_tokens'])} tokens of the "
+            f"- {_md_perplexities(d)} are measured on the first {tok(p['num_eval_tokens'])} tokens of the "
             f"{tok(p['test_split_tokens'])}-token held-out split: {p['num_files']} files, "
             f"{pct(100 * p['largest_share'])} of its tokens from one file (`{p['largest_file']}`); the split removes "
             "exact duplicates only, so near-copies of training files remain. "
@@ -129,6 +129,21 @@ def render(d: dict, doc: Doc) -> list[str]:
 def _md_corpus(d: dict) -> str:
     """Whose corpus the corpus line describes: the only one, or the small-budget runs' one."""
     return "The small-budget runs' corpus" if "at_scale_sources" in d else "One corpus"
+
+
+def _md_stopped_early(d: dict) -> str:
+    """Which runs the time budget cut short: it is read from the small-budget runs' metadata only, since the
+    at-scale runs train until every model has its budget (resumable commands)."""
+    if not d["stopped_early"]:
+        return ""
+    if "at_scale_sources" in d:
+        return " (the small-budget runs' training stopped early at the time budget; the at-scale runs finished theirs)"
+    return " (training stopped early at the time budget)"
+
+
+def _md_perplexities(d: dict) -> str:
+    """Whose perplexity sample the bullet describes (the at-scale runs score a sample drawn across files)."""
+    return "The small-budget runs' perplexities" if "at_scale_sources" in d else "Perplexities"
 
 
 def _md_at_scale_corpus(d: dict) -> str:
