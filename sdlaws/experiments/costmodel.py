@@ -37,8 +37,9 @@ H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "
 #: The Thm 1.3 sweep: ``thm13.csv`` and ``thm13-fixed.csv`` (its rows timed with a known engine defect, measured
 #: again after the fix; :func:`sdlaws.defects.set_aside` keeps the re-measured ones).
 THM13 = "h200/thm13*.csv"
-#: The same target with an EAGLE-sized head as its draft (``benchmarks/gpu_heldout.sh`` step 5).
-HEADS = "h200/heads.csv"
+#: The same target with an EAGLE-sized head as its draft (``benchmarks/gpu_heldout.sh`` step 5), timed while heads
+#: ran stock Hugging Face decoder layers, with that path's step table beside it (``hf-layers/``).
+HEADS = "h200/hf-layers/heads.csv"
 #: The H200 pair suite's training rows and step tables: the engine's per-step overheads outside the forward
 #: passes are fitted there (``sdlaws validate``) and added to the plan's step times of the 8B sweep.
 PAIRS, PAIR_STEPS = ("h200/pairs/topk-batch.csv", "h200/pairs/heldout-train.csv"), "h200/pairs/step.csv"
@@ -47,6 +48,8 @@ PAIR_HELDOUT = "h200/pairs/heldout.csv"
 #: The acceptance profiles the sweep ran with; each prompt length's rows name theirs (``acceptance_profile``).
 PROFILES = ("h200/thm13-profile.json", "h200/heldout-profile.json")
 TARGET, DRAFT = "random:llama-3.1-8b", "random:llama-3.2-1b"
+#: The EAGLE-sized head on the 8B target, as its step table (``h200/steps-head.csv``) names it.
+HEAD = "head:random:llama-3.1-8b?layers=1"
 #: Prompt lengths ``benchmarks/gpu_thm13.sh`` sweeps (a missing one is reported as not yet measured).
 CONTEXTS = (512, 2048)
 
@@ -82,6 +85,7 @@ class Results:
     overheads: object = None                  # EngineOverheads fitted on the H200 pair suite
     set_aside: pd.DataFrame = None            # sweep rows timed with a known engine defect (sdlaws.defects)
     draft_cost: pd.DataFrame = None           # ms per draft forward: the EAGLE-sized head against the 1B draft
+    forward_cost: pd.DataFrame = None         # ms per bare forward of one token per row, from the step tables
 
 
 def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
@@ -91,13 +95,12 @@ def _read(root: Path, *paths: str, table: str) -> pd.DataFrame:
 
 
 def roofline_errors(steps: pd.DataFrame, hw) -> pd.DataFrame:
-    """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's error (in-sample
-    for the shapes it is calibrated on: those the step-time law describes, :func:`sdlaws.plan.cost.describes`)."""
+    """Per shape: the datasheet roofline's error and the three-parameter calibrated roofline's error (in-sample:
+    calibrated on every shape's rows)."""
     from sdlaws.calibration import calibrate
-    from sdlaws.plan.cost import describes
     from sdlaws.roofline import forward_time_s
 
-    calibrated = calibrate(steps[steps["model_name"].map(lambda n: describes(named_shape(n)))], hw).hardware
+    calibrated = calibrate(steps, hw).hardware
     rows = []
     for name, g in steps.groupby("model_name"):
         measured = g["median_time_s"].to_numpy()
@@ -154,6 +157,16 @@ def draft_cost(heads: pd.DataFrame, lm: pd.DataFrame) -> pd.DataFrame:
     their ratio."""
     both = pd.concat([draft_forward_ms(heads).rename("head_ms"), draft_forward_ms(lm).rename("draft_1b_ms")],
                      axis=1, join="inner")
+    return both.assign(ratio=both["head_ms"] / both["draft_1b_ms"]).reset_index()
+
+
+def forward_cost(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per (KV length, batch) where both step tables have it: ms of one graph-replayed forward of one token per
+    row (a chain's draft step) of the head (:data:`HEAD`) and of the 1B-shape draft, and their ratio."""
+    one = steps[steps["tokens_per_row"].eq(1)]
+    ms = 1e3 * one.set_index(["model_name", "kv_len", "batch_size"])["median_time_s"]
+    both = pd.concat([ms.get(HEAD, pd.Series(dtype=float)).rename("head_ms"),
+                      ms.get(DRAFT, pd.Series(dtype=float)).rename("draft_1b_ms")], axis=1, join="inner")
     return both.assign(ratio=both["head_ms"] / both["draft_1b_ms"]).reset_index()
 
 
@@ -259,5 +272,6 @@ def analyse(root: str | Path = "measurements") -> Results:
         sweeps.append(Sweep(int(length), max_new, profile, table, optimum, fit_topk_law(optimum), plan, predicted,
                             verdicts.censored_batches(optimum)))
     return Results(roofline=roofline_errors(steps, h200), law=law, checks=checks, sweeps=sweeps, failed=failed,
-                   overheads=overheads, set_aside=aside, draft_cost=draft_cost(_read(root, HEADS, table="spec"), spec))
+                   overheads=overheads, set_aside=aside, draft_cost=draft_cost(_read(root, HEADS, table="spec"), spec),
+                   forward_cost=forward_cost(steps))
 

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, HEADS, PAIR_HELDOUT,
+from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, HEAD, HEADS, PAIR_HELDOUT,
                                          PAIR_STEPS, PAIRS, TARGET, THM13, Results, analyse)
-from sdlaws.plan.cost import describes
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -75,8 +74,6 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
     loo, lobo, loso, transfer = (results.checks[k] for k in ("loo", "lobo", "loso", "transfer"))
     r = results.roofline
     law = results.law
-    decoders = sorted(n for n, shape in law.shapes.items() if describes(shape))
-    others = sorted(set(law.shapes) - set(decoders))
     lines = [
         "# The measured cost model and Thm 1.3 at 8B scale",
         "",
@@ -88,20 +85,15 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         f"What one forward pass costs on an H200, for {len(law.shapes)} random-weight shapes (batch 1-256 x 1-32 "
         "tokens per row, KV 512; the 8B and 1B shapes also at KV 2048; 10 CUDA-graph replays per point, median). The "
         "datasheet roofline is `max(FLOPs / (0.7 peak), bytes / (0.8 HBM)) + launches`; the calibrated roofline fits "
-        f"its three factors to the rows of the {len(decoders)} decoder shapes (errors in-sample)"
-        + (f"; the draft head ({_names(others)}) was timed on stock Hugging Face layers, not the fused path the "
-           "roofline and the law count (heads run that path since), and is scored with those factors"
-           if others else "") + ".",
+        f"its three factors to the rows of all {len(law.shapes)} shapes (errors in-sample).",
         "",
         _md(r.rename(columns={"model_name": "shape"})),
         "",
         "The step-time law (`sdlaws.plan.cost`) adds up the passes' kernels: per GEMM a smooth maximum of weight + "
         "activation bytes over bandwidth and FLOPs over a rate that grows with the rows M = batch x tokens, "
         "attention over the KV cache actually read, element-wise traffic, per-layer and fixed costs; nine GPU "
-        f"parameters fitted on the {len(decoders)} decoder shapes' tables, plus a residual surface per measured "
-        "shape (thin-plate spline in log batch, log tokens, log KV)"
-        + (f"; the table of {_names(others)} gets its surface over the law without moving the parameters"
-           if others else "") + ". Fitted parameters on the H200 (95% intervals):",
+        f"parameters fitted on the {len(law.shapes)} shapes' tables, plus a residual surface per measured "
+        "shape (thin-plate spline in log batch, log tokens, log KV). Fitted parameters on the H200 (95% intervals):",
         "",
         _md(pd.concat([law.params.rename("value"), law.conf_int(), law.prior.rename("prior")], axis=1)
             .reset_index().rename(columns={"index": "parameter"}), ".4g"),
@@ -142,7 +134,7 @@ def render(results: Results, fig_dir: Path, root: Path, link: str = "cost-model"
         *_plan_overall(results.sweeps),
         *_missing_contexts(results),
         *_set_aside(results.set_aside),
-        *_draft_cost(results.draft_cost, sorted(n for n in results.law.shapes if n.startswith("head:"))),
+        *_draft_cost(results.forward_cost, results.draft_cost),
         verdicts.failed_configurations(results.failed, THM13), "",
         "Held-out predictions of the pairs and of this sweep (`sdlaws validate`) are in `docs/results.md`.",
         "",
@@ -173,11 +165,6 @@ def _missing_contexts(results: Results) -> list[str]:
         return []
     return [f"Not measured yet: the sweep at {', '.join(map(str, missing))}-token prompts "
             f"(`benchmarks/gpu_thm13.sh` resumes `{THM13}`).", ""]
-
-
-def _names(names: list[str]) -> str:
-    """``names`` as inline code, comma-separated."""
-    return ", ".join(f"`{n}`" for n in names)
 
 
 def _listed(values: pd.Series) -> str:
@@ -211,20 +198,28 @@ def _set_aside(aside: pd.DataFrame) -> list[str]:
     return [" ".join(lines), ""]
 
 
-def _draft_cost(cost: pd.DataFrame, timed_heads: list[str]) -> list[str]:
-    """The EAGLE-sized head's draft forward against the 1B-shape draft's, where both were timed; ``timed_heads``:
-    the heads the step-time law was fitted on (their step tables)."""
-    if cost is None or cost.empty:
+def _draft_cost(forward: pd.DataFrame, cost: pd.DataFrame) -> list[str]:
+    """The EAGLE-sized head's draft forward against the 1B-shape draft's: bare forwards of this engine from the
+    step tables (``forward``), then the draft phases timed end to end while heads ran stock layers (``cost``)."""
+    if forward is None or forward.empty:
         return []
-    law = (f"The planner times the head with the step-time law and the residual surface of its own step table "
-           f"({_names(timed_heads)})" if timed_heads else
-           "The planner times the head with the step-time law of the other shapes (no step table of the head)")
-    return ["## An EAGLE-sized head against a 1B-shape draft", "",
-            f"The same 8B target with `head:random:llama-3.1-8b?layers=1` (one decoder layer of the target's width "
-            f"with its embedding and LM head) as the draft, `measurements/{HEADS}`, against the 1B-shape draft of "
-            "the sweep (rows set aside above left out): median milliseconds of the draft phase per drafted position "
-            "of chain rows (one draft forward with its sampling, as the engine times it), over gammas and repeats. "
-            f"{law}; its predictions of these rows are a held-out suite of `docs/results.md`.", "",
+    lines = ["## An EAGLE-sized head against a 1B-shape draft", "",
+             f"`{HEAD}` (one decoder layer of the 8B target's width with its embedding and LM head, the `2h -> h` "
+             "input projection) against the 1B shape: milliseconds of one forward of one token per row (a chain's "
+             "draft step), median of CUDA-graph replays, from the step tables (`measurements/h200/steps-head.csv`, "
+             "heads on the engine's fused path, and `measurements/h200/steps.csv`). The planner times the head with "
+             "the step-time law and the residual surface of this table.", "",
+             _md(forward.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
+             f"- {verdicts.cheaper_draft(forward['ratio'].to_numpy(), forward['batch_size'].to_numpy())}.", ""]
+    if cost is None or cost.empty:
+        return lines
+    return [*lines,
+            f"End to end, from an earlier engine whose heads ran stock Hugging Face decoder layers: the 8B target "
+            f"with the head as its draft (`measurements/{HEADS}`) against the 1B-shape draft of the sweep (rows set "
+            "aside above left out), median milliseconds of the draft phase per drafted position of chain rows (one "
+            "draft forward with its sampling, as the engine times it), over gammas and repeats. Those rows are a "
+            "held-out suite of `docs/results.md`, predicted with the step table of the same engine "
+            f"(`measurements/{HEADS.replace('heads.csv', 'steps-head.csv')}`).", "",
             _md(cost.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
             f"- {verdicts.cheaper_draft(cost['ratio'].to_numpy(), cost['batch_size'].to_numpy())}.", ""]
 
@@ -338,7 +333,6 @@ def write(out: str | Path = "docs/cost-model.md", root: str | Path = "measuremen
     with io.output_group():  # the document, its figures and the error JSON replace the old ones together
         io.save_text(render(results, figures, root=Path(root), link=figures.name), out)
         r = results.roofline
-        r = r[r["model_name"].map(lambda n: describes(results.law.shapes[n]))]  # the decoders the roofline counts
         io.save_json({"NVIDIA H200": dict(median_abs_pct=float(np.median(r["datasheet_median"].to_numpy())),
                                           max_abs_pct=float(r["datasheet_max"].max()), rows=int(r["rows"].sum()),
                                           shapes=len(r), source=f"{root}/{H200_STEPS}")}, ROOFLINE_ERROR_FILE)

@@ -10,8 +10,9 @@ decode steps, median errors with bootstrap intervals, whether the predicted best
 the measured best, and the rows it could not predict, with the reason. The 8B suites' rows are the Thm 1.3 sweep
 (:mod:`sdlaws.experiments.costmodel`) and the same target with an EAGLE-sized head as its draft
 (``benchmarks/gpu_heldout.sh`` step 5): synthetic acceptance, so only the engine's overheads come from the pair
-suite's training rows; nothing of either is fitted, and the head's forward times come from the step-time law of
-the H200 step tables (``h200/steps*.csv``: the head's own where one is committed, else other shapes').
+suite's training rows; nothing of either is fitted, and the forward times come from the step-time law of the H200
+step tables (``h200/steps*.csv``). The head's rows were measured while heads ran stock Hugging Face layers
+(``h200/hf-layers/``): that suite reads the head's step table of the same engine, beside the decoders'.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Suite:
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
          "sweep_8b": ("h200/thm13*.csv", "spec-all"), "steps_8b": ("h200/steps*.csv", "step"),
-         "head_8b": ("h200/heads.csv", "spec-all"),
+         "steps_decoders": ("h200/steps.csv", "step"), "head_8b": ("h200/hf-layers/heads.csv", "spec-all"),
+         "steps_head_hf": ("h200/hf-layers/steps-head.csv", "step"),
          "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
          **topk_batch.GRID, **topk_batch.STEPS}
 #: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there (a 1B-shape draft, an
@@ -63,8 +65,9 @@ SUITES = (
           "h200"),
     Suite("h200-8b", "8B target with a 1B-shape draft under synthetic acceptance, one H200",
           ("pairs_grid", "pairs_train"), "sweep_8b", ("steps_8b", "pairs_step"), "h200"),
-    Suite("h200-8b-head", "8B target with an EAGLE-sized head (one decoder layer) under synthetic acceptance, one H200",
-          ("pairs_grid", "pairs_train"), "head_8b", ("steps_8b", "pairs_step"), "h200"),
+    Suite("h200-8b-head", "8B target with an EAGLE-sized head (one decoder layer, stock Hugging Face layers) under "
+          "synthetic acceptance, one H200", ("pairs_grid", "pairs_train"), "head_8b",
+          ("steps_decoders", "steps_head_hf", "pairs_step"), "h200"),
     Suite("h100-pairs", "trained pairs, one H100 (first run)", ("topk",), "heldout", ("step",), "h100"),
     Suite("h100-draft-law", "drafts never seen: each draft of the H100 perplexity plane left out in turn",
           ("plane",), "", ("step",), "h100", mode="by_draft"),

@@ -25,8 +25,9 @@ On top of the law, each measured model keeps a *residual surface*: the log-resid
 interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-plate spline
 (``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
-measured get the law alone. Tables of passes on another code path than the one the law counts (a draft head's stock
-Hugging Face layers, :func:`describes`) get their surface over the law but do not enter the parameters' fit. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
+measured get the law alone. Every table enters the parameters' fit, so every table must time the engine's fused
+path (:mod:`sdlaws.measure.fastpath`), whose kernels the law counts: draft heads run it too
+(:class:`~sdlaws.measure.fastpath.FastHead`). See ``docs/cost-model.md`` for the validation (leave-one-point-out,
 leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
 
 One module because the law's terms, its fit, its residual surface and its result object are one
@@ -469,28 +470,15 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
     shapes = {n: (shapes or {}).get(n) or step_shape(n, params.get(n)) for n in names.unique()}
     centre = prior(hw, dtype)
     rows = rows.assign(model_name=names).reset_index(drop=True)
-    on_law = rows["model_name"].map(lambda n: describes(shapes[n]))
-    if not on_law.any():  # only tables of other code paths: their rows are all there is to fit
-        on_law[:] = True
-    theta, cov = _fit_params(rows[on_law], shapes, centre, dtype)
+    theta, cov = _fit_params(rows, shapes, centre, dtype)
     params_ = pd.Series(np.exp(theta), index=list(PARAMS))
     law_s = _law_seconds(params_, _workloads(rows, shapes, dtype), len(rows))
     residuals = rows[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(
         measured_s=rows["median_time_s"].to_numpy(float), law_s=law_s)
     fit = StepTimeFit(gpu_name=str(rows["gpu_name"].iloc[0]) if "gpu_name" in rows else hw.name,
                       params=params_, log_cov=cov, prior=centre, residuals=residuals, shapes=shapes,
-                      source=f"fitted on {int(on_law.sum())} step timings")
+                      source=f"fitted on {len(rows)} step timings")
     return _with_surfaces(fit)
-
-
-def describes(shape: ModelShape) -> bool:
-    """Whether the law's kernel model describes the committed passes of ``shape``: decoders ran the engine's fused
-    path (:mod:`sdlaws.measure.fastpath`), which the law's terms count. The committed draft-head table
-    (``fc_in``; ``measurements/h200/steps-head.csv``) was timed while heads ran stock Hugging Face decoder layers
-    (unfused norms and rotary, GQA by copying K/V), whose time grows with the batch far beyond those terms; it gets
-    a residual surface over the law and does not move the GPU's parameters. Heads now run the fused path too
-    (:class:`~sdlaws.measure.fastpath.FastHead`): once their table is measured again, they join the fit."""
-    return not shape.fc_in
 
 
 def _with_surfaces(fit: StepTimeFit) -> StepTimeFit:
