@@ -61,17 +61,19 @@ def test_suite_models_are_shared_and_the_estimate_agrees_with_the_committed_run(
     assert np.log10(tokens[-1] / tokens[0]) >= 2.5    # the pretraining axis spans ~3 decades
 
 
-def test_estimates_match_the_step_times_of_the_science_run():
-    """The training-time model against the committed h200-science Thm 1.1 run: each model's measured seconds per
-    optimizer step (tokens per step / its tokens per second) within 10% of the estimate."""
+@pytest.mark.parametrize("experiment, tolerance", [("pretrain-tokens", 0.10), ("ppl-plane", 0.20)])
+def test_estimates_match_the_step_times_of_the_science_runs(experiment, tolerance):
+    """The training-time model against the committed h200-science runs: each model's measured seconds per
+    optimizer step (tokens per step / its tokens per second) within ``tolerance`` of the estimate. The plane's
+    drafts of width 64 run at ~1% MFU, where fixed per-step costs that the model scales with the width show (0.84x)."""
     from sdlaws.experiments.scale import H200_SCIENCE as s, estimate_step_s
 
-    run = json.loads((REPO / "measurements" / "h200" / "science" / "pretrain-tokens-run.json").read_text())
+    run = json.loads((REPO / "measurements" / "h200" / "science" / f"{experiment}-run.json").read_text())
     for checkpoints in run["train"]["checkpoints"].values():
         last = checkpoints[-1]
         measured = s.tokens_per_step / last["tokens_per_s"]
         estimated = estimate_step_s(s.spec((last["layers"], last["hidden_size"]), s.tokens_per_step), s, s.hardware)
-        assert estimated == pytest.approx(measured, rel=0.10), last["name"]
+        assert estimated == pytest.approx(measured, rel=tolerance), last["name"]
 
 
 def test_estimates_grow_with_budget_and_size():

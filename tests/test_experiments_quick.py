@@ -100,6 +100,34 @@ def test_head_depth_trains_heads_and_measures_them_beside_the_lm_drafts(tmp_path
     assert len(io.read_measurements(out)) == len(df)
 
 
+@pytest.mark.parametrize("train_only", [True, False])
+def test_train_only_commands_keep_no_measurement_time(tmp_path, corpus_dir, monkeypatch, train_only):
+    """A ``--train-only`` command trains until the budget's margin (what the dry run's command count assumes); a
+    command that measures stops training ``reserve_s`` earlier."""
+    from dataclasses import replace
+
+    from sdlaws.experiments import runner
+    from sdlaws.experiments.context import Layout
+    from sdlaws.experiments.scale import QUICK
+
+    class Limit(Exception):
+        pass
+
+    def train_family(specs, corpus, models_dir, config, progress):
+        raise Limit(config.time_limit_s)
+
+    monkeypatch.setattr(runner, "train_family", train_family)
+    out = tmp_path / "out" / "pretrain-tokens.csv"
+    scale = replace(QUICK, reserve_s={"pretrain-tokens": 120.0})
+    plan = runner.RunPlan(("pretrain-tokens",), scale, tmp_path / "work", Layout.for_single("pretrain-tokens", out),
+                          600.0, corpus_dir, "cpu")
+    assert plan.reserve_s == 120.0
+    with pytest.raises(Limit) as limit:
+        runner.run(plan, progress=False, train_only=train_only)
+    expected = 600.0 - runner.MARGIN_S - (0.0 if train_only else plan.reserve_s)
+    assert expected - 30 < limit.value.args[0] <= expected   # less the seconds the corpus and prompts took
+
+
 def test_wsd_scale_measures_finished_branches_of_every_seed_after_train_only(tmp_path, corpus_dir):
     """A scale with ``schedule="wsd"`` and two seeds: ``--train-only`` trains and measures nothing; the next run
     measures each seed's cool-down branches (finished runs), one per log-spaced budget."""

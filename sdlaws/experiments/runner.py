@@ -199,7 +199,9 @@ def run(plan: RunPlan, *, progress: bool = True, train_only: bool = False) -> Ru
     log_line(console, f"corpus {corpus.path}: {corpus.num_tokens('train') / 1e6:.1f}M train tokens, "
                       f"{corpus.num_tokens('test') / 1e6:.2f}M test tokens ({result.timings_s['corpus']:.0f} s)")
     prompts = _prompts(plan, corpus)
-    result.train = _train(plan, corpus, device, deadline, result, console, progress)
+    # a command that measures nothing keeps no measurement time: it trains until the deadline's margin
+    result.train = _train(plan, corpus, device, deadline, 0.0 if train_only else plan.reserve_s, result, console,
+                          progress)
     result.context = Context(plan.scale, corpus, plan.layout, result.train.checkpoints, device, dtype, prompts,
                              deadline, models_dir=_models_dir(plan, corpus))
     plan.layout.directory.mkdir(parents=True, exist_ok=True)
@@ -224,13 +226,13 @@ def _models_dir(plan: RunPlan, corpus: Corpus) -> Path:
     return plan.work / plan.scale.name / f"models-{corpus.sha256[:8]}"
 
 
-def _train(plan: RunPlan, corpus: Corpus, device: str, deadline: float | None, result: RunResult, console,
-           progress: bool) -> TrainResult:
-    """Train every model of the plan, cut to leave the measurements their reserved time."""
+def _train(plan: RunPlan, corpus: Corpus, device: str, deadline: float | None, reserve_s: float, result: RunResult,
+           console, progress: bool) -> TrainResult:
+    """Train every model of the plan, cut ``reserve_s`` before the deadline (the measurements' time)."""
     from sdlaws.measure.models import free_device_memory
 
     s = plan.scale
-    limit = None if deadline is None else max(0.0, deadline - time.monotonic() - plan.reserve_s - MARGIN_S)
+    limit = None if deadline is None else max(0.0, deadline - time.monotonic() - reserve_s - MARGIN_S)
     config = TrainConfig(seq_len=s.seq_len, batch_size=s.batch_size, device=device, data_seed=s.seed,
                          time_limit_s=limit, schedule=s.schedule, decay_fraction=s.decay_fraction,
                          warmup_fraction=s.warmup_fraction, checkpoint_every_s=s.checkpoint_every_s)
