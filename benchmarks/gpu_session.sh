@@ -12,15 +12,16 @@
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring
 # fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
-# estimated H200 minutes: 1. the engine's GPU tests (~1): the science step measures only where they pass; 2. the
-# EAGLE-sized head's step table again, now that heads run the fused path (~1); 3. the SDSL plane at scale
-# h200-science: 4 targets x 8 drafts x 2 seeds, WSD, T = 0 and 1 (docs/experiments.md; corpus ~3, training ~15,
-# measurements ~4); 4. the regression guard on this engine (blocked argmax, one KV write per layer, fused heads;
-# gpu_guard.sh, ~5); 5. the attention paths at the engine's shapes (attention_paths.py, ~2); 6. the verify and draft
-# passes' kernels again (profile_phases.py, ~2); 7. the EAGLE-sized head's held-out rows from scratch with fused heads
-# (gpu_heldout.sh step 5 into a fresh file, ~4); 8. the audit in fp32 at batch 1 and 8 (~3); 9. the Thm 1.3 sweep's
-# batch 256 at 2048-token prompts (~7). Each step resumes where a re-run finds its files. Earlier sessions' results
-# (Thm 1.1 at scale, step tables, guard, sweeps, audit, batching, MFU) are committed under measurements/h200/.
+# estimated H200 minutes: 1. the engine's GPU tests (~1.3): the guard and the timings after it are only quoted where
+# they pass; 2. the regression guard on this engine (blocked argmax, one KV write per layer, fused heads, its own
+# chain draft phase; gpu_guard.sh, ~5); 3. the EAGLE-sized head's held-out rows from scratch with fused heads
+# (gpu_heldout.sh step 5 into a fresh heads.csv, ~4: they replace the stock-layer rows, now in hf-layers/, as the
+# head's held-out suite); 4. the attention paths at the engine's shapes (attention_paths.py, ~2); 5. the verify and
+# draft passes' kernels again (profile_phases.py, ~2); 6. continuous against static batching again, the chain at
+# batch 64 included (gpu_batching.sh, ~3); 7. the audit in fp32 at batch 1 and 8 (~3); 8. the Thm 1.3 sweep's batch
+# 256 at 2048-token prompts (~7). Each step resumes where a re-run finds its files. Earlier sessions' results
+# (Thm 1.1 and the SDSL plane at scale, step tables, guard, sweeps, audit, batching, MFU) are committed under
+# measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -31,23 +32,6 @@ step() {  # name command...
   echo "[$(date -u +%H:%M:%S)] exit $?"
 }
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-head_steps() {  # kv: the EAGLE-sized head's forward timings (graph replays, as the other shapes' step tables)
-  SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws measure hardware --model "head:random:llama-3.1-8b?layers=1" \
-    --kv "$1" --tokens 1,2,3,4,6,8,12,16,24,32 --batch 1,2,4,8,16,32,64,128,256 --repeats 10 \
-    --out "$work/hw-head.json" --timing-out "$work/steps-head.csv" 2>&1 | grep -v "^\s*$" | tail -n 3
-}
-science() {  # NAME: an experiment at scale h200-science: train (resumable, exit 3 while short of the budget), measure
-  local s=(--scale h200-science --work "$work/runs/sds" --out "$work/science/$1.csv")
-  local summary; summary=$(tail -n 1 "$work/guard/pytest.txt" 2>/dev/null)  # pytest's last line: its counts
-  [[ "$summary" == *" passed"* && "$summary" != *failed* && "$summary" != *error* ]] || {
-    echo "the engine's GPU tests did not pass ($summary): no measurement with it"; return 1; }
-  mkdir -p "$work/science"
-  for _ in 1 2 3 4 5 6; do
-    SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run "$1" "${s[@]}" --train-only 2>&1 | grep -v "━" | tail -n 6
-    [ "${PIPESTATUS[0]}" -eq 3 ] || break
-  done
-  SDLAWS_GIT_SHA=$(gpu_sha) python3 -m sdlaws experiment run "$1" "${s[@]}" 2>&1 | grep -v "━" | tail -n 8
-}
 attention() {  # skipped where an earlier run finished it (the CSV is written at the end, even with a WRONG row)
   [ -f "$work/attention.csv" ] && { echo "attention.csv already there"; return 0; }
   SDLAWS_GIT_SHA=$(gpu_sha) timeout 300 python3 benchmarks/attention_paths.py --out "$work/attention.csv" \
@@ -58,18 +42,16 @@ attention() {  # skipped where an earlier run finished it (the CSV is written at
 }
 step "1. engine GPU tests" bash -c "mkdir -p '$work/guard' && timeout 240 python3 -m pytest -q -p no:cacheprovider \
   tests/test_engine_gpu.py > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
-step "2. EAGLE-sized head step table (fused), kv 512" head_steps 512
-step "2. EAGLE-sized head step table (fused), kv 2048" head_steps 2048
-step "3. SDSL plane at scale h200-science" science ppl-plane
-step "4. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
+step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_guard.sh
-step "5. attention paths" attention
-step "6. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+step "3. EAGLE-sized head rows, fused heads" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
+step "4. attention paths" attention
+step "5. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
-step "6. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+step "5. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase draft --case chain,4,1,1,128 --out "$work/phases-draft.txt"
-step "7. EAGLE-sized head rows, fused heads" env WORK="$work" STEPS="5" bash benchmarks/gpu_heldout.sh
-step "8. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
+step "6. continuous against static batching" env WORK="$work" bash benchmarks/gpu_batching.sh
+step "7. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh
-step "9. batch 256 at 2048-token prompts, chunked prefills" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
+step "8. batch 256 at 2048-token prompts, chunked prefills" env WORK="$work" STEPS="7" bash benchmarks/gpu_heldout.sh
 echo "[$(date -u +%H:%M:%S)] done"
