@@ -217,20 +217,6 @@ def test_leave_one_out_rmse_is_small_for_the_true_form_and_none_when_unidentifie
     assert leave_one_out_rmse(_plane_rows(2), refit, "target_name") is None   # one target left: B undetermined
 
 
-def test_pigeonhole_weights_multiply_the_draws_of_each_factor():
-    from sdlaws.experiments.multiway import pigeonhole_weights
-
-    drafts, targets = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
-    w = pigeonhole_weights([drafts, targets], 200, 0)
-    # every resample draws 3 drafts and 2 targets, so the rows' weights add up to 3 x 2
-    assert w.shape == (200, 6) and np.allclose(w.sum(axis=1), 6) and w.std(axis=0).min() > 0
-    by_draft = np.stack([w[:, drafts == d].sum(axis=1) for d in range(3)], axis=1)
-    by_target = np.stack([w[:, targets == t].sum(axis=1) for t in range(2)], axis=1)
-    assert np.allclose(by_draft.sum(axis=1), by_target.sum(axis=1))
-    # a row carries its draft's draw times its target's draw, so cross products match
-    assert np.allclose(w[:, 0] * w[:, 3], w[:, 1] * w[:, 2])   # (d0,t0)(d1,t1) = (d0,t1)(d1,t0)
-
-
 def test_curvature_test_finds_a_bend_and_not_a_line():
     from sdlaws.experiments.pretrain_tokens import curvature_test
     from sdlaws.fit import fit_law

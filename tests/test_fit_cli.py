@@ -123,3 +123,28 @@ def test_topk_law_from_measurement_rows(spec_row, tmp_path):
     _fit_cli(str(csv), "--law", "topk_batch", "--out", str(tmp_path))
     fit = load_fit(tmp_path / "topk_batch.json")
     assert fit.nobs == 6 and fit.params["p"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_crossed_units_give_the_reports_two_way_intervals(tmp_path):
+    """``--unit draft_name,target_name`` on the committed at-scale plane: the pigeonhole bootstrap of the results
+    document (sdlaws.experiments.multiway), several times wider than resampling rows, which hides that the rows of
+    one target share its perplexity."""
+    from sdlaws import rates
+    from sdlaws.experiments.multiway import cluster_bootstrap
+    from sdlaws.fit import fill_perplexities, used_rows
+
+    root = Path(__file__).resolve().parents[1] / "measurements" / "h200" / "science"
+    args = (str(root / "ppl-plane.csv"), "--law", "ppl_plane", "--ppl", str(root / "ppl-plane-ppl.csv"),
+            "--group", "temperature", "--bootstrap", "1000")
+    _fit_cli(*args, "--unit", "draft_name,target_name", "--out", str(tmp_path / "crossed"))
+    _fit_cli(*args, "--out", str(tmp_path / "rows"))
+    crossed = load_fits(tmp_path / "crossed" / "ppl_plane_temperature.json")[0.0]
+    rows = load_fits(tmp_path / "rows" / "ppl_plane_temperature.json")[0.0]
+    assert crossed.meta["unit"] == "draft_name,target_name"
+    width = {name: fit.conf_int().diff(axis=1)["upper"] for name, fit in (("crossed", crossed), ("rows", rows))}
+    assert (width["crossed"]["A"] > 2 * width["rows"]["A"]) and (width["crossed"]["B"] > width["rows"]["B"])
+    # the report's routine on the same rows, same seed
+    spec = rates.derive(io.read_measurements(root / "ppl-plane.csv", ok_only=True))
+    df = fill_perplexities(spec, io.read_measurements(root / "ppl-plane-ppl.csv", table="ppl"))
+    two_way = cluster_bootstrap(crossed, used_rows(df, crossed), ["draft_name", "target_name"], n_boot=1000, seed=0)
+    np.testing.assert_allclose(crossed.conf_int().loc["A"].to_numpy(), two_way["ci"]["A"], rtol=0.05)

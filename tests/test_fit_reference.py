@@ -92,6 +92,21 @@ def test_vectorised_bootstrap_equals_refitting_duplicated_rows():
         np.testing.assert_allclose(draws[r], ref.params, rtol=1e-9)
 
 
+def test_crossed_factors_multiply_the_draws_of_each_factor():
+    drafts, targets = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
+    w = np.concatenate(list(resample_counts(np.stack([drafts, targets]), 200, 0)))
+    # every resample draws 3 drafts and 2 targets, so the rows' weights add up to 3 x 2
+    assert w.shape == (200, 6) and np.allclose(w.sum(axis=1), 6) and w.std(axis=0).min() > 0
+    by_draft = np.stack([w[:, drafts == d].sum(axis=1) for d in range(3)], axis=1)
+    by_target = np.stack([w[:, targets == t].sum(axis=1) for t in range(2)], axis=1)
+    assert np.allclose(by_draft.sum(axis=1), by_target.sum(axis=1))
+    # a row carries its draft's draw times its target's draw, so cross products match
+    assert np.allclose(w[:, 0] * w[:, 3], w[:, 1] * w[:, 2])   # (d0,t0)(d1,t1) = (d0,t1)(d1,t0)
+    # one factor: the same draws as a plain unit bootstrap
+    one = np.concatenate(list(resample_counts(drafts[None], 50, 3)))
+    np.testing.assert_array_equal(one, np.concatenate(list(resample_counts(drafts, 50, 3))))
+
+
 def test_resamples_take_whole_units_and_are_seeded():
     units = np.repeat(np.arange(6), 3)
     first = np.concatenate(list(resample_counts(units, 50, seed=1)))

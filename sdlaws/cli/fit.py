@@ -36,7 +36,9 @@ def fit(
     group: Annotated[Optional[str], typer.Option(help="Fit once per value of this column.")] = None,
     weight: Annotated[str, typer.Option(help="Weight column, 'auto' (the count behind a derived rate) or 'none'.")]
     = "auto",
-    unit: Annotated[Optional[str], typer.Option(help="Column resampled as whole units by the bootstrap (default: rows).")]
+    unit: Annotated[Optional[str], typer.Option(help="Column resampled as whole units by the bootstrap (default: "
+                                                     "rows); comma-separated columns are crossed factors, each "
+                                                     "resampled independently (e.g. draft_name,target_name).")]
     = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples; 0 gives analytic intervals.")] = 0,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,

@@ -4,7 +4,8 @@ prediction error, and the training seed of a row's model.
 Rows of a target x draft grid are not independent: every row of one target shares that target's perplexity and
 its measurement noise, every row of one draft likewise, and checkpoints of one training run share its seed.
 The pigeonhole bootstrap (Owen 2007, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2)) resamples each factor's
-units independently with replacement and gives a row the product of its units' multiplicities; its variance is
+units independently with replacement and gives a row the product of its units' multiplicities
+(:func:`sdlaws.fit.bootstrap.resample_counts`, which ``sdlaws fit --unit a,b`` uses too); its variance is
 the sum of the one-way cluster variances, as in the multiway cluster-robust covariance of Cameron, Gelbach &
 Miller (2011, "Robust inference with multiway clustering", J. Bus. Econ. Stat. 29(2)). Both need many units in
 every factor: with 3 targets the between-target part of the variance rests on 3 values, which is why the
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments.reporting import ALPHA, N_BOOT, SEED
+from sdlaws.fit.bootstrap import resample_counts
 
 #: ``-s<seed>`` ending the run directory of a model trained by ``sdlaws train`` (``L4-H256-T30M-s1/step-N``).
 _SEED = re.compile(r"-s(\d+)(?:/|$)")
@@ -34,20 +36,6 @@ def model_seed(name: str) -> int:
     return int(match[1]) if match else 0
 
 
-def pigeonhole_weights(codes: Sequence[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
-    """Row multiplicities (n_boot, n_rows): each factor's units drawn with replacement, independently across
-    factors, and a row weighted by the product of its units' draws (``codes``: per factor, each row's unit
-    ``0 .. k - 1``)."""
-    rng = np.random.default_rng(seed)
-    weights = np.ones((n_boot, len(codes[0])))
-    for code in codes:
-        k = int(code.max()) + 1
-        picks = rng.integers(0, k, size=(n_boot, k)) + k * np.arange(n_boot)[:, None]
-        drawn = np.bincount(picks.ravel(), minlength=n_boot * k).reshape(n_boot, k)
-        weights *= drawn[:, code]
-    return weights
-
-
 def cluster_bootstrap(fit, rows: pd.DataFrame, factors: Sequence[str], *, n_boot: int = N_BOOT, seed: int = SEED,
                       alpha: float = ALPHA) -> dict:
     """Percentile intervals of a linear law's parameters from the pigeonhole bootstrap over ``factors`` (columns
@@ -58,8 +46,9 @@ def cluster_bootstrap(fit, rows: pd.DataFrame, factors: Sequence[str], *, n_boot
     offset, design = spec.design(rows[list(fit.x)].to_numpy(dtype=float))
     z = spec.to_space(rows[fit.y].to_numpy(dtype=float)) - offset
     w = rows[fit.meta["weight"]].to_numpy(dtype=float) if fit.meta.get("weight") else np.ones(len(z))
-    codes = [pd.factorize(rows[c])[0] for c in factors]
-    draws = [beta for m in pigeonhole_weights(codes, n_boot, seed) if (beta := _wls(design, z, m * w)) is not None]
+    codes = np.stack([pd.factorize(rows[c])[0] for c in factors])
+    draws = [beta for counts in resample_counts(codes, n_boot, seed) for m in counts
+             if (beta := _wls(design, z, m * w)) is not None]
     out = {"method": "pigeonhole bootstrap over " + " x ".join(factors), "factors": factors,
            "units": {c: int(rows[c].nunique()) for c in factors}, "n_boot": n_boot,
            "n_dropped": n_boot - len(draws), "ci": {name: [None, None] for name in spec.params}}

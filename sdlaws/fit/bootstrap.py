@@ -1,7 +1,9 @@
 """Seeded bootstrap that resamples whole units (rows, or prompts / models / runs via a unit column).
 
 A resample draws as many units as there are, with replacement, and gives every row of a unit drawn ``m``
-times the multiplicity ``m``. Fits on a resample are weighted fits with weight ``m * w`` (``w`` the row's
+times the multiplicity ``m``. Rows may belong to units of several crossed factors (e.g. drafts x targets): each
+factor's units are then drawn independently and a row's multiplicity is the product of its units' draws, the
+pigeonhole bootstrap (Owen 2007), whose intervals carry the noise of every factor. Fits on a resample are weighted fits with weight ``m * w`` (``w`` the row's
 regression weight), which is identical to refitting on the duplicated rows and lets the linear case run as
 one batched solve of the weighted normal equations (no Python loop over resamples).
 """
@@ -24,21 +26,24 @@ def resample_counts(units: np.ndarray, n_boot: int, seed: int) -> Iterator[np.nd
 
     Parameters
     ----------
-    units : array of int, shape (n_rows,)
-        Unit code of each row, ``0 .. n_units - 1``.
+    units : array of int, shape (n_rows,) or (n_factors, n_rows)
+        Unit code of each row, ``0 .. n_units - 1`` (per factor).
     n_boot : int
         Number of resamples.
     seed : int
         Seed of :func:`numpy.random.default_rng`; the same seed gives the same resamples.
     """
     rng = np.random.default_rng(seed)
-    n_units = int(units.max()) + 1
-    chunk = max(1, CHUNK_CELLS // max(len(units), n_units))
+    factors = np.atleast_2d(units)
+    n_units = [int(codes.max()) + 1 for codes in factors]
+    chunk = max(1, CHUNK_CELLS // max(factors.shape[1], *n_units))
     for start in range(0, n_boot, chunk):
         r = min(chunk, n_boot - start)
-        picks = rng.integers(0, n_units, size=(r, n_units)) + n_units * np.arange(r)[:, None]
-        unit_counts = np.bincount(picks.ravel(), minlength=r * n_units).reshape(r, n_units)
-        yield unit_counts[:, units].astype(float)
+        counts = np.ones((r, factors.shape[1]))
+        for codes, k in zip(factors, n_units):
+            picks = rng.integers(0, k, size=(r, k)) + k * np.arange(r)[:, None]
+            counts *= np.bincount(picks.ravel(), minlength=r * k).reshape(r, k)[:, codes]
+        yield counts
 
 
 def bootstrap_linear(design: np.ndarray, z: np.ndarray, weights: np.ndarray, units: np.ndarray,

@@ -66,7 +66,8 @@ class _Estimate:
 @dataclass
 class _Data:
     """The rows one fit uses. ``X`` (n, n_x) regressors, ``y`` (n,), ``w`` (n,) weights with mean 1,
-    ``units`` (n,) unit codes; ``frame`` the rows themselves, ``inputs`` the measurement rows behind them."""
+    ``units`` (n,) unit codes, or (factors, n) for crossed unit columns; ``frame`` the rows themselves,
+    ``inputs`` the measurement rows behind them."""
 
     X: np.ndarray
     y: np.ndarray
@@ -99,7 +100,9 @@ def fit_law(df: pd.DataFrame, law: str, *, x: str | Sequence[str] | None = None,
         Weight column, ``"auto"`` (the count behind a derived rate, see :data:`COUNT_WEIGHTS`) or None/"none"
         (ordinary least squares).
     unit : str, optional
-        Column whose values are resampled as whole units by the bootstrap (default: rows).
+        Column whose values are resampled as whole units by the bootstrap (default: rows); several
+        comma-separated columns are crossed factors (e.g. ``draft_name,target_name``), each resampled
+        independently (the pigeonhole bootstrap).
     n_boot : int
         Bootstrap resamples (0: analytic intervals only).
     seed : int
@@ -262,7 +265,8 @@ def _weight_column(weight: str | None, ycol: str, df: pd.DataFrame) -> str | Non
 def _select(df, spec: LawSpec, xcols, ycol, weight, unit, group) -> _Data:
     """Check the columns and pick the usable rows (raising one-line :class:`InputError` on bad input)."""
     wcol = _weight_column(weight, ycol, df)
-    _require(df, [*xcols, ycol, *[c for c in (wcol, unit) if c]])
+    factors = unit.split(",") if unit else []
+    _require(df, [*xcols, ycol, *factors, *([wcol] if wcol else [])])
     measured = None
     if spec.name.startswith("topk") and SCORE in df.columns:
         measured = _speculative_rows(df, [*xcols, ycol, SCORE])
@@ -274,7 +278,8 @@ def _select(df, spec: LawSpec, xcols, ycol, weight, unit, group) -> _Data:
     frame, dropped = frame[usable], int((~usable).sum())
     _check_domain(frame, spec, xcols, ycol, wcol, group)
     _check_design(frame, spec, xcols, group)
-    units = pd.factorize(frame[unit])[0] if unit else np.arange(len(frame))
+    # crossed unit columns (``a,b``): the pigeonhole bootstrap over all of them (sdlaws.fit.bootstrap)
+    units = np.stack([pd.factorize(frame[c])[0] for c in factors]) if factors else np.arange(len(frame))
     w = frame[wcol].to_numpy(dtype=float) if wcol else np.ones(len(frame))
     return _Data(X=frame[list(xcols)].to_numpy(dtype=float), y=frame[ycol].to_numpy(dtype=float), w=w / w.mean(),
                  units=units, weight=wcol, frame=frame, inputs=frame if measured is None else measured,
