@@ -30,6 +30,8 @@ def _designs(seed: int = 0) -> dict[str, tuple[dict, dict, float]]:
         "saturating": ({"y_max": 4.0, "A": 2.5, "p": 0.5}, {"x": np.geomspace(1, 1e3, 40)}, 0.05),
         "ppl_plane": ({"A": -0.0067, "B": 0.013, "C": 0.642},
                       {"ppl_draft": rng.uniform(10, 40, 40), "ppl_target": rng.uniform(5, 15, 40)}, 0.03),
+        "ppl_plane_log": ({"A": -0.3, "B": 0.14, "C": 1.28},
+                          {"ppl_draft": rng.uniform(7, 40, 40), "ppl_target": rng.uniform(4, 8, 40)}, 0.03),
         "topk_batch": ({"c": 16.0, "p": 0.5}, {"batch_size": batch}, 0.1),
         "topk_batch_sqrt": ({"c": 16.0}, {"batch_size": batch}, 0.1),
         "linear": ({"a": 2.71e-3, "b": 8.71e7}, {"x": np.geomspace(1e9, 1e11, 12)}, 5e6),

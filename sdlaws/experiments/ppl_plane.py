@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import at_scale, verdicts
@@ -38,8 +37,8 @@ FILES = {"plane": ("acceptance/ppl-plane.csv", "spec"), "plane_ppl": ("acceptanc
 RUNS = at_scale.Runs(AT_SCALE, SMALL_BUDGET, FILES)
 #: Published signs of the slopes: a better draft (lower perplexity) is accepted more, A < 0; B > 0.
 EXPECTED_SIGNS = {"A": -1, "B": 1}
-#: The two forms of the plane: regressor columns. ``linear`` is SDSL's; ``log`` is the alternative.
-FORMS = {"linear": ("draft_ppl", "target_ppl"), "log": ("log_draft_ppl", "log_target_ppl")}
+#: The two forms of the plane: their laws (:data:`sdlaws.fit.LAWS`). ``linear`` is SDSL's; ``log`` is the alternative.
+FORMS = {"linear": "ppl_plane", "log": "ppl_plane_log"}
 #: Bootstrap factors: whole drafts and whole targets, by shape (the seeds of one shape are a factor of their own).
 FACTORS = ("draft_shape", "target_shape")
 #: The directions of leave-one-unit-out prediction error: label -> factor left out.
@@ -82,10 +81,8 @@ def analyse_run(tables: Tables, keys: dict[str, str]) -> Analysis:
 
     spec = tables[keys["spec"]]
     rows = fill_perplexities(spec[spec["method"].ne("ar")], tables[keys["ppl"]])
-    rows = rows.assign(log_draft_ppl=np.log(rows["draft_ppl"]), log_target_ppl=np.log(rows["target_ppl"]),
-                       draft_shape=rows["draft_name"].map(short_name),
-                       target_shape=rows["target_name"].map(short_name))
-    fits = fit_law_by(rows, "ppl_plane", group="temperature", x=FORMS["linear"])
+    rows = rows.assign(draft_shape=rows["draft_name"].map(short_name), target_shape=rows["target_name"].map(short_name))
+    fits = fit_law_by(rows, FORMS["linear"], group="temperature")
     used = {t: used_rows(rows, fit) for t, fit in fits.items()}
     groups = {tkey(t): plane_group(used[t], fit) for t, fit in fits.items()}
     return Analysis({"groups": groups, "setup": setup(rows),
@@ -100,7 +97,7 @@ def plane_group(rows: pd.DataFrame, linear) -> dict[str, Any]:
     from sdlaws.fit import fit_law
     from sdlaws.plan.priors import SDSL_PLANE
 
-    fits = {"linear": linear, "log": fit_law(rows, "ppl_plane", x=FORMS["log"])}
+    fits = {"linear": linear, "log": fit_law(rows, FORMS["log"])}
     rows, factors = seed_factors(rows, FACTORS)
     forms = {form: form_summary(fit, rows, factors) for form, fit in fits.items()}
     units = forms["linear"]["two_way"]["units"]
@@ -132,7 +129,7 @@ def form_summary(fit, rows: pd.DataFrame, factors: list[str]) -> dict[str, Any]:
 
     def refit(kept: pd.DataFrame):
         """The same law on fewer rows."""
-        return fit_law(kept, "ppl_plane", x=fit.x)
+        return fit_law(kept, fit.spec.name)
 
     return {"fit": fit_summary(fit), "two_way": cluster_bootstrap(fit, rows, factors), "aic": float(fit.gof["aic"]),
             "left_out_rmse": {d: leave_one_out_rmse(rows, refit, col) for d, col in LEFT_OUT.items()}}

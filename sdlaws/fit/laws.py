@@ -60,6 +60,16 @@ def ppl_plane(ppl_draft, ppl_target, A, B, C):
     return A * ppl_draft + B * ppl_target + C
 
 
+def ppl_plane_log(ppl_draft, ppl_target, A, B, C):
+    """The acceptance plane in log perplexity, ``alpha = A*ln(ppl_draft) + B*ln(ppl_target) + C``.
+
+    Not from the papers: the alternative to :func:`ppl_plane` that the results document compares with it [R]
+    (docs/formulas.md#acceptance-plane). Perplexity is the exponential of the cross-entropy, so this form is linear
+    in the models' losses; on the committed at-scale plane both AIC and leave-one-out error prefer it.
+    """
+    return A * np.log(ppl_draft) + B * np.log(ppl_target) + C
+
+
 def linear(x, a, b):
     """Straight line ``y = a*x + b`` (e.g. SDSL's N* = mu*M + M0, docs/formulas.md#optimal-draft-size [S])."""
     return a * x + b
@@ -265,6 +275,9 @@ LAWS: dict[str, LawSpec] = _registry(
     LawSpec("ppl_plane", ppl_plane, ("draft_ppl", "target_ppl"), "alpha_mle",
             "alpha = A*ppl_draft + B*ppl_target + C", "SDSL E1 [S]", "A, B, C (OLS)",
             x_args=("ppl_draft", "ppl_target")),
+    LawSpec("ppl_plane_log", ppl_plane_log, ("draft_ppl", "target_ppl"), "alpha_mle",
+            "alpha = A*ln(ppl_draft) + B*ln(ppl_target) + C", "log form of SDSL E1, the alternative [R]",
+            "A, B, C (OLS on ln ppl)", log_x=True, x_args=("ppl_draft", "ppl_target")),
     LawSpec("topk_batch", topk_batch, ("batch_size",), "tree_topk",
             "k* = c*B^(-p)", "Scylla Thm 1.3, roofline reconstruction [R]",
             "log c, p (OLS on log k*, log B)", space="log", log_params=("c",), log_x=True, x_args=("batch_size",)),
