@@ -52,6 +52,18 @@ def test_published_point_estimate_gives_no_interval():
     assert plan.ci is None and plan.speedup_ci is None and "no interval" in plan.ci_kind
 
 
+def test_a_log_perplexity_plane_is_evaluated_as_its_own_law():
+    from sdlaws.plan.optimize import sdsl_alpha
+
+    log_plane = PublishedLaw(law="ppl_plane_log", params=pd.Series({"A": -0.3, "B": 0.14, "C": 1.28}), source="test")
+    draft_params, target_params, tokens = np.array([1e8, 1e9]), 8e9, 1e11
+    got = sdsl_alpha(draft_params, target_params, plane=log_plane, draft_tokens=tokens, target_tokens=tokens,
+                     samples=5).point
+    ppl_draft = priors.chinchilla_ppl(draft_params, tokens, priors.CHINCHILLA_LOSS)
+    ppl_target = priors.chinchilla_ppl(target_params, tokens, priors.CHINCHILLA_LOSS)
+    np.testing.assert_allclose(got, -0.3 * np.log(ppl_draft) + 0.14 * np.log(ppl_target) + 1.28)
+
+
 def test_fitted_plane_parameter_names_are_checked():
     wrong = PublishedLaw(law="ppl_plane", params=pd.Series({"x": 1.0, "y": 2.0}), source="test")
     with pytest.raises(InputError, match="lacks parameter"):

@@ -27,8 +27,8 @@ KvLen = Annotated[int, typer.Option("--kv-len", help="Mean cached context per se
 Dtype = Annotated[str, typer.Option("--dtype", help="Weight/compute dtype: bfloat16 (or bf16), float16 (fp16), "
                                                     "fp8, int8, int4.")]
 Tp = Annotated[int, typer.Option("--tp", help="GPUs the target is split over (tensor parallel).")]
-Fits = Annotated[Optional[list[Path]], typer.Option("--fit", help="Fitted law JSON from `sdlaws fit` (ppl_plane, "
-                                                                  "topk_batch, loglinear); repeatable.")]
+Fits = Annotated[Optional[list[Path]], typer.Option("--fit", help="Fitted law JSON from `sdlaws fit` (ppl_plane or "
+                                                                  "ppl_plane_log, topk_batch, loglinear); repeatable.")]
 DraftTokens = Annotated[float, typer.Option("--draft-tokens", help="Draft pretraining tokens for its perplexity.")]
 TargetTokens = Annotated[float, typer.Option("--target-tokens", help="Target pretraining tokens for its perplexity.")]
 ServeTokens = Annotated[Optional[float], typer.Option("--serve-tokens", help="Tokens to be served (pretraining plan).")]

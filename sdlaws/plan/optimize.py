@@ -78,7 +78,8 @@ def sdsl_alpha(draft_params, target_params: float, *, plane=priors.SDSL_PLANE, l
     """alpha of each draft size from the SDSL pipeline (docs/formulas.md#acceptance-plane).
 
     Perplexities from the Chinchilla-form loss law at the given pretraining tokens, then the acceptance plane
-    ``alpha = A ppl_draft + B ppl_target + C`` clipped to [0, 1). Draws: ``plane.sample(samples, seed)``.
+    ``alpha = A ppl_draft + B ppl_target + C`` (or its log-perplexity form, a ``ppl_plane_log`` fit) clipped to
+    [0, 1). Draws: ``plane.sample(samples, seed)``.
     """
     n = np.atleast_1d(np.asarray(draft_params, dtype=float))
     ppl_draft = priors.chinchilla_ppl(n, draft_tokens, loss)
@@ -86,9 +87,9 @@ def sdsl_alpha(draft_params, target_params: float, *, plane=priors.SDSL_PLANE, l
     names = ("A", "B", "C")
     p = priors.law_params(plane, names, role="ppl_plane")
     d = priors.law_draws(plane, names, samples, seed, role="ppl_plane")
-    point = priors.plane_alpha(ppl_draft, ppl_target, p["A"], p["B"], p["C"])
+    point = priors.plane_alpha(ppl_draft, ppl_target, p["A"], p["B"], p["C"], law=plane.law)
     draws = priors.plane_alpha(ppl_draft[None, :], ppl_target, d["A"].to_numpy()[:, None],
-                               d["B"].to_numpy()[:, None], d["C"].to_numpy()[:, None])
+                               d["B"].to_numpy()[:, None], d["C"].to_numpy()[:, None], law=plane.law)
     return Acceptance(point=point, draws=draws, ci_kind=priors.interval_note(plane))
 
 

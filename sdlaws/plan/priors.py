@@ -98,10 +98,12 @@ def chinchilla_ppl(params, tokens, law: PublishedLaw | pd.Series = CHINCHILLA_LO
     return np.exp(p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"])
 
 
-def plane_alpha(ppl_draft, ppl_target, A, B, C, eps: float = 1e-6):
-    """SDSL plane (:func:`sdlaws.fit.laws.ppl_plane`) clipped to a probability in [0, 1 - eps] ([R])."""
-    return np.clip(fit_laws.ppl_plane(np.asarray(ppl_draft), np.asarray(ppl_target), np.asarray(A), np.asarray(B),
-                                      np.asarray(C)), 0.0, 1.0 - eps)
+def plane_alpha(ppl_draft, ppl_target, A, B, C, law: str = "ppl_plane", eps: float = 1e-6):
+    """An acceptance plane clipped to a probability in [0, 1 - eps] ([R]): SDSL's (:func:`sdlaws.fit.laws.ppl_plane`)
+    or, with ``law="ppl_plane_log"``, the same in log perplexity (:func:`sdlaws.fit.laws.ppl_plane_log`)."""
+    plane = fit_laws.LAWS[law].func
+    return np.clip(plane(np.asarray(ppl_draft), np.asarray(ppl_target), np.asarray(A), np.asarray(B),
+                         np.asarray(C)), 0.0, 1.0 - eps)
 
 
 def law_params(law, names: tuple[str, ...], *, role: str) -> pd.Series:

@@ -25,7 +25,8 @@ from sdlaws.plan.setup import ServingSetup
 from sdlaws.roofline import ModelShape
 
 #: The role each fitted law plays in a plan (``--fit``).
-LAW_ROLES = {"ppl_plane": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk", "loglinear": "loglinear"}
+LAW_ROLES = {"ppl_plane": "plane", "ppl_plane_log": "plane", "topk_batch": "topk", "topk_batch_sqrt": "topk",
+             "loglinear": "loglinear"}
 
 
 def load_laws(paths: Optional[list[Path]]) -> dict[str, Any]:
