@@ -147,4 +147,4 @@ def test_crossed_units_give_the_reports_two_way_intervals(tmp_path):
     spec = rates.derive(io.read_measurements(root / "ppl-plane.csv", ok_only=True))
     df = fill_perplexities(spec, io.read_measurements(root / "ppl-plane-ppl.csv", table="ppl"))
     two_way = cluster_bootstrap(crossed, used_rows(df, crossed), ["draft_name", "target_name"], n_boot=1000, seed=0)
-    np.testing.assert_allclose(crossed.conf_int().loc["A"].to_numpy(), two_way["ci"]["A"], rtol=0.05)
+    np.testing.assert_allclose(crossed.conf_int().loc["A"].to_numpy(), two_way["ci"]["A"], rtol=1e-12)

@@ -102,9 +102,32 @@ def test_crossed_factors_multiply_the_draws_of_each_factor():
     assert np.allclose(by_draft.sum(axis=1), by_target.sum(axis=1))
     # a row carries its draft's draw times its target's draw, so cross products match
     assert np.allclose(w[:, 0] * w[:, 3], w[:, 1] * w[:, 2])   # (d0,t0)(d1,t1) = (d0,t1)(d1,t0)
-    # one factor: the same draws as a plain unit bootstrap
-    one = np.concatenate(list(resample_counts(drafts[None], 50, 3)))
-    np.testing.assert_array_equal(one, np.concatenate(list(resample_counts(drafts, 50, 3))))
+
+
+def _pigeonhole(codes, n_boot, seed):
+    """The crossed-factor draws the committed results were computed with: every resample of the first factor,
+    then of the next, from one generator."""
+    rng = np.random.default_rng(seed)
+    weights = np.ones((n_boot, len(codes[0])))
+    for code in codes:
+        k = int(code.max()) + 1
+        picks = rng.integers(0, k, size=(n_boot, k)) + k * np.arange(n_boot)[:, None]
+        weights *= np.bincount(picks.ravel(), minlength=n_boot * k).reshape(n_boot, k)[:, code]
+    return weights
+
+
+@pytest.mark.parametrize("chunk_cells", [2_000_000, 60])
+def test_crossed_draws_do_not_depend_on_the_chunk_size(monkeypatch, chunk_cells):
+    from sdlaws.fit import bootstrap
+
+    monkeypatch.setattr(bootstrap, "CHUNK_CELLS", chunk_cells)   # 60 cells: 10 resamples of 6 rows per chunk
+    codes = np.stack([np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)])
+    chunks = list(resample_counts(codes, 200, 4))
+    assert len(chunks) == (1 if chunk_cells > 1200 else 20)
+    np.testing.assert_array_equal(np.concatenate(chunks), _pigeonhole(codes, 200, 4))
+    # one factor in one chunk: the same draws as one factor of the crossed scheme
+    np.testing.assert_array_equal(np.concatenate(list(resample_counts(codes[0], 7, 4))),
+                                  _pigeonhole(codes[:1], 7, 4))
 
 
 def test_resamples_take_whole_units_and_are_seeded():
@@ -121,3 +144,23 @@ def test_design_of_topk_sqrt_has_offset():
     offset, design = spec.design(np.array([[4.0], [16.0]]))
     np.testing.assert_allclose(offset, -0.5 * np.log([4.0, 16.0]))
     np.testing.assert_allclose(design, [[1.0], [1.0]])
+
+
+def test_unit_columns_parse_and_every_fitted_row_needs_a_unit():
+    from sdlaws.errors import InputError
+    from sdlaws.fit import fit_law
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"x": np.geomspace(1e6, 1e9, 24), "d": np.repeat(list("abcdef"), 4),
+                       "t": np.tile(list("uvwx"), 6), "a,b": np.repeat(np.arange(8), 3)})
+    df["y"] = 0.3 * np.log10(df["x"]) + rng.normal(0, 0.05, len(df))
+    crossed = fit_law(df, "loglinear", x="x", y="y", weight=None, unit="d, t", n_boot=50)   # spaces ignored
+    listed = fit_law(df, "loglinear", x="x", y="y", weight=None, unit=["d", "t"], n_boot=50)
+    pd.testing.assert_frame_equal(crossed.draws, listed.draws)
+    comma = fit_law(df, "loglinear", x="x", y="y", weight=None, unit="a,b", n_boot=50)   # a column's own name
+    assert not comma.draws.equals(crossed.draws)
+    with pytest.raises(InputError, match="names a column twice"):
+        fit_law(df, "loglinear", x="x", y="y", weight=None, unit="d,d", n_boot=50)
+    with pytest.raises(InputError, match="unit column 't' is empty in 2 of the 24 rows"):
+        fit_law(df.assign(t=df["t"].mask(df.index < 2)), "loglinear", x="x", y="y", weight=None, unit="d,t",
+                n_boot=50)

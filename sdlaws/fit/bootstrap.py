@@ -3,9 +3,10 @@
 A resample draws as many units as there are, with replacement, and gives every row of a unit drawn ``m``
 times the multiplicity ``m``. Rows may belong to units of several crossed factors (e.g. drafts x targets): each
 factor's units are then drawn independently and a row's multiplicity is the product of its units' draws, the
-pigeonhole bootstrap (Owen 2007), whose intervals carry the noise of every factor. Fits on a resample are weighted fits with weight ``m * w`` (``w`` the row's
-regression weight), which is identical to refitting on the duplicated rows and lets the linear case run as
-one batched solve of the weighted normal equations (no Python loop over resamples).
+pigeonhole bootstrap (Owen 2007), whose intervals carry the noise of every factor. Fits on a resample are
+weighted fits with weight ``m * w`` (``w`` the row's regression weight), which is identical to refitting on the
+duplicated rows and lets the linear case run as one batched solve of the weighted normal equations (no Python
+loop over resamples).
 """
 
 from __future__ import annotations
@@ -37,13 +38,24 @@ def resample_counts(units: np.ndarray, n_boot: int, seed: int) -> Iterator[np.nd
     factors = np.atleast_2d(units)
     n_units = [int(codes.max()) + 1 for codes in factors]
     chunk = max(1, CHUNK_CELLS // max(factors.shape[1], *n_units))
+    if len(factors) == 1:  # drawn chunk by chunk: with one unit per row, the draws are as large as the rows
+        for start in range(0, n_boot, chunk):
+            yield _unit_draws(rng, n_units[0], min(chunk, n_boot - start))[:, factors[0]].astype(float)
+        return
+    # crossed factors: every resample's draws of each factor first, so that they do not depend on the chunk size
+    # (their units are few: (n_boot, units) per factor)
+    draws = [_unit_draws(rng, k, n_boot) for k in n_units]
     for start in range(0, n_boot, chunk):
-        r = min(chunk, n_boot - start)
-        counts = np.ones((r, factors.shape[1]))
-        for codes, k in zip(factors, n_units):
-            picks = rng.integers(0, k, size=(r, k)) + k * np.arange(r)[:, None]
-            counts *= np.bincount(picks.ravel(), minlength=r * k).reshape(r, k)[:, codes]
+        counts = np.ones((min(chunk, n_boot - start), factors.shape[1]))
+        for codes, drawn in zip(factors, draws):
+            counts *= drawn[start:start + len(counts)][:, codes]
         yield counts
+
+
+def _unit_draws(rng: np.random.Generator, k: int, r: int) -> np.ndarray:
+    """(r, k): how many times each of ``k`` units is drawn in each of ``r`` resamples of ``k`` draws."""
+    picks = rng.integers(0, k, size=(r, k)) + k * np.arange(r)[:, None]
+    return np.bincount(picks.ravel(), minlength=r * k).reshape(r, k)
 
 
 def bootstrap_linear(design: np.ndarray, z: np.ndarray, weights: np.ndarray, units: np.ndarray,

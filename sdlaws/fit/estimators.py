@@ -265,7 +265,7 @@ def _weight_column(weight: str | None, ycol: str, df: pd.DataFrame) -> str | Non
 def _select(df, spec: LawSpec, xcols, ycol, weight, unit, group) -> _Data:
     """Check the columns and pick the usable rows (raising one-line :class:`InputError` on bad input)."""
     wcol = _weight_column(weight, ycol, df)
-    factors = unit.split(",") if unit else []
+    factors = _unit_columns(unit, df)
     _require(df, [*xcols, ycol, *factors, *([wcol] if wcol else [])])
     measured = None
     if spec.name.startswith("topk") and SCORE in df.columns:
@@ -278,12 +278,34 @@ def _select(df, spec: LawSpec, xcols, ycol, weight, unit, group) -> _Data:
     frame, dropped = frame[usable], int((~usable).sum())
     _check_domain(frame, spec, xcols, ycol, wcol, group)
     _check_design(frame, spec, xcols, group)
+    _check_units(frame, factors)
     # crossed unit columns (``a,b``): the pigeonhole bootstrap over all of them (sdlaws.fit.bootstrap)
     units = np.stack([pd.factorize(frame[c])[0] for c in factors]) if factors else np.arange(len(frame))
     w = frame[wcol].to_numpy(dtype=float) if wcol else np.ones(len(frame))
     return _Data(X=frame[list(xcols)].to_numpy(dtype=float), y=frame[ycol].to_numpy(dtype=float), w=w / w.mean(),
                  units=units, weight=wcol, frame=frame, inputs=frame if measured is None else measured,
                  dropped=dropped)
+
+
+def _unit_columns(unit: str | Sequence[str] | None, df: pd.DataFrame) -> list[str]:
+    """The bootstrap's unit columns: one column (whose name may hold a comma), comma-separated crossed factors
+    (spaces around the commas ignored), or a sequence of names."""
+    if not unit:
+        return []
+    names = [unit] if isinstance(unit, str) and unit in df.columns else (
+        [c.strip() for c in unit.split(",")] if isinstance(unit, str) else list(unit))
+    if len(set(names)) < len(names):
+        raise InputError(f"--unit {unit!r} names a column twice; give each factor once")
+    return names
+
+
+def _check_units(frame: pd.DataFrame, factors: Sequence[str]) -> None:
+    """Every fitted row needs a unit: an empty one would be resampled as if it were another unit."""
+    for col in factors:
+        empty = frame[col].isna() | frame[col].astype(str).str.strip().eq("")
+        if empty.any():
+            raise InputError(f"{_sources(frame)}: unit column {col!r} is empty in {int(empty.sum())} of the "
+                             f"{len(frame)} rows fitted; fill it or choose another --unit")
 
 
 def _numeric(frame: pd.DataFrame, col: str) -> pd.Series:

@@ -65,7 +65,8 @@ def ppl_plane_log(ppl_draft, ppl_target, A, B, C):
 
     Not from the papers: the alternative to :func:`ppl_plane` that the results document compares with it [R]
     (docs/formulas.md#acceptance-plane). Perplexity is the exponential of the cross-entropy, so this form is linear
-    in the models' losses; on the committed at-scale plane both AIC and leave-one-out error prefer it.
+    in the models' losses; ``docs/results.md`` says which form AIC and leave-one-out error prefer on the committed
+    planes.
     """
     return A * np.log(ppl_draft) + B * np.log(ppl_target) + C
 
