@@ -65,7 +65,7 @@ def test_surface_corrects_what_the_law_cannot_follow_and_leave_one_out_shows_it(
     assert loo["pct_error"].abs().max() < law_alone.max()
 
 
-def test_a_head_table_on_the_fused_path_joins_the_fit_and_the_law_counts_its_input_projection():
+def test_head_tables_join_the_fit_on_the_fused_path_and_give_surfaces_only_otherwise():
     # heads run the fused path, whose kernels the law counts: with the head's table in the fit the parameters stay
     # the truth's, and the law alone (no surface) times the head, fc projection included
     truth = prior(H100) * TRUTH_FACTORS
@@ -76,11 +76,20 @@ def test_a_head_table_on_the_fused_path_joins_the_fit_and_the_law_counts_its_inp
     for name, rel in (("hbm_bytes_per_s", 0.02), ("matmul_flops_per_s", 0.03)):   # the well-identified ones
         assert both.params[name] == pytest.approx(truth[name], rel=rel)
     assert both.errors()["law"][both.residuals["model_name"].eq(head)].abs().max() < 1.0
-    # a head table that the law's terms do not describe moves the parameters (it is in the fit): such a table
-    # must not be committed beside the fused ones
+    # a head table of passes the law's terms do not count (stock layers, slower with the batch) moves the
+    # parameters when fitted; given as surface_only it does not, and its surface still times the head
     slow = _table(truth, shapes=(head,), distortion=lambda lb, ln: 1.0 + 0.4 * lb)
     moved = fit_steptime(pd.concat([decoders, slow]), H100)
     assert moved.params["hbm_bytes_per_s"] != pytest.approx(both.params["hbm_bytes_per_s"], rel=0.05)
+    alone, aside = fit_steptime(decoders, H100), fit_steptime(decoders, H100, surface_only=slow)
+    pd.testing.assert_series_equal(aside.params, alone.params)
+    assert aside.source == f"fitted on {len(decoders)} step timings, {len(slow)} more with surfaces only"
+    assert aside.errors()["law"].abs().max() > 50    # the law alone misses the stock-layer head ...
+    rows = slow.iloc[:3]
+    np.testing.assert_allclose(aside.time_s(head, rows["batch_size"], rows["tokens_per_row"], rows["kv_len"]),
+                               rows["median_time_s"], rtol=0.02)   # ... its surface does not
+    with pytest.raises(InputError, match="in both the fitted and the surface-only"):
+        fit_steptime(pd.concat([decoders, heads]), H100, surface_only=slow)
 
 
 def test_predictions_flag_points_outside_the_measured_box_and_unmeasured_shapes():

@@ -26,6 +26,10 @@ def validate(
                                                                            "for fitting (repeatable).")] = None,
     steps: Annotated[Optional[list[Path]], typer.Option("--steps", help="step CSV(s) of the same GPU for the "
                                                                        "step-time law (repeatable).")] = None,
+    surface_steps: Annotated[Optional[list[Path]], typer.Option(
+        "--surface-steps", help="step CSV(s) of passes the law's terms do not count (e.g. draft heads on stock "
+                                "Hugging Face layers): residual surfaces only, not in the law's fit "
+                                "(repeatable).")] = None,
     hardware: Annotated[str, typer.Option(help="Preset of the measured GPU (centres the law's prior).")] = "h100",
     out: Annotated[Optional[Path], typer.Option(help="Write validation.json and validation.png here.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -52,7 +56,9 @@ def validate(
     if overlap:
         raise ConfigError(f"--train and --heldout share {sorted(map(str, overlap))}; a prediction must not see its "
                           "own data")
-    law = fit_steptime(read_measurements(steps, table="step", ok_only=True), load_hardware(hardware))
+    surface = read_measurements(surface_steps, table="step", ok_only=True) if surface_steps else None
+    law = fit_steptime(read_measurements(steps, table="step", ok_only=True), load_hardware(hardware),
+                       surface_only=surface)
     rows = read_measurements(train, table="spec")
     result = by_draft(rows, law) if leave_one_draft_out else run(rows, read_measurements(heldout, table="spec"), law)
     if out is not None:

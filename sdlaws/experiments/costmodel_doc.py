@@ -201,26 +201,27 @@ def _set_aside(aside: pd.DataFrame) -> list[str]:
 def _draft_cost(forward: pd.DataFrame, cost: pd.DataFrame) -> list[str]:
     """The EAGLE-sized head's draft forward against the 1B-shape draft's: bare forwards of this engine from the
     step tables (``forward``), then the draft phases timed end to end while heads ran stock layers (``cost``)."""
-    if forward is None or forward.empty:
-        return []
-    lines = ["## An EAGLE-sized head against a 1B-shape draft", "",
-             f"`{HEAD}` (one decoder layer of the 8B target's width with its embedding and LM head, the `2h -> h` "
-             "input projection) against the 1B shape: milliseconds of one forward of one token per row (a chain's "
-             "draft step), median of CUDA-graph replays, from the step tables (`measurements/h200/steps-head.csv`, "
-             "heads on the engine's fused path, and `measurements/h200/steps.csv`). The planner times the head with "
-             "the step-time law and the residual surface of this table.", "",
-             _md(forward.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
-             f"- {verdicts.cheaper_draft(forward['ratio'].to_numpy(), forward['batch_size'].to_numpy())}.", ""]
+    parts = [_md_cost(forward, (
+        f"`{HEAD}` (one decoder layer of the 8B target's width with its embedding and LM head, the `2h -> h` input "
+        "projection) against the 1B shape: milliseconds of one forward of one token per row (a chain's draft step), "
+        f"median of CUDA-graph replays, from the step tables (`measurements/{H200_STEPS}`, heads on the engine's "
+        "fused path). The planner times the head with the step-time law and the residual surface of its table.")),
+        _md_cost(cost, (
+            f"End to end, from an earlier engine whose heads ran stock Hugging Face decoder layers: the 8B target with "
+            f"the head as its draft (`measurements/{HEADS}`) against the 1B-shape draft of the sweep (rows set aside "
+            "above left out), median milliseconds of the draft phase per drafted position of chain rows (one draft "
+            "forward with its sampling, as the engine times it), over gammas and repeats. Those rows are a held-out "
+            "suite of `docs/results.md`, predicted with the step table of the same engine as a surface "
+            f"(`measurements/{HEADS.replace('heads.csv', 'steps-head.csv')}`)."))]
+    lines = [line for part in parts for line in part]
+    return ["## An EAGLE-sized head against a 1B-shape draft", "", *lines] if lines else []
+
+
+def _md_cost(cost: pd.DataFrame | None, text: str) -> list[str]:
+    """One head-against-1B table (``ratio`` = head / 1B) under its description, with the computed sentence."""
     if cost is None or cost.empty:
-        return lines
-    return [*lines,
-            f"End to end, from an earlier engine whose heads ran stock Hugging Face decoder layers: the 8B target "
-            f"with the head as its draft (`measurements/{HEADS}`) against the 1B-shape draft of the sweep (rows set "
-            "aside above left out), median milliseconds of the draft phase per drafted position of chain rows (one "
-            "draft forward with its sampling, as the engine times it), over gammas and repeats. Those rows are a "
-            "held-out suite of `docs/results.md`, predicted with the step table of the same engine "
-            f"(`measurements/{HEADS.replace('heads.csv', 'steps-head.csv')}`).", "",
-            _md(cost.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
+        return []
+    return [text, "", _md(cost.rename(columns={"ratio": "head / 1B"}), ".3g"), "",
             f"- {verdicts.cheaper_draft(cost['ratio'].to_numpy(), cost['batch_size'].to_numpy())}.", ""]
 
 

@@ -12,7 +12,8 @@ the measured best, and the rows it could not predict, with the reason. The 8B su
 (``benchmarks/gpu_heldout.sh`` step 5): synthetic acceptance, so only the engine's overheads come from the pair
 suite's training rows; nothing of either is fitted, and the forward times come from the step-time law of the H200
 step tables (``h200/steps*.csv``). The head's rows were measured while heads ran stock Hugging Face layers
-(``h200/hf-layers/``): that suite reads the head's step table of the same engine, beside the decoders'.
+(``h200/hf-layers/``): that suite reads the head's step table of the same engine, as a surface over the law fitted
+on the decoders' tables (its stock layers are not what the law's terms count).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TRAIN = "heldout-train"
 @dataclass(frozen=True)
 class Suite:
     """One out-of-sample test: training ``spec`` files, held-out ``spec`` file, ``step`` tables, GPU preset
-    (keys of :data:`FILES`)."""
+    (keys of :data:`FILES`), and step tables of passes the law does not count (their surfaces only)."""
 
     key: str
     title: str
@@ -49,6 +50,7 @@ class Suite:
     #: "files": fit on ``train``, predict ``heldout``; "by_draft": per target, each draft of ``train`` predicted
     #: from the target's other drafts (:func:`sdlaws.plan.validate.leave_one_draft_out`).
     mode: str = "files"
+    surface_steps: tuple[str, ...] = ()
 
 
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
@@ -66,8 +68,8 @@ SUITES = (
     Suite("h200-8b", "8B target with a 1B-shape draft under synthetic acceptance, one H200",
           ("pairs_grid", "pairs_train"), "sweep_8b", ("steps_8b", "pairs_step"), "h200"),
     Suite("h200-8b-head", "8B target with an EAGLE-sized head (one decoder layer, stock Hugging Face layers) under "
-          "synthetic acceptance, one H200", ("pairs_grid", "pairs_train"), "head_8b",
-          ("steps_decoders", "steps_head_hf", "pairs_step"), "h200"),
+          "synthetic acceptance, one H200", ("pairs_grid", "pairs_train"), "head_8b", ("steps_decoders", "pairs_step"),
+          "h200", surface_steps=("steps_head_hf",)),
     Suite("h100-pairs", "trained pairs, one H100 (first run)", ("topk",), "heldout", ("step",), "h100"),
     Suite("h100-draft-law", "drafts never seen: each draft of the H100 perplexity plane left out in turn",
           ("plane",), "", ("step",), "h100", mode="by_draft"),
@@ -106,7 +108,8 @@ def command(suite: Suite) -> str:
     def opts(flag, keys):
         return " ".join(f"{flag} measurements/{FILES[k][0]}" for k in keys)
     held = "--leave-one-draft-out" if suite.mode == "by_draft" else opts("--heldout", (suite.heldout,))
-    return (f"sdlaws validate {opts('--train', suite.train)} {held} {opts('--steps', suite.steps)} "
+    surface = f" {opts('--surface-steps', suite.surface_steps)}" if suite.surface_steps else ""
+    return (f"sdlaws validate {opts('--train', suite.train)} {held} {opts('--steps', suite.steps)}{surface} "
             f"--hardware {suite.gpu}")
 
 
@@ -116,7 +119,9 @@ def validation(tables: Tables, suite: Suite):
     from sdlaws.plan.cost import fit_steptime
     from sdlaws.plan.validate import fit_planner, leave_one_draft_out, predict
 
-    law = fit_steptime(pd.concat([tables[k] for k in suite.steps], ignore_index=True), load_hardware(suite.gpu))
+    surface = pd.concat([tables[k] for k in suite.surface_steps], ignore_index=True) if suite.surface_steps else None
+    law = fit_steptime(pd.concat([tables[k] for k in suite.steps], ignore_index=True), load_hardware(suite.gpu),
+                       surface_only=surface)
     train = pd.concat([tables[k] for k in suite.train], ignore_index=True)
     if suite.mode == "by_draft":
         return leave_one_draft_out(train, law)

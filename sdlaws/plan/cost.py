@@ -25,9 +25,10 @@ On top of the law, each measured model keeps a *residual surface*: the log-resid
 interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-plate spline
 (``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
-measured get the law alone. Every table enters the parameters' fit, so every table must time the engine's fused
-path (:mod:`sdlaws.measure.fastpath`), whose kernels the law counts: draft heads run it too
-(:class:`~sdlaws.measure.fastpath.FastHead`). See ``docs/cost-model.md`` for the validation (leave-one-point-out,
+measured get the law alone. The tables enter the parameters' fit, so they must time the engine's fused path
+(:mod:`sdlaws.measure.fastpath`), whose kernels the law counts (draft heads run it too,
+:class:`~sdlaws.measure.fastpath.FastHead`); a table of another code path (e.g. an earlier engine's stock-layer
+heads) is given as ``surface_only``: its surface over the law, not in the parameters' fit. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
 leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
 
 One module because the law's terms, its fit, its residual surface and its result object are one
@@ -446,7 +447,8 @@ def _fit_params(rows: pd.DataFrame, shapes: dict[str, ModelShape], centre: pd.Se
 
 
 def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16",
-                 shapes: dict[str, ModelShape] | None = None) -> StepTimeFit:
+                 shapes: dict[str, ModelShape] | None = None,
+                 surface_only: pd.DataFrame | None = None) -> StepTimeFit:
     """Fit the step-time law to measured ``step`` rows of one GPU (all shapes together) and build the residual
     surface of each shape.
 
@@ -458,26 +460,37 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
         The measured GPU's preset: its datasheet values centre the prior.
     shapes : dict, optional
         ``model_name -> ModelShape`` for models that are not registered shapes.
+    surface_only : DataFrame, optional
+        Step rows of passes whose kernels the law's terms do not count (e.g. a draft head timed while heads ran
+        stock Hugging Face layers): their shapes get residual surfaces over the law without moving its parameters.
 
     Raises
     ------
     InputError
-        No ok rows, rows of several GPUs, fewer rows than parameters, or an unknown architecture.
+        No ok rows, rows of several GPUs, fewer rows than parameters, an unknown architecture, or a shape in both
+        ``step_df`` and ``surface_only``.
     """
-    rows = _ok_steps(step_df)
+    fitted = _ok_steps(step_df)
+    extra = fitted.iloc[:0] if surface_only is None else ok_step_rows(surface_only, 1, "surface-only step rows")
+    both = set(fitted["model_name"].astype(str)) & set(extra["model_name"].astype(str))
+    if both:
+        raise InputError(f"{sorted(both)} in both the fitted and the surface-only step tables; give each shape once")
+    rows = _ok_steps(pd.concat([fitted, extra], ignore_index=True))  # one device and one tensor-parallel size
+    on_law = np.arange(len(rows)) < len(fitted)
     names = rows["model_name"].astype(str)
     params = rows.groupby(names)["model_params"].first() if "model_params" in rows else {}
     shapes = {n: (shapes or {}).get(n) or step_shape(n, params.get(n)) for n in names.unique()}
     centre = prior(hw, dtype)
     rows = rows.assign(model_name=names).reset_index(drop=True)
-    theta, cov = _fit_params(rows, shapes, centre, dtype)
+    theta, cov = _fit_params(rows[on_law], shapes, centre, dtype)
     params_ = pd.Series(np.exp(theta), index=list(PARAMS))
     law_s = _law_seconds(params_, _workloads(rows, shapes, dtype), len(rows))
     residuals = rows[["model_name", "batch_size", "tokens_per_row", "kv_len"]].assign(
         measured_s=rows["median_time_s"].to_numpy(float), law_s=law_s)
     fit = StepTimeFit(gpu_name=str(rows["gpu_name"].iloc[0]) if "gpu_name" in rows else hw.name,
                       params=params_, log_cov=cov, prior=centre, residuals=residuals, shapes=shapes,
-                      source=f"fitted on {len(rows)} step timings")
+                      source=f"fitted on {len(fitted)} step timings"
+                      + (f", {len(extra)} more with surfaces only" if len(extra) else ""))
     return _with_surfaces(fit)
 
 
