@@ -526,3 +526,19 @@ def test_document_with_the_at_scale_runs(science_measurements):
     limits = text.split("\n## Limits")[1]
     assert data["scope"]["stopped_early"] and "(the small-budget runs' training stopped early" in limits
     assert "- The small-budget runs' perplexities are measured on the first" in limits
+
+
+@pytest.mark.parametrize("small, scaled, expected", [
+    (True, False, " (the small-budget runs' training stopped early at the time budget; the at-scale runs finished "
+                  "theirs)"),
+    (False, True, " (the at-scale runs' training stopped early at the time budget; the small-budget runs finished "
+                  "theirs)"),
+    (True, True, " (training stopped early at the time budget in the small-budget and the at-scale runs)"),
+    (False, False, "")])
+def test_limits_say_whose_training_the_time_budget_cut(small, scaled, expected):
+    from sdlaws.experiments.scope import _md_stopped_early
+
+    assert _md_stopped_early({"stopped_early": small, "at_scale_sources": ["x.csv"],
+                              "at_scale_stopped_early": scaled}) == expected
+    assert _md_stopped_early({"stopped_early": small}) == (" (training stopped early at the time budget)"
+                                                           if small else "")

@@ -175,3 +175,21 @@ def test_acceptance_kind_reads_the_declared_kind_of_the_response():
     assert acceptance_kind(SimpleNamespace(y="acceptance_rate")) == "alpha"
     # a name that merely contains "alpha" is not an acceptance (substring matching used to say it was)
     assert acceptance_kind(SimpleNamespace(y="alpha_slope_per_decade")) is None
+
+
+def test_one_plane_per_plan_and_only_plane_laws_evaluate_as_planes(tmp_path):
+    from sdlaws.fit import fit_law
+    from sdlaws.plan.session import load_laws
+
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame({"draft_ppl": rng.uniform(8, 30, 30), "target_ppl": rng.uniform(5, 9, 30)})
+    rows["alpha_mle"] = -0.006 * rows["draft_ppl"] + 0.012 * rows["target_ppl"] + 0.66 + rng.normal(0, 0.02, 30)
+    paths = []
+    for law in ("ppl_plane", "ppl_plane_log"):
+        fit_law(rows, law, weight=None).save(tmp_path / f"{law}.json")
+        paths.append(tmp_path / f"{law}.json")
+    assert load_laws(paths[1:])["plane"].law == "ppl_plane_log"
+    with pytest.raises(ConfigError, match=r"a second plane fit was given \(ppl_plane_log after ppl_plane\)"):
+        load_laws(paths)
+    with pytest.raises(InputError, match="not an acceptance plane"):
+        priors.plane_alpha(10.0, 6.0, 0.1, 0.2, 0.3, law="linear")

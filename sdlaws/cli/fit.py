@@ -3,8 +3,8 @@
 Input CSVs are either sdlaws measurement tables (they have ``run_id`` and ``status``; only ``ok`` rows are
 used), read with :func:`sdlaws.io.read_measurements` and extended with the derived rates of
 :func:`sdlaws.rates.derive` (spec tables) or a ``ppl`` column (ppl tables), or plain numeric tables such as the
-paper-derived ``data/*.csv``, read as they are. For ``ppl_plane`` on spec tables whose ``draft_ppl`` /
-``target_ppl`` are empty, ``--ppl PPL_CSV`` fills them by model name from a ``sdlaws measure ppl`` table.
+paper-derived ``data/*.csv``, read as they are. For spec tables whose ``draft_ppl`` / ``target_ppl`` are
+empty (the plane laws' regressors), ``--ppl PPL_CSV`` fills them by model name from a ``sdlaws measure ppl`` table.
 Heavy imports (pandas, statsmodels, matplotlib) happen inside the command so ``sdlaws --help`` stays fast.
 Options are checked before any CSV is read; every fit and comparison is computed before anything is written,
 and the JSON, PNG and comparison CSV are installed together (:func:`sdlaws.io.output_group`), so a failing fit

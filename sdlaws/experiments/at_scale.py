@@ -173,8 +173,8 @@ def summary(d: dict, rows: list[list[str]]) -> list[list[str]]:
 
 
 def _md_seeds(facts: dict) -> str:
-    """The training seeds, the targets' named apart where they were trained with fewer (the seed noise that the
-    intervals carry is then the drafts')."""
+    """The training seeds, the targets' named apart where they differ from the drafts' (e.g. one target seed: the
+    seed noise that the intervals carry is then the drafts')."""
     text = f"training seeds {listed(facts['seeds'])}"
     if facts["target_seeds"] == facts["seeds"]:
         return text

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from sdlaws import rates
-from sdlaws.experiments import ppl_plane, pretrain_tokens, verdicts
+from sdlaws.experiments import at_scale, ppl_plane, pretrain_tokens, verdicts
 from sdlaws.experiments.registry import Section
 from sdlaws.experiments.reporting import Analysis, Doc, Tables, listed, tok
 from sdlaws.formatting import pct
@@ -36,9 +36,11 @@ def analyse(tables: Tables) -> Analysis:
     corpus = throughput["corpus"]
     repeats = spec.groupby([*CONFIG_KEYS, "batch_size", "temperature", "experiment"], dropna=False).size()
     largest = tables["pair_ppl"].loc[tables["pair_ppl"]["model_params"].idxmax(), "model_name"]
-    at_scale = [runs.source(runs.at_scale) for runs in (pretrain_tokens.RUNS, ppl_plane.RUNS)
-                if runs.at_scale["spec"] in tables]
-    return Analysis({**({"at_scale_sources": at_scale} if at_scale else {}),  # only once committed
+    scaled = [runs for runs in (pretrain_tokens.RUNS, ppl_plane.RUNS) if runs.at_scale["spec"] in tables]
+    facts = {"at_scale_sources": [runs.source(runs.at_scale) for runs in scaled],
+             "at_scale_stopped_early": any(at_scale.dataset(tables, runs, runs.at_scale)["stopped_early"]
+                                           for runs in scaled)}
+    return Analysis({**(facts if scaled else {}),  # only once committed
         "gpu_name": sorted(spec["gpu_name"].unique().tolist()), "dtype": sorted(spec["dtype"].unique().tolist()),
         "dates": sorted({str(t)[:10] for t in spec["timestamp_utc"]}),
         "measurement_git_sha": sorted(spec["git_sha"].astype(str).unique().tolist()),
@@ -132,13 +134,14 @@ def _md_corpus(d: dict) -> str:
 
 
 def _md_stopped_early(d: dict) -> str:
-    """Which runs the time budget cut short: it is read from the small-budget runs' metadata only, since the
-    at-scale runs train until every model has its budget (resumable commands)."""
-    if not d["stopped_early"]:
-        return ""
-    if "at_scale_sources" in d:
-        return " (the small-budget runs' training stopped early at the time budget; the at-scale runs finished theirs)"
-    return " (training stopped early at the time budget)"
+    """Which runs the time budget cut short, from each dataset's training records."""
+    if "at_scale_sources" not in d:
+        return " (training stopped early at the time budget)" if d["stopped_early"] else ""
+    small, scaled = d["stopped_early"], d["at_scale_stopped_early"]
+    if small == scaled:
+        return " (training stopped early at the time budget in the small-budget and the at-scale runs)" if small else ""
+    cut, done = ("small-budget", "at-scale") if small else ("at-scale", "small-budget")
+    return f" (the {cut} runs' training stopped early at the time budget; the {done} runs finished theirs)"
 
 
 def _md_perplexities(d: dict) -> str:

@@ -98,9 +98,15 @@ def chinchilla_ppl(params, tokens, law: PublishedLaw | pd.Series = CHINCHILLA_LO
     return np.exp(p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"])
 
 
+#: The laws that map (draft, target) perplexities to acceptance.
+PLANE_LAWS = ("ppl_plane", "ppl_plane_log")
+
+
 def plane_alpha(ppl_draft, ppl_target, A, B, C, law: str = "ppl_plane", eps: float = 1e-6):
     """An acceptance plane clipped to a probability in [0, 1 - eps] ([R]): SDSL's (:func:`sdlaws.fit.laws.ppl_plane`)
     or, with ``law="ppl_plane_log"``, the same in log perplexity (:func:`sdlaws.fit.laws.ppl_plane_log`)."""
+    if law not in PLANE_LAWS:
+        raise InputError(f"law {law!r} is not an acceptance plane; give one of {', '.join(PLANE_LAWS)}")
     plane = fit_laws.LAWS[law].func
     return np.clip(plane(np.asarray(ppl_draft), np.asarray(ppl_target), np.asarray(A), np.asarray(B),
                          np.asarray(C)), 0.0, 1.0 - eps)

@@ -41,7 +41,8 @@ def load_laws(paths: Optional[list[Path]]) -> dict[str, Any]:
         if role is None:
             raise ConfigError(f"{path}: law {law.law!r} is not used by the planner; give {', '.join(LAW_ROLES)} fits")
         if role in laws:
-            raise ConfigError(f"{path}: a second {law.law!r} fit was given; pass one per law")
+            raise ConfigError(f"{path}: a second {role} fit was given ({law.law} after {laws[role].law}); pass one "
+                              f"per role ({', '.join(sorted(set(LAW_ROLES.values())))})")
         laws[role] = law
     return laws
 
