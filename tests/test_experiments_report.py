@@ -64,8 +64,11 @@ def test_report_writes_fits_figures_and_json(report_dir):
     fitted = {"thm11": ("thm11_loglinear_alpha_mle.json", "loglinear", "a",
                         lambda entry: entry["responses"]["alpha_mle"]["T=0"]["loglinear"]["params"]),
               "plane": ("sdsl_ppl_plane.json", "ppl_plane", "A",
-                        lambda entry: entry["groups"]["T=0"]["forms"]["linear"]["fit"]["params"])}
-    for section, (name, law, key, params) in fitted.items():
+                        lambda entry: entry["groups"]["T=0"]["forms"]["linear"]["fit"]["params"]),
+              "plane_log": ("sdsl_ppl_plane_log.json", "ppl_plane_log", "A",
+                            lambda entry: entry["groups"]["T=0"]["forms"]["log"]["fit"]["params"])}
+    for part, (name, law, key, params) in fitted.items():
+        section = part.removesuffix("_log")
         runs = {"": data[section].get("small_budget", data[section])}
         if "small_budget" in data[section]:
             runs["at_scale_"] = data[section]

@@ -39,6 +39,8 @@ RUNS = at_scale.Runs(AT_SCALE, SMALL_BUDGET, FILES)
 EXPECTED_SIGNS = {"A": -1, "B": 1}
 #: The two forms of the plane: their laws (:data:`sdlaws.fit.LAWS`). ``linear`` is SDSL's; ``log`` is the alternative.
 FORMS = {"linear": "ppl_plane", "log": "ppl_plane_log"}
+#: Each form's fit JSON and figure (``results/NAME.json``, ``.png``), loadable with :func:`sdlaws.fit.load_fits`.
+FIGURES = {"linear": "sdsl_ppl_plane", "log": "sdsl_ppl_plane_log"}
 #: Bootstrap factors: whole drafts and whole targets, by shape (the seeds of one shape are a factor of their own).
 FACTORS = ("draft_shape", "target_shape")
 #: The directions of leave-one-unit-out prediction error: label -> factor left out.
@@ -82,22 +84,20 @@ def analyse_run(tables: Tables, keys: dict[str, str]) -> Analysis:
     spec = tables[keys["spec"]]
     rows = fill_perplexities(spec[spec["method"].ne("ar")], tables[keys["ppl"]])
     rows = rows.assign(draft_shape=rows["draft_name"].map(short_name), target_shape=rows["target_name"].map(short_name))
-    fits = fit_law_by(rows, FORMS["linear"], group="temperature")
-    used = {t: used_rows(rows, fit) for t, fit in fits.items()}
-    groups = {tkey(t): plane_group(used[t], fit) for t, fit in fits.items()}
+    fits = {form: fit_law_by(rows, law, group="temperature") for form, law in FORMS.items()}
+    used = {t: used_rows(rows, fit) for t, fit in fits["linear"].items()}
+    groups = {tkey(t): plane_group(used[t], {form: fits[form][t] for form in FORMS}) for t in used}
     return Analysis({"groups": groups, "setup": setup(rows),
                      "verdict": verdicts.combine(g["verdict"] for g in groups.values())},
-                    fits={"sdsl_ppl_plane": (fits, "temperature")},
-                    plots={"sdsl_ppl_plane": ({tkey(t): fit for t, fit in fits.items()},
-                                              {tkey(t): used[t] for t in fits})})
+                    fits={FIGURES[form]: (fits[form], "temperature") for form in FORMS},
+                    plots={FIGURES[form]: ({tkey(t): fit for t, fit in fits[form].items()},
+                                           {tkey(t): used[t] for t in used}) for form in FORMS})
 
 
-def plane_group(rows: pd.DataFrame, linear) -> dict[str, Any]:
-    """Numbers and verdict of the rows of one temperature (``linear``: SDSL's plane fitted to them)."""
-    from sdlaws.fit import fit_law
+def plane_group(rows: pd.DataFrame, fits: dict[str, Any]) -> dict[str, Any]:
+    """Numbers and verdict of the rows of one temperature (``fits``: both forms of :data:`FORMS` fitted to them)."""
     from sdlaws.plan.priors import SDSL_PLANE
 
-    fits = {"linear": linear, "log": fit_law(rows, FORMS["log"])}
     rows, factors = seed_factors(rows, FACTORS)
     forms = {form: form_summary(fit, rows, factors) for form, fit in fits.items()}
     units = forms["linear"]["two_way"]["units"]
@@ -167,11 +167,12 @@ def _md_run(d: dict, doc: Doc, place: at_scale.Place) -> list[str]:
     setup_ = d["setup"]
     lines = [f"Drafts {listed(setup_['drafts'])}, chain gamma {listed(setup_['num_spec_tokens'])}, T = "
              f"{listed(setup_['temperatures'], f)}; perplexities on the corpus's held-out set. Law: "
-             "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens). "
+             "`alpha_mle = A*ppl_draft + B*ppl_target + C` (WLS, weighted by the drafted tokens), and its log form "
+             "`alpha_mle = A*ln(ppl_draft) + B*ln(ppl_target) + C` on the same rows (second figure). "
              + verdicts.two_way_method(), ""]
     for key, g in d["groups"].items():
         lines += _render_group(key, g, doc, place)
-    return [*lines, place.fig(doc, "sdsl_ppl_plane.png"), ""]
+    return [*lines, *(place.fig(doc, f"{name}.png") for name in FIGURES.values()), ""]
 
 
 def _render_group(key: str, g: dict, doc: Doc, place: at_scale.Place) -> list[str]:
