@@ -222,6 +222,8 @@ STEP_TIMING: list[Column] = [
     Column("kv_len", "int", "variable", "cached tokens per sequence before the pass", unit="tokens"),
     Column("num_repeats", "int", "count", "timed repeats after warm-up"),
     Column("median_time_s", "float", "timing", "median wall time of one forward pass", unit="s"),
+    Column("forward_impl", "str", "variable", 'forward timed: "fused" (sdlaws fast path) or "hf" (stock layers); '
+           "empty in tables written before it was recorded", required=False),
     Column("tp_size", "int", "variable", "GPUs the model was split over (tensor parallel); absent = 1",
            required=False, default="1"),
     Column("allreduce_time_s", "float", "timing", "tp > 1: median wall time of the pass's all-reduces alone (two per "

@@ -2,6 +2,8 @@
 
 import json
 
+import pandas as pd
+import pytest
 import torch
 
 from sdlaws import io
@@ -57,4 +59,27 @@ def test_measure_steps_times_the_fused_forward(tmp_path):
                                                        num_repeats=1, num_warmup=0),
                          dtype="float32", device="cpu", progress=False)
     assert [r["status"] for r in rows] == ["ok"] * 4
-    assert (io.read_measurements(out, table="step")["median_time_s"] > 0).all()
+    df = io.read_measurements(out, table="step")
+    assert (df["median_time_s"] > 0).all() and set(df["forward_impl"]) == {"fused"}
+
+
+def test_gpt2_steps_record_stock_layers_and_the_law_refuses_them(tmp_path):
+    """A model the fast path does not cover is timed on its stock layers and says so; the step-time law fits only
+    fused-path rows and takes the others as surfaces."""
+    from sdlaws.errors import InputError
+    from sdlaws.hardware import get_preset
+    from sdlaws.measure.hwbench import measure_steps
+    from sdlaws.plan.cost import fit_steptime
+
+    out, fused = tmp_path / "gpt2.csv", tmp_path / "llama.csv"
+    sweep = StepSweep(batch_sizes=(1, 2, 4), tokens_per_row=(1, 2, 3, 4), kv_len=8, num_repeats=1, num_warmup=0)
+    measure_steps("random:gpt2?n_layer=2&n_embd=64&n_head=4&vocab_size=128", out, sweep, dtype="float32",
+                  device="cpu", progress=False)
+    measure_steps("random:tiny", fused, sweep, dtype="float32", device="cpu", progress=False)
+    stock = io.read_measurements(out, table="step")
+    assert set(stock["forward_impl"]) == {"hf"}
+    steps = io.read_measurements(fused, table="step")
+    with pytest.raises(InputError, match="timed on stock Hugging Face layers"):
+        fit_steptime(pd.concat([steps, stock]), get_preset("H100"))
+    law = fit_steptime(steps, get_preset("H100"), surface_only=stock)
+    assert law.source == f"fitted on {len(steps)} step timings, {len(stock)} more with surfaces only"

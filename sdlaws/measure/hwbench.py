@@ -354,8 +354,10 @@ def check_steps(model_spec: str, out: str | Path, sweep: StepSweep, *, dtype: st
 
 
 def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, done: set[str] = frozenset(),
-                 on_row: Callable[[dict[str, Any]], None] = lambda row: None, progress: bool = False) -> list[dict]:
-    """Time every (batch size, tokens per row) of ``sweep``; returns ``step`` rows (also passed to ``on_row``).
+                 on_row: Callable[[dict[str, Any]], None] = lambda row: None, progress: bool = False,
+                 forward_impl: str = "") -> list[dict]:
+    """Time every (batch size, tokens per row) of ``sweep``; returns ``step`` rows (also passed to ``on_row``),
+    recording ``forward_impl`` (``"fused"`` or ``"hf"``: the code path ``model`` runs) on each.
 
     Rows whose ``run_id`` is in ``done`` are skipped; an out-of-memory or other error of one point becomes a
     ``status=failed`` row and the sweep goes on. A split model's points also time their all-reduces alone.
@@ -371,7 +373,7 @@ def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, don
         task = bar.add_task("forward timing", total=len(points))
         for batch in sweep.batch_sizes:
             todo = [t for t in sweep.tokens_per_row if _step_id(info, batch, t, sweep, dtype, gpu_name) not in done]
-            rows += _time_batch(model, info, sweep, batch, todo, gpu_name, dtype, on_row)
+            rows += _time_batch(model, info, sweep, batch, todo, gpu_name, dtype, on_row, forward_impl)
             bar.advance(task, len(sweep.tokens_per_row))
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
@@ -379,7 +381,7 @@ def time_forward(model, info: ModelInfo, sweep: StepSweep, *, gpu_name: str, don
 
 
 def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int], gpu_name: str, dtype: str,
-                on_row) -> list[dict]:
+                on_row, forward_impl: str) -> list[dict]:
     """Rows of one batch size: one pre-filled cache, one timing per tokens-per-row value."""
     import torch
 
@@ -392,7 +394,7 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
     timing = dict(repeats=sweep.num_repeats, warmup=sweep.num_warmup, cuda_graphs=sweep.cuda_graphs)
     with torch.inference_mode():
         for tokens in tokens_list:
-            row = _step_row(info, batch, tokens, sweep, dtype, gpu_name)
+            row = {**_step_row(info, batch, tokens, sweep, dtype, gpu_name), "forward_impl": forward_impl}
             try:
                 if cache is None:
                     gen = torch.Generator(device=device).manual_seed(sweep.seed)
@@ -444,8 +446,11 @@ def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep
         from sdlaws.measure.head import HeadStep, stand_in_modules
 
         model.share(*stand_in_modules(model.config, device=device, dtype=model.dtype, seed=sweep.seed))
-        model = HeadStep(fastpath.wrap(model))  # its layers on the fused path, as the engine runs them
+    fast = fastpath.wrap(model)  # the model itself where the fast path does not apply
+    impl = "hf" if fast is model else "fused"
+    if info.head:
+        fast = HeadStep(fast)  # its layers (on the fused path, as the engine runs them), then the LM head
     writes = tp.rank() == 0
-    return time_forward(fastpath.wrap(model), info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
+    return time_forward(fast, info, sweep, gpu_name=device_name(device), done=io.done_run_ids(out),
                         on_row=lambda row: io.append_row(out, row, "step") if writes else None,
-                        progress=progress and writes)
+                        progress=progress and writes, forward_impl=impl)

@@ -471,6 +471,7 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
         ``step_df`` and ``surface_only``.
     """
     fitted = _ok_steps(step_df)
+    _check_fused(fitted)
     extra = fitted.iloc[:0] if surface_only is None else ok_step_rows(surface_only, 1, "surface-only step rows")
     both = set(fitted["model_name"].astype(str)) & set(extra["model_name"].astype(str))
     if both:
@@ -492,6 +493,17 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
                       source=f"fitted on {len(fitted)} step timings"
                       + (f", {len(extra)} more with surfaces only" if len(extra) else ""))
     return _with_surfaces(fit)
+
+
+def _check_fused(rows: pd.DataFrame) -> None:
+    """The law's terms count the fused path's kernels: rows timed on stock Hugging Face layers (``forward_impl``
+    "hf") would bend its GPU parameters, so they are refused here and belong in ``surface_only``."""
+    stock = rows["forward_impl"].astype(str).eq("hf") if "forward_impl" in rows else pd.Series(False, rows.index)
+    if stock.any():
+        names = sorted(rows.loc[stock, "model_name"].astype(str).unique())
+        raise InputError(f"{int(stock.sum())} step rows of {names} were timed on stock Hugging Face layers "
+                         "(forward_impl hf), which the step-time law does not count; give them as surface-only "
+                         "tables (sdlaws validate --surface-steps)")
 
 
 def _with_surfaces(fit: StepTimeFit) -> StepTimeFit:
