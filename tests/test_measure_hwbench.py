@@ -64,8 +64,8 @@ def test_measure_steps_times_the_fused_forward(tmp_path):
 
 
 def test_gpt2_steps_record_stock_layers_and_the_law_refuses_them(tmp_path):
-    """A model the fast path does not cover is timed on its stock layers and says so; the step-time law fits only
-    fused-path rows and takes the others as surfaces."""
+    """A model the fast path does not cover is timed on its stock layers and says so; the step-time law does not
+    fit them beside fused-path rows (they go in as surfaces), and fits them alone."""
     from sdlaws.errors import InputError
     from sdlaws.hardware import get_preset
     from sdlaws.measure.hwbench import measure_steps
@@ -83,3 +83,5 @@ def test_gpt2_steps_record_stock_layers_and_the_law_refuses_them(tmp_path):
         fit_steptime(pd.concat([steps, stock]), get_preset("H100"))
     law = fit_steptime(steps, get_preset("H100"), surface_only=stock)
     assert law.source == f"fitted on {len(steps)} step timings, {len(stock)} more with surfaces only"
+    # a stock-path table alone is one code path: fitted as it is (a model the fast path does not cover)
+    assert fit_steptime(stock, get_preset("H100")).source == f"fitted on {len(stock)} step timings"

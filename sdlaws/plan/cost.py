@@ -496,14 +496,16 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
 
 
 def _check_fused(rows: pd.DataFrame) -> None:
-    """The law's terms count the fused path's kernels: rows timed on stock Hugging Face layers (``forward_impl``
-    "hf") would bend its GPU parameters, so they are refused here and belong in ``surface_only``."""
+    """One code path per fit: the law's terms count the fused path's kernels, so rows timed on stock Hugging Face
+    layers (``forward_impl`` "hf") beside fused ones would bend the GPU parameters the fused shapes share; they are
+    refused and belong in ``surface_only``. Rows of the stock path alone (a model the fast path does not cover) are
+    fitted as they are: the parameters then describe that path."""
     stock = rows["forward_impl"].astype(str).eq("hf") if "forward_impl" in rows else pd.Series(False, rows.index)
-    if stock.any():
+    if stock.any() and not stock.all():
         names = sorted(rows.loc[stock, "model_name"].astype(str).unique())
         raise InputError(f"{int(stock.sum())} step rows of {names} were timed on stock Hugging Face layers "
-                         "(forward_impl hf), which the step-time law does not count; give them as surface-only "
-                         "tables (sdlaws validate --surface-steps)")
+                         "(forward_impl hf) beside fused-path rows, whose GPU parameters they would bend; give them "
+                         "as surface-only tables (sdlaws validate --surface-steps)")
 
 
 def _with_surfaces(fit: StepTimeFit) -> StepTimeFit:
