@@ -429,7 +429,7 @@ def test_at_scale_run_comes_first_and_the_small_budget_runs_follow_labelled(scie
                                                                                                              abs=0.01)
     assert "finished WSD runs, training seeds 0, 1" in text and "python 892.6k" in text
     assert facts["target_seeds"] == [0] and "training seeds 0, 1 for the drafts, 0 for the target" in text
-    assert "so it includes seed-to-seed noise" in text and "below the ~20 of compute-optimal" in text
+    assert "so it includes the drafts' seed-to-seed noise" in text and "below the ~20 of compute-optimal" in text
     assert small["dataset"]["label"] == "cosine snapshots, cut by the time budget" and small["dataset"]["seeds"] == [0]
     assert verdicts.runs_agree(data["verdict"], small["verdict"]) in text
     # figures: the at-scale ones prefixed, the small-budget ones under their old names

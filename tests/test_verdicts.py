@@ -184,6 +184,9 @@ def test_seed_noise_needs_two_seeds_resampled():
     assert "so it includes seed-to-seed noise" in verdicts.seed_noise(2, resampled=True)
     assert "leave seed-to-seed noise out" in verdicts.seed_noise(2, resampled=False)
     assert verdicts.seed_noise(1, resampled=True).startswith("One training seed: the intervals cannot include")
+    drafts_only = verdicts.seed_noise(2, resampled=True, targets_seeded=False)
+    assert "the drafts' seed-to-seed noise, not the targets'" in drafts_only
+    assert "leave seed-to-seed noise out" in verdicts.seed_noise(2, resampled=False, targets_seeded=False)
 
 
 def test_runs_agree_names_the_verdict_the_summary_reports():

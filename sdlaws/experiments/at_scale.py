@@ -195,7 +195,8 @@ def _md_at_scale(facts: dict) -> list[str]:
         by_source = listed(c["train_tokens_by_source"].items(), lambda kv: f"{kv[0]} {tok(kv[1])}")
         lines.append(f"Corpus: {tok(c['train_tokens'])} train tokens ({by_source}); "
                      + verdicts.epochs_seen(c["epochs"]["draft"], c["epochs"]["target"]))
-    return [*lines, verdicts.seed_noise(len(facts["seeds"]), facts["seed_noise"])]
+    return [*lines, verdicts.seed_noise(len(facts["seeds"]), facts["seed_noise"],
+                                        targets_seeded=len(facts["target_seeds"]) == len(facts["seeds"]))]
 
 
 def _md_small_budget(facts: dict, at_scale: str, small_budget: str) -> list[str]:

@@ -258,11 +258,15 @@ def epochs_seen(drafts: float, targets: float, limit: float = USEFUL_EPOCHS) -> 
             "unique data, so the later passes count for less than new text would.")
 
 
-def seed_noise(seeds: int, resampled: bool) -> str:
+def seed_noise(seeds: int, resampled: bool, targets_seeded: bool = True) -> str:
     """Whether the intervals include seed-to-seed noise: ``seeds`` training seeds, ``resampled`` when every
-    bootstrap of the section draws them as a factor (:mod:`sdlaws.experiments.multiway`)."""
+    bootstrap of the section draws them as a factor (:mod:`sdlaws.experiments.multiway`), ``targets_seeded``
+    False when the targets had one seed (the noise the intervals carry is then the drafts' only)."""
     if seeds < 2:
         return "One training seed: the intervals cannot include seed-to-seed noise."
+    if resampled and not targets_seeded:
+        return (f"{seeds} training seeds of the drafts: every bootstrap interval resamples whole seeds as a factor, "
+                "so it includes the drafts' seed-to-seed noise, not the targets' (trained with one seed).")
     if resampled:
         return (f"{seeds} training seeds: every bootstrap interval resamples whole seeds as a factor, so it "
                 "includes seed-to-seed noise.")
