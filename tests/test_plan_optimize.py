@@ -193,3 +193,20 @@ def test_one_plane_per_plan_and_only_plane_laws_evaluate_as_planes(tmp_path):
         load_laws(paths)
     with pytest.raises(InputError, match="not an acceptance plane"):
         priors.plane_alpha(10.0, 6.0, 0.1, 0.2, 0.3, law="linear")
+
+
+def test_a_fitted_plane_warns_where_the_plan_leaves_its_perplexities():
+    from sdlaws.fit import fit_law
+
+    rng = np.random.default_rng(3)
+    rows = pd.DataFrame({"draft_ppl": rng.uniform(8, 30, 30), "target_ppl": rng.uniform(5, 7, 30)})
+    rows["alpha_mle"] = -0.006 * rows["draft_ppl"] + 0.012 * rows["target_ppl"] + 0.66 + rng.normal(0, 0.02, 30)
+    plane = fit_law(rows, "ppl_plane", weight=None)
+    low, high = plane.meta["x_range"]["target_ppl"]
+    assert priors.plane_extrapolation(plane, 10.0, (low + high) / 2) == ""
+    assert priors.plane_extrapolation(plane, 10.0, 9.0) == (f"the ppl_plane fit is extrapolated: target perplexity "
+                                                            f"9 outside the fitted {low:.3g}-{high:.3g}")
+    assert priors.plane_extrapolation(priors.SDSL_PLANE, 100.0, 100.0) == ""   # published: no range recorded
+    plan = optimal_draft_size(ModelShape.from_params(8e9), plane=plane, samples=20)
+    target_ppl = priors.chinchilla_ppl(8e9, priors.DEFAULT_PRETRAIN_TOKENS, priors.CHINCHILLA_LOSS)
+    assert (not low <= target_ppl <= high) and any("target perplexity" in w for w in plan.warnings)

@@ -64,6 +64,8 @@ class Acceptance:
     point: np.ndarray        # (N,)
     draws: np.ndarray        # (S, N)
     ci_kind: str
+    #: ``alpha``'s inputs outside the data the plane was fitted on, per draft size (N,): a sentence or ""
+    extrapolated: np.ndarray | None = None
 
     @property
     def has_interval(self) -> bool:
@@ -90,7 +92,8 @@ def sdsl_alpha(draft_params, target_params: float, *, plane=priors.SDSL_PLANE, l
     point = priors.plane_alpha(ppl_draft, ppl_target, p["A"], p["B"], p["C"], law=plane.law)
     draws = priors.plane_alpha(ppl_draft[None, :], ppl_target, d["A"].to_numpy()[:, None],
                                d["B"].to_numpy()[:, None], d["C"].to_numpy()[:, None], law=plane.law)
-    return Acceptance(point=point, draws=draws, ci_kind=priors.interval_note(plane))
+    outside = np.array([priors.plane_extrapolation(plane, pd_, ppl_target) for pd_ in ppl_draft])
+    return Acceptance(point=point, draws=draws, ci_kind=priors.interval_note(plane), extrapolated=outside)
 
 
 # ---------------------------------------------------------------------------------------------- draft size
@@ -126,6 +129,8 @@ def _draft_size_plan(grid, lengths, throughput: np.ndarray, throughput_draws: np
         warnings += (f"optimum at the edge of the draft-size grid ({grid[0]:.3g}-{grid[-1]:.3g} params)",)
     if g_best == len(lengths) - 1:
         warnings += (f"best num_spec_tokens is the largest searched ({lengths[-1]}); raise max_num_spec_tokens",)
+    if acc.extrapolated is not None and acc.extrapolated[n_best]:
+        warnings += (acc.extrapolated[n_best],)
     target = inputs["target_params"]
     return Plan(quantity="draft_params", value=float(grid[n_best]), unit="params", objective=objective,
                 ci=ci, ci_kind=acc.ci_kind if ci else "no interval (published point estimate)",

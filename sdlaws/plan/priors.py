@@ -149,6 +149,18 @@ def law_x_range(law) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
+def plane_extrapolation(plane, ppl_draft: float, ppl_target: float) -> str:
+    """A warning when a fitted plane is evaluated at perplexities outside the ranges it was fitted on
+    (``meta["x_range"]`` of its ``draft_ppl`` and ``target_ppl``); "" inside them or for a published plane."""
+    ranges = (getattr(plane, "meta", None) or {}).get("x_range") or {}
+    outside = []
+    for role, column, value in (("draft", "draft_ppl", ppl_draft), ("target", "target_ppl", ppl_target)):
+        low, high = ranges.get(column, (-np.inf, np.inf))
+        if not low <= value <= high:
+            outside.append(f"{role} perplexity {value:.3g} outside the fitted {low:.3g}-{high:.3g}")
+    return f"the {plane.law} fit is extrapolated: {'; '.join(outside)}" if outside else ""
+
+
 def interval_note(law) -> str:
     """How intervals derived from ``law`` were obtained (fitted covariance draws vs published)."""
     if isinstance(law, PublishedLaw):
