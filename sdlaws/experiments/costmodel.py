@@ -39,7 +39,7 @@ H100_STEPS = ("bench/fused-kernels/steps.csv", "bench/steps-llama-3.1-8b.csv", "
 THM13 = "h200/thm13*.csv"
 #: The same target with an EAGLE-sized head as its draft (``benchmarks/gpu_heldout.sh`` step 5), timed while heads
 #: ran stock Hugging Face decoder layers, with that path's step table beside it (``hf-layers/``).
-HEADS = "h200/hf-layers/heads.csv"
+HEADS, HEAD_STEPS = "h200/hf-layers/heads.csv", "h200/hf-layers/steps-head.csv"
 #: The H200 pair suite's training rows and step tables: the engine's per-step overheads outside the forward
 #: passes are fitted there (``sdlaws validate``) and added to the plan's step times of the 8B sweep.
 PAIRS, PAIR_STEPS = ("h200/pairs/topk-batch.csv", "h200/pairs/heldout-train.csv"), "h200/pairs/step.csv"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from sdlaws.experiments import verdicts
-from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, HEAD, HEADS, PAIR_HELDOUT,
-                                         PAIR_STEPS, PAIRS, TARGET, THM13, Results, analyse)
+from sdlaws.experiments.costmodel import (CONTEXTS, DRAFT, GOALS, H100_STEPS, H200_STEPS, HEAD, HEAD_STEPS, HEADS,
+                                         PAIR_HELDOUT, PAIR_STEPS, PAIRS, TARGET, THM13, Results, analyse)
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -212,7 +212,7 @@ def _draft_cost(forward: pd.DataFrame, cost: pd.DataFrame) -> list[str]:
             "above left out), median milliseconds of the draft phase per drafted position of chain rows (one draft "
             "forward with its sampling, as the engine times it), over gammas and repeats. Those rows are a held-out "
             "suite of `docs/results.md`, predicted with the step table of the same engine as a surface "
-            f"(`measurements/{HEADS.replace('heads.csv', 'steps-head.csv')}`)."))]
+            f"(`measurements/{HEAD_STEPS}`)."))]
     lines = [line for part in parts for line in part]
     return ["## An EAGLE-sized head against a 1B-shape draft", "", *lines] if lines else []
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from sdlaws import io
-from sdlaws.experiments import topk_batch, verdicts
+from sdlaws.experiments import costmodel, topk_batch, verdicts
 from sdlaws.experiments.context import Context
 from sdlaws.experiments.registry import Experiment, Section
 from sdlaws.experiments.reporting import Analysis, Doc, Tables, f, table
@@ -56,8 +56,8 @@ class Suite:
 FILES = {"pairs_grid": ("h200/pairs/topk-batch.csv", "spec"), "pairs_train": ("h200/pairs/heldout-train.csv", "spec"),
          "pairs_heldout": ("h200/pairs/heldout.csv", "spec-all"), "pairs_step": ("h200/pairs/step.csv", "step"),
          "sweep_8b": ("h200/thm13*.csv", "spec-all"), "steps_8b": ("h200/steps*.csv", "step"),
-         "steps_decoders": ("h200/steps.csv", "step"), "head_8b": ("h200/hf-layers/heads.csv", "spec-all"),
-         "steps_head_hf": ("h200/hf-layers/steps-head.csv", "step"),
+         "steps_decoders": ("h200/steps.csv", "step"), "head_8b": (costmodel.HEADS, "spec-all"),
+         "steps_head_hf": (costmodel.HEAD_STEPS, "step"),
          "heldout": ("throughput/heldout.csv", "spec-all"), "plane": ("acceptance/ppl-plane.csv", "spec"),
          **topk_batch.GRID, **topk_batch.STEPS}
 #: (i) real acceptance on the GPU the other H200 data come from, (ii) realistic scale there (a 1B-shape draft, an

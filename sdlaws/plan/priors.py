@@ -138,10 +138,15 @@ def _pick(frame: pd.DataFrame, names: tuple[str, ...], law, role: str) -> pd.Dat
     return frame[[lower[n.lower()] for n in names]].set_axis(list(names), axis=1).astype(float)
 
 
+def _x_ranges(law) -> dict:
+    """``{column: (low, high)}`` of the regressors a fitted law was fitted on (``FitResult.meta["x_range"]``);
+    empty when the law does not record them (e.g. a published law)."""
+    return (getattr(law, "meta", None) or {}).get("x_range") or {}
+
+
 def law_x_range(law) -> tuple[float, float] | None:
-    """Range of the (first) regressor a fitted law was fitted on, from ``FitResult.meta["x_range"]``
-    (``{column: (low, high)}``); None when the law does not record it (e.g. a published law)."""
-    ranges = (getattr(law, "meta", None) or {}).get("x_range") or {}
+    """Range of the (first) regressor a fitted law was fitted on (:func:`_x_ranges`); None when not recorded."""
+    ranges = _x_ranges(law)
     columns = list(getattr(law, "x", ()) or ranges)
     if not columns or columns[0] not in ranges:
         return None
@@ -151,8 +156,8 @@ def law_x_range(law) -> tuple[float, float] | None:
 
 def plane_extrapolation(plane, ppl_draft: float, ppl_target: float) -> str:
     """A warning when a fitted plane is evaluated at perplexities outside the ranges it was fitted on
-    (``meta["x_range"]`` of its ``draft_ppl`` and ``target_ppl``); "" inside them or for a published plane."""
-    ranges = (getattr(plane, "meta", None) or {}).get("x_range") or {}
+    (:func:`_x_ranges` of its ``draft_ppl`` and ``target_ppl``); "" inside them or for a published plane."""
+    ranges = _x_ranges(plane)
     outside = []
     for role, column, value in (("draft", "draft_ppl", ppl_draft), ("target", "target_ppl", ppl_target)):
         low, high = ranges.get(column, (-np.inf, np.inf))
