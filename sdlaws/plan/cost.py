@@ -25,11 +25,12 @@ On top of the law, each measured model keeps a *residual surface*: the log-resid
 interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-plate spline
 (``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
-measured get the law alone. The tables enter the parameters' fit, so they must time the engine's fused path
-(:mod:`sdlaws.measure.fastpath`), whose kernels the law counts (draft heads run it too,
-:class:`~sdlaws.measure.fastpath.FastHead`); a table of another code path (e.g. an earlier engine's stock-layer
-heads) is given as ``surface_only``: its surface over the law, not in the parameters' fit. See ``docs/cost-model.md`` for the validation (leave-one-point-out,
-leave-one-batch-size-out, leave-one-shape-out, and transfer across GPUs).
+measured get the law alone. The tables enter the parameters' fit, so they time one code path: the engine's fused
+forward (:mod:`sdlaws.measure.fastpath`, draft heads included), whose kernels the law counts, or stock Hugging Face
+layers alone (``forward_impl`` "hf", a model the fast path does not cover); stock-layer rows beside fused ones are
+refused, and given as ``surface_only`` they get their surface over the law without entering the fit. See
+``docs/cost-model.md`` for the validation (leave-one-point-out, leave-one-batch-size-out, leave-one-shape-out, and
+transfer across GPUs).
 
 One module because the law's terms, its fit, its residual surface and its result object are one
 model; the checks on it live in :mod:`sdlaws.plan.costcheck`.
