@@ -34,6 +34,8 @@ timed eagerly with ``perf_counter``):
   and a ``mask_mod`` that reads a boolean ``(B, n, S)`` tensor, its block mask built once per case outside the
   timed graph (an engine's mask changes every step, so it would rebuild the block mask once per step, shared by
   the layers: its eager build time is in the row's note); a compile or capture failure is recorded, not fatal;
+- ``triton``: the fast path's own kernel on CUDA (:func:`sdlaws.measure.kernels.attention`: reads only the blocks
+  of slots some query may attend, splits the slots among programs where the batch has few KV heads);
 - ``flash-nomask``: reference only, not usable by the engine: SDPA's flash backend over the live prefix ``L``
   with no mask at all (GQA through ``enable_gqa``), so it also attends to pads.
 
@@ -138,7 +140,8 @@ class Inputs:
     q_fold: torch.Tensor     # (B, kv_heads, groups * n, D), the engine's folded query
     keys: torch.Tensor       # (B, kv_heads, S, D)
     values: torch.Tensor
-    mask: torch.Tensor       # (B, 1, groups * n, S) additive, as the engine passes it
+    mask: torch.Tensor       # (B, 1, groups * n, S) additive, as the engine passes it to SDPA
+    token_mask: torch.Tensor  # (B, 1, n, S) additive, as the engine builds it (the Triton kernel reads it)
     bool_mask: torch.Tensor  # (B, 1, groups * n, S) True = attend
     allowed: torch.Tensor    # (B, n, S) True = attend (flex's mask_mod reads it)
 
@@ -172,7 +175,7 @@ def make_inputs(batch: int, n: int, slots: int, dtype: torch.dtype, device: str)
     kv[1].masked_fill_(~live_slot[:, None, :, None], DEAD_VALUE)
     kv = kv.to(dtype)  # one (2, B, kv_heads, S, D) tensor, keys and values adjacent as in the engine's stack
     q = torch.randn((batch, KV_HEADS, groups * n, HEAD_DIM), generator=gen, device=device, dtype=torch.float32)
-    return Inputs(batch, n, slots, live, end, q.to(dtype), kv[0], kv[1], mask_fold, mask_fold == 0, allowed)
+    return Inputs(batch, n, slots, live, end, q.to(dtype), kv[0], kv[1], mask_fold, mask, mask_fold == 0, allowed)
 
 
 def reference(x: Inputs, length: int | None = None, masked: bool = True) -> torch.Tensor:
@@ -236,6 +239,19 @@ def _flash_nomask(x: Inputs, device: str):
     return call, f"no mask over {x.slice_len} slots (pads attended): a bound, not the engine's function", "unmasked"
 
 
+def _triton(x: Inputs, device: str):
+    try:
+        from sdlaws.measure import kernels
+    except ImportError as exc:
+        raise Skip(f"no triton ({exc})") from None
+
+    def call():
+        out = kernels.attention(x.q_fold, x.keys, x.values, x.token_mask, x.n)  # (B, n, heads * D)
+        return out.view(x.batch, x.n, HEADS, HEAD_DIM).transpose(1, 2)
+    _, tiles, splits = kernels.grid(x.batch * KV_HEADS, x.q_fold.shape[2], x.slots, torch.device(device))
+    return call, f"{tiles} row tile(s) x {splits} slot range(s) per KV head", "masked"
+
+
 _compiled_flex = None
 
 
@@ -280,6 +296,7 @@ IMPLS: dict[str, Callable] = {
     "sdpa-bool-mask": _sdpa(bool_mask=True),
     "sdpa-live-slice": _sdpa(live_slice=True),
     "flash-nomask": _flash_nomask,
+    "triton": _triton,
     "flex": _flex,
 }
 #: Timed in a second pass over the cases (a fault in a compiled kernel cannot take the SDPA rows with it).

@@ -6,8 +6,9 @@ their summed CUDA time per run (one run is one phase of one decode step). Per ca
 
 1. the phase's graph-replayed ms per step, the kernels' summed ms, the gap between them (launch and dependency
    latency between kernels) and the kernels' ms per step by class: GEMMs (``nvjet*``, ``cutlass*``, ``*gemm*``),
-   cuBLASLt's split-K reductions, attention (cuDNN SDPA, flash), KV writes (scatter kernels called a whole number
-   of times per layer and pass), Triton element-wise kernels (``triton_*``: RMSNorm + residual add, SwiGLU,
+   cuBLASLt's split-K reductions, attention (cuDNN SDPA, flash, the fast path's own Triton attention and its
+   merge), KV writes (scatter kernels called a whole number of times per layer and pass; the fast path's Triton
+   rotary + cache write, which replaces the rotary kernel and the scatter), Triton element-wise kernels (``triton_*``: RMSNorm + residual add, SwiGLU,
    rotary), argmax and other reductions (``at::native::reduce_kernel``); ``other`` is the rest of the summed time
    (ATen element-wise kernels, memsets, copies, and the kernels below the table's top rows);
 2. each GEMM's microseconds per call against the time its weights take at the copy bandwidth (``--hw``: a
@@ -43,8 +44,10 @@ BYTES = 2  # bf16 weights and cache
 CLASSES = [
     ("split-K reduce", ("void cublasLt::splitKreduce",)),
     ("GEMMs", ("nvjet", "cutlass", "void cutlass", "sm90_xmma_gemm", "ampere_bf16", "void gemv")),
-    ("attention", ("cudnn_generated_fort_native_sdpa", "flash", "void pytorch_flash", "fmha", "void fmha")),
-    ("KV writes", ("void at::native::_scatter_gather_elementwise_kernel", "void at::native::index_elementwise")),
+    ("attention", ("cudnn_generated_fort_native_sdpa", "flash", "void pytorch_flash", "fmha", "void fmha",
+                   "_attention_kernel", "_merge_kernel")),
+    ("KV writes", ("void at::native::_scatter_gather_elementwise_kernel", "void at::native::index_elementwise",
+                   "_rope_write_kernel")),
     ("element-wise", ("triton_",)),
     ("argmax/reduce", ("void at::native::reduce_kernel",)),
 ]

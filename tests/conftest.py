@@ -21,6 +21,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if not Path("/dev/nvidia0").exists():
+    # no GPU: Triton kernels (sdlaws.measure.kernels) run on CPU through Triton's interpreter, which must be chosen
+    # before triton is first imported (tests/test_kernels.py)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 #: Small, stable standard-library modules: real Python source for a corpus that builds in about a second.
 STDLIB_MODULES = ["abc", "bisect", "colorsys", "copy", "fnmatch", "genericpath", "glob", "heapq", "keyword",

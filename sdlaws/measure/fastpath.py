@@ -100,6 +100,8 @@ class _FusedLayers(torch.nn.Module):
         weight = _local(q_weight)
         # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
         self.kernels = element_kernels(weight.device.type == "cuda")
+        # and Triton kernels for rotary + cache write + attention over the slot cache (sdlaws.measure.kernels)
+        self.triton = weight.device.type == "cuda"
         self.layers = [self._fuse(layer) for layer in layers]
         # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
         self._copied = [p for layer in layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
@@ -133,20 +135,19 @@ class _FusedLayers(torch.nn.Module):
         """The layers on their input ``x`` ``(B, n, hidden)``: ``(x, h)`` after the last one, ``x`` its residual
         stream and ``h`` the RMSNorm of ``x`` with weight ``final_norm`` (fused with the last residual add; None:
         no final norm, ``h`` is None)."""
-        bsz, n = position_ids.shape
-        cos = self.cos[position_ids].unsqueeze(2)  # (B, n, 1, head_dim), shared by all layers
-        sin = self.sin[position_ids].unsqueeze(2)
-        groups = self.num_heads // self.num_kv_heads
-        # GQA without copying K/V: fold the `groups` query heads of a KV head into the query axis
-        mask = attention_mask.unsqueeze(2).expand(bsz, 1, groups, n, attention_mask.shape[-1])
-        mask = mask.reshape(bsz, 1, groups * n, -1)
+        cos = self.cos[position_ids]  # (B, n, head_dim), shared by all layers
+        sin = self.sin[position_ids]
+        if not attention_mask.is_floating_point():  # bool, True = attend: the additive form, once per forward
+            attention_mask = torch.where(attention_mask, 0.0, torch.finfo(x.dtype).min).to(x.dtype)
+        attend = self._attend_fn(attention_mask, past_key_values, position_ids.shape[1])
         k = self.kernels
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
         next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
         for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
-            x, h = k.add_rms_norm(x, self._attention(layer, cache_layer, h, cos, sin, mask, groups), layer.ln2,
-                                  self.eps)
+            qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(*h.shape[:2], -1, self.head_dim)
+            attn = self._rowwise(attend(qkv, cache_layer, cos, sin), layer.o_w, layer.o_b)
+            x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
             mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
             if next_norm is None:
                 return x + mlp, None
@@ -162,18 +163,51 @@ class _FusedLayers(torch.nn.Module):
         dist.all_reduce(out, group=self.group)
         return out if bias is None else out + bias
 
-    def _attention(self, layer, cache_layer, h, cos, sin, mask, groups):
-        bsz, n, _ = h.shape
+    def _attend_fn(self, mask, cache, n):
+        """The attention of one layer for this forward, ``(qkv, cache_layer, cos, sin) -> (B, n, heads * D)``:
+        the Triton kernels (:mod:`sdlaws.measure.kernels`) where they apply (CUDA, a slot cache, few queries per
+        KV head), else rotary, cache write and SDPA in PyTorch; ``mask`` ``(B, 1, n, S)`` additive."""
+        groups = self.num_heads // self.num_kv_heads
+        if self.triton and all(hasattr(layer, "prepare_pair") for layer in cache.layers):
+            from sdlaws.measure import kernels  # needs triton, which CUDA builds of torch bring
+
+            if groups * n <= kernels.MAX_QUERIES:
+                return functools.partial(self._attention_triton, mask=mask, attend=kernels.attention)
+            folded = _fold_mask(mask, groups)  # a prefill chunk: fused rotary and cache write, then SDPA
+            return functools.partial(self._attention_triton, mask=folded, attend=_sdpa_folded)
+        return functools.partial(self._attention, mask=_fold_mask(mask, groups))
+
+    def _attention_triton(self, qkv, cache_layer, cos, sin, mask, attend):
+        from sdlaws.measure import kernels
+
+        keys, values, slots = cache_layer.prepare_pair(qkv[:, :, self.num_heads:])
+        q = kernels.rope_write(qkv, cos, sin, slots, keys, values, self.num_heads)  # (B, kv_heads, groups n, D)
+        return attend(q, keys, values, mask, qkv.shape[1])
+
+    def _attention(self, qkv, cache_layer, cos, sin, mask):
+        bsz, n = qkv.shape[:2]
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(bsz, n, heads + 2 * kv_heads, dim)
-        qkv = self.kernels.rotary(qkv, cos, sin, heads + kv_heads)  # on the q and k heads; v passes through
-        q = qkv[:, :, :heads]
+        groups = heads // kv_heads
+        # on the q and k heads; v passes through
+        qkv = self.kernels.rotary(qkv, cos.unsqueeze(2), sin.unsqueeze(2), heads + kv_heads)
         keys, values = _write_kv(cache_layer, qkv[:, :, heads:])  # (B, kv_heads, S, D) each
         # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
-        q = q.transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        out = out.view(bsz, kv_heads, groups, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, heads * dim)
-        return self._rowwise(out, layer.o_w, layer.o_b)
+        q = qkv[:, :, :heads].transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
+        return _sdpa_folded(q, keys, values, mask, n)
+
+
+def _fold_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(B, 1, n, S)`` -> ``(B, 1, groups * n, S)``: GQA without copying K/V folds the ``groups`` query heads of
+    a KV head into the query axis, each with the tokens' mask."""
+    bsz, _, n, slots = mask.shape
+    return mask.unsqueeze(2).expand(bsz, 1, groups, n, slots).reshape(bsz, 1, groups * n, slots)
+
+
+def _sdpa_folded(q, keys, values, mask, n):
+    """SDPA of folded queries ``(B, kv_heads, groups * n, D)`` with a folded mask; ``(B, n, heads * D)``."""
+    bsz, kv_heads, rows, dim = q.shape
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    return out.view(bsz, kv_heads, rows // n, n, dim).permute(0, 3, 1, 2, 4).reshape(bsz, n, -1)
 
 
 class FastDecoderLM(_FusedLayers):

@@ -106,17 +106,22 @@ class SlotLayer(CacheLayerMixin):
 
         Where this layer's keys and values are adjacent in the :class:`LayerStack`, both go in with one scatter
         (one kernel fewer per layer and forward than :meth:`update`; a launch inside every captured graph)."""
-        batch, n, two_heads, dim = kv_states.shape
-        pair = kv_states.view(batch, n, 2, two_heads // 2, dim).permute(2, 0, 3, 1, 4)  # (2, B, H, n, D)
-        if not self.is_initialized:
-            self.lazy_initialization(pair[0], pair[1])
+        keys, values, slots = self.prepare_pair(kv_states)
         stack = self.stack.tensor
-        if (stack is None or self.keys.data_ptr() != stack[self.index, 0].data_ptr()
-                or self.values.data_ptr() != stack[self.index, 1].data_ptr()):
-            return self.update(pair[0], pair[1])
-        slots = self.write.slots  # (B, n)
+        if (stack is None or keys.data_ptr() != stack[self.index, 0].data_ptr()
+                or values.data_ptr() != stack[self.index, 1].data_ptr()):
+            return self.update(*_pair(kv_states))
+        pair = _pair(kv_states)
         stack[self.index].scatter_(3, slots[None, :, None, :, None].expand(pair.shape), pair)
-        return self.keys, self.values
+        return keys, values
+
+    def prepare_pair(self, kv_states: torch.Tensor):
+        """``(keys, values, slots)`` for a writer of its own (a fused kernel): the full ``(B, H, S, D)`` tensors,
+        allocated like the halves of ``kv_states`` ``(B, n, 2 H, D)`` if not yet, and the ``(B, n)`` contiguous
+        write slots."""
+        if not self.is_initialized:
+            self.lazy_initialization(*_pair(kv_states))
+        return self.keys, self.values, self.write.slots.contiguous()
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         """Key length and offset a mask must have: the whole static cache."""
@@ -191,6 +196,12 @@ class SlotCache(Cache):
             for buf in (layer.keys, layer.values):
                 moved = buf.gather(2, _expand_slots(src, buf))
                 buf.scatter_(2, _expand_slots(dst, buf), moved)
+
+
+def _pair(kv_states: torch.Tensor) -> torch.Tensor:
+    """``(B, n, 2 H, D)`` keys then values -> ``(2, B, H, n, D)`` (a view)."""
+    batch, n, two_heads, dim = kv_states.shape
+    return kv_states.view(batch, n, 2, two_heads // 2, dim).permute(2, 0, 3, 1, 4)
 
 
 def _expand_slots(slots: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,289 @@
+"""Triton kernels of the fast path's attention block over the slot KV cache (CUDA only).
+
+Why: a profile of a graph-replayed batch-1 decode step of the Llama-3.1-8B shape on an H200
+(``docs/benchmarks.md``) spent 0.29 ms in attention and 0.23 ms in KV-cache writes per step, against 0.005 ms
+for reading the live KV cache at the copy bandwidth; at batch 64, 1.0 ms in attention. PyTorch's
+``scaled_dot_product_attention`` with an additive mask reads every slot of the static cache, live or not, and
+the rotary kernel, the cache scatter and the query's re-layout are three launches per layer. Here:
+
+- :func:`rope_write` rotates the query and key heads of a fused QKV projection, writes the keys and values at
+  each token's cache slot and the queries in the layout attention reads, in one launch;
+- :func:`attention` computes masked attention for a few queries per row (decode, a chain's or a tree's
+  verification) flash-decoding style: each program holds one KV head's queries (the GQA group folded in, no K/V
+  copy), walks the slots in blocks, and neither loads nor computes a block in which the mask allows no query,
+  so the bytes read are the live cache's; where the batch has too few KV heads to fill the GPU, the slots are
+  split among programs and a second launch merges the partial softmaxes. The output is written in the
+  ``(B, n, heads * D)`` layout of the output projection's input.
+
+Semantics are those of the engine's call ``F.scaled_dot_product_attention(q, k, v, attn_mask=additive)`` for
+every query that may attend at least one slot; entries equal to the mask dtype's most negative value (what the
+engine's masks hold where a query may not attend) or -inf count as masked. A query that may attend no slot gets zeros (SDPA would average
+every slot). Scores and the softmax are float32; the probabilities meet the values in the input dtype, as in
+flash attention; float32 inputs use IEEE float32 products (no TF32), so an fp32 model keeps its own greedy
+tokens. Head sizes below 16 are zero-padded to 16 (the matrix units' smallest tile).
+
+The kernels are plain ``triton.jit`` functions: :mod:`tests.test_kernels` runs them on CPU through Triton's
+interpreter against the PyTorch reference of the same call.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+#: Slots per block of :func:`attention` (a block is read, or skipped, as a whole).
+BLOCK_S = 64
+#: Most queries per KV head (GQA group x tokens per row) :func:`attention` is used for by the fast path; a longer
+#: block (a prefill chunk) goes to SDPA, which tiles queries as well and reads the whole cache once per tile.
+MAX_QUERIES = 256
+#: Largest queries per KV head (GQA group x tokens per row) one program of :func:`attention` holds; more (a
+#: prefill chunk) are tiled over programs, each reading the live blocks again.
+MAX_BLOCK_M = 64
+
+
+@triton.jit
+def _rope_write_kernel(qkv, cos, sin, slots, q_out, k_cache, v_cache, n, kv_heads, groups,
+                       skb, skh, sks, svb, svh, svs,
+                       HEADS: tl.constexpr, HALF: tl.constexpr, HALF_P2: tl.constexpr, BLOCK_H: tl.constexpr):
+    """One token (program axis 0, ``b * n + j``) and ``BLOCK_H`` of its ``heads + 2 kv_heads`` heads (axis 1)."""
+    tok = tl.program_id(0)
+    b = tok // n
+    j = tok % n
+    head = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    d = tl.arange(0, HALF_P2)
+    dim = 2 * HALF
+    live = (head < HEADS + 2 * kv_heads)[:, None] & (d < HALF)[None, :]
+    row = qkv + tok.to(tl.int64) * (HEADS + 2 * kv_heads) * dim + head[:, None] * dim + d[None, :]
+    x1 = tl.load(row, mask=live, other=0.0).to(tl.float32)
+    x2 = tl.load(row + HALF, mask=live, other=0.0).to(tl.float32)
+    c1 = tl.load(cos + tok * dim + d, mask=d < HALF, other=0.0).to(tl.float32)[None, :]
+    c2 = tl.load(cos + tok * dim + HALF + d, mask=d < HALF, other=0.0).to(tl.float32)[None, :]
+    s1 = tl.load(sin + tok * dim + d, mask=d < HALF, other=0.0).to(tl.float32)[None, :]
+    s2 = tl.load(sin + tok * dim + HALF + d, mask=d < HALF, other=0.0).to(tl.float32)[None, :]
+    # HF's half-split rotary: x * cos + cat(-x2, x1) * sin, on query and key heads; values pass through
+    rotated = (head < HEADS + kv_heads)[:, None]
+    y1 = tl.where(rotated, x1 * c1 - x2 * s1, x1).to(q_out.dtype.element_ty)
+    y2 = tl.where(rotated, x2 * c2 + x1 * s2, x2).to(q_out.dtype.element_ty)
+    # queries: (B, kv_heads, groups * n, D), query head h = kv * groups + g at row g * n + j
+    is_q = (head < HEADS)[:, None]
+    kv = head // groups
+    q_row = ((b * kv_heads + kv) * groups + head % groups) * n + j
+    q_ptr = q_out + q_row.to(tl.int64)[:, None] * dim + d[None, :]
+    tl.store(q_ptr, y1, mask=live & is_q)
+    tl.store(q_ptr + HALF, y2, mask=live & is_q)
+    # keys and values: at this token's slot of the (B, kv_heads, S, D) caches
+    slot = tl.load(slots + tok).to(tl.int64)
+    k_head = head - HEADS
+    k_ptr = k_cache + b.to(tl.int64) * skb + k_head[:, None] * skh + slot * sks + d[None, :]
+    is_k = ((head >= HEADS) & (head < HEADS + kv_heads))[:, None]
+    tl.store(k_ptr, y1, mask=live & is_k)
+    tl.store(k_ptr + HALF, y2, mask=live & is_k)
+    v_head = head - HEADS - kv_heads
+    v_ptr = v_cache + b.to(tl.int64) * svb + v_head[:, None] * svh + slot * svs + d[None, :]
+    is_v = (head >= HEADS + kv_heads)[:, None]
+    tl.store(v_ptr, y1, mask=live & is_v)
+    tl.store(v_ptr + HALF, y2, mask=live & is_v)
+
+
+def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, heads: int) -> torch.Tensor:
+    """Rotary embedding and cache write of a fused QKV projection; the rotated queries, folded for attention.
+
+    Parameters
+    ----------
+    qkv : Tensor
+        ``(B, n, heads + 2 kv_heads, D)`` contiguous: query heads, key heads, value heads.
+    cos, sin : Tensor
+        ``(B, n, D)`` contiguous rotary tables at each token's position (HF half-split layout).
+    slots : Tensor
+        ``(B, n)`` long: the cache slot each token's key and value go to.
+    keys, values : Tensor
+        ``(B, kv_heads, S, D)`` caches (any strides with a unit last one), written in place.
+    heads : int
+        Query heads.
+
+    Returns
+    -------
+    Tensor
+        ``(B, kv_heads, groups * n, D)``: query head ``kv * groups + g`` of token ``j`` at row ``g * n + j``.
+    """
+    bsz, n, total, dim = qkv.shape
+    kv_heads = (total - heads) // 2
+    groups = heads // kv_heads
+    q = qkv.new_empty((bsz, kv_heads, groups * n, dim))
+    block_h = min(16, triton.next_power_of_2(total))
+    grid = (bsz * n, triton.cdiv(total, block_h))
+    _rope_write_kernel[grid](qkv, cos, sin, slots, q, keys, values, n, kv_heads, groups,
+                             *keys.stride()[:3], *values.stride()[:3],
+                             HEADS=heads, HALF=dim // 2, HALF_P2=triton.next_power_of_2(dim // 2), BLOCK_H=block_h)
+    return q
+
+
+@triton.jit
+def _attention_kernel(q, k, v, mask, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows, num_slots,
+                      scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
+                      DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr,
+                      SPLITS: tl.constexpr, BLOCKS_PER_SPLIT: tl.constexpr, IEEE: tl.constexpr):
+    """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over one slot range."""
+    bh = tl.program_id(0)
+    b = bh // kv_heads
+    kv = bh % kv_heads
+    split = tl.program_id(2)
+    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_live = rows < num_rows
+    j = rows % n  # token of the row (its mask row); g = rows // n is its query head within the group
+    d = tl.arange(0, D_P2)
+    d_live = d < DIM
+    q_ptr = q + (bh.to(tl.int64) * num_rows + rows[:, None]) * DIM + d[None, :]
+    qb = tl.load(q_ptr, mask=row_live[:, None] & d_live[None, :], other=0.0)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D_P2), tl.float32)
+    for i in range(BLOCKS_PER_SPLIT):
+        blk = split * BLOCKS_PER_SPLIT + i
+        s_idx = blk * BLOCK_S + tl.arange(0, BLOCK_S)
+        s_live = s_idx < num_slots
+        m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
+        add = tl.load(m_ptr, mask=row_live[:, None] & s_live[None, :], other=float("-inf")).to(tl.float32)
+        allowed = add > masked
+        col = tl.max(allowed.to(tl.int32), axis=0) > 0  # (BLOCK_S,) slots some query may attend
+        if tl.max(col.to(tl.int32), axis=0) > 0:  # a block no query may attend is neither read nor computed
+            kv_mask = col[:, None] & d_live[None, :]
+            kb = tl.load(k + b.to(tl.int64) * skb + kv * skh + s_idx[:, None].to(tl.int64) * sks + d[None, :],
+                         mask=kv_mask, other=0.0)
+            vb = tl.load(v + b.to(tl.int64) * svb + kv * svh + s_idx[:, None].to(tl.int64) * svs + d[None, :],
+                         mask=kv_mask, other=0.0)
+            if IEEE:
+                s = tl.dot(qb, tl.trans(kb), input_precision="ieee")
+            else:
+                s = tl.dot(qb, tl.trans(kb))
+            s = tl.where(allowed, s * scale + add, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet stays at 0
+            p = tl.exp(s - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
+            m_i = m_new
+    if SPLITS == 1:
+        _store_rows(out, acc / tl.where(l_i > 0, l_i, 1.0)[:, None], b, kv, rows, row_live, n, kv_heads, groups,
+                    d, d_live, DIM)
+    else:
+        part = (bh * SPLITS + split).to(tl.int64) * num_rows + rows
+        tl.store(part_m + part, m_i, mask=row_live)
+        tl.store(part_l + part, l_i, mask=row_live)
+        tl.store(part_acc + part[:, None] * D_P2 + d[None, :], acc, mask=row_live[:, None])
+
+
+@triton.jit
+def _store_rows(out, o, b, kv, rows, row_live, n, kv_heads, groups, d, d_live, DIM: tl.constexpr):
+    """Store output rows of one KV head in the ``(B, n, heads * D)`` layout: row ``g * n + j`` is token ``j``'s
+    query head ``kv * groups + g``."""
+    j = rows % n
+    head = kv * groups + rows // n
+    ptr = out + ((b * n + j).to(tl.int64) * (kv_heads * groups) + head)[:, None] * DIM + d[None, :]
+    tl.store(ptr, o.to(out.dtype.element_ty), mask=row_live[:, None] & d_live[None, :])
+
+
+@triton.jit
+def _merge_kernel(out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
+                  DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr):
+    """Program (b * kv_heads + kv, row tile): merge the ``SPLITS`` partial softmaxes of its rows."""
+    bh = tl.program_id(0)
+    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_live = rows < num_rows
+    d = tl.arange(0, D_P2)
+    sp = tl.arange(0, SPLITS)
+    part = (bh * SPLITS + sp[:, None]).to(tl.int64) * num_rows + rows[None, :]  # (SPLITS, BLOCK_M)
+    m = tl.load(part_m + part, mask=row_live[None, :], other=float("-inf"))
+    l = tl.load(part_l + part, mask=row_live[None, :], other=0.0)
+    m_max = tl.max(m, axis=0)
+    weight = tl.exp(m - tl.where(m_max == float("-inf"), 0.0, m_max)[None, :])  # 0 for an empty split
+    total = tl.sum(weight * l, axis=0)
+    acc = tl.zeros((BLOCK_M, D_P2), tl.float32)
+    for s in range(SPLITS):
+        w = tl.sum(tl.where(sp[:, None] == s, weight, 0.0), axis=0)
+        chunk = tl.load(part_acc + ((bh * SPLITS + s).to(tl.int64) * num_rows + rows)[:, None] * D_P2 + d[None, :],
+                        mask=row_live[:, None], other=0.0)
+        acc += w[:, None] * chunk
+    b = bh // kv_heads
+    kv = bh % kv_heads
+    _store_rows(out, acc / tl.where(total > 0, total, 1.0)[:, None], b, kv, rows, row_live, n, kv_heads, groups,
+                d, d < DIM, DIM)
+
+
+@functools.lru_cache(maxsize=8)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_splits(programs: int, num_slots: int, device: torch.device) -> int:
+    """Slot ranges per (row, KV head, row tile): a power of two, enough for about two programs per multiprocessor
+    of a CUDA ``device`` (one elsewhere, e.g. the interpreter), at least 4 blocks of slots per range."""
+    if device.type != "cuda":
+        return 1
+    want = triton.cdiv(2 * _multiprocessors(device.index or 0), programs)
+    most = max(1, triton.cdiv(num_slots, BLOCK_S) // 4)
+    return max(1, triton.next_power_of_2(min(want, most) + 1) // 2)  # the largest power of two <= min(...)
+
+
+def grid(heads: int, num_rows: int, num_slots: int, device: torch.device) -> tuple[int, int, int]:
+    """``(BLOCK_M, row tiles, slot ranges)`` of :func:`attention` for ``heads`` (batch x KV heads) of ``num_rows``
+    folded queries each over ``num_slots`` slots."""
+    block_m = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
+    tiles = triton.cdiv(num_rows, block_m)
+    return block_m, tiles, num_splits(heads * tiles, num_slots, device)
+
+
+def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, n: int,
+              splits: int | None = None) -> torch.Tensor:
+    """Masked attention of folded queries over the slot cache, reading only blocks some query may attend.
+
+    Parameters
+    ----------
+    q : Tensor
+        ``(B, kv_heads, groups * n, D)`` contiguous (:func:`rope_write`'s output).
+    keys, values : Tensor
+        ``(B, kv_heads, S, D)``, unit last stride.
+    mask : Tensor
+        ``(B, 1, n, S)`` additive float (0 where a query attends, the dtype's most negative value where not);
+        any strides (an expanded mask is read as it is).
+    n : int
+        Tokens per row.
+    splits : int, optional
+        Slot ranges merged by a second launch (a power of two); default :func:`grid`'s.
+
+    Returns
+    -------
+    Tensor
+        ``(B, n, heads * D)``, ``q``'s dtype.
+    """
+    bsz, kv_heads, num_rows, dim = q.shape
+    groups, num_slots = num_rows // n, keys.shape[2]
+    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, num_slots, q.device)
+    splits = splits or default_splits
+    blocks = triton.cdiv(num_slots, BLOCK_S)
+    d_p2 = max(16, triton.next_power_of_2(dim))
+    out = q.new_empty((bsz, n, kv_heads * groups * dim))
+    if splits > 1:
+        part_m = q.new_empty((bsz * kv_heads * splits * num_rows,), dtype=torch.float32)
+        part_l = torch.empty_like(part_m)
+        part_acc = q.new_empty((part_m.numel(), d_p2), dtype=torch.float32)
+    else:
+        part_m = part_l = part_acc = out  # unused
+    mb, _, mj, ms = mask.stride()
+    _attention_kernel[(bsz * kv_heads, tiles, splits)](
+        q, keys, values, mask, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows, num_slots,
+        dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
+        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits,
+        BLOCKS_PER_SPLIT=triton.cdiv(blocks, splits), IEEE=q.dtype == torch.float32)
+    if splits > 1:
+        _merge_kernel[(bsz * kv_heads, tiles)](out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
+                                               DIM=dim, D_P2=d_p2, BLOCK_M=block_m, SPLITS=splits)
+    return out

@@ -1,0 +1,134 @@
+"""The fast path's Triton kernels (rotary + cache write, attention over the slot cache) against the PyTorch code
+they replace, and the engine's greedy tokens with them: on a GPU natively, without one through Triton's
+interpreter (chosen in ``conftest.py``; numpy: float32 and float16; its bfloat16 matmul is not exact there, so
+bfloat16 is checked on GPU in ``test_engine_gpu.py``)."""
+
+import pytest
+import torch
+
+from sdlaws.measure import fastpath
+from sdlaws.measure.engine import DecodeConfig, SpecDecoder
+from sdlaws.measure.kvcache import block_mask
+
+triton = pytest.importorskip("triton", reason="Triton (a dependency of CUDA builds of torch; the test extra)")
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """``sdlaws.measure.kernels``, on a GPU or in Triton's interpreter."""
+    if DEVICE == "cpu" and not triton.knobs.runtime.interpret:
+        pytest.skip("no GPU and Triton's interpreter is off (set TRITON_INTERPRET=1 before triton is imported)")
+    from sdlaws.measure import kernels as module
+
+    return module
+
+
+def reference(q, keys, values, mask, n):
+    """The fast path's PyTorch attention (mask folded over the GQA group, SDPA), in float32."""
+    out = fastpath._sdpa_folded(q.float(), keys.float(), values.float(),
+                                fastpath._fold_mask(mask.float(), q.shape[2] // n), n)
+    return out
+
+
+def ragged_case(batch, n, slots, heads, kv_heads, dim, dtype, tree=False, seed=0):
+    """Queries, caches and an engine mask with ragged rows; every slot no query may attend holds NaN, so reading
+    one poisons the output."""
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn(batch, kv_heads, slots, dim, generator=gen).to(dtype)
+    values = torch.randn(batch, kv_heads, slots, dim, generator=gen).to(dtype)
+    q = torch.randn(batch, kv_heads, heads // kv_heads * n, dim, generator=gen).to(dtype)
+    start = torch.randint(0, 70, (batch,), generator=gen)
+    end = start + torch.randint(1, 90, (batch,), generator=gen)
+    block = end + torch.randint(0, 3, (batch,), generator=gen)
+    if tree:  # a binary tree's ancestor-or-self order (node i's parent is (i - 1) // 2)
+        anc = torch.eye(n, dtype=torch.bool)
+        for i in range(1, n):
+            anc[i] |= anc[(i - 1) // 2]
+    else:
+        anc = torch.tril(torch.ones(n, n, dtype=torch.bool))
+    mask = block_mask(start, end, block, anc, slots, dtype)
+    dead = (mask[:, 0] < 0).all(dim=1)  # (B, S): no query of the row attends the slot
+    clean = [t.clone() for t in (keys, values)]
+    for t in (keys, values):
+        t.masked_fill_(dead[:, None, :, None], float("nan"))
+    return [t.to(DEVICE) for t in (q, keys, values, mask)] + [[t.to(DEVICE) for t in clean]]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("batch,n,slots,heads,kv_heads,dim,tree,splits", [
+    (2, 1, 200, 8, 2, 16, False, 1),    # decode, GQA 4
+    (3, 5, 260, 4, 2, 8, False, 2),     # a chain's verification, head size 8 zero-padded to 16, 2 slot ranges
+    (2, 7, 190, 4, 4, 32, True, 4),     # a tree's, no GQA, 4 ranges (some empty)
+    (1, 40, 150, 8, 2, 16, False, 2),   # 160 query rows: three row tiles
+])
+def test_attention_matches_sdpa_and_reads_no_dead_slot(kernels, dtype, tol, batch, n, slots, heads, kv_heads, dim,
+                                                       tree, splits):
+    q, keys, values, mask, clean = ragged_case(batch, n, slots, heads, kv_heads, dim, dtype, tree)
+    out = kernels.attention(q, keys, values, mask, n, splits=splits)
+    assert out.shape == (batch, n, heads * dim) and out.dtype == dtype
+    assert torch.allclose(out.float(), reference(q, *clean, mask, n), atol=tol, rtol=tol)
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B attention shapes, bfloat16")
+@pytest.mark.parametrize("batch,n,slots", [(1, 1, 384), (64, 1, 384), (1, 5, 2048), (8, 16, 2048)])
+def test_attention_at_8b_shapes_in_bfloat16(kernels, batch, n, slots):
+    q, keys, values, mask, clean = ragged_case(batch, n, slots, 32, 8, 128, torch.bfloat16, tree=n > 8)
+    out = kernels.attention(q, keys, values, mask, n)  # the fast path's default slot ranges
+    assert torch.allclose(out.float(), reference(q, *clean, mask, n), atol=2e-2, rtol=2e-2)
+
+
+def test_attention_query_with_no_slot_gets_zeros(kernels):
+    q, keys, values, mask, clean = ragged_case(2, 1, 130, 4, 2, 16, torch.float32)
+    mask[1] = torch.finfo(torch.float32).min  # row 1 may attend nothing
+    out = kernels.attention(q, *clean, mask, 1, splits=2)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+    assert torch.allclose(out[0], reference(q, *clean, mask, 1)[0], atol=1e-5)
+
+
+def test_rope_write_matches_rotary_and_scatter(kernels):
+    batch, n, heads, kv_heads, dim, slots = 2, 3, 8, 2, 16, 40
+    gen = torch.Generator().manual_seed(1)
+    qkv, cos, sin = (torch.randn(batch, n, *shape, generator=gen).to(DEVICE)
+                     for shape in ((heads + 2 * kv_heads, dim), (dim,), (dim,)))
+    write = torch.tensor([[5, 6, 7], [10, 11, 30]], device=DEVICE)
+    stack = torch.full((2, batch, kv_heads, slots, dim), 7.0, device=DEVICE)  # keys, values
+    q = kernels.rope_write(qkv, cos, sin, write, stack[0], stack[1], heads)
+    rotated = fastpath._rotary(qkv, cos.unsqueeze(2), sin.unsqueeze(2), heads + kv_heads)
+    assert torch.allclose(q, rotated[:, :, :heads].transpose(1, 2).reshape(q.shape), atol=1e-6)
+    expect = torch.full_like(stack, 7.0)
+    kv = rotated[:, :, heads:].view(batch, n, 2, kv_heads, dim).permute(2, 0, 3, 1, 4)  # (2, B, H, n, D)
+    expect.scatter_(3, write[None, :, None, :, None].expand(kv.shape), kv)
+    assert torch.allclose(stack, expect, atol=1e-6)  # written at the slots, nothing else touched
+
+
+def test_num_splits_fills_the_gpu_with_whole_blocks(monkeypatch):
+    from sdlaws.measure import kernels
+
+    monkeypatch.setattr(kernels, "_multiprocessors", lambda index: 132)
+    gpu = torch.device("cuda", 0)
+    # (programs, slots) -> ranges: about 2 programs per multiprocessor, >= 4 blocks of 64 slots each, a power of 2
+    assert [kernels.num_splits(p, s, gpu) for p, s in [(8, 384), (8, 2048), (8, 4096), (32, 4096), (512, 4096)]] \
+        == [1, 8, 16, 8, 1]
+    assert kernels.num_splits(8, 4096, torch.device("cpu")) == 1
+
+
+@pytest.mark.parametrize("method", ["chain", "tree"])
+def test_engine_greedy_tokens_with_kernels(kernels, tiny_llama, method):
+    """The fast path on the kernels (forced on, interpreted) keeps HF's greedy tokens for chain and tree."""
+    target = tiny_llama(vocab=64, layers=2, hidden=64, heads=4, kv_heads=2, seed=0, init_std=0.2)
+    draft = tiny_llama(vocab=64, layers=1, hidden=64, heads=4, kv_heads=2, seed=1, init_std=0.2)
+    for model in (target, draft):
+        model.to(DEVICE)
+        fastpath.wrap(model).triton = True
+    prompts = [[3, 1, 4, 1, 5], [6, 5], [2, 7, 1, 8, 2, 8, 1]]
+    cfg = DecodeConfig(method=method, num_spec_tokens=3, tree_topk=2 if method == "tree" else 1, max_new_tokens=10)
+    tokens, _ = SpecDecoder(target, draft, cfg, max_prompt_len=8).generate(prompts)
+    with torch.no_grad():
+        for prompt, got in zip(prompts, tokens):
+            ids = torch.tensor([prompt], device=DEVICE)
+            for _ in range(10):
+                ids = torch.cat([ids, target(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+            assert got == ids[0, len(prompt):].tolist()
