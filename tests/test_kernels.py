@@ -88,6 +88,15 @@ def test_attention_query_with_no_slot_gets_zeros(kernels):
     assert torch.allclose(out[0], reference(q, *clean, mask, 1)[0], atol=1e-5)
 
 
+def test_live_bounds_span_first_to_last_attended_slot(kernels):
+    neg = torch.finfo(torch.float32).min
+    mask = torch.full((3, 1, 2, 10), neg)
+    mask[0, 0, 0, 2:5] = 0  # row 0: query 0 sees 2..4, query 1 sees 7
+    mask[0, 0, 1, 7] = 0
+    mask[1, 0, :, 9] = 0    # row 1: the last slot only; row 2: nothing
+    assert kernels.live_bounds(mask.to(DEVICE)).tolist() == [[2, 8], [9, 10], [0, 0]]
+
+
 def test_rope_write_matches_rotary_and_scatter(kernels):
     batch, n, heads, kv_heads, dim, slots = 2, 3, 8, 2, 16, 40
     gen = torch.Generator().manual_seed(1)
@@ -109,9 +118,10 @@ def test_num_splits_fills_the_gpu_with_whole_blocks(monkeypatch):
 
     monkeypatch.setattr(kernels, "_multiprocessors", lambda index: 132)
     gpu = torch.device("cuda", 0)
-    # (programs, slots) -> ranges: about 2 programs per multiprocessor, >= 4 blocks of 64 slots each, a power of 2
+    # (programs, slots) -> ranges: about 2 programs per multiprocessor, at most one per block of 64 slots, a power
+    # of 2
     assert [kernels.num_splits(p, s, gpu) for p, s in [(8, 384), (8, 2048), (8, 4096), (32, 4096), (512, 4096)]] \
-        == [1, 8, 16, 8, 1]
+        == [4, 32, 32, 8, 1]
     assert kernels.num_splits(8, 4096, torch.device("cpu")) == 1
 
 

@@ -171,8 +171,9 @@ class _FusedLayers(torch.nn.Module):
         if self.triton and all(hasattr(layer, "prepare_pair") for layer in cache.layers):
             from sdlaws.measure import kernels  # needs triton, which CUDA builds of torch bring
 
-            if groups * n <= kernels.MAX_QUERIES:
-                return functools.partial(self._attention_triton, mask=mask, attend=kernels.attention)
+            if groups * n <= kernels.MAX_QUERIES:  # the rows' live slot ranges: once per forward, for every layer
+                attend = functools.partial(kernels.attention, bounds=kernels.live_bounds(mask))
+                return functools.partial(self._attention_triton, mask=mask, attend=attend)
             folded = _fold_mask(mask, groups)  # a prefill chunk: fused rotary and cache write, then SDPA
             return functools.partial(self._attention_triton, mask=folded, attend=_sdpa_folded)
         return functools.partial(self._attention, mask=_fold_mask(mask, groups))

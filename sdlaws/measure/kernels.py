@@ -10,15 +10,16 @@ the rotary kernel, the cache scatter and the query's re-layout are three launche
   each token's cache slot and the queries in the layout attention reads, in one launch;
 - :func:`attention` computes masked attention for a few queries per row (decode, a chain's or a tree's
   verification) flash-decoding style: each program holds one KV head's queries (the GQA group folded in, no K/V
-  copy), walks the slots in blocks, and neither loads nor computes a block in which the mask allows no query,
-  so the bytes read are the live cache's; where the batch has too few KV heads to fill the GPU, the slots are
-  split among programs and a second launch merges the partial softmaxes. The output is written in the
+  copy) and walks, in blocks, only the row's live range of slots (:func:`live_bounds`, from the mask once per
+  forward: the first to the last slot some query of the row may attend), loading no slot no query may attend,
+  so the bytes read are the live cache's; the range is split among programs where the batch has too few KV
+  heads to fill the GPU, and a second launch merges the partial softmaxes. The output is written in the
   ``(B, n, heads * D)`` layout of the output projection's input.
 
 Semantics are those of the engine's call ``F.scaled_dot_product_attention(q, k, v, attn_mask=additive)`` for
 every query that may attend at least one slot; entries equal to the mask dtype's most negative value (what the
-engine's masks hold where a query may not attend) or -inf count as masked. A query that may attend no slot gets zeros (SDPA would average
-every slot). Scores and the softmax are float32; the probabilities meet the values in the input dtype, as in
+engine's masks hold where a query may not attend) or -inf count as masked. A query that may attend no slot gets
+zeros (SDPA would average every slot). Scores and the softmax are float32; the probabilities meet the values in the input dtype, as in
 flash attention; float32 inputs use IEEE float32 products (no TF32), so an fp32 model keeps its own greedy
 tokens. Head sizes below 16 are zero-padded to 16 (the matrix units' smallest tile).
 
@@ -34,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-#: Slots per block of :func:`attention` (a block is read, or skipped, as a whole).
+#: Slots per block of :func:`attention`.
 BLOCK_S = 64
 #: Most queries per KV head (GQA group x tokens per row) :func:`attention` is used for by the fast path; a longer
 #: block (a prefill chunk) goes to SDPA, which tiles queries as well and reads the whole cache once per tile.
@@ -123,11 +124,12 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
 
 
 @triton.jit
-def _attention_kernel(q, k, v, mask, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows, num_slots,
-                      scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
+def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
+                      num_slots, scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
                       DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr,
-                      SPLITS: tl.constexpr, BLOCKS_PER_SPLIT: tl.constexpr, IEEE: tl.constexpr):
-    """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over one slot range."""
+                      SPLITS: tl.constexpr, IEEE: tl.constexpr):
+    """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over its share of the
+    row's live blocks of slots."""
     bh = tl.program_id(0)
     b = bh // kv_heads
     kv = bh % kv_heads
@@ -142,35 +144,37 @@ def _attention_kernel(q, k, v, mask, out, part_m, part_l, part_acc, n, kv_heads,
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, D_P2), tl.float32)
-    for i in range(BLOCKS_PER_SPLIT):
-        blk = split * BLOCKS_PER_SPLIT + i
+    lo = tl.load(bounds + 2 * b) // BLOCK_S  # the row's live blocks: [lo, hi)
+    hi = tl.cdiv(tl.load(bounds + 2 * b + 1), BLOCK_S)
+    per = tl.cdiv(hi - lo, SPLITS)
+    first = lo + split * per
+    for blk in tl.range(first, tl.minimum(first + per, hi)):
         s_idx = blk * BLOCK_S + tl.arange(0, BLOCK_S)
-        s_live = s_idx < num_slots
         m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
-        add = tl.load(m_ptr, mask=row_live[:, None] & s_live[None, :], other=float("-inf")).to(tl.float32)
+        add = tl.load(m_ptr, mask=row_live[:, None] & (s_idx < num_slots)[None, :], other=float("-inf"))
+        add = add.to(tl.float32)
         allowed = add > masked
-        col = tl.max(allowed.to(tl.int32), axis=0) > 0  # (BLOCK_S,) slots some query may attend
-        if tl.max(col.to(tl.int32), axis=0) > 0:  # a block no query may attend is neither read nor computed
-            kv_mask = col[:, None] & d_live[None, :]
-            kb = tl.load(k + b.to(tl.int64) * skb + kv * skh + s_idx[:, None].to(tl.int64) * sks + d[None, :],
-                         mask=kv_mask, other=0.0)
-            vb = tl.load(v + b.to(tl.int64) * svb + kv * svh + s_idx[:, None].to(tl.int64) * svs + d[None, :],
-                         mask=kv_mask, other=0.0)
-            if IEEE:
-                s = tl.dot(qb, tl.trans(kb), input_precision="ieee")
-            else:
-                s = tl.dot(qb, tl.trans(kb))
-            s = tl.where(allowed, s * scale + add, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet stays at 0
-            p = tl.exp(s - m_safe[:, None])
-            alpha = tl.exp(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
-            m_i = m_new
+        col = tl.max(allowed.to(tl.int32), axis=0) > 0  # (BLOCK_S,) slots some query may attend: the ones read
+        kv_mask = col[:, None] & d_live[None, :]
+        kb = tl.load(k + b.to(tl.int64) * skb + kv * skh + s_idx[:, None].to(tl.int64) * sks + d[None, :],
+                     mask=kv_mask, other=0.0)
+        vb = tl.load(v + b.to(tl.int64) * svb + kv * svh + s_idx[:, None].to(tl.int64) * svs + d[None, :],
+                     mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(qb, tl.trans(kb), input_precision="ieee")
+        else:
+            s = tl.dot(qb, tl.trans(kb))
+        s = tl.where(allowed, s * scale + add, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet stays at 0
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
+        m_i = m_new
     if SPLITS == 1:
         _store_rows(out, acc / tl.where(l_i > 0, l_i, 1.0)[:, None], b, kv, rows, row_live, n, kv_heads, groups,
                     d, d_live, DIM)
@@ -224,12 +228,13 @@ def _multiprocessors(device_index: int) -> int:
 
 
 def num_splits(programs: int, num_slots: int, device: torch.device) -> int:
-    """Slot ranges per (row, KV head, row tile): a power of two, enough for about two programs per multiprocessor
-    of a CUDA ``device`` (one elsewhere, e.g. the interpreter), at least 4 blocks of slots per range."""
+    """Ranges the live slots of a row are split into, per (row, KV head, row tile): a power of two, enough for
+    about two programs per multiprocessor of a CUDA ``device`` (one elsewhere, e.g. the interpreter), at most one
+    per block of the ``num_slots`` slots."""
     if device.type != "cuda":
         return 1
     want = triton.cdiv(2 * _multiprocessors(device.index or 0), programs)
-    most = max(1, triton.cdiv(num_slots, BLOCK_S) // 4)
+    most = triton.cdiv(num_slots, BLOCK_S)
     return max(1, triton.next_power_of_2(min(want, most) + 1) // 2)  # the largest power of two <= min(...)
 
 
@@ -241,9 +246,20 @@ def grid(heads: int, num_rows: int, num_slots: int, device: torch.device) -> tup
     return block_m, tiles, num_splits(heads * tiles, num_slots, device)
 
 
+def live_bounds(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 2)`` int32: per row, the first slot and one past the last that some query may attend, from an
+    additive ``(B, 1, n, S)`` mask (``(0, 0)`` for a row with none); one reduction per forward, shared by the
+    layers."""
+    live = (mask > torch.finfo(mask.dtype).min).any(dim=2)[:, 0]  # (B, S)
+    slot = torch.arange(1, live.shape[1] + 1, device=mask.device, dtype=torch.int32)
+    hi = torch.where(live, slot, 0).amax(dim=1)
+    lo = torch.where(live, slot - 1, live.shape[1]).amin(dim=1).clamp(max=hi)
+    return torch.stack((lo, hi), dim=1).to(torch.int32)
+
+
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, n: int,
-              splits: int | None = None) -> torch.Tensor:
-    """Masked attention of folded queries over the slot cache, reading only blocks some query may attend.
+              bounds: torch.Tensor | None = None, splits: int | None = None) -> torch.Tensor:
+    """Masked attention of folded queries over the slot cache, reading only the rows' live slots.
 
     Parameters
     ----------
@@ -256,8 +272,11 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         any strides (an expanded mask is read as it is).
     n : int
         Tokens per row.
+    bounds : Tensor, optional
+        :func:`live_bounds` of ``mask`` (computed here if not given; a forward computes it once for its layers).
     splits : int, optional
-        Slot ranges merged by a second launch (a power of two); default :func:`grid`'s.
+        Ranges each row's live blocks are split into, merged by a second launch (a power of two); default
+        :func:`grid`'s.
 
     Returns
     -------
@@ -265,10 +284,10 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         ``(B, n, heads * D)``, ``q``'s dtype.
     """
     bsz, kv_heads, num_rows, dim = q.shape
-    groups, num_slots = num_rows // n, keys.shape[2]
-    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, num_slots, q.device)
+    groups = num_rows // n
+    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, keys.shape[2], q.device)
     splits = splits or default_splits
-    blocks = triton.cdiv(num_slots, BLOCK_S)
+    bounds = live_bounds(mask) if bounds is None else bounds
     d_p2 = max(16, triton.next_power_of_2(dim))
     out = q.new_empty((bsz, n, kv_heads * groups * dim))
     if splits > 1:
@@ -279,10 +298,9 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         part_m = part_l = part_acc = out  # unused
     mb, _, mj, ms = mask.stride()
     _attention_kernel[(bsz * kv_heads, tiles, splits)](
-        q, keys, values, mask, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows, num_slots,
-        dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
-        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits,
-        BLOCKS_PER_SPLIT=triton.cdiv(blocks, splits), IEEE=q.dtype == torch.float32)
+        q, keys, values, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
+        keys.shape[2], dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
+        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits, IEEE=q.dtype == torch.float32)
     if splits > 1:
         _merge_kernel[(bsz * kv_heads, tiles)](out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
                                                DIM=dim, D_P2=d_p2, BLOCK_M=block_m, SPLITS=splits)
