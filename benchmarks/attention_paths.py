@@ -3,6 +3,7 @@
     python3 benchmarks/attention_paths.py --out $OUT/attention.csv                 # one H200: about 1.5 minutes
     python3 benchmarks/attention_paths.py --cases 1x1x384,64x1x384 --out a.csv     # a subset (batch x n x S)
     python3 benchmarks/attention_paths.py --device cpu --out /tmp/attention.csv    # CPU smoke run, seconds
+    python3 benchmarks/attention_paths.py --summary measurements/h200/attention.csv  # the summary table of a run
 
 The call (``FastDecoderLM._attention`` in :mod:`sdlaws.measure.fastpath`) is
 ``F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)`` with the query heads of each KV head folded into
@@ -441,6 +442,26 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
+#: The implementations the summary table sets side by side (``--summary``).
+SUMMARY_IMPLS = ["sdpa-default", "sdpa-cudnn", "flex", "flash-nomask", "triton"]
+
+
+def summary(csv_path: Path) -> str:
+    """One line per case: each of :data:`SUMMARY_IMPLS`'s microseconds per call (``-`` where it did not run ok)
+    and the time to read the live KV bytes at the run's copy bandwidth."""
+    rows = list(csv.DictReader(csv_path.open()))
+    cases = list(dict.fromkeys((r["batch"], r["n"], r["slots"]) for r in rows))
+    lines = ["| B x n x S | live slots (mean) | " + " | ".join(SUMMARY_IMPLS) + " | live KV at copy bandwidth |",
+             "|---|---:|" + "---:|" * (len(SUMMARY_IMPLS) + 1)]
+    for case in cases:
+        mine = {r["impl"]: r for r in rows if (r["batch"], r["n"], r["slots"]) == case}
+        first = next(iter(mine.values()))
+        us = [f"{float(mine[i]['us']):.1f}" if i in mine and mine[i]["status"] == "ok" else "-" for i in SUMMARY_IMPLS]
+        lines.append(f"| {'x'.join(case)} | {float(first['live_mean']):.0f} | " + " | ".join(us)
+                     + f" | {float(first['floor_live_us']):.1f} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options (see the module docstring); bad input is one error line and exit 2."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -456,7 +477,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "would take over --timing-ms")
     p.add_argument("--timing-ms", type=float, default=20.0, help="time budget of one timing (default 20 ms)")
     p.add_argument("--out", type=Path, default=None, help="CSV of the rows")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="print the summary table of a CSV this script wrote (microseconds per implementation and "
+                        "case) and exit; no device needed")
     args = p.parse_args(argv)
+    if args.summary is not None:
+        return args
     try:
         args.device = resolve_device(args.device)
         args.dtype = canonical_dtype(args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
@@ -479,6 +505,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 @torch.no_grad()  # not inference_mode: torch.compile'd flex runs under it too
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.summary is not None:
+        if not args.summary.is_file():
+            print(f"error: --summary: no file {args.summary}", file=sys.stderr)
+            return 2
+        print(summary(args.summary))
+        return 0
     device, dtype = args.device, getattr(torch, args.dtype)
     cuda = device.startswith("cuda")
     esize = torch.empty((), dtype=dtype).element_size()

@@ -18,13 +18,20 @@ from sdlaws.roofline import named_shape  # noqa: E402
 DOC = (ROOT / "docs" / "benchmarks.md").read_text()
 TEXT = " ".join(DOC.split())  # prose: line breaks do not matter
 H200 = ROOT / "measurements" / "h200"
-PREVIOUS_GUARD = H200 / "guard-97b74118ed5f"
+PREVIOUS_GUARD = H200 / "guard-bdef9b59c3e2"
+FIRST_KERNELS_GUARD = H200 / "guard-fc3116931cee"  # the same session's first version of the Triton kernels
+NUMBER_WORDS = ["None", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten", "Eleven"]
 
 
 def test_guard_tables_are_the_committed_ones():
     assert (H200 / "guard" / "guard.md").read_text().strip() in DOC
-    targets = gpu_guard.targets_markdown(gpu_guard.target_checks(pd.read_csv(H200 / "guard" / "guard.csv")))
-    assert targets.strip() in DOC
+    checks = gpu_guard.target_checks(pd.read_csv(H200 / "guard" / "guard.csv"))
+    assert gpu_guard.targets_markdown(checks).strip() in DOC
+    assert f"{NUMBER_WORDS[int(checks['met'].sum())]} of the {NUMBER_WORDS[len(checks)].lower()} are met" in TEXT
+
+
+def _measured(folder):
+    return gpu_guard.target_checks(pd.read_csv(folder / "guard.csv")).set_index("target")["measured"]
 
 
 def test_guard_comparison_is_the_two_committed_runs():
@@ -33,16 +40,29 @@ def test_guard_comparison_is_the_two_committed_runs():
     assert (f"HF's step takes {info['hf_over_sdlaws_ar_b1']:.2f}x the engine's AR at batch 1 and "
             f"{info['hf_over_sdlaws_ar_b64']:.2f}x at batch 64") in TEXT
     # the previous guard's targets, quoted in a sentence, as its own guard.csv gives them
-    checks = gpu_guard.target_checks(pd.read_csv(PREVIOUS_GUARD / "guard.csv"))
-    old = checks.set_index("target")["measured"]
-    assert not checks["met"].any()
+    old = _measured(PREVIOUS_GUARD)
     assert (f"AR batch 1 at {old['AR batch 1, % of floor']:.1f}% of its floor "
             f"({old['AR batch 1 step vs gpt-fast']:.3f} ms), AR batch 64 at {old['AR batch 64, % of floor']:.1f}%, "
             f"the draft forward at {old['draft forward batch 1, % of floor']:.1f}%, the draft forward inside a chain "
             f"step {old['draft forward inside a chain step / bare draft forward']:.3f}x, the chain step at "
-            f"{old['chain gamma 4 step batch 1, % of floor']:.1f}%, none met") in TEXT
-    assert (f"1.001x a chain's ({old['tree verification / chain verification (same tokens)']:.3f}x in the previous "
-            "guard)") in TEXT
+            f"{old['chain gamma 4 step batch 1, % of floor']:.1f}%, the tree's verification "
+            f"{old['tree verification / chain verification (same tokens)']:.3f}x a chain's (met)") in TEXT
+
+
+def test_first_kernel_version_is_its_committed_guard():
+    first, now = _measured(FIRST_KERNELS_GUARD), _measured(H200 / "guard")
+    steps = pd.read_csv(FIRST_KERNELS_GUARD / "guard.csv").set_index("config")["step_s"] * 1e3
+    assert (f"AR at batch 1 took {steps['sdlaws ar b1']:.3f} ms ({first['AR batch 1, % of floor']:.1f}% of its floor), "
+            f"at batch 64 {steps['sdlaws ar b64']:.3f} ms ({first['AR batch 64, % of floor']:.1f}%)") in TEXT
+    steps_now = pd.read_csv(H200 / "guard" / "guard.csv").set_index("config")["step_s"] * 1e3
+    assert f"gave the {steps_now['sdlaws ar b1']:.3f} and {steps_now['sdlaws ar b64']:.3f} ms above" in TEXT
+    assert now["AR batch 1 step vs gpt-fast"] < first["AR batch 1 step vs gpt-fast"]
+
+
+def test_attention_summary_is_the_committed_run():
+    import attention_paths
+
+    assert attention_paths.summary(H200 / "attention.csv").strip() in DOC
 
 
 def test_audit_table_is_the_committed_report():
