@@ -10,16 +10,18 @@
 #   call 2+: sleep 570; WORK=/root/ho OUT=$OUT bash benchmarks/gpu_collect.sh
 #
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
-# brings the current tree, and each step below is read from it when the step starts, so a later call can bring
-# fixed code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
+# brings the current tree, and each step below is read from it when the step starts, so a later call can bring fixed
+# code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
 # estimated H200 minutes, for the engine with its Triton attention kernels (rotary + cache write in one launch,
-# attention reading only live slot blocks): 1. the engine's and the kernels' GPU tests (~2): the timings after them
-# are only quoted where they pass; 2. the regression guard (gpu_guard.sh, ~5); 3. the attention paths at the
-# engine's shapes, the kernel against SDPA (attention_paths.py on 8 cases, ~1); 4. the verify and draft passes'
-# kernels (profile_phases.py, ~2); 5. the bf16 audit on these kernels (~4); 6. continuous against static batching,
-# the chain at batch 64 included (gpu_batching.sh, ~3); 7. the audit in fp32 at batch 1 and 8 (~3). Each step
-# resumes where a re-run finds its files. Earlier sessions' results (Thm 1.1 and the SDSL plane at scale, step
-# tables, guards, sweeps, audit, batching, MFU) are committed under measurements/h200/.
+# attention reading only live slot blocks, the cache's blocks shared among programs in fixed groups: that last
+# version not yet measured, nor whether it removes the bf16 audit's batch-1 flips): 1. the engine's and the kernels'
+# GPU tests (~2): the timings after them are only quoted where they pass; 2. the regression guard (gpu_guard.sh, ~5);
+# 3. the attention paths at the engine's shapes, the kernel against SDPA (attention_paths.py on 8 cases, ~1); 4. the
+# verify and draft passes' kernels (profile_phases.py, ~2); 5. the bf16 audit on these kernels (~4; are the batch-1
+# flips gone?); 6. continuous against static batching, the chain at batch 64 included (gpu_batching.sh, ~3); 7. the
+# audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds its files. Earlier sessions' results
+# (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit, batching, MFU) are committed under
+# measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -46,7 +48,7 @@ step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_
 step "3. attention paths" attention
 step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
-step "4. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
+step "4b. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase draft --case chain,4,1,1,128 --out "$work/phases-draft.txt"
 step "5. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh

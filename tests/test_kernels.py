@@ -8,7 +8,7 @@ import torch
 
 from sdlaws.measure import fastpath
 from sdlaws.measure.engine import DecodeConfig, SpecDecoder
-from sdlaws.measure.kvcache import block_mask
+from sdlaws.measure.kvcache import SlotCache, block_mask
 
 triton = pytest.importorskip("triton", reason="Triton (a dependency of CUDA builds of torch; the test extra)")
 
@@ -80,6 +80,26 @@ def test_attention_at_8b_shapes_in_bfloat16(kernels, batch, n, slots):
     assert torch.allclose(out.float(), reference(q, *clean, mask, n), atol=2e-2, rtol=2e-2)
 
 
+def test_verification_sums_the_prefix_as_an_ar_step(kernels):
+    """A query attending the same slots gets the same bits from a 1-token step and from a 3-token verification
+    whose block crosses into the next block of slots (its live range ends later): the shares of blocks are fixed.
+    One query head per KV head, so that the query sits in the same tile row in both calls (the interpreter's
+    products, numpy's, may round a row differently at another position)."""
+    slots, dim, neg = 300, 16, torch.finfo(torch.float32).min
+    gen = torch.Generator().manual_seed(3)
+    keys, values = (torch.randn(1, 2, slots, dim, generator=gen).to(DEVICE) for _ in range(2))
+    q_v = torch.randn(1, 2, 3, dim, generator=gen).to(DEVICE)  # tokens at slots 127, 128, 129
+    mask_ar = torch.full((1, 1, 1, slots), neg, device=DEVICE)
+    mask_ar[..., 10:128] = 0  # the AR step of the token at slot 127: prefix 10..126 and itself
+    anc = torch.tril(torch.ones(3, 3, dtype=torch.bool))
+    mask_v = block_mask(torch.tensor([10]), torch.tensor([127]), torch.tensor([127]), anc, slots,
+                        torch.float32).to(DEVICE)
+    for splits in (2, 4):
+        out_ar = kernels.attention(q_v[:, :, :1].contiguous(), keys, values, mask_ar, 1, splits=splits)
+        out_v = kernels.attention(q_v, keys, values, mask_v, 3, splits=splits)
+        assert torch.equal(out_v[:, 0], out_ar[:, 0])
+
+
 def test_attention_query_with_no_slot_gets_zeros(kernels):
     q, keys, values, mask, clean = ragged_case(2, 1, 130, 4, 2, 16, torch.float32)
     mask[1] = torch.finfo(torch.float32).min  # row 1 may attend nothing
@@ -118,10 +138,10 @@ def test_num_splits_fills_the_gpu_with_whole_blocks(monkeypatch):
 
     monkeypatch.setattr(kernels, "_multiprocessors", lambda index: 132)
     gpu = torch.device("cuda", 0)
-    # (programs, slots) -> ranges: about 2 programs per multiprocessor, at most one per block of 64 slots, a power
-    # of 2
+    # (programs, slots) -> shares, a power of 2: one block of 64 slots each where about 2 programs per
+    # multiprocessor allow it, else that many programs
     assert [kernels.num_splits(p, s, gpu) for p, s in [(8, 384), (8, 2048), (8, 4096), (32, 4096), (512, 4096)]] \
-        == [4, 32, 32, 8, 1]
+        == [8, 32, 32, 8, 1]
     assert kernels.num_splits(8, 4096, torch.device("cpu")) == 1
 
 
@@ -142,3 +162,52 @@ def test_engine_greedy_tokens_with_kernels(kernels, tiny_llama, method):
             for _ in range(10):
                 ids = torch.cat([ids, target(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
             assert got == ids[0, len(prompt):].tolist()
+
+
+def _two_forwards(model, triton_on, prompt_len, shared):
+    """Logits of a prompt of ``prompt_len`` tokens in each of 2 rows and then of one decode step, through the fast
+    path with the kernels on or off, over a fresh slot cache of 160 slots (rows left-padded by 0 and 3 slots; by 0
+    both where they ``shared`` one mask and one position row)."""
+    fast = fastpath.wrap(model)
+    fast.triton = triton_on
+    batch, slots = 2, 160
+    cache, pad = SlotCache(model.config.num_hidden_layers, slots), torch.tensor([0, 0 if shared else 3])
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt_len + 1), generator=gen).to(DEVICE)
+    out = []
+    for start, n in ((0, prompt_len), (prompt_len, 1)):
+        write = (pad[:, None] + torch.arange(start, start + n)).to(DEVICE)
+        cache.write_slots = write
+        anc = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        mask = block_mask(pad, pad + start, pad + start, anc, slots, torch.float32).to(DEVICE)
+        positions = torch.arange(start, start + n, device=DEVICE)[None].expand(batch, n)
+        if shared:  # one mask and one position row for the whole batch
+            mask, positions = mask[:1], positions[:1]
+        out.append(fast(input_ids=ids[:, start:start + n], position_ids=positions, attention_mask=mask,
+                        past_key_values=cache).logits)
+    return out
+
+
+@pytest.mark.parametrize("prompt_len,shared", [(6, False), (140, False), (6, True)])
+def test_fast_forward_on_kernels_matches_pytorch_path(kernels, tiny_llama, prompt_len, shared):
+    """Head size 80 (not a power of two); a 6-token prompt runs the attention kernel, a 140-token one (280 query
+    rows per KV head) rotary + cache write and then SDPA; a batch-1 mask and position row (rows padded alike)
+    falls back to PyTorch for rotary and matches too."""
+    model = tiny_llama(vocab=64, layers=2, hidden=160, heads=2, kv_heads=1, seed=4, init_std=0.2).to(DEVICE)
+    on = _two_forwards(model, True, prompt_len, shared)
+    off = _two_forwards(model, False, prompt_len, shared)
+    for a, b in zip(on, off):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kernels_refuse_shapes_they_would_read_out_of_bounds(kernels):
+    q = torch.zeros(2, 2, 4, 16, device=DEVICE)
+    keys = torch.zeros(2, 2, 100, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="mask \\(B, 1, n, S\\)"):
+        kernels.attention(q, keys, keys, torch.zeros(1, 1, 1, 100, device=DEVICE), 1)  # one mask row for 2
+    with pytest.raises(ValueError, match="power of two"):
+        kernels.attention(q, keys, keys, torch.zeros(2, 1, 1, 100, device=DEVICE), 1, splits=3)
+    qkv = torch.zeros(2, 1, 6, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="cos, sin \\(B, n, D\\)"):
+        kernels.rope_write(qkv, torch.zeros(1, 1, 16, device=DEVICE), torch.zeros(1, 1, 16, device=DEVICE),
+                           torch.zeros(2, 1, dtype=torch.long, device=DEVICE), keys, keys, 2)

@@ -4,13 +4,17 @@ Why: on an H100, a CUDA-graph replay of the stock HF ``LlamaForCausalLM`` forwar
 HBM-bandwidth floor for a 1.2B model and 59% for an 8B one (``docs/benchmarks.md``): it launches ~45 small
 kernels per layer (unfused RMSNorm, rotary, separate q/k/v and gate/up projections, GQA ``repeat_kv`` copies).
 This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per
-forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one Triton kernel each for
-rotary, residual add + RMSNorm and SwiGLU (:func:`element_kernels`): 53% and 80% of the floor.
+forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for
+residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own for the attention block
+(:mod:`sdlaws.measure.kernels`: rotary + cache write in one launch, attention over each row's live slots): 53% and
+80% of the floor before the attention kernels.
 
 It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<(B, 1,
-n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. Keys and values go through the
-cache's own per-layer ``update`` (``cache.layers[i].update(k, v)`` returns the whole ``(B, kv_heads, S, D)``
-tensors), so the engine's :class:`~sdlaws.measure.kvcache.SlotCache` keeps owning the KV and its slot logic.
+n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. On the engine's
+:class:`~sdlaws.measure.kvcache.SlotCache` the kernels write keys and values at the cache's write slots
+(``SlotLayer.prepare_pair`` hands them the cache tensors and slots); any other transformers cache goes through its
+per-layer ``update`` (which returns the whole ``(B, kv_heads, S, D)`` tensors) with rotary and SDPA in PyTorch.
+Either way the cache keeps owning the KV and its slot logic.
 
 A model split by tensor parallelism (:mod:`sdlaws.measure.tp`, DTensor weights) runs the same function on each
 rank's shards: its ``heads / tp`` query and KV heads and ``intermediate / tp`` MLP columns, the o and down
@@ -21,6 +25,7 @@ projections' partial sums all-reduced and a vocabulary-split LM head's logits al
 from __future__ import annotations
 
 import functools
+import importlib.util
 from types import SimpleNamespace
 
 import torch
@@ -71,8 +76,9 @@ def wrap(model):
 
 class _FusedLayers(torch.nn.Module):
     """A stack of Llama decoder layers computed with fused QKV and gate/up weights, rotary tables gathered once
-    per forward, GQA folded into the query axis, and one fused kernel each for rotary, residual add + RMSNorm and
-    SwiGLU: what :class:`FastDecoderLM` (a whole causal LM) and :class:`FastHead` (a draft head's layers) share.
+    per forward, GQA folded into the query axis, one fused kernel each for residual add + RMSNorm and SwiGLU, and on
+    CUDA the attention block's Triton kernels: what :class:`FastDecoderLM` (a whole causal LM) and
+    :class:`FastHead` (a draft head's layers) share.
 
     Parameters
     ----------
@@ -100,8 +106,9 @@ class _FusedLayers(torch.nn.Module):
         weight = _local(q_weight)
         # Triton-fused element-wise kernels on CUDA; plain PyTorch elsewhere (same function)
         self.kernels = element_kernels(weight.device.type == "cuda")
-        # and Triton kernels for rotary + cache write + attention over the slot cache (sdlaws.measure.kernels)
-        self.triton = weight.device.type == "cuda"
+        # and Triton kernels for rotary + cache write + attention over the slot cache (sdlaws.measure.kernels),
+        # where Triton is installed (CUDA builds of torch bring it on Linux)
+        self.triton = weight.device.type == "cuda" and importlib.util.find_spec("triton") is not None
         self.layers = [self._fuse(layer) for layer in layers]
         # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
         self._copied = [p for layer in layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
@@ -139,7 +146,8 @@ class _FusedLayers(torch.nn.Module):
         sin = self.sin[position_ids]
         if not attention_mask.is_floating_point():  # bool, True = attend: the additive form, once per forward
             attention_mask = torch.where(attention_mask, 0.0, torch.finfo(x.dtype).min).to(x.dtype)
-        attend = self._attend_fn(attention_mask, past_key_values, position_ids.shape[1])
+        attention_mask = attention_mask.expand(x.shape[0], *attention_mask.shape[1:])  # one per row
+        attend = self._attend_fn(attention_mask, past_key_values, position_ids)
         k = self.kernels
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
@@ -163,13 +171,17 @@ class _FusedLayers(torch.nn.Module):
         dist.all_reduce(out, group=self.group)
         return out if bias is None else out + bias
 
-    def _attend_fn(self, mask, cache, n):
+    def _attend_fn(self, mask, cache, positions):
         """The attention of one layer for this forward, ``(qkv, cache_layer, cos, sin) -> (B, n, heads * D)``:
-        the Triton kernels (:mod:`sdlaws.measure.kernels`) where they apply (CUDA, a slot cache, few queries per
-        KV head), else rotary, cache write and SDPA in PyTorch; ``mask`` ``(B, 1, n, S)`` additive."""
+        the Triton kernels (:mod:`sdlaws.measure.kernels`) where they apply (CUDA, the engine's slot cache, one
+        mask and position row per batch row, few queries per KV head), else rotary, cache write and SDPA in
+        PyTorch; ``mask`` ``(B, 1, n, S)`` additive, ``positions`` ``(B or 1, n)``."""
         groups = self.num_heads // self.num_kv_heads
-        if self.triton and all(hasattr(layer, "prepare_pair") for layer in cache.layers):
-            from sdlaws.measure import kernels  # needs triton, which CUDA builds of torch bring
+        bsz, _, n, _ = mask.shape
+        if (self.triton and positions.shape[0] == bsz and cache.layers
+                and all(hasattr(layer, "prepare_pair") for layer in cache.layers)
+                and all(layer.get_max_length() == mask.shape[-1] for layer in cache.layers)):
+            from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
 
             if groups * n <= kernels.MAX_QUERIES:  # the rows' live slot ranges: once per forward, for every layer
                 attend = functools.partial(kernels.attention, bounds=kernels.live_bounds(mask))

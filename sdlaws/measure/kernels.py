@@ -9,11 +9,12 @@ the rotary kernel, the cache scatter and the query's re-layout are three launche
 - :func:`rope_write` rotates the query and key heads of a fused QKV projection, writes the keys and values at
   each token's cache slot and the queries in the layout attention reads, in one launch;
 - :func:`attention` computes masked attention for a few queries per row (decode, a chain's or a tree's
-  verification) flash-decoding style: each program holds one KV head's queries (the GQA group folded in, no K/V
-  copy) and walks, in blocks, only the row's live range of slots (:func:`live_bounds`, from the mask once per
+  verification) flash-decoding style: each program holds up to 64 of one KV head's query rows (the GQA group
+  folded in, no K/V copy) and walks, in blocks, only the row's live range of slots (:func:`live_bounds`, from the mask once per
   forward: the first to the last slot some query of the row may attend), loading no slot no query may attend,
-  so the bytes read are the live cache's; the range is split among programs where the batch has too few KV
-  heads to fill the GPU, and a second launch merges the partial softmaxes. The output is written in the
+  so the bytes read are the live cache's; where the batch has too few KV heads to fill the GPU, the cache's
+  blocks are shared among programs in fixed groups (the same whatever the live range, so that a verification
+  sums a prefix exactly as an AR step does) and a second launch merges the partial softmaxes. The output is written in the
   ``(B, n, heads * D)`` layout of the output projection's input.
 
 Semantics are those of the engine's call ``F.scaled_dot_product_attention(q, k, v, attn_mask=additive)`` for
@@ -40,8 +41,8 @@ BLOCK_S = 64
 #: Most queries per KV head (GQA group x tokens per row) :func:`attention` is used for by the fast path; a longer
 #: block (a prefill chunk) goes to SDPA, which tiles queries as well and reads the whole cache once per tile.
 MAX_QUERIES = 256
-#: Largest queries per KV head (GQA group x tokens per row) one program of :func:`attention` holds; more (a
-#: prefill chunk) are tiled over programs, each reading the live blocks again.
+#: Most folded query rows one program of :func:`attention` holds; more (65-256 rows: a large tree's verification)
+#: are tiled over programs, each reading the live blocks again.
 MAX_BLOCK_M = 64
 
 
@@ -100,7 +101,8 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
     cos, sin : Tensor
         ``(B, n, D)`` contiguous rotary tables at each token's position (HF half-split layout).
     slots : Tensor
-        ``(B, n)`` long: the cache slot each token's key and value go to.
+        ``(B, n)`` long, contiguous: the cache slot each token's key and value go to, each in ``[0, S)`` (not
+        checked: that would take a host synchronisation; the engine's slots are).
     keys, values : Tensor
         ``(B, kv_heads, S, D)`` caches (any strides with a unit last one), written in place.
     heads : int
@@ -114,6 +116,12 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
     bsz, n, total, dim = qkv.shape
     kv_heads = (total - heads) // 2
     groups = heads // kv_heads
+    _check(qkv.is_contiguous() and cos.shape == sin.shape == (bsz, n, dim) and cos.is_contiguous()
+           and sin.is_contiguous() and slots.shape == (bsz, n) and slots.is_contiguous()
+           and keys.shape == values.shape and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim
+           and keys.stride(3) == values.stride(3) == 1,
+           "rope_write: qkv (B, n, heads + 2 kv_heads, D) and cos, sin (B, n, D) contiguous, slots (B, n) "
+           "contiguous, keys and values (B, kv_heads, S, D) with unit last stride", qkv, cos, sin, slots, keys)
     q = qkv.new_empty((bsz, kv_heads, groups * n, dim))
     block_h = min(16, triton.next_power_of_2(total))
     grid = (bsz * n, triton.cdiv(total, block_h))
@@ -125,7 +133,7 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
 
 @triton.jit
 def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
-                      num_slots, scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
+                      num_slots, blocks_per_split, scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
                       DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr,
                       SPLITS: tl.constexpr, IEEE: tl.constexpr):
     """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over its share of the
@@ -144,11 +152,12 @@ def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, k
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, D_P2), tl.float32)
-    lo = tl.load(bounds + 2 * b) // BLOCK_S  # the row's live blocks: [lo, hi)
-    hi = tl.cdiv(tl.load(bounds + 2 * b + 1), BLOCK_S)
-    per = tl.cdiv(hi - lo, SPLITS)
-    first = lo + split * per
-    for blk in tl.range(first, tl.minimum(first + per, hi)):
+    # the row's live blocks [lo, hi) that fall in this program's fixed share of the cache's blocks: fixed, so that
+    # a block is summed in the same program and order whatever the live range (a verification's ends later than
+    # an AR step's over the same prefix, and must not regroup the prefix's partial sums)
+    first = tl.maximum(tl.load(bounds + 2 * b) // BLOCK_S, split * blocks_per_split)
+    last = tl.minimum(tl.cdiv(tl.load(bounds + 2 * b + 1), BLOCK_S), (split + 1) * blocks_per_split)
+    for blk in tl.range(first, last):
         s_idx = blk * BLOCK_S + tl.arange(0, BLOCK_S)
         m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
         add = tl.load(m_ptr, mask=row_live[:, None] & (s_idx < num_slots)[None, :], other=float("-inf"))
@@ -222,20 +231,29 @@ def _merge_kernel(out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
                 d, d < DIM, DIM)
 
 
+def _check(ok: bool, expected: str, *tensors: torch.Tensor) -> None:
+    """Raise ValueError naming ``expected`` and the shapes given unless ``ok``: a kernel given other shapes would
+    read or write out of bounds rather than fail."""
+    if not ok:
+        raise ValueError(f"{expected}; got shapes {', '.join(str(tuple(t.shape)) for t in tensors)}")
+
+
 @functools.lru_cache(maxsize=8)
 def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def num_splits(programs: int, num_slots: int, device: torch.device) -> int:
-    """Ranges the live slots of a row are split into, per (row, KV head, row tile): a power of two, enough for
-    about two programs per multiprocessor of a CUDA ``device`` (one elsewhere, e.g. the interpreter), at most one
-    per block of the ``num_slots`` slots."""
+    """Shares the blocks of the ``num_slots`` slots are split into, per (row, KV head, row tile), a power of two:
+    on a CUDA ``device`` one block per share where about two programs per multiprocessor allow it, else as many
+    shares as that many programs (one elsewhere, e.g. the interpreter)."""
     if device.type != "cuda":
         return 1
     want = triton.cdiv(2 * _multiprocessors(device.index or 0), programs)
-    most = triton.cdiv(num_slots, BLOCK_S)
-    return max(1, triton.next_power_of_2(min(want, most) + 1) // 2)  # the largest power of two <= min(...)
+    blocks = triton.cdiv(num_slots, BLOCK_S)
+    if want >= blocks:
+        return triton.next_power_of_2(blocks)
+    return triton.next_power_of_2(want + 1) // 2  # the largest power of two <= want
 
 
 def grid(heads: int, num_rows: int, num_slots: int, device: torch.device) -> tuple[int, int, int]:
@@ -275,8 +293,8 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     bounds : Tensor, optional
         :func:`live_bounds` of ``mask`` (computed here if not given; a forward computes it once for its layers).
     splits : int, optional
-        Ranges each row's live blocks are split into, merged by a second launch (a power of two); default
-        :func:`grid`'s.
+        Shares the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the
+        row's live ones in its group), merged by a second launch (a power of two); default :func:`grid`'s.
 
     Returns
     -------
@@ -284,10 +302,16 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         ``(B, n, heads * D)``, ``q``'s dtype.
     """
     bsz, kv_heads, num_rows, dim = q.shape
-    groups = num_rows // n
-    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, keys.shape[2], q.device)
+    groups, num_slots = num_rows // n, keys.shape[2]
+    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, num_slots, q.device)
     splits = splits or default_splits
     bounds = live_bounds(mask) if bounds is None else bounds
+    _check(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
+           and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim and keys.stride(3) == values.stride(3) == 1
+           and mask.shape == (bsz, 1, n, num_slots) and bounds.shape == (bsz, 2) and bounds.dtype == torch.int32
+           and bounds.is_contiguous() and splits & (splits - 1) == 0,
+           "attention: q (B, kv_heads, groups n, D) contiguous, keys and values (B, kv_heads, S, D) with unit last "
+           "stride, mask (B, 1, n, S), bounds (B, 2) int32, splits a power of two", q, keys, mask, bounds)
     d_p2 = max(16, triton.next_power_of_2(dim))
     out = q.new_empty((bsz, n, kv_heads * groups * dim))
     if splits > 1:
@@ -299,7 +323,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     mb, _, mj, ms = mask.stride()
     _attention_kernel[(bsz * kv_heads, tiles, splits)](
         q, keys, values, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
-        keys.shape[2], dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
+        keys.shape[2], triton.cdiv(triton.cdiv(keys.shape[2], BLOCK_S), splits), dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
         DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits, IEEE=q.dtype == torch.float32)
     if splits > 1:
         _merge_kernel[(bsz * kv_heads, tiles)](out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,

@@ -12,7 +12,9 @@ rolled back by moving a row's length pointer, and tree branches are compacted wi
 
 The cache subclasses transformers' ``Cache`` and only relies on ``Cache.update(key, value, layer_idx, ...)``
 being called by each attention layer, which holds for Llama- and GPT2-style models in transformers 5.x
-(checked on 5.17 and 5.23); positions and masks are always passed explicitly, so ``get_seq_length`` is unused.
+(checked on 5.17 and 5.23), or, on the engine's fast path (:mod:`sdlaws.measure.fastpath`), on its layers'
+``update_pair`` or ``prepare_pair`` (the cache tensors and write slots for a kernel that writes them itself);
+positions and masks are always passed explicitly, so ``get_seq_length`` is unused.
 """
 
 from __future__ import annotations
