@@ -49,6 +49,20 @@ def test_guard_comparison_is_the_two_committed_runs():
             f"{old['tree verification / chain verification (same tokens)']:.3f}x a chain's (met)") in TEXT
 
 
+def test_changes_quoted_in_prose_are_the_two_guards():
+    before, after = (pd.read_csv(folder / "guard.csv").set_index("config")["step_s"]
+                     for folder in (PREVIOUS_GUARD, H200 / "guard"))
+    change = {config: f"{100 * (after[config] / before[config] - 1):+.1f}%" for config in before.index}
+    sd = {config: c.lstrip("-") for config, c in change.items() if c.startswith("-")}  # faster: quoted as "by x%"
+    assert all(config in sd for config in change if config.startswith("sdlaws"))  # "every configuration is faster"
+    assert (f"AR by {sd['sdlaws ar b1']} at batch 1 and {sd['sdlaws ar b64']} at batch 64, the chain by "
+            f"{sd['sdlaws chain g4 b1']} and the tree by {sd['sdlaws tree g4 top2 b1']} (both phases), the bare target "
+            f"forward by {sd['forward target b1 x1']} (batch 1) to {sd['forward target b1 x5']} (5 tokens), the bare "
+            f"draft forward by {sd['forward draft b1 x1']}") in TEXT
+    assert (f"changed by {change['hf-static target b1']}, {change['hf-static target b64']} and "
+            f"{change['hf-static draft b1']} between the two machines") in TEXT
+
+
 def test_first_kernel_version_is_its_committed_guard():
     first, now = _measured(FIRST_KERNELS_GUARD), _measured(H200 / "guard")
     steps = pd.read_csv(FIRST_KERNELS_GUARD / "guard.csv").set_index("config")["step_s"] * 1e3
@@ -97,8 +111,16 @@ def test_phase_breakdown_tables_are_rendered_from_the_committed_profiles():
         shape = named_shape(model)
         sizes = [b / 1e6 for _, b in phase_breakdown.layer_matrices(shape)] + [2 * shape.vocab * shape.hidden / 1e6]
         assert quoted.format(*sizes) in TEXT
+    # the rotary + cache-write kernel's and attention's shares of the batch-1 AR step, per layer (32) and step
+    ar, ar64 = rows[0], rows[1]
+    assert (f"The rotary + cache-write kernel takes {ar['classes']['KV writes'] * 1e3 / 32:.1f} us per layer at batch "
+            f"1 ({ar['classes']['KV writes']:.3f} ms per step") in TEXT
+    assert (f"of the non-GEMM time, attention is {ar['classes']['attention']:.3f} ms, the element-wise kernels "
+            f"(residual add + RMSNorm twice and SwiGLU per layer) {ar['classes']['element-wise']:.3f} ms and "
+            f"cuBLASLt's split-K reductions (two per layer, after the down and o GEMMs) "
+            f"{ar['classes']['split-K reduce']:.3f} ms") in TEXT
+    assert f"at batch 64 it is {ar64['classes']['attention'] * 1e3 / 32:.1f} us per layer" in TEXT
     # the batch-1 AR step's distance to its floor, as the sentence after the tables splits it
-    ar = rows[0]
     assert ar["label"] == "AR, batch 1, verify"
     assert (f"at the floor ({ar['floor_ms']:.3f} ms) would need the {ar['non_gemm_ms'] - ar['kv_ms']:.3f} ms of "
             f"non-GEMM kernels beyond the KV copy, the {ar['gap_ms']:.3f} ms gap and the "
