@@ -13,15 +13,15 @@
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring fixed
 # code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
 # estimated H200 minutes, for the engine with its Triton attention kernels (rotary + cache write in one launch,
-# attention reading only live slot blocks, the cache's blocks shared among programs in fixed groups: that last
-# version not yet measured, nor whether it removes the bf16 audit's batch-1 flips): 1. the engine's and the kernels'
-# GPU tests (~2): the timings after them are only quoted where they pass; 2. the regression guard (gpu_guard.sh, ~5);
-# 3. the attention paths at the engine's shapes, the kernel against SDPA (attention_paths.py on 8 cases, ~1); 4. the
-# verify and draft passes' kernels (profile_phases.py, ~2); 5. the bf16 audit on these kernels (~4; are the batch-1
-# flips gone?); 6. continuous against static batching, the chain at batch 64 included (gpu_batching.sh, ~3); 7. the
-# audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds its files. Earlier sessions' results
-# (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit, batching, MFU) are committed under
-# measurements/h200/.
+# attention over each row's live slot range; since the last run, not yet measured: the cache's blocks shared among
+# programs in fixed groups, keys and values loaded without waiting for the mask; nor whether the first removes the
+# bf16 audit's batch-1 flips): 1. the engine's and the kernels' GPU tests (~2): the timings after them are only
+# quoted where they pass; 2. the regression guard (gpu_guard.sh, ~5); 3. the attention paths at the engine's shapes,
+# the kernel against SDPA (attention_paths.py on 8 cases, ~1); 4. the verify and draft passes' kernels
+# (profile_phases.py, ~2); 5. the bf16 audit on these kernels (~4; are the batch-1 flips gone?); 6. continuous
+# against static batching, the chain at batch 64 included (gpu_batching.sh, ~3); 7. the audit in fp32 at batch 1 and
+# 8 (~3). Each step resumes where a re-run finds its files. Earlier sessions' results (Thm 1.1 and the SDSL plane at
+# scale, step tables, guards, sweeps, audit, batching, MFU) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}

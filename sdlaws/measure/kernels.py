@@ -159,16 +159,20 @@ def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, k
     last = tl.minimum(tl.cdiv(tl.load(bounds + 2 * b + 1), BLOCK_S), (split + 1) * blocks_per_split)
     for blk in tl.range(first, last):
         s_idx = blk * BLOCK_S + tl.arange(0, BLOCK_S)
-        m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
-        add = tl.load(m_ptr, mask=row_live[:, None] & (s_idx < num_slots)[None, :], other=float("-inf"))
-        add = add.to(tl.float32)
-        allowed = add > masked
-        col = tl.max(allowed.to(tl.int32), axis=0) > 0  # (BLOCK_S,) slots some query may attend: the ones read
-        kv_mask = col[:, None] & d_live[None, :]
+        s_live = s_idx < num_slots
+        # keys and values loaded without waiting for the mask (a load that depends on another one cannot be
+        # issued ahead by the loop's pipelining); the slots no query may attend are taken out after
+        kv_mask = s_live[:, None] & d_live[None, :]
         kb = tl.load(k + b.to(tl.int64) * skb + kv * skh + s_idx[:, None].to(tl.int64) * sks + d[None, :],
                      mask=kv_mask, other=0.0)
         vb = tl.load(v + b.to(tl.int64) * svb + kv * svh + s_idx[:, None].to(tl.int64) * svs + d[None, :],
                      mask=kv_mask, other=0.0)
+        m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
+        add = tl.load(m_ptr, mask=row_live[:, None] & s_live[None, :], other=float("-inf")).to(tl.float32)
+        allowed = add > masked
+        # a slot no query may attend holds whatever an earlier step left there (stale, even NaN): zero its values
+        # so that a zero probability cannot meet them (its scores are replaced below)
+        vb = tl.where((tl.max(allowed.to(tl.int32), axis=0) > 0)[:, None], vb, tl.zeros_like(vb))  # keeps the dtype
         if IEEE:
             s = tl.dot(qb, tl.trans(kb), input_precision="ieee")
         else:
