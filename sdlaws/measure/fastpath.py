@@ -185,16 +185,15 @@ class _FusedLayers(torch.nn.Module):
 
             if groups * n <= kernels.MAX_QUERIES:  # the rows' live slot ranges: once per forward, for every layer
                 attend = functools.partial(kernels.attention, bounds=kernels.live_bounds(mask))
-                return functools.partial(self._attention_triton, mask=mask, attend=attend)
+                return functools.partial(self._attention_triton, mask=mask, rope=kernels.rope_write, attend=attend)
             folded = _fold_mask(mask, groups)  # a prefill chunk: fused rotary and cache write, then SDPA
-            return functools.partial(self._attention_triton, mask=folded, attend=_sdpa_folded)
+            return functools.partial(self._attention_triton, mask=folded, rope=kernels.rope_write,
+                                     attend=_sdpa_folded)
         return functools.partial(self._attention, mask=_fold_mask(mask, groups))
 
-    def _attention_triton(self, qkv, cache_layer, cos, sin, mask, attend):
-        from sdlaws.measure import kernels
-
+    def _attention_triton(self, qkv, cache_layer, cos, sin, mask, rope, attend):
         keys, values, slots = cache_layer.prepare_pair(qkv[:, :, self.num_heads:])
-        q = kernels.rope_write(qkv, cos, sin, slots, keys, values, self.num_heads)  # (B, kv_heads, groups n, D)
+        q = rope(qkv, cos, sin, slots, keys, values, self.num_heads)  # (B, kv_heads, groups n, D)
         return attend(q, keys, values, mask, qkv.shape[1])
 
     def _attention(self, qkv, cache_layer, cos, sin, mask):

@@ -261,8 +261,8 @@ def num_splits(programs: int, num_slots: int, device: torch.device) -> int:
 
 
 def grid(heads: int, num_rows: int, num_slots: int, device: torch.device) -> tuple[int, int, int]:
-    """``(BLOCK_M, row tiles, slot ranges)`` of :func:`attention` for ``heads`` (batch x KV heads) of ``num_rows``
-    folded queries each over ``num_slots`` slots."""
+    """``(BLOCK_M, row tiles, shares of the slot blocks)`` of :func:`attention` for ``heads`` (batch x KV heads) of
+    ``num_rows`` folded queries each over ``num_slots`` slots."""
     block_m = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
     tiles = triton.cdiv(num_rows, block_m)
     return block_m, tiles, num_splits(heads * tiles, num_slots, device)
@@ -309,13 +309,14 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     groups, num_slots = num_rows // n, keys.shape[2]
     block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, num_slots, q.device)
     splits = splits or default_splits
-    bounds = live_bounds(mask) if bounds is None else bounds
     _check(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
            and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim and keys.stride(3) == values.stride(3) == 1
-           and mask.shape == (bsz, 1, n, num_slots) and bounds.shape == (bsz, 2) and bounds.dtype == torch.int32
-           and bounds.is_contiguous() and splits & (splits - 1) == 0,
+           and mask.shape == (bsz, 1, n, num_slots) and splits & (splits - 1) == 0,
            "attention: q (B, kv_heads, groups n, D) contiguous, keys and values (B, kv_heads, S, D) with unit last "
-           "stride, mask (B, 1, n, S), bounds (B, 2) int32, splits a power of two", q, keys, mask, bounds)
+           "stride, mask (B, 1, n, S), splits a power of two", q, keys, mask)
+    bounds = live_bounds(mask) if bounds is None else bounds
+    _check(bounds.shape == (bsz, 2) and bounds.dtype == torch.int32 and bounds.is_contiguous(),
+           "attention: bounds (B, 2) int32 contiguous (live_bounds of the mask)", bounds)
     d_p2 = max(16, triton.next_power_of_2(dim))
     out = q.new_empty((bsz, n, kv_heads * groups * dim))
     if splits > 1:
