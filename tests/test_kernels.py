@@ -153,6 +153,7 @@ def test_engine_greedy_tokens_with_kernels(kernels, tiny_llama, method):
     for model in (target, draft):
         model.to(DEVICE)
         fastpath.wrap(model).triton = True
+        assert fastpath.wrap(model).impl == "fused-triton"  # what the rows it times record
     prompts = [[3, 1, 4, 1, 5], [6, 5], [2, 7, 1, 8, 2, 8, 1]]
     cfg = DecodeConfig(method=method, num_spec_tokens=3, tree_topk=2 if method == "tree" else 1, max_new_tokens=10)
     tokens, _ = SpecDecoder(target, draft, cfg, max_prompt_len=8).generate(prompts)

@@ -85,3 +85,24 @@ def test_gpt2_steps_record_stock_layers_and_the_law_refuses_them(tmp_path):
     assert law.source == f"fitted on {len(steps)} step timings, {len(stock)} more with surfaces only"
     # a stock-path table alone is one code path: fitted as it is (a model the fast path does not cover)
     assert fit_steptime(stock, get_preset("H100")).source == f"fitted on {len(stock)} step timings"
+
+
+def test_law_refuses_the_fast_path_with_and_without_its_triton_kernels(tmp_path):
+    """Rows timed with the Triton attention kernels ("fused-triton", what a CUDA run records) and without them
+    ("fused") are two code paths: one fit refuses them together; rows recording no path are taken as they are."""
+    from sdlaws.errors import InputError
+    from sdlaws.hardware import get_preset
+    from sdlaws.measure.hwbench import measure_steps
+    from sdlaws.plan.cost import fit_steptime
+
+    out = tmp_path / "tiny.csv"
+    sweep = StepSweep(batch_sizes=(1, 2, 4), tokens_per_row=(1, 2, 3, 4), kv_len=8, num_repeats=1, num_warmup=0)
+    measure_steps("random:tiny", out, sweep, dtype="float32", device="cpu", progress=False)
+    steps = io.read_measurements(out, table="step")
+    assert set(steps["forward_impl"]) == {"fused"}  # on CPU the fast path runs without the kernels
+    half = len(steps) // 2
+    mixed = steps.assign(forward_impl=["fused"] * half + ["fused-triton"] * (len(steps) - half))
+    with pytest.raises(InputError, match=f"{half} rows fused, {len(steps) - half} rows fused-triton"):
+        fit_steptime(mixed, get_preset("H100"))
+    unrecorded = steps.assign(forward_impl=[None] * half + ["fused-triton"] * (len(steps) - half))
+    assert fit_steptime(unrecorded, get_preset("H100")).source == f"fitted on {len(steps)} step timings"

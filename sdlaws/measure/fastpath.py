@@ -122,6 +122,12 @@ class _FusedLayers(torch.nn.Module):
         self.cos = (emb.cos() * rotary_emb.attention_scaling).to(weight.dtype)
         self.sin = (emb.sin() * rotary_emb.attention_scaling).to(weight.dtype)
 
+    @property
+    def impl(self) -> str:
+        """The code path rows timed through this wrapper record (``forward_impl``): "fused-triton" where the
+        attention block runs on the Triton kernels, else "fused"."""
+        return "fused-triton" if self.triton else "fused"
+
     def stale(self) -> bool:
         """Whether a weight this wrapper copied (q/k/v, gate/up) was modified in place after it was built."""
         return any(p._version != v for p, v in zip(self._copied, self._versions))

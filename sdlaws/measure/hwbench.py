@@ -447,7 +447,7 @@ def measure_steps(model_spec: str, out: str | Path, sweep: StepSweep = StepSweep
 
         model.share(*stand_in_modules(model.config, device=device, dtype=model.dtype, seed=sweep.seed))
     fast = fastpath.wrap(model)  # the model itself where the fast path does not apply
-    impl = "hf" if fast is model else "fused"
+    impl = "hf" if fast is model else fast.impl
     if info.head:
         fast = HeadStep(fast)  # its layers (on the fused path, as the engine runs them), then the LM head
     writes = tp.rank() == 0

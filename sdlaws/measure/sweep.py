@@ -446,7 +446,7 @@ class Sweep:
         counts, or ``failed`` with the reason (a failure fails the repeats not yet measured)."""
         from sdlaws.measure import fastpath  # torch-dependent: imported only when decoding
 
-        impl = "fused" if self.config.fused_forward and fastpath.supports(target) else "hf"
+        impl = fastpath.wrap(target).impl if self.config.fused_forward and fastpath.supports(target) else "hf"
         pending = list(runs)
         try:
             decoder = self._decoder(runs[0], target, draft, prompts.token_ids)

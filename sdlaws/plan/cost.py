@@ -26,8 +26,9 @@ interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-pl
 (``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
 measured get the law alone. The tables enter the parameters' fit, so they time one code path: the engine's fused
-forward (:mod:`sdlaws.measure.fastpath`, draft heads included), whose kernels the law counts, or stock Hugging Face
-layers alone (``forward_impl`` "hf", a model the fast path does not cover); stock-layer rows beside fused ones are
+forward (:mod:`sdlaws.measure.fastpath`, draft heads included; with or without its Triton attention kernels,
+``forward_impl`` "fused-triton" or "fused", not both), whose kernels the law counts, or stock Hugging Face layers
+alone (``forward_impl`` "hf", a model the fast path does not cover); stock-layer rows beside fused ones are
 refused, and given as ``surface_only`` they get their surface over the law without entering the fit. See
 ``docs/cost-model.md`` for the validation (leave-one-point-out, leave-one-batch-size-out, leave-one-shape-out, and
 transfer across GPUs).
@@ -472,7 +473,7 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
         ``step_df`` and ``surface_only``.
     """
     fitted = _ok_steps(step_df)
-    _check_fused(fitted)
+    _check_one_path(fitted)
     extra = fitted.iloc[:0] if surface_only is None else ok_step_rows(surface_only, 1, "surface-only step rows")
     both = set(fitted["model_name"].astype(str)) & set(extra["model_name"].astype(str))
     if both:
@@ -496,17 +497,27 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
     return _with_surfaces(fit)
 
 
-def _check_fused(rows: pd.DataFrame) -> None:
-    """One code path per fit: the law's terms count the fused path's kernels, so rows timed on stock Hugging Face
-    layers (``forward_impl`` "hf") beside fused ones would bend the GPU parameters the fused shapes share; they are
-    refused and belong in ``surface_only``. Rows of the stock path alone (a model the fast path does not cover) are
-    fitted as they are: the parameters then describe that path."""
-    stock = rows["forward_impl"].astype(str).eq("hf") if "forward_impl" in rows else pd.Series(False, rows.index)
-    if stock.any() and not stock.all():
-        names = sorted(rows.loc[stock, "model_name"].astype(str).unique())
+def _check_one_path(rows: pd.DataFrame) -> None:
+    """One code path per fit: the law's terms count one path's kernels, so rows timed on another beside them would
+    bend the GPU parameters the shapes share. Stock Hugging Face layers (``forward_impl`` "hf") beside fused ones
+    are refused and belong in ``surface_only``; the fast path with and without its Triton attention kernels
+    ("fused-triton", "fused": other kernels per layer) are refused together; rows that record no path (tables
+    written before it was recorded) are taken as they are. Rows of the stock path alone (a model the fast path
+    does not cover) are fitted as they are: the parameters then describe that path."""
+    known = rows["forward_impl"] if "forward_impl" in rows else pd.Series(dtype=object)
+    known = known[known.notna() & known.astype(str).ne("")].astype(str)
+    if known.nunique() < 2:
+        return
+    stock = known.eq("hf")
+    if stock.any():
+        names = sorted(rows.loc[known.index[stock], "model_name"].astype(str).unique())
         raise InputError(f"{int(stock.sum())} step rows of {names} were timed on stock Hugging Face layers "
                          "(forward_impl hf) beside fused-path rows, whose GPU parameters they would bend; give them "
                          "as surface-only tables (sdlaws validate --surface-steps)")
+    counts = ", ".join(f"{n} rows {path}" for path, n in known.value_counts().sort_index().items())
+    raise InputError(f"step rows timed on different code paths of the fast path ({counts}): the Triton attention "
+                     "kernels change the kernels per layer the law counts; fit one path's tables, or measure the "
+                     "others again with this engine (sdlaws measure hardware)")
 
 
 def _with_surfaces(fit: StepTimeFit) -> StepTimeFit:
