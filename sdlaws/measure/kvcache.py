@@ -109,11 +109,10 @@ class SlotLayer(CacheLayerMixin):
         Where this layer's keys and values are adjacent in the :class:`LayerStack`, both go in with one scatter
         (one kernel fewer per layer and forward than :meth:`update`; a launch inside every captured graph)."""
         keys, values, slots = self.prepare_pair(kv_states)
-        stack = self.stack.tensor
+        pair, stack = _pair(kv_states), self.stack.tensor
         if (stack is None or keys.data_ptr() != stack[self.index, 0].data_ptr()
                 or values.data_ptr() != stack[self.index, 1].data_ptr()):
-            return self.update(*_pair(kv_states))
-        pair = _pair(kv_states)
+            return self.update(pair[0], pair[1])
         stack[self.index].scatter_(3, slots[None, :, None, :, None].expand(pair.shape), pair)
         return keys, values
 
@@ -123,7 +122,7 @@ class SlotLayer(CacheLayerMixin):
         write slots."""
         if not self.is_initialized:
             self.lazy_initialization(*_pair(kv_states))
-        return self.keys, self.values, self.write.slots.contiguous()
+        return self.keys, self.values, self.write.slots
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         """Key length and offset a mask must have: the whole static cache."""
@@ -163,8 +162,9 @@ class SlotCache(Cache):
 
     @write_slots.setter
     def write_slots(self, slots: torch.Tensor) -> None:
-        """Set the slots of the next forward (read by every layer's ``update``)."""
-        self._write.slots = slots
+        """Set the slots of the next forward (read by every layer's ``update``), made contiguous here once for all
+        the layers (a kernel that writes the cache itself reads them as a flat array)."""
+        self._write.slots = slots.contiguous()
 
     def write_rows(self, part: "SlotCache", rows: torch.Tensor, start: int, batch: int) -> None:
         """Copy every slot of ``part`` (a cache over ``len(rows)`` rows and ``n`` slots, e.g. a prefill of the
