@@ -212,3 +212,47 @@ def test_kernels_refuse_shapes_they_would_read_out_of_bounds(kernels):
     with pytest.raises(ValueError, match="cos, sin \\(B, n, D\\)"):
         kernels.rope_write(qkv, torch.zeros(1, 1, 16, device=DEVICE), torch.zeros(1, 1, 16, device=DEVICE),
                            torch.zeros(2, 1, dtype=torch.long, device=DEVICE), keys, keys, 2)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
+@pytest.mark.parametrize("rows,n_out,k_dim,config", [
+    (1, 96, 512, {}),                                   # a decode row: BLOCK_M 16, one program per 32 outputs
+    (5, 100, 80, dict(block_n=32, block_k=64)),         # N and K not multiples of the blocks (masked loads)
+    (40, 64, 256, dict(block_k=64)),                    # BLOCK_M 64
+    (70, 48, 128, dict(block_n=16, block_k=32)),        # two row blocks
+])
+def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, config):
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, k_dim, generator=gen).to(dtype).to(DEVICE)
+    weight = (torch.randn(n_out, k_dim, generator=gen) / k_dim ** 0.5).to(dtype).to(DEVICE)
+    bias = torch.randn(n_out, generator=gen).to(dtype).to(DEVICE)
+    got = kernels.linear(x.view(1, rows, k_dim), weight, bias, **config)
+    assert got.shape == (1, rows, n_out) and got.dtype == dtype
+    assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
+                          atol=tol, rtol=tol)
+    # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
+    gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
+    swiglu = kernels.linear(x, weight, swiglu=True, **config)
+    assert swiglu.shape == (rows, n_out // 2)
+    assert torch.allclose(swiglu.float(), torch.nn.functional.silu(gate) * up, atol=tol, rtol=tol)
+
+
+def test_linear_sums_a_row_alike_for_any_row_count_up_to_16(kernels):
+    """A verification's rows (here 5) get the bits the same row gets alone, as in an AR step: one program sums each
+    output over all of K in one order whatever the row count (cuBLAS picks its split of K by the row count)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 512, generator=gen).half().to(DEVICE)
+    weight = torch.randn(64, 512, generator=gen).half().to(DEVICE)
+    together = kernels.linear(x, weight)
+    for i in range(5):
+        assert torch.equal(kernels.linear(x[i:i + 1], weight), together[i:i + 1])
+
+
+def test_linear_refuses_shapes_it_would_read_out_of_bounds(kernels):
+    x = torch.zeros(3, 64, device=DEVICE)
+    with pytest.raises(ValueError, match="weight \\(N, K\\)"):
+        kernels.linear(x, torch.zeros(32, 48, device=DEVICE))
+    with pytest.raises(ValueError, match="no bias with swiglu"):
+        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(16, device=DEVICE), swiglu=True)
+    with pytest.raises(ValueError, match="bias \\(N,\\)"):
+        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(31, device=DEVICE))

@@ -109,6 +109,9 @@ class _FusedLayers(torch.nn.Module):
         # and Triton kernels for rotary + cache write + attention over the slot cache (sdlaws.measure.kernels),
         # where Triton is installed (CUDA builds of torch bring it on Linux)
         self.triton = weight.device.type == "cuda" and importlib.util.find_spec("triton") is not None
+        # and with them the projections of few rows (a decode step's): the most rows (batch x tokens) they run on
+        # (None: kernels.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
+        self.linear_rows: int | None = None
         self.layers = [self._fuse(layer) for layer in layers]
         # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
         self._copied = [p for layer in layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
@@ -158,21 +161,34 @@ class _FusedLayers(torch.nn.Module):
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
         next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
+        linear, swiglu = self._matmuls(x.shape[0] * x.shape[1])
         for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
-            qkv = F.linear(h, layer.qkv_w, layer.qkv_b).view(*h.shape[:2], -1, self.head_dim)
-            attn = self._rowwise(attend(qkv, cache_layer, cos, sin), layer.o_w, layer.o_b)
+            qkv = linear(h, layer.qkv_w, layer.qkv_b).view(*h.shape[:2], -1, self.head_dim)
+            attn = self._rowwise(attend(qkv, cache_layer, cos, sin), layer.o_w, layer.o_b, linear)
             x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
-            mlp = self._rowwise(k.silu_mul(F.linear(h, layer.gate_up_w)), layer.down_w, None)
+            mlp = self._rowwise(swiglu(h, layer.gate_up_w), layer.down_w, None, linear)
             if next_norm is None:
                 return x + mlp, None
             x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
         return x, h
 
-    def _rowwise(self, x, weight, bias):
-        """``F.linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial
+    def _matmuls(self, rows: int):
+        """``(linear, swiglu)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
+        ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection; on the Triton kernel
+        (:func:`sdlaws.measure.kernels.linear`, SwiGLU in its epilogue) up to :attr:`linear_rows` rows of an
+        unsplit model, else cuBLAS and the element-wise kernel."""
+        if self.triton and self.group is None:
+            from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
+
+            if rows <= (kernels.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
+                return kernels.linear, functools.partial(kernels.linear, swiglu=True)
+        return F.linear, lambda h, weight: self.kernels.silu_mul(F.linear(h, weight))
+
+    def _rowwise(self, x, weight, bias, linear=F.linear):
+        """``linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial
         products are all-reduced, then the (replicated) bias is added once."""
         if self.group is None:
-            return F.linear(x, weight, bias)
+            return linear(x, weight, bias)
         out = F.linear(x, weight)
         dist.all_reduce(out, group=self.group)
         return out if bias is None else out + bias
@@ -281,7 +297,7 @@ class FastDecoderLM(_FusedLayers):
 
     def _logits(self, h):
         """LM head logits ``(B, n, vocab)``; a vocabulary-split head's slices are all-gathered in rank order."""
-        logits = F.linear(h, self.lm_head_w)
+        logits = self._matmuls(h.shape[0] * h.shape[1])[0](h, self.lm_head_w, None)
         if not self.lm_head_split:
             return logits
         ranks, (bsz, n, part) = dist.get_world_size(self.group), logits.shape

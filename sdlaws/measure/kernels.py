@@ -280,7 +280,8 @@ def live_bounds(mask: torch.Tensor) -> torch.Tensor:
 
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, n: int,
-              bounds: torch.Tensor | None = None, splits: int | None = None) -> torch.Tensor:
+              bounds: torch.Tensor | None = None, splits: int | None = None, num_warps: int = 4,
+              num_stages: int = 3) -> torch.Tensor:
     """Masked attention of folded queries over the slot cache, reading only the rows' live slots.
 
     Parameters
@@ -299,6 +300,8 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     splits : int, optional
         Shares the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the
         row's live ones in its group), merged by a second launch (a power of two); default :func:`grid`'s.
+    num_warps, num_stages : int
+        The attention kernel's warps and software-pipeline stages (benchmarks sweep them).
 
     Returns
     -------
@@ -329,8 +332,110 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     _attention_kernel[(bsz * kv_heads, tiles, splits)](
         q, keys, values, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
         keys.shape[2], triton.cdiv(triton.cdiv(keys.shape[2], BLOCK_S), splits), dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
-        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits, IEEE=q.dtype == torch.float32)
+        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits, IEEE=q.dtype == torch.float32,
+        num_warps=num_warps, num_stages=num_stages)
     if splits > 1:
         _merge_kernel[(bsz * kv_heads, tiles)](out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
                                                DIM=dim, D_P2=d_p2, BLOCK_M=block_m, SPLITS=splits)
     return out
+
+
+#: Most rows (batch x tokens) :func:`linear` is used for by the fast path; more rows are compute-bound GEMMs, which
+#: cuBLAS tiles better.
+LINEAR_MAX_ROWS = 64
+
+
+@triton.jit
+def _linear_kernel(x, w, bias, out, M, N, K, sxm, swn, som, up,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, IEEE: tl.constexpr):
+    """Program (output column block, row block): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of ``w`` over
+    all of ``K`` (no split of ``K``: each output is summed in one program, in one order whatever ``M``)."""
+    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    m_live = rm < M
+    n_live = rn < N
+    x_ptr = x + rm[:, None].to(tl.int64) * sxm + rk[None, :]
+    w_ptr = w + rn[:, None].to(tl.int64) * swn + rk[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN:  # K a multiple of BLOCK_K and N of BLOCK_N: the weight's loads need no predicate
+            a = tl.load(x_ptr, mask=m_live[:, None], other=0.0)
+            b = tl.load(w_ptr)
+        else:
+            k_live = rk < K - k * BLOCK_K
+            a = tl.load(x_ptr, mask=m_live[:, None] & k_live[None, :], other=0.0)
+            b = tl.load(w_ptr, mask=n_live[:, None] & k_live[None, :], other=0.0)
+        if IEEE:
+            acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, tl.trans(b), acc)
+        if SWIGLU:  # the up projection's rows, ``up`` rows further down the fused gate/up weight
+            if EVEN:
+                bu = tl.load(w_ptr + up * swn)
+            else:
+                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & k_live[None, :], other=0.0)
+            if IEEE:
+                acc_up = tl.dot(a, tl.trans(bu), acc_up, input_precision="ieee")
+            else:
+                acc_up = tl.dot(a, tl.trans(bu), acc_up)
+        x_ptr += BLOCK_K
+        w_ptr += BLOCK_K
+    if BIAS:
+        acc += tl.load(bias + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
+    if SWIGLU:
+        # rounded to the dtype first, as the unfused projection's outputs are; then silu(gate) * up in float32
+        gate = acc.to(out.dtype.element_ty).to(tl.float32)
+        acc = gate * tl.sigmoid(gate) * acc_up.to(out.dtype.element_ty).to(tl.float32)
+    ptr = out + rm[:, None].to(tl.int64) * som + rn[None, :]
+    tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
+
+
+def linear_config(rows: int) -> dict:
+    """``BLOCK_M``, ``BLOCK_N``, ``BLOCK_K``, warps and pipeline stages of :func:`linear` for ``rows`` rows."""
+    return dict(block_m=16 if rows <= 16 else 64, block_n=32, block_k=256, num_warps=4, num_stages=4)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
+           **config) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for few rows, each output summed over ``K`` in one program; with ``swiglu``,
+    SwiGLU of a fused gate/up projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives
+    ``silu(x @ gate.T) * (x @ up.T)`` ``(..., F)`` in one launch.
+
+    Why: at a decode step's few rows a projection reads its weight once and does almost nothing else, so the time is
+    the weight read plus fixed costs; cuBLAS splits the reduction over ``K`` for the narrow projections (a second,
+    reduction launch per GEMM) and its choice of split depends on the row count, so a verification's rows are not
+    summed as an AR step's. Here one program sums a block of outputs over all of ``K`` for every row count up to
+    :data:`LINEAR_MAX_ROWS` (one ``BLOCK_M`` tile up to 16 rows), and SwiGLU runs in the epilogue.
+
+    Parameters
+    ----------
+    x : Tensor
+        ``(..., K)`` with a unit last stride, rows evenly strided.
+    weight : Tensor
+        ``(N, K)`` (``(2F, K)`` with ``swiglu``), contiguous.
+    bias : Tensor, optional
+        ``(N,)`` (not with ``swiglu``).
+    config
+        :func:`linear_config`'s keys, to override them (benchmarks).
+    """
+    k_dim = x.shape[-1]
+    rows = x.reshape(-1, k_dim)
+    n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
+    _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
+           and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None))
+           and (bias is None or bias.shape == (n_out,)),
+           "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K) and no bias with swiglu), "
+           "bias (N,)", x, weight)
+    cfg = {**linear_config(rows.shape[0]), **config}
+    out = x.new_empty((rows.shape[0], n_out))
+    grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]))
+    even = k_dim % cfg["block_k"] == 0 and n_out % cfg["block_n"] == 0
+    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, rows.shape[0], n_out, k_dim,
+                         rows.stride(0), weight.stride(0), out.stride(0), n_out,
+                         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], EVEN=even,
+                         SWIGLU=swiglu, BIAS=bias is not None, IEEE=x.dtype == torch.float32,
+                         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out.view(*x.shape[:-1], n_out)

@@ -1,0 +1,270 @@
+"""Configurations of the fast path's Triton kernels timed at the engine's shapes, against what they replace.
+
+    python3 benchmarks/kernel_tune.py --out $OUT/tune.csv            # one H200: about 5 minutes, most of it compiling
+    python3 benchmarks/kernel_tune.py --out $OUT/tune.csv --only linear --rows 1
+    python3 benchmarks/kernel_tune.py --summary measurements/h200/tune.csv   # the best configuration per case
+
+Two sweeps, each row one (case, implementation, configuration):
+
+- ``linear``: the projections of the random Llama-3.1-8B shape (target) and Llama-3.2-1B shape (draft), bf16, at
+  ``--rows`` rows (batch x tokens of a forward): cuBLAS (``F.linear``; for the MLP's fused gate/up projection
+  followed by the fast path's compiled SwiGLU kernel, as the fast path runs it) against
+  :func:`sdlaws.measure.kernels.linear` over a grid of ``BLOCK_N x BLOCK_K x warps x stages`` (``BLOCK_M`` 16 up
+  to 16 rows, else 64; SwiGLU in the epilogue for gate/up). The weight bytes per call over the time is compared with
+  the device-to-device copy bandwidth measured in the same run (% of copy).
+- ``attention``: :func:`sdlaws.measure.kernels.attention` over the slot cache (the cases and inputs of
+  ``attention_paths.py``: ``batch x n x S``) over a grid of slot block sizes, warps, pipeline stages and shares of
+  the cache's blocks (the default share count, twice it and half of it where that is a power of two).
+
+Each timing captures, in one CUDA graph, one call on each of several copies of the weights (or KV caches), as a
+forward runs one per layer, so that no copy is read from L2 by the next call and the launches follow each other as
+in a forward; the graph is replayed and timed with CUDA events (median of ``--repeats``). Every output is compared
+with cuBLAS's (linear) or a float32 reference (attention); a row over tolerance is ``WRONG`` and the run exits 1.
+Rows are appended to the CSV as they are measured and a re-run skips the rows already there, so a run cut short
+resumes; ``--budget-s`` stops starting new cases after that many seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from attention_paths import make_inputs, reference as attention_reference  # noqa: E402 (benchmarks/ is sys.path[0])
+
+from sdlaws import provenance
+from sdlaws.measure import hwbench
+
+#: name -> (output rows N of the weight, K, swiglu): Llama-3.1-8B and Llama-3.2-1B projections (gate/up fused).
+LINEAR_SHAPES = {
+    "8b-qkv": (6144, 4096, False), "8b-o": (4096, 4096, False), "8b-gate_up": (28672, 4096, True),
+    "8b-down": (4096, 14336, False), "8b-lm_head": (128256, 4096, False),
+    "1b-qkv": (3072, 2048, False), "1b-o": (2048, 2048, False), "1b-gate_up": (16384, 2048, True),
+    "1b-down": (2048, 8192, False), "1b-lm_head": (128256, 2048, False),
+}
+LINEAR_GRID = dict(block_n=(16, 32, 64), block_k=(128, 256), num_warps=(4, 8), num_stages=(3, 5))
+ATTENTION_CASES = ((1, 1, 384), (1, 5, 384), (64, 1, 384), (64, 5, 384), (1, 1, 2048), (64, 1, 2048))
+ATTENTION_GRID = dict(block_s=(32, 64, 128), num_warps=(2, 4, 8), num_stages=(2, 3))
+#: Bytes of weights (or KV caches) one timed graph cycles through: several times the H200's 50 MB L2.
+CYCLE_BYTES = 512e6
+FIELDS = ["sweep", "case", "rows", "impl", "config", "default", "us", "bytes", "pct_copy", "max_err", "status", "copies",
+          "copy_bps", "gpu", "torch", "triton", "git_sha", "timestamp"]
+
+
+def time_calls(calls, repeats: int) -> float:
+    """Microseconds per call of ``calls`` (zero-argument callables) captured in sequence in one CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:  # warm-up (and Triton's compile) outside the capture
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    replays = 20
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / (replays * len(calls)))
+    del graph
+    return statistics.median(times)
+
+
+def grid_configs(grid: dict) -> list[dict]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def config_key(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float):
+    """Rows of the linear sweep, one (shape, rows, impl, config) at a time."""
+    from sdlaws.measure import fastpath, kernels
+
+    silu_mul = fastpath.element_kernels(True).silu_mul
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for name, (n_w, k_dim, swiglu) in LINEAR_SHAPES.items():
+        nbytes = 2.0 * n_w * k_dim
+        copies = max(1, min(16, math.ceil(CYCLE_BYTES / nbytes)))
+        weights = [torch.randn(n_w, k_dim, device="cuda", generator=gen, dtype=torch.bfloat16) * k_dim ** -0.5
+                   for _ in range(copies)]
+        for rows in rows_list:
+            if time.monotonic() > deadline:
+                return
+            x = torch.randn(rows, k_dim, device="cuda", generator=gen, dtype=torch.bfloat16)
+            expect = (silu_mul(F.linear(x, weights[0])) if swiglu else F.linear(x, weights[0])).float()
+            impls = [("cublas", None)] + [("triton", cfg) for cfg in grid_configs(LINEAR_GRID)]
+            for impl, cfg in impls:
+                key = (name, str(rows), impl, config_key(cfg or {}))
+                if key in done:
+                    continue
+                if impl == "cublas":
+                    def call(w, x=x):
+                        return silu_mul(F.linear(x, w)) if swiglu else F.linear(x, w)
+                else:
+                    def call(w, x=x, cfg=cfg):
+                        return kernels.linear(x, w, swiglu=swiglu, **cfg)
+                default = impl == "triton" and all(kernels.linear_config(rows)[k] == v for k, v in cfg.items())
+                row = dict(sweep="linear", case=name, rows=rows, impl=impl, config=config_key(cfg or {}),
+                           default=default, bytes=nbytes, copies=copies)
+                try:
+                    err = (call(weights[0]).float() - expect).abs().max().item()
+                    us = time_calls([lambda w=w: call(w) for w in weights], repeats)
+                except Exception as exc:  # a configuration out of shared memory or registers: recorded, not fatal
+                    yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
+                    continue
+                tol = 2e-2 * max(1.0, expect.abs().max().item())
+                yield {**row, "us": us, "pct_copy": 100 * nbytes / copy_bps / (us * 1e-6), "max_err": err,
+                       "status": "ok" if err <= tol else "WRONG"}
+        del weights
+        torch.cuda.empty_cache()
+
+
+def attention_rows(copy_bps: float, repeats: int, done, deadline: float):
+    """Rows of the attention sweep, one (case, config) at a time."""
+    from sdlaws.measure import kernels
+
+    for batch, n, slots in ATTENTION_CASES:
+        if time.monotonic() > deadline:
+            return
+        x = make_inputs(batch, n, slots, torch.bfloat16, "cuda")
+        expect = attention_reference(x).transpose(1, 2).reshape(batch, n, -1)
+        live_bytes = 2.0 * sum(x.live) * x.keys.shape[1] * x.keys.shape[3] * 2
+        layers = max(1, min(32, math.ceil(CYCLE_BYTES / (2.0 * x.keys.numel() * 2))))
+        caches = [(x.keys.clone(), x.values.clone()) for _ in range(layers)]
+        bounds = kernels.live_bounds(x.token_mask)
+        case = f"{batch}x{n}x{slots}"
+        default_splits = kernels.grid(batch * x.keys.shape[1], x.q_fold.shape[2], slots, torch.device("cuda"))[2]
+        for cfg in grid_configs(ATTENTION_GRID):
+            kernels.BLOCK_S = cfg["block_s"]
+            shares = kernels.grid(batch * x.keys.shape[1], x.q_fold.shape[2], slots, torch.device("cuda"))[2]
+            for splits in sorted({shares, shares * 2, max(1, shares // 2)}):
+                full = {**cfg, "splits": splits}
+                key = ("attention", case, str(batch * n), "triton", config_key(full))
+                if key[1:] in done:
+                    continue
+
+                def call(k, v, cfg=cfg, splits=splits):
+                    return kernels.attention(x.q_fold, k, v, x.token_mask, n, bounds=bounds, splits=splits,
+                                             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                default = full == dict(block_s=64, num_warps=4, num_stages=3, splits=default_splits)
+                row = dict(sweep="attention", case=case, rows=batch * n, impl="triton", config=config_key(full),
+                           default=default, bytes=live_bytes, copies=layers)
+                try:
+                    err = (call(x.keys, x.values).float() - expect).abs().max().item()
+                    us = time_calls([lambda k=k, v=v: call(k, v) for k, v in caches], repeats)
+                except Exception as exc:
+                    yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
+                    continue
+                yield {**row, "us": us, "pct_copy": 100 * live_bytes / copy_bps / (us * 1e-6), "max_err": err,
+                       "status": "ok" if err <= 2e-2 else "WRONG"}
+        kernels.BLOCK_S = 64
+        del caches, x
+        torch.cuda.empty_cache()
+
+
+def summary(path: Path) -> str:
+    """Markdown: per case and rows, cuBLAS (linear), the kernel's default configuration and its best one."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    ok = df[df.status == "ok"]
+    lines = ["| sweep | case | rows | cuBLAS us (% copy) | default us (% copy) | best us (% copy) | best config |",
+             "|---|---|---|---|---|---|---|"]
+    for (sweep, case, rows), group in ok.groupby(["sweep", "case", "rows"], sort=False):
+        triton = group[group.impl == "triton"]
+        if triton.empty:
+            continue
+        best = triton.loc[triton.us.idxmin()]
+        base = group[group.impl == "cublas"]
+
+        def cell(frame):
+            if frame.empty:
+                return "-"
+            r = frame.iloc[0]
+            return f"{r.us:.2f} ({r.pct_copy:.0f}%)"
+        lines.append(f"| {sweep} | {case} | {rows} | {cell(base)} | {cell(triton[triton.default.astype(bool)])} "
+                     f"| {cell(best.to_frame().T)} "
+                     f"| {best.config} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="CSV to append rows to (resumed: rows already there are skipped)")
+    parser.add_argument("--only", choices=("linear", "attention"), help="run one sweep")
+    parser.add_argument("--rows", default="1,5,64", help="rows of the linear sweep, comma-separated")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget-s", type=float, default=480.0, help="start no new case after this many seconds")
+    parser.add_argument("--summary", type=Path, help="print the summary table of a CSV and exit")
+    args = parser.parse_args(argv)
+    if args.summary is None and args.out is None:
+        parser.error("give --out (a run) or --summary (a table of a run)")
+    try:
+        args.rows = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows {args.rows!r}: comma-separated positive integers, e.g. 1,5,64")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.summary is not None:
+        print(summary(args.summary))
+        return 0
+    if not torch.cuda.is_available():
+        print("kernel_tune.py times CUDA graphs: run it on a GPU machine", file=sys.stderr)
+        return 2
+    import triton
+
+    done = set()
+    if args.out.exists():
+        with args.out.open() as f:
+            done = {(r["case"], r["rows"], r["impl"], r["config"]) for r in csv.DictReader(f)}
+    copy_bps = hwbench.copy_bytes_per_s("cuda", hwbench.GPU_SIZES)
+    meta = dict(copy_bps=copy_bps, gpu=torch.cuda.get_device_name(), torch=torch.__version__,
+                triton=triton.__version__, git_sha=provenance.git_sha(), timestamp=provenance.now_utc())
+    print(f"copy bandwidth {copy_bps / 1e12:.2f} TB/s; {len(done)} rows already in {args.out}", flush=True)
+    deadline = time.monotonic() + args.budget_s
+    sweeps = []
+    if args.only in (None, "linear"):
+        sweeps.append(linear_rows(copy_bps, args.rows, args.repeats, done, deadline))
+    if args.only in (None, "attention"):
+        sweeps.append(attention_rows(copy_bps, args.repeats, done, deadline))
+    wrong = 0
+    new = not args.out.exists()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        if new:
+            writer.writeheader()
+        for row in itertools.chain(*sweeps):
+            writer.writerow({**row, **meta})
+            f.flush()
+            wrong += row["status"] == "WRONG"
+            us = f"{row['us']:.2f} us ({row['pct_copy']:.0f}% copy)" if "us" in row else row["status"]
+            print(f"{row['sweep']} {row['case']} rows={row['rows']} {row['impl']} {row['config']}: {us}", flush=True)
+    print(summary(args.out))
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
