@@ -258,8 +258,9 @@ def _triton(x: Inputs, device: str):
     def call():
         out = kernels.attention(x.q_fold, x.keys, x.values, x.token_mask, x.n, bounds=bounds)  # (B, n, heads * D)
         return out.view(x.batch, x.n, HEADS, HEAD_DIM).transpose(1, 2)
-    _, tiles, splits = kernels.grid(x.batch * KV_HEADS, x.q_fold.shape[2], x.slots, torch.device(device))
-    return call, (f"{tiles} row tile(s) x {splits} share(s) of the slot blocks per KV head; live bounds built once "
+    cfg = kernels.attention_config(x.batch * KV_HEADS, x.q_fold.shape[2], x.slots, torch.device(device))
+    return call, (f"{cfg['tiles']} row tile(s) x {cfg['splits']} share(s) of the slot blocks of {cfg['block_s']} per "
+                  "KV head; live bounds built once "
                   f"per case, not timed ({bounds_s * 1e6:.0f} us eager)"), "masked"
 
 

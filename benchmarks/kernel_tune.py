@@ -1,20 +1,22 @@
 """Configurations of the fast path's Triton kernels timed at the engine's shapes, against what they replace.
 
-    python3 benchmarks/kernel_tune.py --out $OUT/tune.csv            # one H200: about 5 minutes, most of it compiling
+    python3 benchmarks/kernel_tune.py --out $OUT/tune.csv            # one H200: about 6 minutes, most of it compiling
     python3 benchmarks/kernel_tune.py --out $OUT/tune.csv --only linear --rows 1
-    python3 benchmarks/kernel_tune.py --summary measurements/h200/tune.csv   # the best configuration per case
+    python3 benchmarks/kernel_tune.py --summary measurements/h200/tune.csv   # the fastest configuration per case
 
 Two sweeps, each row one (case, implementation, configuration):
 
 - ``linear``: the projections of the random Llama-3.1-8B shape (target) and Llama-3.2-1B shape (draft), bf16, at
   ``--rows`` rows (batch x tokens of a forward): cuBLAS (``F.linear``; for the MLP's fused gate/up projection
   followed by the fast path's compiled SwiGLU kernel, as the fast path runs it) against
-  :func:`sdlaws.measure.kernels.linear` over a grid of ``BLOCK_N x BLOCK_K x warps x stages`` (``BLOCK_M`` 16 up
-  to 16 rows, else 64; SwiGLU in the epilogue for gate/up). The weight bytes per call over the time is compared with
-  the device-to-device copy bandwidth measured in the same run (% of copy).
+  :func:`sdlaws.measure.kernels.linear` over a grid of ``BLOCK_N x BLOCK_K x stages x split of K`` (``BLOCK_M`` 16
+  up to 16 rows, else 64; SwiGLU in the epilogue for gate/up, never split). The weight bytes per call over the time
+  is compared with the device-to-device copy bandwidth measured in the same run (% of copy). ``chosen`` marks what
+  the fast path's own timing at a process's first call picks (:func:`sdlaws.measure.kernels.choose_linear`).
 - ``attention``: :func:`sdlaws.measure.kernels.attention` over the slot cache (the cases and inputs of
   ``attention_paths.py``: ``batch x n x S``) over a grid of slot block sizes, warps, pipeline stages and shares of
-  the cache's blocks (the default share count, twice it and half of it where that is a power of two).
+  the cache's blocks (the share count for the block size, twice it and half of it); ``chosen`` marks
+  :func:`sdlaws.measure.kernels.attention_config`'s.
 
 Each timing captures, in one CUDA graph, one call on each of several copies of the weights (or KV caches), as a
 forward runs one per layer, so that no copy is read from L2 by the next call and the launches follow each other as
@@ -30,7 +32,6 @@ import argparse
 import csv
 import itertools
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,41 +51,13 @@ LINEAR_SHAPES = {
     "1b-qkv": (3072, 2048, False), "1b-o": (2048, 2048, False), "1b-gate_up": (16384, 2048, True),
     "1b-down": (2048, 8192, False), "1b-lm_head": (128256, 2048, False),
 }
-LINEAR_GRID = dict(block_n=(16, 32, 64), block_k=(128, 256), num_warps=(4, 8), num_stages=(3, 5))
+LINEAR_GRID = dict(block_n=(16, 32, 64), block_k=(128, 256), num_stages=(3, 5), split=(1, 2, 4, 8))
 ATTENTION_CASES = ((1, 1, 384), (1, 5, 384), (64, 1, 384), (64, 5, 384), (1, 1, 2048), (64, 1, 2048))
 ATTENTION_GRID = dict(block_s=(32, 64, 128), num_warps=(2, 4, 8), num_stages=(2, 3))
 #: Bytes of weights (or KV caches) one timed graph cycles through: several times the H200's 50 MB L2.
 CYCLE_BYTES = 512e6
-FIELDS = ["sweep", "case", "rows", "impl", "config", "default", "us", "bytes", "pct_copy", "max_err", "status", "copies",
+FIELDS = ["sweep", "case", "rows", "impl", "config", "chosen", "us", "bytes", "pct_copy", "max_err", "status", "copies",
           "copy_bps", "gpu", "torch", "triton", "git_sha", "timestamp"]
-
-
-def time_calls(calls, repeats: int) -> float:
-    """Microseconds per call of ``calls`` (zero-argument callables) captured in sequence in one CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:  # warm-up (and Triton's compile) outside the capture
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    replays = 20
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / (replays * len(calls)))
-    del graph
-    return statistics.median(times)
 
 
 def grid_configs(grid: dict) -> list[dict]:
@@ -111,7 +84,11 @@ def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float)
                 return
             x = torch.randn(rows, k_dim, device="cuda", generator=gen, dtype=torch.bfloat16)
             expect = (silu_mul(F.linear(x, weights[0])) if swiglu else F.linear(x, weights[0])).float()
-            impls = [("cublas", None)] + [("triton", cfg) for cfg in grid_configs(LINEAR_GRID)]
+            # what the fast path would run (its own timing, at the first call of a process)
+            choice = kernels.choose_linear(x, weights[0], None, swiglu,
+                                           lambda h, w, b: silu_mul(F.linear(h, w)) if swiglu else F.linear(h, w))
+            impls = [("cublas", None)] + [("triton", cfg) for cfg in grid_configs(LINEAR_GRID)
+                                          if not (swiglu and cfg["split"] > 1)]
             for impl, cfg in impls:
                 key = (name, str(rows), impl, config_key(cfg or {}))
                 if key in done:
@@ -121,13 +98,15 @@ def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float)
                         return silu_mul(F.linear(x, w)) if swiglu else F.linear(x, w)
                 else:
                     def call(w, x=x, cfg=cfg):
-                        return kernels.linear(x, w, swiglu=swiglu, **cfg)
-                default = impl == "triton" and all(kernels.linear_config(rows)[k] == v for k, v in cfg.items())
+                        return kernels.linear(x, w, swiglu=swiglu, config=kernels.linear_config(rows, x.dtype, swiglu,
+                                                                                                 **cfg))
+                chosen = (choice is None if impl == "cublas"
+                          else kernels.linear_config(rows, x.dtype, swiglu, **cfg) == choice)
                 row = dict(sweep="linear", case=name, rows=rows, impl=impl, config=config_key(cfg or {}),
-                           default=default, bytes=nbytes, copies=copies)
+                           chosen=chosen, bytes=nbytes, copies=copies)
                 try:
                     err = (call(weights[0]).float() - expect).abs().max().item()
-                    us = time_calls([lambda w=w: call(w) for w in weights], repeats)
+                    us = hwbench.graph_us_per_call([lambda w=w: call(w) for w in weights], repeats=repeats)
                 except Exception as exc:  # a configuration out of shared memory or registers: recorded, not fatal
                     yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
                     continue
@@ -152,42 +131,40 @@ def attention_rows(copy_bps: float, repeats: int, done, deadline: float):
         caches = [(x.keys.clone(), x.values.clone()) for _ in range(layers)]
         bounds = kernels.live_bounds(x.token_mask)
         case = f"{batch}x{n}x{slots}"
-        default_splits = kernels.grid(batch * x.keys.shape[1], x.q_fold.shape[2], slots, torch.device("cuda"))[2]
+        heads, device = batch * x.keys.shape[1], torch.device("cuda")
+        default = kernels.attention_config(heads, x.q_fold.shape[2], slots, device)
         for cfg in grid_configs(ATTENTION_GRID):
-            kernels.BLOCK_S = cfg["block_s"]
-            shares = kernels.grid(batch * x.keys.shape[1], x.q_fold.shape[2], slots, torch.device("cuda"))[2]
+            programs = heads * default["tiles"]
+            shares = kernels.num_splits(programs, slots, device, cfg["block_s"])
             for splits in sorted({shares, shares * 2, max(1, shares // 2)}):
                 full = {**cfg, "splits": splits}
-                key = ("attention", case, str(batch * n), "triton", config_key(full))
-                if key[1:] in done:
+                key = (case, str(batch * n), "triton", config_key(full))
+                if key in done:
                     continue
 
-                def call(k, v, cfg=cfg, splits=splits):
-                    return kernels.attention(x.q_fold, k, v, x.token_mask, n, bounds=bounds, splits=splits,
-                                             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-                default = full == dict(block_s=64, num_warps=4, num_stages=3, splits=default_splits)
+                def call(k, v, full=full):
+                    return kernels.attention(x.q_fold, k, v, x.token_mask, n, bounds=bounds, **full)
                 row = dict(sweep="attention", case=case, rows=batch * n, impl="triton", config=config_key(full),
-                           default=default, bytes=live_bytes, copies=layers)
+                           chosen=all(default[k] == v for k, v in full.items()), bytes=live_bytes, copies=layers)
                 try:
                     err = (call(x.keys, x.values).float() - expect).abs().max().item()
-                    us = time_calls([lambda k=k, v=v: call(k, v) for k, v in caches], repeats)
+                    us = hwbench.graph_us_per_call([lambda k=k, v=v: call(k, v) for k, v in caches], repeats=repeats)
                 except Exception as exc:
                     yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
                     continue
                 yield {**row, "us": us, "pct_copy": 100 * live_bytes / copy_bps / (us * 1e-6), "max_err": err,
                        "status": "ok" if err <= 2e-2 else "WRONG"}
-        kernels.BLOCK_S = 64
         del caches, x
         torch.cuda.empty_cache()
 
 
 def summary(path: Path) -> str:
-    """Markdown: per case and rows, cuBLAS (linear), the kernel's default configuration and its best one."""
+    """Markdown: per case and rows, cuBLAS (linear), what the fast path chose and the sweep's fastest."""
     import pandas as pd
 
     df = pd.read_csv(path)
     ok = df[df.status == "ok"]
-    lines = ["| sweep | case | rows | cuBLAS us (% copy) | default us (% copy) | best us (% copy) | best config |",
+    lines = ["| sweep | case | rows | cuBLAS us (% copy) | chosen us (% copy) | fastest us (% copy) | fastest config |",
              "|---|---|---|---|---|---|---|"]
     for (sweep, case, rows), group in ok.groupby(["sweep", "case", "rows"], sort=False):
         triton = group[group.impl == "triton"]
@@ -201,7 +178,7 @@ def summary(path: Path) -> str:
                 return "-"
             r = frame.iloc[0]
             return f"{r.us:.2f} ({r.pct_copy:.0f}%)"
-        lines.append(f"| {sweep} | {case} | {rows} | {cell(base)} | {cell(triton[triton.default.astype(bool)])} "
+        lines.append(f"| {sweep} | {case} | {rows} | {cell(base)} | {cell(group[group.chosen.astype(bool)])} "
                      f"| {cell(best.to_frame().T)} "
                      f"| {best.config} |")
     return "\n".join(lines)

@@ -133,7 +133,7 @@ def test_rope_write_matches_rotary_and_scatter(kernels):
     assert torch.allclose(stack, expect, atol=1e-6)  # written at the slots, nothing else touched
 
 
-def test_num_splits_fills_the_gpu_with_whole_blocks(monkeypatch):
+def test_num_splits_and_attention_config(monkeypatch):
     from sdlaws.measure import kernels
 
     monkeypatch.setattr(kernels, "_multiprocessors", lambda index: 132)
@@ -143,6 +143,12 @@ def test_num_splits_fills_the_gpu_with_whole_blocks(monkeypatch):
     assert [kernels.num_splits(p, s, gpu) for p, s in [(8, 384), (8, 2048), (8, 4096), (32, 4096), (512, 4096)]] \
         == [8, 32, 32, 8, 1]
     assert kernels.num_splits(8, 4096, torch.device("cpu")) == 1
+    # a batch whose programs fill the GPU unshared reads blocks of 32 slots with 2 warps; fewer share blocks of 64;
+    # an AR step (4 folded rows) and a gamma-4 verification (20) of the same batch run alike
+    for batch, expect in [(64, dict(splits=1, block_s=32, num_warps=2)), (1, dict(splits=8, block_s=64, num_warps=4))]:
+        for rows in (4, 20):
+            cfg = kernels.attention_config(batch * 8, rows, 384, gpu)
+            assert {k: cfg[k] for k in expect} == expect
 
 
 @pytest.mark.parametrize("method", ["chain", "tree"])
@@ -215,44 +221,116 @@ def test_kernels_refuse_shapes_they_would_read_out_of_bounds(kernels):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
-@pytest.mark.parametrize("rows,n_out,k_dim,config", [
-    (1, 96, 512, {}),                                   # a decode row: BLOCK_M 16, one program per 32 outputs
-    (5, 100, 80, dict(block_n=32, block_k=64)),         # N and K not multiples of the blocks (masked loads)
+@pytest.mark.parametrize("rows,n_out,k_dim,tiles", [
+    (1, 96, 512, {}),                                   # a decode row: BLOCK_M 16, BLOCK_N 32, BLOCK_K 256
+    (5, 100, 80, dict(block_k=64)),                     # N and K not multiples of the blocks (masked loads)
     (40, 64, 256, dict(block_k=64)),                    # BLOCK_M 64
     (70, 48, 128, dict(block_n=16, block_k=32)),        # two row blocks
+    (3, 96, 512, dict(block_k=64, split=4)),            # K split in 4, reduced by the last program of each tile
+    (20, 40, 300, dict(block_n=16, block_k=32, split=3)),  # a split that leaves a short last share, masked
 ])
-def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, config):
+def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles):
     gen = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, k_dim, generator=gen).to(dtype).to(DEVICE)
     weight = (torch.randn(n_out, k_dim, generator=gen) / k_dim ** 0.5).to(dtype).to(DEVICE)
     bias = torch.randn(n_out, generator=gen).to(dtype).to(DEVICE)
-    got = kernels.linear(x.view(1, rows, k_dim), weight, bias, **config)
-    assert got.shape == (1, rows, n_out) and got.dtype == dtype
-    assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
-                          atol=tol, rtol=tol)
-    # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
-    gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
-    swiglu = kernels.linear(x, weight, swiglu=True, **config)
-    assert swiglu.shape == (rows, n_out // 2)
-    assert torch.allclose(swiglu.float(), torch.nn.functional.silu(gate) * up, atol=tol, rtol=tol)
+    config = kernels.linear_config(rows, dtype, **tiles)
+    for _ in range(2):  # twice: a split call leaves its tile counters as it found them
+        got = kernels.linear(x.view(1, rows, k_dim), weight, bias, config=config)
+        assert got.shape == (1, rows, n_out) and got.dtype == dtype
+        assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
+                              atol=tol, rtol=tol)
+    if config["split"] == 1:
+        # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
+        gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
+        swiglu = kernels.linear(x, weight, swiglu=True, config=kernels.linear_config(rows, dtype, True, **tiles))
+        assert swiglu.shape == (rows, n_out // 2)
+        assert torch.allclose(swiglu.float(), torch.nn.functional.silu(gate) * up, atol=tol, rtol=tol)
 
 
-def test_linear_sums_a_row_alike_for_any_row_count_up_to_16(kernels):
-    """A verification's rows (here 5) get the bits the same row gets alone, as in an AR step: one program sums each
-    output over all of K in one order whatever the row count (cuBLAS picks its split of K by the row count)."""
+@pytest.mark.parametrize("split", [1, 4])
+def test_linear_sums_a_row_alike_for_any_row_count_up_to_16(kernels, split):
+    """A verification's rows (here 5) get the bits the same row gets alone, as in an AR step: one configuration
+    sums each output over K in one order whatever the row count (cuBLAS picks its split of K by the row count)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 512, generator=gen).half().to(DEVICE)
     weight = torch.randn(64, 512, generator=gen).half().to(DEVICE)
-    together = kernels.linear(x, weight)
+    together = kernels.linear(x, weight, config=kernels.linear_config(5, torch.float16, split=split))
     for i in range(5):
-        assert torch.equal(kernels.linear(x[i:i + 1], weight), together[i:i + 1])
+        alone = kernels.linear(x[i:i + 1], weight, config=kernels.linear_config(1, torch.float16, split=split))
+        assert torch.equal(alone, together[i:i + 1])
 
 
 def test_linear_refuses_shapes_it_would_read_out_of_bounds(kernels):
     x = torch.zeros(3, 64, device=DEVICE)
     with pytest.raises(ValueError, match="weight \\(N, K\\)"):
         kernels.linear(x, torch.zeros(32, 48, device=DEVICE))
-    with pytest.raises(ValueError, match="no bias with swiglu"):
+    with pytest.raises(ValueError, match="no bias and no split with swiglu"):
         kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(16, device=DEVICE), swiglu=True)
+    with pytest.raises(ValueError, match="no bias and no split with swiglu"):
+        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), swiglu=True, config=kernels.linear_config(3, split=2))
     with pytest.raises(ValueError, match="bias \\(N,\\)"):
         kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(31, device=DEVICE))
+
+
+def test_linear_config_fits_shared_memory(kernels):
+    # stages cut so that (BLOCK_M + BLOCK_N [x 2 with SwiGLU]) x BLOCK_K elements per stage fit SHARED_BYTES
+    for rows, dtype, swiglu in [(1, torch.bfloat16, False), (64, torch.bfloat16, True), (64, torch.float32, True)]:
+        cfg = kernels.linear_config(rows, dtype, swiglu, block_n=64, block_k=256, num_stages=5)
+        stage = (cfg["block_m"] + 64 * (1 + swiglu)) * 256 * dtype.itemsize
+        assert 1 <= cfg["num_stages"] <= 5 and cfg["num_stages"] * stage <= kernels.SHARED_BYTES
+    assert kernels.linear_config(1, torch.bfloat16, block_n=64, block_k=256)["num_stages"] == 5
+    assert kernels.linear_config(64, torch.float32, True, block_n=64, block_k=256)["num_stages"] == 1
+
+
+def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
+    """The choice is the fastest timed candidate, cuBLAS (None) included; one that runs out of shared memory is
+    passed over."""
+    from sdlaws.measure import hwbench
+
+    def timer(values):
+        values = iter(values)
+
+        def fake(calls, **_):
+            value = next(values)
+            if value is None:
+                raise triton.runtime.errors.OutOfResources(300000, 232448, "shared memory")
+            return value
+        return fake
+    x = torch.zeros(1, 64, device=DEVICE)
+    weight = torch.zeros(32, 64, device=DEVICE)
+    candidates = len(kernels.LINEAR_CANDIDATES)
+    # cuBLAS 5 us, candidate 0 4 us, candidate 1 out of shared memory, candidate 2 3 us (the fastest), others 9
+    monkeypatch.setattr(hwbench, "graph_us_per_call", timer([5.0, 4.0, None, 3.0] + [9.0] * (candidates - 3)))
+    choice = kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear)
+    assert choice == kernels.linear_config(1, torch.float32, False, *kernels.LINEAR_CANDIDATES[2])
+    monkeypatch.setattr(hwbench, "graph_us_per_call", timer([1.0] + [9.0] * candidates))
+    assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) is None  # cuBLAS was fastest
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B and 3.2-1B projection shapes, bfloat16")
+@pytest.mark.parametrize("n_out,k_dim,swiglu", [(4096, 4096, False), (2048, 8192, False), (28672, 4096, True)])
+def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, swiglu):
+    """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16, and sums a verification's
+    rows as the same row alone; the tuned choice as well."""
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    x = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    weight = torch.randn(n_out, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16) * k_dim ** -0.5
+    full = torch.nn.functional.linear(x.float(), weight.float())
+    if swiglu:
+        gate, up = full.bfloat16().float().chunk(2, dim=-1)
+        full = torch.nn.functional.silu(gate) * up
+    for tiles in kernels.SWIGLU_CANDIDATES if swiglu else kernels.LINEAR_CANDIDATES:
+        together = kernels.linear(x, weight, swiglu=swiglu, config=kernels.linear_config(5, x.dtype, swiglu, *tiles))
+        assert torch.allclose(together.float(), full, atol=2e-2, rtol=2e-2), tiles
+        alone = kernels.linear(x[2:3], weight, swiglu=swiglu,
+                               config=kernels.linear_config(1, x.dtype, swiglu, *tiles))
+        assert torch.equal(alone, together[2:3]), tiles
+
+    def fallback(h, w, bias):
+        out = torch.nn.functional.linear(h, w)
+        gate, up = out.chunk(2, dim=-1)
+        return torch.nn.functional.silu(gate) * up if swiglu else out
+    tuned = kernels.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
+    assert torch.allclose(tuned.float(), full, atol=2e-2, rtol=2e-2)
+    assert any(c["weight"] == (n_out, k_dim) for c in kernels.linear_choices())

@@ -174,15 +174,21 @@ class _FusedLayers(torch.nn.Module):
 
     def _matmuls(self, rows: int):
         """``(linear, swiglu)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
-        ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection; on the Triton kernel
-        (:func:`sdlaws.measure.kernels.linear`, SwiGLU in its epilogue) up to :attr:`linear_rows` rows of an
-        unsplit model, else cuBLAS and the element-wise kernel."""
+        ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
+        :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
+        whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.kernels.tuned_linear`),
+        else cuBLAS and the element-wise kernel."""
         if self.triton and self.group is None:
             from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
 
             if rows <= (kernels.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                return kernels.linear, functools.partial(kernels.linear, swiglu=True)
-        return F.linear, lambda h, weight: self.kernels.silu_mul(F.linear(h, weight))
+                return (functools.partial(kernels.tuned_linear, fallback=F.linear),
+                        functools.partial(kernels.tuned_linear, bias=None, swiglu=True, fallback=self._swiglu_cublas))
+        return F.linear, functools.partial(self._swiglu_cublas, bias=None)
+
+    def _swiglu_cublas(self, h, weight, bias):
+        """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None)."""
+        return self.kernels.silu_mul(F.linear(h, weight))
 
     def _rowwise(self, x, weight, bias, linear=F.linear):
         """``linear(x, weight, bias)`` where a split ``weight`` holds this rank's input columns: the partial

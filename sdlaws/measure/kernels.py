@@ -132,12 +132,13 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
 
 
 @triton.jit
-def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
+def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, count, n, kv_heads, groups, num_rows,
                       num_slots, blocks_per_split, scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
                       DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr,
                       SPLITS: tl.constexpr, IEEE: tl.constexpr):
     """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over its share of the
-    row's live blocks of slots."""
+    row's live blocks of slots. With ``SPLITS`` > 1 each program stores its partial softmax and the last program of
+    the (KV head, row tile) to finish merges the ``SPLITS`` partials in share order (no second launch)."""
     bh = tl.program_id(0)
     b = bh // kv_heads
     kv = bh % kv_heads
@@ -196,6 +197,12 @@ def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, n, k
         tl.store(part_m + part, m_i, mask=row_live)
         tl.store(part_l + part, l_i, mask=row_live)
         tl.store(part_acc + part[:, None] * D_P2 + d[None, :], acc, mask=row_live[:, None])
+        tile = bh * tl.num_programs(1) + tl.program_id(1)
+        tl.debug_barrier()  # every thread's partials stored before the release below
+        if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
+            _merge_rows(out, part_m, part_l, part_acc, bh, rows, row_live, n, kv_heads, groups, num_rows, d, DIM,
+                        D_P2, BLOCK_M, SPLITS)
+            tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
 
 
 @triton.jit
@@ -209,17 +216,14 @@ def _store_rows(out, o, b, kv, rows, row_live, n, kv_heads, groups, d, d_live, D
 
 
 @triton.jit
-def _merge_kernel(out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
-                  DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr):
-    """Program (b * kv_heads + kv, row tile): merge the ``SPLITS`` partial softmaxes of its rows."""
-    bh = tl.program_id(0)
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_live = rows < num_rows
-    d = tl.arange(0, D_P2)
+def _merge_rows(out, part_m, part_l, part_acc, bh, rows, row_live, n, kv_heads, groups, num_rows, d,
+                DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, SPLITS: tl.constexpr):
+    """Merge the ``SPLITS`` partial softmaxes of rows ``rows`` of KV head ``bh`` (in share order) and store them;
+    the partials are read past L1 (other programs wrote them)."""
     sp = tl.arange(0, SPLITS)
     part = (bh * SPLITS + sp[:, None]).to(tl.int64) * num_rows + rows[None, :]  # (SPLITS, BLOCK_M)
-    m = tl.load(part_m + part, mask=row_live[None, :], other=float("-inf"))
-    l = tl.load(part_l + part, mask=row_live[None, :], other=0.0)
+    m = tl.load(part_m + part, mask=row_live[None, :], other=float("-inf"), cache_modifier=".cg")
+    l = tl.load(part_l + part, mask=row_live[None, :], other=0.0, cache_modifier=".cg")
     m_max = tl.max(m, axis=0)
     weight = tl.exp(m - tl.where(m_max == float("-inf"), 0.0, m_max)[None, :])  # 0 for an empty split
     total = tl.sum(weight * l, axis=0)
@@ -227,7 +231,7 @@ def _merge_kernel(out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
     for s in range(SPLITS):
         w = tl.sum(tl.where(sp[:, None] == s, weight, 0.0), axis=0)
         chunk = tl.load(part_acc + ((bh * SPLITS + s).to(tl.int64) * num_rows + rows)[:, None] * D_P2 + d[None, :],
-                        mask=row_live[:, None], other=0.0)
+                        mask=row_live[:, None], other=0.0, cache_modifier=".cg")
         acc += w[:, None] * chunk
     b = bh // kv_heads
     kv = bh % kv_heads
@@ -247,25 +251,32 @@ def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def num_splits(programs: int, num_slots: int, device: torch.device) -> int:
-    """Shares the blocks of the ``num_slots`` slots are split into, per (row, KV head, row tile), a power of two:
-    on a CUDA ``device`` one block per share where about two programs per multiprocessor allow it, else as many
-    shares as that many programs (one elsewhere, e.g. the interpreter)."""
+def num_splits(programs: int, num_slots: int, device: torch.device, block_s: int = BLOCK_S) -> int:
+    """Shares the blocks of ``block_s`` of the ``num_slots`` slots are split into, per (row, KV head, row tile), a
+    power of two: on a CUDA ``device`` one block per share where about two programs per multiprocessor allow it,
+    else as many shares as that many programs (one elsewhere, e.g. the interpreter)."""
     if device.type != "cuda":
         return 1
     want = triton.cdiv(2 * _multiprocessors(device.index or 0), programs)
-    blocks = triton.cdiv(num_slots, BLOCK_S)
+    blocks = triton.cdiv(num_slots, block_s)
     if want >= blocks:
         return triton.next_power_of_2(blocks)
     return triton.next_power_of_2(want + 1) // 2  # the largest power of two <= want
 
 
-def grid(heads: int, num_rows: int, num_slots: int, device: torch.device) -> tuple[int, int, int]:
-    """``(BLOCK_M, row tiles, shares of the slot blocks)`` of :func:`attention` for ``heads`` (batch x KV heads) of
-    ``num_rows`` folded queries each over ``num_slots`` slots."""
+def attention_config(heads: int, num_rows: int, num_slots: int, device: torch.device) -> dict:
+    """How :func:`attention` runs ``heads`` (batch x KV heads) of ``num_rows`` folded queries each over
+    ``num_slots`` slots: ``block_m`` query rows per program in ``tiles`` row tiles, ``splits`` shares of the slot
+    blocks of ``block_s`` slots, ``num_warps`` and ``num_stages``. Where the programs fill the GPU without sharing
+    (a large batch), blocks of 32 slots and 2 warps; else blocks of 64, 4 warps, 2 stages and shares (the fastest of
+    a sweep on an H200 at batch 64 and 1, ``benchmarks/kernel_tune.py``). None of it depends on the tokens per row
+    beyond the row tiles, so a verification sums a prefix as the AR step of the same batch does."""
     block_m = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
     tiles = triton.cdiv(num_rows, block_m)
-    return block_m, tiles, num_splits(heads * tiles, num_slots, device)
+    if device.type == "cuda" and heads * tiles >= 2 * _multiprocessors(device.index or 0):
+        return dict(block_m=block_m, tiles=tiles, splits=1, block_s=32, num_warps=2, num_stages=3)
+    return dict(block_m=block_m, tiles=tiles, splits=num_splits(heads * tiles, num_slots, device), block_s=BLOCK_S,
+                num_warps=4, num_stages=2)
 
 
 def live_bounds(mask: torch.Tensor) -> torch.Tensor:
@@ -280,8 +291,7 @@ def live_bounds(mask: torch.Tensor) -> torch.Tensor:
 
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, n: int,
-              bounds: torch.Tensor | None = None, splits: int | None = None, num_warps: int = 4,
-              num_stages: int = 3) -> torch.Tensor:
+              bounds: torch.Tensor | None = None, **config) -> torch.Tensor:
     """Masked attention of folded queries over the slot cache, reading only the rows' live slots.
 
     Parameters
@@ -297,11 +307,10 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         Tokens per row.
     bounds : Tensor, optional
         :func:`live_bounds` of ``mask`` (computed here if not given; a forward computes it once for its layers).
-    splits : int, optional
-        Shares the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the
-        row's live ones in its group), merged by a second launch (a power of two); default :func:`grid`'s.
-    num_warps, num_stages : int
-        The attention kernel's warps and software-pipeline stages (benchmarks sweep them).
+    config
+        :func:`attention_config`'s keys, to override them (benchmarks sweep them): e.g. ``splits``, the shares
+        the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the row's live
+        ones in its group; a power of two), merged by the last program of each to finish.
 
     Returns
     -------
@@ -310,13 +319,15 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     """
     bsz, kv_heads, num_rows, dim = q.shape
     groups, num_slots = num_rows // n, keys.shape[2]
-    block_m, tiles, default_splits = grid(bsz * kv_heads, num_rows, num_slots, q.device)
-    splits = splits or default_splits
+    cfg = {**attention_config(bsz * kv_heads, num_rows, num_slots, q.device), **config}
+    block_m, tiles, splits, block_s = cfg["block_m"], cfg["tiles"], cfg["splits"], cfg["block_s"]
     _check(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
            and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim and keys.stride(3) == values.stride(3) == 1
-           and mask.shape == (bsz, 1, n, num_slots) and splits & (splits - 1) == 0,
+           and mask.shape == (bsz, 1, n, num_slots) and splits & (splits - 1) == 0
+           and (splits == 1 or bsz * kv_heads * tiles <= MAX_SPLIT_TILES),
            "attention: q (B, kv_heads, groups n, D) contiguous, keys and values (B, kv_heads, S, D) with unit last "
-           "stride, mask (B, 1, n, S), splits a power of two", q, keys, mask)
+           f"stride, mask (B, 1, n, S), splits a power of two, at most {MAX_SPLIT_TILES} KV heads x row tiles when "
+           "split", q, keys, mask)
     bounds = live_bounds(mask) if bounds is None else bounds
     _check(bounds.shape == (bsz, 2) and bounds.dtype == torch.int32 and bounds.is_contiguous(),
            "attention: bounds (B, 2) int32 contiguous (live_bounds of the mask)", bounds)
@@ -326,46 +337,53 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         part_m = q.new_empty((bsz * kv_heads * splits * num_rows,), dtype=torch.float32)
         part_l = torch.empty_like(part_m)
         part_acc = q.new_empty((part_m.numel(), d_p2), dtype=torch.float32)
+        count = _split_counters(q.device)
     else:
-        part_m = part_l = part_acc = out  # unused
+        part_m = part_l = part_acc = count = out  # unused
     mb, _, mj, ms = mask.stride()
     _attention_kernel[(bsz * kv_heads, tiles, splits)](
-        q, keys, values, mask, bounds, out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
-        keys.shape[2], triton.cdiv(triton.cdiv(keys.shape[2], BLOCK_S), splits), dim ** -0.5, *keys.stride()[:3], *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
-        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=BLOCK_S, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        num_warps=num_warps, num_stages=num_stages)
-    if splits > 1:
-        _merge_kernel[(bsz * kv_heads, tiles)](out, part_m, part_l, part_acc, n, kv_heads, groups, num_rows,
-                                               DIM=dim, D_P2=d_p2, BLOCK_M=block_m, SPLITS=splits)
+        q, keys, values, mask, bounds, out, part_m, part_l, part_acc, count, n, kv_heads, groups, num_rows,
+        num_slots, triton.cdiv(triton.cdiv(num_slots, block_s), splits), dim ** -0.5, *keys.stride()[:3],
+        *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
+        DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=block_s, SPLITS=splits, IEEE=q.dtype == torch.float32,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out
 
 
 #: Most rows (batch x tokens) :func:`linear` is used for by the fast path; more rows are compute-bound GEMMs, which
 #: cuBLAS tiles better.
 LINEAR_MAX_ROWS = 64
+#: Shared memory a :func:`linear` configuration may use per program (an H100's or H200's 227 KiB, less a margin).
+SHARED_BYTES = 200 * 1024
+#: Output tiles one split :func:`linear` call may have: the size of the per-device counters of finished splits.
+MAX_SPLIT_TILES = 1 << 16
 
 
 @triton.jit
-def _linear_kernel(x, w, bias, out, M, N, K, sxm, swn, som, up,
+def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_split,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, IEEE: tl.constexpr):
-    """Program (output column block, row block): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of ``w`` over
-    all of ``K`` (no split of ``K``: each output is summed in one program, in one order whatever ``M``)."""
+                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr):
+    """Program (output column block, row block, split of K): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of
+    ``w`` over the split's ``k_split`` columns of ``K``. With ``SPLIT`` > 1 each program stores its partial sums and
+    the last program of a tile to finish adds the ``SPLIT`` partials in split order: one launch, and each output
+    summed in one order whatever ``M`` or the programs' timing."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     m_live = rm < M
     n_live = rn < N
-    x_ptr = x + rm[:, None].to(tl.int64) * sxm + rk[None, :]
-    w_ptr = w + rn[:, None].to(tl.int64) * swn + rk[None, :]
+    k_start = tl.program_id(2) * k_split
+    k_end = tl.minimum(K, k_start + k_split)
+    x_ptr = x + rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
+    w_ptr = w + rn[:, None].to(tl.int64) * swn + k_start + rk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN:  # K a multiple of BLOCK_K and N of BLOCK_N: the weight's loads need no predicate
+    for k in range(k_start, k_end, BLOCK_K):
+        if EVEN:  # K a multiple of the split and the split of BLOCK_K, N of BLOCK_N: weight loads unpredicated
             a = tl.load(x_ptr, mask=m_live[:, None], other=0.0)
             b = tl.load(w_ptr)
         else:
-            k_live = rk < K - k * BLOCK_K
+            k_live = rk < k_end - k
             a = tl.load(x_ptr, mask=m_live[:, None] & k_live[None, :], other=0.0)
             b = tl.load(w_ptr, mask=n_live[:, None] & k_live[None, :], other=0.0)
         if IEEE:
@@ -383,6 +401,26 @@ def _linear_kernel(x, w, bias, out, M, N, K, sxm, swn, som, up,
                 acc_up = tl.dot(a, tl.trans(bu), acc_up)
         x_ptr += BLOCK_K
         w_ptr += BLOCK_K
+    if SPLIT == 1:
+        _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
+    else:
+        cell = rm[:, None].to(tl.int64) * N + rn[None, :]
+        live = m_live[:, None] & n_live[None, :]
+        tl.store(part + tl.program_id(2) * M * N + cell, acc, mask=live)
+        tile = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+        tl.debug_barrier()  # every thread's partials stored before the release below
+        if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
+            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for split in range(SPLIT):
+                total += tl.load(part + split * M * N + cell, mask=live, other=0.0, cache_modifier=".cg")
+            tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
+            _linear_epilogue(out, bias, total, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
+
+
+@triton.jit
+def _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
+                     BIAS: tl.constexpr):
+    """Bias, SwiGLU and the store of one output tile."""
     if BIAS:
         acc += tl.load(bias + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
     if SWIGLU:
@@ -393,22 +431,36 @@ def _linear_kernel(x, w, bias, out, M, N, K, sxm, swn, som, up,
     tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
 
 
-def linear_config(rows: int) -> dict:
-    """``BLOCK_M``, ``BLOCK_N``, ``BLOCK_K``, warps and pipeline stages of :func:`linear` for ``rows`` rows."""
-    return dict(block_m=16 if rows <= 16 else 64, block_n=32, block_k=256, num_warps=4, num_stages=4)
+@functools.lru_cache(maxsize=8)
+def _split_counters(device: torch.device) -> torch.Tensor:
+    """Per device, the finished-split counter of each output tile of a split :func:`linear` (zero between calls:
+    each call's last program of a tile zeroes it again). Made on the first split call, which the engine makes in a
+    warm-up before any CUDA graph capture."""
+    return torch.zeros(MAX_SPLIT_TILES, dtype=torch.int32, device=device)
+
+
+def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool = False, block_n: int = 32,
+                  block_k: int = 256, num_stages: int = 5, split: int = 1) -> dict:
+    """A :func:`linear` configuration for ``rows`` rows: ``BLOCK_M`` 16 up to 16 rows (so that a verification's
+    rows are summed as an AR step's), else 64; pipeline stages cut to fit :data:`SHARED_BYTES`."""
+    block_m = 16 if rows <= 16 else 64
+    stage_bytes = (block_m + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
+    stages = max(1, min(num_stages, SHARED_BYTES // stage_bytes))
+    return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-           **config) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for few rows, each output summed over ``K`` in one program; with ``swiglu``,
-    SwiGLU of a fused gate/up projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives
-    ``silu(x @ gate.T) * (x @ up.T)`` ``(..., F)`` in one launch.
+           config: dict | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for few rows on a Triton kernel; with ``swiglu``, SwiGLU of a fused gate/up
+    projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives ``silu(x @ gate.T) * (x @ up.T)``
+    ``(..., F)`` in one launch.
 
-    Why: at a decode step's few rows a projection reads its weight once and does almost nothing else, so the time is
-    the weight read plus fixed costs; cuBLAS splits the reduction over ``K`` for the narrow projections (a second,
-    reduction launch per GEMM) and its choice of split depends on the row count, so a verification's rows are not
-    summed as an AR step's. Here one program sums a block of outputs over all of ``K`` for every row count up to
-    :data:`LINEAR_MAX_ROWS` (one ``BLOCK_M`` tile up to 16 rows), and SwiGLU runs in the epilogue.
+    Why: at a decode step's few rows a projection reads its weight once and does little else, so its time is the
+    weight read plus fixed costs; cuBLAS follows the gate/up projection with a separate activation kernel, splits
+    the sum over ``K`` of narrow projections with a second, reduction launch, and picks its split by the row count,
+    so that a verification's rows are not summed as an AR step's. Here SwiGLU runs in the epilogue, a split of
+    ``K`` is reduced in the same launch (by the last program of each tile, in split order), and one configuration
+    serves every row count up to 16, each row summed alike.
 
     Parameters
     ----------
@@ -418,24 +470,100 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         ``(N, K)`` (``(2F, K)`` with ``swiglu``), contiguous.
     bias : Tensor, optional
         ``(N,)`` (not with ``swiglu``).
-    config
-        :func:`linear_config`'s keys, to override them (benchmarks).
+    config : dict, optional
+        :func:`linear_config`'s keys (``split`` 1 with ``swiglu``); default ``linear_config(rows)``.
     """
     k_dim = x.shape[-1]
     rows = x.reshape(-1, k_dim)
     n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
+    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu)
+    split = cfg["split"]
+    grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
     _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
-           and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None))
-           and (bias is None or bias.shape == (n_out,)),
-           "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K) and no bias with swiglu), "
-           "bias (N,)", x, weight)
-    cfg = {**linear_config(rows.shape[0]), **config}
+           and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
+           and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
+           "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split with "
+           f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split", x, weight)
     out = x.new_empty((rows.shape[0], n_out))
-    grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]))
-    even = k_dim % cfg["block_k"] == 0 and n_out % cfg["block_n"] == 0
-    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, rows.shape[0], n_out, k_dim,
-                         rows.stride(0), weight.stride(0), out.stride(0), n_out,
+    k_split = triton.cdiv(triton.cdiv(k_dim, split), cfg["block_k"]) * cfg["block_k"]
+    even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
+    if split > 1:
+        part = x.new_empty((split * rows.shape[0] * n_out,), dtype=torch.float32)
+        count = _split_counters(x.device)
+    else:
+        part = count = out  # unused
+    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, rows.shape[0], n_out,
+                         k_dim, rows.stride(0), weight.stride(0), out.stride(0), n_out, k_split,
                          BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], EVEN=even,
-                         SWIGLU=swiglu, BIAS=bias is not None, IEEE=x.dtype == torch.float32,
+                         SWIGLU=swiglu, BIAS=bias is not None, IEEE=x.dtype == torch.float32, SPLIT=split,
                          num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out.view(*x.shape[:-1], n_out)
+
+
+#: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: the configurations that won at
+#: some projection of the Llama-3.1-8B and Llama-3.2-1B shapes on an H200 (``benchmarks/kernel_tune.py``), and
+#: splits of K for the narrow ones (few output blocks, so too few programs to keep the memory system busy).
+LINEAR_CANDIDATES = ((32, 256, 5, 1), (64, 128, 5, 1), (16, 256, 5, 1), (32, 256, 5, 2), (32, 128, 5, 4),
+                     (16, 128, 5, 4), (32, 128, 5, 8))
+#: The same for the gate/up projection with SwiGLU (its weight is the widest; never split).
+SWIGLU_CANDIDATES = ((64, 128, 3, 1), (32, 128, 3, 1), (32, 256, 5, 1))
+#: Weights smaller than this are not timed (latency-bound either way): the first candidate runs.
+TUNE_MIN_BYTES = 1 << 22
+#: Weight bytes each timed graph cycles through (copies of the weight): several times an H200's 50 MB L2.
+TUNE_BYTES = 256e6
+_CHOICES: dict = {}
+
+
+def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
+                 fallback=None) -> torch.Tensor:
+    """:func:`linear` in the configuration, or ``fallback(x, weight, bias)`` (cuBLAS), that ran fastest for this
+    weight shape, dtype and row class (up to 16 rows; 17 to :data:`LINEAR_MAX_ROWS`) on this GPU: timed once per
+    process at the first call outside a CUDA graph capture (:func:`choose_linear`; the engine's warm-up makes it).
+    One choice serves every row count up to 16, so a verification's rows are summed as an AR step's.
+
+    ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
+    """
+    rows = x.numel() // x.shape[-1]
+    key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
+    choice = _CHOICES.get(key, False)
+    if choice is False:
+        if (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
+                or torch.cuda.is_current_stream_capturing()):
+            choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0])
+        else:
+            choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)
+    if choice is None:
+        return fallback(x, weight, bias)
+    return linear(x, weight, bias, swiglu, choice)
+
+
+def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
+                  fallback=None) -> dict | None:
+    """The fastest of ``fallback`` (returned as None) and :func:`linear` in each candidate configuration
+    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
+    over copies of ``weight`` (as a forward's layers each read their own); a configuration that does not compile
+    here (shared memory) is passed over."""
+    from sdlaws.measure.hwbench import graph_us_per_call
+
+    rows = x.numel() // x.shape[-1]
+    nbytes = weight.numel() * weight.element_size()
+    copies = [weight] + [torch.empty_like(weight).normal_() for _ in range(min(7, int(TUNE_BYTES // nbytes)))]
+    configs = [linear_config(rows, x.dtype, swiglu, *c) for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
+    best, best_us = None, float("inf")
+    for config in ([None] if fallback is not None else []) + configs:
+        def call(w, config=config):
+            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config)
+        try:
+            us = graph_us_per_call([functools.partial(call, w) for w in copies], replays=10, repeats=3)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        if us < best_us:
+            best, best_us = config, us
+    return best
+
+
+def linear_choices() -> list[dict]:
+    """What :func:`tuned_linear` chose in this process: one dict per (device, row class, weight shape, ...)."""
+    return [dict(device=str(k[0]), rows="1-16" if k[1] else f"17-{LINEAR_MAX_ROWS}", weight=k[2], swiglu=k[3],
+                 bias=k[4], dtype=str(k[5]).removeprefix("torch."), choice="cublas" if v is None else v)
+            for k, v in _CHOICES.items()]
