@@ -12,15 +12,16 @@
 # (where the image lacks pydantic, each call first installs the carried wheels: see docs/benchmarks.md). Each call
 # brings the current tree, and each step below is read from it when the step starts, so a later call can bring fixed
 # code for the steps still to come; rows record the sha in .gpu-sha of the call that brought it. Steps and their
-# estimated H200 minutes, for the engine with its Triton kernels (rotary + cache write, attention over each row's
-# live slot range, and since the last run the projections of few rows with SwiGLU in the gate/up epilogue):
-# 1. the engine's and the kernels' GPU tests (~2.5): the timings after them are only quoted where they pass;
-# 2. the kernels' configurations against cuBLAS at the engine's shapes (kernel_tune.py, ~6); 3. the regression guard
-# (gpu_guard.sh, ~5); 4. the verify and draft passes' kernels (profile_phases.py, ~1.5); 5. the bf16 audit (~4);
-# 6. continuous against static batching, the chain at batch 64 included (gpu_batching.sh, ~5); 7. the audit in
-# fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds its files. Earlier sessions' results (Thm 1.1
-# and the SDSL plane at scale, step tables, guards, sweeps, audit, batching, MFU) are committed under
-# measurements/h200/.
+# estimated H200 minutes, for the engine with its Triton kernels (rotary + cache write; attention over each row's
+# live slot range, its shares merged in the same launch; the projections of few rows on a kernel timed against
+# cuBLAS per weight shape at a process's first call, SwiGLU in the gate/up epilogue):
+# 1. the engine's and the kernels' GPU tests (~3): the timings after them are only quoted where they pass;
+# 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4; are the batch-1 flips gone?); 4. the verify
+# and draft passes' kernels (profile_phases.py, ~1.5); 5. the projection kernel's configurations against cuBLAS
+# (kernel_tune.py, linear at 1 and 64 rows, ~4); 6. continuous against static batching, the chain at batch 64
+# included (gpu_batching.sh, ~5); 7. the audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds
+# its files. Earlier sessions' results (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit,
+# batching, MFU, kernel configurations) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
@@ -34,15 +35,14 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 step "1. engine and kernel GPU tests" bash -c "mkdir -p '$work/guard' && [ -s '$work/guard/pytest.txt' ] || \
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_engine_gpu.py tests/test_kernels.py \
   > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
-step "2. kernel configurations" bash -c "timeout 480 python3 benchmarks/kernel_tune.py --out '$work/tune.csv' \
-  --budget-s 330 > '$work/tune.txt' 2>&1; tail -n 40 '$work/tune.txt'"
-step "3. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_guard.sh
+step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_guard.sh
+step "3. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_bf16_audit.sh
 step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
 step "4b. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase draft --case chain,4,1,1,128 --out "$work/phases-draft.txt"
-step "5. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" \
-  bash benchmarks/gpu_bf16_audit.sh
+step "5. projection configurations" bash -c "SDLAWS_GIT_SHA=$(gpu_sha) timeout 400 python3 benchmarks/kernel_tune.py \
+  --only linear --rows 1,64 --out '$work/tune.csv' --budget-s 300 > '$work/tune.txt' 2>&1; tail -n 25 '$work/tune.txt'"
 step "6. continuous against static batching" env WORK="$work" bash benchmarks/gpu_batching.sh
 step "7. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh

@@ -106,7 +106,7 @@ def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float)
                            chosen=chosen, bytes=nbytes, copies=copies)
                 try:
                     err = (call(weights[0]).float() - expect).abs().max().item()
-                    us = hwbench.graph_us_per_call([lambda w=w: call(w) for w in weights], repeats=repeats)
+                    us = kernels.graph_us_per_call([lambda w=w: call(w) for w in weights], repeats=repeats)
                 except Exception as exc:  # a configuration out of shared memory or registers: recorded, not fatal
                     yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
                     continue
@@ -148,7 +148,7 @@ def attention_rows(copy_bps: float, repeats: int, done, deadline: float):
                            chosen=all(default[k] == v for k, v in full.items()), bytes=live_bytes, copies=layers)
                 try:
                     err = (call(x.keys, x.values).float() - expect).abs().max().item()
-                    us = hwbench.graph_us_per_call([lambda k=k, v=v: call(k, v) for k, v in caches], repeats=repeats)
+                    us = kernels.graph_us_per_call([lambda k=k, v=v: call(k, v) for k, v in caches], repeats=repeats)
                 except Exception as exc:
                     yield {**row, "status": f"failed: {str(exc).splitlines()[0][:120]}"}
                     continue

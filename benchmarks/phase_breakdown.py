@@ -5,7 +5,8 @@ kernels replayed eagerly under ``torch.profiler`` (the top rows of its kernel ta
 their summed CUDA time per run (one run is one phase of one decode step). Per case this prints:
 
 1. the phase's graph-replayed ms per step, the kernels' summed ms, the gap between them (launch and dependency
-   latency between kernels) and the kernels' ms per step by class: GEMMs (``nvjet*``, ``cutlass*``, ``*gemm*``),
+   latency between kernels) and the kernels' ms per step by class: GEMMs (``nvjet*``, ``cutlass*``, ``*gemm*``, the
+   fast path's Triton projection ``_linear_kernel``, SwiGLU included where it runs the gate/up projection),
    cuBLASLt's split-K reductions, attention (cuDNN SDPA, flash, the fast path's own Triton attention and its
    merge), KV writes (scatter kernels called a whole number of times per layer and pass; the fast path's Triton
    rotary + cache write, which replaces the rotary kernel and the scatter), Triton element-wise kernels (``triton_*``: RMSNorm + residual add, SwiGLU,
@@ -18,7 +19,9 @@ their summed CUDA time per run (one run is one phase of one decode step). Per ca
 Which GEMM multiplies which weight is not in the table: a kernel called once per pass is the LM head; the
 kernels called a whole number of times per layer and pass, ranked by time per call, take the layer's weight
 matrices ranked by size (gate-up, down, qkv, o for a Llama layer), one per call per layer; a kernel that runs
-two of them is compared with their mean size. The verify phase is one pass of the target per step; the draft
+two of them is compared with their mean size. The Triton projection runs every matrix of a layer and the LM head
+under one name, so its calls are in no GEMM column (``benchmarks/kernel_tune.py`` times each projection on it).
+The verify phase is one pass of the target per step; the draft
 phase is gamma passes of the draft.
 
 Usage::
@@ -43,7 +46,7 @@ BYTES = 2  # bf16 weights and cache
 #: (class, name prefixes) in the order they are tried; a kernel matching none is ``other``.
 CLASSES = [
     ("split-K reduce", ("void cublasLt::splitKreduce",)),
-    ("GEMMs", ("nvjet", "cutlass", "void cutlass", "sm90_xmma_gemm", "ampere_bf16", "void gemv")),
+    ("GEMMs", ("nvjet", "cutlass", "void cutlass", "sm90_xmma_gemm", "ampere_bf16", "void gemv", "_linear_kernel")),
     ("attention", ("cudnn_generated_fort_native_sdpa", "flash", "void pytorch_flash", "fmha", "void fmha",
                    "_attention_kernel", "_merge_kernel")),
     ("KV writes", ("void at::native::_scatter_gather_elementwise_kernel", "void at::native::index_elementwise",

@@ -115,6 +115,18 @@ def test_live_bounds_span_first_to_last_attended_slot(kernels):
     mask[0, 0, 1, 7] = 0
     mask[1, 0, :, 9] = 0    # row 1: the last slot only; row 2: nothing
     assert kernels.live_bounds(mask.to(DEVICE)).tolist() == [[2, 8], [9, 10], [0, 0]]
+    # over several blocks of slots (2500 > 1024), an expanded float16 mask: the PyTorch expression of the same bounds
+    neg16 = torch.finfo(torch.float16).min
+    wide = torch.full((2, 1, 3, 2500), neg16, dtype=torch.float16)
+    wide[0, 0, 2, 1000:2100] = 0
+    wide[1, 0, 0, 5] = 0
+    wide[1, 0, 1, 2499] = 0
+    live = (wide > neg16).any(dim=2)[:, 0]
+    slot = torch.arange(2500)
+    expect = torch.stack([torch.where(live, slot, 2500).amin(1), torch.where(live, slot + 1, 0).amax(1)], 1)
+    assert expect.tolist() == [[1000, 2100], [5, 2500]]
+    assert kernels.live_bounds(wide.to(DEVICE)[:1].expand(2, 1, 3, 2500)).tolist() == [[1000, 2100]] * 2
+    assert kernels.live_bounds(wide.to(DEVICE)).tolist() == expect.tolist()
 
 
 def test_rope_write_matches_rotary_and_scatter(kernels):
@@ -286,8 +298,6 @@ def test_linear_config_fits_shared_memory(kernels):
 def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
     """The choice is the fastest timed candidate, cuBLAS (None) included; one that runs out of shared memory is
     passed over."""
-    from sdlaws.measure import hwbench
-
     def timer(values):
         values = iter(values)
 
@@ -301,10 +311,10 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
     weight = torch.zeros(32, 64, device=DEVICE)
     candidates = len(kernels.LINEAR_CANDIDATES)
     # cuBLAS 5 us, candidate 0 4 us, candidate 1 out of shared memory, candidate 2 3 us (the fastest), others 9
-    monkeypatch.setattr(hwbench, "graph_us_per_call", timer([5.0, 4.0, None, 3.0] + [9.0] * (candidates - 3)))
+    monkeypatch.setattr(kernels, "graph_us_per_call", timer([5.0, 4.0, None, 3.0] + [9.0] * (candidates - 3)))
     choice = kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear)
     assert choice == kernels.linear_config(1, torch.float32, False, *kernels.LINEAR_CANDIDATES[2])
-    monkeypatch.setattr(hwbench, "graph_us_per_call", timer([1.0] + [9.0] * candidates))
+    monkeypatch.setattr(kernels, "graph_us_per_call", timer([1.0] + [9.0] * candidates))
     assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) is None  # cuBLAS was fastest
 
 

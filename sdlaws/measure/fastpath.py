@@ -5,9 +5,10 @@ HBM-bandwidth floor for a 1.2B model and 59% for an 8B one (``docs/benchmarks.md
 kernels per layer (unfused RMSNorm, rotary, separate q/k/v and gate/up projections, GQA ``repeat_kv`` copies).
 This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per
 forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for
-residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own for the attention block
-(:mod:`sdlaws.measure.kernels`: rotary + cache write in one launch, attention over each row's live slots): 53% and
-80% of the floor before the attention kernels.
+residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own
+(:mod:`sdlaws.measure.kernels`): rotary + cache write in one launch, attention over each row's live slots, and the
+projections of a decode step's few rows (SwiGLU in the gate/up epilogue) where they ran faster than cuBLAS at the
+process's first call. 53% and 80% of the floor before any of those kernels.
 
 It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<(B, 1,
 n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. On the engine's
@@ -128,7 +129,7 @@ class _FusedLayers(torch.nn.Module):
     @property
     def impl(self) -> str:
         """The code path rows timed through this wrapper record (``forward_impl``): "fused-triton" where the
-        attention block runs on the Triton kernels, else "fused"."""
+        attention block (and the projections of few rows) run on the Triton kernels, else "fused"."""
         return "fused-triton" if self.triton else "fused"
 
     def stale(self) -> bool:

@@ -112,36 +112,6 @@ def median_time_s(fn: Callable[[], None], device: str, *, repeats: int, warmup: 
     return statistics.median(time_once(fn) for _ in range(repeats))
 
 
-def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
-    """Median microseconds per call of ``calls`` (zero-argument CUDA callables) captured in sequence in one CUDA
-    graph and replayed ``replays`` times per timing (CUDA events): launches follow each other as in a captured
-    forward, with no host overhead between them. Warm-up calls (and any compile) run on a side stream first."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / (replays * len(calls)))
-    return statistics.median(times)
-
-
 def matmul_flops_per_s(device: str, dtype: str, sizes: BenchSizes) -> float:
     """Achieved FLOP/s of an ``n x n @ n x n`` matmul (``2 n^3`` FLOPs)."""
     import torch

@@ -1,4 +1,5 @@
-"""Triton kernels of the fast path's attention block over the slot KV cache (CUDA only).
+"""Triton kernels of the fast path: its attention block over the slot KV cache and its projections of few rows
+(CUDA only).
 
 Why: a profile of a graph-replayed batch-1 decode step of the Llama-3.1-8B shape on an H200
 (``docs/benchmarks.md``) spent 0.29 ms in attention and 0.23 ms in KV-cache writes per step, against 0.005 ms
@@ -10,19 +11,28 @@ the rotary kernel, the cache scatter and the query's re-layout are three launche
   each token's cache slot and the queries in the layout attention reads, in one launch;
 - :func:`attention` computes masked attention for a few queries per row (decode, a chain's or a tree's
   verification) flash-decoding style: each program holds up to 64 of one KV head's query rows (the GQA group
-  folded in, no K/V copy) and walks, in blocks, only the row's live range of slots (:func:`live_bounds`, from the mask once per
-  forward: the first to the last slot some query of the row may attend), loading no slot no query may attend,
-  so the bytes read are the live cache's; where the batch has too few KV heads to fill the GPU, the cache's
-  blocks are shared among programs in fixed groups (the same whatever the live range, so that a verification
-  sums a prefix exactly as an AR step does) and a second launch merges the partial softmaxes. The output is written in the
-  ``(B, n, heads * D)`` layout of the output projection's input.
+  folded in, no K/V copy) and walks, in blocks, only the row's live range of slots (:func:`live_bounds`, one
+  launch per forward: the first to the last slot some query of the row may attend), loading no slot no query may
+  attend, so the bytes read are the live cache's; where the batch has too few KV heads to fill the GPU, the
+  cache's blocks are shared among programs in fixed groups (the same whatever the live range, so that a
+  verification sums a prefix exactly as an AR step does) and the last program of a head to finish merges the
+  partial softmaxes, in share order. The output is written in the ``(B, n, heads * D)`` layout of the output
+  projection's input;
+- :func:`linear` multiplies a few rows by a weight (the layer's projections and the LM head of a decode step),
+  SwiGLU in the gate/up projection's epilogue, a split of the sum over K reduced in the same launch; the fast
+  path runs it through :func:`tuned_linear`, which times it against cuBLAS per weight shape once per process.
 
-Semantics are those of the engine's call ``F.scaled_dot_product_attention(q, k, v, attn_mask=additive)`` for
-every query that may attend at least one slot; entries equal to the mask dtype's most negative value (what the
-engine's masks hold where a query may not attend) or -inf count as masked. A query that may attend no slot gets
-zeros (SDPA would average every slot). Scores and the softmax are float32; the probabilities meet the values in the input dtype, as in
-flash attention; float32 inputs use IEEE float32 products (no TF32), so an fp32 model keeps its own greedy
-tokens. Head sizes below 16 are zero-padded to 16 (the matrix units' smallest tile).
+Semantics of :func:`attention` are those of the engine's call ``F.scaled_dot_product_attention(q, k, v,
+attn_mask=additive)`` for every query that may attend at least one slot; entries equal to the mask dtype's most
+negative value (what the engine's masks hold where a query may not attend) or -inf count as masked. A query that
+may attend no slot gets zeros (SDPA would average every slot). Scores and the softmax are float32; the
+probabilities meet the values in the input dtype, as in flash attention; float32 inputs use IEEE float32 products
+(no TF32), so an fp32 model keeps its own greedy tokens. Head sizes below 16 are zero-padded to 16 (the matrix
+units' smallest tile).
+
+A split kernel (:func:`linear` with a split of K, :func:`attention` with shares) counts its finished programs per
+output tile in a per-device counter that the tile's last program zeroes again: calls on one device must not run
+concurrently on two streams (the engine's run on one).
 
 The kernels are plain ``triton.jit`` functions: :mod:`tests.test_kernels` runs them on CPU through Triton's
 interpreter against the PyTorch reference of the same call.
@@ -31,12 +41,13 @@ interpreter against the PyTorch reference of the same call.
 from __future__ import annotations
 
 import functools
+import statistics
 
 import torch
 import triton
 import triton.language as tl
 
-#: Slots per block of :func:`attention`.
+#: Slots per block of :func:`attention` where its programs share the cache's blocks (few rows; else 32).
 BLOCK_S = 64
 #: Most queries per KV head (GQA group x tokens per row) :func:`attention` is used for by the fast path; a longer
 #: block (a prefill chunk) goes to SDPA, which tiles queries as well and reads the whole cache once per tile.
@@ -279,15 +290,35 @@ def attention_config(heads: int, num_rows: int, num_slots: int, device: torch.de
                 num_warps=4, num_stages=2)
 
 
+@triton.jit
+def _bounds_kernel(mask, bounds, n, num_slots, smb, smj, sms, masked, BLOCK: tl.constexpr):
+    """Program ``b``: the first slot and one past the last that some of row ``b``'s ``n`` queries may attend."""
+    b = tl.program_id(0)
+    lo = num_slots
+    hi = 0
+    for start in range(0, num_slots, BLOCK):
+        slot = start + tl.arange(0, BLOCK)
+        live = tl.zeros((BLOCK,), tl.int32)
+        for j in range(n):
+            add = tl.load(mask + b.to(tl.int64) * smb + j * smj + slot * sms, mask=slot < num_slots,
+                          other=float("-inf")).to(tl.float32)
+            live = tl.maximum(live, (add > masked).to(tl.int32))
+        lo = tl.minimum(lo, tl.min(tl.where(live > 0, slot, num_slots), axis=0))
+        hi = tl.maximum(hi, tl.max(tl.where(live > 0, slot + 1, 0), axis=0))
+    tl.store(bounds + 2 * b, tl.minimum(lo, hi))
+    tl.store(bounds + 2 * b + 1, hi)
+
+
 def live_bounds(mask: torch.Tensor) -> torch.Tensor:
     """``(B, 2)`` int32: per row, the first slot and one past the last that some query may attend, from an
-    additive ``(B, 1, n, S)`` mask (``(0, 0)`` for a row with none); one reduction per forward, shared by the
-    layers."""
-    live = (mask > torch.finfo(mask.dtype).min).any(dim=2)[:, 0]  # (B, S)
-    slot = torch.arange(1, live.shape[1] + 1, device=mask.device, dtype=torch.int32)
-    hi = torch.where(live, slot, 0).amax(dim=1)
-    lo = torch.where(live, slot - 1, live.shape[1]).amin(dim=1).clamp(max=hi)
-    return torch.stack((lo, hi), dim=1).to(torch.int32)
+    additive ``(B, 1, n, S)`` mask (any strides; ``(0, 0)`` for a row with none); one launch per forward, shared
+    by the layers."""
+    bsz, _, n, num_slots = mask.shape
+    bounds = torch.empty((bsz, 2), dtype=torch.int32, device=mask.device)
+    mb, _, mj, ms = mask.stride()
+    _bounds_kernel[(bsz,)](mask, bounds, n, num_slots, mb, mj, ms, torch.finfo(mask.dtype).min,
+                           BLOCK=min(1024, triton.next_power_of_2(num_slots)))
+    return bounds
 
 
 def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, n: int,
@@ -355,7 +386,8 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
 LINEAR_MAX_ROWS = 64
 #: Shared memory a :func:`linear` configuration may use per program (an H100's or H200's 227 KiB, less a margin).
 SHARED_BYTES = 200 * 1024
-#: Output tiles one split :func:`linear` call may have: the size of the per-device counters of finished splits.
+#: Tiles one split call may have (output tiles of :func:`linear`, KV heads x row tiles of :func:`attention`): the
+#: size of the per-device counters of finished programs.
 MAX_SPLIT_TILES = 1 << 16
 
 
@@ -543,8 +575,6 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
     over copies of ``weight`` (as a forward's layers each read their own); a configuration that does not compile
     here (shared memory) is passed over."""
-    from sdlaws.measure.hwbench import graph_us_per_call
-
     rows = x.numel() // x.shape[-1]
     nbytes = weight.numel() * weight.element_size()
     copies = [weight] + [torch.empty_like(weight).normal_() for _ in range(min(7, int(TUNE_BYTES // nbytes)))]
@@ -560,6 +590,34 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         if us < best_us:
             best, best_us = config, us
     return best
+
+
+def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
+    """Median microseconds per call of ``calls`` (zero-argument CUDA callables) captured in sequence in one CUDA
+    graph and replayed ``replays`` times per timing (CUDA events): launches follow each other as in a captured
+    forward, with no host overhead between them. Warm-up calls (and any compile) run on a side stream first."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / (replays * len(calls)))
+    return statistics.median(times)
 
 
 def linear_choices() -> list[dict]:
