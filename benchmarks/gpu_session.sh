@@ -15,8 +15,9 @@
 # estimated H200 minutes, for the engine with its Triton kernels (rotary + cache write; attention over each row's
 # live slot range, its shares merged in the same launch; the projections of few rows on a kernel timed against
 # cuBLAS per weight shape at a process's first call, SwiGLU in the gate/up epilogue):
-# 1. the engine's and the kernels' GPU tests (~3): the timings after them are only quoted where they pass;
-# 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4; are the batch-1 flips gone?); 4. the verify
+# 1. the engine's and the kernels' GPU tests (~3): the timings after them are only quoted where they pass; 1b. which
+# kernel call makes a batch-1 verification's first token leave the AR step's bits (batch_invariance.py, ~1.5);
+# 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4); 4. the verify
 # and draft passes' kernels (profile_phases.py, ~1.5); 5. the projection kernel's configurations against cuBLAS
 # (kernel_tune.py, linear at 1 and 64 rows, ~4); 6. continuous against static batching, the chain at batch 64
 # included (gpu_batching.sh, ~5); 7. the audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds
@@ -35,6 +36,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 step "1. engine and kernel GPU tests" bash -c "mkdir -p '$work/guard' && [ -s '$work/guard/pytest.txt' ] || \
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_engine_gpu.py tests/test_kernels.py \
   > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
+step "1b. batch invariance of a batch-1 verification" bash -c "timeout 300 python3 benchmarks/batch_invariance.py \
+  --tokens 5,16 --out '$work/invariance.txt' > '$work/invariance.log' 2>&1; tail -n 20 '$work/invariance.log'"
 step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_guard.sh
 step "3. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_bf16_audit.sh
 step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \

@@ -178,7 +178,8 @@ def summary(path: Path) -> str:
                 return "-"
             r = frame.iloc[0]
             return f"{r.us:.2f} ({r.pct_copy:.0f}%)"
-        lines.append(f"| {sweep} | {case} | {rows} | {cell(base)} | {cell(group[group.chosen.astype(bool)])} "
+        chosen = group[group.chosen.astype(bool)] if "chosen" in group else group.head(0)  # a run before the column
+        lines.append(f"| {sweep} | {case} | {rows} | {cell(base)} | {cell(chosen)} "
                      f"| {cell(best.to_frame().T)} "
                      f"| {best.config} |")
     return "\n".join(lines)

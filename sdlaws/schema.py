@@ -158,7 +158,7 @@ SPEC_RUN: list[Column] = [
     Column("batch_size", "int", "variable", "sequences decoded together", unit="sequences"),
     Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
     Column("forward_impl", "str", "variable", 'target forward: "fused" (sdlaws fast path), "fused-triton" (the fast '
-           'path with its Triton attention kernels, on CUDA) or "hf"', required=False),
+           'path with its Triton kernels, on CUDA) or "hf"', required=False),
     Column("acceptance_source", "str", "variable",
            '"target" (the target verified the drafts: measured acceptance) or "synthetic" (every forward pass is '
            "real but accept/reject is drawn from acceptance_profile: a timing run, never an acceptance "
@@ -224,7 +224,7 @@ STEP_TIMING: list[Column] = [
     Column("num_repeats", "int", "count", "timed repeats after warm-up"),
     Column("median_time_s", "float", "timing", "median wall time of one forward pass", unit="s"),
     Column("forward_impl", "str", "variable", 'forward timed: "fused" (sdlaws fast path), "fused-triton" (the fast '
-           'path with its Triton attention kernels, on CUDA) or "hf" (stock layers); empty in tables written before '
+           'path with its Triton kernels, on CUDA) or "hf" (stock layers); empty in tables written before '
            "it was recorded", required=False),
     Column("tp_size", "int", "variable", "GPUs the model was split over (tensor parallel); absent = 1",
            required=False, default="1"),

@@ -26,7 +26,7 @@ interpolated over (log2 batch, log2 tokens per row, log2 KV length) by a thin-pl
 (``scipy.interpolate.RBFInterpolator``). Inside the measured box it corrects the law to the table; outside it
 the residual is held at the box's edge and the prediction is flagged ``extrapolated``. Shapes that were not
 measured get the law alone. The tables enter the parameters' fit, so they time one code path: the engine's fused
-forward (:mod:`sdlaws.measure.fastpath`, draft heads included; with or without its Triton attention kernels,
+forward (:mod:`sdlaws.measure.fastpath`, draft heads included; with or without its Triton kernels,
 ``forward_impl`` "fused-triton" or "fused", not both), whose kernels the law counts, or stock Hugging Face layers
 alone (``forward_impl`` "hf", a model the fast path does not cover); stock-layer rows beside fused ones are
 refused, and given as ``surface_only`` they get their surface over the law without entering the fit. See
@@ -500,7 +500,7 @@ def fit_steptime(step_df: pd.DataFrame, hw: Hardware, *, dtype: str = "bfloat16"
 def _check_one_path(rows: pd.DataFrame) -> None:
     """One code path per fit: the law's terms count one path's kernels, so rows timed on another beside them would
     bend the GPU parameters the shapes share. Stock Hugging Face layers (``forward_impl`` "hf") beside fused ones
-    are refused and belong in ``surface_only``; the fast path with and without its Triton attention kernels
+    are refused and belong in ``surface_only``; the fast path with and without its Triton kernels
     ("fused-triton", "fused": other kernels per layer) are refused together; rows that record no path (tables
     written before it was recorded) are taken as they are. Rows of the stock path alone (a model the fast path
     does not cover) are fitted as they are: the parameters then describe that path."""
