@@ -159,6 +159,10 @@ SPEC_RUN: list[Column] = [
     Column("temperature", "float", "variable", "sampling temperature (0 = greedy)"),
     Column("forward_impl", "str", "variable", 'target forward: "fused" (sdlaws fast path), "fused-triton" (the fast '
            'path with its Triton kernels, on CUDA) or "hf"', required=False),
+    Column("kernel_choices", "json", "variable", 'fused-triton: which of cuBLAS and the Triton projection kernel\'s '
+           'configurations ran each weight shape and row class, as timed at the process\'s first call, a JSON object '
+           '("ROWS NxK[ swiglu] DTYPE" -> "cublas" or "BLOCK_N/BLOCK_K/stages/split"); empty otherwise',
+           required=False, default=""),
     Column("acceptance_source", "str", "variable",
            '"target" (the target verified the drafts: measured acceptance) or "synthetic" (every forward pass is '
            "real but accept/reject is drawn from acceptance_profile: a timing run, never an acceptance "
@@ -226,6 +230,10 @@ STEP_TIMING: list[Column] = [
     Column("forward_impl", "str", "variable", 'forward timed: "fused" (sdlaws fast path), "fused-triton" (the fast '
            'path with its Triton kernels, on CUDA) or "hf" (stock layers); empty in tables written before '
            "it was recorded", required=False),
+    Column("kernel_choices", "json", "variable", 'fused-triton: which of cuBLAS and the Triton projection kernel\'s '
+           'configurations ran each weight shape and row class, as timed at the process\'s first call, a JSON object '
+           '("ROWS NxK[ swiglu] DTYPE" -> "cublas" or "BLOCK_N/BLOCK_K/stages/split"); empty otherwise',
+           required=False, default=""),
     Column("tp_size", "int", "variable", "GPUs the model was split over (tensor parallel); absent = 1",
            required=False, default="1"),
     Column("allreduce_time_s", "float", "timing", "tp > 1: median wall time of the pass's all-reduces alone (two per "

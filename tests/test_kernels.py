@@ -316,6 +316,32 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
     assert choice == kernels.linear_config(1, torch.float32, False, *kernels.LINEAR_CANDIDATES[2])
     monkeypatch.setattr(kernels, "graph_us_per_call", timer([1.0] + [9.0] * candidates))
     assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) is None  # cuBLAS was fastest
+    # out of memory while timing one candidate: passed over too; none left and no fallback: one clear error
+    oom = iter([torch.OutOfMemoryError("CUDA out of memory"), 2.0] + [9.0] * candidates)
+
+    def timer_oom(calls, **_):
+        value = next(oom)
+        if isinstance(value, Exception):
+            raise value
+        return value
+    monkeypatch.setattr(kernels, "graph_us_per_call", timer_oom)
+    assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) == kernels.linear_config(
+        1, torch.float32, False, *kernels.LINEAR_CANDIDATES[0])
+    monkeypatch.setattr(kernels, "graph_us_per_call", timer([None] * candidates))
+    with pytest.raises(RuntimeError, match="no configuration of the projection kernel"):
+        kernels.choose_linear(x, weight)
+
+
+def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(kernels, monkeypatch):
+    """A weight too small to time runs the first candidate; where that needs more shared memory than the GPU has,
+    the fallback (cuBLAS) computes it instead of the forward failing."""
+    def no_room(*args, **kwargs):
+        raise triton.runtime.errors.OutOfResources(300000, 101376, "shared memory")
+    monkeypatch.setattr(kernels, "linear", no_room)
+    x = torch.ones(2, 64, device=DEVICE)
+    weight = torch.ones(32, 64, device=DEVICE)
+    out = kernels.tuned_linear(x, weight, fallback=lambda h, w, b: torch.nn.functional.linear(h, w) + 1)
+    assert torch.equal(out, torch.full((2, 32), 65.0, device=DEVICE))
 
 
 @pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B and 3.2-1B projection shapes, bfloat16")
@@ -344,3 +370,17 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, sw
     tuned = kernels.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
     assert torch.allclose(tuned.float(), full, atol=2e-2, rtol=2e-2)
     assert any(c["weight"] == (n_out, k_dim) for c in kernels.linear_choices())
+
+
+def test_choices_rows_record(kernels, monkeypatch):
+    """Rows on the Triton path record the projection kernel's choices of the process, compactly; others nothing."""
+    import json
+
+    monkeypatch.setattr(kernels, "_CHOICES", {
+        (torch.device("cuda", 0), True, (6144, 4096), False, False, torch.bfloat16):
+            kernels.linear_config(1, torch.bfloat16, False, 32, 128, 5, 4),
+        (torch.device("cuda", 0), False, (28672, 4096), True, False, torch.bfloat16): None})
+    assert kernels.linear_choices() == {"1-16 6144x4096 bfloat16": "32/128/5/4",
+                                        "17-64 28672x4096 swiglu bfloat16": "cublas"}
+    assert json.loads(fastpath.kernel_choices("fused-triton")) == kernels.linear_choices()
+    assert fastpath.kernel_choices("fused") == fastpath.kernel_choices("hf") == ""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from types import SimpleNamespace
 
 import torch
@@ -110,6 +111,10 @@ class _FusedLayers(torch.nn.Module):
         # and Triton kernels for rotary + cache write + attention over the slot cache (sdlaws.measure.kernels),
         # where Triton is installed (CUDA builds of torch bring it on Linux)
         self.triton = weight.device.type == "cuda" and importlib.util.find_spec("triton") is not None
+        if self.triton:  # the split kernels' counters, made here: never inside a CUDA graph capture
+            from sdlaws.measure import kernels
+
+            kernels.split_counters(weight.device)
         # and with them the projections of few rows (a decode step's): the most rows (batch x tokens) they run on
         # (None: kernels.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
         self.linear_rows: int | None = None
@@ -235,6 +240,16 @@ class _FusedLayers(torch.nn.Module):
         # (B, H, n, D) -> (B, kv_heads, groups * n, D): query heads of one KV head are adjacent in HF's layout
         q = qkv[:, :, :heads].transpose(1, 2).reshape(bsz, kv_heads, groups * n, dim)
         return _sdpa_folded(q, keys, values, mask, n)
+
+
+def kernel_choices(impl: str) -> str:
+    """What rows timed on code path ``impl`` record as ``kernel_choices``: on "fused-triton", JSON of the projection
+    kernel's choices made so far in this process (:func:`sdlaws.measure.kernels.linear_choices`); else empty."""
+    if impl != "fused-triton":
+        return ""
+    from sdlaws.measure import kernels  # the Triton path: triton is installed
+
+    return json.dumps(kernels.linear_choices(), sort_keys=True)
 
 
 def _fold_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:

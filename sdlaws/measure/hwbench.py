@@ -385,6 +385,8 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
     """Rows of one batch size: one pre-filled cache, one timing per tokens-per-row value."""
     import torch
 
+    from sdlaws.measure import fastpath
+
     if not tokens_list:
         return []
     rows, cache = [], None
@@ -401,6 +403,7 @@ def _time_batch(model, info, sweep: StepSweep, batch: int, tokens_list: list[int
                     cache = _prefilled_cache(model, batch, sweep.kv_len, cache_len, gen)
                 row.update(status="ok", error="", median_time_s=forward_time_s(
                     model, cache, cache_len, batch, tokens, sweep.kv_len, seed=sweep.seed, **timing))
+                row["kernel_choices"] = fastpath.kernel_choices(forward_impl)  # made in the timing's warm-up
                 if group is not None:
                     row["allreduce_time_s"] = allreduce_time_s(model, group, batch, tokens, **timing)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory at a large batch; record and go on

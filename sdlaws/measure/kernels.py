@@ -368,7 +368,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         part_m = q.new_empty((bsz * kv_heads * splits * num_rows,), dtype=torch.float32)
         part_l = torch.empty_like(part_m)
         part_acc = q.new_empty((part_m.numel(), d_p2), dtype=torch.float32)
-        count = _split_counters(q.device)
+        count = split_counters(q.device)
     else:
         part_m = part_l = part_acc = count = out  # unused
     mb, _, mj, ms = mask.stride()
@@ -438,13 +438,14 @@ def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_s
     else:
         cell = rm[:, None].to(tl.int64) * N + rn[None, :]
         live = m_live[:, None] & n_live[None, :]
-        tl.store(part + tl.program_id(2) * M * N + cell, acc, mask=live)
+        tl.store(part + tl.program_id(2).to(tl.int64) * M * N + cell, acc, mask=live)
         tile = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
         tl.debug_barrier()  # every thread's partials stored before the release below
         if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             for split in range(SPLIT):
-                total += tl.load(part + split * M * N + cell, mask=live, other=0.0, cache_modifier=".cg")
+                total += tl.load(part + split * M.to(tl.int64) * N + cell, mask=live, other=0.0,
+                                 cache_modifier=".cg")
             tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
             _linear_epilogue(out, bias, total, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
 
@@ -463,21 +464,40 @@ def _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU
     tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
 
 
-@functools.lru_cache(maxsize=8)
-def _split_counters(device: torch.device) -> torch.Tensor:
-    """Per device, the finished-split counter of each output tile of a split :func:`linear` (zero between calls:
-    each call's last program of a tile zeroes it again). Made on the first split call, which the engine makes in a
-    warm-up before any CUDA graph capture."""
-    return torch.zeros(MAX_SPLIT_TILES, dtype=torch.int32, device=device)
+_COUNTERS: dict = {}
+
+
+def split_counters(device: torch.device) -> torch.Tensor:
+    """Per device, the finished-program counter of each tile of a split call (:func:`linear`, :func:`attention`;
+    zero between calls: each call's last program of a tile zeroes it again). Made outside any CUDA graph capture
+    (``FastDecoderLM`` makes it when built): made inside one, it would come from the graph's memory pool and be
+    zeroed only by the graph's replays."""
+    counters = _COUNTERS.get(device)
+    if counters is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("the split kernels' counters must be made before a CUDA graph capture: call "
+                               "sdlaws.measure.kernels.split_counters(device) first")
+        counters = _COUNTERS[device] = torch.zeros(MAX_SPLIT_TILES, dtype=torch.int32, device=device)
+    return counters
+
+
+def shared_bytes(device: torch.device) -> int:
+    """Shared memory a :func:`linear` configuration may use per program on ``device``: :data:`SHARED_BYTES`, less
+    where the GPU opts in to less (24 KiB kept for the kernel's other buffers)."""
+    if device.type != "cuda":
+        return SHARED_BYTES
+    optin = getattr(torch.cuda.get_device_properties(device.index or 0), "shared_memory_per_block_optin", 0)
+    return min(SHARED_BYTES, optin - 24 * 1024) if optin else SHARED_BYTES
 
 
 def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool = False, block_n: int = 32,
-                  block_k: int = 256, num_stages: int = 5, split: int = 1) -> dict:
+                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES) -> dict:
     """A :func:`linear` configuration for ``rows`` rows: ``BLOCK_M`` 16 up to 16 rows (so that a verification's
-    rows are summed as an AR step's), else 64; pipeline stages cut to fit :data:`SHARED_BYTES`."""
+    rows are summed as an AR step's), else 64; pipeline stages cut to fit ``smem`` bytes of shared memory
+    (:func:`shared_bytes` of the device)."""
     block_m = 16 if rows <= 16 else 64
     stage_bytes = (block_m + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
-    stages = max(1, min(num_stages, SHARED_BYTES // stage_bytes))
+    stages = max(1, min(num_stages, smem // stage_bytes))
     return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
 
 
@@ -508,7 +528,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     k_dim = x.shape[-1]
     rows = x.reshape(-1, k_dim)
     n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu)
+    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device))
     split = cfg["split"]
     grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
     _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
@@ -521,7 +541,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
     if split > 1:
         part = x.new_empty((split * rows.shape[0] * n_out,), dtype=torch.float32)
-        count = _split_counters(x.device)
+        count = split_counters(x.device)
     else:
         part = count = out  # unused
     _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, rows.shape[0], n_out,
@@ -551,9 +571,12 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """:func:`linear` in the configuration, or ``fallback(x, weight, bias)`` (cuBLAS), that ran fastest for this
     weight shape, dtype and row class (up to 16 rows; 17 to :data:`LINEAR_MAX_ROWS`) on this GPU: timed once per
     process at the first call outside a CUDA graph capture (:func:`choose_linear`; the engine's warm-up makes it).
-    One choice serves every row count up to 16, so a verification's rows are summed as an AR step's.
+    One choice serves every row count up to 16: where it is the kernel, a verification's rows are summed as an AR
+    step's of the same batch (cuBLAS picks its kernel by the row count); a choice is per process and GPU, so two runs
+    may differ in the last bits (rows record the choices: :func:`linear_choices`).
 
     ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
+    A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU.
     """
     rows = x.numel() // x.shape[-1]
     key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
@@ -561,7 +584,13 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if choice is False:
         if (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
                 or torch.cuda.is_current_stream_capturing()):
-            choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0])
+            choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
+                                   smem=shared_bytes(x.device))
+            if fallback is not None:
+                try:
+                    return linear(x, weight, bias, swiglu, choice)
+                except triton.runtime.errors.OutOfResources:  # a GPU with less shared memory than counted
+                    return fallback(x, weight, bias)
         else:
             choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)
     if choice is None:
@@ -573,22 +602,29 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   fallback=None) -> dict | None:
     """The fastest of ``fallback`` (returned as None) and :func:`linear` in each candidate configuration
     (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
-    over copies of ``weight`` (as a forward's layers each read their own); a configuration that does not compile
-    here (shared memory) is passed over."""
+    over copies of ``weight`` (as a forward's layers each read their own; fewer where memory is short); a
+    configuration that does not fit the GPU (shared memory) or its memory is passed over."""
     rows = x.numel() // x.shape[-1]
     nbytes = weight.numel() * weight.element_size()
-    copies = [weight] + [torch.empty_like(weight).normal_() for _ in range(min(7, int(TUNE_BYTES // nbytes)))]
-    configs = [linear_config(rows, x.dtype, swiglu, *c) for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
+    try:
+        copies = [weight] + [torch.empty_like(weight).normal_() for _ in range(min(7, int(TUNE_BYTES // nbytes)))]
+    except torch.OutOfMemoryError:
+        copies = [weight]  # timed on the one weight: L2 may hold part of it, for every candidate alike
+    smem = shared_bytes(x.device)
+    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem)
+               for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
     best, best_us = None, float("inf")
     for config in ([None] if fallback is not None else []) + configs:
         def call(w, config=config):
             return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config)
         try:
             us = graph_us_per_call([functools.partial(call, w) for w in copies], replays=10, repeats=3)
-        except triton.runtime.errors.OutOfResources:
+        except (triton.runtime.errors.OutOfResources, torch.OutOfMemoryError):
             continue
         if us < best_us:
             best, best_us = config, us
+    if best is None and fallback is None:
+        raise RuntimeError(f"no configuration of the projection kernel runs a {tuple(weight.shape)} weight here")
     return best
 
 
@@ -620,8 +656,14 @@ def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def linear_choices() -> list[dict]:
-    """What :func:`tuned_linear` chose in this process: one dict per (device, row class, weight shape, ...)."""
-    return [dict(device=str(k[0]), rows="1-16" if k[1] else f"17-{LINEAR_MAX_ROWS}", weight=k[2], swiglu=k[3],
-                 bias=k[4], dtype=str(k[5]).removeprefix("torch."), choice="cublas" if v is None else v)
-            for k, v in _CHOICES.items()]
+def linear_choices() -> dict[str, str]:
+    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
+    ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
+    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance)."""
+    out = {}
+    for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
+        key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
+               f"{' bias' if bias else ''} {str(dtype).removeprefix('torch.')}")
+        out[key] = "cublas" if choice is None else "/".join(
+            str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
+    return out

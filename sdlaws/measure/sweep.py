@@ -453,7 +453,8 @@ class Sweep:
             while pending:
                 stats, num_prompts = self._decode(decoder, prompts.token_ids, runs[0].batch_size)
                 row = self._base_row(pending[0], target_info, draft_info)
-                row.update(stats.to_row(), forward_impl=impl, status="ok", error="", num_prompts=num_prompts)
+                row.update(stats.to_row(), forward_impl=impl, kernel_choices=fastpath.kernel_choices(impl),
+                           status="ok", error="", num_prompts=num_prompts)
                 self._append(row)
                 self.result.num_ok += 1
                 pending.pop(0)
