@@ -552,11 +552,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out.view(*x.shape[:-1], n_out)
 
 
-#: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: the configurations that won at
-#: some projection of the Llama-3.1-8B and Llama-3.2-1B shapes on an H200 (``benchmarks/kernel_tune.py``), and
-#: splits of K for the narrow ones (few output blocks, so too few programs to keep the memory system busy).
-LINEAR_CANDIDATES = ((32, 256, 5, 1), (64, 128, 5, 1), (16, 256, 5, 1), (32, 256, 5, 2), (32, 128, 5, 4),
-                     (16, 128, 5, 4), (32, 128, 5, 8))
+#: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: every configuration that was the
+#: fastest at some projection and row count of the Llama-3.1-8B and Llama-3.2-1B shapes on an H200
+#: (``benchmarks/kernel_tune.py``), and splits of K for the narrow ones (few output blocks, so few programs).
+LINEAR_CANDIDATES = ((32, 256, 5, 1), (64, 128, 5, 1), (16, 256, 5, 1), (32, 128, 5, 1), (64, 128, 3, 1),
+                     (32, 256, 5, 2), (32, 128, 5, 4), (16, 128, 5, 4), (32, 128, 5, 8))
 #: The same for the gate/up projection with SwiGLU (its weight is the widest; never split).
 SWIGLU_CANDIDATES = ((64, 128, 3, 1), (32, 128, 3, 1), (32, 256, 5, 1))
 #: Weights smaller than this are not timed (latency-bound either way): the first candidate runs.
