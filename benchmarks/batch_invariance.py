@@ -20,7 +20,11 @@ with its largest absolute difference, followed by the next few. Where every call
 forward is batch-invariant between 1 and ``n`` tokens at batch 1.
 
 Runs with the kernels on a GPU; ``--smoke`` on CPU through Triton's interpreter (``TRITON_INTERPRET=1`` before
-Python starts), where float32 products make every call equal (``tests/test_batch_invariance.py``).
+Python starts, ``tests/test_batch_invariance.py``). There a ``tl.dot`` is numpy's float32 matmul (OpenBLAS), whose
+sum for a row depends on the row's place in the tile (on one x86 machine rows 6-15 of a 16-row tile took another
+micro-kernel than rows 0-5), so the first token's rows, at ``g * n`` in the folded layout, match the AR step's up to
+a few tokens only (``random:tiny``, 2 query heads per KV head: up to 5): an artefact of the interpreter, not of the
+kernels; the GPU's run is the one that counts.
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ from sdlaws.measure.models import load_model
 
 
 class Recorder:
-    """Wraps the fast path's kernel entry points; each call's output for the first token's row, in call order."""
+    """Wraps the fast path's kernel entry points; each call's output for the first token's row, in call order.
+    ``attention_tile``: attention's query rows per program forced to this many (one row tile up to it), the same for
+    the AR step and the verification, to test whether the tile is what moves the bits."""
 
-    def __init__(self, fast, n: int):
-        self.fast, self.n, self.calls = fast, n, []
+    def __init__(self, fast, n: int, attention_tile: int | None = None):
+        self.fast, self.n, self.calls, self.tile = fast, n, [], attention_tile
 
     def _keep(self, name: str, out: torch.Tensor, first_row) -> None:
         self.calls.append((name, first_row(out).detach().float().cpu().clone()))
@@ -65,6 +71,8 @@ class Recorder:
             return out
 
         def attention(q, keys, values, mask, tokens, **kw):
+            if self.tile:
+                kw = {**kw, "block_m": self.tile, "tiles": -(-q.shape[2] // self.tile)}
             out = saved["attention"](q, keys, values, mask, tokens, **kw)
             self._keep("attention", out, lambda t: t[:, 0])
             return out
@@ -97,8 +105,9 @@ def forward(fast, cache: SlotCache, ids: torch.Tensor, start: int, prompt: int) 
     return fast(input_ids=ids, position_ids=positions, attention_mask=mask, past_key_values=cache).logits[0]
 
 
-def compare(model, prompt: int, n: int, seed: int) -> dict:
-    """The AR step's and the ``n``-token verification's records and first-token logits, compared."""
+def compare(model, prompt: int, n: int, seed: int, attention_tile: int | None = None) -> dict:
+    """The AR step's and the ``n``-token verification's records and first-token logits, compared (attention's
+    query tile forced to ``attention_tile`` rows in both, if given)."""
     fast = fastpath.wrap(model)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -107,7 +116,7 @@ def compare(model, prompt: int, n: int, seed: int) -> dict:
     forward(fast, cache, ids[:, :prompt], 0, prompt)
     runs = []
     for tokens in (1, n):
-        recorder = Recorder(fast, tokens)
+        recorder = Recorder(fast, tokens, attention_tile)
         with recorder.active():
             logits = forward(fast, cache, ids[:, prompt:prompt + tokens], prompt, prompt)[0]
         runs.append((recorder.calls, logits.float().cpu()))
@@ -117,13 +126,14 @@ def compare(model, prompt: int, n: int, seed: int) -> dict:
     layer_calls = len(ar_calls) // model.config.num_hidden_layers
     diffs = [(i // layer_calls, name, (a - b).abs().max().item())
              for i, ((name, a), (_, b)) in enumerate(zip(ar_calls, v_calls)) if not torch.equal(a, b)]
-    return dict(n=n, calls=len(ar_calls), logits_equal=torch.equal(ar_logits, v_logits),
+    return dict(n=n, tile=attention_tile, calls=len(ar_calls), logits_equal=torch.equal(ar_logits, v_logits),
                 logits_max_diff=(ar_logits - v_logits).abs().max().item(),
                 argmax_equal=ar_logits.argmax().item() == v_logits.argmax().item(), diffs=diffs)
 
 
 def report(result: dict, shown: int = 6) -> str:
-    head = (f"n={result['n']}: first-token logits {'bit-equal' if result['logits_equal'] else 'differ'} "
+    tile = f", attention tile {result['tile']}" if result.get("tile") else ""
+    head = (f"n={result['n']}{tile}: first-token logits {'bit-equal' if result['logits_equal'] else 'differ'} "
             f"(max |diff| {result['logits_max_diff']:.3g}, argmax {'same' if result['argmax_equal'] else 'differs'}); "
             f"{len(result['diffs'])} of {result['calls']} kernel calls differ")
     lines = [head] + [f"  layer {layer}, {name}: max |diff| {diff:.3g}" for layer, name, diff in result["diffs"][:shown]]
@@ -137,6 +147,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt", type=int, default=128, help="prefix tokens")
     p.add_argument("--tokens", default="5", help="verification lengths to compare with an AR step, e.g. 5,16")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attention-tile", type=int, action="append", default=[],
+                   help="also compare with attention's query rows per program forced to this many (16, 32 or 64; "
+                        "repeatable): does a fixed tile make the verification's first row the AR step's?")
     p.add_argument("--smoke", action="store_true", help="CPU, fp32, random:tiny, kernels in Triton's interpreter")
     p.add_argument("--out", help="also write the report to this file")
     args = p.parse_args(argv)
@@ -146,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--tokens {args.tokens!r}: comma-separated integers >= 2, e.g. 5,16")
     if min(args.tokens) < 2 or args.prompt < 1:
         p.error("--tokens: each at least 2 (a verification); --prompt at least 1")
+    if any(t not in (16, 32, 64) for t in args.attention_tile):
+        p.error(f"--attention-tile {args.attention_tile}: each 16, 32 or 64 (the kernel's row tiles)")
     return args
 
 
@@ -164,7 +179,8 @@ def main(argv=None) -> int:
         model, _, _ = load_model(args.model, dtype=args.dtype, device="cuda")
     fastpath.wrap(model).triton = True  # on CPU the interpreter's kernels (the GPU's are on by default)
     with torch.no_grad():
-        text = "\n".join(report(compare(model, args.prompt, n, args.seed)) for n in args.tokens)
+        text = "\n".join(report(compare(model, args.prompt, n, args.seed, tile))
+                          for tile in [None, *args.attention_tile] for n in args.tokens)
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -26,6 +26,8 @@ def tiny():
 
 
 def test_fp32_verification_gives_the_first_token_the_ar_steps_bits(tiny):
+    # 5 tokens: the first token's folded rows (0 and 5) stay where numpy's matmul, the interpreter's dot, sums a row
+    # as it does row 0 (it takes another micro-kernel for rows 6 and up of a tile; batch_invariance's docstring)
     with torch.no_grad():
         result = batch_invariance.compare(tiny, prompt=20, n=5, seed=0)
     assert result["logits_equal"] and result["diffs"] == [] and result["calls"] == 21  # 2 layers x 10 + LM head
