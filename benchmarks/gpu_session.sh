@@ -37,7 +37,7 @@ step "1. engine and kernel GPU tests" bash -c "mkdir -p '$work/guard' && [ -s '$
   timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_engine_gpu.py tests/test_kernels.py \
   > '$work/guard/pytest.txt' 2>&1; tail -n 1 '$work/guard/pytest.txt'"
 step "1b. batch invariance of a batch-1 verification" bash -c "timeout 300 python3 benchmarks/batch_invariance.py \
-  --tokens 5,9,16 --out '$work/invariance.txt' > '$work/invariance.log' 2>&1; tail -n 20 '$work/invariance.log'"
+  --tokens 5,9,16 --attention-tile 64 --out '$work/invariance.txt' > '$work/invariance.log' 2>&1; tail -n 20 '$work/invariance.log'"
 step "2. regression guard, this tree's engine" env OUT="$work/guard" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_guard.sh
 step "3. bf16 audit" env OUT="$work/audit" SDLAWS_GIT_SHA="$(gpu_sha)" bash benchmarks/gpu_bf16_audit.sh
 step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
