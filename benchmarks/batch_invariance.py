@@ -13,8 +13,9 @@ leaves the engine's AR; this script finds which kernel makes a batch-1 verificat
 On a fresh slot cache it prefills ``--prompt`` random tokens (one row), then runs the fast path's forward twice over
 that prefix: an AR step (the next token alone at the next slot) and a verification of ``n`` tokens starting with
 the same token (causal order among them, the chain's mask). Every call of the fast path's kernels (the projections
-through ``kernels.tuned_linear``, ``kernels.rope_write``, ``kernels.attention``, the compiled residual add + RMSNorm)
-is recorded for the first token's row, in call order; the two runs' records are compared call by call. Printed:
+through ``kernels.tuned_linear``, with the residual add + RMSNorm it applies up to 16 rows, ``kernels.rope_write``,
+``kernels.attention``, the compiled residual add + RMSNorm) is recorded for the first token's row, in call order; the
+two runs' records are compared call by call. Printed:
 per ``n``, whether the first token's logits are bit-equal, and the first call (layer, kernel) whose output differs,
 with its largest absolute difference, followed by the next few. Where every call is equal and the logits too, the
 forward is batch-invariant between 1 and ``n`` tokens at batch 1.
@@ -58,12 +59,15 @@ class Recorder:
                      norm=self.fast.kernels.add_rms_norm)
         n = self.n
 
-        def linear(x, weight, bias=None, swiglu=False, fallback=None):
-            out = saved["linear"](x, weight, bias, swiglu, fallback)
+        def linear(x, weight, bias=None, swiglu=False, fallback=None, **norm):
+            result = saved["linear"](x, weight, bias, swiglu, fallback, **norm)
+            out = result[0] if norm.get("norm") is not None else result
             rows = out.reshape(-1, out.shape[-1])
-            name = f"linear {tuple(weight.shape)}{' swiglu' if swiglu else ''}"
+            name = f"linear {tuple(weight.shape)}{' swiglu' if swiglu else ''}{' + add_rms_norm' if norm else ''}"
             self._keep(name, rows, lambda t: t[0])  # rows are batch x tokens: row 0 is the first token's
-            return out
+            if norm.get("norm") is not None:  # and the residual stream x + delta
+                self._keep(f"{name}: x", result[1], lambda t: t[:, 0])
+            return result
 
         def rope(qkv, cos, sin, slots, keys, values, heads):
             out = saved["rope"](qkv, cos, sin, slots, keys, values, heads)
@@ -123,8 +127,18 @@ def compare(model, prompt: int, n: int, seed: int, attention_tile: int | None = 
     (ar_calls, ar_logits), (v_calls, v_logits) = runs
     if [name for name, _ in ar_calls] != [name for name, _ in v_calls]:
         raise RuntimeError(f"n={n}: the two forwards called different kernels (a path that depends on the tokens)")
-    layer_calls = len(ar_calls) // model.config.num_hidden_layers
-    diffs = [(i // layer_calls, name, (a - b).abs().max().item())
+    # a call's layer: each layer rotates once (rope_write), right after its qkv projection's records (which may
+    # hold the previous layer's residual add + RMSNorm); the final norm and the LM head count with the last layer
+    names = [name for name, _ in ar_calls]
+    starts = []
+    for r, name in enumerate(names):
+        if name.startswith("rope_write"):
+            k = r - 1
+            while k > 0 and names[k].endswith(": x"):
+                k -= 1
+            starts.append(k)
+    layers = [max(0, sum(start <= i for start in starts) - 1) for i in range(len(names))]
+    diffs = [(layers[i], name, (a - b).abs().max().item())
              for i, ((name, a), (_, b)) in enumerate(zip(ar_calls, v_calls)) if not torch.equal(a, b)]
     return dict(n=n, tile=attention_tile, calls=len(ar_calls), logits_equal=torch.equal(ar_logits, v_logits),
                 logits_max_diff=(ar_logits - v_logits).abs().max().item(),

@@ -252,6 +252,15 @@ def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles)
         assert got.shape == (1, rows, n_out) and got.dtype == dtype
         assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
                               atol=tol, rtol=tol)
+    # with the residual add and RMSNorm applied by the kernel: the input rms_norm(x + delta) * norm_w, and x + delta
+    delta = torch.randn(rows, k_dim, generator=gen).to(dtype).to(DEVICE)
+    norm_w = (1 + 0.1 * torch.randn(k_dim, generator=gen)).to(dtype).to(DEVICE)
+    res = (x.float() + delta.float()).to(dtype)
+    normed = torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5)
+    got, got_res = kernels.linear(x, weight, bias, config=config, norm=(delta, norm_w, 1e-5))
+    assert torch.equal(got_res, res)
+    assert torch.allclose(got.float(), torch.nn.functional.linear(normed, weight.float(), bias.float()),
+                          atol=2 * tol, rtol=2 * tol)
     if config["split"] == 1:
         # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
         gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
@@ -332,6 +341,24 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
         kernels.choose_linear(x, weight)
 
 
+def test_tuned_projection_with_a_norm_on_cublas_runs_the_unfused_pair(kernels, monkeypatch):
+    """Where cuBLAS was chosen, a projection with a residual add + RMSNorm runs the element-wise kernel, then cuBLAS,
+    and returns the residual stream too."""
+    x, delta = torch.ones(1, 64, device=DEVICE), torch.full((1, 64), 2.0, device=DEVICE)
+    weight, norm_w = torch.ones(32, 64, device=DEVICE), torch.full((64,), 0.5, device=DEVICE)
+    key = (x.device, True, (32, 64), False, False, x.dtype)
+    monkeypatch.setitem(kernels._CHOICES, key, None)
+    seen = []
+
+    def unfused(h, d, w, eps):
+        seen.append(eps)
+        return h + d, torch.nn.functional.rms_norm(h + d, (64,), w, eps)
+    out, res = kernels.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
+                                    unfused_norm=unfused)
+    assert seen == [1e-6] and torch.equal(res, x + delta)
+    assert torch.allclose(out, torch.full((1, 32), 32.0, device=DEVICE), atol=1e-4)  # 64 x 0.5 x (3 / 3)
+
+
 def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(kernels, monkeypatch):
     """A weight too small to time runs the first candidate; where that needs more shared memory than the GPU has,
     the fallback (cuBLAS) computes it instead of the forward failing."""
@@ -347,8 +374,8 @@ def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(kernels, mo
 @pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B and 3.2-1B projection shapes, bfloat16")
 @pytest.mark.parametrize("n_out,k_dim,swiglu", [(4096, 4096, False), (2048, 8192, False), (28672, 4096, True)])
 def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, swiglu):
-    """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16, and sums a verification's
-    rows as the same row alone; the tuned choice as well."""
+    """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16, with and without the residual
+    add + RMSNorm, and sums a verification's rows as the same row alone; the tuned choice as well."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
     weight = torch.randn(n_out, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16) * k_dim ** -0.5
@@ -369,7 +396,23 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, sw
         return torch.nn.functional.silu(gate) * up if swiglu else out
     tuned = kernels.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
     assert torch.allclose(tuned.float(), full, atol=2e-2, rtol=2e-2)
-    assert any(c["weight"] == (n_out, k_dim) for c in kernels.linear_choices())
+    assert any(key.split()[1] == f"{n_out}x{k_dim}" for key in kernels.linear_choices())
+    # the residual add + RMSNorm in the kernel: a verification's row gets the bits of the same row alone, in every
+    # configuration, and the values of the unfused norm's
+    delta = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    norm_w = 1 + 0.1 * torch.randn(k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    res = x + delta
+    full = torch.nn.functional.linear(torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5),
+                                      weight.float())
+    if swiglu:
+        gate, up = full.bfloat16().float().chunk(2, dim=-1)
+        full = torch.nn.functional.silu(gate) * up
+    for tiles in kernels.SWIGLU_CANDIDATES if swiglu else kernels.LINEAR_CANDIDATES:
+        cfg5, cfg1 = (kernels.linear_config(r, x.dtype, swiglu, *tiles) for r in (5, 1))
+        together, res5 = kernels.linear(x, weight, swiglu=swiglu, config=cfg5, norm=(delta, norm_w, 1e-5))
+        alone, _ = kernels.linear(x[2:3], weight, swiglu=swiglu, config=cfg1, norm=(delta[2:3], norm_w, 1e-5))
+        assert torch.equal(res5, res) and torch.equal(alone, together[2:3]), tiles
+        assert torch.allclose(together.float(), full, atol=3e-2, rtol=3e-2), tiles
 
 
 def test_choices_rows_record(kernels, monkeypatch):

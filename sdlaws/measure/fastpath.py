@@ -37,6 +37,9 @@ from torch.distributed.tensor import DTensor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+#: Most rows (batch x tokens) whose residual add + RMSNorm the projection kernel applies itself: each of its programs
+#: reads the rows' whole residual stream again, from L2, which stays small up to here.
+NORM_MAX_ROWS = 16
 
 # torch 2.13 renamed all_gather_into_tensor (the old name warns there); older releases have only the old one
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -167,30 +170,52 @@ class _FusedLayers(torch.nn.Module):
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
         next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
-        linear, swiglu = self._matmuls(x.shape[0] * x.shape[1])
-        for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
-            qkv = linear(h, layer.qkv_w, layer.qkv_b).view(*h.shape[:2], -1, self.head_dim)
+        linear, swiglu, normed = self._matmuls(x.shape[0] * x.shape[1])
+        delta = None  # with `normed`: the MLP output whose residual add and RMSNorm the next qkv projection applies
+        for i, (layer, cache_layer, next_norm) in enumerate(zip(self.layers, past_key_values.layers, next_norms)):
+            if delta is None:
+                qkv = linear(h, layer.qkv_w, layer.qkv_b)
+            else:
+                qkv, x = normed(x, delta, layer.ln1, layer.qkv_w, layer.qkv_b)
+            qkv = qkv.view(*x.shape[:2], -1, self.head_dim)
             attn = self._rowwise(attend(qkv, cache_layer, cos, sin), layer.o_w, layer.o_b, linear)
-            x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
-            mlp = self._rowwise(swiglu(h, layer.gate_up_w), layer.down_w, None, linear)
+            if normed is None:
+                x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
+                act = swiglu(h, layer.gate_up_w)
+            else:
+                act, x = normed(x, attn, layer.ln2, layer.gate_up_w, swiglu=True)
+            mlp = self._rowwise(act, layer.down_w, None, linear)
             if next_norm is None:
                 return x + mlp, None
-            x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
+            if normed is not None and i + 1 < len(self.layers):
+                delta = mlp
+            else:  # h: input of the next layer (or the LM head)
+                x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)
         return x, h
 
     def _matmuls(self, rows: int):
-        """``(linear, swiglu)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
+        """``(linear, swiglu, normed)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
         ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
         whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.kernels.tuned_linear`),
-        else cuBLAS and the element-wise kernel."""
+        else cuBLAS and the element-wise kernel. ``normed(x, delta, norm_w, w, b=None, swiglu=False) -> (out, x +
+        delta)`` applies a residual add and RMSNorm before the projection, in the kernel where it runs it (up to 16
+        rows: one launch less per norm); None above 16 rows or off the kernel (the add + RMSNorm kernel runs)."""
         if self.triton and self.group is None:
             from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
 
             if rows <= (kernels.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
+                normed = functools.partial(self._normed, kernels.tuned_linear) if rows <= NORM_MAX_ROWS else None
                 return (functools.partial(kernels.tuned_linear, fallback=F.linear),
-                        functools.partial(kernels.tuned_linear, bias=None, swiglu=True, fallback=self._swiglu_cublas))
-        return F.linear, functools.partial(self._swiglu_cublas, bias=None)
+                        functools.partial(kernels.tuned_linear, bias=None, swiglu=True, fallback=self._swiglu_cublas),
+                        normed)
+        return F.linear, functools.partial(self._swiglu_cublas, bias=None), None
+
+    def _normed(self, tuned, x, delta, norm_w, weight, bias=None, swiglu=False):
+        """``tuned`` (:func:`sdlaws.measure.kernels.tuned_linear`) of ``rms_norm(x + delta) * norm_w``:
+        ``(out, x + delta)``."""
+        return tuned(x, weight, bias, swiglu, self._swiglu_cublas if swiglu else F.linear,
+                     norm=(delta, norm_w, self.eps), unfused_norm=self.kernels.add_rms_norm)
 
     def _swiglu_cublas(self, h, weight, bias):
         """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None)."""

@@ -392,13 +392,19 @@ MAX_SPLIT_TILES = 1 << 16
 
 
 @triton.jit
-def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_split,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr):
+def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part, eps, M, N, K, sxm, swn, som, up,
+                   k_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, NORM: tl.constexpr, IEEE: tl.constexpr,
+                   SPLIT: tl.constexpr):
     """Program (output column block, row block, split of K): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of
     ``w`` over the split's ``k_split`` columns of ``K``. With ``SPLIT`` > 1 each program stores its partial sums and
     the last program of a tile to finish adds the ``SPLIT`` partials in split order: one launch, and each output
-    summed in one order whatever ``M`` or the programs' timing."""
+    summed in one order whatever ``M`` or the programs' timing.
+
+    With ``NORM`` the input is the RMSNorm of ``x + delta`` (a residual add; rows of ``delta`` strided as ``x``'s)
+    with weight ``norm_w``: the sum is over ``(x + delta) * norm_w`` and the row's ``rsqrt(mean((x + delta)^2) +
+    eps)``, a per-row factor, scales it after (its sum of squares gathered in the same loop, over the splits by the
+    reducing program); the programs of the first output block store ``x + delta`` to ``res_out``."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -406,18 +412,28 @@ def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_s
     n_live = rn < N
     k_start = tl.program_id(2) * k_split
     k_end = tl.minimum(K, k_start + k_split)
-    x_ptr = x + rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
+    row = rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
     w_ptr = w + rn[:, None].to(tl.int64) * swn + k_start + rk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    ss = tl.zeros((BLOCK_M,), tl.float32)
     for k in range(k_start, k_end, BLOCK_K):
         if EVEN:  # K a multiple of the split and the split of BLOCK_K, N of BLOCK_N: weight loads unpredicated
-            a = tl.load(x_ptr, mask=m_live[:, None], other=0.0)
+            a_live = m_live[:, None] & (rk < BLOCK_K)[None, :]
             b = tl.load(w_ptr)
         else:
-            k_live = rk < k_end - k
-            a = tl.load(x_ptr, mask=m_live[:, None] & k_live[None, :], other=0.0)
-            b = tl.load(w_ptr, mask=n_live[:, None] & k_live[None, :], other=0.0)
+            a_live = m_live[:, None] & (rk < k_end - k)[None, :]
+            b = tl.load(w_ptr, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
+        a = tl.load(x + row, mask=a_live, other=0.0)
+        if NORM:
+            # the residual stream rounded to the dtype, as the unfused add rounds it
+            r = (a.to(tl.float32) + tl.load(delta + row, mask=a_live, other=0.0).to(tl.float32)).to(a.dtype)
+            rf = r.to(tl.float32)
+            ss += tl.sum(rf * rf, axis=1)
+            scale = tl.load(norm_w + k + rk, mask=k + rk < k_end, other=0.0).to(tl.float32)
+            a = (rf * scale[None, :]).to(a.dtype)
+            if tl.program_id(0) == 0:
+                tl.store(res_out + row, r, mask=a_live)
         if IEEE:
             acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
         else:
@@ -426,34 +442,46 @@ def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_s
             if EVEN:
                 bu = tl.load(w_ptr + up * swn)
             else:
-                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & k_live[None, :], other=0.0)
+                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
             if IEEE:
                 acc_up = tl.dot(a, tl.trans(bu), acc_up, input_precision="ieee")
             else:
                 acc_up = tl.dot(a, tl.trans(bu), acc_up)
-        x_ptr += BLOCK_K
+        row += BLOCK_K
         w_ptr += BLOCK_K
     if SPLIT == 1:
-        _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
+        _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS, NORM)
     else:
         cell = rm[:, None].to(tl.int64) * N + rn[None, :]
         live = m_live[:, None] & n_live[None, :]
         tl.store(part + tl.program_id(2).to(tl.int64) * M * N + cell, acc, mask=live)
+        if NORM:
+            tl.store(ss_part + (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
+                     + tl.arange(0, BLOCK_M), ss)
         tile = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
         tl.debug_barrier()  # every thread's partials stored before the release below
         if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            ss_total = tl.zeros((BLOCK_M,), tl.float32)
             for split in range(SPLIT):
                 total += tl.load(part + split * M.to(tl.int64) * N + cell, mask=live, other=0.0,
                                  cache_modifier=".cg")
+                if NORM:
+                    ss_total += tl.load(ss_part + (split * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
+                                        + tl.arange(0, BLOCK_M), cache_modifier=".cg")
             tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
-            _linear_epilogue(out, bias, total, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
+            _linear_epilogue(out, bias, total, acc_up, ss_total, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS,
+                             NORM)
 
 
 @triton.jit
-def _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
-                     BIAS: tl.constexpr):
-    """Bias, SwiGLU and the store of one output tile."""
+def _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
+                     BIAS: tl.constexpr, NORM: tl.constexpr):
+    """RMSNorm's per-row factor, bias, SwiGLU and the store of one output tile."""
+    if NORM:
+        rstd = tl.rsqrt(ss / K + eps)[:, None]
+        acc = acc * rstd
+        acc_up = acc_up * rstd
     if BIAS:
         acc += tl.load(bias + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
     if SWIGLU:
@@ -502,7 +530,7 @@ def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool =
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-           config: dict | None = None) -> torch.Tensor:
+           config: dict | None = None, norm: tuple | None = None):
     """``F.linear(x, weight, bias)`` for few rows on a Triton kernel; with ``swiglu``, SwiGLU of a fused gate/up
     projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives ``silu(x @ gate.T) * (x @ up.T)``
     ``(..., F)`` in one launch.
@@ -524,6 +552,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         ``(N,)`` (not with ``swiglu``).
     config : dict, optional
         :func:`linear_config`'s keys (``split`` 1 with ``swiglu``); default ``linear_config(rows)``.
+    norm : tuple, optional
+        ``(delta, norm_weight, eps)``: the input is ``rms_norm(x + delta) * norm_weight`` (a residual add and the
+        RMSNorm of a Llama layer, the norm's per-row factor applied after the sum); ``x`` and ``delta`` contiguous,
+        of one shape. Then returns ``(out, x + delta)``, the residual stream as well.
+
+    Returns
+    -------
+    Tensor, or (Tensor, Tensor) with ``norm``
     """
     k_dim = x.shape[-1]
     rows = x.reshape(-1, k_dim)
@@ -531,25 +567,34 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device))
     split = cfg["split"]
     grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
+    delta, norm_w, eps = norm if norm is not None else (rows, weight, 0.0)  # unused without norm
+    deltas = delta.reshape(-1, k_dim)
     _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
+           and (norm is None or (rows.is_contiguous() and deltas.shape == rows.shape and deltas.is_contiguous()
+                                 and norm_w.shape == (k_dim,) and norm_w.is_contiguous()))
            and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
            and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
            "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split with "
-           f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split", x, weight)
+           f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split, with a norm x and its delta "
+           "contiguous and alike, its weight (K,)", x, weight)
     out = x.new_empty((rows.shape[0], n_out))
     k_split = triton.cdiv(triton.cdiv(k_dim, split), cfg["block_k"]) * cfg["block_k"]
     even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
     if split > 1:
         part = x.new_empty((split * rows.shape[0] * n_out,), dtype=torch.float32)
         count = split_counters(x.device)
+        ss_part = x.new_empty((split * grid[1] * cfg["block_m"],), dtype=torch.float32)
     else:
-        part = count = out  # unused
-    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, rows.shape[0], n_out,
-                         k_dim, rows.stride(0), weight.stride(0), out.stride(0), n_out, k_split,
+        part = count = ss_part = out  # unused
+    res_out = torch.empty_like(rows) if norm is not None else rows  # x + delta (unused without norm)
+    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, deltas, norm_w,
+                         res_out, ss_part, eps, rows.shape[0], n_out, k_dim, rows.stride(0),
+                         weight.stride(0), out.stride(0), n_out, k_split,
                          BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], EVEN=even,
-                         SWIGLU=swiglu, BIAS=bias is not None, IEEE=x.dtype == torch.float32, SPLIT=split,
-                         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    return out.view(*x.shape[:-1], n_out)
+                         SWIGLU=swiglu, BIAS=bias is not None, NORM=norm is not None, IEEE=x.dtype == torch.float32,
+                         SPLIT=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    out = out.view(*x.shape[:-1], n_out)
+    return out if norm is None else (out, res_out.view(x.shape))
 
 
 #: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: every configuration that was the
@@ -567,7 +612,7 @@ _CHOICES: dict = {}
 
 
 def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                 fallback=None) -> torch.Tensor:
+                 fallback=None, norm: tuple | None = None, unfused_norm=None):
     """:func:`linear` in the configuration, or ``fallback(x, weight, bias)`` (cuBLAS), that ran fastest for this
     weight shape, dtype and row class (up to 16 rows; 17 to :data:`LINEAR_MAX_ROWS`) on this GPU: timed once per
     process at the first call outside a CUDA graph capture (:func:`choose_linear`; the engine's warm-up makes it).
@@ -576,8 +621,16 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     may differ in the last bits (rows record the choices: :func:`linear_choices`).
 
     ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
-    A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU.
+    A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU. With
+    ``norm`` (:func:`linear`'s) the result is ``(out, x + delta)``: the kernel applies the residual add and RMSNorm
+    itself; cuBLAS after ``unfused_norm(x, delta, norm_weight, eps) -> (x + delta, normed)`` (the element-wise
+    kernel).
     """
+    plain = fallback
+    if norm is not None and plain is not None:
+        def fallback(h, w, b):  # the element-wise kernel, then cuBLAS
+            res, normed = unfused_norm(h, *norm)
+            return plain(normed, w, b), res
     rows = x.numel() // x.shape[-1]
     key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
     choice = _CHOICES.get(key, False)
@@ -588,14 +641,14 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                                    smem=shared_bytes(x.device))
             if fallback is not None:
                 try:
-                    return linear(x, weight, bias, swiglu, choice)
+                    return linear(x, weight, bias, swiglu, choice, norm)
                 except triton.runtime.errors.OutOfResources:  # a GPU with less shared memory than counted
                     return fallback(x, weight, bias)
-        else:
-            choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)
+        else:  # timed on the plain projection, the norm left out of every candidate alike
+            choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
     if choice is None:
         return fallback(x, weight, bias)
-    return linear(x, weight, bias, swiglu, choice)
+    return linear(x, weight, bias, swiglu, choice, norm)
 
 
 def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
