@@ -257,7 +257,8 @@ def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles)
     norm_w = (1 + 0.1 * torch.randn(k_dim, generator=gen)).to(dtype).to(DEVICE)
     res = (x.float() + delta.float()).to(dtype)
     normed = torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5)
-    got, got_res = kernels.linear(x, weight, bias, config=config, norm=(delta, norm_w, 1e-5))
+    got, got_res = kernels.linear(x, weight, bias, config=kernels.linear_config(rows, dtype, norm=True, **tiles),
+                                  norm=(delta, norm_w, 1e-5))
     assert torch.equal(got_res, res)
     assert torch.allclose(got.float(), torch.nn.functional.linear(normed, weight.float(), bias.float()),
                           atol=2 * tol, rtol=2 * tol)
@@ -302,6 +303,10 @@ def test_linear_config_fits_shared_memory(kernels):
         assert 1 <= cfg["num_stages"] <= 5 and cfg["num_stages"] * stage <= kernels.SHARED_BYTES
     assert kernels.linear_config(1, torch.bfloat16, block_n=64, block_k=256)["num_stages"] == 5
     assert kernels.linear_config(64, torch.float32, True, block_n=64, block_k=256)["num_stages"] == 1
+    # with a norm the residual's rows take a tile of their own per stage
+    norm = kernels.linear_config(16, torch.float32, block_n=32, block_k=256, norm=True)
+    assert norm["num_stages"] == 3 and 3 * (2 * 16 + 32) * 256 * 4 <= kernels.SHARED_BYTES
+    assert kernels.linear_config(16, torch.float32, block_n=32, block_k=256)["num_stages"] == 4
 
 
 def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
@@ -408,7 +413,7 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, sw
         gate, up = full.bfloat16().float().chunk(2, dim=-1)
         full = torch.nn.functional.silu(gate) * up
     for tiles in kernels.SWIGLU_CANDIDATES if swiglu else kernels.LINEAR_CANDIDATES:
-        cfg5, cfg1 = (kernels.linear_config(r, x.dtype, swiglu, *tiles) for r in (5, 1))
+        cfg5, cfg1 = (kernels.linear_config(r, x.dtype, swiglu, *tiles, norm=True) for r in (5, 1))
         together, res5 = kernels.linear(x, weight, swiglu=swiglu, config=cfg5, norm=(delta, norm_w, 1e-5))
         alone, _ = kernels.linear(x[2:3], weight, swiglu=swiglu, config=cfg1, norm=(delta[2:3], norm_w, 1e-5))
         assert torch.equal(res5, res) and torch.equal(alone, together[2:3]), tiles

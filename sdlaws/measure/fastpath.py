@@ -7,8 +7,11 @@ This module computes the same function with fused QKV and gate/up weights, rotar
 forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for
 residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own
 (:mod:`sdlaws.measure.kernels`): rotary + cache write in one launch, attention over each row's live slots, and the
-projections of a decode step's few rows (SwiGLU in the gate/up epilogue) where they ran faster than cuBLAS at the
-process's first call. 53% and 80% of the floor before any of those kernels.
+projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
+before the qkv and gate/up projections too) where they ran faster than cuBLAS at the process's first call. 53% and
+80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
+unfused one (the input ``(x + delta) * weight`` rounded to the dtype, the per-row factor after the sum, where the
+unfused norm rounds ``(x + delta) * factor`` first): equal up to the dtype's rounding, not bit for bit.
 
 It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<(B, 1,
 n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. On the engine's

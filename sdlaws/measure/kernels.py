@@ -19,8 +19,10 @@ the rotary kernel, the cache scatter and the query's re-layout are three launche
   partial softmaxes, in share order. The output is written in the ``(B, n, heads * D)`` layout of the output
   projection's input;
 - :func:`linear` multiplies a few rows by a weight (the layer's projections and the LM head of a decode step),
-  SwiGLU in the gate/up projection's epilogue, a split of the sum over K reduced in the same launch; the fast
-  path runs it through :func:`tuned_linear`, which times it against cuBLAS per weight shape once per process.
+  SwiGLU in the gate/up projection's epilogue, a split of the sum over K reduced in the same launch, and, before
+  the qkv and gate/up projections, the residual add and RMSNorm in the same launch (the norm's per-row factor
+  applied after the sum); the fast path runs it through :func:`tuned_linear`, which times it against cuBLAS per
+  weight shape once per process.
 
 Semantics of :func:`attention` are those of the engine's call ``F.scaled_dot_product_attention(q, k, v,
 attn_mask=additive)`` for every query that may attend at least one slot; entries equal to the mask dtype's most
@@ -519,12 +521,14 @@ def shared_bytes(device: torch.device) -> int:
 
 
 def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool = False, block_n: int = 32,
-                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES) -> dict:
+                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES,
+                  norm: bool = False) -> dict:
     """A :func:`linear` configuration for ``rows`` rows: ``BLOCK_M`` 16 up to 16 rows (so that a verification's
     rows are summed as an AR step's), else 64; pipeline stages cut to fit ``smem`` bytes of shared memory
-    (:func:`shared_bytes` of the device)."""
+    (:func:`shared_bytes` of the device) with the tiles of a stage: the rows (twice with ``norm``: ``x`` and the
+    residual's ``delta``) and the weight's (twice with ``swiglu``)."""
     block_m = 16 if rows <= 16 else 64
-    stage_bytes = (block_m + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
+    stage_bytes = (block_m * (2 if norm else 1) + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
     stages = max(1, min(num_stages, smem // stage_bytes))
     return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
 
@@ -564,7 +568,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     k_dim = x.shape[-1]
     rows = x.reshape(-1, k_dim)
     n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device))
+    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device), norm=norm is not None)
     split = cfg["split"]
     grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
     delta, norm_w, eps = norm if norm is not None else (rows, weight, 0.0)  # unused without norm
@@ -638,7 +642,7 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         if (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
                 or torch.cuda.is_current_stream_capturing()):
             choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
-                                   smem=shared_bytes(x.device))
+                                   smem=shared_bytes(x.device), norm=norm is not None)
             if fallback is not None:
                 try:
                     return linear(x, weight, bias, swiglu, choice, norm)
@@ -648,6 +652,9 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
             choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
     if choice is None:
         return fallback(x, weight, bias)
+    if norm is not None:  # the same tiles, the pipeline cut where the residual's rows need the room
+        choice = linear_config(rows, x.dtype, swiglu, choice["block_n"], choice["block_k"], choice["num_stages"],
+                               choice["split"], shared_bytes(x.device), norm=True)
     return linear(x, weight, bias, swiglu, choice, norm)
 
 
