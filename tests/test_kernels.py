@@ -432,3 +432,15 @@ def test_choices_rows_record(kernels, monkeypatch):
                                         "17-64 28672x4096 swiglu bfloat16": "cublas"}
     assert json.loads(fastpath.kernel_choices("fused-triton")) == kernels.linear_choices()
     assert fastpath.kernel_choices("fused") == fastpath.kernel_choices("hf") == ""
+
+
+def test_norm_in_the_projection_only_where_it_is_safe(kernels, tiny_llama):
+    """Up to 16 rows in bf16 and fp32 the projection kernel applies the residual add + RMSNorm; not above 16 rows
+    (each program would read every row's residual again), not in fp16 (whose range the unnormalised input could
+    leave), not off the kernels."""
+    fast = fastpath.wrap(tiny_llama(vocab=64, layers=1, hidden=64, heads=4, kv_heads=2, seed=0))
+    fast.triton = True
+    assert fast._matmuls(16, torch.bfloat16)[2] is not None and fast._matmuls(1, torch.float32)[2] is not None
+    assert fast._matmuls(17, torch.bfloat16)[2] is None and fast._matmuls(1, torch.float16)[2] is None
+    fast.triton = False
+    assert fast._matmuls(1, torch.float32)[2] is None

@@ -173,7 +173,7 @@ class _FusedLayers(torch.nn.Module):
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
         next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
-        linear, swiglu, normed = self._matmuls(x.shape[0] * x.shape[1])
+        linear, swiglu, normed = self._matmuls(x.shape[0] * x.shape[1], x.dtype)
         delta = None  # with `normed`: the MLP output whose residual add and RMSNorm the next qkv projection applies
         for i, (layer, cache_layer, next_norm) in enumerate(zip(self.layers, past_key_values.layers, next_norms)):
             if delta is None:
@@ -196,19 +196,21 @@ class _FusedLayers(torch.nn.Module):
                 x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)
         return x, h
 
-    def _matmuls(self, rows: int):
+    def _matmuls(self, rows: int, dtype: torch.dtype):
         """``(linear, swiglu, normed)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
         ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
         whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.kernels.tuned_linear`),
         else cuBLAS and the element-wise kernel. ``normed(x, delta, norm_w, w, b=None, swiglu=False) -> (out, x +
         delta)`` applies a residual add and RMSNorm before the projection, in the kernel where it runs it (up to 16
-        rows: one launch less per norm); None above 16 rows or off the kernel (the add + RMSNorm kernel runs)."""
+        rows: one launch less per norm); None above 16 rows, off the kernel, or in float16, whose range the
+        kernel's unnormalised ``(x + delta) * weight`` could leave (the add + RMSNorm kernel runs)."""
         if self.triton and self.group is None:
             from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
 
             if rows <= (kernels.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                normed = functools.partial(self._normed, kernels.tuned_linear) if rows <= NORM_MAX_ROWS else None
+                fused = rows <= NORM_MAX_ROWS and dtype != torch.float16
+                normed = functools.partial(self._normed, kernels.tuned_linear) if fused else None
                 return (functools.partial(kernels.tuned_linear, fallback=F.linear),
                         functools.partial(kernels.tuned_linear, bias=None, swiglu=True, fallback=self._swiglu_cublas),
                         normed)
@@ -347,7 +349,7 @@ class FastDecoderLM(_FusedLayers):
 
     def _logits(self, h):
         """LM head logits ``(B, n, vocab)``; a vocabulary-split head's slices are all-gathered in rank order."""
-        logits = self._matmuls(h.shape[0] * h.shape[1])[0](h, self.lm_head_w, None)
+        logits = self._matmuls(h.shape[0] * h.shape[1], h.dtype)[0](h, self.lm_head_w, None)
         if not self.lm_head_split:
             return logits
         ranks, (bsz, n, part) = dist.get_world_size(self.group), logits.shape

@@ -575,12 +575,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     deltas = delta.reshape(-1, k_dim)
     _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
            and (norm is None or (rows.is_contiguous() and deltas.shape == rows.shape and deltas.is_contiguous()
+                                 and deltas.dtype == rows.dtype and deltas.device == rows.device
                                  and norm_w.shape == (k_dim,) and norm_w.is_contiguous()))
            and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
            and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
            "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split with "
            f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split, with a norm x and its delta "
-           "contiguous and alike, its weight (K,)", x, weight)
+           "contiguous and alike (shape, dtype, device), its weight (K,)", x, weight)
     out = x.new_empty((rows.shape[0], n_out))
     k_split = triton.cdiv(triton.cdiv(k_dim, split), cfg["block_k"]) * cfg["block_k"]
     even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
@@ -655,6 +656,11 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if norm is not None:  # the same tiles, the pipeline cut where the residual's rows need the room
         choice = linear_config(rows, x.dtype, swiglu, choice["block_n"], choice["block_k"], choice["num_stages"],
                                choice["split"], shared_bytes(x.device), norm=True)
+        if fallback is not None:
+            try:
+                return linear(x, weight, bias, swiglu, choice, norm)
+            except triton.runtime.errors.OutOfResources:  # the norm's buffers did not fit beside the tiles
+                return fallback(x, weight, bias)
     return linear(x, weight, bias, swiglu, choice, norm)
 
 
@@ -719,7 +725,8 @@ def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
 def linear_choices() -> dict[str, str]:
     """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
     ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
-    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance)."""
+    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance). A choice is timed on the
+    plain projection and serves it with the residual add + RMSNorm too (in the kernel, or before cuBLAS)."""
     out = {}
     for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
         key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
