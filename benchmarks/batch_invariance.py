@@ -13,7 +13,7 @@ leaves the engine's AR; this script finds which kernel makes a batch-1 verificat
 On a fresh slot cache it prefills ``--prompt`` random tokens (one row), then runs the fast path's forward twice over
 that prefix: an AR step (the next token alone at the next slot) and a verification of ``n`` tokens starting with
 the same token (causal order among them, the chain's mask). Every call of the fast path's kernels (the projections
-through ``kernels.tuned_linear``, with the residual add + RMSNorm it applies up to 16 rows, ``kernels.rope_write``,
+through ``projection.tuned_linear``, with the residual add + RMSNorm it applies up to 16 rows, ``kernels.rope_write``,
 ``kernels.attention``, the compiled residual add + RMSNorm) is recorded for the first token's row, in call order; the
 two runs' records are compared call by call. Printed:
 per ``n``, whether the first token's logits are bit-equal, and the first call (layer, kernel) whose output differs,
@@ -37,7 +37,7 @@ import sys
 
 import torch
 
-from sdlaws.measure import fastpath, kernels
+from sdlaws.measure import fastpath, kernels, projection
 from sdlaws.measure.kvcache import SlotCache, block_mask
 from sdlaws.measure.models import load_model
 
@@ -55,7 +55,7 @@ class Recorder:
 
     @contextlib.contextmanager
     def active(self):
-        saved = dict(linear=kernels.tuned_linear, rope=kernels.rope_write, attention=kernels.attention,
+        saved = dict(linear=projection.tuned_linear, rope=kernels.rope_write, attention=kernels.attention,
                      norm=self.fast.kernels.add_rms_norm)
         n = self.n
 
@@ -87,13 +87,13 @@ class Recorder:
             self._keep("add_rms_norm h", h, lambda t: t[:, 0])
             return new_x, h
 
-        kernels.tuned_linear, kernels.rope_write, kernels.attention = linear, rope, attention
+        projection.tuned_linear, kernels.rope_write, kernels.attention = linear, rope, attention
         self.fast.kernels.add_rms_norm = norm
         try:
             yield self
         finally:
-            kernels.tuned_linear, kernels.rope_write, kernels.attention = (saved["linear"], saved["rope"],
-                                                                         saved["attention"])
+            projection.tuned_linear, kernels.rope_write, kernels.attention = (saved["linear"], saved["rope"],
+                                                                            saved["attention"])
             self.fast.kernels.add_rms_norm = saved["norm"]
 
 

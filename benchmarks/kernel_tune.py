@@ -9,10 +9,10 @@ Two sweeps, each row one (case, implementation, configuration):
 - ``linear``: the projections of the random Llama-3.1-8B shape (target) and Llama-3.2-1B shape (draft), bf16, at
   ``--rows`` rows (batch x tokens of a forward): cuBLAS (``F.linear``; for the MLP's fused gate/up projection
   followed by the fast path's compiled SwiGLU kernel, as the fast path runs it) against
-  :func:`sdlaws.measure.kernels.linear` over a grid of ``BLOCK_N x BLOCK_K x stages x split of K`` (``BLOCK_M`` 16
+  :func:`sdlaws.measure.projection.linear` over a grid of ``BLOCK_N x BLOCK_K x stages x split of K`` (``BLOCK_M`` 16
   up to 16 rows, else 64; SwiGLU in the epilogue for gate/up, never split). The weight bytes per call over the time
   is compared with the device-to-device copy bandwidth measured in the same run (% of copy). ``chosen`` marks what
-  the fast path's own timing at a process's first call picks (:func:`sdlaws.measure.kernels.choose_linear`).
+  the fast path's own timing at a process's first call picks (:func:`sdlaws.measure.projection.choose_linear`).
 - ``attention``: :func:`sdlaws.measure.kernels.attention` over the slot cache (the cases and inputs of
   ``attention_paths.py``: ``batch x n x S``) over a grid of slot block sizes, warps, pipeline stages and shares of
   the cache's blocks (the share count for the block size, twice it and half of it); ``chosen`` marks
@@ -70,7 +70,7 @@ def config_key(config: dict) -> str:
 
 def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float):
     """Rows of the linear sweep, one (shape, rows, impl, config) at a time."""
-    from sdlaws.measure import fastpath, kernels
+    from sdlaws.measure import fastpath, kernels, projection
 
     silu_mul = fastpath.element_kernels(True).silu_mul
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -85,7 +85,7 @@ def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float)
             x = torch.randn(rows, k_dim, device="cuda", generator=gen, dtype=torch.bfloat16)
             expect = (silu_mul(F.linear(x, weights[0])) if swiglu else F.linear(x, weights[0])).float()
             # what the fast path would run (its own timing, at the first call of a process)
-            choice = kernels.choose_linear(x, weights[0], None, swiglu,
+            choice = projection.choose_linear(x, weights[0], None, swiglu,
                                            lambda h, w, b: silu_mul(F.linear(h, w)) if swiglu else F.linear(h, w))
             impls = [("cublas", None)] + [("triton", cfg) for cfg in grid_configs(LINEAR_GRID)
                                           if not (swiglu and cfg["split"] > 1)]
@@ -98,10 +98,10 @@ def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float)
                         return silu_mul(F.linear(x, w)) if swiglu else F.linear(x, w)
                 else:
                     def call(w, x=x, cfg=cfg):
-                        return kernels.linear(x, w, swiglu=swiglu, config=kernels.linear_config(rows, x.dtype, swiglu,
+                        return projection.linear(x, w, swiglu=swiglu, config=projection.linear_config(rows, x.dtype, swiglu,
                                                                                                  **cfg))
                 chosen = (choice is None if impl == "cublas"
-                          else kernels.linear_config(rows, x.dtype, swiglu, **cfg) == choice)
+                          else projection.linear_config(rows, x.dtype, swiglu, **cfg) == choice)
                 row = dict(sweep="linear", case=name, rows=rows, impl=impl, config=config_key(cfg or {}),
                            chosen=chosen, bytes=nbytes, copies=copies)
                 try:

@@ -1,7 +1,7 @@
-"""The fast path's Triton kernels (rotary + cache write, attention over the slot cache) against the PyTorch code
-they replace, and the engine's greedy tokens with them: on a GPU natively, without one through Triton's
-interpreter (chosen in ``conftest.py``; numpy: float32 and float16; its bfloat16 matmul is not exact there, so
-bfloat16 is checked on GPU in ``test_engine_gpu.py``)."""
+"""The fast path's Triton kernels (rotary + cache write, attention over the slot cache; the projection kernel of
+``sdlaws.measure.projection``) against the PyTorch code they replace, and the engine's greedy tokens with them:
+on a GPU natively, without one through Triton's interpreter (chosen in ``conftest.py``; numpy: float32 and
+float16; its bfloat16 matmul is not exact there, so bfloat16 is checked on GPU in ``test_engine_gpu.py``)."""
 
 import pytest
 import torch
@@ -22,6 +22,14 @@ def kernels():
     if DEVICE == "cpu" and not triton.knobs.runtime.interpret:
         pytest.skip("no GPU and Triton's interpreter is off (set TRITON_INTERPRET=1 before triton is imported)")
     from sdlaws.measure import kernels as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def projection(kernels):
+    """``sdlaws.measure.projection``, on a GPU or in Triton's interpreter."""
+    from sdlaws.measure import projection as module
 
     return module
 
@@ -241,14 +249,14 @@ def test_kernels_refuse_shapes_they_would_read_out_of_bounds(kernels):
     (3, 96, 512, dict(block_k=64, split=4)),            # K split in 4, reduced by the last program of each tile
     (20, 40, 300, dict(block_n=16, block_k=32, split=3)),  # a split that leaves a short last share, masked
 ])
-def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles):
+def test_linear_matches_f_linear(projection, dtype, tol, rows, n_out, k_dim, tiles):
     gen = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, k_dim, generator=gen).to(dtype).to(DEVICE)
     weight = (torch.randn(n_out, k_dim, generator=gen) / k_dim ** 0.5).to(dtype).to(DEVICE)
     bias = torch.randn(n_out, generator=gen).to(dtype).to(DEVICE)
-    config = kernels.linear_config(rows, dtype, **tiles)
+    config = projection.linear_config(rows, dtype, **tiles)
     for _ in range(2):  # twice: a split call leaves its tile counters as it found them
-        got = kernels.linear(x.view(1, rows, k_dim), weight, bias, config=config)
+        got = projection.linear(x.view(1, rows, k_dim), weight, bias, config=config)
         assert got.shape == (1, rows, n_out) and got.dtype == dtype
         assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
                               atol=tol, rtol=tol)
@@ -257,7 +265,7 @@ def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles)
     norm_w = (1 + 0.1 * torch.randn(k_dim, generator=gen)).to(dtype).to(DEVICE)
     res = (x.float() + delta.float()).to(dtype)
     normed = torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5)
-    got, got_res = kernels.linear(x, weight, bias, config=kernels.linear_config(rows, dtype, norm=True, **tiles),
+    got, got_res = projection.linear(x, weight, bias, config=projection.linear_config(rows, dtype, norm=True, **tiles),
                                   norm=(delta, norm_w, 1e-5))
     assert torch.equal(got_res, res)
     assert torch.allclose(got.float(), torch.nn.functional.linear(normed, weight.float(), bias.float()),
@@ -265,51 +273,51 @@ def test_linear_matches_f_linear(kernels, dtype, tol, rows, n_out, k_dim, tiles)
     if config["split"] == 1:
         # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
         gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
-        swiglu = kernels.linear(x, weight, swiglu=True, config=kernels.linear_config(rows, dtype, True, **tiles))
+        swiglu = projection.linear(x, weight, swiglu=True, config=projection.linear_config(rows, dtype, True, **tiles))
         assert swiglu.shape == (rows, n_out // 2)
         assert torch.allclose(swiglu.float(), torch.nn.functional.silu(gate) * up, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("split", [1, 4])
-def test_linear_sums_a_row_alike_for_any_row_count_up_to_16(kernels, split):
+def test_linear_sums_a_row_alike_for_any_row_count_up_to_16(projection, split):
     """A verification's rows (here 5) get the bits the same row gets alone, as in an AR step: one configuration
     sums each output over K in one order whatever the row count (cuBLAS picks its split of K by the row count)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 512, generator=gen).half().to(DEVICE)
     weight = torch.randn(64, 512, generator=gen).half().to(DEVICE)
-    together = kernels.linear(x, weight, config=kernels.linear_config(5, torch.float16, split=split))
+    together = projection.linear(x, weight, config=projection.linear_config(5, torch.float16, split=split))
     for i in range(5):
-        alone = kernels.linear(x[i:i + 1], weight, config=kernels.linear_config(1, torch.float16, split=split))
+        alone = projection.linear(x[i:i + 1], weight, config=projection.linear_config(1, torch.float16, split=split))
         assert torch.equal(alone, together[i:i + 1])
 
 
-def test_linear_refuses_shapes_it_would_read_out_of_bounds(kernels):
+def test_linear_refuses_shapes_it_would_read_out_of_bounds(projection):
     x = torch.zeros(3, 64, device=DEVICE)
     with pytest.raises(ValueError, match="weight \\(N, K\\)"):
-        kernels.linear(x, torch.zeros(32, 48, device=DEVICE))
+        projection.linear(x, torch.zeros(32, 48, device=DEVICE))
     with pytest.raises(ValueError, match="no bias and no split with swiglu"):
-        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(16, device=DEVICE), swiglu=True)
+        projection.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(16, device=DEVICE), swiglu=True)
     with pytest.raises(ValueError, match="no bias and no split with swiglu"):
-        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), swiglu=True, config=kernels.linear_config(3, split=2))
+        projection.linear(x, torch.zeros(32, 64, device=DEVICE), swiglu=True, config=projection.linear_config(3, split=2))
     with pytest.raises(ValueError, match="bias \\(N,\\)"):
-        kernels.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(31, device=DEVICE))
+        projection.linear(x, torch.zeros(32, 64, device=DEVICE), torch.zeros(31, device=DEVICE))
 
 
-def test_linear_config_fits_shared_memory(kernels):
+def test_linear_config_fits_shared_memory(projection):
     # stages cut so that (BLOCK_M + BLOCK_N [x 2 with SwiGLU]) x BLOCK_K elements per stage fit SHARED_BYTES
     for rows, dtype, swiglu in [(1, torch.bfloat16, False), (64, torch.bfloat16, True), (64, torch.float32, True)]:
-        cfg = kernels.linear_config(rows, dtype, swiglu, block_n=64, block_k=256, num_stages=5)
+        cfg = projection.linear_config(rows, dtype, swiglu, block_n=64, block_k=256, num_stages=5)
         stage = (cfg["block_m"] + 64 * (1 + swiglu)) * 256 * dtype.itemsize
-        assert 1 <= cfg["num_stages"] <= 5 and cfg["num_stages"] * stage <= kernels.SHARED_BYTES
-    assert kernels.linear_config(1, torch.bfloat16, block_n=64, block_k=256)["num_stages"] == 5
-    assert kernels.linear_config(64, torch.float32, True, block_n=64, block_k=256)["num_stages"] == 1
+        assert 1 <= cfg["num_stages"] <= 5 and cfg["num_stages"] * stage <= projection.SHARED_BYTES
+    assert projection.linear_config(1, torch.bfloat16, block_n=64, block_k=256)["num_stages"] == 5
+    assert projection.linear_config(64, torch.float32, True, block_n=64, block_k=256)["num_stages"] == 1
     # with a norm the residual's rows take a tile of their own per stage
-    norm = kernels.linear_config(16, torch.float32, block_n=32, block_k=256, norm=True)
-    assert norm["num_stages"] == 3 and 3 * (2 * 16 + 32) * 256 * 4 <= kernels.SHARED_BYTES
-    assert kernels.linear_config(16, torch.float32, block_n=32, block_k=256)["num_stages"] == 4
+    norm = projection.linear_config(16, torch.float32, block_n=32, block_k=256, norm=True)
+    assert norm["num_stages"] == 3 and 3 * (2 * 16 + 32) * 256 * 4 <= projection.SHARED_BYTES
+    assert projection.linear_config(16, torch.float32, block_n=32, block_k=256)["num_stages"] == 4
 
 
-def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
+def test_choose_linear_takes_the_fastest_that_compiles(kernels, projection, monkeypatch):
     """The choice is the fastest timed candidate, cuBLAS (None) included; one that runs out of shared memory is
     passed over."""
     def timer(values):
@@ -323,13 +331,13 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
         return fake
     x = torch.zeros(1, 64, device=DEVICE)
     weight = torch.zeros(32, 64, device=DEVICE)
-    candidates = len(kernels.LINEAR_CANDIDATES)
+    candidates = len(projection.LINEAR_CANDIDATES)
     # cuBLAS 5 us, candidate 0 4 us, candidate 1 out of shared memory, candidate 2 3 us (the fastest), others 9
     monkeypatch.setattr(kernels, "graph_us_per_call", timer([5.0, 4.0, None, 3.0] + [9.0] * (candidates - 3)))
-    choice = kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear)
-    assert choice == kernels.linear_config(1, torch.float32, False, *kernels.LINEAR_CANDIDATES[2])
+    choice = projection.choose_linear(x, weight, fallback=torch.nn.functional.linear)
+    assert choice == projection.linear_config(1, torch.float32, False, *projection.LINEAR_CANDIDATES[2])
     monkeypatch.setattr(kernels, "graph_us_per_call", timer([1.0] + [9.0] * candidates))
-    assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) is None  # cuBLAS was fastest
+    assert projection.choose_linear(x, weight, fallback=torch.nn.functional.linear) is None  # cuBLAS was fastest
     # out of memory while timing one candidate: passed over too; none left and no fallback: one clear error
     oom = iter([torch.OutOfMemoryError("CUDA out of memory"), 2.0] + [9.0] * candidates)
 
@@ -339,46 +347,46 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, monkeypatch):
             raise value
         return value
     monkeypatch.setattr(kernels, "graph_us_per_call", timer_oom)
-    assert kernels.choose_linear(x, weight, fallback=torch.nn.functional.linear) == kernels.linear_config(
-        1, torch.float32, False, *kernels.LINEAR_CANDIDATES[0])
+    assert projection.choose_linear(x, weight, fallback=torch.nn.functional.linear) == projection.linear_config(
+        1, torch.float32, False, *projection.LINEAR_CANDIDATES[0])
     monkeypatch.setattr(kernels, "graph_us_per_call", timer([None] * candidates))
     with pytest.raises(RuntimeError, match="no configuration of the projection kernel"):
-        kernels.choose_linear(x, weight)
+        projection.choose_linear(x, weight)
 
 
-def test_tuned_projection_with_a_norm_on_cublas_runs_the_unfused_pair(kernels, monkeypatch):
+def test_tuned_projection_with_a_norm_on_cublas_runs_the_unfused_pair(projection, monkeypatch):
     """Where cuBLAS was chosen, a projection with a residual add + RMSNorm runs the element-wise kernel, then cuBLAS,
     and returns the residual stream too."""
     x, delta = torch.ones(1, 64, device=DEVICE), torch.full((1, 64), 2.0, device=DEVICE)
     weight, norm_w = torch.ones(32, 64, device=DEVICE), torch.full((64,), 0.5, device=DEVICE)
     key = (x.device, True, (32, 64), False, False, x.dtype)
-    monkeypatch.setitem(kernels._CHOICES, key, None)
+    monkeypatch.setitem(projection._CHOICES, key, None)
     seen = []
 
     def unfused(h, d, w, eps):
         seen.append(eps)
         return h + d, torch.nn.functional.rms_norm(h + d, (64,), w, eps)
-    out, res = kernels.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
+    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
                                     unfused_norm=unfused)
     assert seen == [1e-6] and torch.equal(res, x + delta)
     assert torch.allclose(out, torch.full((1, 32), 32.0, device=DEVICE), atol=1e-4)  # 64 x 0.5 x (3 / 3)
 
 
-def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(kernels, monkeypatch):
+def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(projection, monkeypatch):
     """A weight too small to time runs the first candidate; where that needs more shared memory than the GPU has,
     the fallback (cuBLAS) computes it instead of the forward failing."""
     def no_room(*args, **kwargs):
         raise triton.runtime.errors.OutOfResources(300000, 101376, "shared memory")
-    monkeypatch.setattr(kernels, "linear", no_room)
+    monkeypatch.setattr(projection, "linear", no_room)
     x = torch.ones(2, 64, device=DEVICE)
     weight = torch.ones(32, 64, device=DEVICE)
-    out = kernels.tuned_linear(x, weight, fallback=lambda h, w, b: torch.nn.functional.linear(h, w) + 1)
+    out = projection.tuned_linear(x, weight, fallback=lambda h, w, b: torch.nn.functional.linear(h, w) + 1)
     assert torch.equal(out, torch.full((2, 32), 65.0, device=DEVICE))
 
 
 @pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B and 3.2-1B projection shapes, bfloat16")
 @pytest.mark.parametrize("n_out,k_dim,swiglu", [(4096, 4096, False), (2048, 8192, False), (28672, 4096, True)])
-def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, swiglu):
+def test_linear_candidates_at_model_shapes_in_bfloat16(projection, n_out, k_dim, swiglu):
     """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16, with and without the residual
     add + RMSNorm, and sums a verification's rows as the same row alone; the tuned choice as well."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
@@ -388,20 +396,20 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, sw
     if swiglu:
         gate, up = full.bfloat16().float().chunk(2, dim=-1)
         full = torch.nn.functional.silu(gate) * up
-    for tiles in kernels.SWIGLU_CANDIDATES if swiglu else kernels.LINEAR_CANDIDATES:
-        together = kernels.linear(x, weight, swiglu=swiglu, config=kernels.linear_config(5, x.dtype, swiglu, *tiles))
+    for tiles in projection.SWIGLU_CANDIDATES if swiglu else projection.LINEAR_CANDIDATES:
+        together = projection.linear(x, weight, swiglu=swiglu, config=projection.linear_config(5, x.dtype, swiglu, *tiles))
         assert torch.allclose(together.float(), full, atol=2e-2, rtol=2e-2), tiles
-        alone = kernels.linear(x[2:3], weight, swiglu=swiglu,
-                               config=kernels.linear_config(1, x.dtype, swiglu, *tiles))
+        alone = projection.linear(x[2:3], weight, swiglu=swiglu,
+                               config=projection.linear_config(1, x.dtype, swiglu, *tiles))
         assert torch.equal(alone, together[2:3]), tiles
 
     def fallback(h, w, bias):
         out = torch.nn.functional.linear(h, w)
         gate, up = out.chunk(2, dim=-1)
         return torch.nn.functional.silu(gate) * up if swiglu else out
-    tuned = kernels.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
+    tuned = projection.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
     assert torch.allclose(tuned.float(), full, atol=2e-2, rtol=2e-2)
-    assert any(key.split()[1] == f"{n_out}x{k_dim}" for key in kernels.linear_choices())
+    assert any(key.split()[1] == f"{n_out}x{k_dim}" for key in projection.linear_choices())
     # the residual add + RMSNorm in the kernel: a verification's row gets the bits of the same row alone, in every
     # configuration, and the values of the unfused norm's
     delta = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
@@ -412,25 +420,25 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(kernels, n_out, k_dim, sw
     if swiglu:
         gate, up = full.bfloat16().float().chunk(2, dim=-1)
         full = torch.nn.functional.silu(gate) * up
-    for tiles in kernels.SWIGLU_CANDIDATES if swiglu else kernels.LINEAR_CANDIDATES:
-        cfg5, cfg1 = (kernels.linear_config(r, x.dtype, swiglu, *tiles, norm=True) for r in (5, 1))
-        together, res5 = kernels.linear(x, weight, swiglu=swiglu, config=cfg5, norm=(delta, norm_w, 1e-5))
-        alone, _ = kernels.linear(x[2:3], weight, swiglu=swiglu, config=cfg1, norm=(delta[2:3], norm_w, 1e-5))
+    for tiles in projection.SWIGLU_CANDIDATES if swiglu else projection.LINEAR_CANDIDATES:
+        cfg5, cfg1 = (projection.linear_config(r, x.dtype, swiglu, *tiles, norm=True) for r in (5, 1))
+        together, res5 = projection.linear(x, weight, swiglu=swiglu, config=cfg5, norm=(delta, norm_w, 1e-5))
+        alone, _ = projection.linear(x[2:3], weight, swiglu=swiglu, config=cfg1, norm=(delta[2:3], norm_w, 1e-5))
         assert torch.equal(res5, res) and torch.equal(alone, together[2:3]), tiles
         assert torch.allclose(together.float(), full, atol=3e-2, rtol=3e-2), tiles
 
 
-def test_choices_rows_record(kernels, monkeypatch):
+def test_choices_rows_record(projection, monkeypatch):
     """Rows on the Triton path record the projection kernel's choices of the process, compactly; others nothing."""
     import json
 
-    monkeypatch.setattr(kernels, "_CHOICES", {
+    monkeypatch.setattr(projection, "_CHOICES", {
         (torch.device("cuda", 0), True, (6144, 4096), False, False, torch.bfloat16):
-            kernels.linear_config(1, torch.bfloat16, False, 32, 128, 5, 4),
+            projection.linear_config(1, torch.bfloat16, False, 32, 128, 5, 4),
         (torch.device("cuda", 0), False, (28672, 4096), True, False, torch.bfloat16): None})
-    assert kernels.linear_choices() == {"1-16 6144x4096 bfloat16": "32/128/5/4",
+    assert projection.linear_choices() == {"1-16 6144x4096 bfloat16": "32/128/5/4",
                                         "17-64 28672x4096 swiglu bfloat16": "cublas"}
-    assert json.loads(fastpath.kernel_choices("fused-triton")) == kernels.linear_choices()
+    assert json.loads(fastpath.kernel_choices("fused-triton")) == projection.linear_choices()
     assert fastpath.kernel_choices("fused") == fastpath.kernel_choices("hf") == ""
 
 

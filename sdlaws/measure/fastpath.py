@@ -6,8 +6,8 @@ kernels per layer (unfused RMSNorm, rotary, separate q/k/v and gate/up projectio
 This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per
 forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for
 residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own
-(:mod:`sdlaws.measure.kernels`): rotary + cache write in one launch, attention over each row's live slots, and the
-projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
+(:mod:`sdlaws.measure.kernels`, :mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention
+over each row's live slots, and the projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
 before the qkv and gate/up projections too) where they ran faster than cuBLAS at the process's first call. 53% and
 80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
 unfused one (the input ``(x + delta) * weight`` rounded to the dtype, the per-row factor after the sum, where the
@@ -122,7 +122,7 @@ class _FusedLayers(torch.nn.Module):
 
             kernels.split_counters(weight.device)
         # and with them the projections of few rows (a decode step's): the most rows (batch x tokens) they run on
-        # (None: kernels.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
+        # (None: projection.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
         self.linear_rows: int | None = None
         self.layers = [self._fuse(layer) for layer in layers]
         # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
@@ -200,24 +200,24 @@ class _FusedLayers(torch.nn.Module):
         """``(linear, swiglu, normed)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
         ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
-        whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.kernels.tuned_linear`),
+        whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.projection.tuned_linear`),
         else cuBLAS and the element-wise kernel. ``normed(x, delta, norm_w, w, b=None, swiglu=False) -> (out, x +
         delta)`` applies a residual add and RMSNorm before the projection, in the kernel where it runs it (up to 16
         rows: one launch less per norm); None above 16 rows, off the kernel, or in float16, whose range the
         kernel's unnormalised ``(x + delta) * weight`` could leave (the add + RMSNorm kernel runs)."""
         if self.triton and self.group is None:
-            from sdlaws.measure import kernels  # needs triton (checked when the wrapper was built)
+            from sdlaws.measure import projection  # needs triton (checked when the wrapper was built)
 
-            if rows <= (kernels.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
+            if rows <= (projection.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
                 fused = rows <= NORM_MAX_ROWS and dtype != torch.float16
-                normed = functools.partial(self._normed, kernels.tuned_linear) if fused else None
-                return (functools.partial(kernels.tuned_linear, fallback=F.linear),
-                        functools.partial(kernels.tuned_linear, bias=None, swiglu=True, fallback=self._swiglu_cublas),
-                        normed)
+                normed = functools.partial(self._normed, projection.tuned_linear) if fused else None
+                return (functools.partial(projection.tuned_linear, fallback=F.linear),
+                        functools.partial(projection.tuned_linear, bias=None, swiglu=True,
+                                          fallback=self._swiglu_cublas), normed)
         return F.linear, functools.partial(self._swiglu_cublas, bias=None), None
 
     def _normed(self, tuned, x, delta, norm_w, weight, bias=None, swiglu=False):
-        """``tuned`` (:func:`sdlaws.measure.kernels.tuned_linear`) of ``rms_norm(x + delta) * norm_w``:
+        """``tuned`` (:func:`sdlaws.measure.projection.tuned_linear`) of ``rms_norm(x + delta) * norm_w``:
         ``(out, x + delta)``."""
         return tuned(x, weight, bias, swiglu, self._swiglu_cublas if swiglu else F.linear,
                      norm=(delta, norm_w, self.eps), unfused_norm=self.kernels.add_rms_norm)
@@ -274,12 +274,12 @@ class _FusedLayers(torch.nn.Module):
 
 def kernel_choices(impl: str) -> str:
     """What rows timed on code path ``impl`` record as ``kernel_choices``: on "fused-triton", JSON of the projection
-    kernel's choices made so far in this process (:func:`sdlaws.measure.kernels.linear_choices`); else empty."""
+    kernel's choices made so far in this process (:func:`sdlaws.measure.projection.linear_choices`); else empty."""
     if impl != "fused-triton":
         return ""
-    from sdlaws.measure import kernels  # the Triton path: triton is installed
+    from sdlaws.measure import projection  # the Triton path: triton is installed
 
-    return json.dumps(kernels.linear_choices(), sort_keys=True)
+    return json.dumps(projection.linear_choices(), sort_keys=True)
 
 
 def _fold_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Triton kernels of the fast path: its attention block over the slot KV cache and its projections of few rows
-(CUDA only).
+"""Triton kernels of the fast path's attention block over the slot KV cache (CUDA only), and what its kernels
+share: the split kernels' counters and a CUDA-graph timer.
 
 Why: a profile of a graph-replayed batch-1 decode step of the Llama-3.1-8B shape on an H200
 (``docs/benchmarks.md``) spent 0.29 ms in attention and 0.23 ms in KV-cache writes per step, against 0.005 ms
@@ -18,11 +18,7 @@ the rotary kernel, the cache scatter and the query's re-layout are three launche
   verification sums a prefix exactly as an AR step does) and the last program of a head to finish merges the
   partial softmaxes, in share order. The output is written in the ``(B, n, heads * D)`` layout of the output
   projection's input;
-- :func:`linear` multiplies a few rows by a weight (the layer's projections and the LM head of a decode step),
-  SwiGLU in the gate/up projection's epilogue, a split of the sum over K reduced in the same launch, and, before
-  the qkv and gate/up projections, the residual add and RMSNorm in the same launch (the norm's per-row factor
-  applied after the sum); the fast path runs it through :func:`tuned_linear`, which times it against cuBLAS per
-  weight shape once per process.
+and :mod:`sdlaws.measure.projection` holds the fast path's kernel for the projections of few rows.
 
 Semantics of :func:`attention` are those of the engine's call ``F.scaled_dot_product_attention(q, k, v,
 attn_mask=additive)`` for every query that may attend at least one slot; entries equal to the mask dtype's most
@@ -32,7 +28,7 @@ probabilities meet the values in the input dtype, as in flash attention; float32
 (no TF32), so an fp32 model keeps its own greedy tokens. Head sizes below 16 are zero-padded to 16 (the matrix
 units' smallest tile).
 
-A split kernel (:func:`linear` with a split of K, :func:`attention` with shares) counts its finished programs per
+A split kernel (:func:`attention` with shares, :func:`sdlaws.measure.projection.linear` with a split of K) counts its finished programs per
 output tile in a per-device counter that the tile's last program zeroes again: calls on one device must not run
 concurrently on two streams (the engine's run on one).
 
@@ -129,7 +125,7 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
     bsz, n, total, dim = qkv.shape
     kv_heads = (total - heads) // 2
     groups = heads // kv_heads
-    _check(qkv.is_contiguous() and cos.shape == sin.shape == (bsz, n, dim) and cos.is_contiguous()
+    check_shapes(qkv.is_contiguous() and cos.shape == sin.shape == (bsz, n, dim) and cos.is_contiguous()
            and sin.is_contiguous() and slots.shape == (bsz, n) and slots.is_contiguous()
            and keys.shape == values.shape and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim
            and keys.stride(3) == values.stride(3) == 1,
@@ -252,7 +248,7 @@ def _merge_rows(out, part_m, part_l, part_acc, bh, rows, row_live, n, kv_heads, 
                 d, d < DIM, DIM)
 
 
-def _check(ok: bool, expected: str, *tensors: torch.Tensor) -> None:
+def check_shapes(ok: bool, expected: str, *tensors: torch.Tensor) -> None:
     """Raise ValueError naming ``expected`` and the shapes given unless ``ok``: a kernel given other shapes would
     read or write out of bounds rather than fail."""
     if not ok:
@@ -354,7 +350,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     groups, num_slots = num_rows // n, keys.shape[2]
     cfg = {**attention_config(bsz * kv_heads, num_rows, num_slots, q.device), **config}
     block_m, tiles, splits, block_s = cfg["block_m"], cfg["tiles"], cfg["splits"], cfg["block_s"]
-    _check(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
+    check_shapes(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
            and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim and keys.stride(3) == values.stride(3) == 1
            and mask.shape == (bsz, 1, n, num_slots) and splits & (splits - 1) == 0
            and (splits == 1 or bsz * kv_heads * tiles <= MAX_SPLIT_TILES),
@@ -362,7 +358,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
            f"stride, mask (B, 1, n, S), splits a power of two, at most {MAX_SPLIT_TILES} KV heads x row tiles when "
            "split", q, keys, mask)
     bounds = live_bounds(mask) if bounds is None else bounds
-    _check(bounds.shape == (bsz, 2) and bounds.dtype == torch.int32 and bounds.is_contiguous(),
+    check_shapes(bounds.shape == (bsz, 2) and bounds.dtype == torch.int32 and bounds.is_contiguous(),
            "attention: bounds (B, 2) int32 contiguous (live_bounds of the mask)", bounds)
     d_p2 = max(16, triton.next_power_of_2(dim))
     out = q.new_empty((bsz, n, kv_heads * groups * dim))
@@ -383,122 +379,16 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     return out
 
 
-#: Most rows (batch x tokens) :func:`linear` is used for by the fast path; more rows are compute-bound GEMMs, which
-#: cuBLAS tiles better.
-LINEAR_MAX_ROWS = 64
-#: Shared memory a :func:`linear` configuration may use per program (an H100's or H200's 227 KiB, less a margin).
-SHARED_BYTES = 200 * 1024
-#: Tiles one split call may have (output tiles of :func:`linear`, KV heads x row tiles of :func:`attention`): the
+#: Tiles one split call may have (KV heads x row tiles of :func:`attention`, output tiles of a projection): the
 #: size of the per-device counters of finished programs.
 MAX_SPLIT_TILES = 1 << 16
-
-
-@triton.jit
-def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part, eps, M, N, K, sxm, swn, som, up,
-                   k_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, NORM: tl.constexpr, IEEE: tl.constexpr,
-                   SPLIT: tl.constexpr):
-    """Program (output column block, row block, split of K): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of
-    ``w`` over the split's ``k_split`` columns of ``K``. With ``SPLIT`` > 1 each program stores its partial sums and
-    the last program of a tile to finish adds the ``SPLIT`` partials in split order: one launch, and each output
-    summed in one order whatever ``M`` or the programs' timing.
-
-    With ``NORM`` the input is the RMSNorm of ``x + delta`` (a residual add; rows of ``delta`` strided as ``x``'s)
-    with weight ``norm_w``: the sum is over ``(x + delta) * norm_w`` and the row's ``rsqrt(mean((x + delta)^2) +
-    eps)``, a per-row factor, scales it after (its sum of squares gathered in the same loop, over the splits by the
-    reducing program); the programs of the first output block store ``x + delta`` to ``res_out``."""
-    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    m_live = rm < M
-    n_live = rn < N
-    k_start = tl.program_id(2) * k_split
-    k_end = tl.minimum(K, k_start + k_split)
-    row = rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
-    w_ptr = w + rn[:, None].to(tl.int64) * swn + k_start + rk[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    ss = tl.zeros((BLOCK_M,), tl.float32)
-    for k in range(k_start, k_end, BLOCK_K):
-        if EVEN:  # K a multiple of the split and the split of BLOCK_K, N of BLOCK_N: weight loads unpredicated
-            a_live = m_live[:, None] & (rk < BLOCK_K)[None, :]
-            b = tl.load(w_ptr)
-        else:
-            a_live = m_live[:, None] & (rk < k_end - k)[None, :]
-            b = tl.load(w_ptr, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
-        a = tl.load(x + row, mask=a_live, other=0.0)
-        if NORM:
-            # the residual stream rounded to the dtype, as the unfused add rounds it
-            r = (a.to(tl.float32) + tl.load(delta + row, mask=a_live, other=0.0).to(tl.float32)).to(a.dtype)
-            rf = r.to(tl.float32)
-            ss += tl.sum(rf * rf, axis=1)
-            scale = tl.load(norm_w + k + rk, mask=k + rk < k_end, other=0.0).to(tl.float32)
-            a = (rf * scale[None, :]).to(a.dtype)
-            if tl.program_id(0) == 0:
-                tl.store(res_out + row, r, mask=a_live)
-        if IEEE:
-            acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, tl.trans(b), acc)
-        if SWIGLU:  # the up projection's rows, ``up`` rows further down the fused gate/up weight
-            if EVEN:
-                bu = tl.load(w_ptr + up * swn)
-            else:
-                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
-            if IEEE:
-                acc_up = tl.dot(a, tl.trans(bu), acc_up, input_precision="ieee")
-            else:
-                acc_up = tl.dot(a, tl.trans(bu), acc_up)
-        row += BLOCK_K
-        w_ptr += BLOCK_K
-    if SPLIT == 1:
-        _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS, NORM)
-    else:
-        cell = rm[:, None].to(tl.int64) * N + rn[None, :]
-        live = m_live[:, None] & n_live[None, :]
-        tl.store(part + tl.program_id(2).to(tl.int64) * M * N + cell, acc, mask=live)
-        if NORM:
-            tl.store(ss_part + (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
-                     + tl.arange(0, BLOCK_M), ss)
-        tile = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
-        tl.debug_barrier()  # every thread's partials stored before the release below
-        if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
-            total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-            ss_total = tl.zeros((BLOCK_M,), tl.float32)
-            for split in range(SPLIT):
-                total += tl.load(part + split * M.to(tl.int64) * N + cell, mask=live, other=0.0,
-                                 cache_modifier=".cg")
-                if NORM:
-                    ss_total += tl.load(ss_part + (split * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
-                                        + tl.arange(0, BLOCK_M), cache_modifier=".cg")
-            tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
-            _linear_epilogue(out, bias, total, acc_up, ss_total, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS,
-                             NORM)
-
-
-@triton.jit
-def _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
-                     BIAS: tl.constexpr, NORM: tl.constexpr):
-    """RMSNorm's per-row factor, bias, SwiGLU and the store of one output tile."""
-    if NORM:
-        rstd = tl.rsqrt(ss / K + eps)[:, None]
-        acc = acc * rstd
-        acc_up = acc_up * rstd
-    if BIAS:
-        acc += tl.load(bias + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
-    if SWIGLU:
-        # rounded to the dtype first, as the unfused projection's outputs are; then silu(gate) * up in float32
-        gate = acc.to(out.dtype.element_ty).to(tl.float32)
-        acc = gate * tl.sigmoid(gate) * acc_up.to(out.dtype.element_ty).to(tl.float32)
-    ptr = out + rm[:, None].to(tl.int64) * som + rn[None, :]
-    tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
 
 
 _COUNTERS: dict = {}
 
 
 def split_counters(device: torch.device) -> torch.Tensor:
-    """Per device, the finished-program counter of each tile of a split call (:func:`linear`, :func:`attention`;
+    """Per device, the finished-program counter of each tile of a split call (:func:`attention`, a projection's;
     zero between calls: each call's last program of a tile zeroes it again). Made outside any CUDA graph capture
     (``FastDecoderLM`` makes it when built): made inside one, it would come from the graph's memory pool and be
     zeroed only by the graph's replays."""
@@ -509,189 +399,6 @@ def split_counters(device: torch.device) -> torch.Tensor:
                                "sdlaws.measure.kernels.split_counters(device) first")
         counters = _COUNTERS[device] = torch.zeros(MAX_SPLIT_TILES, dtype=torch.int32, device=device)
     return counters
-
-
-def shared_bytes(device: torch.device) -> int:
-    """Shared memory a :func:`linear` configuration may use per program on ``device``: :data:`SHARED_BYTES`, less
-    where the GPU opts in to less (24 KiB kept for the kernel's other buffers)."""
-    if device.type != "cuda":
-        return SHARED_BYTES
-    optin = getattr(torch.cuda.get_device_properties(device.index or 0), "shared_memory_per_block_optin", 0)
-    return min(SHARED_BYTES, optin - 24 * 1024) if optin else SHARED_BYTES
-
-
-def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool = False, block_n: int = 32,
-                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES,
-                  norm: bool = False) -> dict:
-    """A :func:`linear` configuration for ``rows`` rows: ``BLOCK_M`` 16 up to 16 rows (so that a verification's
-    rows are summed as an AR step's), else 64; pipeline stages cut to fit ``smem`` bytes of shared memory
-    (:func:`shared_bytes` of the device) with the tiles of a stage: the rows (twice with ``norm``: ``x`` and the
-    residual's ``delta``) and the weight's (twice with ``swiglu``)."""
-    block_m = 16 if rows <= 16 else 64
-    stage_bytes = (block_m * (2 if norm else 1) + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
-    stages = max(1, min(num_stages, smem // stage_bytes))
-    return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-           config: dict | None = None, norm: tuple | None = None):
-    """``F.linear(x, weight, bias)`` for few rows on a Triton kernel; with ``swiglu``, SwiGLU of a fused gate/up
-    projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives ``silu(x @ gate.T) * (x @ up.T)``
-    ``(..., F)`` in one launch.
-
-    Why: at a decode step's few rows a projection reads its weight once and does little else, so its time is the
-    weight read plus fixed costs; cuBLAS follows the gate/up projection with a separate activation kernel, splits
-    the sum over ``K`` of narrow projections with a second, reduction launch, and picks its split by the row count,
-    so that a verification's rows are not summed as an AR step's. Here SwiGLU runs in the epilogue, a split of
-    ``K`` is reduced in the same launch (by the last program of each tile, in split order), and one configuration
-    serves every row count up to 16, each row summed alike.
-
-    Parameters
-    ----------
-    x : Tensor
-        ``(..., K)`` with a unit last stride, rows evenly strided.
-    weight : Tensor
-        ``(N, K)`` (``(2F, K)`` with ``swiglu``), contiguous.
-    bias : Tensor, optional
-        ``(N,)`` (not with ``swiglu``).
-    config : dict, optional
-        :func:`linear_config`'s keys (``split`` 1 with ``swiglu``); default ``linear_config(rows)``.
-    norm : tuple, optional
-        ``(delta, norm_weight, eps)``: the input is ``rms_norm(x + delta) * norm_weight`` (a residual add and the
-        RMSNorm of a Llama layer, the norm's per-row factor applied after the sum); ``x`` and ``delta`` contiguous,
-        of one shape. Then returns ``(out, x + delta)``, the residual stream as well.
-
-    Returns
-    -------
-    Tensor, or (Tensor, Tensor) with ``norm``
-    """
-    k_dim = x.shape[-1]
-    rows = x.reshape(-1, k_dim)
-    n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device), norm=norm is not None)
-    split = cfg["split"]
-    grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
-    delta, norm_w, eps = norm if norm is not None else (rows, weight, 0.0)  # unused without norm
-    deltas = delta.reshape(-1, k_dim)
-    _check(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
-           and (norm is None or (rows.is_contiguous() and deltas.shape == rows.shape and deltas.is_contiguous()
-                                 and deltas.dtype == rows.dtype and deltas.device == rows.device
-                                 and norm_w.shape == (k_dim,) and norm_w.is_contiguous()))
-           and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
-           and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
-           "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split with "
-           f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split, with a norm x and its delta "
-           "contiguous and alike (shape, dtype, device), its weight (K,)", x, weight)
-    out = x.new_empty((rows.shape[0], n_out))
-    k_split = triton.cdiv(triton.cdiv(k_dim, split), cfg["block_k"]) * cfg["block_k"]
-    even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
-    if split > 1:
-        part = x.new_empty((split * rows.shape[0] * n_out,), dtype=torch.float32)
-        count = split_counters(x.device)
-        ss_part = x.new_empty((split * grid[1] * cfg["block_m"],), dtype=torch.float32)
-    else:
-        part = count = ss_part = out  # unused
-    res_out = torch.empty_like(rows) if norm is not None else rows  # x + delta (unused without norm)
-    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, deltas, norm_w,
-                         res_out, ss_part, eps, rows.shape[0], n_out, k_dim, rows.stride(0),
-                         weight.stride(0), out.stride(0), n_out, k_split,
-                         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], EVEN=even,
-                         SWIGLU=swiglu, BIAS=bias is not None, NORM=norm is not None, IEEE=x.dtype == torch.float32,
-                         SPLIT=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    out = out.view(*x.shape[:-1], n_out)
-    return out if norm is None else (out, res_out.view(x.shape))
-
-
-#: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: every configuration that was the
-#: fastest at some projection and row count of the Llama-3.1-8B and Llama-3.2-1B shapes on an H200
-#: (``benchmarks/kernel_tune.py``), and splits of K for the narrow ones (few output blocks, so few programs).
-LINEAR_CANDIDATES = ((32, 256, 5, 1), (64, 128, 5, 1), (16, 256, 5, 1), (32, 128, 5, 1), (64, 128, 3, 1),
-                     (32, 256, 5, 2), (32, 128, 5, 4), (16, 128, 5, 4), (32, 128, 5, 8))
-#: The same for the gate/up projection with SwiGLU (its weight is the widest; never split).
-SWIGLU_CANDIDATES = ((64, 128, 3, 1), (32, 128, 3, 1), (32, 256, 5, 1))
-#: Weights smaller than this are not timed (latency-bound either way): the first candidate runs.
-TUNE_MIN_BYTES = 1 << 22
-#: Weight bytes each timed graph cycles through (copies of the weight): several times an H200's 50 MB L2.
-TUNE_BYTES = 256e6
-_CHOICES: dict = {}
-
-
-def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                 fallback=None, norm: tuple | None = None, unfused_norm=None):
-    """:func:`linear` in the configuration, or ``fallback(x, weight, bias)`` (cuBLAS), that ran fastest for this
-    weight shape, dtype and row class (up to 16 rows; 17 to :data:`LINEAR_MAX_ROWS`) on this GPU: timed once per
-    process at the first call outside a CUDA graph capture (:func:`choose_linear`; the engine's warm-up makes it).
-    One choice serves every row count up to 16: where it is the kernel, a verification's rows are summed as an AR
-    step's of the same batch (cuBLAS picks its kernel by the row count); a choice is per process and GPU, so two runs
-    may differ in the last bits (rows record the choices: :func:`linear_choices`).
-
-    ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
-    A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU. With
-    ``norm`` (:func:`linear`'s) the result is ``(out, x + delta)``: the kernel applies the residual add and RMSNorm
-    itself; cuBLAS after ``unfused_norm(x, delta, norm_weight, eps) -> (x + delta, normed)`` (the element-wise
-    kernel).
-    """
-    plain = fallback
-    if norm is not None and plain is not None:
-        def fallback(h, w, b):  # the element-wise kernel, then cuBLAS
-            res, normed = unfused_norm(h, *norm)
-            return plain(normed, w, b), res
-    rows = x.numel() // x.shape[-1]
-    key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
-    choice = _CHOICES.get(key, False)
-    if choice is False:
-        if (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
-                or torch.cuda.is_current_stream_capturing()):
-            choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
-                                   smem=shared_bytes(x.device), norm=norm is not None)
-            if fallback is not None:
-                try:
-                    return linear(x, weight, bias, swiglu, choice, norm)
-                except triton.runtime.errors.OutOfResources:  # a GPU with less shared memory than counted
-                    return fallback(x, weight, bias)
-        else:  # timed on the plain projection, the norm left out of every candidate alike
-            choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
-    if choice is None:
-        return fallback(x, weight, bias)
-    if norm is not None:  # the same tiles, the pipeline cut where the residual's rows need the room
-        choice = linear_config(rows, x.dtype, swiglu, choice["block_n"], choice["block_k"], choice["num_stages"],
-                               choice["split"], shared_bytes(x.device), norm=True)
-        if fallback is not None:
-            try:
-                return linear(x, weight, bias, swiglu, choice, norm)
-            except triton.runtime.errors.OutOfResources:  # the norm's buffers did not fit beside the tiles
-                return fallback(x, weight, bias)
-    return linear(x, weight, bias, swiglu, choice, norm)
-
-
-def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                  fallback=None) -> dict | None:
-    """The fastest of ``fallback`` (returned as None) and :func:`linear` in each candidate configuration
-    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
-    over copies of ``weight`` (as a forward's layers each read their own; fewer where memory is short); a
-    configuration that does not fit the GPU (shared memory) or its memory is passed over."""
-    rows = x.numel() // x.shape[-1]
-    nbytes = weight.numel() * weight.element_size()
-    try:
-        copies = [weight] + [torch.empty_like(weight).normal_() for _ in range(min(7, int(TUNE_BYTES // nbytes)))]
-    except torch.OutOfMemoryError:
-        copies = [weight]  # timed on the one weight: L2 may hold part of it, for every candidate alike
-    smem = shared_bytes(x.device)
-    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem)
-               for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
-    best, best_us = None, float("inf")
-    for config in ([None] if fallback is not None else []) + configs:
-        def call(w, config=config):
-            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config)
-        try:
-            us = graph_us_per_call([functools.partial(call, w) for w in copies], replays=10, repeats=3)
-        except (triton.runtime.errors.OutOfResources, torch.OutOfMemoryError):
-            continue
-        if us < best_us:
-            best, best_us = config, us
-    if best is None and fallback is None:
-        raise RuntimeError(f"no configuration of the projection kernel runs a {tuple(weight.shape)} weight here")
-    return best
 
 
 def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
@@ -720,17 +427,3 @@ def graph_us_per_call(calls, *, replays: int = 20, repeats: int = 5) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e3 / (replays * len(calls)))
     return statistics.median(times)
-
-
-def linear_choices() -> dict[str, str]:
-    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
-    ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
-    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance). A choice is timed on the
-    plain projection and serves it with the residual add + RMSNorm too (in the kernel, or before cuBLAS)."""
-    out = {}
-    for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
-        key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
-               f"{' bias' if bias else ''} {str(dtype).removeprefix('torch.')}")
-        out[key] = "cublas" if choice is None else "/".join(
-            str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
-    return out
