@@ -3,11 +3,11 @@
 Why: on an H100, a CUDA-graph replay of the stock HF ``LlamaForCausalLM`` forward at batch 1 reaches 30% of the
 HBM-bandwidth floor for a 1.2B model and 59% for an 8B one (``docs/benchmarks.md``): it launches ~45 small
 kernels per layer (unfused RMSNorm, rotary, separate q/k/v and gate/up projections, GQA ``repeat_kv`` copies).
-This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per
-forward, GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for
-residual add + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own
-(:mod:`sdlaws.measure.kernels`, :mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention
-over each row's live slots, and the projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
+This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per forward,
+GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for residual add
++ RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own (:mod:`sdlaws.measure.kernels`,
+:mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention over each row's live slots, and the
+projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
 before the qkv and gate/up projections too) where they ran faster than cuBLAS at the process's first call. 53% and
 80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
 unfused one (the input ``(x + delta) * weight`` rounded to the dtype, the per-row factor after the sum, where the
@@ -85,8 +85,8 @@ def wrap(model):
 class _FusedLayers(torch.nn.Module):
     """A stack of Llama decoder layers computed with fused QKV and gate/up weights, rotary tables gathered once
     per forward, GQA folded into the query axis, one fused kernel each for residual add + RMSNorm and SwiGLU, and on
-    CUDA the attention block's Triton kernels: what :class:`FastDecoderLM` (a whole causal LM) and
-    :class:`FastHead` (a draft head's layers) share.
+    CUDA the Triton kernels of the attention block and of the projections of few rows: what :class:`FastDecoderLM`
+    (a whole causal LM) and :class:`FastHead` (a draft head's layers) share.
 
     Parameters
     ----------

@@ -131,6 +131,7 @@ def _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live,
     tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
 
 
+@functools.lru_cache(maxsize=8)
 def shared_bytes(device: torch.device) -> int:
     """Shared memory a :func:`linear` configuration may use per program on ``device``: :data:`SHARED_BYTES`, less
     where the GPU opts in to less (24 KiB kept for the kernel's other buffers)."""
@@ -259,29 +260,25 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     rows = x.numel() // x.shape[-1]
     key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
     choice = _CHOICES.get(key, False)
-    if choice is False:
-        if (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
-                or torch.cuda.is_current_stream_capturing()):
-            choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
-                                   smem=shared_bytes(x.device), norm=norm is not None)
-            if fallback is not None:
-                try:
-                    return linear(x, weight, bias, swiglu, choice, norm)
-                except triton.runtime.errors.OutOfResources:  # a GPU with less shared memory than counted
-                    return fallback(x, weight, bias)
-        else:  # timed on the plain projection, the norm left out of every candidate alike
-            choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
+    # a weight too small to time, or met inside a capture, runs the first candidate, guarded by the fallback
+    untimed = choice is False and (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
+                                   or torch.cuda.is_current_stream_capturing())
+    if untimed:
+        choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
+                               smem=shared_bytes(x.device))
+    elif choice is False:  # timed on the plain projection, the norm left out of every candidate alike
+        choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
     if choice is None:
         return fallback(x, weight, bias)
     if norm is not None:  # the same tiles, the pipeline cut where the residual's rows need the room
         choice = linear_config(rows, x.dtype, swiglu, choice["block_n"], choice["block_k"], choice["num_stages"],
                                choice["split"], shared_bytes(x.device), norm=True)
-        if fallback is not None:
-            try:
-                return linear(x, weight, bias, swiglu, choice, norm)
-            except triton.runtime.errors.OutOfResources:  # the norm's buffers did not fit beside the tiles
-                return fallback(x, weight, bias)
-    return linear(x, weight, bias, swiglu, choice, norm)
+    if fallback is None or not (untimed or norm is not None):
+        return linear(x, weight, bias, swiglu, choice, norm)
+    try:
+        return linear(x, weight, bias, swiglu, choice, norm)
+    except triton.runtime.errors.OutOfResources:  # less shared memory than counted, or the norm's buffers too
+        return fallback(x, weight, bias)
 
 
 def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
