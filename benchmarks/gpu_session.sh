@@ -19,16 +19,20 @@
 # 1. the engine's and the kernels' GPU tests (~3): the timings after them are only quoted where they pass; 1b. which
 # kernel call makes a batch-1 verification's first token leave the AR step's bits (batch_invariance.py, ~1.5);
 # 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4); 4. the verify
-# and draft passes' kernels (profile_phases.py, ~1.5); 5. the projection kernel's configurations against cuBLAS
+# and draft passes' kernels (profile_phases.py, ~1.5), 4c. those of bare forwards, the guard's compute-bound verify
+# forwards included (~1); 5. the projection kernel's configurations against cuBLAS
 # (kernel_tune.py, linear at 1 and 64 rows, ~4); 6. continuous against static batching, the chain at batch 64
 # included (gpu_batching.sh, ~5); 7. the audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds
-# its files. Earlier sessions' results (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit,
+# its files; STEPS (numbers, e.g. STEPS="1 1b 4 4b 4c") runs some of them. Earlier sessions' results (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit,
 # batching, MFU, kernel configurations) are committed under measurements/h200/.
 set -uo pipefail
 . "$(dirname "$0")/gpu_common.sh"
 work=${WORK:?set WORK to a scratch folder}
 mkdir -p "$work"
+# STEPS: the steps to run, by number (e.g. "1 1b 4 4b 4c"); default every step
+steps=" ${STEPS:-1 1b 2 3 4 4b 4c 5 6 7} "
 step() {  # name command...
+  [[ "$steps" == *" ${1%%.*} "* ]] || return 0
   echo "[$(date -u +%H:%M:%S)] $1 (git $(gpu_sha))"; shift
   "$@"
   echo "[$(date -u +%H:%M:%S)] exit $?"
@@ -45,6 +49,8 @@ step "4. verify-pass kernels" python3 benchmarks/profile_phases.py --profile mea
   --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128 --case chain,4,1,1,128 --out "$work/phases-verify.txt"
 step "4b. draft-pass kernels" python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
   --phase draft --case chain,4,1,1,128 --out "$work/phases-draft.txt"
+step "4c. verify forwards' kernels" python3 benchmarks/profile_phases.py --forward 64,16 --forward 32,64 \
+  --forward 1,1 --kv-len 256 --out "$work/phases-forward.txt"
 step "5. projection configurations" bash -c "SDLAWS_GIT_SHA=$(gpu_sha) timeout 400 python3 benchmarks/kernel_tune.py \
   --only linear --rows 1,64 --out '$work/tune.csv' --budget-s 300 > '$work/tune.txt' 2>&1; tail -n 25 '$work/tune.txt'"
 step "6. continuous against static batching" env WORK="$work" bash benchmarks/gpu_batching.sh

@@ -4,18 +4,25 @@ torch.profiler) for a few engine configurations under synthetic acceptance.
     python3 benchmarks/profile_phases.py --profile measurements/h200/heldout-profile.json \
         --case chain,1,1,64,2048 --case chain,2,1,64,2048 --out out/phases.txt
     python3 benchmarks/profile_phases.py --profile ... --phase verify --case ar,1,1,1,128 --case ar,1,1,64,128
+    python3 benchmarks/profile_phases.py --forward 64,16 --forward 32,64 --kv-len 256 --out out/forwards.txt
 
 A case is ``method,gamma,topk,batch,prompt_len`` (random prompts, 32 new tokens; ``ar`` ignores gamma and top-k
 and has no draft phase). For each case it prints the draft and verify milliseconds per step of a graph-replayed
 ``generate`` (as ``sdlaws measure`` times them), the chosen phase (``--phase``, default draft) replayed eagerly,
 its kernels by total CUDA time, and their summed CUDA time per run: where that sum is well under the graph-replayed
 phase time, the time goes to gaps between kernels (launch and dependency latency), not to the kernels.
+
+A forward (``--forward batch,tokens``) is one bare pass of the target as ``sdlaws measure hardware`` times it (the
+fast path over a slot cache holding ``--kv-len`` random tokens per row): its graph-replayed milliseconds, then the
+same pass eagerly under the profiler, in the same format (``ar`` case, verify phase), so that
+``benchmarks/phase_breakdown.py`` reads it too: a verify forward of many tokens per row without a draft.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 
@@ -40,6 +47,17 @@ def _case(text: str) -> tuple[str, int, int, int, int]:
     return case
 
 
+def _forward(text: str) -> tuple[int, int]:
+    """``batch,tokens``; a malformed one is one argparse error line (exit 2)."""
+    try:
+        batch, tokens = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not batch,tokens (e.g. 64,16)") from None
+    if min(batch, tokens) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch and tokens are positive")
+    return batch, tokens
+
+
 def _phase_ms(dec: SpecDecoder, prompts: list[list[int]]) -> tuple[float, float]:
     dec.generate(prompts)  # capture and warm up
     _, stats = dec.generate(prompts)
@@ -50,11 +68,44 @@ def _phase_ms(dec: SpecDecoder, prompts: list[list[int]]) -> tuple[float, float]
 def _phase_kernels(dec: SpecDecoder, batch: int, runs: int, top: int, phase: str) -> str:
     """Eager ``phase`` (draft or verify) ``runs`` times under the profiler: its mean wall ms, its top kernels and
     their summed CUDA time per run."""
+    return _kernel_report(getattr(dec._workspace(batch), f"{phase}_phase").fn, dec.device.type == "cuda", runs,
+                          top, phase)
+
+
+@torch.inference_mode()
+def _forward_report(model, batch: int, tokens: int, kv_len: int, runs: int, top: int) -> str:
+    """A bare forward of ``(batch, tokens)`` new tokens over ``kv_len`` cached ones (``sdlaws measure hardware``'s
+    timed pass): its graph-replayed ms, then its kernels as a verify phase's."""
+    from sdlaws.measure.graphs import PhaseRunner
+    from sdlaws.measure.hwbench import _forward_inputs, _prefilled_cache
+
+    cuda = next(model.parameters()).device.type == "cuda"
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    cache = _prefilled_cache(model, batch, kv_len, kv_len + tokens, gen)
+    inputs = _forward_inputs(model, batch, kv_len, tokens, kv_len + tokens, cache, gen)
+    step = functools.partial(model, **inputs)
+    graphed = PhaseRunner(step, [], use_graph=cuda, name="profiled forward")
+    graphed.prepare()
+    graph_ms, _ = _profiled(graphed, cuda, runs, profiled=False)
+    return (f"== ar gamma=1 topk=1 batch={batch} prompt={kv_len}: graphs: draft 0.000 ms/step, verify "
+            f"{graph_ms:.3f} ms/step (a bare forward of {tokens} tokens per row)\n"
+            + _kernel_report(step, cuda, runs, top, "verify"))
+
+
+def _kernel_report(fn, cuda: bool, runs: int, top: int, phase: str) -> str:
+    """Eager ``fn`` (one ``phase``) ``runs`` times under the profiler: its mean wall ms, its top kernels and their
+    summed CUDA time per run."""
+    eager_ms, averages = _profiled(fn, cuda, runs)
+    return f"eager {phase} phase {eager_ms:.3f} ms/run, kernels {_kernel_ms(averages, runs):.3f} ms/run\n" + \
+        averages.table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=top,
+                       max_name_column_width=90)
+
+
+def _profiled(fn, cuda: bool, runs: int, profiled: bool = True):
+    """``fn()`` ``runs`` times: its mean wall ms (synchronised) and the profiler's key averages of ``runs`` more
+    (None without ``profiled``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    ws = dec._workspace(batch)
-    fn = getattr(ws, f"{phase}_phase").fn
-    cuda = dec.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     fn()
     sync()
@@ -63,32 +114,43 @@ def _phase_kernels(dec: SpecDecoder, batch: int, runs: int, top: int, phase: str
         fn()
     sync()
     eager_ms = 1e3 * (time.perf_counter() - start) / runs
+    if not profiled:
+        return eager_ms, None
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         for _ in range(runs):
             fn()
         sync()
-    averages = prof.key_averages()
-    table = averages.table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=top,
-                           max_name_column_width=90)
-    # device time of the kernels themselves (self time: no double counting of nested ops), per run
-    kernel_ms = sum(getattr(e, "self_device_time_total", 0.0) for e in averages) / 1e3 / runs
-    return f"eager {phase} phase {eager_ms:.3f} ms/run, kernels {kernel_ms:.3f} ms/run\n{table}"
+    return eager_ms, prof.key_averages()
+
+
+def _kernel_ms(averages, runs: int) -> float:
+    """Device time of the kernels themselves (self time: no double counting of nested ops), per run."""
+    return sum(getattr(e, "self_device_time_total", 0.0) for e in averages) / 1e3 / runs
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="random:llama-3.1-8b")
     ap.add_argument("--draft", default="random:llama-3.2-1b")
-    ap.add_argument("--profile", required=True, help="acceptance profile (JSON file or inline rows)")
-    ap.add_argument("--case", action="append", type=_case, required=True)
+    ap.add_argument("--profile", help="acceptance profile (JSON file or inline rows); needed by --case")
+    ap.add_argument("--case", action="append", type=_case, default=[])
+    ap.add_argument("--forward", action="append", type=_forward, default=[],
+                    help="batch,tokens: a bare target forward (no draft, no profile)")
+    ap.add_argument("--kv-len", type=int, default=256, help="cached tokens per row of a --forward")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--phase", choices=("draft", "verify"), default="draft", help="the phase whose kernels to list")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if not args.case and not args.forward:
+        ap.error("nothing to profile: pass --case and/or --forward")
+    if args.case and not args.profile:
+        ap.error("a --case needs --profile (an acceptance profile)")
+    if args.kv_len < 1:
+        ap.error(f"--kv-len {args.kv_len}: pass a positive number of cached tokens")
     try:
-        profile = parse(args.profile)
+        profile = parse(args.profile) if args.case else None
     except SdlawsError as exc:
         ap.error(str(exc))  # one line, exit 2, before any model loads or output is written
     if args.phase == "draft" and any(case[0] == "ar" for case in args.case):
@@ -113,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         del dec, eager
         if args.device == "cuda":
             torch.cuda.empty_cache()
+    if args.forward:
+        from sdlaws.measure import fastpath
+
+        fast = fastpath.wrap(target)
+        for batch, tokens in args.forward:
+            print(_forward_report(fast, batch, tokens, args.kv_len, args.runs, args.top), file=out, flush=True)
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
     return 0
 
 
