@@ -452,3 +452,20 @@ def test_norm_in_the_projection_only_where_it_is_safe(kernels, tiny_llama):
     assert fast._matmuls(17, torch.bfloat16)[2] is None and fast._matmuls(1, torch.float16)[2] is None
     fast.triton = False
     assert fast._matmuls(1, torch.float32)[2] is None
+
+
+def test_kernels_compile_for_hopper_with_any_integer_argument():
+    """The kernels' bodies through Triton's compiler front end for sm_90 (no GPU needed), each integer argument as
+    an int32 and as the constant 1 Triton makes of a 1 (one row): the interpreter runs the bodies as numpy and
+    misses what only compiling finds (``M.to(...)`` on a constant 1 once failed the first GPU call)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    script = Path(__file__).with_name("hopper_compile.py")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert " kernel configurations compile for sm_90" in done.stdout

@@ -93,7 +93,8 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
     else:
         cell = rm[:, None].to(tl.int64) * N + rn[None, :]
         live = m_live[:, None] & n_live[None, :]
-        tl.store(part + tl.program_id(2).to(tl.int64) * M * N + cell, acc, mask=live)
+        part_size = (tl.program_id(2).to(tl.int64) * 0 + M) * N  # int64 (M == 1 arrives as a constant, no .to)
+        tl.store(part + tl.program_id(2) * part_size + cell, acc, mask=live)
         if NORM:
             tl.store(ss_part + (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
                      + tl.arange(0, BLOCK_M), ss)
@@ -103,7 +104,7 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
             ss_total = tl.zeros((BLOCK_M,), tl.float32)
             for split in range(SPLIT):
-                total += tl.load(part + split * M.to(tl.int64) * N + cell, mask=live, other=0.0,
+                total += tl.load(part + split * part_size + cell, mask=live, other=0.0,
                                  cache_modifier=".cg")
                 if NORM:
                     ss_total += tl.load(ss_part + (split * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
