@@ -69,6 +69,7 @@ def cases():
     yield ("rope_write", kernels._rope_write_kernel,
            dict(qkv=BF16, cos=BF16, sin=BF16, slots="*i64", q_out=BF16, k_cache=BF16, v_cache=BF16), (),
            dict(HEADS=32, HALF=64, HALF_P2=64, BLOCK_H=8))
+    yield ("silu_mul", projection._silu_mul_kernel, dict(gate_up=BF16, out=BF16), (), dict(BLOCK=1024))
     yield ("live_bounds", kernels._bounds_kernel, dict(mask=BF16, bounds="*i32"), ("masked",), dict(BLOCK=512))
 
 

@@ -169,6 +169,9 @@ def test_num_splits_and_attention_config(monkeypatch):
         for rows in (4, 20):
             cfg = kernels.attention_config(batch * 8, rows, 384, gpu)
             assert {k: cfg[k] for k in expect} == expect
+    # 16 tokens a row (64 folded rows, one tile) at batch 64: the same slot blocks, 4 warps (2 would spill)
+    assert {k: v for k, v in kernels.attention_config(64 * 8, 64, 384, gpu).items() if k != "num_stages"} == dict(
+        block_m=64, tiles=1, splits=1, block_s=32, num_warps=4)
 
 
 @pytest.mark.parametrize("method", ["chain", "tree"])
@@ -238,6 +241,20 @@ def test_kernels_refuse_shapes_they_would_read_out_of_bounds(kernels):
     with pytest.raises(ValueError, match="cos, sin \\(B, n, D\\)"):
         kernels.rope_write(qkv, torch.zeros(1, 1, 16, device=DEVICE), torch.zeros(1, 1, 16, device=DEVICE),
                            torch.zeros(2, 1, dtype=torch.long, device=DEVICE), keys, keys, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_silu_mul_matches_the_element_wise_kernel(projection, dtype):
+    """The Triton SwiGLU activation (after a cuBLAS gate/up projection) equals silu(gate) * up computed in float32
+    and rounded once, over a width that is not a multiple of its block, rows strided."""
+    gen = torch.Generator().manual_seed(0)
+    gate_up = torch.randn(3, 2, 2 * 1100 + 8, generator=gen).to(dtype)[..., :2200].to(DEVICE)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    want = (torch.nn.functional.silu(gate) * up).to(dtype)
+    assert torch.allclose(projection.silu_mul(gate_up).float(), want.float(), atol=1e-5 if dtype == torch.float32
+                          else 1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="silu_mul"):
+        projection.silu_mul(gate_up[..., :2199])
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
@@ -354,13 +371,14 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, projection, monk
         projection.choose_linear(x, weight)
 
 
-def test_tuned_projection_with_a_norm_on_cublas_runs_the_unfused_pair(projection, monkeypatch):
-    """Where cuBLAS was chosen, a projection with a residual add + RMSNorm runs the element-wise kernel, then cuBLAS,
-    and returns the residual stream too."""
+def test_tuned_projection_with_a_norm_unfused_runs_the_pair(projection, monkeypatch):
+    """Where the unfused pair was chosen (and cuBLAS for the plain projection), a projection with a residual add +
+    RMSNorm runs the element-wise kernel, then cuBLAS, and returns the residual stream too."""
     x, delta = torch.ones(1, 64, device=DEVICE), torch.full((1, 64), 2.0, device=DEVICE)
     weight, norm_w = torch.ones(32, 64, device=DEVICE), torch.full((64,), 0.5, device=DEVICE)
     key = (x.device, True, (32, 64), False, False, x.dtype)
     monkeypatch.setitem(projection._CHOICES, key, None)
+    monkeypatch.setitem(projection._CHOICES, key + ("norm",), None)
     seen = []
 
     def unfused(h, d, w, eps):
@@ -370,6 +388,40 @@ def test_tuned_projection_with_a_norm_on_cublas_runs_the_unfused_pair(projection
                                     unfused_norm=unfused)
     assert seen == [1e-6] and torch.equal(res, x + delta)
     assert torch.allclose(out, torch.full((1, 32), 32.0, device=DEVICE), atol=1e-4)  # 64 x 0.5 x (3 / 3)
+
+
+def test_normed_projection_is_timed_against_the_unfused_pair(kernels, projection, monkeypatch):
+    """A projection after a residual add + RMSNorm gets a choice of its own: the plain projection is chosen first
+    (the pair runs it), then the kernel with the norm in each candidate configuration is timed against the pair
+    (the element-wise kernel, then the plain choice); the faster runs, and rows record both choices."""
+    times = iter([1.0] + [9.0] * len(projection.LINEAR_CANDIDATES)  # plain: cuBLAS fastest
+                 + [5.0, 9.0, 2.0] + [9.0] * (len(projection.LINEAR_CANDIDATES) - 2))  # norm: candidate 1 fastest
+    monkeypatch.setattr(kernels, "graph_us_per_call", lambda calls, **_: next(times))
+    monkeypatch.setattr(projection, "_timeable", lambda x, weight: True)
+    monkeypatch.setattr(projection, "_CHOICES", {})
+    x, delta = torch.randn(2, 64, device=DEVICE), torch.randn(2, 64, device=DEVICE)
+    weight, norm_w = torch.randn(32, 64, device=DEVICE), torch.rand(64, device=DEVICE) + 0.5
+    pairs = []
+
+    def unfused(h, d, w, eps):
+        pairs.append(eps)
+        return h + d, torch.nn.functional.rms_norm(h + d, (64,), w, eps)
+    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
+                                       unfused_norm=unfused)
+    fused = projection.linear_config(2, torch.float32, False, *projection.LINEAR_CANDIDATES[1], norm=True)
+    assert projection.linear_choices() == {"1-16 32x64 float32": "cublas",
+                                           "1-16 32x64 norm float32": "/".join(
+                                               str(fused[k]) for k in ("block_n", "block_k", "num_stages", "split"))}
+    assert pairs == []  # the fused kernel ran (the timing itself is faked)
+    want = torch.nn.functional.linear(torch.nn.functional.rms_norm(x + delta, (64,), norm_w, 1e-6), weight)
+    assert torch.equal(res, x + delta) and torch.allclose(out, want, atol=1e-4)
+    # the pair timed fastest: it runs
+    times = iter([1.0] + [9.0] * len(projection.LINEAR_CANDIDATES))
+    projection._CHOICES.pop((x.device, True, (32, 64), False, False, x.dtype, "norm"))
+    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
+                                       unfused_norm=unfused)
+    assert projection.linear_choices()["1-16 32x64 norm float32"] == "unfused" and pairs == [1e-6]
+    assert torch.allclose(out, want, atol=1e-4)
 
 
 def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(projection, monkeypatch):
@@ -443,13 +495,16 @@ def test_choices_rows_record(projection, monkeypatch):
 
 
 def test_norm_in_the_projection_only_where_it_is_safe(kernels, tiny_llama):
-    """Up to 16 rows in bf16 and fp32 the projection kernel applies the residual add + RMSNorm; not above 16 rows
-    (each program would read every row's residual again), not in fp16 (whose range the unnormalised input could
-    leave), not off the kernels."""
+    """On the projection kernel's rows in bf16 and fp32 the projection may apply the residual add + RMSNorm (where
+    timed faster than the unfused pair); not above its rows (cuBLAS), not in fp16 (whose range the unnormalised
+    input could leave), not off the kernels."""
+    from sdlaws.measure import projection
+
     fast = fastpath.wrap(tiny_llama(vocab=64, layers=1, hidden=64, heads=4, kv_heads=2, seed=0))
     fast.triton = True
-    assert fast._matmuls(16, torch.bfloat16)[2] is not None and fast._matmuls(1, torch.float32)[2] is not None
-    assert fast._matmuls(17, torch.bfloat16)[2] is None and fast._matmuls(1, torch.float16)[2] is None
+    most = projection.LINEAR_MAX_ROWS
+    assert fast._matmuls(most, torch.bfloat16)[2] is not None and fast._matmuls(1, torch.float32)[2] is not None
+    assert fast._matmuls(most + 1, torch.bfloat16)[2] is None and fast._matmuls(1, torch.float16)[2] is None
     fast.triton = False
     assert fast._matmuls(1, torch.float32)[2] is None
 

@@ -7,9 +7,9 @@ This module computes the same function with fused QKV and gate/up weights, rotar
 GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for residual add
 + RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own (:mod:`sdlaws.measure.kernels`,
 :mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention over each row's live slots, and the
-projections of a decode step's few rows (SwiGLU in the gate/up epilogue; up to 16 rows the residual add and RMSNorm
-before the qkv and gate/up projections too) where they ran faster than cuBLAS at the process's first call. 53% and
-80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
+projections of a decode step's few rows (SwiGLU in the gate/up epilogue; the residual add and RMSNorm before the
+qkv and gate/up projections too) where they ran faster than cuBLAS (and than the unfused norm) at the process's first
+call. 53% and 80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
 unfused one (the input ``(x + delta) * weight`` rounded to the dtype, the per-row factor after the sum, where the
 unfused norm rounds ``(x + delta) * factor`` first): equal up to the dtype's rounding, not bit for bit.
 
@@ -40,9 +40,6 @@ from torch.distributed.tensor import DTensor
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
-#: Most rows (batch x tokens) whose residual add + RMSNorm the projection kernel applies itself: each of its programs
-#: reads the rows' whole residual stream again, from L2, which stays small up to here.
-NORM_MAX_ROWS = 16
 
 # torch 2.13 renamed all_gather_into_tensor (the old name warns there); older releases have only the old one
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -202,14 +199,16 @@ class _FusedLayers(torch.nn.Module):
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
         whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.projection.tuned_linear`),
         else cuBLAS and the element-wise kernel. ``normed(x, delta, norm_w, w, b=None, swiglu=False) -> (out, x +
-        delta)`` applies a residual add and RMSNorm before the projection, in the kernel where it runs it (up to 16
-        rows: one launch less per norm); None above 16 rows, off the kernel, or in float16, whose range the
-        kernel's unnormalised ``(x + delta) * weight`` could leave (the add + RMSNorm kernel runs)."""
+        delta)`` applies a residual add and RMSNorm before the projection: in the kernel where that was timed
+        faster than the add + RMSNorm kernel and the plain projection's choice (one launch less per norm; each of
+        the kernel's programs reads the rows' residual stream again, from L2, so more rows make it dearer); None
+        above :attr:`linear_rows` rows, off the kernel, or in float16, whose range the kernel's unnormalised ``(x +
+        delta) * weight`` could leave (the add + RMSNorm kernel runs)."""
         if self.triton and self.group is None:
             from sdlaws.measure import projection  # needs triton (checked when the wrapper was built)
 
             if rows <= (projection.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                fused = rows <= NORM_MAX_ROWS and dtype != torch.float16
+                fused = dtype != torch.float16
                 normed = functools.partial(self._normed, projection.tuned_linear) if fused else None
                 return (functools.partial(projection.tuned_linear, fallback=F.linear),
                         functools.partial(projection.tuned_linear, bias=None, swiglu=True,
@@ -223,7 +222,12 @@ class _FusedLayers(torch.nn.Module):
                      norm=(delta, norm_w, self.eps), unfused_norm=self.kernels.add_rms_norm)
 
     def _swiglu_cublas(self, h, weight, bias):
-        """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None)."""
+        """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None): the
+        Triton one where the fast path has Triton (:func:`sdlaws.measure.projection.silu_mul`)."""
+        if self.triton:
+            from sdlaws.measure import projection
+
+            return projection.silu_mul(F.linear(h, weight))
         return self.kernels.silu_mul(F.linear(h, weight))
 
     def _rowwise(self, x, weight, bias, linear=F.linear):

@@ -277,13 +277,17 @@ def attention_config(heads: int, num_rows: int, num_slots: int, device: torch.de
     """How :func:`attention` runs ``heads`` (batch x KV heads) of ``num_rows`` folded queries each over
     ``num_slots`` slots: ``block_m`` query rows per program in ``tiles`` row tiles, ``splits`` shares of the slot
     blocks of ``block_s`` slots, ``num_warps`` and ``num_stages``. Where the programs fill the GPU without sharing
-    (a large batch), blocks of 32 slots and 2 warps; else blocks of 64, 4 warps, 2 stages and shares (the fastest of
-    a sweep on an H200 at batch 64 and 1, ``benchmarks/kernel_tune.py``). None of it depends on the tokens per row
-    beyond the row tiles, so a verification sums a prefix as the AR step of the same batch does."""
+    (a large batch), blocks of 32 slots and 2 warps (4 for tiles of 64 rows, whose output would not fit 2 warps'
+    registers: 157 us a layer at batch 64 x 16 tokens on an H200); else blocks of 64, 4 warps, 2 stages and shares
+    (the fastest of a sweep on an H200 at batch 64 and 1, ``benchmarks/kernel_tune.py``). The slots' summation
+    order (blocks, shares) does not depend on the tokens per row, so a verification sums a prefix as the AR step of
+    the same batch does."""
     block_m = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
     tiles = triton.cdiv(num_rows, block_m)
     if device.type == "cuda" and heads * tiles >= 2 * _multiprocessors(device.index or 0):
-        return dict(block_m=block_m, tiles=tiles, splits=1, block_s=32, num_warps=2, num_stages=3)
+        # 2 warps hold up to 32 rows' float32 output (64 registers a thread); 64 rows need 4, or they spill
+        return dict(block_m=block_m, tiles=tiles, splits=1, block_s=32, num_warps=2 if block_m <= 32 else 4,
+                    num_stages=3)
     return dict(block_m=block_m, tiles=tiles, splits=num_splits(heads * tiles, num_slots, device), block_s=BLOCK_S,
                 num_warps=4, num_stages=2)
 

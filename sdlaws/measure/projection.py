@@ -55,7 +55,10 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
     w_ptr = w + rn[:, None].to(tl.int64) * swn + k_start + rk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    ss = tl.zeros((BLOCK_M,), tl.float32)
+    # squares summed element-wise and reduced over K once after the loop: a reduction across the threads in each
+    # step would synchronise them there and stall the weight loads' pipeline
+    sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    res_rows = (rm * 0 + tl.program_id(0)) == 0  # (BLOCK_M,): the first output block's programs store x + delta
     for k in range(k_start, k_end, BLOCK_K):
         if EVEN:  # K a multiple of the split and the split of BLOCK_K, N of BLOCK_N: weight loads unpredicated
             a_live = m_live[:, None] & (rk < BLOCK_K)[None, :]
@@ -68,11 +71,10 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
             # the residual stream rounded to the dtype, as the unfused add rounds it
             r = (a.to(tl.float32) + tl.load(delta + row, mask=a_live, other=0.0).to(tl.float32)).to(a.dtype)
             rf = r.to(tl.float32)
-            ss += tl.sum(rf * rf, axis=1)
+            sq += rf * rf
             scale = tl.load(norm_w + k + rk, mask=k + rk < k_end, other=0.0).to(tl.float32)
             a = (rf * scale[None, :]).to(a.dtype)
-            if tl.program_id(0) == 0:
-                tl.store(res_out + row, r, mask=a_live)
+            tl.store(res_out + row, r, mask=a_live & res_rows[:, None])  # masked, not branched: one loop block
         if IEEE:
             acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
         else:
@@ -88,6 +90,7 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
                 acc_up = tl.dot(a, tl.trans(bu), acc_up)
         row += BLOCK_K
         w_ptr += BLOCK_K
+    ss = tl.sum(sq, axis=1)
     if SPLIT == 1:
         _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS, NORM)
     else:
@@ -130,6 +133,36 @@ def _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live,
         acc = gate * tl.sigmoid(gate) * acc_up.to(out.dtype.element_ty).to(tl.float32)
     ptr = out + rm[:, None].to(tl.int64) * som + rn[None, :]
     tl.store(ptr, acc.to(out.dtype.element_ty), mask=m_live[:, None] & n_live[None, :])
+
+
+@triton.jit
+def _silu_mul_kernel(gate_up, out, n_out, s_in, s_out, BLOCK: tl.constexpr):
+    """Program (row, column block): ``silu(gate) * up`` of ``BLOCK`` columns, ``up`` ``n_out`` columns after
+    ``gate`` in the row, in float32, rounded once."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    live = cols < n_out
+    gate = tl.load(gate_up + row * s_in + cols, mask=live, other=0.0).to(tl.float32)
+    up = tl.load(gate_up + row * s_in + n_out + cols, mask=live, other=0.0).to(tl.float32)
+    tl.store(out + row * s_out + cols, (gate * tl.sigmoid(gate) * up).to(out.dtype.element_ty), mask=live)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation of a fused gate/up projection's output ``(..., 2F)`` -> ``(..., F)``: ``silu(gate) * up`` in
+    float32, rounded once (as the projection kernel's epilogue and the compiled element-wise kernel compute it).
+
+    Why: above :data:`LINEAR_MAX_ROWS` rows the gate/up projection runs on cuBLAS and this follows it; the compiled
+    (shape-polymorphic) element-wise kernel took 66 us a layer at 1024 rows on an H200, three times its bytes at the
+    copy bandwidth."""
+    check_shapes(gate_up.shape[-1] % 2 == 0, "silu_mul: gate_up (..., 2F), an even last dimension", gate_up)
+    n_out = gate_up.shape[-1] // 2
+    rows = gate_up.reshape(-1, 2 * n_out)  # a view where the rows are evenly strided (a projection's output is)
+    rows = rows if rows.stride(-1) == 1 else rows.contiguous()
+    out = gate_up.new_empty((rows.shape[0], n_out))
+    block = 1024
+    _silu_mul_kernel[(rows.shape[0], triton.cdiv(n_out, block))](rows, out, n_out, rows.stride(0), out.stride(0),
+                                                                 BLOCK=block, num_warps=4)
+    return out.view(*gate_up.shape[:-1], n_out)
 
 
 @functools.lru_cache(maxsize=8)
@@ -250,42 +283,57 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
     A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU. With
     ``norm`` (:func:`linear`'s) the result is ``(out, x + delta)``: the kernel applies the residual add and RMSNorm
-    itself; cuBLAS after ``unfused_norm(x, delta, norm_weight, eps) -> (x + delta, normed)`` (the element-wise
-    kernel).
+    itself, or ``unfused_norm(x, delta, norm_weight, eps) -> (x + delta, normed)`` (the element-wise kernel) runs
+    first and the plain projection's own choice after it, whichever of the two was timed faster (a choice of its
+    own, per weight shape and row class).
     """
-    plain = fallback
-    if norm is not None and plain is not None:
-        def fallback(h, w, b):  # the element-wise kernel, then cuBLAS
-            res, normed = unfused_norm(h, *norm)
-            return plain(normed, w, b), res
     rows = x.numel() // x.shape[-1]
     key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
+    alternative = fallback
+    if norm is not None:
+        if unfused_norm is not None:
+            alternative = _unfused_pair(swiglu, fallback, norm, unfused_norm)
+            if key not in _CHOICES and _timeable(x, weight):
+                _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)  # the pair's projection, first
+        key += ("norm",)
     choice = _CHOICES.get(key, False)
-    # a weight too small to time, or met inside a capture, runs the first candidate, guarded by the fallback
-    untimed = choice is False and (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
-                                   or torch.cuda.is_current_stream_capturing())
-    if untimed:
+    if choice is False and not _timeable(x, weight):
+        # a weight too small to time, or met inside a capture: the first candidate, guarded by the alternative
         choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
-                               smem=shared_bytes(x.device))
-    elif choice is False:  # timed on the plain projection, the norm left out of every candidate alike
-        choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, plain)
+                               smem=shared_bytes(x.device), norm=norm is not None)
+    elif choice is False:
+        choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, alternative, norm)
     if choice is None:
-        return fallback(x, weight, bias)
-    if norm is not None:  # the same tiles, the pipeline cut where the residual's rows need the room
-        choice = linear_config(rows, x.dtype, swiglu, choice["block_n"], choice["block_k"], choice["num_stages"],
-                               choice["split"], shared_bytes(x.device), norm=True)
-    if fallback is None or not (untimed or norm is not None):
+        return alternative(x, weight, bias)
+    if alternative is None:
         return linear(x, weight, bias, swiglu, choice, norm)
     try:
         return linear(x, weight, bias, swiglu, choice, norm)
-    except triton.runtime.errors.OutOfResources:  # less shared memory than counted, or the norm's buffers too
-        return fallback(x, weight, bias)
+    except triton.runtime.errors.OutOfResources:  # less shared memory than counted (untimed choices)
+        return alternative(x, weight, bias)
+
+
+def _timeable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`tuned_linear` times its choice for ``weight`` now: on a GPU, for a weight large enough to be
+    worth it, outside a CUDA graph capture."""
+    return (x.device.type == "cuda" and weight.numel() * weight.element_size() >= TUNE_MIN_BYTES
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def _unfused_pair(swiglu, fallback, norm, unfused_norm):
+    """``f(h, w, b) -> (out, h + delta)``: ``unfused_norm``, then the plain projection as :func:`tuned_linear`
+    chose it."""
+    def pair(h, w, b):
+        res, normed = unfused_norm(h, *norm)
+        return tuned_linear(normed, w, b, swiglu, fallback), res
+    return pair
 
 
 def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                  fallback=None) -> dict | None:
+                  fallback=None, norm: tuple | None = None) -> dict | None:
     """The fastest of ``fallback`` (returned as None) and :func:`linear` in each candidate configuration
-    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
+    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`; with ``norm``, :func:`linear`'s, the residual add +
+    RMSNorm in the kernel, and ``fallback`` the unfused pair) on ``x``'s rows, each timed in a CUDA graph cycling
     over copies of ``weight`` (as a forward's layers each read their own; fewer where memory is short); a
     configuration that does not fit the GPU (shared memory) or its memory is passed over."""
     rows = x.numel() // x.shape[-1]
@@ -295,12 +343,12 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     except torch.OutOfMemoryError:
         copies = [weight]  # timed on the one weight: L2 may hold part of it, for every candidate alike
     smem = shared_bytes(x.device)
-    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem)
+    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem, norm=norm is not None)
                for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
     best, best_us = None, float("inf")
     for config in ([None] if fallback is not None else []) + configs:
         def call(w, config=config):
-            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config)
+            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config, norm)
         try:
             us = kernels.graph_us_per_call([functools.partial(call, w) for w in copies], replays=10, repeats=3)
         except (triton.runtime.errors.OutOfResources, torch.OutOfMemoryError):
@@ -313,14 +361,15 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def linear_choices() -> dict[str, str]:
-    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
+    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias][ norm] DTYPE"`` (rows
     ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
     as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance). A choice is timed on the
-    plain projection and serves it with the residual add + RMSNorm too (in the kernel, or before cuBLAS)."""
+    plain projection; with `` norm`` the choice for the projection after a residual add + RMSNorm: the kernel's
+    configuration with the norm in it, or ``"unfused"`` (the element-wise kernel, then the plain choice)."""
     out = {}
-    for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
+    for (_, small, shape, swiglu, bias, dtype, *norm), choice in _CHOICES.items():
         key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
-               f"{' bias' if bias else ''} {str(dtype).removeprefix('torch.')}")
-        out[key] = "cublas" if choice is None else "/".join(
+               f"{' bias' if bias else ''}{' norm' if norm else ''} {str(dtype).removeprefix('torch.')}")
+        out[key] = ("unfused" if norm else "cublas") if choice is None else "/".join(
             str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
     return out
