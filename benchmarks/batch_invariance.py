@@ -13,8 +13,8 @@ leaves the engine's AR; this script finds which kernel makes a batch-1 verificat
 On a fresh slot cache it prefills ``--prompt`` random tokens (one row), then runs the fast path's forward twice over
 that prefix: an AR step (the next token alone at the next slot) and a verification of ``n`` tokens starting with
 the same token (causal order among them, the chain's mask). Every call of the fast path's kernels (the projections
-through ``projection.tuned_linear``, with the residual add + RMSNorm it applies up to 16 rows, ``kernels.rope_write``,
-``kernels.attention``, the compiled residual add + RMSNorm) is recorded for the first token's row, in call order; the
+through ``projection.tuned_linear``, ``kernels.rope_write``, ``kernels.attention``, the residual add + RMSNorm: on a
+GPU ``projection.add_rms_norm``) is recorded for the first token's row, in call order; the
 two runs' records are compared call by call. Printed:
 per ``n``, whether the first token's logits are bit-equal, and the first call (layer, kernel) whose output differs,
 with its largest absolute difference, followed by the next few. Where every call is equal and the logits too, the
@@ -59,15 +59,12 @@ class Recorder:
                      norm=self.fast.kernels.add_rms_norm)
         n = self.n
 
-        def linear(x, weight, bias=None, swiglu=False, fallback=None, **norm):
-            result = saved["linear"](x, weight, bias, swiglu, fallback, **norm)
-            out = result[0] if norm.get("norm") is not None else result
+        def linear(x, weight, bias=None, swiglu=False, fallback=None):
+            out = saved["linear"](x, weight, bias, swiglu, fallback)
             rows = out.reshape(-1, out.shape[-1])
-            name = f"linear {tuple(weight.shape)}{' swiglu' if swiglu else ''}{' + add_rms_norm' if norm else ''}"
-            self._keep(name, rows, lambda t: t[0])  # rows are batch x tokens: row 0 is the first token's
-            if norm.get("norm") is not None:  # and the residual stream x + delta
-                self._keep(f"{name}: x", result[1], lambda t: t[:, 0])
-            return result
+            self._keep(f"linear {tuple(weight.shape)}{' swiglu' if swiglu else ''}", rows,
+                       lambda t: t[0])  # rows are batch x tokens: row 0 is the first token's
+            return out
 
         def rope(qkv, cos, sin, slots, keys, values, heads):
             out = saved["rope"](qkv, cos, sin, slots, keys, values, heads)

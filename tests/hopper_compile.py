@@ -51,15 +51,13 @@ def ttir(fn, pointers: dict[str, str], floats: tuple[str, ...], constexprs: dict
 
 def cases():
     """(name, fn, pointers, floats, constexprs) of every kernel configuration the fast path launches."""
-    linear_ptrs = dict(x=BF16, w=BF16, bias=BF16, out=BF16, part="*fp32", count="*i32", delta=BF16, norm_w=BF16,
-                       res_out=BF16, ss_part="*fp32")
-    for norm, split, swiglu, bias, even in itertools.product((False, True), (1, 4), (False, True), (False, True),
-                                                              (False, True)):
+    linear_ptrs = dict(x=BF16, w=BF16, bias=BF16, out=BF16, part="*fp32", count="*i32")
+    for split, swiglu, bias, even in itertools.product((1, 4), (False, True), (False, True), (False, True)):
         if swiglu and (split > 1 or bias):
             continue  # refused by projection.linear
-        yield (f"linear norm={norm} split={split} swiglu={swiglu} bias={bias} even={even}", projection._linear_kernel,
-               linear_ptrs, ("eps",), dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, EVEN=even, SWIGLU=swiglu, BIAS=bias,
-                                           NORM=norm, IEEE=False, SPLIT=split))
+        yield (f"linear split={split} swiglu={swiglu} bias={bias} even={even}", projection._linear_kernel,
+               linear_ptrs, (), dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=128, EVEN=even, SWIGLU=swiglu, BIAS=bias,
+                                     IEEE=False, SPLIT=split))
     attention_ptrs = dict(q=BF16, k=BF16, v=BF16, mask=BF16, bounds="*i32", out=BF16, part_m="*fp32",
                           part_l="*fp32", part_acc="*fp32", count="*i32")
     for splits, block_m, block_s in itertools.product((1, 4), (16, 64), (32, 64)):
@@ -70,6 +68,8 @@ def cases():
            dict(qkv=BF16, cos=BF16, sin=BF16, slots="*i64", q_out=BF16, k_cache=BF16, v_cache=BF16), (),
            dict(HEADS=32, HALF=64, HALF_P2=64, BLOCK_H=8))
     yield ("silu_mul", projection._silu_mul_kernel, dict(gate_up=BF16, out=BF16), (), dict(BLOCK=1024))
+    yield ("add_rms_norm", projection._add_rms_norm_kernel,
+           dict(x=BF16, delta=BF16, weight=BF16, res_out=BF16, out=BF16), ("eps",), dict(BLOCK=4096))
     yield ("live_bounds", kernels._bounds_kernel, dict(mask=BF16, bounds="*i32"), ("masked",), dict(BLOCK=512))
 
 

@@ -257,6 +257,26 @@ def test_silu_mul_matches_the_element_wise_kernel(projection, dtype):
         projection.silu_mul(gate_up[..., :2199])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_add_rms_norm_matches_the_element_wise_kernel_and_reduces_rows_alike(projection, dtype):
+    """The Triton residual add + RMSNorm equals the compiled kernel's function (x + delta rounded; the norm in
+    float32, rounded once), over a width that is not a power of 2; a row among 5 gets the bits it gets alone (a
+    verification's first row as an AR step's)."""
+    gen = torch.Generator().manual_seed(0)
+    x, delta = (torch.randn(5, 1, 1000, generator=gen).to(dtype).to(DEVICE) for _ in range(2))
+    weight = (1 + 0.1 * torch.randn(1000, generator=gen)).to(dtype).to(DEVICE)
+    res, out = projection.add_rms_norm(x, delta, weight, 1e-5)
+    want_res, want = fastpath._add_rms_norm(x.float(), delta.float(), weight.float(), 1e-5)
+    assert torch.equal(res, want_res.to(dtype))
+    assert torch.allclose(out.float(), fastpath._add_rms_norm(res.float(), torch.zeros_like(want_res),
+                                                              weight.float(), 1e-5)[1], atol=1e-5, rtol=1e-3)
+    assert torch.allclose(out.float(), want, atol=1e-2 if dtype == torch.float16 else 1e-5, rtol=1e-2)
+    alone = projection.add_rms_norm(x[2:3], delta[2:3], weight, 1e-5)
+    assert torch.equal(alone[0], res[2:3]) and torch.equal(alone[1], out[2:3])
+    with pytest.raises(ValueError, match="add_rms_norm"):
+        projection.add_rms_norm(x, delta[:4], weight, 1e-5)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
 @pytest.mark.parametrize("rows,n_out,k_dim,tiles", [
     (1, 96, 512, {}),                                   # a decode row: BLOCK_M 16, BLOCK_N 32, BLOCK_K 256
@@ -277,16 +297,6 @@ def test_linear_matches_f_linear(projection, dtype, tol, rows, n_out, k_dim, til
         assert got.shape == (1, rows, n_out) and got.dtype == dtype
         assert torch.allclose(got[0].float(), torch.nn.functional.linear(x.float(), weight.float(), bias.float()),
                               atol=tol, rtol=tol)
-    # with the residual add and RMSNorm applied by the kernel: the input rms_norm(x + delta) * norm_w, and x + delta
-    delta = torch.randn(rows, k_dim, generator=gen).to(dtype).to(DEVICE)
-    norm_w = (1 + 0.1 * torch.randn(k_dim, generator=gen)).to(dtype).to(DEVICE)
-    res = (x.float() + delta.float()).to(dtype)
-    normed = torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5)
-    got, got_res = projection.linear(x, weight, bias, config=projection.linear_config(rows, dtype, norm=True, **tiles),
-                                  norm=(delta, norm_w, 1e-5))
-    assert torch.equal(got_res, res)
-    assert torch.allclose(got.float(), torch.nn.functional.linear(normed, weight.float(), bias.float()),
-                          atol=2 * tol, rtol=2 * tol)
     if config["split"] == 1:
         # SwiGLU of the weight read as gate rows then up rows: the projections rounded to the dtype, as unfused
         gate, up = torch.nn.functional.linear(x.float(), weight.float()).to(dtype).float().chunk(2, dim=-1)
@@ -328,10 +338,6 @@ def test_linear_config_fits_shared_memory(projection):
         assert 1 <= cfg["num_stages"] <= 5 and cfg["num_stages"] * stage <= projection.SHARED_BYTES
     assert projection.linear_config(1, torch.bfloat16, block_n=64, block_k=256)["num_stages"] == 5
     assert projection.linear_config(64, torch.float32, True, block_n=64, block_k=256)["num_stages"] == 1
-    # with a norm the residual's rows take a tile of their own per stage
-    norm = projection.linear_config(16, torch.float32, block_n=32, block_k=256, norm=True)
-    assert norm["num_stages"] == 3 and 3 * (2 * 16 + 32) * 256 * 4 <= projection.SHARED_BYTES
-    assert projection.linear_config(16, torch.float32, block_n=32, block_k=256)["num_stages"] == 4
 
 
 def test_choose_linear_takes_the_fastest_that_compiles(kernels, projection, monkeypatch):
@@ -371,59 +377,6 @@ def test_choose_linear_takes_the_fastest_that_compiles(kernels, projection, monk
         projection.choose_linear(x, weight)
 
 
-def test_tuned_projection_with_a_norm_unfused_runs_the_pair(projection, monkeypatch):
-    """Where the unfused pair was chosen (and cuBLAS for the plain projection), a projection with a residual add +
-    RMSNorm runs the element-wise kernel, then cuBLAS, and returns the residual stream too."""
-    x, delta = torch.ones(1, 64, device=DEVICE), torch.full((1, 64), 2.0, device=DEVICE)
-    weight, norm_w = torch.ones(32, 64, device=DEVICE), torch.full((64,), 0.5, device=DEVICE)
-    key = (x.device, True, (32, 64), False, False, x.dtype)
-    monkeypatch.setitem(projection._CHOICES, key, None)
-    monkeypatch.setitem(projection._CHOICES, key + ("norm",), None)
-    seen = []
-
-    def unfused(h, d, w, eps):
-        seen.append(eps)
-        return h + d, torch.nn.functional.rms_norm(h + d, (64,), w, eps)
-    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
-                                    unfused_norm=unfused)
-    assert seen == [1e-6] and torch.equal(res, x + delta)
-    assert torch.allclose(out, torch.full((1, 32), 32.0, device=DEVICE), atol=1e-4)  # 64 x 0.5 x (3 / 3)
-
-
-def test_normed_projection_is_timed_against_the_unfused_pair(kernels, projection, monkeypatch):
-    """A projection after a residual add + RMSNorm gets a choice of its own: the plain projection is chosen first
-    (the pair runs it), then the kernel with the norm in each candidate configuration is timed against the pair
-    (the element-wise kernel, then the plain choice); the faster runs, and rows record both choices."""
-    times = iter([1.0] + [9.0] * len(projection.LINEAR_CANDIDATES)  # plain: cuBLAS fastest
-                 + [5.0, 9.0, 2.0] + [9.0] * (len(projection.LINEAR_CANDIDATES) - 2))  # norm: candidate 1 fastest
-    monkeypatch.setattr(kernels, "graph_us_per_call", lambda calls, **_: next(times))
-    monkeypatch.setattr(projection, "_timeable", lambda x, weight: True)
-    monkeypatch.setattr(projection, "_CHOICES", {})
-    x, delta = torch.randn(2, 64, device=DEVICE), torch.randn(2, 64, device=DEVICE)
-    weight, norm_w = torch.randn(32, 64, device=DEVICE), torch.rand(64, device=DEVICE) + 0.5
-    pairs = []
-
-    def unfused(h, d, w, eps):
-        pairs.append(eps)
-        return h + d, torch.nn.functional.rms_norm(h + d, (64,), w, eps)
-    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
-                                       unfused_norm=unfused)
-    fused = projection.linear_config(2, torch.float32, False, *projection.LINEAR_CANDIDATES[1], norm=True)
-    assert projection.linear_choices() == {"1-16 32x64 float32": "cublas",
-                                           "1-16 32x64 norm float32": "/".join(
-                                               str(fused[k]) for k in ("block_n", "block_k", "num_stages", "split"))}
-    assert pairs == []  # the fused kernel ran (the timing itself is faked)
-    want = torch.nn.functional.linear(torch.nn.functional.rms_norm(x + delta, (64,), norm_w, 1e-6), weight)
-    assert torch.equal(res, x + delta) and torch.allclose(out, want, atol=1e-4)
-    # the pair timed fastest: it runs
-    times = iter([1.0] + [9.0] * len(projection.LINEAR_CANDIDATES))
-    projection._CHOICES.pop((x.device, True, (32, 64), False, False, x.dtype, "norm"))
-    out, res = projection.tuned_linear(x, weight, fallback=torch.nn.functional.linear, norm=(delta, norm_w, 1e-6),
-                                       unfused_norm=unfused)
-    assert projection.linear_choices()["1-16 32x64 norm float32"] == "unfused" and pairs == [1e-6]
-    assert torch.allclose(out, want, atol=1e-4)
-
-
 def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(projection, monkeypatch):
     """A weight too small to time runs the first candidate; where that needs more shared memory than the GPU has,
     the fallback (cuBLAS) computes it instead of the forward failing."""
@@ -439,8 +392,8 @@ def test_untimed_projection_falls_back_where_the_kernel_does_not_fit(projection,
 @pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B and 3.2-1B projection shapes, bfloat16")
 @pytest.mark.parametrize("n_out,k_dim,swiglu", [(4096, 4096, False), (2048, 8192, False), (28672, 4096, True)])
 def test_linear_candidates_at_model_shapes_in_bfloat16(projection, n_out, k_dim, swiglu):
-    """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16, with and without the residual
-    add + RMSNorm, and sums a verification's rows as the same row alone; the tuned choice as well."""
+    """Every configuration tuned_linear may choose computes F.linear (SwiGLU) in bf16 and sums a verification's
+    rows as the same row alone; the tuned choice as well."""
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
     weight = torch.randn(n_out, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16) * k_dim ** -0.5
@@ -462,22 +415,6 @@ def test_linear_candidates_at_model_shapes_in_bfloat16(projection, n_out, k_dim,
     tuned = projection.tuned_linear(x, weight, swiglu=swiglu, fallback=fallback)
     assert torch.allclose(tuned.float(), full, atol=2e-2, rtol=2e-2)
     assert any(key.split()[1] == f"{n_out}x{k_dim}" for key in projection.linear_choices())
-    # the residual add + RMSNorm in the kernel: a verification's row gets the bits of the same row alone, in every
-    # configuration, and the values of the unfused norm's
-    delta = torch.randn(5, k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
-    norm_w = 1 + 0.1 * torch.randn(k_dim, device=DEVICE, generator=gen, dtype=torch.bfloat16)
-    res = x + delta
-    full = torch.nn.functional.linear(torch.nn.functional.rms_norm(res.float(), (k_dim,), norm_w.float(), 1e-5),
-                                      weight.float())
-    if swiglu:
-        gate, up = full.bfloat16().float().chunk(2, dim=-1)
-        full = torch.nn.functional.silu(gate) * up
-    for tiles in projection.SWIGLU_CANDIDATES if swiglu else projection.LINEAR_CANDIDATES:
-        cfg5, cfg1 = (projection.linear_config(r, x.dtype, swiglu, *tiles, norm=True) for r in (5, 1))
-        together, res5 = projection.linear(x, weight, swiglu=swiglu, config=cfg5, norm=(delta, norm_w, 1e-5))
-        alone, _ = projection.linear(x[2:3], weight, swiglu=swiglu, config=cfg1, norm=(delta[2:3], norm_w, 1e-5))
-        assert torch.equal(res5, res) and torch.equal(alone, together[2:3]), tiles
-        assert torch.allclose(together.float(), full, atol=3e-2, rtol=3e-2), tiles
 
 
 def test_choices_rows_record(projection, monkeypatch):
@@ -492,21 +429,6 @@ def test_choices_rows_record(projection, monkeypatch):
                                         "17-64 28672x4096 swiglu bfloat16": "cublas"}
     assert json.loads(fastpath.kernel_choices("fused-triton")) == projection.linear_choices()
     assert fastpath.kernel_choices("fused") == fastpath.kernel_choices("hf") == ""
-
-
-def test_norm_in_the_projection_only_where_it_is_safe(kernels, tiny_llama):
-    """On the projection kernel's rows in bf16 and fp32 the projection may apply the residual add + RMSNorm (where
-    timed faster than the unfused pair); not above its rows (cuBLAS), not in fp16 (whose range the unnormalised
-    input could leave), not off the kernels."""
-    from sdlaws.measure import projection
-
-    fast = fastpath.wrap(tiny_llama(vocab=64, layers=1, hidden=64, heads=4, kv_heads=2, seed=0))
-    fast.triton = True
-    most = projection.LINEAR_MAX_ROWS
-    assert fast._matmuls(most, torch.bfloat16)[2] is not None and fast._matmuls(1, torch.float32)[2] is not None
-    assert fast._matmuls(most + 1, torch.bfloat16)[2] is None and fast._matmuls(1, torch.float16)[2] is None
-    fast.triton = False
-    assert fast._matmuls(1, torch.float32)[2] is None
 
 
 def test_kernels_compile_for_hopper_with_any_integer_argument():

@@ -5,13 +5,11 @@ HBM-bandwidth floor for a 1.2B model and 59% for an 8B one (``docs/benchmarks.md
 kernels per layer (unfused RMSNorm, rotary, separate q/k/v and gate/up projections, GQA ``repeat_kv`` copies).
 This module computes the same function with fused QKV and gate/up weights, rotary tables gathered once per forward,
 GQA by folding query groups into the query axis (no KV copy), and on CUDA one compiled kernel each for residual add
-+ RMSNorm and SwiGLU (:func:`element_kernels`), and Triton kernels of its own (:mod:`sdlaws.measure.kernels`,
-:mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention over each row's live slots, and the
-projections of a decode step's few rows (SwiGLU in the gate/up epilogue; the residual add and RMSNorm before the
-qkv and gate/up projections too) where they ran faster than cuBLAS (and than the unfused norm) at the process's first
-call. 53% and 80% of the floor before any of those kernels. The norm applied inside the projection rounds differently from the
-unfused one (the input ``(x + delta) * weight`` rounded to the dtype, the per-row factor after the sum, where the
-unfused norm rounds ``(x + delta) * factor`` first): equal up to the dtype's rounding, not bit for bit.
++ RMSNorm and SwiGLU (:func:`element_kernels`), and where Triton is installed kernels of its own
+(:mod:`sdlaws.measure.kernels`, :mod:`sdlaws.measure.projection`): rotary + cache write in one launch, attention over
+each row's live slots, residual add + RMSNorm and SwiGLU, and the projections of a decode step's few rows (SwiGLU in
+the gate/up epilogue) where they ran faster than cuBLAS at the process's first call. 53% and 80% of the floor
+before any of those kernels.
 
 It is a drop-in for the call the engine makes: ``model(input_ids=..., position_ids=..., attention_mask=<(B, 1,
 n, S) additive float or bool>, past_key_values=<cache>, logits_to_keep=...)``. On the engine's
@@ -115,9 +113,13 @@ class _FusedLayers(torch.nn.Module):
         # where Triton is installed (CUDA builds of torch bring it on Linux)
         self.triton = weight.device.type == "cuda" and importlib.util.find_spec("triton") is not None
         if self.triton:  # the split kernels' counters, made here: never inside a CUDA graph capture
-            from sdlaws.measure import kernels
+            from sdlaws.measure import kernels, projection
 
             kernels.split_counters(weight.device)
+            # add + RMSNorm reducing each row alike whatever the row count; SwiGLU at a bandwidth the compiled
+            # shape-polymorphic kernel missed threefold at 1024 rows (both in sdlaws.measure.projection)
+            self.kernels = SimpleNamespace(**{**vars(self.kernels), "add_rms_norm": projection.add_rms_norm,
+                                              "silu_mul": projection.silu_mul})
         # and with them the projections of few rows (a decode step's): the most rows (batch x tokens) they run on
         # (None: projection.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
         self.linear_rows: int | None = None
@@ -170,64 +172,34 @@ class _FusedLayers(torch.nn.Module):
         first = self.layers[0].ln1
         h = x if first is None else F.rms_norm(x, (x.shape[-1],), first, self.eps)
         next_norms = [layer.ln1 for layer in self.layers[1:]] + [final_norm]
-        linear, swiglu, normed = self._matmuls(x.shape[0] * x.shape[1], x.dtype)
-        delta = None  # with `normed`: the MLP output whose residual add and RMSNorm the next qkv projection applies
-        for i, (layer, cache_layer, next_norm) in enumerate(zip(self.layers, past_key_values.layers, next_norms)):
-            if delta is None:
-                qkv = linear(h, layer.qkv_w, layer.qkv_b)
-            else:
-                qkv, x = normed(x, delta, layer.ln1, layer.qkv_w, layer.qkv_b)
-            qkv = qkv.view(*x.shape[:2], -1, self.head_dim)
+        linear, swiglu = self._matmuls(x.shape[0] * x.shape[1])
+        for layer, cache_layer, next_norm in zip(self.layers, past_key_values.layers, next_norms):
+            qkv = linear(h, layer.qkv_w, layer.qkv_b).view(*x.shape[:2], -1, self.head_dim)
             attn = self._rowwise(attend(qkv, cache_layer, cos, sin), layer.o_w, layer.o_b, linear)
-            if normed is None:
-                x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
-                act = swiglu(h, layer.gate_up_w)
-            else:
-                act, x = normed(x, attn, layer.ln2, layer.gate_up_w, swiglu=True)
-            mlp = self._rowwise(act, layer.down_w, None, linear)
+            x, h = k.add_rms_norm(x, attn, layer.ln2, self.eps)
+            mlp = self._rowwise(swiglu(h, layer.gate_up_w), layer.down_w, None, linear)
             if next_norm is None:
                 return x + mlp, None
-            if normed is not None and i + 1 < len(self.layers):
-                delta = mlp
-            else:  # h: input of the next layer (or the LM head)
-                x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)
+            x, h = k.add_rms_norm(x, mlp, next_norm, self.eps)  # h: input of the next layer (or the LM head)
         return x, h
 
-    def _matmuls(self, rows: int, dtype: torch.dtype):
-        """``(linear, swiglu, normed)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
+    def _matmuls(self, rows: int):
+        """``(linear, swiglu)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
         ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
         whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.projection.tuned_linear`),
-        else cuBLAS and the element-wise kernel. ``normed(x, delta, norm_w, w, b=None, swiglu=False) -> (out, x +
-        delta)`` applies a residual add and RMSNorm before the projection: in the kernel where that was timed
-        faster than the add + RMSNorm kernel and the plain projection's choice (one launch less per norm; each of
-        the kernel's programs reads the rows' residual stream again, from L2, so more rows make it dearer); None
-        above :attr:`linear_rows` rows, off the kernel, or in float16, whose range the kernel's unnormalised ``(x +
-        delta) * weight`` could leave (the add + RMSNorm kernel runs)."""
+        else cuBLAS and the element-wise kernel."""
         if self.triton and self.group is None:
             from sdlaws.measure import projection  # needs triton (checked when the wrapper was built)
 
             if rows <= (projection.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                fused = dtype != torch.float16
-                normed = functools.partial(self._normed, projection.tuned_linear) if fused else None
                 return (functools.partial(projection.tuned_linear, fallback=F.linear),
                         functools.partial(projection.tuned_linear, bias=None, swiglu=True,
-                                          fallback=self._swiglu_cublas), normed)
-        return F.linear, functools.partial(self._swiglu_cublas, bias=None), None
-
-    def _normed(self, tuned, x, delta, norm_w, weight, bias=None, swiglu=False):
-        """``tuned`` (:func:`sdlaws.measure.projection.tuned_linear`) of ``rms_norm(x + delta) * norm_w``:
-        ``(out, x + delta)``."""
-        return tuned(x, weight, bias, swiglu, self._swiglu_cublas if swiglu else F.linear,
-                     norm=(delta, norm_w, self.eps), unfused_norm=self.kernels.add_rms_norm)
+                                          fallback=self._swiglu_cublas))
+        return F.linear, functools.partial(self._swiglu_cublas, bias=None)
 
     def _swiglu_cublas(self, h, weight, bias):
-        """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None): the
-        Triton one where the fast path has Triton (:func:`sdlaws.measure.projection.silu_mul`)."""
-        if self.triton:
-            from sdlaws.measure import projection
-
-            return projection.silu_mul(F.linear(h, weight))
+        """The MLP's activated gate/up projection on cuBLAS and the element-wise kernel (``bias`` is None)."""
         return self.kernels.silu_mul(F.linear(h, weight))
 
     def _rowwise(self, x, weight, bias, linear=F.linear):
@@ -353,7 +325,7 @@ class FastDecoderLM(_FusedLayers):
 
     def _logits(self, h):
         """LM head logits ``(B, n, vocab)``; a vocabulary-split head's slices are all-gathered in rank order."""
-        logits = self._matmuls(h.shape[0] * h.shape[1], h.dtype)[0](h, self.lm_head_w, None)
+        logits = self._matmuls(h.shape[0] * h.shape[1])[0](h, self.lm_head_w, None)
         if not self.lm_head_split:
             return logits
         ranks, (bsz, n, part) = dist.get_world_size(self.group), logits.shape

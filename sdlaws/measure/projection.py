@@ -1,17 +1,19 @@
-"""The fast path's Triton kernel for the projections of few rows, and its choice against cuBLAS (CUDA only).
+"""The fast path's Triton kernels around a layer's projections (CUDA only): the projection of few rows and its
+choice against cuBLAS, the residual add + RMSNorm before the qkv and gate/up projections, SwiGLU after a cuBLAS
+gate/up projection.
 
 Why: at a decode step's few rows a projection reads its weight once and does little else, so its time is the weight
 read plus fixed costs. cuBLAS follows the gate/up projection with a separate activation kernel, splits the sum over
 K of narrow projections with a second, reduction launch, and picks its kernel by the row count, so a verification's
 rows are not summed as an AR step's. :func:`linear` runs SwiGLU in the gate/up projection's epilogue, reduces a split
 of K in the same launch (the last program of each output tile adds the partials in split order, with the counters
-of :func:`sdlaws.measure.kernels.split_counters`), and before the qkv and gate/up projections applies the residual
-add and RMSNorm itself (the norm's per-row factor after the sum); one configuration serves every row count up to
-16. :func:`tuned_linear` times it against cuBLAS per weight shape once per process (the H200 sweep behind its
-candidates: ``benchmarks/kernel_tune.py``, ``docs/benchmarks.md``).
+of :func:`sdlaws.measure.kernels.split_counters`), and one configuration serves every row count up to 16.
+:func:`tuned_linear` times it against cuBLAS per weight shape once per process (the H200 sweep behind its
+candidates: ``benchmarks/kernel_tune.py``, ``docs/benchmarks.md``). :func:`add_rms_norm` reduces each row in one
+program whatever the row count, so that a verification's rows are normalised as an AR step's row.
 
-The kernel is a plain ``triton.jit`` function: :mod:`tests.test_kernels` runs it on CPU through Triton's
-interpreter against ``F.linear`` and the unfused norm.
+The kernels are plain ``triton.jit`` functions: :mod:`tests.test_kernels` runs them on CPU through Triton's
+interpreter against the PyTorch functions they replace.
 """
 
 from __future__ import annotations
@@ -31,19 +33,13 @@ LINEAR_MAX_ROWS = 64
 #: Shared memory a :func:`linear` configuration may use per program (an H100's or H200's 227 KiB, less a margin).
 SHARED_BYTES = 200 * 1024
 @triton.jit
-def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part, eps, M, N, K, sxm, swn, som, up,
-                   k_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, NORM: tl.constexpr, IEEE: tl.constexpr,
-                   SPLIT: tl.constexpr):
+def _linear_kernel(x, w, bias, out, part, count, M, N, K, sxm, swn, som, up, k_split,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+                   SWIGLU: tl.constexpr, BIAS: tl.constexpr, IEEE: tl.constexpr, SPLIT: tl.constexpr):
     """Program (output column block, row block, split of K): ``BLOCK_M`` rows of ``x`` times ``BLOCK_N`` rows of
     ``w`` over the split's ``k_split`` columns of ``K``. With ``SPLIT`` > 1 each program stores its partial sums and
     the last program of a tile to finish adds the ``SPLIT`` partials in split order: one launch, and each output
-    summed in one order whatever ``M`` or the programs' timing.
-
-    With ``NORM`` the input is the RMSNorm of ``x + delta`` (a residual add; rows of ``delta`` strided as ``x``'s)
-    with weight ``norm_w``: the sum is over ``(x + delta) * norm_w`` and the row's ``rsqrt(mean((x + delta)^2) +
-    eps)``, a per-row factor, scales it after (its sum of squares gathered in the same loop, over the splits by the
-    reducing program); the programs of the first output block store ``x + delta`` to ``res_out``."""
+    summed in one order whatever ``M`` or the programs' timing."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -51,30 +47,18 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
     n_live = rn < N
     k_start = tl.program_id(2) * k_split
     k_end = tl.minimum(K, k_start + k_split)
-    row = rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
+    x_ptr = x + rm[:, None].to(tl.int64) * sxm + k_start + rk[None, :]
     w_ptr = w + rn[:, None].to(tl.int64) * swn + k_start + rk[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    # squares summed element-wise and reduced over K once after the loop: a reduction across the threads in each
-    # step would synchronise them there and stall the weight loads' pipeline
-    sq = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
-    res_rows = (rm * 0 + tl.program_id(0)) == 0  # (BLOCK_M,): the first output block's programs store x + delta
     for k in range(k_start, k_end, BLOCK_K):
         if EVEN:  # K a multiple of the split and the split of BLOCK_K, N of BLOCK_N: weight loads unpredicated
-            a_live = m_live[:, None] & (rk < BLOCK_K)[None, :]
+            a = tl.load(x_ptr, mask=m_live[:, None], other=0.0)
             b = tl.load(w_ptr)
         else:
-            a_live = m_live[:, None] & (rk < k_end - k)[None, :]
-            b = tl.load(w_ptr, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
-        a = tl.load(x + row, mask=a_live, other=0.0)
-        if NORM:
-            # the residual stream rounded to the dtype, as the unfused add rounds it
-            r = (a.to(tl.float32) + tl.load(delta + row, mask=a_live, other=0.0).to(tl.float32)).to(a.dtype)
-            rf = r.to(tl.float32)
-            sq += rf * rf
-            scale = tl.load(norm_w + k + rk, mask=k + rk < k_end, other=0.0).to(tl.float32)
-            a = (rf * scale[None, :]).to(a.dtype)
-            tl.store(res_out + row, r, mask=a_live & res_rows[:, None])  # masked, not branched: one loop block
+            k_live = rk < k_end - k
+            a = tl.load(x_ptr, mask=m_live[:, None] & k_live[None, :], other=0.0)
+            b = tl.load(w_ptr, mask=n_live[:, None] & k_live[None, :], other=0.0)
         if IEEE:
             acc = tl.dot(a, tl.trans(b), acc, input_precision="ieee")
         else:
@@ -83,48 +67,34 @@ def _linear_kernel(x, w, bias, out, part, count, delta, norm_w, res_out, ss_part
             if EVEN:
                 bu = tl.load(w_ptr + up * swn)
             else:
-                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & (rk < k_end - k)[None, :], other=0.0)
+                bu = tl.load(w_ptr + up * swn, mask=n_live[:, None] & k_live[None, :], other=0.0)
             if IEEE:
                 acc_up = tl.dot(a, tl.trans(bu), acc_up, input_precision="ieee")
             else:
                 acc_up = tl.dot(a, tl.trans(bu), acc_up)
-        row += BLOCK_K
+        x_ptr += BLOCK_K
         w_ptr += BLOCK_K
-    ss = tl.sum(sq, axis=1)
     if SPLIT == 1:
-        _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS, NORM)
+        _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
     else:
         cell = rm[:, None].to(tl.int64) * N + rn[None, :]
         live = m_live[:, None] & n_live[None, :]
         part_size = (tl.program_id(2).to(tl.int64) * 0 + M) * N  # int64 (M == 1 arrives as a constant, no .to)
         tl.store(part + tl.program_id(2) * part_size + cell, acc, mask=live)
-        if NORM:
-            tl.store(ss_part + (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
-                     + tl.arange(0, BLOCK_M), ss)
         tile = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
         tl.debug_barrier()  # every thread's partials stored before the release below
         if tl.atomic_add(count + tile, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
             total = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-            ss_total = tl.zeros((BLOCK_M,), tl.float32)
             for split in range(SPLIT):
-                total += tl.load(part + split * part_size + cell, mask=live, other=0.0,
-                                 cache_modifier=".cg")
-                if NORM:
-                    ss_total += tl.load(ss_part + (split * tl.num_programs(1) + tl.program_id(1)) * BLOCK_M
-                                        + tl.arange(0, BLOCK_M), cache_modifier=".cg")
+                total += tl.load(part + split * part_size + cell, mask=live, other=0.0, cache_modifier=".cg")
             tl.store(count + tile, 0)  # zero again for the next call (a CUDA graph's replay included)
-            _linear_epilogue(out, bias, total, acc_up, ss_total, eps, K, rm, rn, m_live, n_live, som, SWIGLU, BIAS,
-                             NORM)
+            _linear_epilogue(out, bias, total, acc_up, rm, rn, m_live, n_live, som, SWIGLU, BIAS)
 
 
 @triton.jit
-def _linear_epilogue(out, bias, acc, acc_up, ss, eps, K, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
-                     BIAS: tl.constexpr, NORM: tl.constexpr):
-    """RMSNorm's per-row factor, bias, SwiGLU and the store of one output tile."""
-    if NORM:
-        rstd = tl.rsqrt(ss / K + eps)[:, None]
-        acc = acc * rstd
-        acc_up = acc_up * rstd
+def _linear_epilogue(out, bias, acc, acc_up, rm, rn, m_live, n_live, som, SWIGLU: tl.constexpr,
+                     BIAS: tl.constexpr):
+    """Bias, SwiGLU and the store of one output tile."""
     if BIAS:
         acc += tl.load(bias + rn, mask=n_live, other=0.0).to(tl.float32)[None, :]
     if SWIGLU:
@@ -165,6 +135,42 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return out.view(*gate_up.shape[:-1], n_out)
 
 
+@triton.jit
+def _add_rms_norm_kernel(x, delta, weight, res_out, out, D, eps, BLOCK: tl.constexpr):
+    """Program ``row``: ``r = x + delta`` rounded to the dtype (the residual stream), and ``r * rsqrt(mean(r^2) +
+    eps) * weight`` in float32, rounded once; the row's sum of squares in one fixed order."""
+    row = tl.program_id(0).to(tl.int64) * D
+    cols = tl.arange(0, BLOCK)
+    live = cols < D
+    r = (tl.load(x + row + cols, mask=live, other=0.0).to(tl.float32)
+         + tl.load(delta + row + cols, mask=live, other=0.0).to(tl.float32)).to(res_out.dtype.element_ty)
+    tl.store(res_out + row + cols, r, mask=live)
+    rf = r.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(rf * rf, axis=0) / D + eps)
+    w = tl.load(weight + cols, mask=live, other=0.0).to(tl.float32)
+    tl.store(out + row + cols, (rf * rstd * w).to(out.dtype.element_ty), mask=live)
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """Residual add and the RMSNorm of its result, ``(x + delta, rms_norm(x + delta) * weight)``, in one launch.
+
+    Why: the compiled element-wise kernel it replaces picks its reduction by the number of rows (its shapes are
+    dynamic), so a verification's first row could be normalised with other bits than the AR step's one row; here one
+    program reduces each whole row (up to 65536 wide) in one order whatever the row count.
+
+    ``x`` and ``delta`` ``(..., D)`` contiguous, of one shape and dtype; ``weight`` ``(D,)``."""
+    dim = x.shape[-1]
+    check_shapes(x.is_contiguous() and delta.is_contiguous() and delta.shape == x.shape and delta.dtype == x.dtype
+                 and weight.shape == (dim,) and dim <= 65536,
+                 "add_rms_norm: x and delta (..., D) contiguous, alike in shape and dtype, weight (D,), D <= 65536",
+                 x, delta, weight)
+    res, out = torch.empty_like(x), torch.empty_like(x)
+    block = triton.next_power_of_2(dim)
+    _add_rms_norm_kernel[(x.numel() // dim,)](x, delta, weight, res, out, dim, eps, BLOCK=block,
+                                              num_warps=min(16, max(4, block // 1024)))
+    return res, out
+
+
 @functools.lru_cache(maxsize=8)
 def shared_bytes(device: torch.device) -> int:
     """Shared memory a :func:`linear` configuration may use per program on ``device``: :data:`SHARED_BYTES`, less
@@ -176,20 +182,19 @@ def shared_bytes(device: torch.device) -> int:
 
 
 def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool = False, block_n: int = 32,
-                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES,
-                  norm: bool = False) -> dict:
+                  block_k: int = 256, num_stages: int = 5, split: int = 1, smem: int = SHARED_BYTES) -> dict:
     """A :func:`linear` configuration for ``rows`` rows: ``BLOCK_M`` 16 up to 16 rows (so that a verification's
     rows are summed as an AR step's), else 64; pipeline stages cut to fit ``smem`` bytes of shared memory
-    (:func:`shared_bytes` of the device) with the tiles of a stage: the rows (twice with ``norm``: ``x`` and the
-    residual's ``delta``) and the weight's (twice with ``swiglu``)."""
+    (:func:`shared_bytes` of the device) with the tiles of a stage: the rows' and the weight's (twice with
+    ``swiglu``)."""
     block_m = 16 if rows <= 16 else 64
-    stage_bytes = (block_m * (2 if norm else 1) + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
+    stage_bytes = (block_m + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
     stages = max(1, min(num_stages, smem // stage_bytes))
     return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-           config: dict | None = None, norm: tuple | None = None):
+           config: dict | None = None):
     """``F.linear(x, weight, bias)`` for few rows on a Triton kernel; with ``swiglu``, SwiGLU of a fused gate/up
     projection: ``weight`` ``(2F, K)`` (gate rows, then up rows) gives ``silu(x @ gate.T) * (x @ up.T)``
     ``(..., F)`` in one launch.
@@ -211,50 +216,36 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         ``(N,)`` (not with ``swiglu``).
     config : dict, optional
         :func:`linear_config`'s keys (``split`` 1 with ``swiglu``); default ``linear_config(rows)``.
-    norm : tuple, optional
-        ``(delta, norm_weight, eps)``: the input is ``rms_norm(x + delta) * norm_weight`` (a residual add and the
-        RMSNorm of a Llama layer, the norm's per-row factor applied after the sum); ``x`` and ``delta`` contiguous,
-        of one shape. Then returns ``(out, x + delta)``, the residual stream as well.
 
     Returns
     -------
-    Tensor, or (Tensor, Tensor) with ``norm``
+    Tensor ``(..., N)`` (``(..., F)`` with ``swiglu``)
     """
     k_dim = x.shape[-1]
     rows = x.reshape(-1, k_dim)
     n_out = weight.shape[0] // 2 if swiglu else weight.shape[0]
-    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device), norm=norm is not None)
+    cfg = config or linear_config(rows.shape[0], x.dtype, swiglu, smem=shared_bytes(x.device))
     split = cfg["split"]
     grid = (triton.cdiv(n_out, cfg["block_n"]), triton.cdiv(rows.shape[0], cfg["block_m"]), split)
-    delta, norm_w, eps = norm if norm is not None else (rows, weight, 0.0)  # unused without norm
-    deltas = delta.reshape(-1, k_dim)
     check_shapes(weight.is_contiguous() and weight.shape[1] == k_dim and rows.stride(-1) == 1
-           and (norm is None or (rows.is_contiguous() and deltas.shape == rows.shape and deltas.is_contiguous()
-                                 and deltas.dtype == rows.dtype and deltas.device == rows.device
-                                 and norm_w.shape == (k_dim,) and norm_w.is_contiguous()))
-           and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
-           and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
-           "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split with "
-           f"swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split, with a norm x and its delta "
-           "contiguous and alike (shape, dtype, device), its weight (K,)", x, weight)
+                 and (not swiglu or (weight.shape[0] % 2 == 0 and bias is None and split == 1))
+                 and (bias is None or bias.shape == (n_out,)) and (split == 1 or grid[0] * grid[1] <= MAX_SPLIT_TILES),
+                 "linear: x (..., K) with unit last stride, weight (N, K) contiguous ((2F, K), no bias and no split "
+                 f"with swiglu), bias (N,), at most {MAX_SPLIT_TILES} output tiles when split", x, weight)
     out = x.new_empty((rows.shape[0], n_out))
     k_split = triton.cdiv(triton.cdiv(k_dim, split), cfg["block_k"]) * cfg["block_k"]
     even = k_dim % k_split == 0 and n_out % cfg["block_n"] == 0
     if split > 1:
         part = x.new_empty((split * rows.shape[0] * n_out,), dtype=torch.float32)
         count = split_counters(x.device)
-        ss_part = x.new_empty((split * grid[1] * cfg["block_m"],), dtype=torch.float32)
     else:
-        part = count = ss_part = out  # unused
-    res_out = torch.empty_like(rows) if norm is not None else rows  # x + delta (unused without norm)
-    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, deltas, norm_w,
-                         res_out, ss_part, eps, rows.shape[0], n_out, k_dim, rows.stride(0),
-                         weight.stride(0), out.stride(0), n_out, k_split,
+        part = count = out  # unused
+    _linear_kernel[grid](rows, weight, weight if bias is None else bias, out, part, count, rows.shape[0], n_out,
+                         k_dim, rows.stride(0), weight.stride(0), out.stride(0), n_out, k_split,
                          BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"], EVEN=even,
-                         SWIGLU=swiglu, BIAS=bias is not None, NORM=norm is not None, IEEE=x.dtype == torch.float32,
-                         SPLIT=split, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    out = out.view(*x.shape[:-1], n_out)
-    return out if norm is None else (out, res_out.view(x.shape))
+                         SWIGLU=swiglu, BIAS=bias is not None, IEEE=x.dtype == torch.float32, SPLIT=split,
+                         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out.view(*x.shape[:-1], n_out)
 
 
 #: (BLOCK_N, BLOCK_K, stages, split) :func:`tuned_linear` times against cuBLAS: every configuration that was the
@@ -272,7 +263,7 @@ _CHOICES: dict = {}
 
 
 def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                 fallback=None, norm: tuple | None = None, unfused_norm=None):
+                 fallback=None):
     """:func:`linear` in the configuration, or ``fallback(x, weight, bias)`` (cuBLAS), that ran fastest for this
     weight shape, dtype and row class (up to 16 rows; 17 to :data:`LINEAR_MAX_ROWS`) on this GPU: timed once per
     process at the first call outside a CUDA graph capture (:func:`choose_linear`; the engine's warm-up makes it).
@@ -281,59 +272,33 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     may differ in the last bits (rows record the choices: :func:`linear_choices`).
 
     ``fallback`` computes the same function (for ``swiglu``: the activated gate/up projection); None: never cuBLAS.
-    A weight too small to time runs the first candidate, or ``fallback`` where that does not fit the GPU. With
-    ``norm`` (:func:`linear`'s) the result is ``(out, x + delta)``: the kernel applies the residual add and RMSNorm
-    itself, or ``unfused_norm(x, delta, norm_weight, eps) -> (x + delta, normed)`` (the element-wise kernel) runs
-    first and the plain projection's own choice after it, whichever of the two was timed faster (a choice of its
-    own, per weight shape and row class).
+    A weight too small to time, or met first inside a capture, runs the first candidate, or ``fallback`` where that
+    does not fit the GPU.
     """
     rows = x.numel() // x.shape[-1]
     key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
-    alternative = fallback
-    if norm is not None:
-        if unfused_norm is not None:
-            alternative = _unfused_pair(swiglu, fallback, norm, unfused_norm)
-            if key not in _CHOICES and _timeable(x, weight):
-                _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)  # the pair's projection, first
-        key += ("norm",)
     choice = _CHOICES.get(key, False)
-    if choice is False and not _timeable(x, weight):
-        # a weight too small to time, or met inside a capture: the first candidate, guarded by the alternative
+    untimed = choice is False and (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
+                                   or torch.cuda.is_current_stream_capturing())
+    if untimed:
         choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
-                               smem=shared_bytes(x.device), norm=norm is not None)
+                               smem=shared_bytes(x.device))
     elif choice is False:
-        choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, alternative, norm)
+        choice = _CHOICES[key] = choose_linear(x, weight, bias, swiglu, fallback)
     if choice is None:
-        return alternative(x, weight, bias)
-    if alternative is None:
-        return linear(x, weight, bias, swiglu, choice, norm)
+        return fallback(x, weight, bias)
+    if fallback is None or not untimed:
+        return linear(x, weight, bias, swiglu, choice)
     try:
-        return linear(x, weight, bias, swiglu, choice, norm)
-    except triton.runtime.errors.OutOfResources:  # less shared memory than counted (untimed choices)
-        return alternative(x, weight, bias)
-
-
-def _timeable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`tuned_linear` times its choice for ``weight`` now: on a GPU, for a weight large enough to be
-    worth it, outside a CUDA graph capture."""
-    return (x.device.type == "cuda" and weight.numel() * weight.element_size() >= TUNE_MIN_BYTES
-            and not torch.cuda.is_current_stream_capturing())
-
-
-def _unfused_pair(swiglu, fallback, norm, unfused_norm):
-    """``f(h, w, b) -> (out, h + delta)``: ``unfused_norm``, then the plain projection as :func:`tuned_linear`
-    chose it."""
-    def pair(h, w, b):
-        res, normed = unfused_norm(h, *norm)
-        return tuned_linear(normed, w, b, swiglu, fallback), res
-    return pair
+        return linear(x, weight, bias, swiglu, choice)
+    except triton.runtime.errors.OutOfResources:  # less shared memory than counted
+        return fallback(x, weight, bias)
 
 
 def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
-                  fallback=None, norm: tuple | None = None) -> dict | None:
+                  fallback=None) -> dict | None:
     """The fastest of ``fallback`` (returned as None) and :func:`linear` in each candidate configuration
-    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`; with ``norm``, :func:`linear`'s, the residual add +
-    RMSNorm in the kernel, and ``fallback`` the unfused pair) on ``x``'s rows, each timed in a CUDA graph cycling
+    (:data:`LINEAR_CANDIDATES`, :data:`SWIGLU_CANDIDATES`) on ``x``'s rows, each timed in a CUDA graph cycling
     over copies of ``weight`` (as a forward's layers each read their own; fewer where memory is short); a
     configuration that does not fit the GPU (shared memory) or its memory is passed over."""
     rows = x.numel() // x.shape[-1]
@@ -343,12 +308,12 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     except torch.OutOfMemoryError:
         copies = [weight]  # timed on the one weight: L2 may hold part of it, for every candidate alike
     smem = shared_bytes(x.device)
-    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem, norm=norm is not None)
+    configs = [linear_config(rows, x.dtype, swiglu, *c, smem=smem)
                for c in (SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)]
     best, best_us = None, float("inf")
     for config in ([None] if fallback is not None else []) + configs:
         def call(w, config=config):
-            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config, norm)
+            return fallback(x, w, bias) if config is None else linear(x, w, bias, swiglu, config)
         try:
             us = kernels.graph_us_per_call([functools.partial(call, w) for w in copies], replays=10, repeats=3)
         except (triton.runtime.errors.OutOfResources, torch.OutOfMemoryError):
@@ -361,15 +326,13 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def linear_choices() -> dict[str, str]:
-    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias][ norm] DTYPE"`` (rows
+    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
     ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
-    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance). A choice is timed on the
-    plain projection; with `` norm`` the choice for the projection after a residual add + RMSNorm: the kernel's
-    configuration with the norm in it, or ``"unfused"`` (the element-wise kernel, then the plain choice)."""
+    as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance)."""
     out = {}
-    for (_, small, shape, swiglu, bias, dtype, *norm), choice in _CHOICES.items():
+    for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
         key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
-               f"{' bias' if bias else ''}{' norm' if norm else ''} {str(dtype).removeprefix('torch.')}")
-        out[key] = ("unfused" if norm else "cublas") if choice is None else "/".join(
+               f"{' bias' if bias else ''} {str(dtype).removeprefix('torch.')}")
+        out[key] = "cublas" if choice is None else "/".join(
             str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
     return out
