@@ -15,7 +15,7 @@
 # estimated H200 minutes, for the engine with its Triton kernels (rotary + cache write; attention over each row's
 # live slot range, its shares merged in the same launch; the projections of few rows on a kernel timed against
 # cuBLAS per weight shape at a process's first call, SwiGLU in the gate/up epilogue; since the last run, not yet
-# measured: up to 16 rows the residual add + RMSNorm before the qkv and gate/up projections in that kernel too):
+# measured: the residual add + RMSNorm on a Triton kernel reducing each row in one program, the in-kernel norm gone):
 # 1. the engine's and the kernels' GPU tests (~3): the timings after them are only quoted where they pass; 1b. which
 # kernel call makes a batch-1 verification's first token leave the AR step's bits (batch_invariance.py, ~1.5);
 # 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4); 4. the verify
