@@ -422,13 +422,42 @@ def test_choices_rows_record(projection, monkeypatch):
     import json
 
     monkeypatch.setattr(projection, "_CHOICES", {
-        (torch.device("cuda", 0), True, (6144, 4096), False, False, torch.bfloat16):
+        (torch.device("cuda", 0), True, (6144, 4096), False, False, torch.bfloat16, True):
             projection.linear_config(1, torch.bfloat16, False, 32, 128, 5, 4),
-        (torch.device("cuda", 0), False, (28672, 4096), True, False, torch.bfloat16): None})
-    assert projection.linear_choices() == {"1-16 6144x4096 bfloat16": "32/128/5/4",
+        (torch.device("cuda", 0), False, (28672, 4096), True, False, torch.bfloat16, False): None})
+    assert projection.linear_choices() == {"1-16 6144x4096 kernel-only bfloat16": "32/128/5/4",
                                         "17-64 28672x4096 swiglu bfloat16": "cublas"}
     assert json.loads(fastpath.kernel_choices("fused-triton")) == projection.linear_choices()
     assert fastpath.kernel_choices("fused") == fastpath.kernel_choices("hf") == ""
+
+
+def test_engine_target_sums_its_rows_alike_on_the_kernel_only(kernels, projection, tiny_llama, monkeypatch):
+    """The engine's target wrapper is batch-invariant: up to 16 rows its projections have no cuBLAS fallback (the
+    kernel only, chosen apart from a non-invariant model's choice for the same shape), above 16 they may; the draft
+    keeps cuBLAS as a choice everywhere."""
+    target, draft = (tiny_llama(vocab=64, layers=1, hidden=64, heads=4, kv_heads=2, seed=s) for s in (0, 1))
+    dec = SpecDecoder(target, draft, DecodeConfig(method="chain", num_spec_tokens=2), max_prompt_len=8)
+    assert dec.target.invariant and not dec.draft.invariant
+    dec.target.triton = dec.draft.triton = True  # the kernels' path (on CPU through the interpreter)
+    for fast, rows, kernel_only in [(dec.target, 16, True), (dec.target, 17, False), (dec.draft, 1, False)]:
+        linear, swiglu = fast._matmuls(rows)
+        assert (linear.keywords["fallback"] is None) == kernel_only
+        assert (swiglu.keywords["fallback"] is None) == kernel_only
+    # a kernel-only choice and a cuBLAS-or-kernel one for the same shape are two entries: here cuBLAS "times"
+    # fastest, and the kernel-only call still runs the kernel
+    monkeypatch.setattr(projection, "_CHOICES", {})
+    monkeypatch.setattr(projection, "_timeable", lambda x, weight: True)
+    config = projection.linear_config(1, torch.float32)
+    monkeypatch.setattr(projection, "choose_linear",
+                        lambda x, w, b, swiglu, fallback: None if fallback is not None else config)
+    x, weight = torch.randn(1, 64, device=DEVICE), torch.randn(32, 64, device=DEVICE)
+    cublas = projection.tuned_linear(x, weight, fallback=lambda h, w, b: torch.full((1, 32), 7.0, device=DEVICE))
+    kernel = projection.tuned_linear(x, weight, fallback=None)
+    assert torch.equal(cublas, torch.full((1, 32), 7.0, device=DEVICE))
+    assert torch.allclose(kernel, torch.nn.functional.linear(x, weight), atol=1e-5)
+    assert projection.linear_choices() == {"1-16 32x64 float32": "cublas", "1-16 32x64 kernel-only float32":
+                                           "/".join(str(config[k]) for k in ("block_n", "block_k", "num_stages",
+                                                                             "split"))}
 
 
 def test_kernels_compile_for_hopper_with_any_integer_argument():

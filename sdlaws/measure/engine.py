@@ -252,7 +252,7 @@ class SpecDecoder:
 
     def __init__(self, target, draft=None, config: DecodeConfig = DecodeConfig(), *, max_prompt_len: int = 1024):
         self.config = config
-        self.target = _forward_model(target.eval(), config)
+        self.target = _forward_model(target.eval(), config, invariant=True)
         self.draft = (_forward_model(draft.eval(), config)
                       if (draft is not None and config.method != "ar") else None)
         self.head = is_head(self.draft)
@@ -489,9 +489,10 @@ def _validate_profile(cfg: DecodeConfig) -> None:
     profile.check_depth(cfg.acceptance_profile, cfg.depth)
 
 
-def _forward_model(model, config: DecodeConfig):
-    """``model`` itself, or its fused fast-path wrapper when ``config.fused_forward`` and supported."""
-    return fastpath.wrap(model) if config.fused_forward else model
+def _forward_model(model, config: DecodeConfig, invariant: bool = False):
+    """``model`` itself, or its fused fast-path wrapper when ``config.fused_forward`` and supported; ``invariant``
+    for the target, whose verifications must sum their rows as its AR steps do (:func:`fastpath.wrap`)."""
+    return fastpath.wrap(model, invariant=invariant) if config.fused_forward else model
 
 
 def _vocab_size(model) -> int:

@@ -64,17 +64,20 @@ def _is_head(model) -> bool:
     return is_head(model)
 
 
-def wrap(model):
+def wrap(model, invariant: bool = False):
     """The :class:`FastDecoderLM` (or :class:`FastHead` for a draft head) of ``model``, cached on it and built
     again when weights it copied have changed since (e.g. a head trained further); ``model`` itself if it is
-    already a wrapper or unsupported."""
+    already a wrapper or unsupported. With ``invariant`` its projections of up to 16 rows never run on cuBLAS
+    (:attr:`_FusedLayers.invariant`; the engine asks it of its target); once set on a wrapper it stays."""
     if isinstance(model, _FusedLayers) or not supports(model):
         return model
     cached = model.__dict__.get("_sdlaws_fast")
     if cached is None or cached.stale():
         # via __dict__, not setattr: a registered submodule would put the wrapper into the model's state_dict
         model.__dict__["_sdlaws_fast"] = (FastHead if _is_head(model) else FastDecoderLM)(model)
-    return model.__dict__["_sdlaws_fast"]
+    fast = model.__dict__["_sdlaws_fast"]
+    fast.invariant = fast.invariant or invariant
+    return fast
 
 
 class _FusedLayers(torch.nn.Module):
@@ -123,6 +126,10 @@ class _FusedLayers(torch.nn.Module):
         # and with them the projections of few rows (a decode step's): the most rows (batch x tokens) they run on
         # (None: projection.LINEAR_MAX_ROWS; 0: always cuBLAS, as benchmarks compare)
         self.linear_rows: int | None = None
+        # up to 16 rows on the kernel only, never on cuBLAS, which picks its kernel (and its sums' order) by the row
+        # count: then a verification's rows get the bits the same rows get in an AR step (greedy speculative output
+        # equal to the model's own AR output in bf16); the engine sets it on its target
+        self.invariant = False
         self.layers = [self._fuse(layer) for layer in layers]
         # the weights the fused ones copy, and their in-place versions now (an optimizer step bumps them)
         self._copied = [p for layer in layers for p in (layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
@@ -187,15 +194,16 @@ class _FusedLayers(torch.nn.Module):
         """``(linear, swiglu)`` of a forward over ``rows`` rows (batch x tokens): ``linear(x, w, b)`` is
         ``F.linear``'s function and ``swiglu(h, gate_up_w)`` the MLP's activated projection: up to
         :attr:`linear_rows` rows of an unsplit model on the Triton kernel (SwiGLU in its epilogue) or cuBLAS,
-        whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.projection.tuned_linear`),
-        else cuBLAS and the element-wise kernel."""
+        whichever ran faster for the weight's shape on this GPU (:func:`sdlaws.measure.projection.tuned_linear`;
+        up to 16 rows of an :attr:`invariant` model the kernel only), else cuBLAS and the element-wise kernel."""
         if self.triton and self.group is None:
             from sdlaws.measure import projection  # needs triton (checked when the wrapper was built)
 
             if rows <= (projection.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                return (functools.partial(projection.tuned_linear, fallback=F.linear),
+                kernel_only = self.invariant and rows <= 16
+                return (functools.partial(projection.tuned_linear, fallback=None if kernel_only else F.linear),
                         functools.partial(projection.tuned_linear, bias=None, swiglu=True,
-                                          fallback=self._swiglu_cublas))
+                                          fallback=None if kernel_only else self._swiglu_cublas))
         return F.linear, functools.partial(self._swiglu_cublas, bias=None)
 
     def _swiglu_cublas(self, h, weight, bias):

@@ -276,10 +276,10 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     does not fit the GPU.
     """
     rows = x.numel() // x.shape[-1]
-    key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype)
+    # a kernel-only choice (no fallback: a batch-invariant model's) is kept apart from one that may be cuBLAS
+    key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype, fallback is None)
     choice = _CHOICES.get(key, False)
-    untimed = choice is False and (x.device.type != "cuda" or weight.numel() * weight.element_size() < TUNE_MIN_BYTES
-                                   or torch.cuda.is_current_stream_capturing())
+    untimed = choice is False and not _timeable(x, weight)
     if untimed:
         choice = linear_config(rows, x.dtype, swiglu, *(SWIGLU_CANDIDATES if swiglu else LINEAR_CANDIDATES)[0],
                                smem=shared_bytes(x.device))
@@ -293,6 +293,13 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         return linear(x, weight, bias, swiglu, choice)
     except triton.runtime.errors.OutOfResources:  # less shared memory than counted
         return fallback(x, weight, bias)
+
+
+def _timeable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`tuned_linear` times its choice for ``weight`` now: on a GPU, a weight worth it, outside a
+    CUDA graph capture."""
+    return (x.device.type == "cuda" and weight.numel() * weight.element_size() >= TUNE_MIN_BYTES
+            and not torch.cuda.is_current_stream_capturing())
 
 
 def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, swiglu: bool = False,
@@ -326,13 +333,14 @@ def choose_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def linear_choices() -> dict[str, str]:
-    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias] DTYPE"`` (rows
-    ``1-16`` or ``17-64``, the weight's shape) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
+    """What :func:`tuned_linear` chose in this process, compactly: ``"ROWS NxK[ swiglu][ bias][ kernel-only]
+    DTYPE"`` (rows ``1-16`` or ``17-64``, the weight's shape; ``kernel-only``: chosen without cuBLAS, for a
+    batch-invariant model) -> ``"cublas"`` or ``"BLOCK_N/BLOCK_K/stages/split"``; rows record it
     as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance)."""
     out = {}
-    for (_, small, shape, swiglu, bias, dtype), choice in _CHOICES.items():
+    for (_, small, shape, swiglu, bias, dtype, kernel_only), choice in _CHOICES.items():
         key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
-               f"{' bias' if bias else ''} {str(dtype).removeprefix('torch.')}")
+               f"{' bias' if bias else ''}{' kernel-only' if kernel_only else ''} {str(dtype).removeprefix('torch.')}")
         out[key] = "cublas" if choice is None else "/".join(
             str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
     return out
