@@ -73,7 +73,7 @@ class Recorder:
 
         def attention(q, keys, values, mask, tokens, **kw):
             if self.tile:
-                kw = {**kw, "block_m": self.tile, "tiles": -(-q.shape[2] // self.tile)}
+                kw = {**kw, "block_m": self.tile}  # its tiles, warps and shares as the engine would set them
             out = saved["attention"](q, keys, values, mask, tokens, **kw)
             self._keep("attention", out, lambda t: t[:, 0])
             return out
@@ -124,16 +124,10 @@ def compare(model, prompt: int, n: int, seed: int, attention_tile: int | None = 
     (ar_calls, ar_logits), (v_calls, v_logits) = runs
     if [name for name, _ in ar_calls] != [name for name, _ in v_calls]:
         raise RuntimeError(f"n={n}: the two forwards called different kernels (a path that depends on the tokens)")
-    # a call's layer: each layer rotates once (rope_write), right after its qkv projection's records (which may
-    # hold the previous layer's residual add + RMSNorm); the final norm and the LM head count with the last layer
+    # a call's layer: each layer rotates once (rope_write), right after its qkv projection; the norms after its
+    # down projection (the next layer's input, or the final norm) and the LM head count with it
     names = [name for name, _ in ar_calls]
-    starts = []
-    for r, name in enumerate(names):
-        if name.startswith("rope_write"):
-            k = r - 1
-            while k > 0 and names[k].endswith(": x"):
-                k -= 1
-            starts.append(k)
+    starts = [r - 1 for r, name in enumerate(names) if name.startswith("rope_write")]
     layers = [max(0, sum(start <= i for start in starts) - 1) for i in range(len(names))]
     diffs = [(layers[i], name, (a - b).abs().max().item())
              for i, ((name, a), (_, b)) in enumerate(zip(ar_calls, v_calls)) if not torch.equal(a, b)]

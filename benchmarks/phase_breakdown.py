@@ -9,8 +9,9 @@ their summed CUDA time per run (one run is one phase of one decode step). Per ca
    fast path's Triton projection ``_linear_kernel``, SwiGLU included where it runs the gate/up projection),
    cuBLASLt's split-K reductions, attention (cuDNN SDPA, flash, the fast path's own Triton attention and its
    merge), KV writes (scatter kernels called a whole number of times per layer and pass; the fast path's Triton
-   rotary + cache write, which replaces the rotary kernel and the scatter), Triton element-wise kernels (``triton_*``: RMSNorm + residual add, SwiGLU,
-   rotary), argmax and other reductions (``at::native::reduce_kernel``); ``other`` is the rest of the summed time
+   rotary + cache write, which replaces the rotary kernel and the scatter), element-wise kernels (compiled
+   ``triton_*``: RMSNorm + residual add, SwiGLU, rotary; the fast path's own ``_add_rms_norm_kernel`` and
+   ``_silu_mul_kernel``), argmax and other reductions (``at::native::reduce_kernel``); ``other`` is the rest of the summed time
    (ATen element-wise kernels, memsets, copies, and the kernels below the table's top rows);
 2. each GEMM's microseconds per call against the time its weights take at the copy bandwidth (``--hw``: a
    ``sdlaws measure hardware`` profile; ``hbm_bytes_per_s``), and the phase against its floor (weights and the
@@ -51,7 +52,7 @@ CLASSES = [
                    "_attention_kernel", "_merge_kernel")),
     ("KV writes", ("void at::native::_scatter_gather_elementwise_kernel", "void at::native::index_elementwise",
                    "_rope_write_kernel")),
-    ("element-wise", ("triton_",)),
+    ("element-wise", ("triton_", "_add_rms_norm_kernel", "_silu_mul_kernel")),
     ("argmax/reduce", ("void at::native::reduce_kernel",)),
 ]
 CLASS_NAMES = ["GEMMs", "split-K reduce", "attention", "KV writes", "element-wise", "argmax/reduce", "other"]

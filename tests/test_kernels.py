@@ -257,24 +257,55 @@ def test_silu_mul_matches_the_element_wise_kernel(projection, dtype):
         projection.silu_mul(gate_up[..., :2199])
 
 
+def _rounded_norm(x, delta, weight, eps, dtype):
+    """The function add_rms_norm computes: ``r = x + delta`` rounded to ``dtype``; ``r * rsqrt(mean(r^2) + eps) *
+    weight`` in float64, for a reference within one rounding of the kernel's float32."""
+    res = (x.double() + delta.double()).to(dtype)
+    r = res.double()
+    return res, r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_add_rms_norm_matches_the_element_wise_kernel_and_reduces_rows_alike(projection, dtype):
-    """The Triton residual add + RMSNorm equals the compiled kernel's function (x + delta rounded; the norm in
-    float32, rounded once), over a width that is not a power of 2; a row among 5 gets the bits it gets alone (a
-    verification's first row as an AR step's)."""
+    """The Triton residual add + RMSNorm: the residual stream ``x + delta`` rounded to the dtype, the norm of that
+    rounded stream with its epsilon and weight, rounded once; over a width that is not a power of 2 and rows in two
+    leading dimensions; a row among 6 gets the bits it gets alone (a verification's first row as an AR step's)."""
     gen = torch.Generator().manual_seed(0)
-    x, delta = (torch.randn(5, 1, 1000, generator=gen).to(dtype).to(DEVICE) for _ in range(2))
+    # rows of small values (the epsilon matters) and large x against small delta (the rounding of x + delta shows)
+    scale = torch.tensor([1e-3, 1.0, 30.0]).view(1, 3, 1)
+    x = (scale * torch.randn(2, 3, 1000, generator=gen)).to(dtype).to(DEVICE)
+    delta = (scale * 1e-3 * torch.randn(2, 3, 1000, generator=gen)).to(dtype).to(DEVICE)
     weight = (1 + 0.1 * torch.randn(1000, generator=gen)).to(dtype).to(DEVICE)
-    res, out = projection.add_rms_norm(x, delta, weight, 1e-5)
-    want_res, want = fastpath._add_rms_norm(x.float(), delta.float(), weight.float(), 1e-5)
-    assert torch.equal(res, want_res.to(dtype))
-    assert torch.allclose(out.float(), fastpath._add_rms_norm(res.float(), torch.zeros_like(want_res),
-                                                              weight.float(), 1e-5)[1], atol=1e-5, rtol=1e-3)
-    assert torch.allclose(out.float(), want, atol=1e-2 if dtype == torch.float16 else 1e-5, rtol=1e-2)
-    alone = projection.add_rms_norm(x[2:3], delta[2:3], weight, 1e-5)
-    assert torch.equal(alone[0], res[2:3]) and torch.equal(alone[1], out[2:3])
+    eps = 1e-5
+    res, out = projection.add_rms_norm(x, delta, weight, eps)
+    want_res, want = _rounded_norm(x, delta, weight, eps, dtype)
+    assert res.shape == out.shape == x.shape and torch.equal(res, want_res)
+    ulp = torch.finfo(dtype).eps  # outputs of magnitude ~1: within about an ulp (a dropped epsilon moves the
+    assert torch.allclose(out.double(), want, rtol=ulp, atol=ulp), (out.double() - want).abs().max()  # small rows 3x)
+    # the same as the function it replaces (fastpath's add + RMSNorm) in float32
+    if dtype == torch.float32:
+        assert torch.allclose(out, fastpath._add_rms_norm(x, delta, weight, eps)[1], rtol=1e-5, atol=1e-7)
+    alone = projection.add_rms_norm(x[1:2, 0:1], delta[1:2, 0:1], weight, eps)
+    assert torch.equal(alone[0], res[1:2, 0:1]) and torch.equal(alone[1], out[1:2, 0:1])
     with pytest.raises(ValueError, match="add_rms_norm"):
-        projection.add_rms_norm(x, delta[:4], weight, 1e-5)
+        projection.add_rms_norm(x, delta[:1], weight, eps)
+    with pytest.raises(ValueError, match="add_rms_norm"):  # a strided weight would be read as a contiguous one
+        projection.add_rms_norm(x, delta, torch.ones(2000, dtype=dtype, device=DEVICE)[::2], eps)
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: bfloat16 (the interpreter truncates it)")
+def test_element_wise_kernels_round_once_in_bfloat16(projection):
+    """In bf16 add + RMSNorm and SwiGLU are within one rounding of the float64 function of their inputs, and
+    SwiGLU is bit for bit ``silu(gate) * up`` computed in float32 and rounded once."""
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    x, delta = (torch.randn(7, 4096, device=DEVICE, generator=gen, dtype=torch.bfloat16) for _ in range(2))
+    weight = 1 + 0.1 * torch.randn(4096, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    res, out = projection.add_rms_norm(x, delta, weight, 1e-5)
+    want_res, want = _rounded_norm(x, delta, weight, 1e-5, torch.bfloat16)
+    assert torch.equal(res, want_res) and torch.allclose(out.double(), want, rtol=2 ** -7, atol=0)
+    gate_up = torch.randn(7, 2 * 14336, device=DEVICE, generator=gen, dtype=torch.bfloat16)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    assert torch.equal(projection.silu_mul(gate_up), (torch.nn.functional.silu(gate) * up).bfloat16())
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 2e-3)])
@@ -461,8 +492,9 @@ def test_engine_target_sums_its_rows_alike_on_the_kernel_only(kernels, projectio
 
 
 def test_kernels_compile_for_hopper_with_any_integer_argument():
-    """The kernels' bodies through Triton's compiler front end for sm_90 (no GPU needed), each integer argument as
-    an int32 and as the constant 1 Triton makes of a 1 (one row): the interpreter runs the bodies as numpy and
+    """The kernels' bodies through Triton's compiler front end (to Triton IR) for sm_90, no GPU needed, every
+    constexpr branch the fast path launches, each integer argument as an int32 and as the constant 1 Triton makes of
+    a 1 (one row): the interpreter runs the bodies as numpy and
     misses what only compiling finds (``M.to(...)`` on a constant 1 once failed the first GPU call)."""
     import os
     import subprocess
@@ -471,6 +503,8 @@ def test_kernels_compile_for_hopper_with_any_integer_argument():
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    root = str(Path(__file__).resolve().parent.parent)  # this tree's sdlaws, not an installed copy's
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     script = Path(__file__).with_name("hopper_compile.py")
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]

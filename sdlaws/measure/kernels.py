@@ -273,16 +273,18 @@ def num_splits(programs: int, num_slots: int, device: torch.device, block_s: int
     return triton.next_power_of_2(want + 1) // 2  # the largest power of two <= want
 
 
-def attention_config(heads: int, num_rows: int, num_slots: int, device: torch.device) -> dict:
+def attention_config(heads: int, num_rows: int, num_slots: int, device: torch.device,
+                     block_m: int | None = None) -> dict:
     """How :func:`attention` runs ``heads`` (batch x KV heads) of ``num_rows`` folded queries each over
-    ``num_slots`` slots: ``block_m`` query rows per program in ``tiles`` row tiles, ``splits`` shares of the slot
-    blocks of ``block_s`` slots, ``num_warps`` and ``num_stages``. Where the programs fill the GPU without sharing
-    (a large batch), blocks of 32 slots and 2 warps (4 for tiles of 64 rows, whose output would not fit 2 warps'
-    registers: 157 us a layer at batch 64 x 16 tokens on an H200); else blocks of 64, 4 warps, 2 stages and shares
-    (the fastest of a sweep on an H200 at batch 64 and 1, ``benchmarks/kernel_tune.py``). The slots' summation
-    order (blocks, shares) does not depend on the tokens per row, so a verification sums a prefix as the AR step of
-    the same batch does."""
-    block_m = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
+    ``num_slots`` slots: ``block_m`` query rows per program (given, or from the rows) in ``tiles`` row tiles,
+    ``splits`` shares of the slot blocks of ``block_s`` slots, ``num_warps`` and ``num_stages``. Where the programs
+    fill the GPU without sharing (a large batch), blocks of 32 slots and 2 warps (4 for tiles of 64 rows, whose
+    output would not fit 2 warps' registers: 157 us a layer at batch 64 x 16 tokens on an H200 with 2); else blocks
+    of 64, 4 warps, 2 stages and shares (the fastest of a sweep on an H200 at batch 64 and 1,
+    ``benchmarks/kernel_tune.py``). The order over the slots' blocks and shares does not depend on the tokens per
+    row; within a block, a tile of 64 rows at a full batch (a verification of 9 tokens and more) is reduced by 4
+    warps where an AR step's tile of 16 has 2, another thread layout, whose effect on the bits is not measured."""
+    block_m = block_m or max(16, min(MAX_BLOCK_M, triton.next_power_of_2(num_rows)))
     tiles = triton.cdiv(num_rows, block_m)
     if device.type == "cuda" and heads * tiles >= 2 * _multiprocessors(device.index or 0):
         # 2 warps hold up to 32 rows' float32 output (64 registers a thread); 64 rows need 4, or they spill
@@ -341,7 +343,8 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     bounds : Tensor, optional
         :func:`live_bounds` of ``mask`` (computed here if not given; a forward computes it once for its layers).
     config
-        :func:`attention_config`'s keys, to override them (benchmarks sweep them): e.g. ``splits``, the shares
+        :func:`attention_config`'s keys, to override them (benchmarks sweep them; a ``block_m`` given sets the
+        others as :func:`attention_config` would for it, unless given too): e.g. ``splits``, the shares
         the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the row's live
         ones in its group; a power of two), merged by the last program of each to finish.
 
@@ -352,7 +355,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
     """
     bsz, kv_heads, num_rows, dim = q.shape
     groups, num_slots = num_rows // n, keys.shape[2]
-    cfg = {**attention_config(bsz * kv_heads, num_rows, num_slots, q.device), **config}
+    cfg = {**attention_config(bsz * kv_heads, num_rows, num_slots, q.device, config.get("block_m")), **config}
     block_m, tiles, splits, block_s = cfg["block_m"], cfg["tiles"], cfg["splits"], cfg["block_s"]
     check_shapes(q.is_contiguous() and num_rows % n == 0 and keys.shape == values.shape
            and keys.shape[:2] == (bsz, kv_heads) and keys.shape[3] == dim and keys.stride(3) == values.stride(3) == 1

@@ -161,9 +161,10 @@ def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps
     ``x`` and ``delta`` ``(..., D)`` contiguous, of one shape and dtype; ``weight`` ``(D,)``."""
     dim = x.shape[-1]
     check_shapes(x.is_contiguous() and delta.is_contiguous() and delta.shape == x.shape and delta.dtype == x.dtype
-                 and weight.shape == (dim,) and dim <= 65536,
-                 "add_rms_norm: x and delta (..., D) contiguous, alike in shape and dtype, weight (D,), D <= 65536",
-                 x, delta, weight)
+                 and weight.shape == (dim,) and weight.is_contiguous() and x.device == delta.device == weight.device
+                 and dim <= 65536,
+                 "add_rms_norm: x and delta (..., D) contiguous, alike in shape, dtype and device, weight (D,) "
+                 "contiguous, D <= 65536", x, delta, weight)
     res, out = torch.empty_like(x), torch.empty_like(x)
     block = triton.next_power_of_2(dim)
     _add_rms_norm_kernel[(x.numel() // dim,)](x, delta, weight, res, out, dim, eps, BLOCK=block,
