@@ -109,7 +109,7 @@ def forward(fast, cache: SlotCache, ids: torch.Tensor, start: int, prompt: int) 
 def compare(model, prompt: int, n: int, seed: int, attention_tile: int | None = None) -> dict:
     """The AR step's and the ``n``-token verification's records and first-token logits, compared (attention's
     query tile forced to ``attention_tile`` rows in both, if given)."""
-    fast = fastpath.wrap(model)
+    fast = fastpath.wrap(model, invariant=True)  # as the engine runs its target
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (1, prompt + n), generator=gen).to(device)

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.forward:
         from sdlaws.measure import fastpath
 
-        fast = fastpath.wrap(target)
+        fast = fastpath.wrap(target, invariant=True)  # the target as the engine runs it
         for batch, tokens in args.forward:
             print(_forward_report(fast, batch, tokens, args.kv_len, args.runs, args.top), file=out, flush=True)
             if args.device == "cuda":
