@@ -21,7 +21,7 @@
 # 2. the regression guard (gpu_guard.sh, ~5.5); 3. the bf16 audit (~4); 4. the verify
 # and draft passes' kernels (profile_phases.py, ~1.5), 4c. those of bare forwards, the guard's compute-bound verify
 # forwards included (~1); 5. the projection kernel's configurations against cuBLAS
-# (kernel_tune.py, linear at 1 and 64 rows, ~4); 6. continuous against static batching, the chain at batch 64
+# (kernel_tune.py, linear at 1 and 64 rows, ~4), 5b. attention's, a verification's 64-row tiles first (~2); 6. continuous against static batching, the chain at batch 64
 # included (gpu_batching.sh, ~5); 7. the audit in fp32 at batch 1 and 8 (~3). Each step resumes where a re-run finds
 # its files; STEPS (numbers, e.g. STEPS="1 1b 4 4b 4c") runs some of them. Earlier sessions' results (Thm 1.1 and the SDSL plane at scale, step tables, guards, sweeps, audit,
 # batching, MFU, kernel configurations) are committed under measurements/h200/.
@@ -30,7 +30,7 @@ set -uo pipefail
 work=${WORK:?set WORK to a scratch folder}
 mkdir -p "$work"
 # STEPS: the steps to run, by number (e.g. "1 1b 4 4b 4c"); default every step
-steps=" ${STEPS:-1 1b 2 3 4 4b 4c 5 6 7} "
+steps=" ${STEPS:-1 1b 2 3 4 4b 4c 5 5b 6 7} "
 step() {  # name command...
   [[ "$steps" == *" ${1%%.*} "* ]] || return 0
   echo "[$(date -u +%H:%M:%S)] $1 (git $(gpu_sha))"; shift
@@ -53,6 +53,9 @@ step "4c. verify forwards' kernels" python3 benchmarks/profile_phases.py --forwa
   --forward 1,1 --kv-len 256 --out "$work/phases-forward.txt"
 step "5. projection configurations" bash -c "SDLAWS_GIT_SHA=$(gpu_sha) timeout 400 python3 benchmarks/kernel_tune.py \
   --only linear --rows 1,64 --out '$work/tune.csv' --budget-s 300 > '$work/tune.txt' 2>&1; tail -n 25 '$work/tune.txt'"
+step "5b. attention configurations" bash -c "SDLAWS_GIT_SHA=$(gpu_sha) timeout 200 python3 benchmarks/kernel_tune.py \
+  --only attention --out '$work/tune-attention.csv' --budget-s 90 > '$work/tune-attention.txt' 2>&1; \
+  tail -n 12 '$work/tune-attention.txt'"
 step "6. continuous against static batching" env WORK="$work" bash benchmarks/gpu_batching.sh
 step "7. fp32 audit" env OUT="$work/audit-fp32" DTYPE=float32 BIG_BATCH=8 SDLAWS_GIT_SHA="$(gpu_sha)" \
   bash benchmarks/gpu_bf16_audit.sh

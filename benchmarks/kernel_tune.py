@@ -52,7 +52,8 @@ LINEAR_SHAPES = {
     "1b-down": (2048, 8192, False), "1b-lm_head": (128256, 2048, False),
 }
 LINEAR_GRID = dict(block_n=(16, 32, 64), block_k=(128, 256), num_stages=(3, 5), split=(1, 2, 4, 8))
-ATTENTION_CASES = ((1, 1, 384), (1, 5, 384), (64, 1, 384), (64, 5, 384), (1, 1, 2048), (64, 1, 2048))
+#: (batch, tokens per row, slots); first the compute-bound verification's tiles of 64 folded rows (16 tokens a row)
+ATTENTION_CASES = ((64, 16, 384), (1, 1, 384), (1, 5, 384), (64, 1, 384), (64, 5, 384), (1, 1, 2048), (64, 1, 2048))
 ATTENTION_GRID = dict(block_s=(32, 64, 128), num_warps=(2, 4, 8), num_stages=(2, 3))
 #: Bytes of weights (or KV caches) one timed graph cycles through: several times the H200's 50 MB L2.
 CYCLE_BYTES = 512e6
