@@ -200,7 +200,7 @@ class _FusedLayers(torch.nn.Module):
             from sdlaws.measure import projection  # needs triton (checked when the wrapper was built)
 
             if rows <= (projection.LINEAR_MAX_ROWS if self.linear_rows is None else self.linear_rows):
-                kernel_only = self.invariant and rows <= 16
+                kernel_only = self.invariant and rows <= projection.INVARIANT_ROWS
                 return (functools.partial(projection.tuned_linear, fallback=None if kernel_only else F.linear),
                         functools.partial(projection.tuned_linear, bias=None, swiglu=True,
                                           fallback=None if kernel_only else self._swiglu_cublas))

@@ -30,6 +30,9 @@ from sdlaws.measure.kernels import MAX_SPLIT_TILES, check_shapes, split_counters
 #: Most rows (batch x tokens) :func:`linear` is used for by the fast path; more rows are compute-bound GEMMs, which
 #: cuBLAS tiles better.
 LINEAR_MAX_ROWS = 64
+#: Most rows one configuration (a row tile of this many) serves alike: a verification of up to this many rows sums
+#: each row as an AR step of fewer does.
+INVARIANT_ROWS = 16
 #: Shared memory a :func:`linear` configuration may use per program (an H100's or H200's 227 KiB, less a margin).
 SHARED_BYTES = 200 * 1024
 @triton.jit
@@ -188,7 +191,7 @@ def linear_config(rows: int, dtype: torch.dtype = torch.bfloat16, swiglu: bool =
     rows are summed as an AR step's), else 64; pipeline stages cut to fit ``smem`` bytes of shared memory
     (:func:`shared_bytes` of the device) with the tiles of a stage: the rows' and the weight's (twice with
     ``swiglu``)."""
-    block_m = 16 if rows <= 16 else 64
+    block_m = INVARIANT_ROWS if rows <= INVARIANT_ROWS else 64
     stage_bytes = (block_m + block_n * (2 if swiglu else 1)) * block_k * dtype.itemsize
     stages = max(1, min(num_stages, smem // stage_bytes))
     return dict(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=4, num_stages=stages, split=split)
@@ -278,7 +281,7 @@ def tuned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """
     rows = x.numel() // x.shape[-1]
     # a kernel-only choice (no fallback: a batch-invariant model's) is kept apart from one that may be cuBLAS
-    key = (x.device, rows <= 16, tuple(weight.shape), swiglu, bias is not None, x.dtype, fallback is None)
+    key = (x.device, rows <= INVARIANT_ROWS, tuple(weight.shape), swiglu, bias is not None, x.dtype, fallback is None)
     choice = _CHOICES.get(key, False)
     untimed = choice is False and not _timeable(x, weight)
     if untimed:
@@ -340,7 +343,8 @@ def linear_choices() -> dict[str, str]:
     as ``kernel_choices`` (what ran is chosen per GPU and process, so it is provenance)."""
     out = {}
     for (_, small, shape, swiglu, bias, dtype, kernel_only), choice in _CHOICES.items():
-        key = (f"{'1-16' if small else f'17-{LINEAR_MAX_ROWS}'} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
+        rows = f"1-{INVARIANT_ROWS}" if small else f"{INVARIANT_ROWS + 1}-{LINEAR_MAX_ROWS}"
+        key = (f"{rows} {shape[0]}x{shape[1]}{' swiglu' if swiglu else ''}"
                f"{' bias' if bias else ''}{' kernel-only' if kernel_only else ''} {str(dtype).removeprefix('torch.')}")
         out[key] = "cublas" if choice is None else "/".join(
             str(choice[k]) for k in ("block_n", "block_k", "num_stages", "split"))
