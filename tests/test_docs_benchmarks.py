@@ -234,3 +234,17 @@ def test_audit_prose_is_the_committed_run():
     assert (f"{equal} of 64 chain sequences now equal the engine's AR" in TEXT
             and f"(median token {chain64.median():.0f}, the earliest {chain64.min()};" in TEXT)
     assert set(spec.verdict) == {"numerical"}
+
+
+def test_readme_speed_sentence_is_the_committed_guard():
+    """The README quotes the current guard: its sha, the batch-1 AR step against its floor and HF's, the verify
+    forwards' share of the matmul rate."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    table = pd.read_csv(H200 / "guard" / "guard.csv").set_index("config")
+    info = json.loads((H200 / "guard" / "guard.json").read_text())
+    verify = [v for t, v in _measured(H200 / "guard").items() if t.startswith("verify forward")]
+    ar = table.loc["sdlaws ar b1"]
+    assert (f"(the regression guard, git `{info['git_sha']}`), a batch-1 AR step of a random Llama-3.1-8B shape takes "
+            f"{ar['step_s'] * 1e3:.2f} ms, {ar['floor_pct']:.0f}% of the bandwidth floor") in readme
+    assert f"against {table.loc['hf-static target b1', 'step_s'] * 1e3:.2f} ms for HF's static-cache" in readme
+    assert f"run at {min(verify):.0f}-{max(verify):.0f}% of the card's measured bf16 matmul rate" in readme
