@@ -15,8 +15,11 @@ Two sweeps, each row one (case, implementation, configuration):
   the fast path's own timing at a process's first call picks (:func:`sdlaws.measure.projection.choose_linear`).
 - ``attention``: :func:`sdlaws.measure.kernels.attention` over the slot cache (the cases and inputs of
   ``attention_paths.py``: ``batch x n x S``) over a grid of slot block sizes, warps, pipeline stages and shares of
-  the cache's blocks (the share count for the block size, twice it and half of it); ``chosen`` marks
-  :func:`sdlaws.measure.kernels.attention_config`'s.
+  the cache's blocks (the share count for the block size, twice it and half of it), then
+  :func:`sdlaws.measure.kernels.attention_config`'s configuration with ``zero_dead=False`` (dead slots' values not
+  zeroed: what that zeroing costs; the inputs' dead slots hold finite values, so its output is still checked);
+  ``chosen`` marks :func:`sdlaws.measure.kernels.attention_config`'s. The first case, batch 64 x 16 tokens, is a
+  compute-bound verification's tiles of 64 folded rows.
 
 Each timing captures, in one CUDA graph, one call on each of several copies of the weights (or KV caches), as a
 forward runs one per layer, so that no copy is read from L2 by the next call and the launches follow each other as
@@ -134,10 +137,13 @@ def attention_rows(copy_bps: float, repeats: int, done, deadline: float):
         case = f"{batch}x{n}x{slots}"
         heads, device = batch * x.keys.shape[1], torch.device("cuda")
         default = kernels.attention_config(heads, x.q_fold.shape[2], slots, device)
-        for cfg in grid_configs(ATTENTION_GRID):
+        # the grid, then the fast path's own configuration without zeroing dead slots' values (what that costs)
+        engine = {**default, "zero_dead": True}
+        bound = {k: default[k] for k in ("block_s", "num_warps", "num_stages", "splits")} | {"zero_dead": False}
+        for cfg in grid_configs(ATTENTION_GRID) + [bound]:
             programs = heads * default["tiles"]
             shares = kernels.num_splits(programs, slots, device, cfg["block_s"])
-            for splits in sorted({shares, shares * 2, max(1, shares // 2)}):
+            for splits in [cfg["splits"]] if "splits" in cfg else sorted({shares, shares * 2, max(1, shares // 2)}):
                 full = {**cfg, "splits": splits}
                 key = (case, str(batch * n), "triton", config_key(full))
                 if key in done:
@@ -146,7 +152,7 @@ def attention_rows(copy_bps: float, repeats: int, done, deadline: float):
                 def call(k, v, full=full):
                     return kernels.attention(x.q_fold, k, v, x.token_mask, n, bounds=bounds, **full)
                 row = dict(sweep="attention", case=case, rows=batch * n, impl="triton", config=config_key(full),
-                           chosen=all(default[k] == v for k, v in full.items()), bytes=live_bytes, copies=layers)
+                           chosen=all(engine[k] == v for k, v in full.items()), bytes=live_bytes, copies=layers)
                 try:
                     err = (call(x.keys, x.values).float() - expect).abs().max().item()
                     us = kernels.graph_us_per_call([lambda k=k, v=v: call(k, v) for k, v in caches], repeats=repeats)

@@ -60,10 +60,11 @@ def cases():
                                      IEEE=False, SPLIT=split))
     attention_ptrs = dict(q=BF16, k=BF16, v=BF16, mask=BF16, bounds="*i32", out=BF16, part_m="*fp32",
                           part_l="*fp32", part_acc="*fp32", count="*i32")
-    for splits, block_m, block_s in itertools.product((1, 4), (16, 64), (32, 64)):
-        yield (f"attention splits={splits} block_m={block_m} block_s={block_s}", kernels._attention_kernel,
-               attention_ptrs, ("scale", "masked"), dict(DIM=128, D_P2=128, BLOCK_M=block_m, BLOCK_S=block_s,
-                                                         SPLITS=splits, IEEE=False))
+    for splits, block_m, block_s, zero_dead in itertools.product((1, 4), (16, 64), (32, 64), (True, False)):
+        yield (f"attention splits={splits} block_m={block_m} block_s={block_s} zero_dead={zero_dead}",
+               kernels._attention_kernel, attention_ptrs, ("scale", "masked"),
+               dict(DIM=128, D_P2=128, BLOCK_M=block_m, BLOCK_S=block_s, SPLITS=splits, IEEE=False,
+                    ZERO_DEAD=zero_dead))
     yield ("rope_write", kernels._rope_write_kernel,
            dict(qkv=BF16, cos=BF16, sin=BF16, slots="*i64", q_out=BF16, k_cache=BF16, v_cache=BF16), (),
            dict(HEADS=32, HALF=64, HALF_P2=64, BLOCK_H=8))

@@ -80,6 +80,16 @@ def test_attention_matches_sdpa_and_reads_no_dead_slot(kernels, dtype, tol, batc
     assert torch.allclose(out.float(), reference(q, *clean, mask, n), atol=tol, rtol=tol)
 
 
+def test_attention_zeroes_dead_slots_values_unless_a_benchmark_asks_not_to(kernels):
+    """The NaN a dead slot inside a live block holds reaches the output only with ``zero_dead=False`` (the
+    benchmarks' bound on what the zeroing costs): it is the zeroing that keeps stale values out."""
+    q, keys, values, mask, clean = ragged_case(2, 5, 260, 4, 2, 8, torch.float32, tree=True)
+    assert torch.isfinite(kernels.attention(q, keys, values, mask, 5)).all()
+    assert torch.isnan(kernels.attention(q, keys, values, mask, 5, zero_dead=False)).any()
+    assert torch.allclose(kernels.attention(q, *clean, mask, 5, zero_dead=False),
+                          kernels.attention(q, keys, values, mask, 5), atol=1e-6)
+
+
 @pytest.mark.skipif(DEVICE == "cpu", reason="needs a GPU: Llama-3.1-8B attention shapes, bfloat16")
 @pytest.mark.parametrize("batch,n,slots", [(1, 1, 384), (64, 1, 384), (1, 5, 2048), (8, 16, 2048)])
 def test_attention_at_8b_shapes_in_bfloat16(kernels, batch, n, slots):

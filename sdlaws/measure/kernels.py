@@ -144,7 +144,7 @@ def rope_write(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slots: t
 def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, count, n, kv_heads, groups, num_rows,
                       num_slots, blocks_per_split, scale, skb, skh, sks, svb, svh, svs, smb, smj, sms, masked,
                       DIM: tl.constexpr, D_P2: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_S: tl.constexpr,
-                      SPLITS: tl.constexpr, IEEE: tl.constexpr):
+                      SPLITS: tl.constexpr, IEEE: tl.constexpr, ZERO_DEAD: tl.constexpr = True):
     """Program (b * kv_heads + kv, row tile, split): ``BLOCK_M`` query rows of one KV head over its share of the
     row's live blocks of slots. With ``SPLITS`` > 1 each program stores its partial softmax and the last program of
     the (KV head, row tile) to finish merges the ``SPLITS`` partials in share order (no second launch)."""
@@ -180,9 +180,10 @@ def _attention_kernel(q, k, v, mask, bounds, out, part_m, part_l, part_acc, coun
         m_ptr = mask + b.to(tl.int64) * smb + j[:, None] * smj + s_idx[None, :] * sms
         add = tl.load(m_ptr, mask=row_live[:, None] & s_live[None, :], other=float("-inf")).to(tl.float32)
         allowed = add > masked
-        # a slot no query may attend holds whatever an earlier step left there (stale, even NaN): zero its values
-        # so that a zero probability cannot meet them (its scores are replaced below)
-        vb = tl.where((tl.max(allowed.to(tl.int32), axis=0) > 0)[:, None], vb, tl.zeros_like(vb))  # keeps the dtype
+        if ZERO_DEAD:
+            # a slot no query may attend holds whatever an earlier step left there (stale, even NaN): zero its values
+            # so that a zero probability cannot meet them (its scores are replaced below)
+            vb = tl.where((tl.max(allowed.to(tl.int32), axis=0) > 0)[:, None], vb, tl.zeros_like(vb))  # keeps dtype
         if IEEE:
             s = tl.dot(qb, tl.trans(kb), input_precision="ieee")
         else:
@@ -346,7 +347,9 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         :func:`attention_config`'s keys, to override them (benchmarks sweep them; a ``block_m`` given sets the
         others as :func:`attention_config` would for it, unless given too): e.g. ``splits``, the shares
         the cache's blocks are split into (fixed groups of consecutive blocks, each program reading the row's live
-        ones in its group; a power of two), merged by the last program of each to finish.
+        ones in its group; a power of two), merged by the last program of each to finish. ``zero_dead=False`` skips
+        zeroing the values of slots no query attends: only a benchmark's bound on that step's cost, wrong where such
+        a slot holds a non-finite stale value.
 
     Returns
     -------
@@ -382,7 +385,7 @@ def attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: t
         num_slots, triton.cdiv(triton.cdiv(num_slots, block_s), splits), dim ** -0.5, *keys.stride()[:3],
         *values.stride()[:3], mb, mj, ms, torch.finfo(mask.dtype).min,
         DIM=dim, D_P2=d_p2, BLOCK_M=block_m, BLOCK_S=block_s, SPLITS=splits, IEEE=q.dtype == torch.float32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        ZERO_DEAD=cfg.get("zero_dead", True), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out
 
 
