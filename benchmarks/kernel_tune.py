@@ -8,7 +8,7 @@ Two sweeps, each row one (case, implementation, configuration):
 
 - ``linear``: the projections of the random Llama-3.1-8B shape (target) and Llama-3.2-1B shape (draft), bf16, at
   ``--rows`` rows (batch x tokens of a forward): cuBLAS (``F.linear``; for the MLP's fused gate/up projection
-  followed by the fast path's compiled SwiGLU kernel, as the fast path runs it) against
+  followed by the fast path's SwiGLU kernel, :func:`sdlaws.measure.projection.silu_mul`, as it runs it) against
   :func:`sdlaws.measure.projection.linear` over a grid of ``BLOCK_N x BLOCK_K x stages x split of K`` (``BLOCK_M`` 16
   up to 16 rows, else 64; SwiGLU in the epilogue for gate/up, never split). The weight bytes per call over the time
   is compared with the device-to-device copy bandwidth measured in the same run (% of copy). ``chosen`` marks what
@@ -74,9 +74,9 @@ def config_key(config: dict) -> str:
 
 def linear_rows(copy_bps: float, rows_list, repeats: int, done, deadline: float):
     """Rows of the linear sweep, one (shape, rows, impl, config) at a time."""
-    from sdlaws.measure import fastpath, kernels, projection
+    from sdlaws.measure import kernels, projection
 
-    silu_mul = fastpath.element_kernels(True).silu_mul
+    silu_mul = projection.silu_mul  # what follows a cuBLAS gate/up projection on the fast path
     gen = torch.Generator(device="cuda").manual_seed(0)
     for name, (n_w, k_dim, swiglu) in LINEAR_SHAPES.items():
         nbytes = 2.0 * n_w * k_dim

@@ -74,22 +74,20 @@ def _phase_kernels(dec: SpecDecoder, batch: int, runs: int, top: int, phase: str
 
 @torch.inference_mode()
 def _forward_report(model, batch: int, tokens: int, kv_len: int, runs: int, top: int) -> str:
-    """A bare forward of ``(batch, tokens)`` new tokens over ``kv_len`` cached ones (``sdlaws measure hardware``'s
-    timed pass): its graph-replayed ms, then its kernels as a verify phase's."""
-    from sdlaws.measure.graphs import PhaseRunner
-    from sdlaws.measure.hwbench import _forward_inputs, _prefilled_cache
+    """A bare forward of ``(batch, tokens)`` new tokens over ``kv_len`` cached ones: its graph-replayed ms as
+    ``sdlaws measure hardware`` times it (:func:`~sdlaws.measure.hwbench.forward_time_s`), then its kernels as a
+    verify phase's."""
+    from sdlaws.measure.hwbench import _forward_inputs, _prefilled_cache, forward_time_s
 
-    cuda = next(model.parameters()).device.type == "cuda"
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(0)
     cache = _prefilled_cache(model, batch, kv_len, kv_len + tokens, gen)
-    inputs = _forward_inputs(model, batch, kv_len, tokens, kv_len + tokens, cache, gen)
-    step = functools.partial(model, **inputs)
-    graphed = PhaseRunner(step, [], use_graph=cuda, name="profiled forward")
-    graphed.prepare()
-    graph_ms, _ = _profiled(graphed, cuda, runs, profiled=False)
+    graph_s = forward_time_s(model, cache, kv_len + tokens, batch, tokens, kv_len, repeats=runs, warmup=1,
+                             cuda_graphs=device.type == "cuda")
+    step = functools.partial(model, **_forward_inputs(model, batch, kv_len, tokens, kv_len + tokens, cache, gen))
     return (f"== ar gamma=1 topk=1 batch={batch} prompt={kv_len}: graphs: draft 0.000 ms/step, verify "
-            f"{graph_ms:.3f} ms/step (a bare forward of {tokens} tokens per row)\n"
-            + _kernel_report(step, cuda, runs, top, "verify"))
+            f"{1e3 * graph_s:.3f} ms/step (a bare forward of {tokens} tokens per row)\n"
+            + _kernel_report(step, device.type == "cuda", runs, top, "verify"))
 
 
 def _kernel_report(fn, cuda: bool, runs: int, top: int, phase: str) -> str:
@@ -101,9 +99,8 @@ def _kernel_report(fn, cuda: bool, runs: int, top: int, phase: str) -> str:
                        max_name_column_width=90)
 
 
-def _profiled(fn, cuda: bool, runs: int, profiled: bool = True):
-    """``fn()`` ``runs`` times: its mean wall ms (synchronised) and the profiler's key averages of ``runs`` more
-    (None without ``profiled``)."""
+def _profiled(fn, cuda: bool, runs: int):
+    """``fn()`` ``runs`` times: its mean wall ms (synchronised) and the profiler's key averages of ``runs`` more."""
     from torch.profiler import ProfilerActivity, profile
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -114,8 +111,6 @@ def _profiled(fn, cuda: bool, runs: int, profiled: bool = True):
         fn()
     sync()
     eager_ms = 1e3 * (time.perf_counter() - start) / runs
-    if not profiled:
-        return eager_ms, None
     with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         for _ in range(runs):
             fn()
